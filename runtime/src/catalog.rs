@@ -1,0 +1,182 @@
+//! A repo with its components loaded and checked: every view's transform,
+//! and the features each view stores and serves.
+//!
+//! The checks here are the ones only `describe` can answer: declared
+//! features must be outputs of the transform with the same types, and every
+//! input of an on-demand transform must come, with its type, from exactly
+//! one of the view's sources.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+
+use crate::engine::Runtime;
+use crate::repo::{Repo, RepoError, SourceKind, View, ViewKind};
+use crate::store::ViewRecord;
+use crate::store::layout::DEFAULT_BUCKET_MICROS;
+use crate::transform::Transform;
+use crate::types::FieldSpec;
+
+/// A validated repo with loaded transforms.
+pub struct Catalog {
+    /// The repo as parsed.
+    pub repo: Repo,
+    transforms: IndexMap<String, Arc<Transform>>,
+    features: IndexMap<String, Vec<FieldSpec>>,
+}
+
+impl Catalog {
+    /// Loads every view's component and checks it against the repo.
+    pub fn load(repo: Repo, runtime: &Runtime) -> Result<Catalog, RepoError> {
+        Catalog::load_views(repo, runtime, |_| true)
+    }
+
+    /// Loads the components of the views `wanted` selects (and of the views
+    /// those read), and checks them against the repo.
+    pub fn load_views(repo: Repo, runtime: &Runtime, wanted: impl Fn(&View) -> bool) -> Result<Catalog, RepoError> {
+        let mut transforms = IndexMap::new();
+        let mut features: IndexMap<String, Vec<FieldSpec>> = IndexMap::new();
+        let needed: Vec<&View> = repo
+            .views
+            .values()
+            .filter(|v| {
+                wanted(v)
+                    || repo.views.values().any(|other| {
+                        wanted(other) && matches!(&other.kind, ViewKind::OnDemand { sources } if sources.contains(&v.name))
+                    })
+            })
+            .collect();
+        for view in needed {
+            let invalid = |key: &str, message: String| RepoError::Invalid {
+                path: repo.config_path.clone(),
+                line: view.line,
+                key: format!("views.{}.{key}", view.name),
+                message,
+            };
+            let transform = runtime.load(&view.name, &view.transform, view.limits).map_err(|e| invalid("transform", e.to_string()))?;
+            let outputs = &transform.description().outputs;
+            let stored = match &view.features {
+                None => outputs.clone(),
+                Some(declared) => {
+                    for field in declared {
+                        match outputs.iter().find(|o| o.name == field.name) {
+                            None => {
+                                return Err(invalid(
+                                    "features",
+                                    format!(
+                                        "`{}` is not an output of {} (its outputs: {})",
+                                        field.name,
+                                        display_path(&view.transform),
+                                        field_list(outputs)
+                                    ),
+                                ));
+                            }
+                            Some(o) if o.data_type != field.data_type => {
+                                return Err(invalid(
+                                    "features",
+                                    format!(
+                                        "`{}` is declared {} but the transform outputs {}",
+                                        field.name, field.data_type, o.data_type
+                                    ),
+                                ));
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    declared.clone()
+                }
+            };
+            if let ViewKind::OnDemand { sources } = &view.kind {
+                for input in &transform.description().inputs {
+                    let mut found = Vec::new();
+                    for source in sources {
+                        let fields: Vec<FieldSpec> = match repo.sources.get(source).map(|s| &s.kind) {
+                            Some(SourceKind::Request { schema }) => schema.clone(),
+                            _ => features.get(source).cloned().unwrap_or_default(),
+                        };
+                        let keys = repo.views.get(source).map(|v| repo.join_keys(v)).unwrap_or_default();
+                        if let Some(f) = fields.iter().chain(keys.iter()).find(|f| f.name == input.name) {
+                            found.push((source.clone(), f.data_type));
+                        }
+                    }
+                    match found.as_slice() {
+                        [] => {
+                            return Err(invalid(
+                                "sources",
+                                format!(
+                                    "transform input `{}` ({}) is not a feature or request field of [{}]",
+                                    input.name,
+                                    input.data_type,
+                                    sources.join(", ")
+                                ),
+                            ));
+                        }
+                        [(source, ty)] if *ty != input.data_type => {
+                            return Err(invalid(
+                                "sources",
+                                format!(
+                                    "transform input `{}` is {} but `{source}` provides {ty}",
+                                    input.name, input.data_type
+                                ),
+                            ));
+                        }
+                        [_] => {}
+                        many => {
+                            let names: Vec<_> = many.iter().map(|(s, _)| s.as_str()).collect();
+                            return Err(invalid(
+                                "sources",
+                                format!("transform input `{}` is provided by several sources: {}", input.name, names.join(", ")),
+                            ));
+                        }
+                    }
+                }
+            }
+            features.insert(view.name.clone(), stored);
+            transforms.insert(view.name.clone(), Arc::new(transform));
+        }
+        Ok(Catalog { repo, transforms, features })
+    }
+
+    /// The loaded transform of a view.
+    pub fn transform(&self, view: &str) -> Option<&Arc<Transform>> {
+        self.transforms.get(view)
+    }
+
+    /// The features a view stores and serves, in order.
+    pub fn features(&self, view: &str) -> Option<&[FieldSpec]> {
+        self.features.get(view).map(Vec::as_slice)
+    }
+
+    /// Names of the views whose transforms are loaded.
+    pub fn loaded_views(&self) -> impl Iterator<Item = &str> {
+        self.transforms.keys().map(String::as_str)
+    }
+
+    /// A registry record for a loaded view (storage id 0: not yet assigned).
+    pub fn view_record(&self, view: &View) -> Option<ViewRecord> {
+        let transform = self.transforms.get(&view.name)?;
+        Some(ViewRecord {
+            name: view.name.clone(),
+            id: 0,
+            materialized: view.is_materialized(),
+            join_keys: self.repo.join_keys(view),
+            features: self.features[&view.name].clone(),
+            inputs: transform.description().inputs.clone(),
+            digest: transform.digest().hex(),
+            transform: format!("{} {}", transform.description().name, transform.description().version),
+            ttl_secs: view.ttl.map(|d| d.as_secs()),
+            bucket_micros: DEFAULT_BUCKET_MICROS,
+            last_commit: None,
+            definition: serde_json::to_value(view).expect("views serialize"),
+        })
+    }
+}
+
+fn display_path(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
+
+fn field_list(fields: &[FieldSpec]) -> String {
+    fields.iter().map(|f| format!("{} {}", f.name, f.data_type)).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,346 @@
+//! The WebAssembly host: one wasmtime engine per process, set up in a
+//! straight line, with its limits in plain sight.
+//!
+//! - Component model on, Cranelift, NaN canonicalization on (the same NaN
+//!   bits on every CPU, so floats are reproducible).
+//! - Epoch interruption on, with a ticker thread advancing the epoch every
+//!   [`EPOCH_TICK`]: the per-call time limit is a deadline in ticks.
+//! - WASI for guests whose toolchain imports it, denying every capability:
+//!   no files, sockets, environment or arguments, a fixed clock and a fixed
+//!   random seed ([`deterministic_wasi`]).
+//! - Compiled components cached on disk under `<digest>-<engine hash>.cwasm`,
+//!   so a second load skips Cranelift.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable, types::ComponentItem};
+use wasmtime::{Config, Engine, OptLevel};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::error::LoadError;
+use crate::transform::{Limits, Transform};
+use crate::wit;
+
+/// How often the epoch advances; time limits are rounded up to this.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// How much a guest may write to stderr before writes fail (kept for error messages).
+const STDERR_CAPACITY: usize = 16 * 1024;
+
+/// Per-store host state: WASI (deny-all), its resource table, and limits.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) stderr: MemoryOutputPipe,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Caps linear memory per instance and remembers when the cap was hit, so a
+/// memory bomb is reported as such rather than as the trap it causes.
+pub(crate) struct MemoryLimiter {
+    pub(crate) max_bytes: usize,
+    pub(crate) hit: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+impl HostState {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        HostState {
+            wasi: deterministic_wasi(stderr.clone()),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { max_bytes: limits.memory_bytes(), hit: false },
+            stderr,
+        }
+    }
+}
+
+/// A WASI context that grants nothing and answers the same on every call:
+/// output then depends on input alone.
+fn deterministic_wasi(stderr: MemoryOutputPipe) -> WasiCtx {
+    WasiCtx::builder()
+        .stderr(stderr)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .wall_clock(FixedClock)
+        .monotonic_clock(FixedClock)
+        .secure_random(SplitMix64(0x5EED_5EED_5EED_5EED))
+        .insecure_random(SplitMix64(0x1D_5EED))
+        .insecure_random_seed(0x5EED)
+        .build()
+}
+
+/// A clock stopped at the Unix epoch.
+struct FixedClock;
+
+impl wasmtime_wasi::HostWallClock for FixedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FixedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// A seeded generator (SplitMix64): the same bytes on every run.
+struct SplitMix64(u64);
+
+impl rand::TryRng for SplitMix64 {
+    type Error = std::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        self.try_next_u64().map(|v| (v >> 32) as u32)
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Ok(z ^ (z >> 31))
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Self::Error> {
+        for chunk in dest.chunks_mut(8) {
+            let bytes = self.try_next_u64()?.to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+/// The sha256 of a component's bytes: a transform's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest(Sha256::digest(bytes).into())
+    }
+
+    /// Lowercase hex, as shown to users (`sha256:` prefix not included).
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The first 12 hex digits, for tables.
+    pub fn short(&self) -> String {
+        self.hex()[..12].to_string()
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(hex: &str) -> Option<Digest> {
+        let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Digest(out))
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+/// The host runtime: an engine, a linker with deny-all WASI, an epoch
+/// ticker and a compile cache. Cheap to share; load transforms through it.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Runtime {
+    /// Sets up the engine. `cache_dir`, when given, holds compiled components.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Runtime, LoadError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.cranelift_opt_level(OptLevel::Speed);
+        config.cranelift_nan_canonicalization(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("skewless-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))?;
+
+        Ok(Runtime { engine, linker, cache_dir })
+    }
+
+    /// Loads the component at `path` for `view`, with `limits`: compiles it
+    /// (or takes it from the cache), checks its WIT version, pre-links it
+    /// and calls `describe`.
+    pub fn load(&self, view: &str, path: &Path, limits: Limits) -> Result<Transform, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+        self.load_bytes(view, path, &bytes, limits)
+    }
+
+    /// As [`Runtime::load`], from bytes already read (`path` is for messages).
+    pub fn load_bytes(&self, view: &str, path: &Path, bytes: &[u8], limits: Limits) -> Result<Transform, LoadError> {
+        let digest = Digest::of(bytes);
+        let component = self.compile(path, bytes, &digest)?;
+        check_contract(&self.engine, &component, path)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Instantiate { path: path.to_path_buf(), message: format!("{e:#}") })?;
+        let pre = wit::TransformerPre::new(instance_pre)
+            .map_err(|e| LoadError::Instantiate { path: path.to_path_buf(), message: format!("{e:#}") })?;
+        Transform::new(view, path, digest, self.engine.clone(), pre, limits)
+    }
+
+    /// Compiles, or deserializes from the cache. A cache entry that fails to
+    /// load (truncated, other wasmtime) is recompiled and replaced.
+    fn compile(&self, path: &Path, bytes: &[u8], digest: &Digest) -> Result<Component, LoadError> {
+        let invalid = |e: wasmtime::Error| LoadError::Invalid { path: path.to_path_buf(), message: format!("{e:#}") };
+        let Some(dir) = &self.cache_dir else {
+            return Component::from_binary(&self.engine, bytes).map_err(invalid);
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        let cached = dir.join(format!("{}-{:016x}.cwasm", digest.hex(), hasher.finish()));
+        if cached.exists() {
+            // SAFETY: files in the cache directory are written only by
+            // `Component::serialize` below (atomically, by rename), and are
+            // keyed by this engine's compatibility hash. The cache directory
+            // is as trusted as the binary itself, as with wasmtime's own cache.
+            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!("recompiling {}: cache entry unusable: {e:#}", path.display()),
+            }
+        }
+        let component = Component::from_binary(&self.engine, bytes).map_err(invalid)?;
+        if let Err(e) = write_cache_entry(dir, &cached, &component) {
+            tracing::warn!("cannot write compile cache {}: {e:#}", cached.display());
+        }
+        Ok(component)
+    }
+
+    /// The engine, for callers that need to compare compatibility.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+fn write_cache_entry(dir: &Path, target: &Path, component: &Component) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let bytes = component.serialize().map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let tmp = target.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, target)?;
+    Ok(())
+}
+
+/// Refuses a component that does not export the transform interface at a
+/// compatible version, naming what it found and what is needed.
+fn check_contract(engine: &Engine, component: &Component, path: &Path) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    let mut found = Vec::new();
+    for (name, item) in ty.exports(engine) {
+        if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+            continue;
+        }
+        let (interface, version) = name.split_once('@').unwrap_or((name, ""));
+        if interface == wit::INTERFACE {
+            if compatible(version, wit::VERSION) {
+                return Ok(());
+            }
+            return Err(LoadError::WrongVersion {
+                path: path.to_path_buf(),
+                interface: wit::INTERFACE.into(),
+                found: name.to_string(),
+                needed: wit::VERSION.into(),
+            });
+        }
+        found.push(name.to_string());
+    }
+    Err(LoadError::NotATransform {
+        path: path.to_path_buf(),
+        interface: format!("{}@{}", wit::INTERFACE, wit::VERSION),
+        found: found.join(", "),
+    })
+}
+
+/// Semver compatibility as Cargo reads it: same major, and before 1.0 the
+/// same minor.
+fn compatible(found: &str, needed: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut parts = v.split('.');
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    };
+    match (parse(found), parse(needed)) {
+        (Some((fmaj, fmin)), Some((nmaj, nmin))) => fmaj == nmaj && (nmaj > 0 || fmin == nmin),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semver_compatibility_follows_cargo() {
+        assert!(compatible("0.1.0", "0.1.0"));
+        assert!(compatible("0.1.3", "0.1.0"));
+        assert!(!compatible("0.2.0", "0.1.0"));
+        assert!(compatible("1.4.0", "1.0.0"));
+        assert!(!compatible("2.0.0", "1.0.0"));
+        assert!(!compatible("", "0.1.0"));
+    }
+
+    #[test]
+    fn digest_hex_round_trips() {
+        let d = Digest::of(b"abc");
+        assert_eq!(d.hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(Digest::from_hex(&d.to_string()), Some(d));
+        assert_eq!(Digest::from_hex("zz"), None);
+    }
+}

@@ -1,0 +1,545 @@
+//! Online reads: the latest (or as-of) stored values of materialized views
+//! for a set of entities, plus on-demand views computed from them at read
+//! time through [`crate::Transform::run`], all requested entities in one call.
+//!
+//! `skewless get` calls this; so will the HTTP server. Statuses follow Feast:
+//! `PRESENT`, `NULL_VALUE`, `NOT_FOUND`, `OUTSIDE_MAX_AGE`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BooleanBuilder, Float32Builder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType as ArrowType, Field, Schema};
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use crate::catalog::Catalog;
+use crate::error::TransformError;
+use crate::repo::{FeatureRef, SourceKind, ViewKind};
+use crate::store::encode::KeyEncoder;
+use crate::store::layout::Value;
+use crate::store::{StoreError, StoreReader, ViewRecord};
+use crate::transform::RowError;
+use crate::types::{FeatureType, FieldSpec, UTC};
+
+/// The status of one value, as Feast reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    /// A value was found.
+    Present,
+    /// A row was found, but this feature is null in it.
+    NullValue,
+    /// No row for this entity.
+    NotFound,
+    /// The newest row is older than the view's TTL.
+    OutsideMaxAge,
+}
+
+/// An online read.
+#[derive(Debug, Clone)]
+pub struct OnlineRequest {
+    /// Features to read, in output order.
+    pub features: Vec<FeatureRef>,
+    /// Join-key columns and request-field columns, all of one length.
+    pub entities: IndexMap<String, ArrayRef>,
+    /// Name columns `view__feature` rather than `feature`.
+    pub full_feature_names: bool,
+    /// Read as of this time (microseconds UTC) rather than the latest value.
+    pub at: Option<i64>,
+}
+
+/// One output column.
+#[derive(Debug, Clone)]
+pub struct OnlineColumn {
+    /// Output name.
+    pub name: String,
+    /// The view, `None` for entity-key columns.
+    pub view: Option<String>,
+    /// One value per entity row.
+    pub values: ArrayRef,
+    /// One status per entity row.
+    pub statuses: Vec<Status>,
+    /// Event time of the value per entity row, when there is one.
+    pub event_timestamps: Vec<Option<i64>>,
+}
+
+/// The answer to an [`OnlineRequest`].
+#[derive(Debug, Clone)]
+pub struct OnlineResponse {
+    /// Entity-key columns first, then the features in request order.
+    pub columns: Vec<OnlineColumn>,
+    /// Per-row errors of on-demand transforms, by view.
+    pub row_errors: Vec<(String, RowError)>,
+    /// Transform digest of each view read (lineage).
+    pub digests: BTreeMap<String, String>,
+}
+
+/// An online read that cannot be answered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OnlineError {
+    /// A view that is not in the repo.
+    #[error("unknown feature view `{view}` (views: {known})")]
+    UnknownView {
+        /// The name asked for.
+        view: String,
+        /// The views there are.
+        known: String,
+    },
+    /// A feature its view does not have.
+    #[error("feature view `{view}` has no feature `{feature}` (its features: {known})")]
+    UnknownFeature {
+        /// The view.
+        view: String,
+        /// The feature asked for.
+        feature: String,
+        /// The features there are.
+        known: String,
+    },
+    /// A service that is not in the repo.
+    #[error("unknown feature service `{0}`")]
+    UnknownService(String),
+    /// A feature reference that does not parse.
+    #[error("`{0}` is not a feature reference: use `view:feature` or `view`")]
+    BadReference(String),
+    /// A join key the request lacks.
+    #[error("missing join key `{key}` (needed by feature view `{view}`)")]
+    MissingJoinKey {
+        /// The view.
+        view: String,
+        /// The key.
+        key: String,
+    },
+    /// A request field the request lacks.
+    #[error("missing request field `{field}` (needed by on-demand view `{view}`)")]
+    MissingRequestField {
+        /// The view.
+        view: String,
+        /// The field.
+        field: String,
+    },
+    /// A column of the wrong type.
+    #[error("`{column}` must be {expected}: {message}")]
+    WrongType {
+        /// The column.
+        column: String,
+        /// Its declared type.
+        expected: FeatureType,
+        /// What was wrong.
+        message: String,
+    },
+    /// Columns of different lengths.
+    #[error("`{column}` has {actual} values but `{first}` has {expected}: every entity column needs one value per row")]
+    Length {
+        /// The first column.
+        first: String,
+        /// The column that differs.
+        column: String,
+        /// The first column's length.
+        expected: usize,
+        /// This column's length.
+        actual: usize,
+    },
+    /// The view was never applied to the store.
+    #[error("feature view `{0}` is not in the store's registry: run `skewless apply`")]
+    NotApplied(String),
+    /// An on-demand transform failed.
+    #[error(transparent)]
+    Transform(#[from] TransformError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Expands feature references (and a service, if named) into `view:feature`
+/// references, checking each against the catalog.
+pub fn resolve_features(catalog: &Catalog, refs: &[String], service: Option<&str>) -> Result<Vec<FeatureRef>, OnlineError> {
+    let repo = &catalog.repo;
+    let mut parsed = Vec::new();
+    if let Some(name) = service {
+        let service = repo.services.get(name).ok_or_else(|| OnlineError::UnknownService(name.to_string()))?;
+        parsed.extend(service.features.iter().cloned());
+    }
+    for text in refs {
+        parsed.push(FeatureRef::parse(text).ok_or_else(|| OnlineError::BadReference(text.clone()))?);
+    }
+    let mut out = Vec::new();
+    for r in parsed {
+        let features = catalog.features(&r.view).ok_or_else(|| OnlineError::UnknownView {
+            view: r.view.clone(),
+            known: repo.views.keys().cloned().collect::<Vec<_>>().join(", "),
+        })?;
+        match &r.feature {
+            None => out.extend(features.iter().map(|f| FeatureRef { view: r.view.clone(), feature: Some(f.name.clone()) })),
+            Some(name) if features.iter().any(|f| &f.name == name) => out.push(r.clone()),
+            Some(name) => {
+                return Err(OnlineError::UnknownFeature {
+                    view: r.view.clone(),
+                    feature: name.clone(),
+                    known: features.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|r| seen.insert(r.clone()));
+    Ok(out)
+}
+
+/// Values of one materialized view for every entity row.
+struct ViewValues {
+    batch: RecordBatch,
+    statuses: Vec<Option<Status>>,
+    event_timestamps: Vec<Option<i64>>,
+}
+
+/// Answers an online read from one store snapshot.
+pub fn get_online_features(
+    catalog: &Catalog,
+    records: &BTreeMap<String, ViewRecord>,
+    reader: &StoreReader,
+    request: &OnlineRequest,
+) -> Result<OnlineResponse, OnlineError> {
+    let repo = &catalog.repo;
+    let rows = check_lengths(&request.entities)?;
+    let reference_time = request.at.unwrap_or_else(crate::time::now_micros);
+
+    // Views requested, and the materialized views they need.
+    let mut requested: IndexMap<String, Vec<String>> = IndexMap::new();
+    for r in &request.features {
+        requested.entry(r.view.clone()).or_default().push(r.feature.clone().unwrap_or_default());
+    }
+    let mut materialized: Vec<String> = Vec::new();
+    for view in requested.keys() {
+        let definition = &repo.views[view];
+        let upstream: Vec<String> = match &definition.kind {
+            ViewKind::Materialized { .. } => vec![view.clone()],
+            ViewKind::OnDemand { sources } => sources.iter().filter(|s| repo.views.contains_key(*s)).cloned().collect(),
+        };
+        for v in upstream {
+            if !materialized.contains(&v) {
+                materialized.push(v);
+            }
+        }
+    }
+
+    let mut digests = BTreeMap::new();
+    let mut values: IndexMap<String, ViewValues> = IndexMap::new();
+    for view in &materialized {
+        let record = records.get(view).ok_or_else(|| OnlineError::NotApplied(view.clone()))?;
+        digests.insert(view.clone(), record.digest.clone());
+        let ttl = repo.views[view].ttl.map(|d| d.as_micros() as i64);
+        values.insert(view.clone(), read_view(record, reader, &request.entities, rows, request.at, reference_time, ttl)?);
+    }
+
+    let mut columns = Vec::new();
+    for key in key_columns(catalog, requested.keys()) {
+        let Some(array) = request.entities.get(&key.name) else { continue };
+        columns.push(OnlineColumn {
+            name: key.name.clone(),
+            view: None,
+            values: array.clone(),
+            statuses: vec![Status::Present; rows],
+            event_timestamps: vec![None; rows],
+        });
+    }
+
+    let mut row_errors = Vec::new();
+    for (view, features) in &requested {
+        let name = |feature: &str| if request.full_feature_names { format!("{view}__{feature}") } else { feature.to_string() };
+        if let Some(stored) = values.get(view) {
+            for feature in features {
+                let array = stored.batch.column_by_name(feature).expect("resolved against the catalog").clone();
+                let statuses = (0..rows)
+                    .map(|row| stored.statuses[row].unwrap_or(if array.is_null(row) { Status::NullValue } else { Status::Present }))
+                    .collect();
+                columns.push(OnlineColumn {
+                    name: name(feature),
+                    view: Some(view.clone()),
+                    values: array,
+                    statuses,
+                    event_timestamps: stored.event_timestamps.clone(),
+                });
+            }
+            continue;
+        }
+        // On demand: one call over every entity row.
+        let transform = catalog.transform(view).expect("resolved against the catalog");
+        digests.insert(view.clone(), transform.digest().hex());
+        let input = on_demand_input(catalog, view, &values, &request.entities, rows)?;
+        let output = transform.run(&input)?;
+        row_errors.extend(output.row_errors.into_iter().map(|e| (view.clone(), e)));
+        let sources: Vec<&ViewValues> = values.iter().filter(|(v, _)| is_source_of(catalog, v, view)).map(|(_, s)| s).collect();
+        let event_timestamps: Vec<Option<i64>> =
+            (0..rows).map(|row| sources.iter().filter_map(|s| s.event_timestamps[row]).max()).collect();
+        for feature in features {
+            let array = output.batch.column_by_name(feature).expect("resolved against the catalog").clone();
+            let statuses = (0..rows).map(|row| if array.is_null(row) { Status::NullValue } else { Status::Present }).collect();
+            columns.push(OnlineColumn {
+                name: name(feature),
+                view: Some(view.clone()),
+                values: array,
+                statuses,
+                event_timestamps: event_timestamps.clone(),
+            });
+        }
+    }
+    Ok(OnlineResponse { columns, row_errors, digests })
+}
+
+fn is_source_of(catalog: &Catalog, source: &str, view: &str) -> bool {
+    matches!(&catalog.repo.views[view].kind, ViewKind::OnDemand { sources } if sources.iter().any(|s| s == source))
+}
+
+/// The join keys of the given views, each once, in first-seen order.
+fn key_columns<'a>(catalog: &Catalog, views: impl Iterator<Item = &'a String>) -> Vec<FieldSpec> {
+    let mut keys: Vec<FieldSpec> = Vec::new();
+    for view in views {
+        for key in catalog.repo.join_keys(&catalog.repo.views[view]) {
+            if !keys.iter().any(|k| k.name == key.name) {
+                keys.push(key);
+            }
+        }
+    }
+    keys
+}
+
+fn check_lengths(entities: &IndexMap<String, ArrayRef>) -> Result<usize, OnlineError> {
+    let Some((first, array)) = entities.first() else { return Ok(0) };
+    for (name, other) in entities {
+        if other.len() != array.len() {
+            return Err(OnlineError::Length {
+                first: first.clone(),
+                column: name.clone(),
+                expected: array.len(),
+                actual: other.len(),
+            });
+        }
+    }
+    Ok(array.len())
+}
+
+fn read_view(
+    record: &ViewRecord,
+    reader: &StoreReader,
+    entities: &IndexMap<String, ArrayRef>,
+    rows: usize,
+    at: Option<i64>,
+    reference_time: i64,
+    ttl: Option<i64>,
+) -> Result<ViewValues, OnlineError> {
+    let mut key_arrays = Vec::new();
+    for key in &record.join_keys {
+        let array = entities
+            .get(&key.name)
+            .ok_or_else(|| OnlineError::MissingJoinKey { view: record.name.clone(), key: key.name.clone() })?;
+        if array.data_type() != &key.data_type.arrow() {
+            return Err(OnlineError::WrongType {
+                column: key.name.clone(),
+                expected: key.data_type,
+                message: format!("got {}", array.data_type()),
+            });
+        }
+        key_arrays.push(array.clone());
+    }
+    let key_batch = batch_of(&record.join_keys, key_arrays, rows);
+    let keys = KeyEncoder::new(&key_batch, &record.join_keys).expect("types checked above");
+    let mut builders: Vec<ValueBuilder> = record.features.iter().map(|f| ValueBuilder::new(f.data_type, rows)).collect();
+    let mut statuses = Vec::with_capacity(rows);
+    let mut event_timestamps = Vec::with_capacity(rows);
+    let mut key = Vec::new();
+    for row in 0..rows {
+        let found = if keys.is_null(row) {
+            None
+        } else {
+            key.clear();
+            keys.write(row, &mut key);
+            match at {
+                None => reader.latest(record, &key)?,
+                Some(t) => reader.as_of(record, &key, t)?,
+            }
+        };
+        match found {
+            None => {
+                statuses.push(Some(Status::NotFound));
+                event_timestamps.push(None);
+                builders.iter_mut().for_each(ValueBuilder::push_null);
+            }
+            Some(stored) if ttl.is_some_and(|ttl| stored.event_time < reference_time - ttl) => {
+                statuses.push(Some(Status::OutsideMaxAge));
+                event_timestamps.push(Some(stored.event_time));
+                builders.iter_mut().for_each(ValueBuilder::push_null);
+            }
+            Some(stored) => {
+                statuses.push(None);
+                event_timestamps.push(Some(stored.event_time));
+                for (builder, value) in builders.iter_mut().zip(stored.values) {
+                    builder.push(value);
+                }
+            }
+        }
+    }
+    let arrays = builders.into_iter().map(ValueBuilder::finish).collect();
+    Ok(ViewValues { batch: batch_of(&record.features, arrays, rows), statuses, event_timestamps })
+}
+
+/// The input batch of an on-demand transform: each input from the view's
+/// source views, the request fields or the join keys.
+fn on_demand_input(
+    catalog: &Catalog,
+    view: &str,
+    values: &IndexMap<String, ViewValues>,
+    entities: &IndexMap<String, ArrayRef>,
+    rows: usize,
+) -> Result<RecordBatch, OnlineError> {
+    let ViewKind::OnDemand { sources } = &catalog.repo.views[view].kind else { unreachable!("on-demand view") };
+    let transform = catalog.transform(view).expect("resolved against the catalog");
+    let mut arrays = Vec::new();
+    for input in &transform.description().inputs {
+        let from_view = sources.iter().find_map(|s| values.get(s).and_then(|v| v.batch.column_by_name(&input.name)));
+        let array = match from_view {
+            Some(array) => array.clone(),
+            None => {
+                let array = entities.get(&input.name).ok_or_else(|| {
+                    let is_request = sources.iter().any(|s| {
+                        matches!(&catalog.repo.sources.get(s).map(|s| &s.kind),
+                            Some(SourceKind::Request { schema }) if schema.iter().any(|f| f.name == input.name))
+                    });
+                    if is_request {
+                        OnlineError::MissingRequestField { view: view.to_string(), field: input.name.clone() }
+                    } else {
+                        OnlineError::MissingJoinKey { view: view.to_string(), key: input.name.clone() }
+                    }
+                })?;
+                if array.data_type() != &input.data_type.arrow() {
+                    return Err(OnlineError::WrongType {
+                        column: input.name.clone(),
+                        expected: input.data_type,
+                        message: format!("got {}", array.data_type()),
+                    });
+                }
+                array.clone()
+            }
+        };
+        arrays.push(array);
+    }
+    Ok(batch_of(&transform.description().inputs, arrays, rows))
+}
+
+fn batch_of(fields: &[FieldSpec], arrays: Vec<ArrayRef>, rows: usize) -> RecordBatch {
+    let schema = Arc::new(Schema::new(
+        fields.iter().zip(&arrays).map(|(f, a)| Field::new(&f.name, a.data_type().clone(), true)).collect::<Vec<_>>(),
+    ));
+    RecordBatch::try_new_with_options(schema, arrays, &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)))
+        .expect("arrays built to the schema")
+}
+
+/// Builds an Arrow array from decoded store values.
+enum ValueBuilder {
+    Bool(BooleanBuilder),
+    Int64(Int64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Utf8(StringBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+}
+
+impl ValueBuilder {
+    fn new(data_type: FeatureType, rows: usize) -> Self {
+        match data_type {
+            FeatureType::Bool => ValueBuilder::Bool(BooleanBuilder::with_capacity(rows)),
+            FeatureType::Int64 => ValueBuilder::Int64(Int64Builder::with_capacity(rows)),
+            FeatureType::Float32 => ValueBuilder::Float32(Float32Builder::with_capacity(rows)),
+            FeatureType::Float64 => ValueBuilder::Float64(Float64Builder::with_capacity(rows)),
+            FeatureType::Utf8 => ValueBuilder::Utf8(StringBuilder::with_capacity(rows, rows * 8)),
+            FeatureType::Timestamp => {
+                ValueBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC))
+            }
+        }
+    }
+
+    fn push_null(&mut self) {
+        match self {
+            ValueBuilder::Bool(b) => b.append_null(),
+            ValueBuilder::Int64(b) => b.append_null(),
+            ValueBuilder::Float32(b) => b.append_null(),
+            ValueBuilder::Float64(b) => b.append_null(),
+            ValueBuilder::Utf8(b) => b.append_null(),
+            ValueBuilder::Timestamp(b) => b.append_null(),
+        }
+    }
+
+    /// `value` has this builder's type (decoded with the view's schema).
+    fn push(&mut self, value: Value) {
+        match (self, value) {
+            (ValueBuilder::Bool(b), Value::Bool(v)) => b.append_value(v),
+            (ValueBuilder::Int64(b), Value::Int64(v)) => b.append_value(v),
+            (ValueBuilder::Float32(b), Value::Float32(v)) => b.append_value(v),
+            (ValueBuilder::Float64(b), Value::Float64(v)) => b.append_value(v),
+            (ValueBuilder::Utf8(b), Value::Utf8(v)) => b.append_value(v),
+            (ValueBuilder::Timestamp(b), Value::Timestamp(v)) => b.append_value(v),
+            (builder, _) => builder.push_null(),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            ValueBuilder::Bool(mut b) => Arc::new(b.finish()),
+            ValueBuilder::Int64(mut b) => Arc::new(b.finish()),
+            ValueBuilder::Float32(mut b) => Arc::new(b.finish()),
+            ValueBuilder::Float64(mut b) => Arc::new(b.finish()),
+            ValueBuilder::Utf8(mut b) => Arc::new(b.finish()),
+            ValueBuilder::Timestamp(mut b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Parses command-line values (`1001`, `card-7`, `2021-04-12T10:00:00Z`)
+/// into an array of `data_type`.
+pub fn array_from_strings(column: &str, values: &[String], data_type: FeatureType) -> Result<ArrayRef, OnlineError> {
+    let wrong = |value: &str, message: String| OnlineError::WrongType {
+        column: column.to_string(),
+        expected: data_type,
+        message: format!("`{value}`: {message}"),
+    };
+    let mut builder = ValueBuilder::new(data_type, values.len());
+    for text in values {
+        let value = match data_type {
+            FeatureType::Bool => Value::Bool(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
+            FeatureType::Int64 => Value::Int64(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
+            FeatureType::Float32 => Value::Float32(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
+            FeatureType::Float64 => Value::Float64(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
+            FeatureType::Utf8 => Value::Utf8(text.clone()),
+            FeatureType::Timestamp => Value::Timestamp(crate::time::parse_timestamp(text).map_err(|e| wrong(text, e))?),
+        };
+        builder.push(value);
+    }
+    Ok(builder.finish())
+}
+
+/// One value of an array as JSON: numbers as numbers (float32 widened
+/// exactly to float64), NaN and infinities as null, timestamps as RFC 3339.
+pub fn value_json(array: &dyn Array, row: usize) -> serde_json::Value {
+    use serde_json::Value as J;
+    if array.is_null(row) {
+        return J::Null;
+    }
+    match array.data_type() {
+        ArrowType::Boolean => J::Bool(array.as_boolean().value(row)),
+        ArrowType::Int64 => J::from(array.as_primitive::<Int64Type>().value(row)),
+        ArrowType::Float32 => serde_json::Number::from_f64(array.as_primitive::<Float32Type>().value(row) as f64).map_or(J::Null, J::Number),
+        ArrowType::Float64 => serde_json::Number::from_f64(array.as_primitive::<Float64Type>().value(row)).map_or(J::Null, J::Number),
+        ArrowType::Utf8 => J::String(array.as_string::<i32>().value(row).to_string()),
+        ArrowType::Timestamp(..) => match array.as_primitive_opt::<TimestampMicrosecondType>() {
+            Some(ts) => J::String(crate::time::format_timestamp(ts.value(row))),
+            None => J::Null,
+        },
+        _ => J::Null,
+    }
+}

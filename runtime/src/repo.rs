@@ -1,0 +1,706 @@
+//! The feature repo: one declarative `skewless.toml`, parsed and validated
+//! in one place for every command.
+//!
+//! ```toml
+//! project = "driver_stats"
+//!
+//! [entities.driver]
+//! join_keys = { driver_id = "int64" }
+//!
+//! [sources.driver_stats_source]
+//! type = "file"                       # file | request | push
+//! path = "data/driver_stats.parquet"  # relative to this file; .parquet or .csv
+//! timestamp_column = "event_timestamp"
+//! created_column = "created"
+//!
+//! [sources.vals_to_add]
+//! type = "request"
+//! schema = { val_to_add = "int64" }
+//!
+//! [views.driver_hourly_stats]          # kind = "materialized" is the default
+//! entities = ["driver"]
+//! source = "driver_stats_source"
+//! transform = "transforms/driver_hourly_stats.wasm"
+//! ttl = "1d"
+//! features = { conv_rate = "float32" } # optional: which outputs to store, with types
+//! limits = { timeout_ms = 5000, memory_mib = 512 }
+//!
+//! [views.transformed_conv_rate]
+//! kind = "on_demand"
+//! sources = ["driver_hourly_stats", "vals_to_add"]
+//! transform = "transforms/transformed_conv_rate.wasm"
+//!
+//! [services.driver_activity]
+//! features = ["driver_hourly_stats:conv_rate", "transformed_conv_rate"]
+//! ```
+//!
+//! Every error names the file, the line and the key concerned. Paths are
+//! relative to the file. What can only be checked against the components
+//! (their `describe`) is checked by [`crate::Catalog`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::transform::Limits;
+use crate::types::{FeatureType, FieldSpec};
+
+/// The config file's name inside a repo.
+pub const CONFIG_FILE: &str = "skewless.toml";
+
+/// Where the store lives unless `store` says otherwise (relative to the repo).
+pub const DEFAULT_STORE: &str = ".skewless/store.redb";
+
+/// A repo that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepoError {
+    /// The config file could not be read.
+    #[error("cannot read {}: {source}. Is --repo the folder that holds skewless.toml?", path.display())]
+    Read {
+        /// Config path.
+        path: PathBuf,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key or value is not what the format allows.
+    #[error("{}:{line}: {message}", path.display())]
+    Syntax {
+        /// Config path.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The parser's message, with the offending snippet.
+        message: String,
+    },
+    /// The file parses but says something inconsistent.
+    #[error("{}:{line}: `{key}`: {message}", path.display())]
+    Invalid {
+        /// Config path.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// Dotted key, e.g. `views.driver_hourly_stats.source`.
+        key: String,
+        /// What is wrong and, where possible, what would be right.
+        message: String,
+    },
+}
+
+// ---------------------------------------------------------------------------
+// The file as written (serde), with spans for error locations.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRepo {
+    project: String,
+    store: Option<String>,
+    #[serde(default)]
+    entities: IndexMap<String, Spanned<RawEntity>>,
+    #[serde(default)]
+    sources: IndexMap<String, Spanned<RawSource>>,
+    #[serde(default)]
+    views: IndexMap<String, Spanned<RawView>>,
+    #[serde(default)]
+    services: IndexMap<String, Spanned<RawService>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntity {
+    join_keys: Spanned<IndexMap<String, FeatureType>>,
+    #[serde(default)]
+    description: String,
+}
+
+/// One struct for every source type (an internally tagged enum would lose
+/// the spans that locate errors); which fields a type takes is checked below.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    path: Option<Spanned<String>>,
+    timestamp_column: Option<String>,
+    created_column: Option<String>,
+    schema: Option<IndexMap<String, FeatureType>>,
+    batch_source: Option<Spanned<String>>,
+    #[serde(default)]
+    description: String,
+}
+
+fn default_timestamp_column() -> String {
+    "event_timestamp".to_string()
+}
+
+#[derive(Deserialize, Default, PartialEq, Eq, Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum RawKind {
+    #[default]
+    Materialized,
+    OnDemand,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawView {
+    #[serde(default)]
+    kind: RawKind,
+    entities: Option<Spanned<Vec<String>>>,
+    source: Option<Spanned<String>>,
+    sources: Option<Spanned<Vec<String>>>,
+    transform: Spanned<String>,
+    ttl: Option<Spanned<String>>,
+    #[serde(default = "yes")]
+    online: bool,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    features: Option<Spanned<IndexMap<String, FeatureType>>>,
+    #[serde(default)]
+    limits: Limits,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    features: Spanned<Vec<String>>,
+    #[serde(default)]
+    description: String,
+}
+
+// ---------------------------------------------------------------------------
+// The validated model.
+
+/// A parsed, validated feature repo.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    /// The folder holding `skewless.toml`.
+    pub root: PathBuf,
+    /// Path of the config file.
+    pub config_path: PathBuf,
+    /// Project name.
+    pub project: String,
+    /// The redb store file.
+    pub store_path: PathBuf,
+    /// Entities by name, in file order.
+    pub entities: IndexMap<String, Entity>,
+    /// Sources by name, in file order.
+    pub sources: IndexMap<String, Source>,
+    /// Feature views by name, in file order.
+    pub views: IndexMap<String, View>,
+    /// Feature services by name, in file order.
+    pub services: IndexMap<String, Service>,
+}
+
+/// What features describe, with typed join keys.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Entity {
+    /// Entity name.
+    pub name: String,
+    /// Join keys in order: int64 or utf8.
+    pub join_keys: Vec<FieldSpec>,
+    /// Free text.
+    pub description: String,
+}
+
+/// Where raw data comes from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Source {
+    /// Source name.
+    pub name: String,
+    /// What kind of source, with its settings.
+    pub kind: SourceKind,
+    /// Free text.
+    pub description: String,
+}
+
+/// File format of a file source, by extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// Apache Parquet.
+    Parquet,
+    /// Comma-separated values with a header row.
+    Csv,
+}
+
+/// The kinds of source.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceKind {
+    /// A Parquet or CSV file of historical rows.
+    File {
+        /// Absolute path.
+        path: PathBuf,
+        /// Parquet or CSV.
+        format: FileFormat,
+        /// Column with each row's event time.
+        timestamp_column: String,
+        /// Column with each row's creation time (tie-break), if any.
+        created_column: Option<String>,
+    },
+    /// Fields that arrive with an online request.
+    Request {
+        /// The fields and their types.
+        schema: Vec<FieldSpec>,
+    },
+    /// Rows pushed to the server; backfilled from `batch_source`.
+    Push {
+        /// The file source that holds the same rows historically.
+        batch_source: String,
+    },
+}
+
+/// Whether a view stores values or computes them at read time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ViewKind {
+    /// Runs over source rows at backfill or push time; values are stored.
+    Materialized {
+        /// Entities, whose join keys identify a row.
+        entities: Vec<String>,
+        /// The file or push source.
+        source: String,
+    },
+    /// Runs at read time over other views' features and request fields.
+    OnDemand {
+        /// Materialized views and request sources it reads.
+        sources: Vec<String>,
+    },
+}
+
+/// A named set of features for one entity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct View {
+    /// View name.
+    pub name: String,
+    /// Materialized or on-demand, with inputs.
+    pub kind: ViewKind,
+    /// Absolute path of the component.
+    pub transform: PathBuf,
+    /// Values older than this (relative to the time asked about) are not served.
+    #[serde(with = "duration_secs")]
+    pub ttl: Option<Duration>,
+    /// Whether the view is served online.
+    pub online: bool,
+    /// Owner, e.g. an email.
+    pub owner: String,
+    /// Free text.
+    pub description: String,
+    /// Free-form tags.
+    pub tags: BTreeMap<String, String>,
+    /// Outputs to store and serve, with types; `None`: every output.
+    pub features: Option<Vec<FieldSpec>>,
+    /// Per-call limits.
+    pub limits: Limits,
+    /// Line of the view in the config, for later errors.
+    #[serde(skip)]
+    pub line: usize,
+}
+
+impl View {
+    /// Whether values are stored (materialized) rather than computed at read time.
+    pub fn is_materialized(&self) -> bool {
+        matches!(self.kind, ViewKind::Materialized { .. })
+    }
+}
+
+mod duration_secs {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_some(&d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// A reference to one feature (`view:feature`) or a whole view (`view`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct FeatureRef {
+    /// View name.
+    pub view: String,
+    /// Feature name; `None` for every feature of the view.
+    pub feature: Option<String>,
+}
+
+impl FeatureRef {
+    /// Parses `view:feature` or `view`.
+    pub fn parse(text: &str) -> Option<FeatureRef> {
+        let (view, feature) = match text.split_once(':') {
+            Some((v, f)) => (v, Some(f.to_string())),
+            None => (text, None),
+        };
+        if view.is_empty() || feature.as_deref() == Some("") {
+            return None;
+        }
+        Some(FeatureRef { view: view.to_string(), feature })
+    }
+}
+
+impl std::fmt::Display for FeatureRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.feature {
+            Some(feature) => write!(f, "{}:{feature}", self.view),
+            None => f.write_str(&self.view),
+        }
+    }
+}
+
+/// A named list of features: the set one model uses.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    /// Service name.
+    pub name: String,
+    /// Feature references.
+    pub features: Vec<FeatureRef>,
+    /// Free text.
+    pub description: String,
+    /// Line in the config.
+    #[serde(skip)]
+    pub line: usize,
+}
+
+impl Repo {
+    /// Reads and validates `DIR/skewless.toml`.
+    pub fn open(dir: &Path) -> Result<Repo, RepoError> {
+        let config_path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|source| RepoError::Read { path: config_path.clone(), source })?;
+        Repo::parse(dir, &config_path, &text)
+    }
+
+    /// Validates config text (`path` is for messages, `dir` for relative paths).
+    pub fn parse(dir: &Path, path: &Path, text: &str) -> Result<Repo, RepoError> {
+        let raw: RawRepo = toml::from_str(text).map_err(|e| RepoError::Syntax {
+            path: path.to_path_buf(),
+            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(1),
+            message: e.message().to_string(),
+        })?;
+        let root = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let invalid = |start: usize, key: String, message: String| RepoError::Invalid {
+            path: path.to_path_buf(),
+            line: line_of(text, start),
+            key,
+            message,
+        };
+
+        let check_name = |kind: &str, name: &str, start: usize| -> Result<(), RepoError> {
+            let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if ok {
+                Ok(())
+            } else {
+                Err(invalid(
+                    start,
+                    format!("{kind}.{name}"),
+                    "names may hold only ASCII letters, digits, `_` and `-`".into(),
+                ))
+            }
+        };
+
+        let mut entities = IndexMap::new();
+        for (name, spanned) in &raw.entities {
+            let start = spanned.span().start;
+            check_name("entities", name, start)?;
+            let entity = spanned.get_ref();
+            let keys = entity.join_keys.get_ref();
+            if keys.is_empty() {
+                return Err(invalid(start, format!("entities.{name}.join_keys"), "an entity needs at least one join key".into()));
+            }
+            let mut join_keys = Vec::new();
+            for (key, ty) in keys {
+                if !matches!(ty, FeatureType::Int64 | FeatureType::Utf8) {
+                    return Err(invalid(
+                        entity.join_keys.span().start,
+                        format!("entities.{name}.join_keys.{key}"),
+                        format!("join keys are int64 or utf8, not {ty}"),
+                    ));
+                }
+                join_keys.push(FieldSpec { name: key.clone(), data_type: *ty, nullable: false });
+            }
+            entities.insert(
+                name.clone(),
+                Entity { name: name.clone(), join_keys, description: entity.description.clone() },
+            );
+        }
+
+        let mut sources = IndexMap::new();
+        for (name, spanned) in &raw.sources {
+            let start = spanned.span().start;
+            check_name("sources", name, start)?;
+            let raw_source = spanned.get_ref();
+            let key = |field: &str| format!("sources.{name}.{field}");
+            let kind_at = raw_source.kind.span().start;
+            let only = |allowed: &[&str]| -> Result<(), RepoError> {
+                let given = [
+                    ("path", raw_source.path.is_some()),
+                    ("timestamp_column", raw_source.timestamp_column.is_some()),
+                    ("created_column", raw_source.created_column.is_some()),
+                    ("schema", raw_source.schema.is_some()),
+                    ("batch_source", raw_source.batch_source.is_some()),
+                ];
+                match given.iter().find(|(field, set)| *set && !allowed.contains(field)) {
+                    Some((field, _)) => Err(invalid(
+                        kind_at,
+                        key(field),
+                        format!("a `{}` source does not take `{field}`", raw_source.kind.get_ref()),
+                    )),
+                    None => Ok(()),
+                }
+            };
+            let kind = match raw_source.kind.get_ref().as_str() {
+                "file" => {
+                    only(&["path", "timestamp_column", "created_column"])?;
+                    let file = raw_source
+                        .path
+                        .as_ref()
+                        .ok_or_else(|| invalid(kind_at, key("path"), "a file source needs a `path`".into()))?;
+                    let relative = file.get_ref();
+                    let format = match Path::new(relative).extension().and_then(|e| e.to_str()) {
+                        Some("parquet" | "pq") => FileFormat::Parquet,
+                        Some("csv") => FileFormat::Csv,
+                        _ => {
+                            return Err(invalid(
+                                file.span().start,
+                                key("path"),
+                                format!("`{relative}` is neither .parquet nor .csv"),
+                            ));
+                        }
+                    };
+                    SourceKind::File {
+                        path: root.join(relative),
+                        format,
+                        timestamp_column: raw_source.timestamp_column.clone().unwrap_or_else(default_timestamp_column),
+                        created_column: raw_source.created_column.clone(),
+                    }
+                }
+                "request" => {
+                    only(&["schema"])?;
+                    let schema = raw_source
+                        .schema
+                        .as_ref()
+                        .filter(|s| !s.is_empty())
+                        .ok_or_else(|| invalid(kind_at, key("schema"), "a request source needs a `schema`, e.g. { val_to_add = \"int64\" }".into()))?
+                        .iter()
+                        .map(|(n, t)| FieldSpec { name: n.clone(), data_type: *t, nullable: true })
+                        .collect();
+                    SourceKind::Request { schema }
+                }
+                "push" => {
+                    only(&["batch_source"])?;
+                    let batch_source = raw_source
+                        .batch_source
+                        .as_ref()
+                        .ok_or_else(|| invalid(kind_at, key("batch_source"), "a push source needs a `batch_source` (a file source)".into()))?;
+                    let target = batch_source.get_ref();
+                    if raw.sources.get(target).is_none_or(|s| s.get_ref().kind.get_ref() != "file") {
+                        return Err(invalid(
+                            batch_source.span().start,
+                            key("batch_source"),
+                            format!("`{target}` is not a file source of this repo"),
+                        ));
+                    }
+                    SourceKind::Push { batch_source: target.clone() }
+                }
+                other => {
+                    return Err(invalid(kind_at, key("type"), format!("unknown source type `{other}` (use file, request or push)")));
+                }
+            };
+            let description = raw_source.description.clone();
+            sources.insert(name.clone(), Source { name: name.clone(), kind, description });
+        }
+
+        let mut views: IndexMap<String, View> = IndexMap::new();
+        for (name, spanned) in &raw.views {
+            let start = spanned.span().start;
+            check_name("views", name, start)?;
+            if sources.contains_key(name) {
+                return Err(invalid(start, format!("views.{name}"), "a source has the same name; rename one".into()));
+            }
+            let view = spanned.get_ref();
+            let key = |field: &str| format!("views.{name}.{field}");
+            let listed = |list: &Option<Spanned<Vec<String>>>| -> (Vec<String>, usize) {
+                list.as_ref().map_or((Vec::new(), start), |l| (l.get_ref().clone(), l.span().start))
+            };
+            let (view_entities, entities_at) = listed(&view.entities);
+            let (view_sources, sources_at) = listed(&view.sources);
+            let kind = match view.kind {
+                RawKind::Materialized => {
+                    let Some(source) = &view.source else {
+                        return Err(invalid(start, key("source"), "a materialized view needs a `source` (a file or push source)".into()));
+                    };
+                    match sources.get(source.get_ref()).map(|s| &s.kind) {
+                        Some(SourceKind::File { .. } | SourceKind::Push { .. }) => {}
+                        Some(SourceKind::Request { .. }) => {
+                            return Err(invalid(
+                                source.span().start,
+                                key("source"),
+                                format!("`{}` is a request source; only on-demand views read request sources", source.get_ref()),
+                            ));
+                        }
+                        None => {
+                            return Err(invalid(
+                                source.span().start,
+                                key("source"),
+                                format!("unknown source `{}` (known: {})", source.get_ref(), names(&sources)),
+                            ));
+                        }
+                    }
+                    if view_entities.is_empty() {
+                        return Err(invalid(start, key("entities"), "a materialized view needs at least one entity".into()));
+                    }
+                    for entity in &view_entities {
+                        if !entities.contains_key(entity) {
+                            return Err(invalid(
+                                entities_at,
+                                key("entities"),
+                                format!("unknown entity `{entity}` (known: {})", names(&entities)),
+                            ));
+                        }
+                    }
+                    if !view_sources.is_empty() {
+                        return Err(invalid(sources_at, key("sources"), "`sources` is for on-demand views; use `source`".into()));
+                    }
+                    ViewKind::Materialized { entities: view_entities, source: source.get_ref().clone() }
+                }
+                RawKind::OnDemand => {
+                    if view_sources.is_empty() {
+                        return Err(invalid(start, key("sources"), "an on-demand view needs `sources` (materialized views and request sources)".into()));
+                    }
+                    for source in &view_sources {
+                        let ok = matches!(sources.get(source).map(|s| &s.kind), Some(SourceKind::Request { .. }))
+                            || views.get(source).is_some_and(View::is_materialized);
+                        if !ok {
+                            return Err(invalid(
+                                sources_at,
+                                key("sources"),
+                                format!("`{source}` is neither a materialized view declared above nor a request source"),
+                            ));
+                        }
+                    }
+                    if view.source.is_some() || !view_entities.is_empty() {
+                        return Err(invalid(start, key("kind"), "on-demand views take `sources` only (their entities come from the views they read)".into()));
+                    }
+                    ViewKind::OnDemand { sources: view_sources }
+                }
+            };
+            let ttl = match &view.ttl {
+                None => None,
+                Some(ttl) => Some(humantime::parse_duration(ttl.get_ref()).map_err(|e| {
+                    invalid(ttl.span().start, key("ttl"), format!("`{}` is not a duration like \"1d\" or \"90m\": {e}", ttl.get_ref()))
+                })?),
+            }
+            .filter(|d| !d.is_zero());
+            if view.limits.timeout_ms == 0 || view.limits.memory_mib == 0 || view.limits.max_rows_per_call == 0 {
+                return Err(invalid(start, key("limits"), "limits must be greater than zero".into()));
+            }
+            let features = view.features.as_ref().map(|f| {
+                f.get_ref().iter().map(|(n, t)| FieldSpec { name: n.clone(), data_type: *t, nullable: true }).collect()
+            });
+            views.insert(
+                name.clone(),
+                View {
+                    name: name.clone(),
+                    kind,
+                    transform: root.join(view.transform.get_ref()),
+                    ttl,
+                    online: view.online,
+                    owner: view.owner.clone(),
+                    description: view.description.clone(),
+                    tags: view.tags.clone(),
+                    features,
+                    limits: view.limits,
+                    line: line_of(text, start),
+                },
+            );
+        }
+
+        let mut services = IndexMap::new();
+        for (name, spanned) in &raw.services {
+            let start = spanned.span().start;
+            check_name("services", name, start)?;
+            let service = spanned.get_ref();
+            let mut features = Vec::new();
+            for text_ref in service.features.get_ref() {
+                let at = service.features.span().start;
+                let feature_ref = FeatureRef::parse(text_ref).ok_or_else(|| {
+                    invalid(at, format!("services.{name}.features"), format!("`{text_ref}` is not `view:feature` or `view`"))
+                })?;
+                if !views.contains_key(&feature_ref.view) {
+                    return Err(invalid(
+                        at,
+                        format!("services.{name}.features"),
+                        format!("unknown view `{}` (known: {})", feature_ref.view, names(&views)),
+                    ));
+                }
+                features.push(feature_ref);
+            }
+            services.insert(
+                name.clone(),
+                Service { name: name.clone(), features, description: service.description.clone(), line: line_of(text, start) },
+            );
+        }
+
+        let store_path = root.join(raw.store.as_deref().unwrap_or(DEFAULT_STORE));
+        Ok(Repo { root, config_path: path.to_path_buf(), project: raw.project, store_path, entities, sources, views, services })
+    }
+
+    /// The file source behind a materialized view (through a push source if need be).
+    pub fn file_source(&self, view: &View) -> Option<&Source> {
+        let ViewKind::Materialized { source, .. } = &view.kind else { return None };
+        match &self.sources.get(source)?.kind {
+            SourceKind::File { .. } => self.sources.get(source),
+            SourceKind::Push { batch_source } => self.sources.get(batch_source),
+            SourceKind::Request { .. } => None,
+        }
+    }
+
+    /// The join keys of a materialized view: its entities' keys, in order.
+    pub fn join_keys(&self, view: &View) -> Vec<FieldSpec> {
+        match &view.kind {
+            ViewKind::Materialized { entities, .. } => {
+                entities.iter().flat_map(|e| self.entities[e].join_keys.clone()).collect()
+            }
+            ViewKind::OnDemand { sources } => {
+                let mut keys: Vec<FieldSpec> = Vec::new();
+                for source in sources {
+                    if let Some(upstream) = self.views.get(source) {
+                        for key in self.join_keys(upstream) {
+                            if !keys.iter().any(|k| k.name == key.name) {
+                                keys.push(key);
+                            }
+                        }
+                    }
+                }
+                keys
+            }
+        }
+    }
+
+    /// A message prefix locating a view: `skewless.toml:12: views.NAME`.
+    pub fn locate_view(&self, view: &View) -> String {
+        format!("{}:{}: `views.{}`", self.config_path.display(), view.line, view.name)
+    }
+}
+
+fn names<V>(map: &IndexMap<String, V>) -> String {
+    if map.is_empty() { "none".to_string() } else { map.keys().cloned().collect::<Vec<_>>().join(", ") }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+}

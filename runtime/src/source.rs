@@ -1,0 +1,143 @@
+//! Reading file sources (Parquet, CSV) as Arrow batches of the columns a job
+//! needs, with errors that name the file and the column or line.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::{DataType as ArrowType, Field, Schema};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::repo::FileFormat;
+use crate::types::{FeatureType, FieldSpec};
+
+/// Rows per batch read from a file.
+pub const READ_BATCH_ROWS: usize = 65_536;
+
+/// A file source could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct SourceError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong, with the column or line where known.
+    pub message: String,
+}
+
+fn fail(path: &Path, message: impl Into<String>) -> SourceError {
+    SourceError { path: path.to_path_buf(), message: message.into() }
+}
+
+/// Batches of a file source, lazily read.
+pub type Batches = Box<dyn Iterator<Item = Result<RecordBatch, SourceError>> + Send>;
+
+/// An opened file source: its total row count (if the format records one)
+/// and its batches, holding exactly the `needed` columns.
+pub struct FileSource {
+    /// Rows in the file, when known up front (Parquet).
+    pub total_rows: Option<u64>,
+    /// The batches.
+    pub batches: Batches,
+}
+
+/// Opens `path` and checks that every `needed` column is present with a
+/// type that maps onto its declared type.
+pub fn open(path: &Path, format: FileFormat, needed: &[FieldSpec]) -> Result<FileSource, SourceError> {
+    let file = File::open(path).map_err(|e| fail(path, format!("cannot open: {e}")))?;
+    match format {
+        FileFormat::Parquet => open_parquet(path, file, needed),
+        FileFormat::Csv => open_csv(path, file, needed),
+    }
+}
+
+/// The columns of a file and their Arrow types.
+pub fn columns(path: &Path, format: FileFormat) -> Result<Vec<(String, ArrowType)>, SourceError> {
+    let file = File::open(path).map_err(|e| fail(path, format!("cannot open: {e}")))?;
+    let schema = match format {
+        FileFormat::Parquet => {
+            ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| fail(path, format!("not a readable Parquet file: {e}")))?
+                .schema()
+                .clone()
+        }
+        FileFormat::Csv => Arc::new(csv_header(path, file)?),
+    };
+    Ok(schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect())
+}
+
+fn check_columns(path: &Path, schema: &Schema, needed: &[FieldSpec]) -> Result<Vec<usize>, SourceError> {
+    needed
+        .iter()
+        .map(|field| {
+            let (index, found) = schema.column_with_name(&field.name).ok_or_else(|| {
+                let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                fail(path, format!("column `{}` is missing (the file has: {})", field.name, names.join(", ")))
+            })?;
+            if FeatureType::from_arrow(found.data_type()) != Some(field.data_type) {
+                return Err(fail(
+                    path,
+                    format!("column `{}` is {}, but {} is needed", field.name, found.data_type(), field.data_type),
+                ));
+            }
+            Ok(index)
+        })
+        .collect()
+}
+
+fn open_parquet(path: &Path, file: File, needed: &[FieldSpec]) -> Result<FileSource, SourceError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| fail(path, format!("not a readable Parquet file: {e}")))?;
+    let mut indices = check_columns(path, builder.schema(), needed)?;
+    indices.sort_unstable();
+    indices.dedup();
+    let total_rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(READ_BATCH_ROWS)
+        .build()
+        .map_err(|e| fail(path, format!("cannot read: {e}")))?;
+    let owned = path.to_path_buf();
+    let batches = reader.map(move |batch| batch.map_err(|e| fail(&owned, format!("corrupt data: {e}"))));
+    Ok(FileSource { total_rows: Some(total_rows), batches: Box::new(batches) })
+}
+
+/// The header of a CSV file as a schema of Utf8 columns.
+fn csv_header(path: &Path, file: File) -> Result<Schema, SourceError> {
+    let mut reader = std::io::BufReader::new(file);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).map_err(|e| fail(path, format!("cannot read the header: {e}")))?;
+    let names: Vec<_> = line.trim_end_matches(['\r', '\n']).split(',').map(|s| s.trim().trim_matches('"').to_string()).collect();
+    if names.iter().all(String::is_empty) {
+        return Err(fail(path, "line 1: the header row is empty"));
+    }
+    Ok(Schema::new(names.into_iter().map(|n| Field::new(n, ArrowType::Utf8, true)).collect::<Vec<_>>()))
+}
+
+fn open_csv(path: &Path, file: File, needed: &[FieldSpec]) -> Result<FileSource, SourceError> {
+    let header = csv_header(path, file.try_clone().map_err(|e| fail(path, e.to_string()))?)?;
+    // Needed columns get their declared types; the rest stay text and are projected away.
+    let fields: Vec<Field> = header
+        .fields()
+        .iter()
+        .map(|f| match needed.iter().find(|n| n.name == *f.name()) {
+            Some(n) => Field::new(f.name(), n.data_type.arrow(), true),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let mut indices = check_columns(path, &schema, needed)?;
+    indices.sort_unstable();
+    indices.dedup();
+    let reader = arrow_csv::ReaderBuilder::new(schema)
+        .with_header(true)
+        .with_batch_size(READ_BATCH_ROWS)
+        .with_projection(indices)
+        .build(file)
+        .map_err(|e| fail(path, format!("cannot read: {e}")))?;
+    let owned = path.to_path_buf();
+    let batches = reader.map(move |batch| batch.map_err(|e| fail(&owned, format!("malformed CSV: {e}"))));
+    Ok(FileSource { total_rows: None, batches: Box::new(batches) })
+}

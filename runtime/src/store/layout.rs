@@ -1,0 +1,463 @@
+//! The on-disk layout of feature values: one comment, one module, one
+//! encode/decode pair for each thing stored.
+//!
+//! ```text
+//! history key := view_id u32 BE | entity key | bucket u64 BE
+//! latest key  := view_id u32 BE | entity key
+//! entity key  := for each join key, in declared order:
+//!                  int64: 0x01 | value as u64 BE with the sign bit flipped
+//!                  utf8:  0x02 | length u32 BE | bytes
+//! bucket      := floor(event_time / bucket_micros) as u64 BE, sign bit flipped
+//!
+//! row         := event_time i64 LE | created i64 LE | digest_id u32 LE
+//!                | validity: ceil(features / 8) bytes, bit i set = feature i present
+//!                | each present feature, in the view's stored schema order:
+//!                    bool 1 byte | int64, timestamp 8 LE | float32 4 LE
+//!                    | float64 8 LE (raw IEEE bits) | utf8 length u32 LE + bytes
+//! block       := row count u32 LE | rows
+//! ```
+//!
+//! Invariants (enforced by [`merge_block`] and the writer in `store`):
+//! 1. A history block holds exactly the stored rows of one (view, entity)
+//!    whose event time falls in its bucket.
+//! 2. Rows in a block are sorted by (event_time, created) and no two share
+//!    that pair: writing a row with an existing pair replaces it, which is
+//!    what makes a backfill idempotent.
+//! 3. `latest[view, entity]` is the row with the greatest
+//!    (event_time, created) over all of that entity's history blocks.
+//!
+//! Flipping the sign bit makes byte order equal numeric order, so a reverse
+//! range scan from `bucket(t)` finds the newest block at or before `t` in one
+//! B-tree seek. Blocks of rows (one entry per entity per bucket rather than
+//! one per row) keep the number of B-tree entries, and so backfill cost, low.
+
+use crate::types::{FeatureType, FieldSpec};
+
+/// Bytes of a row before its validity bitmap.
+const ROW_HEADER: usize = 8 + 8 + 4;
+
+/// The default history bucket: one day of event time.
+pub const DEFAULT_BUCKET_MICROS: i64 = 86_400 * 1_000_000;
+
+/// One feature value, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Missing.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// An int64.
+    Int64(i64),
+    /// A float32 (compare by bits for bit-identity).
+    Float32(f32),
+    /// A float64 (compare by bits for bit-identity).
+    Float64(f64),
+    /// A string.
+    Utf8(String),
+    /// Microseconds since the epoch, UTC.
+    Timestamp(i64),
+}
+
+/// A join-key value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyValue {
+    /// An int64 join key.
+    Int64(i64),
+    /// A utf8 join key.
+    Utf8(String),
+}
+
+impl std::fmt::Display for KeyValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyValue::Int64(v) => write!(f, "{v}"),
+            KeyValue::Utf8(v) => write!(f, "{v:?}"),
+        }
+    }
+}
+
+#[inline]
+fn flip(v: i64) -> [u8; 8] {
+    ((v as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+#[inline]
+fn unflip(bytes: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64
+}
+
+/// Appends an int64 join key to an entity key.
+#[inline]
+pub fn push_int_key(out: &mut Vec<u8>, value: i64) {
+    out.push(0x01);
+    out.extend_from_slice(&flip(value));
+}
+
+/// Appends a utf8 join key to an entity key.
+#[inline]
+pub fn push_str_key(out: &mut Vec<u8>, value: &str) {
+    out.push(0x02);
+    out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    out.extend_from_slice(value.as_bytes());
+}
+
+/// Encodes an entity key from its join-key values.
+pub fn entity_key(values: &[KeyValue]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * 9);
+    for value in values {
+        match value {
+            KeyValue::Int64(v) => push_int_key(&mut out, *v),
+            KeyValue::Utf8(s) => push_str_key(&mut out, s),
+        }
+    }
+    out
+}
+
+/// Decodes an entity key; `None` if the bytes are not one.
+pub fn decode_entity_key(mut bytes: &[u8]) -> Option<Vec<KeyValue>> {
+    let mut out = Vec::new();
+    while let Some((&tag, rest)) = bytes.split_first() {
+        match tag {
+            0x01 => {
+                out.push(KeyValue::Int64(unflip(rest.get(..8)?.try_into().ok()?)));
+                bytes = &rest[8..];
+            }
+            0x02 => {
+                let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+                let text = std::str::from_utf8(rest.get(4..4 + len)?).ok()?;
+                out.push(KeyValue::Utf8(text.to_string()));
+                bytes = &rest[4 + len..];
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// `view_id | entity key`: the latest-value key, and the history key prefix.
+pub fn latest_key(view_id: u32, entity_key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + entity_key.len() + 8);
+    out.extend_from_slice(&view_id.to_be_bytes());
+    out.extend_from_slice(entity_key);
+    out
+}
+
+/// `view_id | entity key | bucket`.
+pub fn history_key(view_id: u32, entity_key: &[u8], bucket: i64) -> Vec<u8> {
+    let mut out = latest_key(view_id, entity_key);
+    out.extend_from_slice(&flip(bucket));
+    out
+}
+
+/// Splits a history key into (view id, entity key, bucket).
+pub fn split_history_key(key: &[u8]) -> Option<(u32, &[u8], i64)> {
+    if key.len() < 12 {
+        return None;
+    }
+    let view_id = u32::from_be_bytes(key[..4].try_into().ok()?);
+    let bucket = unflip(key[key.len() - 8..].try_into().ok()?);
+    Some((view_id, &key[4..key.len() - 8], bucket))
+}
+
+/// The bucket an event time falls in.
+#[inline]
+pub fn bucket_of(event_time: i64, bucket_micros: i64) -> i64 {
+    event_time.div_euclid(bucket_micros)
+}
+
+/// Writes one row. `values` yields each feature's value in schema order.
+pub struct RowWriter<'a> {
+    out: &'a mut Vec<u8>,
+    validity_at: usize,
+    index: usize,
+}
+
+impl<'a> RowWriter<'a> {
+    /// Starts a row of `features` features.
+    pub fn start(out: &'a mut Vec<u8>, event_time: i64, created: i64, digest_id: u32, features: usize) -> Self {
+        out.extend_from_slice(&event_time.to_le_bytes());
+        out.extend_from_slice(&created.to_le_bytes());
+        out.extend_from_slice(&digest_id.to_le_bytes());
+        let validity_at = out.len();
+        out.resize(validity_at + features.div_ceil(8), 0);
+        RowWriter { out, validity_at, index: 0 }
+    }
+
+    #[inline]
+    fn present(&mut self) {
+        self.out[self.validity_at + self.index / 8] |= 1 << (self.index % 8);
+        self.index += 1;
+    }
+
+    /// The next feature is null.
+    #[inline]
+    pub fn null(&mut self) {
+        self.index += 1;
+    }
+
+    /// The next feature is a bool.
+    #[inline]
+    pub fn bool(&mut self, v: bool) {
+        self.present();
+        self.out.push(v as u8);
+    }
+
+    /// The next feature is an int64 or a timestamp.
+    #[inline]
+    pub fn i64(&mut self, v: i64) {
+        self.present();
+        self.out.extend_from_slice(&v.to_le_bytes());
+    }
+
+    /// The next feature is a float32.
+    #[inline]
+    pub fn f32(&mut self, v: f32) {
+        self.present();
+        self.out.extend_from_slice(&v.to_bits().to_le_bytes());
+    }
+
+    /// The next feature is a float64.
+    #[inline]
+    pub fn f64(&mut self, v: f64) {
+        self.present();
+        self.out.extend_from_slice(&v.to_bits().to_le_bytes());
+    }
+
+    /// The next feature is a string.
+    #[inline]
+    pub fn str(&mut self, v: &str) {
+        self.present();
+        self.out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        self.out.extend_from_slice(v.as_bytes());
+    }
+}
+
+/// A row's header fields, read without decoding its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowHeader {
+    /// Event time, microseconds UTC.
+    pub event_time: i64,
+    /// Created time, microseconds UTC (0 when the source has none).
+    pub created: i64,
+    /// Id of the digest of the transform that produced the row.
+    pub digest_id: u32,
+}
+
+/// A stored row that does not fit its schema: the store is damaged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stored row is malformed ({0}); the store file is damaged: restore it or rebuild with `skewless backfill`")]
+pub struct CorruptRow(pub &'static str);
+
+fn take<'b>(bytes: &mut &'b [u8], n: usize) -> Result<&'b [u8], CorruptRow> {
+    if bytes.len() < n {
+        return Err(CorruptRow("truncated"));
+    }
+    let (head, rest) = bytes.split_at(n);
+    *bytes = rest;
+    Ok(head)
+}
+
+/// Reads a row's header.
+pub fn row_header(row: &[u8]) -> Result<RowHeader, CorruptRow> {
+    if row.len() < ROW_HEADER {
+        return Err(CorruptRow("row header truncated"));
+    }
+    Ok(RowHeader {
+        event_time: i64::from_le_bytes(row[0..8].try_into().expect("8 bytes")),
+        created: i64::from_le_bytes(row[8..16].try_into().expect("8 bytes")),
+        digest_id: u32::from_le_bytes(row[16..20].try_into().expect("4 bytes")),
+    })
+}
+
+/// The length of the row at the start of `bytes`.
+pub fn row_len(bytes: &[u8], schema: &[FieldSpec]) -> Result<usize, CorruptRow> {
+    let mut rest = bytes;
+    take(&mut rest, ROW_HEADER)?;
+    let validity = take(&mut rest, schema.len().div_ceil(8))?;
+    for (i, field) in schema.iter().enumerate() {
+        if validity[i / 8] & (1 << (i % 8)) == 0 {
+            continue;
+        }
+        match field.data_type {
+            FeatureType::Bool => {
+                take(&mut rest, 1)?;
+            }
+            FeatureType::Float32 => {
+                take(&mut rest, 4)?;
+            }
+            FeatureType::Int64 | FeatureType::Float64 | FeatureType::Timestamp => {
+                take(&mut rest, 8)?;
+            }
+            FeatureType::Utf8 => {
+                let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes")) as usize;
+                take(&mut rest, len)?;
+            }
+        }
+    }
+    Ok(bytes.len() - rest.len())
+}
+
+/// Decodes a row's values in schema order.
+pub fn decode_values(row: &[u8], schema: &[FieldSpec]) -> Result<Vec<Value>, CorruptRow> {
+    let mut rest = row;
+    take(&mut rest, ROW_HEADER)?;
+    let validity = take(&mut rest, schema.len().div_ceil(8))?;
+    let mut values = Vec::with_capacity(schema.len());
+    for (i, field) in schema.iter().enumerate() {
+        if validity[i / 8] & (1 << (i % 8)) == 0 {
+            values.push(Value::Null);
+            continue;
+        }
+        let eight = |rest: &mut &[u8]| -> Result<[u8; 8], CorruptRow> { Ok(take(rest, 8)?.try_into().expect("8 bytes")) };
+        values.push(match field.data_type {
+            FeatureType::Bool => Value::Bool(take(&mut rest, 1)?[0] != 0),
+            FeatureType::Int64 => Value::Int64(i64::from_le_bytes(eight(&mut rest)?)),
+            FeatureType::Timestamp => Value::Timestamp(i64::from_le_bytes(eight(&mut rest)?)),
+            FeatureType::Float64 => Value::Float64(f64::from_bits(u64::from_le_bytes(eight(&mut rest)?))),
+            FeatureType::Float32 => {
+                Value::Float32(f32::from_bits(u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes"))))
+            }
+            FeatureType::Utf8 => {
+                let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes")) as usize;
+                let text = std::str::from_utf8(take(&mut rest, len)?).map_err(|_| CorruptRow("string is not UTF-8"))?;
+                Value::Utf8(text.to_string())
+            }
+        });
+    }
+    if !rest.is_empty() {
+        return Err(CorruptRow("trailing bytes after the last feature"));
+    }
+    Ok(values)
+}
+
+/// Splits a block into its rows.
+pub fn block_rows<'b>(block: &'b [u8], schema: &[FieldSpec]) -> Result<Vec<&'b [u8]>, CorruptRow> {
+    let mut rest = block;
+    let count = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes")) as usize;
+    let mut rows = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = row_len(rest, schema)?;
+        rows.push(take(&mut rest, len)?);
+    }
+    if !rest.is_empty() {
+        return Err(CorruptRow("trailing bytes after the last row of a block"));
+    }
+    Ok(rows)
+}
+
+/// Merges `new` rows (sorted by (event_time, created); on equal pairs the
+/// last one wins) into an existing block, enforcing invariant 2, and
+/// writes the merged block to `out`.
+pub fn merge_block(
+    existing: Option<&[u8]>,
+    new: &[&[u8]],
+    schema: &[FieldSpec],
+    out: &mut Vec<u8>,
+) -> Result<(), CorruptRow> {
+    let old = match existing {
+        Some(block) => block_rows(block, schema)?,
+        None => Vec::new(),
+    };
+    let pair = |row: &[u8]| -> Result<(i64, i64), CorruptRow> {
+        let h = row_header(row)?;
+        Ok((h.event_time, h.created))
+    };
+    out.clear();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let mut count = 0u32;
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        // Among new rows with the same pair, keep the last.
+        while j + 1 < new.len() && pair(new[j])? == pair(new[j + 1])? {
+            j += 1;
+        }
+        let take_new = match (old.get(i), new.get(j)) {
+            (Some(o), Some(n)) => {
+                let (po, pn) = (pair(o)?, pair(n)?);
+                if po == pn {
+                    i += 1; // replaced by the new row
+                }
+                pn <= po
+            }
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+            (None, None) => unreachable!("loop condition"),
+        };
+        if take_new {
+            out.extend_from_slice(new[j]);
+            j += 1;
+        } else {
+            out.extend_from_slice(old[i]);
+            i += 1;
+        }
+        count += 1;
+    }
+    out[..4].copy_from_slice(&count.to_le_bytes());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> Vec<FieldSpec> {
+        vec![
+            FieldSpec { name: "a".into(), data_type: FeatureType::Float64, nullable: true },
+            FieldSpec { name: "b".into(), data_type: FeatureType::Utf8, nullable: true },
+        ]
+    }
+
+    fn row(et: i64, created: i64, a: Option<f64>, b: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = RowWriter::start(&mut out, et, created, 1, 2);
+        match a {
+            Some(v) => w.f64(v),
+            None => w.null(),
+        }
+        w.str(b);
+        out
+    }
+
+    #[test]
+    fn keys_sort_numerically() {
+        let keys: Vec<_> = [-5i64, -1, 0, 1, 1 << 40].iter().map(|v| history_key(1, &entity_key(&[KeyValue::Int64(7)]), *v)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        let (view, entity, bucket) = split_history_key(&keys[0]).unwrap();
+        assert_eq!((view, bucket), (1, -5));
+        assert_eq!(decode_entity_key(entity), Some(vec![KeyValue::Int64(7)]));
+    }
+
+    #[test]
+    fn entity_keys_round_trip() {
+        let key = vec![KeyValue::Utf8("card-ü".into()), KeyValue::Int64(-3)];
+        assert_eq!(decode_entity_key(&entity_key(&key)), Some(key));
+        assert_eq!(decode_entity_key(&[0x09]), None);
+    }
+
+    #[test]
+    fn rows_round_trip_with_nulls() {
+        let r = row(10, 20, None, "héllo");
+        assert_eq!(row_len(&r, &schema()).unwrap(), r.len());
+        assert_eq!(decode_values(&r, &schema()).unwrap(), vec![Value::Null, Value::Utf8("héllo".into())]);
+        assert_eq!(row_header(&r).unwrap(), RowHeader { event_time: 10, created: 20, digest_id: 1 });
+        assert!(decode_values(&r[..r.len() - 1], &schema()).is_err());
+    }
+
+    #[test]
+    fn merge_replaces_equal_pairs_and_keeps_order() {
+        let (r1, r2, r3) = (row(1, 0, Some(1.0), "a"), row(2, 0, Some(2.0), "b"), row(3, 0, Some(3.0), "c"));
+        let mut first = Vec::new();
+        merge_block(None, &[&r1, &r3], &schema(), &mut first).unwrap();
+        let r3b = row(3, 0, Some(33.0), "c2");
+        let mut second = Vec::new();
+        merge_block(Some(&first), &[&r2, &r3b], &schema(), &mut second).unwrap();
+        let rows = block_rows(&second, &schema()).unwrap();
+        assert_eq!(rows, vec![&r1[..], &r2[..], &r3b[..]]);
+        // Idempotent: merging the same rows again changes nothing.
+        let mut third = Vec::new();
+        merge_block(Some(&second), &[&r2, &r3b], &schema(), &mut third).unwrap();
+        assert_eq!(second, third);
+    }
+}

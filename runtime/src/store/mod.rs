@@ -1,0 +1,474 @@
+//! The store: one redb file holding the registry and every feature value.
+//!
+//! Tables:
+//! - `registry` (`&str -> &str`): JSON records keyed `entity/NAME`,
+//!   `source/NAME`, `view/NAME` ([`ViewRecord`]), `service/NAME`.
+//! - `counters` (`&str -> u64`): `next_view_id`, `next_digest_id`, `commits`.
+//! - `digests` (`u32 -> &[u8]`) and `digest_ids` (`&[u8] -> u32`): the
+//!   sha256 of every transform that produced a stored row, and its id.
+//! - `history` and `latest` (`&[u8] -> &[u8]`): feature values, laid out as
+//!   [`layout`] describes.
+//!
+//! Every write is one redb transaction: a crash (even `kill -9`) leaves the
+//! store at the last commit, never half-written. Readers never block the
+//! writer and see only committed data.
+
+pub mod encode;
+pub mod layout;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Digest;
+use crate::types::FieldSpec;
+use layout::{CorruptRow, RowWriter, Value};
+
+const REGISTRY: TableDefinition<&str, &str> = TableDefinition::new("registry");
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const DIGESTS: TableDefinition<u32, &[u8]> = TableDefinition::new("digests");
+const DIGEST_IDS: TableDefinition<&[u8], u32> = TableDefinition::new("digest_ids");
+const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
+const LATEST: TableDefinition<&[u8], &[u8]> = TableDefinition::new("latest");
+
+/// The store could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// redb failed (I/O, a damaged file, the file locked by another process).
+    #[error("store {}: {source}", path.display())]
+    Storage {
+        /// Store file.
+        path: PathBuf,
+        /// redb's error.
+        source: Box<redb::Error>,
+    },
+    /// The store file does not exist yet.
+    #[error("no store at {}: run `skewless apply` and `skewless backfill` first", path.display())]
+    Missing {
+        /// Store file.
+        path: PathBuf,
+    },
+    /// A record or row does not decode: the file is damaged.
+    #[error("store {}: {message}", path.display())]
+    Corrupt {
+        /// Store file.
+        path: PathBuf,
+        /// What does not decode.
+        message: String,
+    },
+    /// The folder for the store could not be created.
+    #[error("cannot create {}: {source}", path.display())]
+    Io {
+        /// Folder.
+        path: PathBuf,
+        /// I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// What the registry knows of a view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewRecord {
+    /// View name.
+    pub name: String,
+    /// Storage id: part of every value key. A new id is taken when the stored
+    /// schema changes, so old rows are never read with the wrong schema.
+    pub id: u32,
+    /// Whether values are stored (materialized) or computed at read time.
+    pub materialized: bool,
+    /// Join keys, in key order.
+    pub join_keys: Vec<FieldSpec>,
+    /// The features stored and served, in row order.
+    pub features: Vec<FieldSpec>,
+    /// The transform's declared inputs.
+    pub inputs: Vec<FieldSpec>,
+    /// Digest of the component the repo names now (hex).
+    pub digest: String,
+    /// The component's own name and version.
+    pub transform: String,
+    /// TTL in seconds, if any.
+    pub ttl_secs: Option<u64>,
+    /// History bucket width (see [`layout`]).
+    pub bucket_micros: i64,
+    /// The last commit that wrote values of this view, if any.
+    pub last_commit: Option<u64>,
+    /// The whole view definition, as the repo declares it (for the catalog).
+    pub definition: serde_json::Value,
+}
+
+/// A stored row, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRow {
+    /// Event time, microseconds UTC.
+    pub event_time: i64,
+    /// Created time, microseconds UTC.
+    pub created: i64,
+    /// Id of the producing transform's digest.
+    pub digest_id: u32,
+    /// Values in the view's feature order.
+    pub values: Vec<Value>,
+}
+
+/// Rows waiting to be written: entity keys and encoded rows in one arena,
+/// so a chunk of a million rows costs two allocations, not two million.
+#[derive(Default)]
+pub struct PendingRows {
+    arena: Vec<u8>,
+    entries: Vec<Entry>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    key: (usize, usize),
+    row: (usize, usize),
+    bucket: i64,
+    event_time: i64,
+    created: i64,
+}
+
+impl PendingRows {
+    /// Adds a row: `key` writes the entity key, `values` the features.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add(
+        &mut self,
+        bucket_micros: i64,
+        event_time: i64,
+        created: i64,
+        digest_id: u32,
+        features: usize,
+        key: impl FnOnce(&mut Vec<u8>),
+        values: impl FnOnce(&mut RowWriter<'_>),
+    ) {
+        let key_start = self.arena.len();
+        key(&mut self.arena);
+        let row_start = self.arena.len();
+        let mut writer = RowWriter::start(&mut self.arena, event_time, created, digest_id, features);
+        values(&mut writer);
+        self.entries.push(Entry {
+            key: (key_start, row_start),
+            row: (row_start, self.arena.len()),
+            bucket: layout::bucket_of(event_time, bucket_micros),
+            event_time,
+            created,
+        });
+    }
+
+    /// Rows waiting.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no row is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Forgets every row.
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.entries.clear();
+    }
+}
+
+/// The embedded store.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens the store at `path`, creating the file (and its folder) if needed.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io { path: parent.to_path_buf(), source })?;
+        }
+        let db = Database::create(path).map_err(|e| storage(path, e))?;
+        let store = Store { db, path: path.to_path_buf() };
+        let txn = store.db.begin_write().map_err(|e| store.fail(e))?;
+        {
+            txn.open_table(REGISTRY).map_err(|e| store.fail(e))?;
+            txn.open_table(COUNTERS).map_err(|e| store.fail(e))?;
+            txn.open_table(DIGESTS).map_err(|e| store.fail(e))?;
+            txn.open_table(DIGEST_IDS).map_err(|e| store.fail(e))?;
+            txn.open_table(HISTORY).map_err(|e| store.fail(e))?;
+            txn.open_table(LATEST).map_err(|e| store.fail(e))?;
+        }
+        txn.commit().map_err(|e| store.fail(e))?;
+        Ok(store)
+    }
+
+    /// Opens an existing store; a missing file is an error that says what to run.
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Missing { path: path.to_path_buf() });
+        }
+        Store::open(path)
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn fail(&self, error: impl Into<redb::Error>) -> StoreError {
+        storage(&self.path, error)
+    }
+
+    fn corrupt(&self, message: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt { path: self.path.clone(), message: message.to_string() }
+    }
+
+    /// Every registry record whose key starts with `prefix` (e.g. `view/`),
+    /// by name.
+    pub fn records(&self, prefix: &str) -> Result<BTreeMap<String, serde_json::Value>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let table = txn.open_table(REGISTRY).map_err(|e| self.fail(e))?;
+        let mut out = BTreeMap::new();
+        for item in table.range(prefix..).map_err(|e| self.fail(e))? {
+            let (key, value) = item.map_err(|e| self.fail(e))?;
+            let Some(name) = key.value().strip_prefix(prefix) else { break };
+            let json = serde_json::from_str(value.value()).map_err(|e| self.corrupt(format!("record {}: {e}", key.value())))?;
+            out.insert(name.to_string(), json);
+        }
+        Ok(out)
+    }
+
+    /// Every view record, by name.
+    pub fn views(&self) -> Result<BTreeMap<String, ViewRecord>, StoreError> {
+        self.records("view/")?
+            .into_iter()
+            .map(|(name, json)| {
+                let record = serde_json::from_value(json).map_err(|e| self.corrupt(format!("record view/{name}: {e}")))?;
+                Ok((name, record))
+            })
+            .collect()
+    }
+
+    /// One view record.
+    pub fn view(&self, name: &str) -> Result<Option<ViewRecord>, StoreError> {
+        Ok(self.views()?.remove(name))
+    }
+
+    /// Replaces the registry with `records` (key -> JSON) in one transaction,
+    /// assigning storage ids to views whose id is 0. Returns the view records
+    /// as stored.
+    pub fn replace_registry(
+        &self,
+        records: BTreeMap<String, serde_json::Value>,
+        mut views: Vec<ViewRecord>,
+    ) -> Result<Vec<ViewRecord>, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut registry = txn.open_table(REGISTRY).map_err(|e| self.fail(e))?;
+            let mut counters = txn.open_table(COUNTERS).map_err(|e| self.fail(e))?;
+            registry.retain(|_, _| false).map_err(|e| self.fail(e))?;
+            for (key, value) in &records {
+                registry.insert(key.as_str(), value.to_string().as_str()).map_err(|e| self.fail(e))?;
+            }
+            for view in &mut views {
+                if view.id == 0 {
+                    let next = counters.get("next_view_id").map_err(|e| self.fail(e))?.map(|g| g.value()).unwrap_or(1);
+                    counters.insert("next_view_id", next + 1).map_err(|e| self.fail(e))?;
+                    view.id = u32::try_from(next).map_err(|_| self.corrupt("view ids exhausted"))?;
+                }
+                let json = serde_json::to_string(view).expect("view records serialize");
+                registry.insert(format!("view/{}", view.name).as_str(), json.as_str()).map_err(|e| self.fail(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.fail(e))?;
+        Ok(views)
+    }
+
+    /// The id of `digest`, registering it if new.
+    pub fn digest_id(&self, digest: &Digest) -> Result<u32, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let id = {
+            let mut ids = txn.open_table(DIGEST_IDS).map_err(|e| self.fail(e))?;
+            let existing = ids.get(&digest.0[..]).map_err(|e| self.fail(e))?.map(|g| g.value());
+            match existing {
+                Some(id) => id,
+                None => {
+                    let mut counters = txn.open_table(COUNTERS).map_err(|e| self.fail(e))?;
+                    let next = counters.get("next_digest_id").map_err(|e| self.fail(e))?.map(|g| g.value()).unwrap_or(1);
+                    counters.insert("next_digest_id", next + 1).map_err(|e| self.fail(e))?;
+                    let id = u32::try_from(next).map_err(|_| self.corrupt("digest ids exhausted"))?;
+                    ids.insert(&digest.0[..], id).map_err(|e| self.fail(e))?;
+                    txn.open_table(DIGESTS).map_err(|e| self.fail(e))?.insert(id, &digest.0[..]).map_err(|e| self.fail(e))?;
+                    id
+                }
+            }
+        };
+        txn.commit().map_err(|e| self.fail(e))?;
+        Ok(id)
+    }
+
+    /// Every registered digest by id.
+    pub fn digests(&self) -> Result<BTreeMap<u32, Digest>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let table = txn.open_table(DIGESTS).map_err(|e| self.fail(e))?;
+        let mut out = BTreeMap::new();
+        for item in table.iter().map_err(|e| self.fail(e))? {
+            let (id, bytes) = item.map_err(|e| self.fail(e))?;
+            let digest: [u8; 32] = bytes.value().try_into().map_err(|_| self.corrupt("a digest is not 32 bytes"))?;
+            out.insert(id.value(), Digest(digest));
+        }
+        Ok(out)
+    }
+
+    /// Writes `pending` rows of `view` in one transaction, merging them into
+    /// the history blocks and the latest values (invariants in [`layout`]).
+    /// Returns the commit number. On error nothing is written.
+    pub fn write(&self, view: &ViewRecord, pending: &mut PendingRows) -> Result<u64, StoreError> {
+        let PendingRows { arena, entries } = pending;
+        let key_of = |e: &Entry| &arena[e.key.0..e.key.1];
+        // Stable: among equal (key, bucket, event_time, created) the later row stays later, and wins.
+        entries.sort_by(|a, b| {
+            key_of(a).cmp(key_of(b)).then(a.bucket.cmp(&b.bucket)).then((a.event_time, a.created).cmp(&(b.event_time, b.created)))
+        });
+        let schema = &view.features;
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let commit = {
+            let mut history = txn.open_table(HISTORY).map_err(|e| self.fail(e))?;
+            let mut latest = txn.open_table(LATEST).map_err(|e| self.fail(e))?;
+            let mut counters = txn.open_table(COUNTERS).map_err(|e| self.fail(e))?;
+            let mut block = Vec::new();
+            let mut rows: Vec<&[u8]> = Vec::new();
+            let mut start = 0;
+            while start < entries.len() {
+                let entity = key_of(&entries[start]);
+                let mut end = start;
+                while end < entries.len() && key_of(&entries[end]) == entity {
+                    end += 1;
+                }
+                // One entity: a block per bucket, then its latest value.
+                let mut group = start;
+                while group < end {
+                    let bucket = entries[group].bucket;
+                    let mut group_end = group;
+                    rows.clear();
+                    while group_end < end && entries[group_end].bucket == bucket {
+                        let e = &entries[group_end];
+                        rows.push(&arena[e.row.0..e.row.1]);
+                        group_end += 1;
+                    }
+                    let key = layout::history_key(view.id, entity, bucket);
+                    let existing = history.get(key.as_slice()).map_err(|e| self.fail(e))?;
+                    layout::merge_block(existing.as_ref().map(|g| g.value()), &rows, schema, &mut block)
+                        .map_err(|e| self.corrupt(e))?;
+                    drop(existing);
+                    history.insert(key.as_slice(), block.as_slice()).map_err(|e| self.fail(e))?;
+                    group = group_end;
+                }
+                let newest = &entries[end - 1];
+                let newest_row = &arena[newest.row.0..newest.row.1];
+                let key = layout::latest_key(view.id, entity);
+                let replace = match latest.get(key.as_slice()).map_err(|e| self.fail(e))? {
+                    None => true,
+                    Some(old) => {
+                        let old = layout::row_header(old.value()).map_err(|e| self.corrupt(e))?;
+                        (newest.event_time, newest.created) >= (old.event_time, old.created)
+                    }
+                };
+                if replace {
+                    latest.insert(key.as_slice(), newest_row).map_err(|e| self.fail(e))?;
+                }
+                start = end;
+            }
+            let commit = counters.get("commits").map_err(|e| self.fail(e))?.map(|g| g.value()).unwrap_or(0) + 1;
+            counters.insert("commits", commit).map_err(|e| self.fail(e))?;
+            let mut registry = txn.open_table(REGISTRY).map_err(|e| self.fail(e))?;
+            let record = ViewRecord { last_commit: Some(commit), ..view.clone() };
+            let json = serde_json::to_string(&record).expect("view records serialize");
+            registry.insert(format!("view/{}", view.name).as_str(), json.as_str()).map_err(|e| self.fail(e))?;
+            commit
+        };
+        txn.commit().map_err(|e| self.fail(e))?;
+        pending.clear();
+        Ok(commit)
+    }
+
+    /// A consistent read view of the store (a redb read transaction).
+    pub fn reader(&self) -> Result<StoreReader, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let history = txn.open_table(HISTORY).map_err(|e| self.fail(e))?;
+        let latest = txn.open_table(LATEST).map_err(|e| self.fail(e))?;
+        Ok(StoreReader { history, latest, path: self.path.clone() })
+    }
+
+    /// Every history and latest entry, in key order: the store's logical
+    /// content, for comparing two stores.
+    pub fn dump(&self) -> Result<Vec<(String, Vec<u8>, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let mut out = Vec::new();
+        for (name, def) in [("history", HISTORY), ("latest", LATEST)] {
+            let table = txn.open_table(def).map_err(|e| self.fail(e))?;
+            for item in table.iter().map_err(|e| self.fail(e))? {
+                let (k, v) = item.map_err(|e| self.fail(e))?;
+                out.push((name.to_string(), k.value().to_vec(), v.value().to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of history blocks and latest values.
+    pub fn counts(&self) -> Result<(u64, u64), StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let history = txn.open_table(HISTORY).map_err(|e| self.fail(e))?.len().map_err(|e| self.fail(e))?;
+        let latest = txn.open_table(LATEST).map_err(|e| self.fail(e))?.len().map_err(|e| self.fail(e))?;
+        Ok((history, latest))
+    }
+}
+
+/// Reads feature values from one consistent snapshot.
+pub struct StoreReader {
+    history: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    latest: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    path: PathBuf,
+}
+
+impl StoreReader {
+    fn decode(&self, row: &[u8], view: &ViewRecord) -> Result<StoredRow, StoreError> {
+        let corrupt = |e: CorruptRow| StoreError::Corrupt { path: self.path.clone(), message: format!("view `{}`: {e}", view.name) };
+        let header = layout::row_header(row).map_err(corrupt)?;
+        let values = layout::decode_values(row, &view.features).map_err(corrupt)?;
+        Ok(StoredRow { event_time: header.event_time, created: header.created, digest_id: header.digest_id, values })
+    }
+
+    /// The newest row of an entity: one B-tree lookup.
+    pub fn latest(&self, view: &ViewRecord, entity_key: &[u8]) -> Result<Option<StoredRow>, StoreError> {
+        let key = layout::latest_key(view.id, entity_key);
+        match self.latest.get(key.as_slice()).map_err(|e| storage(&self.path, e))? {
+            Some(row) => Ok(Some(self.decode(row.value(), view)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The row with the greatest (event_time, created) whose event time is
+    /// `<= at`: one reverse range seek, plus one more if `at`'s own bucket
+    /// holds only later rows.
+    pub fn as_of(&self, view: &ViewRecord, entity_key: &[u8], at: i64) -> Result<Option<StoredRow>, StoreError> {
+        let low = layout::history_key(view.id, entity_key, i64::MIN);
+        let high = layout::history_key(view.id, entity_key, layout::bucket_of(at, view.bucket_micros));
+        let range = self.history.range(low.as_slice()..=high.as_slice()).map_err(|e| storage(&self.path, e))?;
+        for item in range.rev() {
+            let (_, block) = item.map_err(|e| storage(&self.path, e))?;
+            let rows = layout::block_rows(block.value(), &view.features)
+                .map_err(|e| StoreError::Corrupt { path: self.path.clone(), message: format!("view `{}`: {e}", view.name) })?;
+            for row in rows.iter().rev() {
+                let header = layout::row_header(row)
+                    .map_err(|e| StoreError::Corrupt { path: self.path.clone(), message: e.to_string() })?;
+                if header.event_time <= at {
+                    return Ok(Some(self.decode(row, view)?));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn storage(path: &Path, error: impl Into<redb::Error>) -> StoreError {
+    StoreError::Storage { path: path.to_path_buf(), source: Box::new(error.into()) }
+}

@@ -1,0 +1,340 @@
+//! A loaded transform and the one function that runs it on a batch.
+//!
+//! [`Transform::run`] is the only way the product executes a transform: the
+//! backfiller, the online path and the dataset builder all call it, so a
+//! value is computed by the same code and the same conversion everywhere.
+//!
+//! Instances come from a pool of pre-linked instances (`InstancePre`):
+//! checked out for one call, returned after a successful call, discarded
+//! after a trap, a timeout or a memory-limit hit, so a failed call never
+//! leaves a broken instance behind. Guests must not rely on state across
+//! calls (the SDK keeps none).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use serde::{Deserialize, Serialize};
+use wasmtime::{Engine, Store, Trap};
+
+use crate::columns;
+use crate::engine::{Digest, EPOCH_TICK, HostState};
+use crate::error::{LoadError, TransformError, TransformErrorKind};
+use crate::types::{FeatureType, FieldSpec, arrow_schema};
+use crate::wit;
+
+/// Resource limits for one transform call, configurable per view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Wall-clock limit for one call, in milliseconds.
+    #[serde(default = "Limits::default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Linear-memory limit per instance, in MiB.
+    #[serde(default = "Limits::default_memory_mib")]
+    pub memory_mib: u64,
+    /// Rows per guest call; larger batches are split (bounds guest memory).
+    #[serde(default = "Limits::default_max_rows_per_call")]
+    pub max_rows_per_call: usize,
+}
+
+impl Limits {
+    fn default_timeout_ms() -> u64 {
+        5_000
+    }
+    fn default_memory_mib() -> u64 {
+        512
+    }
+    fn default_max_rows_per_call() -> usize {
+        65_536
+    }
+
+    pub(crate) fn memory_bytes(&self) -> usize {
+        (self.memory_mib as usize).saturating_mul(1 << 20)
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (Duration::from_millis(self.timeout_ms).as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout_ms: Limits::default_timeout_ms(),
+            memory_mib: Limits::default_memory_mib(),
+            max_rows_per_call: Limits::default_max_rows_per_call(),
+        }
+    }
+}
+
+/// What a transform says about itself (its `describe`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Description {
+    /// Transform name.
+    pub name: String,
+    /// Transform version.
+    pub version: String,
+    /// Columns it reads.
+    pub inputs: Vec<FieldSpec>,
+    /// Columns it writes, in order.
+    pub outputs: Vec<FieldSpec>,
+}
+
+/// A row the transform could not compute (its outputs are null).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowError {
+    /// Row index in the input batch.
+    pub row: usize,
+    /// The transform's message.
+    pub message: String,
+}
+
+/// The result of [`Transform::run`].
+#[derive(Debug, Clone)]
+pub struct TransformOutput {
+    /// The outputs, one row per input row, columns as `describe` declares.
+    pub batch: RecordBatch,
+    /// Rows that failed, in row order.
+    pub row_errors: Vec<RowError>,
+}
+
+struct Instance {
+    store: Store<HostState>,
+    bindings: wit::Transformer,
+}
+
+/// A transform loaded for a view: its digest, description, limits and a
+/// pool of instances.
+pub struct Transform {
+    view: String,
+    path: PathBuf,
+    digest: Digest,
+    description: Description,
+    output_schema: SchemaRef,
+    engine: Engine,
+    pre: wit::TransformerPre<HostState>,
+    limits: Limits,
+    idle: Mutex<Vec<Instance>>,
+}
+
+/// Instances kept idle per transform; more are created under load and dropped after.
+const MAX_IDLE_INSTANCES: usize = 16;
+
+impl Transform {
+    pub(crate) fn new(
+        view: &str,
+        path: &Path,
+        digest: Digest,
+        engine: Engine,
+        pre: wit::TransformerPre<HostState>,
+        limits: Limits,
+    ) -> Result<Transform, LoadError> {
+        let describe_error = |message: String| LoadError::Describe { path: path.to_path_buf(), message };
+        let mut transform = Transform {
+            view: view.to_string(),
+            path: path.to_path_buf(),
+            digest,
+            description: Description { name: String::new(), version: String::new(), inputs: vec![], outputs: vec![] },
+            output_schema: arrow_schema(&[]),
+            engine,
+            pre,
+            limits,
+            idle: Mutex::new(Vec::new()),
+        };
+        let mut instance = transform.instantiate().map_err(|e| describe_error(e.kind.to_string()))?;
+        instance.store.set_epoch_deadline(limits.deadline_ticks());
+        let raw = instance
+            .bindings
+            .skewless_transform_transform()
+            .call_describe(&mut instance.store)
+            .map_err(|e| describe_error(format!("{e:#}")))?;
+        let description = Description {
+            name: raw.name,
+            version: raw.version,
+            inputs: raw.inputs.into_iter().map(field_spec).collect(),
+            outputs: raw.outputs.into_iter().map(field_spec).collect(),
+        };
+        check_unique(&description.inputs).map_err(|m| describe_error(format!("inputs: {m}")))?;
+        check_unique(&description.outputs).map_err(|m| describe_error(format!("outputs: {m}")))?;
+        if description.outputs.is_empty() {
+            return Err(describe_error("the transform declares no outputs".into()));
+        }
+        transform.output_schema = arrow_schema(&description.outputs);
+        transform.description = description;
+        transform.idle.lock().expect("pool lock").push(instance);
+        Ok(transform)
+    }
+
+    /// The view this transform was loaded for (used in every error).
+    pub fn view(&self) -> &str {
+        &self.view
+    }
+
+    /// Where the component was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// sha256 of the component bytes.
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    /// What `describe` returned.
+    pub fn description(&self) -> &Description {
+        &self.description
+    }
+
+    /// The Arrow schema of [`TransformOutput::batch`].
+    pub fn output_schema(&self) -> &SchemaRef {
+        &self.output_schema
+    }
+
+    /// The limits every call runs under.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Runs the transform over `input`, which must hold every declared input
+    /// column (by name, any order; other columns are ignored). Batches larger
+    /// than `max_rows_per_call` are split into several guest calls and the
+    /// outputs concatenated, so the result does not depend on the split.
+    pub fn run(&self, input: &RecordBatch) -> Result<TransformOutput, TransformError> {
+        let rows = input.num_rows();
+        let step = self.limits.max_rows_per_call.max(1);
+        if rows <= step {
+            return self.run_call(input);
+        }
+        let mut batches = Vec::with_capacity(rows.div_ceil(step));
+        let mut row_errors = Vec::new();
+        for offset in (0..rows).step_by(step) {
+            let part = self.run_call(&input.slice(offset, step.min(rows - offset)))?;
+            row_errors.extend(part.row_errors.into_iter().map(|e| RowError { row: e.row + offset, ..e }));
+            batches.push(part.batch);
+        }
+        let batch = arrow_select::concat::concat_batches(&self.output_schema, &batches)
+            .map_err(|e| self.error(TransformErrorKind::Output(crate::error::ConversionError::Arrow(e.to_string()))))?;
+        Ok(TransformOutput { batch, row_errors })
+    }
+
+    fn run_call(&self, input: &RecordBatch) -> Result<TransformOutput, TransformError> {
+        let rows = input.num_rows();
+        let wit_batch =
+            columns::to_wit(input, &self.description.inputs).map_err(|e| self.error(TransformErrorKind::Input(e)))?;
+        let mut instance = self.checkout().map_err(|e| self.error(e.kind))?;
+        instance.store.set_epoch_deadline(self.limits.deadline_ticks());
+        let result = instance.bindings.skewless_transform_transform().call_run(&mut instance.store, &wit_batch);
+        let output = match result {
+            Ok(Ok(output)) => {
+                self.checkin(instance);
+                output
+            }
+            Ok(Err(message)) => {
+                self.checkin(instance);
+                return Err(self.error(TransformErrorKind::Failed(message)));
+            }
+            // The instance is dropped here: after a trap its state is undefined.
+            Err(error) => return Err(self.error(classify_trap(error, &instance, &self.limits))),
+        };
+        let mut row_errors = Vec::with_capacity(output.row_errors.len());
+        for e in output.row_errors {
+            if e.row as usize >= rows {
+                return Err(self.error(TransformErrorKind::Output(crate::error::ConversionError::RowCount {
+                    column: None,
+                    expected: rows,
+                    actual: e.row as usize + 1,
+                })));
+            }
+            row_errors.push(RowError { row: e.row as usize, message: e.message });
+        }
+        row_errors.sort_by_key(|e| e.row);
+        let batch = columns::from_wit(output.batch, &self.description.outputs, &self.output_schema, rows)
+            .map_err(|e| self.error(TransformErrorKind::Output(e)))?;
+        let batch = if row_errors.is_empty() { batch } else { null_rows(batch, &row_errors) };
+        Ok(TransformOutput { batch, row_errors })
+    }
+
+    fn error(&self, kind: TransformErrorKind) -> TransformError {
+        TransformError { view: self.view.clone(), kind }
+    }
+
+    fn checkout(&self) -> Result<Instance, TransformError> {
+        if let Some(instance) = self.idle.lock().expect("pool lock").pop() {
+            return Ok(instance);
+        }
+        self.instantiate()
+    }
+
+    fn checkin(&self, instance: Instance) {
+        let mut idle = self.idle.lock().expect("pool lock");
+        if idle.len() < MAX_IDLE_INSTANCES {
+            idle.push(instance);
+        }
+    }
+
+    fn instantiate(&self) -> Result<Instance, TransformError> {
+        let mut store = Store::new(&self.engine, HostState::new(&self.limits));
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.error(TransformErrorKind::Instantiate(format!("{e:#}"))))?;
+        Ok(Instance { store, bindings })
+    }
+}
+
+/// Names what stopped a guest: our time limit, our memory limit, or a trap.
+fn classify_trap(error: wasmtime::Error, instance: &Instance, limits: &Limits) -> TransformErrorKind {
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return TransformErrorKind::Timeout { limit: Duration::from_millis(limits.timeout_ms) };
+    }
+    if instance.store.data().limiter.hit {
+        return TransformErrorKind::MemoryLimit { limit_mib: limits.memory_mib };
+    }
+    let stderr = String::from_utf8_lossy(&instance.store.data().stderr.contents()).into_owned();
+    TransformErrorKind::Trap { message: format!("{error:#}"), stderr }
+}
+
+/// A guest must null the outputs of failed rows (the SDK does); the host
+/// enforces it so a hand-written guest cannot leak a half-computed value.
+fn null_rows(batch: RecordBatch, errors: &[RowError]) -> RecordBatch {
+    let rows = batch.num_rows();
+    let mut keep = arrow_buffer::BooleanBufferBuilder::new(rows);
+    keep.append_n(rows, true);
+    for e in errors {
+        keep.set_bit(e.row, false);
+    }
+    let keep = arrow_buffer::NullBuffer::new(keep.finish());
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|column| {
+            let data = column.to_data();
+            let nulls = arrow_buffer::NullBuffer::union(data.nulls(), Some(&keep));
+            let data = data.into_builder().nulls(nulls).build().expect("same layout, fewer valid rows");
+            arrow_array::make_array(data)
+        })
+        .collect();
+    RecordBatch::try_new(batch.schema(), columns).expect("same schema and lengths")
+}
+
+fn field_spec(field: wit::Field) -> FieldSpec {
+    FieldSpec { name: field.name, data_type: FeatureType::from_wit(field.data_type), nullable: field.nullable }
+}
+
+fn check_unique(fields: &[FieldSpec]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for field in fields {
+        if field.name.is_empty() {
+            return Err("a field has an empty name".into());
+        }
+        if !seen.insert(&field.name) {
+            return Err(format!("field `{}` is declared twice", field.name));
+        }
+    }
+    Ok(())
+}

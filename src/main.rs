@@ -1,0 +1,434 @@
+//! `skewless`: the command line. Parses arguments, calls the runtime
+//! library, prints results and errors once. No product logic lives here.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use indexmap::IndexMap;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use skewless_runtime::online::{self, OnlineRequest, Status};
+use skewless_runtime::repo::SourceKind;
+use skewless_runtime::{Catalog, FeatureType, Repo, Runtime, Store, apply, backfill, samples, time, toolchain};
+
+#[derive(Parser)]
+#[command(name = "skewless", version, about = "Feature transforms compiled once to WebAssembly, run the same in training and serving")]
+struct Cli {
+    /// The feature repo: the folder holding skewless.toml.
+    #[arg(long, global = true, default_value = ".")]
+    repo: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the repo (config, components, sources) and record it in the store's registry.
+    Apply {
+        /// Show the plan without recording it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run materialized views over their file sources and store every value.
+    Backfill {
+        /// Only this view (repeatable).
+        #[arg(long = "view")]
+        views: Vec<String>,
+        /// Only rows with event time at or after this (e.g. 2021-04-12 or 2021-04-12T10:00:00Z).
+        #[arg(long)]
+        start: Option<String>,
+        /// Only rows with event time before this.
+        #[arg(long)]
+        end: Option<String>,
+        /// Rows per transaction: the most a crash can lose (the rest is kept; rerun to complete).
+        #[arg(long, default_value_t = 1_000_000)]
+        rows_per_commit: usize,
+    },
+    /// Read features for entities from the store, computing on-demand views.
+    Get {
+        /// Entity keys, e.g. driver_id=1001 or driver_id=1001,1002 (repeatable).
+        #[arg(long = "entity", required = true)]
+        entities: Vec<String>,
+        /// Features as view:feature or view, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
+        /// A feature service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Request fields for on-demand views, e.g. val_to_add=10 (repeatable).
+        #[arg(long = "request")]
+        requests: Vec<String>,
+        /// Name columns view__feature.
+        #[arg(long)]
+        full_feature_names: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List entities, views, features and services recorded in the registry.
+    Ls,
+    /// Show one entity, source, view or service.
+    Describe {
+        /// Its name.
+        name: String,
+    },
+    /// Build a Rust transform crate (or workspace) into WebAssembly components.
+    Build {
+        /// The crate folder.
+        path: PathBuf,
+    },
+    /// Run the driver_stats example end to end: build, generate data, apply, backfill, read.
+    Demo {
+        /// The examples folder (holding transforms/ and repos/).
+        #[arg(long)]
+        examples: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("SKEWLESS_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(error) = run(cli) {
+        eprintln!("{} {error:#}", paint("error:", "1;31"));
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Apply { dry_run } => cmd_apply(&cli.repo, dry_run),
+        Command::Backfill { views, start, end, rows_per_commit } => {
+            let options = backfill::BackfillOptions {
+                views,
+                start: start.as_deref().map(time::parse_timestamp).transpose().map_err(anyhow::Error::msg).context("--start")?,
+                end: end.as_deref().map(time::parse_timestamp).transpose().map_err(anyhow::Error::msg).context("--end")?,
+                rows_per_commit: rows_per_commit.max(1),
+            };
+            cmd_backfill(&cli.repo, &options)
+        }
+        Command::Get { entities, features, service, requests, full_feature_names, json } => {
+            cmd_get(&cli.repo, &entities, &features, service.as_deref(), &requests, full_feature_names, json)
+        }
+        Command::Ls => cmd_ls(&cli.repo),
+        Command::Describe { name } => cmd_describe(&cli.repo, &name),
+        Command::Build { path } => {
+            let components = toolchain::build_rust(&path, false)?;
+            for component in components {
+                status("Built", &component.display().to_string());
+            }
+            Ok(())
+        }
+        Command::Demo { examples } => cmd_demo(examples),
+    }
+}
+
+/// Prints a cargo-style status line to stderr: a right-aligned green verb.
+fn status(verb: &str, message: &str) {
+    eprintln!("{} {message}", paint(&format!("{verb:>12}"), "1;32"));
+}
+
+fn paint(text: &str, style: &str) -> String {
+    if std::io::stderr().is_terminal() { format!("\x1b[{style}m{text}\x1b[0m") } else { text.to_string() }
+}
+
+fn runtime_for(repo: &Repo) -> Result<Runtime> {
+    Ok(Runtime::new(Some(skewless_runtime::cache_dir(&repo.root)))?)
+}
+
+fn cmd_apply(dir: &Path, dry_run: bool) -> Result<()> {
+    let repo = Repo::open(dir)?;
+    let runtime = runtime_for(&repo)?;
+    let catalog = Catalog::load(repo, &runtime)?;
+    let store = Store::open(&catalog.repo.store_path)?;
+    let plan = apply::plan(&catalog, &store)?;
+    for warning in &plan.warnings {
+        eprintln!("{} {warning}", paint("warning:", "1;33"));
+    }
+    if !plan.has_changes() {
+        status("Unchanged", &format!("{} is up to date", catalog.repo.project));
+        return Ok(());
+    }
+    print!("{plan}");
+    if dry_run {
+        status("Planned", "nothing recorded (--dry-run)");
+        return Ok(());
+    }
+    apply::apply(plan, &store)?;
+    status("Applied", &format!("{} to {}", catalog.repo.project, store.path().display()));
+    Ok(())
+}
+
+fn cmd_backfill(dir: &Path, options: &backfill::BackfillOptions) -> Result<()> {
+    let repo = Repo::open(dir)?;
+    let runtime = runtime_for(&repo)?;
+    let wanted = options.views.clone();
+    let catalog = Catalog::load_views(repo, &runtime, |v| v.is_materialized() && (wanted.is_empty() || wanted.contains(&v.name)))?;
+    let store = Store::open_existing(&catalog.repo.store_path)?;
+    let progress = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
+    progress.set_style(
+        ProgressStyle::with_template("{prefix:>12.cyan.bold} {msg} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    progress.set_prefix("Backfilling");
+    let summaries = backfill::backfill(&catalog, &store, options, &progress)?;
+    progress.finish_and_clear();
+    for s in summaries {
+        let secs = s.elapsed.as_secs_f64();
+        status(
+            "Backfilled",
+            &format!(
+                "{}: {} rows in {:.2}s ({:.0} rows/s), {} commits{}",
+                s.view,
+                s.rows_written,
+                secs,
+                s.rows_written as f64 / secs.max(1e-9),
+                s.commits.len(),
+                if s.rows_skipped > 0 { format!(", {} rows skipped (no key or time, or outside --start/--end)", s.rows_skipped) } else { String::new() }
+            ),
+        );
+        if s.row_errors > 0 {
+            eprintln!(
+                "{} view `{}`: {} rows failed in the transform and were stored with null features; first:",
+                paint("warning:", "1;33"),
+                s.view,
+                s.row_errors
+            );
+            for e in &s.first_errors {
+                eprintln!("    {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses `key=v1,v2` arguments into ordered columns of text values.
+fn parse_pairs(args: &[String], flag: &str) -> Result<IndexMap<String, Vec<String>>> {
+    let mut out: IndexMap<String, Vec<String>> = IndexMap::new();
+    for arg in args {
+        let Some((key, values)) = arg.split_once('=') else {
+            bail!("{flag} {arg}: expected NAME=VALUE[,VALUE...]");
+        };
+        out.entry(key.trim().to_string()).or_default().extend(values.split(',').map(|v| v.trim().to_string()));
+    }
+    Ok(out)
+}
+
+fn cmd_get(
+    dir: &Path,
+    entities: &[String],
+    features: &[String],
+    service: Option<&str>,
+    requests: &[String],
+    full_feature_names: bool,
+    json: bool,
+) -> Result<()> {
+    if features.is_empty() && service.is_none() {
+        bail!("say what to read: --features view:feature,... or --service NAME");
+    }
+    let repo = Repo::open(dir)?;
+    let runtime = runtime_for(&repo)?;
+    // Load only the views asked for (and what they read).
+    let mut views: Vec<String> = features.iter().map(|f| f.split(':').next().unwrap_or_default().to_string()).collect();
+    if let Some(s) = service.and_then(|s| repo.services.get(s)) {
+        views.extend(s.features.iter().map(|f| f.view.clone()));
+    }
+    let catalog = Catalog::load_views(repo, &runtime, |v| views.contains(&v.name))?;
+    let refs = online::resolve_features(&catalog, features, service)?;
+
+    let mut types: IndexMap<String, FeatureType> = IndexMap::new();
+    for entity in catalog.repo.entities.values() {
+        for key in &entity.join_keys {
+            types.insert(key.name.clone(), key.data_type);
+        }
+    }
+    for source in catalog.repo.sources.values() {
+        if let SourceKind::Request { schema } = &source.kind {
+            for field in schema {
+                types.insert(field.name.clone(), field.data_type);
+            }
+        }
+    }
+    let mut columns = IndexMap::new();
+    for (name, values) in parse_pairs(entities, "--entity")?.into_iter().chain(parse_pairs(requests, "--request")?) {
+        let Some(ty) = types.get(&name) else {
+            bail!("`{name}` is neither a join key nor a request field of this repo (known: {})", types.keys().cloned().collect::<Vec<_>>().join(", "));
+        };
+        columns.insert(name.clone(), online::array_from_strings(&name, &values, *ty)?);
+    }
+    // A single request value applies to every entity row.
+    let rows = columns.values().map(|a| a.len()).max().unwrap_or(0);
+    for array in columns.values_mut() {
+        if array.len() == 1 && rows > 1 {
+            let indices = arrow_array::UInt32Array::from(vec![0u32; rows]);
+            *array = arrow_select::take::take(array.as_ref(), &indices, None)?;
+        }
+    }
+
+    let store = Store::open_existing(&catalog.repo.store_path)?;
+    let records = store.views()?;
+    let reader = store.reader()?;
+    let request = OnlineRequest { features: refs, entities: columns, full_feature_names, at: None };
+    let response = online::get_online_features(&catalog, &records, &reader, &request)?;
+
+    if json {
+        let results: Vec<_> = response
+            .columns
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name,
+                    "values": (0..c.values.len()).map(|r| online::value_json(c.values.as_ref(), r)).collect::<Vec<_>>(),
+                    "statuses": c.statuses,
+                    "event_timestamps": c.event_timestamps.iter().map(|t| t.map(time::format_timestamp)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let body = serde_json::json!({
+            "metadata": { "feature_names": response.columns.iter().map(|c| &c.name).collect::<Vec<_>>() },
+            "results": results,
+            "lineage": response.digests,
+        });
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    let fields: Vec<_> =
+        response.columns.iter().map(|c| arrow_schema::Field::new(&c.name, c.values.data_type().clone(), true)).collect();
+    let batch = arrow_array::RecordBatch::try_new(
+        std::sync::Arc::new(arrow_schema::Schema::new(fields)),
+        response.columns.iter().map(|c| c.values.clone()).collect(),
+    )?;
+    println!("{}", arrow_cast::pretty::pretty_format_batches(&[batch])?);
+    for column in &response.columns {
+        for (row, s) in column.statuses.iter().enumerate() {
+            if matches!(s, Status::NotFound | Status::OutsideMaxAge) {
+                eprintln!("note: row {row}: `{}` is {}", column.name, serde_json::to_value(s)?.as_str().unwrap_or_default());
+            }
+        }
+    }
+    for (view, e) in &response.row_errors {
+        eprintln!("{} view `{view}`: row {}: {}", paint("warning:", "1;33"), e.row, e.message);
+    }
+    Ok(())
+}
+
+fn cmd_ls(dir: &Path) -> Result<()> {
+    let repo = Repo::open(dir)?;
+    let store = Store::open_existing(&repo.store_path)?;
+    let views = store.views()?;
+    println!("ENTITIES");
+    for (name, json) in store.records("entity/")? {
+        let keys: Vec<String> = json["join_keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|k| format!("{} {}", k["name"].as_str().unwrap_or(""), k["type"].as_str().unwrap_or("")))
+            .collect();
+        println!("  {name:<28} join keys: {}", keys.join(", "));
+    }
+    println!("FEATURE VIEWS");
+    for (name, v) in &views {
+        println!(
+            "  {name:<28} {:<13} {} features  sha256:{}  owner: {}",
+            if v.materialized { "materialized" } else { "on-demand" },
+            v.features.len(),
+            &v.digest[..12],
+            v.definition["owner"].as_str().filter(|o| !o.is_empty()).unwrap_or("-")
+        );
+        for f in &v.features {
+            println!("    {:<26} {}", f.name, f.data_type);
+        }
+    }
+    println!("FEATURE SERVICES");
+    for (name, json) in store.records("service/")? {
+        let count = json["features"].as_array().map_or(0, Vec::len);
+        println!("  {name:<28} {count} feature refs");
+    }
+    Ok(())
+}
+
+fn cmd_describe(dir: &Path, name: &str) -> Result<()> {
+    let repo = Repo::open(dir)?;
+    let store = Store::open_existing(&repo.store_path)?;
+    if let Some(view) = store.view(name)? {
+        println!("feature view {name}");
+        println!("  kind:        {}", if view.materialized { "materialized" } else { "on-demand" });
+        println!("  transform:   {} (sha256:{})", view.transform, view.digest);
+        let keys: Vec<_> = view.join_keys.iter().map(|k| format!("{} {}", k.name, k.data_type)).collect();
+        println!("  join keys:   {}", keys.join(", "));
+        println!("  ttl:         {}", view.ttl_secs.map_or("none".to_string(), |s| humantime_secs(s)));
+        for key in ["owner", "description"] {
+            if let Some(text) = view.definition[key].as_str().filter(|t| !t.is_empty()) {
+                println!("  {key}:{:width$}{text}", "", width = 12 - key.len());
+            }
+        }
+        if let Some(tags) = view.definition["tags"].as_object().filter(|t| !t.is_empty()) {
+            let tags: Vec<_> = tags.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
+            println!("  tags:        {}", tags.join(", "));
+        }
+        println!("  last commit: {}", view.last_commit.map_or("never backfilled".to_string(), |c| format!("#{c}")));
+        println!("  inputs:");
+        for f in &view.inputs {
+            println!("    {:<26} {}", f.name, f.data_type);
+        }
+        println!("  features:");
+        for f in &view.features {
+            println!("    {:<26} {}", f.name, f.data_type);
+        }
+        return Ok(());
+    }
+    for kind in ["entity", "source", "service"] {
+        if let Some(json) = store.records(&format!("{kind}/"))?.remove(name) {
+            println!("{kind} {name}");
+            println!("{}", serde_json::to_string_pretty(&json)?);
+            return Ok(());
+        }
+    }
+    bail!("nothing named `{name}` in the registry (run `skewless ls`; `skewless apply` records the repo)")
+}
+
+fn humantime_secs(secs: u64) -> String {
+    match secs {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s => format!("{s}s"),
+    }
+}
+
+fn cmd_demo(examples: Option<PathBuf>) -> Result<()> {
+    let examples = examples.unwrap_or_else(|| {
+        let here = PathBuf::from("examples");
+        if here.join("repos").exists() { here } else { Path::new(env!("CARGO_MANIFEST_DIR")).join("examples") }
+    });
+    let repo_dir = examples.join("repos").join("driver_stats");
+    let started = Instant::now();
+
+    status("Building", "example transforms for wasm32-wasip2");
+    for component in toolchain::build_rust(&examples.join("transforms"), false)? {
+        status("Built", &component.display().to_string());
+    }
+    let end = time::now_micros() / 3_600_000_000 * 3_600_000_000 + 3_600_000_000;
+    for path in samples::generate("driver_stats", &repo_dir, end).map_err(anyhow::Error::msg)? {
+        status("Generated", &format!("{} (1,000 drivers x 720 hours)", path.display()));
+    }
+    cmd_apply(&repo_dir, false)?;
+    cmd_backfill(&repo_dir, &backfill::BackfillOptions::default())?;
+    status("Reading", "drivers 1001-1003 online, with the on-demand view (val_to_add=1000)");
+    cmd_get(
+        &repo_dir,
+        &["driver_id=1001,1002,1003".to_string()],
+        &["driver_hourly_stats:conv_rate".into(), "driver_hourly_stats:acc_rate".into(), "driver_hourly_stats:avg_daily_trips".into(), "transformed_conv_rate".into()],
+        None,
+        &["val_to_add=1000".to_string()],
+        false,
+        false,
+    )?;
+    status("Finished", &format!("demo in {:.1}s; store: {}", started.elapsed().as_secs_f64(), repo_dir.join(".skewless/store.redb").display()));
+    eprintln!("\nTry: cargo run --release -- --repo {} get --entity driver_id=1001 --service driver_activity --request val_to_add=5", repo_dir.display());
+    Ok(())
+}
