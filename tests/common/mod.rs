@@ -1,0 +1,153 @@
+//! Shared test harness: builds the example and test components from source
+//! (once per test binary), makes throwaway feature repos with generated
+//! data, runs the `skewless` binary, and compares batches bit for bit.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
+use skewless_runtime::{Limits, Runtime, Transform, samples, toolchain};
+
+/// The project root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn build_once(cell: &'static OnceLock<PathBuf>, dir: &str) -> PathBuf {
+    cell.get_or_init(|| {
+        let components = toolchain::build_rust(&root().join(dir), true).expect("components build");
+        assert!(!components.is_empty(), "no components built in {dir}");
+        components[0].parent().unwrap().to_path_buf()
+    })
+    .clone()
+}
+
+/// The folder of the example components (examples/transforms), built now.
+pub fn example_components() -> PathBuf {
+    static CELL: OnceLock<PathBuf> = OnceLock::new();
+    build_once(&CELL, "examples/transforms")
+}
+
+/// The folder of the test components (tests/components), built now.
+pub fn test_components() -> PathBuf {
+    static CELL: OnceLock<PathBuf> = OnceLock::new();
+    build_once(&CELL, "tests/components")
+}
+
+/// A runtime whose compile cache is shared by the tests.
+pub fn runtime() -> Runtime {
+    Runtime::new(Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"))).expect("runtime")
+}
+
+/// Loads an example component (`driver_hourly_stats`, `fraud_features`...).
+pub fn example(runtime: &Runtime, name: &str) -> Transform {
+    runtime.load(name, &example_components().join(format!("{name}.wasm")), Limits::default()).expect("example loads")
+}
+
+/// Loads a test component with `limits`.
+pub fn test_component(runtime: &Runtime, name: &str, limits: Limits) -> Transform {
+    runtime.load(name, &test_components().join(format!("{name}.wasm")), limits).expect("test component loads")
+}
+
+/// A fixed instant for reproducible data: 2026-01-01T00:00:00Z.
+pub const FIXED_END: i64 = 1_767_225_600_000_000;
+
+/// A throwaway copy of an example repo (`driver_stats`, `fraud`, `rides`),
+/// with its component paths pointing at the built examples.
+pub struct TempRepo {
+    pub dir: tempfile::TempDir,
+}
+
+impl TempRepo {
+    pub fn new(example: &str) -> TempRepo {
+        let components = example_components();
+        let text = std::fs::read_to_string(root().join("examples/repos").join(example).join("skewless.toml")).unwrap();
+        let text = text.replace("../../transforms/target/wasm32-wasip2/release", components.to_str().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("skewless.toml"), text).unwrap();
+        TempRepo { dir }
+    }
+
+    /// As [`TempRepo::new`], with the example's sample data ending at `end`.
+    pub fn with_data(example: &str, end: i64) -> TempRepo {
+        let repo = TempRepo::new(example);
+        samples::generate(example, repo.path(), end).unwrap();
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.path().join(".skewless/store.redb")
+    }
+
+    /// Runs `skewless --repo <this repo> ARGS`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        skewless(&[&["--repo", self.path().to_str().unwrap()], args].concat())
+    }
+
+    /// Runs and asserts success, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "skewless {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and asserts failure, returning stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "skewless {args:?} should fail but printed:\n{}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+/// Runs the `skewless` binary built for these tests.
+pub fn skewless(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_skewless"))
+        .args(args)
+        .env("SKEWLESS_CACHE_DIR", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"))
+        .output()
+        .expect("skewless runs")
+}
+
+/// Asserts two batches hold the same columns with the same nulls and
+/// bit-identical values (floats compared by their bits, so NaN payloads and
+/// negative zero count).
+pub fn assert_bit_identical(left: &RecordBatch, right: &RecordBatch) {
+    assert_eq!(left.schema(), right.schema(), "schemas differ");
+    assert_eq!(left.num_rows(), right.num_rows(), "row counts differ");
+    for (index, field) in left.schema().fields().iter().enumerate() {
+        let (a, b) = (left.column(index), right.column(index));
+        for row in 0..left.num_rows() {
+            let where_ = || format!("column `{}` row {row}", field.name());
+            assert_eq!(a.is_null(row), b.is_null(row), "nulls differ at {}", where_());
+            if a.is_null(row) {
+                continue;
+            }
+            let same = match field.data_type() {
+                DataType::Boolean => a.as_boolean().value(row) == b.as_boolean().value(row),
+                DataType::Int64 => a.as_primitive::<Int64Type>().value(row) == b.as_primitive::<Int64Type>().value(row),
+                DataType::Float32 => {
+                    a.as_primitive::<Float32Type>().value(row).to_bits() == b.as_primitive::<Float32Type>().value(row).to_bits()
+                }
+                DataType::Float64 => {
+                    a.as_primitive::<Float64Type>().value(row).to_bits() == b.as_primitive::<Float64Type>().value(row).to_bits()
+                }
+                DataType::Utf8 => a.as_string::<i32>().value(row) == b.as_string::<i32>().value(row),
+                DataType::Timestamp(..) => {
+                    a.as_primitive::<TimestampMicrosecondType>().value(row)
+                        == b.as_primitive::<TimestampMicrosecondType>().value(row)
+                }
+                other => panic!("unexpected type {other}"),
+            };
+            assert!(same, "values differ at {}", where_());
+        }
+    }
+}
