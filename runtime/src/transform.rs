@@ -295,8 +295,19 @@ fn classify_trap(error: wasmtime::Error, instance: &Instance, limits: &Limits) -
     if instance.store.data().limiter.hit {
         return TransformErrorKind::MemoryLimit { limit_mib: limits.memory_mib };
     }
-    let stderr = String::from_utf8_lossy(&instance.store.data().stderr.contents()).into_owned();
-    TransformErrorKind::Trap { message: format!("{error:#}"), stderr }
+    let stderr = String::from_utf8_lossy(&instance.store.data().stderr.contents())
+        .lines()
+        // Guests cannot see the environment, so Rust's hint to set RUST_BACKTRACE only misleads.
+        .filter(|line| !line.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    // The wasm backtrace is for debugging (SKEWLESS_LOG=debug); users get the cause.
+    tracing::debug!("transform trapped: {error:?}");
+    let message = match error.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
+    };
+    TransformErrorKind::Trap { message, stderr }
 }
 
 /// A guest must null the outputs of failed rows (the SDK does); the host
