@@ -1,0 +1,128 @@
+//! The catalog and online-read commands against a backfilled store: what
+//! `skewless get` prints equals the newest source row per entity, computed
+//! here by a brute-force scan of the generated data.
+
+mod common;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Int64Type, TimestampMicrosecondType};
+use common::*;
+use skewless_runtime::samples;
+
+/// Data ending at the current hour, so the 1-day TTL does not expire it.
+fn fresh_driver_repo() -> TempRepo {
+    let end = skewless_runtime::time::now_micros() / 3_600_000_000 * 3_600_000_000 + 3_600_000_000;
+    let repo = TempRepo::with_data("driver_stats", end);
+    repo.ok(&["apply"]);
+    repo.ok(&["backfill"]);
+    repo
+}
+
+fn newest_row(driver: i64, end: i64) -> (f32, f32, i64) {
+    let batch = samples::driver_stats(1_000, 720, end, 42);
+    let ids = batch.column(0).as_primitive::<Int64Type>();
+    let times = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+    let created = batch.column(2).as_primitive::<TimestampMicrosecondType>();
+    let best = (0..batch.num_rows())
+        .filter(|r| ids.value(*r) == driver)
+        .max_by_key(|r| (times.value(*r), created.value(*r)))
+        .unwrap();
+    (
+        batch.column(3).as_primitive::<Float32Type>().value(best),
+        batch.column(4).as_primitive::<Float32Type>().value(best),
+        batch.column(5).as_primitive::<Int64Type>().value(best),
+    )
+}
+
+#[test]
+fn get_returns_the_newest_stored_values_and_computes_on_demand_views() {
+    let repo = fresh_driver_repo();
+    let end = skewless_runtime::time::now_micros() / 3_600_000_000 * 3_600_000_000 + 3_600_000_000;
+    let out = repo.ok(&[
+        "get",
+        "--entity",
+        "driver_id=1001,1500,99999",
+        "--service",
+        "driver_activity",
+        "--request",
+        "val_to_add=1000",
+        "--json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = json["metadata"]["feature_names"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["driver_id", "conv_rate", "acc_rate", "avg_daily_trips", "conv_rate_plus_val1", "conv_rate_plus_val2"]
+    );
+    let results = json["results"].as_array().unwrap();
+    for (row, driver) in [1001i64, 1500].into_iter().enumerate() {
+        let (conv, acc, trips) = newest_row(driver, end);
+        assert_eq!(results[1]["values"][row].as_f64().unwrap() as f32, conv, "conv_rate of {driver}");
+        assert_eq!(results[2]["values"][row].as_f64().unwrap() as f32, acc, "acc_rate of {driver}");
+        assert_eq!(results[3]["values"][row].as_i64().unwrap(), trips, "avg_daily_trips of {driver}");
+        assert_eq!(results[4]["values"][row].as_f64().unwrap().to_bits(), (conv as f64 + 1000.0).to_bits());
+        assert_eq!(results[5]["values"][row].as_f64().unwrap().to_bits(), (conv as f64 + 2000.0).to_bits());
+        assert_eq!(results[1]["statuses"][row], "PRESENT");
+    }
+    assert_eq!(results[1]["statuses"][2], "NOT_FOUND");
+    assert!(results[1]["values"][2].is_null() && results[4]["values"][2].is_null());
+    assert_eq!(results[4]["statuses"][2], "NULL_VALUE");
+    assert!(json["lineage"]["driver_hourly_stats"].as_str().unwrap().len() == 64);
+
+    let table = repo.ok(&["get", "--entity", "driver_id=1001", "--features", "driver_hourly_stats:conv_rate"]);
+    let (conv, _, _) = newest_row(1001, end);
+    assert!(table.contains("conv_rate") && table.contains(&conv.to_string()), "{table}");
+}
+
+#[test]
+fn get_explains_bad_requests() {
+    let repo = fresh_driver_repo();
+    let cases: [(&[&str], &str); 5] = [
+        (&["get", "--entity", "driver_id=1001", "--features", "nope:x"], "unknown feature view `nope`"),
+        (&["get", "--entity", "driver_id=1001", "--features", "driver_hourly_stats:speed"], "has no feature `speed`"),
+        (&["get", "--entity", "driver_id=abc", "--features", "driver_hourly_stats"], "`driver_id` must be int64"),
+        (&["get", "--entity", "rider=1", "--features", "driver_hourly_stats"], "neither a join key nor a request field"),
+        (&["get", "--entity", "driver_id=1001", "--features", "transformed_conv_rate"], "missing request field `val_to_add`"),
+    ];
+    for (args, expected) in cases {
+        let stderr = repo.fails(args);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn ls_and_describe_show_the_registry() {
+    let repo = fresh_driver_repo();
+    let ls = repo.ok(&["ls"]);
+    for word in ["driver", "driver_hourly_stats", "materialized", "transformed_conv_rate", "on-demand", "conv_rate", "float32", "driver_activity"] {
+        assert!(ls.contains(word), "ls lacks {word}: {ls}");
+    }
+    let describe = repo.ok(&["describe", "driver_hourly_stats"]);
+    for word in ["ttl:         1d", "owner:", "test@example.com", "team=driver_performance", "last commit: #", "avg_daily_trips"] {
+        assert!(describe.contains(word), "describe lacks {word}: {describe}");
+    }
+    assert!(repo.fails(&["describe", "nothing"]).contains("nothing named `nothing`"));
+}
+
+#[test]
+fn apply_prints_a_plan_and_then_nothing_to_do() {
+    let repo = TempRepo::with_data("driver_stats", FIXED_END);
+    let first = repo.ok(&["apply", "--dry-run"]);
+    assert!(first.contains("+ view driver_hourly_stats"), "{first}");
+    assert!(repo.ok(&["apply"]).contains("+ service driver_activity"));
+    let again = repo.run(&["apply"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("up to date"));
+    // Changing a description is an update, not a new view.
+    let text = std::fs::read_to_string(repo.path().join("skewless.toml")).unwrap();
+    std::fs::write(repo.path().join("skewless.toml"), text.replace("Hourly driver statistics", "Hourly stats")).unwrap();
+    assert!(repo.ok(&["apply"]).contains("~ source driver_stats_source: description changed"));
+}
+
+#[test]
+fn backfill_refuses_an_unapplied_or_stale_view() {
+    let repo = TempRepo::with_data("driver_stats", FIXED_END);
+    assert!(repo.fails(&["backfill"]).contains("run `skewless apply`"));
+    repo.ok(&["apply"]);
+    assert!(repo.fails(&["backfill", "--view", "transformed_conv_rate"]).contains("is on-demand"));
+    assert!(repo.fails(&["backfill", "--view", "nope"]).contains("no such view"));
+}
