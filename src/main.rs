@@ -14,7 +14,11 @@ use skewless_runtime::repo::SourceKind;
 use skewless_runtime::{Catalog, FeatureType, Repo, Runtime, Store, apply, backfill, samples, time, toolchain};
 
 #[derive(Parser)]
-#[command(name = "skewless", version, about = "Feature transforms compiled once to WebAssembly, run the same in training and serving")]
+#[command(
+    name = "skewless",
+    version,
+    about = "Feature transforms compiled once to WebAssembly, run the same in training and serving"
+)]
 struct Cli {
     /// The feature repo: the folder holding skewless.toml.
     #[arg(long, global = true, default_value = ".")]
@@ -102,18 +106,46 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Apply { dry_run } => cmd_apply(&cli.repo, dry_run),
-        Command::Backfill { views, start, end, rows_per_commit } => {
+        Command::Backfill {
+            views,
+            start,
+            end,
+            rows_per_commit,
+        } => {
             let options = backfill::BackfillOptions {
                 views,
-                start: start.as_deref().map(time::parse_timestamp).transpose().map_err(anyhow::Error::msg).context("--start")?,
-                end: end.as_deref().map(time::parse_timestamp).transpose().map_err(anyhow::Error::msg).context("--end")?,
+                start: start
+                    .as_deref()
+                    .map(time::parse_timestamp)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)
+                    .context("--start")?,
+                end: end
+                    .as_deref()
+                    .map(time::parse_timestamp)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)
+                    .context("--end")?,
                 rows_per_commit: rows_per_commit.max(1),
             };
             cmd_backfill(&cli.repo, &options)
         }
-        Command::Get { entities, features, service, requests, full_feature_names, json } => {
-            cmd_get(&cli.repo, &entities, &features, service.as_deref(), &requests, full_feature_names, json)
-        }
+        Command::Get {
+            entities,
+            features,
+            service,
+            requests,
+            full_feature_names,
+            json,
+        } => cmd_get(
+            &cli.repo,
+            &entities,
+            &features,
+            service.as_deref(),
+            &requests,
+            full_feature_names,
+            json,
+        ),
         Command::Ls => cmd_ls(&cli.repo),
         Command::Describe { name } => cmd_describe(&cli.repo, &name),
         Command::Build { path } => {
@@ -133,7 +165,11 @@ fn status(verb: &str, message: &str) {
 }
 
 fn paint(text: &str, style: &str) -> String {
-    if std::io::stderr().is_terminal() { format!("\x1b[{style}m{text}\x1b[0m") } else { text.to_string() }
+    if std::io::stderr().is_terminal() {
+        format!("\x1b[{style}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
 }
 
 fn runtime_for(repo: &Repo) -> Result<Runtime> {
@@ -159,7 +195,10 @@ fn cmd_apply(dir: &Path, dry_run: bool) -> Result<()> {
         return Ok(());
     }
     apply::apply(plan, &store)?;
-    status("Applied", &format!("{} to {}", catalog.repo.project, store.path().display()));
+    status(
+        "Applied",
+        &format!("{} to {}", catalog.repo.project, store.path().display()),
+    );
     Ok(())
 }
 
@@ -167,13 +206,17 @@ fn cmd_backfill(dir: &Path, options: &backfill::BackfillOptions) -> Result<()> {
     let repo = Repo::open(dir)?;
     let runtime = runtime_for(&repo)?;
     let wanted = options.views.clone();
-    let catalog = Catalog::load_views(repo, &runtime, |v| v.is_materialized() && (wanted.is_empty() || wanted.contains(&v.name)))?;
+    let catalog = Catalog::load_views(repo, &runtime, |v| {
+        v.is_materialized() && (wanted.is_empty() || wanted.contains(&v.name))
+    })?;
     let store = Store::open_existing(&catalog.repo.store_path)?;
     let progress = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
     progress.set_style(
-        ProgressStyle::with_template("{prefix:>12.cyan.bold} {msg} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix:>12.cyan.bold} {msg} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     progress.set_prefix("Backfilling");
     let summaries = backfill::backfill(&catalog, &store, options, &progress)?;
@@ -189,7 +232,14 @@ fn cmd_backfill(dir: &Path, options: &backfill::BackfillOptions) -> Result<()> {
                 secs,
                 s.rows_written as f64 / secs.max(1e-9),
                 s.commits.len(),
-                if s.rows_skipped > 0 { format!(", {} rows skipped (no key or time, or outside --start/--end)", s.rows_skipped) } else { String::new() }
+                if s.rows_skipped > 0 {
+                    format!(
+                        ", {} rows skipped (no key or time, or outside --start/--end)",
+                        s.rows_skipped
+                    )
+                } else {
+                    String::new()
+                }
             ),
         );
         if s.row_errors > 0 {
@@ -214,7 +264,9 @@ fn parse_pairs(args: &[String], flag: &str) -> Result<IndexMap<String, Vec<Strin
         let Some((key, values)) = arg.split_once('=') else {
             bail!("{flag} {arg}: expected NAME=VALUE[,VALUE...]");
         };
-        out.entry(key.trim().to_string()).or_default().extend(values.split(',').map(|v| v.trim().to_string()));
+        out.entry(key.trim().to_string())
+            .or_default()
+            .extend(values.split(',').map(|v| v.trim().to_string()));
     }
     Ok(out)
 }
@@ -234,7 +286,10 @@ fn cmd_get(
     let repo = Repo::open(dir)?;
     let runtime = runtime_for(&repo)?;
     // Load only the views asked for (and what they read).
-    let mut views: Vec<String> = features.iter().map(|f| f.split(':').next().unwrap_or_default().to_string()).collect();
+    let mut views: Vec<String> = features
+        .iter()
+        .map(|f| f.split(':').next().unwrap_or_default().to_string())
+        .collect();
     if let Some(s) = service.and_then(|s| repo.services.get(s)) {
         views.extend(s.features.iter().map(|f| f.view.clone()));
     }
@@ -255,9 +310,15 @@ fn cmd_get(
         }
     }
     let mut columns = IndexMap::new();
-    for (name, values) in parse_pairs(entities, "--entity")?.into_iter().chain(parse_pairs(requests, "--request")?) {
+    for (name, values) in parse_pairs(entities, "--entity")?
+        .into_iter()
+        .chain(parse_pairs(requests, "--request")?)
+    {
         let Some(ty) = types.get(&name) else {
-            bail!("`{name}` is neither a join key nor a request field of this repo (known: {})", types.keys().cloned().collect::<Vec<_>>().join(", "));
+            bail!(
+                "`{name}` is neither a join key nor a request field of this repo (known: {})",
+                types.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
         };
         columns.insert(name.clone(), online::array_from_strings(&name, &values, *ty)?);
     }
@@ -273,7 +334,12 @@ fn cmd_get(
     let store = Store::open_existing(&catalog.repo.store_path)?;
     let records = store.views()?;
     let reader = store.reader()?;
-    let request = OnlineRequest { features: refs, entities: columns, full_feature_names, at: None };
+    let request = OnlineRequest {
+        features: refs,
+        entities: columns,
+        full_feature_names,
+        at: None,
+    };
     let response = online::get_online_features(&catalog, &records, &reader, &request)?;
 
     if json {
@@ -297,8 +363,11 @@ fn cmd_get(
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
     }
-    let fields: Vec<_> =
-        response.columns.iter().map(|c| arrow_schema::Field::new(&c.name, c.values.data_type().clone(), true)).collect();
+    let fields: Vec<_> = response
+        .columns
+        .iter()
+        .map(|c| arrow_schema::Field::new(&c.name, c.values.data_type().clone(), true))
+        .collect();
     let batch = arrow_array::RecordBatch::try_new(
         std::sync::Arc::new(arrow_schema::Schema::new(fields)),
         response.columns.iter().map(|c| c.values.clone()).collect(),
@@ -307,12 +376,21 @@ fn cmd_get(
     for column in &response.columns {
         for (row, s) in column.statuses.iter().enumerate() {
             if matches!(s, Status::NotFound | Status::OutsideMaxAge) {
-                eprintln!("note: row {row}: `{}` is {}", column.name, serde_json::to_value(s)?.as_str().unwrap_or_default());
+                eprintln!(
+                    "note: row {row}: `{}` is {}",
+                    column.name,
+                    serde_json::to_value(s)?.as_str().unwrap_or_default()
+                );
             }
         }
     }
     for (view, e) in &response.row_errors {
-        eprintln!("{} view `{view}`: row {}: {}", paint("warning:", "1;33"), e.row, e.message);
+        eprintln!(
+            "{} view `{view}`: row {}: {}",
+            paint("warning:", "1;33"),
+            e.row,
+            e.message
+        );
     }
     Ok(())
 }
@@ -327,7 +405,13 @@ fn cmd_ls(dir: &Path) -> Result<()> {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|k| format!("{} {}", k["name"].as_str().unwrap_or(""), k["type"].as_str().unwrap_or("")))
+            .map(|k| {
+                format!(
+                    "{} {}",
+                    k["name"].as_str().unwrap_or(""),
+                    k["type"].as_str().unwrap_or("")
+                )
+            })
             .collect();
         println!("  {name:<28} join keys: {}", keys.join(", "));
     }
@@ -357,21 +441,38 @@ fn cmd_describe(dir: &Path, name: &str) -> Result<()> {
     let store = Store::open_existing(&repo.store_path)?;
     if let Some(view) = store.view(name)? {
         println!("feature view {name}");
-        println!("  kind:        {}", if view.materialized { "materialized" } else { "on-demand" });
+        println!(
+            "  kind:        {}",
+            if view.materialized { "materialized" } else { "on-demand" }
+        );
         println!("  transform:   {} (sha256:{})", view.transform, view.digest);
-        let keys: Vec<_> = view.join_keys.iter().map(|k| format!("{} {}", k.name, k.data_type)).collect();
+        let keys: Vec<_> = view
+            .join_keys
+            .iter()
+            .map(|k| format!("{} {}", k.name, k.data_type))
+            .collect();
         println!("  join keys:   {}", keys.join(", "));
-        println!("  ttl:         {}", view.ttl_secs.map_or("none".to_string(), |s| humantime_secs(s)));
+        println!(
+            "  ttl:         {}",
+            view.ttl_secs.map_or("none".to_string(), humantime_secs)
+        );
         for key in ["owner", "description"] {
             if let Some(text) = view.definition[key].as_str().filter(|t| !t.is_empty()) {
                 println!("  {key}:{:width$}{text}", "", width = 12 - key.len());
             }
         }
         if let Some(tags) = view.definition["tags"].as_object().filter(|t| !t.is_empty()) {
-            let tags: Vec<_> = tags.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
+            let tags: Vec<_> = tags
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect();
             println!("  tags:        {}", tags.join(", "));
         }
-        println!("  last commit: {}", view.last_commit.map_or("never backfilled".to_string(), |c| format!("#{c}")));
+        println!(
+            "  last commit: {}",
+            view.last_commit
+                .map_or("never backfilled".to_string(), |c| format!("#{c}"))
+        );
         println!("  inputs:");
         for f in &view.inputs {
             println!("    {:<26} {}", f.name, f.data_type);
@@ -403,7 +504,11 @@ fn humantime_secs(secs: u64) -> String {
 fn cmd_demo(examples: Option<PathBuf>) -> Result<()> {
     let examples = examples.unwrap_or_else(|| {
         let here = PathBuf::from("examples");
-        if here.join("repos").exists() { here } else { Path::new(env!("CARGO_MANIFEST_DIR")).join("examples") }
+        if here.join("repos").exists() {
+            here
+        } else {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+        }
     });
     let repo_dir = examples.join("repos").join("driver_stats");
     let started = Instant::now();
@@ -418,17 +523,35 @@ fn cmd_demo(examples: Option<PathBuf>) -> Result<()> {
     }
     cmd_apply(&repo_dir, false)?;
     cmd_backfill(&repo_dir, &backfill::BackfillOptions::default())?;
-    status("Reading", "drivers 1001-1003 online, with the on-demand view (val_to_add=1000)");
+    status(
+        "Reading",
+        "drivers 1001-1003 online, with the on-demand view (val_to_add=1000)",
+    );
     cmd_get(
         &repo_dir,
         &["driver_id=1001,1002,1003".to_string()],
-        &["driver_hourly_stats:conv_rate".into(), "driver_hourly_stats:acc_rate".into(), "driver_hourly_stats:avg_daily_trips".into(), "transformed_conv_rate".into()],
+        &[
+            "driver_hourly_stats:conv_rate".into(),
+            "driver_hourly_stats:acc_rate".into(),
+            "driver_hourly_stats:avg_daily_trips".into(),
+            "transformed_conv_rate".into(),
+        ],
         None,
         &["val_to_add=1000".to_string()],
         false,
         false,
     )?;
-    status("Finished", &format!("demo in {:.1}s; store: {}", started.elapsed().as_secs_f64(), repo_dir.join(".skewless/store.redb").display()));
-    eprintln!("\nTry: cargo run --release -- --repo {} get --entity driver_id=1001 --service driver_activity --request val_to_add=5", repo_dir.display());
+    status(
+        "Finished",
+        &format!(
+            "demo in {:.1}s; store: {}",
+            started.elapsed().as_secs_f64(),
+            repo_dir.join(".skewless/store.redb").display()
+        ),
+    );
+    eprintln!(
+        "\nTry: cargo run --release -- --repo {} get --entity driver_id=1001 --service driver_activity --request val_to_add=5",
+        repo_dir.display()
+    );
     Ok(())
 }

@@ -37,7 +37,10 @@ fn start_and_end_select_a_time_range() {
     let out = repo.run(&["backfill", "--start", "2025-12-31", "--end", "2025-12-31T12:00:00Z"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("12000 rows") && stderr.contains("708000 rows skipped"), "{stderr}");
+    assert!(
+        stderr.contains("12000 rows") && stderr.contains("708000 rows skipped"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -52,8 +55,17 @@ fn a_backfill_killed_mid_run_then_rerun_equals_an_uninterrupted_one() {
         let repo = TempRepo::with_data("driver_stats", FIXED_END);
         repo.ok(&["apply"]);
         let mut child = Command::new(env!("CARGO_BIN_EXE_skewless"))
-            .args(["--repo", repo.path().to_str().unwrap(), "backfill", "--rows-per-commit", "20000"])
-            .env("SKEWLESS_CACHE_DIR", std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"))
+            .args([
+                "--repo",
+                repo.path().to_str().unwrap(),
+                "backfill",
+                "--rows-per-commit",
+                "20000",
+            ])
+            .env(
+                "SKEWLESS_CACHE_DIR",
+                std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -68,12 +80,18 @@ fn a_backfill_killed_mid_run_then_rerun_equals_an_uninterrupted_one() {
             killed_mid_run = true;
         }
         repo.ok(&["backfill"]);
-        assert!(dump(&repo) == expected, "rerun after SIGKILL at {delay_ms} ms differs from an uninterrupted backfill");
+        assert!(
+            dump(&repo) == expected,
+            "rerun after SIGKILL at {delay_ms} ms differs from an uninterrupted backfill"
+        );
         if killed_mid_run {
             break;
         }
     }
-    assert!(killed_mid_run, "the backfill always finished before the kill; the test did not interrupt it");
+    assert!(
+        killed_mid_run,
+        "the backfill always finished before the kill; the test did not interrupt it"
+    );
 }
 
 #[test]
@@ -87,11 +105,17 @@ fn a_corrupt_parquet_file_is_named_and_stored_values_survive() {
 
     std::fs::write(&data, &bytes[..bytes.len() / 2]).unwrap();
     let stderr = repo.fails(&["backfill"]);
-    assert!(stderr.contains("driver_stats.parquet") && stderr.contains("not a readable Parquet file"), "{stderr}");
+    assert!(
+        stderr.contains("driver_stats.parquet") && stderr.contains("not a readable Parquet file"),
+        "{stderr}"
+    );
 
     std::fs::write(&data, b"driver_id,event_timestamp\n1,2\n").unwrap();
     let stderr = repo.fails(&["backfill"]);
-    assert!(stderr.contains("error: view `driver_hourly_stats`") && stderr.contains("driver_stats.parquet"), "{stderr}");
+    assert!(
+        stderr.contains("error: view `driver_hourly_stats`") && stderr.contains("driver_stats.parquet"),
+        "{stderr}"
+    );
 
     let mut damaged = bytes.clone();
     let middle = damaged.len() / 3;
@@ -114,15 +138,25 @@ fn a_source_with_the_wrong_column_type_is_refused_at_apply() {
     // Point the view at a file whose conv_rate is float64, not the float32 the transform reads.
     let batch = skewless_runtime::samples::rides(10, 100, FIXED_END, 1);
     skewless_runtime::samples::write_parquet(&repo.path().join("data/other.parquet"), &batch).unwrap();
-    std::fs::write(repo.path().join("skewless.toml"), text.replace("data/driver_stats.parquet", "data/other.parquet")).unwrap();
+    std::fs::write(
+        repo.path().join("skewless.toml"),
+        text.replace("data/driver_stats.parquet", "data/other.parquet"),
+    )
+    .unwrap();
     let stderr = repo.fails(&["apply"]);
-    assert!(stderr.contains("skewless.toml:") && stderr.contains("views.driver_hourly_stats"), "{stderr}");
+    assert!(
+        stderr.contains("skewless.toml:") && stderr.contains("views.driver_hourly_stats"),
+        "{stderr}"
+    );
     assert!(stderr.contains("no column `driver_id`"), "{stderr}");
 }
 
 #[test]
 fn every_example_repo_applies_and_backfills() {
-    for (example, view, rows) in [("fraud", "transaction_features", "200000 rows"), ("rides", "ride_geometry", "200000 rows")] {
+    for (example, view, rows) in [
+        ("fraud", "transaction_features", "200000 rows"),
+        ("rides", "ride_geometry", "200000 rows"),
+    ] {
         let repo = TempRepo::with_data(example, FIXED_END);
         repo.ok(&["apply"]);
         let out = repo.run(&["backfill"]);
@@ -130,7 +164,10 @@ fn every_example_repo_applies_and_backfills() {
         assert!(out.status.success(), "{stderr}");
         assert!(stderr.contains(&format!("{view}: {rows}")), "{stderr}");
         if example == "fraud" {
-            assert!(stderr.contains("rows failed in the transform") && stderr.contains("transactions.parquet: row"), "{stderr}");
+            assert!(
+                stderr.contains("rows failed in the transform") && stderr.contains("transactions.parquet: row"),
+                "{stderr}"
+            );
         }
     }
 }

@@ -49,19 +49,49 @@ fn get_returns_the_newest_stored_values_and_computes_on_demand_views() {
         "--json",
     ]);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let names: Vec<&str> = json["metadata"]["feature_names"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let names: Vec<&str> = json["metadata"]["feature_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
-        ["driver_id", "conv_rate", "acc_rate", "avg_daily_trips", "conv_rate_plus_val1", "conv_rate_plus_val2"]
+        [
+            "driver_id",
+            "conv_rate",
+            "acc_rate",
+            "avg_daily_trips",
+            "conv_rate_plus_val1",
+            "conv_rate_plus_val2"
+        ]
     );
     let results = json["results"].as_array().unwrap();
     for (row, driver) in [1001i64, 1500].into_iter().enumerate() {
         let (conv, acc, trips) = newest_row(driver, end);
-        assert_eq!(results[1]["values"][row].as_f64().unwrap() as f32, conv, "conv_rate of {driver}");
-        assert_eq!(results[2]["values"][row].as_f64().unwrap() as f32, acc, "acc_rate of {driver}");
-        assert_eq!(results[3]["values"][row].as_i64().unwrap(), trips, "avg_daily_trips of {driver}");
-        assert_eq!(results[4]["values"][row].as_f64().unwrap().to_bits(), (conv as f64 + 1000.0).to_bits());
-        assert_eq!(results[5]["values"][row].as_f64().unwrap().to_bits(), (conv as f64 + 2000.0).to_bits());
+        assert_eq!(
+            results[1]["values"][row].as_f64().unwrap() as f32,
+            conv,
+            "conv_rate of {driver}"
+        );
+        assert_eq!(
+            results[2]["values"][row].as_f64().unwrap() as f32,
+            acc,
+            "acc_rate of {driver}"
+        );
+        assert_eq!(
+            results[3]["values"][row].as_i64().unwrap(),
+            trips,
+            "avg_daily_trips of {driver}"
+        );
+        assert_eq!(
+            results[4]["values"][row].as_f64().unwrap().to_bits(),
+            (conv as f64 + 1000.0).to_bits()
+        );
+        assert_eq!(
+            results[5]["values"][row].as_f64().unwrap().to_bits(),
+            (conv as f64 + 2000.0).to_bits()
+        );
         assert_eq!(results[1]["statuses"][row], "PRESENT");
     }
     assert_eq!(results[1]["statuses"][2], "NOT_FOUND");
@@ -69,20 +99,56 @@ fn get_returns_the_newest_stored_values_and_computes_on_demand_views() {
     assert_eq!(results[4]["statuses"][2], "NULL_VALUE");
     assert!(json["lineage"]["driver_hourly_stats"].as_str().unwrap().len() == 64);
 
-    let table = repo.ok(&["get", "--entity", "driver_id=1001", "--features", "driver_hourly_stats:conv_rate"]);
+    let table = repo.ok(&[
+        "get",
+        "--entity",
+        "driver_id=1001",
+        "--features",
+        "driver_hourly_stats:conv_rate",
+    ]);
     let (conv, _, _) = newest_row(1001, end);
-    assert!(table.contains("conv_rate") && table.contains(&conv.to_string()), "{table}");
+    assert!(
+        table.contains("conv_rate") && table.contains(&conv.to_string()),
+        "{table}"
+    );
 }
 
 #[test]
 fn get_explains_bad_requests() {
     let repo = fresh_driver_repo();
     let cases: [(&[&str], &str); 5] = [
-        (&["get", "--entity", "driver_id=1001", "--features", "nope:x"], "unknown feature view `nope`"),
-        (&["get", "--entity", "driver_id=1001", "--features", "driver_hourly_stats:speed"], "has no feature `speed`"),
-        (&["get", "--entity", "driver_id=abc", "--features", "driver_hourly_stats"], "`driver_id` must be int64"),
-        (&["get", "--entity", "rider=1", "--features", "driver_hourly_stats"], "neither a join key nor a request field"),
-        (&["get", "--entity", "driver_id=1001", "--features", "transformed_conv_rate"], "missing request field `val_to_add`"),
+        (
+            &["get", "--entity", "driver_id=1001", "--features", "nope:x"],
+            "unknown feature view `nope`",
+        ),
+        (
+            &[
+                "get",
+                "--entity",
+                "driver_id=1001",
+                "--features",
+                "driver_hourly_stats:speed",
+            ],
+            "has no feature `speed`",
+        ),
+        (
+            &["get", "--entity", "driver_id=abc", "--features", "driver_hourly_stats"],
+            "`driver_id` must be int64",
+        ),
+        (
+            &["get", "--entity", "rider=1", "--features", "driver_hourly_stats"],
+            "neither a join key nor a request field",
+        ),
+        (
+            &[
+                "get",
+                "--entity",
+                "driver_id=1001",
+                "--features",
+                "transformed_conv_rate",
+            ],
+            "missing request field `val_to_add`",
+        ),
     ];
     for (args, expected) in cases {
         let stderr = repo.fails(args);
@@ -94,11 +160,27 @@ fn get_explains_bad_requests() {
 fn ls_and_describe_show_the_registry() {
     let repo = fresh_driver_repo();
     let ls = repo.ok(&["ls"]);
-    for word in ["driver", "driver_hourly_stats", "materialized", "transformed_conv_rate", "on-demand", "conv_rate", "float32", "driver_activity"] {
+    for word in [
+        "driver",
+        "driver_hourly_stats",
+        "materialized",
+        "transformed_conv_rate",
+        "on-demand",
+        "conv_rate",
+        "float32",
+        "driver_activity",
+    ] {
         assert!(ls.contains(word), "ls lacks {word}: {ls}");
     }
     let describe = repo.ok(&["describe", "driver_hourly_stats"]);
-    for word in ["ttl:         1d", "owner:", "test@example.com", "team=driver_performance", "last commit: #", "avg_daily_trips"] {
+    for word in [
+        "ttl:         1d",
+        "owner:",
+        "test@example.com",
+        "team=driver_performance",
+        "last commit: #",
+        "avg_daily_trips",
+    ] {
         assert!(describe.contains(word), "describe lacks {word}: {describe}");
     }
     assert!(repo.fails(&["describe", "nothing"]).contains("nothing named `nothing`"));
@@ -114,8 +196,15 @@ fn apply_prints_a_plan_and_then_nothing_to_do() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("up to date"));
     // Changing a description is an update, not a new view.
     let text = std::fs::read_to_string(repo.path().join("skewless.toml")).unwrap();
-    std::fs::write(repo.path().join("skewless.toml"), text.replace("Hourly driver statistics", "Hourly stats")).unwrap();
-    assert!(repo.ok(&["apply"]).contains("~ source driver_stats_source: description changed"));
+    std::fs::write(
+        repo.path().join("skewless.toml"),
+        text.replace("Hourly driver statistics", "Hourly stats"),
+    )
+    .unwrap();
+    assert!(
+        repo.ok(&["apply"])
+            .contains("~ source driver_stats_source: description changed")
+    );
 }
 
 #[test]
@@ -123,6 +212,9 @@ fn backfill_refuses_an_unapplied_or_stale_view() {
     let repo = TempRepo::with_data("driver_stats", FIXED_END);
     assert!(repo.fails(&["backfill"]).contains("run `skewless apply`"));
     repo.ok(&["apply"]);
-    assert!(repo.fails(&["backfill", "--view", "transformed_conv_rate"]).contains("is on-demand"));
+    assert!(
+        repo.fails(&["backfill", "--view", "transformed_conv_rate"])
+            .contains("is on-demand")
+    );
     assert!(repo.fails(&["backfill", "--view", "nope"]).contains("no such view"));
 }

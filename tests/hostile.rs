@@ -17,7 +17,13 @@ fn xs(values: &[i64]) -> RecordBatch {
 
 fn doubled(transform: &skewless_runtime::Transform, values: &[i64]) -> Vec<i64> {
     let out = transform.run(&xs(values)).expect("a good batch runs after a failure");
-    out.batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()
+    out.batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .values()
+        .to_vec()
 }
 
 #[test]
@@ -29,8 +35,14 @@ fn a_trap_fails_the_call_with_the_panic_message_and_the_next_call_works() {
         assert_eq!(error.view, "trap");
         let message = error.to_string();
         assert!(matches!(error.kind, TransformErrorKind::Trap { .. }), "{message}");
-        assert!(message.contains("view `trap`") && message.contains("unlucky value 13 at row 1"), "{message}");
-        assert!(message.contains("wasm `unreachable` instruction executed") && !message.contains("backtrace"), "{message}");
+        assert!(
+            message.contains("view `trap`") && message.contains("unlucky value 13 at row 1"),
+            "{message}"
+        );
+        assert!(
+            message.contains("wasm `unreachable` instruction executed") && !message.contains("backtrace"),
+            "{message}"
+        );
         assert_eq!(doubled(&trap, &[1, 2, 3]), vec![2, 4, 6]);
     }
 }
@@ -38,24 +50,36 @@ fn a_trap_fails_the_call_with_the_panic_message_and_the_next_call_works() {
 #[test]
 fn an_infinite_loop_is_stopped_at_the_time_limit() {
     let runtime = runtime();
-    let limits = Limits { timeout_ms: 100, ..Limits::default() };
+    let limits = Limits {
+        timeout_ms: 100,
+        ..Limits::default()
+    };
     let spin = test_component(&runtime, "spin", limits);
     let started = Instant::now();
     let error = spin.run(&xs(&[1, -1])).unwrap_err();
     let elapsed = started.elapsed();
     assert!(matches!(error.kind, TransformErrorKind::Timeout { .. }), "{error}");
     assert!(error.to_string().contains("time limit of 100ms"), "{error}");
-    assert!(elapsed >= Duration::from_millis(100) && elapsed < Duration::from_secs(5), "stopped after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(100) && elapsed < Duration::from_secs(5),
+        "stopped after {elapsed:?}"
+    );
     assert_eq!(doubled(&spin, &[4, 5]), vec![4, 5]);
 }
 
 #[test]
 fn a_memory_bomb_is_stopped_at_the_memory_limit() {
     let runtime = runtime();
-    let limits = Limits { memory_mib: 64, ..Limits::default() };
+    let limits = Limits {
+        memory_mib: 64,
+        ..Limits::default()
+    };
     let bomb = test_component(&runtime, "bomb", limits);
     let error = bomb.run(&xs(&[-1])).unwrap_err();
-    assert!(matches!(error.kind, TransformErrorKind::MemoryLimit { limit_mib: 64 }), "{error}");
+    assert!(
+        matches!(error.kind, TransformErrorKind::MemoryLimit { limit_mib: 64 }),
+        "{error}"
+    );
     assert!(error.to_string().contains("memory limit of 64 MiB"), "{error}");
     assert_eq!(doubled(&bomb, &[7]), vec![7]);
 }
@@ -65,9 +89,15 @@ fn malformed_output_from_a_guest_is_refused_not_trusted() {
     let runtime = runtime();
     let liar = test_component(&runtime, "liar", Limits::default());
     let short = liar.run(&xs(&[1, 2, 3])).unwrap_err();
-    assert!(short.to_string().contains("column `y` has 2 rows, expected 3"), "{short}");
+    assert!(
+        short.to_string().contains("column `y` has 2 rows, expected 3"),
+        "{short}"
+    );
     let wrong_type = liar.run(&xs(&[1])).unwrap_err();
-    assert!(wrong_type.to_string().contains("column `y` is float64, expected int64"), "{wrong_type}");
+    assert!(
+        wrong_type.to_string().contains("column `y` is float64, expected int64"),
+        "{wrong_type}"
+    );
 }
 
 #[test]
@@ -77,9 +107,17 @@ fn an_input_of_the_wrong_schema_is_refused_before_the_guest_runs() {
     let floats = RecordBatch::try_from_iter([("x", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef)]).unwrap();
     let error = trap.run(&floats).unwrap_err();
     assert!(matches!(error.kind, TransformErrorKind::Input(_)), "{error}");
-    assert!(error.to_string().contains("column `x` is Float64, expected int64"), "{error}");
+    assert!(
+        error.to_string().contains("column `x` is Float64, expected int64"),
+        "{error}"
+    );
     let missing = RecordBatch::try_from_iter([("z", Arc::new(Int64Array::from(vec![1])) as ArrayRef)]).unwrap();
-    assert!(trap.run(&missing).unwrap_err().to_string().contains("column `x` is missing"));
+    assert!(
+        trap.run(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("column `x` is missing")
+    );
 }
 
 #[test]
@@ -92,7 +130,11 @@ fn a_component_built_for_another_contract_version_is_refused() {
     };
     assert!(matches!(error, LoadError::WrongVersion { .. }), "{error}");
     let message = error.to_string();
-    assert!(message.contains("skewless:transform/transform@0.2.0") && message.contains("needs skewless:transform/transform@0.1.0"), "{message}");
+    assert!(
+        message.contains("skewless:transform/transform@0.2.0")
+            && message.contains("needs skewless:transform/transform@0.1.0"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -102,9 +144,19 @@ fn a_file_that_is_not_a_component_is_refused_with_its_path() {
     let path = dir.path().join("garbage.wasm");
     std::fs::write(&path, b"\0asm but not really").unwrap();
     let message = runtime.load("v", &path, Limits::default()).err().unwrap().to_string();
-    assert!(message.contains("garbage.wasm") && message.contains("not a valid WebAssembly component"), "{message}");
-    let missing = runtime.load("v", &dir.path().join("nope.wasm"), Limits::default()).err().unwrap().to_string();
-    assert!(missing.contains("nope.wasm") && missing.contains("skewless build"), "{missing}");
+    assert!(
+        message.contains("garbage.wasm") && message.contains("not a valid WebAssembly component"),
+        "{message}"
+    );
+    let missing = runtime
+        .load("v", &dir.path().join("nope.wasm"), Limits::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        missing.contains("nope.wasm") && missing.contains("skewless build"),
+        "{missing}"
+    );
 }
 
 #[test]

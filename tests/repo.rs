@@ -40,7 +40,10 @@ transform = "COMPONENTS/transformed_conv_rate.wasm"
 
 fn assert_located(stderr: &str, line: usize, words: &[&str]) {
     assert!(stderr.starts_with("error: "), "{stderr}");
-    assert!(stderr.contains(&format!("skewless.toml:{line}:")), "expected line {line}: {stderr}");
+    assert!(
+        stderr.contains(&format!("skewless.toml:{line}:")),
+        "expected line {line}: {stderr}"
+    );
     for word in words {
         assert!(stderr.contains(word), "expected `{word}` in: {stderr}");
     }
@@ -49,11 +52,18 @@ fn assert_located(stderr: &str, line: usize, words: &[&str]) {
 #[test]
 fn the_good_repo_applies() {
     let repo = TempRepo::with_data("driver_stats", FIXED_END);
-    std::fs::write(repo.path().join("skewless.toml"), GOOD.replace("COMPONENTS", example_components().to_str().unwrap())).unwrap();
+    std::fs::write(
+        repo.path().join("skewless.toml"),
+        GOOD.replace("COMPONENTS", example_components().to_str().unwrap()),
+    )
+    .unwrap();
     let out = repo.run(&["apply"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("+ view hourly") && stdout.contains("+ view plus"), "{stdout}");
+    assert!(
+        stdout.contains("+ view hourly") && stdout.contains("+ view plus"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -71,7 +81,11 @@ fn a_misspelt_key_is_named() {
 #[test]
 fn an_unknown_entity_is_named_with_the_known_ones() {
     let stderr = apply_error(&GOOD.replace(r#"entities = ["driver"]"#, r#"entities = ["rider"]"#));
-    assert_located(&stderr, 15, &["views.hourly.entities", "unknown entity `rider`", "known: driver"]);
+    assert_located(
+        &stderr,
+        15,
+        &["views.hourly.entities", "unknown entity `rider`", "known: driver"],
+    );
 }
 
 #[test]
@@ -102,19 +116,37 @@ fn an_unknown_source_type_is_named() {
 fn a_declared_feature_type_that_differs_from_describe_is_refused() {
     let text = GOOD.replace(r#"ttl = "1d""#, "ttl = \"1d\"\nfeatures = { conv_rate = \"float64\" }");
     let stderr = apply_error(&text);
-    assert_located(&stderr, 14, &["views.hourly.features", "`conv_rate` is declared float64 but the transform outputs float32"]);
+    assert_located(
+        &stderr,
+        14,
+        &[
+            "views.hourly.features",
+            "`conv_rate` is declared float64 but the transform outputs float32",
+        ],
+    );
 }
 
 #[test]
 fn an_on_demand_input_nobody_provides_is_refused() {
     let stderr = apply_error(&GOOD.replace(r#"sources = ["hourly", "vals"]"#, r#"sources = ["hourly"]"#));
-    assert_located(&stderr, 20, &["views.plus.sources", "transform input `val_to_add` (int64) is not a feature or request field"]);
+    assert_located(
+        &stderr,
+        20,
+        &[
+            "views.plus.sources",
+            "transform input `val_to_add` (int64) is not a feature or request field",
+        ],
+    );
 }
 
 #[test]
 fn a_missing_component_says_how_to_build_it() {
     let stderr = apply_error(&GOOD.replace("driver_hourly_stats.wasm", "nothing.wasm"));
-    assert_located(&stderr, 14, &["views.hourly.transform", "nothing.wasm", "skewless build"]);
+    assert_located(
+        &stderr,
+        14,
+        &["views.hourly.transform", "nothing.wasm", "skewless build"],
+    );
 }
 
 #[test]
@@ -123,5 +155,8 @@ fn a_missing_config_says_what_was_expected() {
     let out = skewless(&["--repo", dir.path().to_str().unwrap(), "apply"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("skewless.toml") && stderr.contains("--repo"), "{stderr}");
+    assert!(
+        stderr.contains("skewless.toml") && stderr.contains("--repo"),
+        "{stderr}"
+    );
 }

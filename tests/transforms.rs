@@ -8,8 +8,8 @@ mod common;
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-    TimestampNanosecondArray,
+    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray, TimestampNanosecondArray,
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use common::*;
@@ -30,7 +30,10 @@ fn check_batch_equals_rows(transform: &Transform, batch: &RecordBatch) -> Record
     let rows = arrow_select::concat::concat_batches(transform.output_schema(), &parts).unwrap();
     assert_bit_identical(&whole.batch, &rows);
     let whole_errors: Vec<_> = whole.row_errors.into_iter().map(|e| (e.row, e.message)).collect();
-    assert_eq!(whole_errors, row_errors, "row errors differ between one call and 1-row calls");
+    assert_eq!(
+        whole_errors, row_errors,
+        "row errors differ between one call and 1-row calls"
+    );
     whole.batch
 }
 
@@ -46,7 +49,11 @@ fn driver_hourly_stats_passes_values_through_bit_for_bit() {
     let input = driver_rows(10_000);
     let output = check_batch_equals_rows(&transform, &input);
     for name in ["conv_rate", "acc_rate", "avg_daily_trips"] {
-        assert_eq!(output.column_by_name(name).unwrap(), input.column_by_name(name).unwrap(), "{name}");
+        assert_eq!(
+            output.column_by_name(name).unwrap(),
+            input.column_by_name(name).unwrap(),
+            "{name}"
+        );
     }
 }
 
@@ -60,10 +67,19 @@ fn transformed_conv_rate_adds_the_request_value() {
             0 => None,
             1 => Some(f32::NAN),
             2 => Some(-0.0),
-            _ => Some(drivers.column(3).as_any().downcast_ref::<Float32Array>().unwrap().value(i)),
+            _ => Some(
+                drivers
+                    .column(3)
+                    .as_any()
+                    .downcast_ref::<Float32Array>()
+                    .unwrap()
+                    .value(i),
+            ),
         })
         .collect();
-    let vals: Vec<Option<i64>> = (0..10_000).map(|i| if i % 89 == 0 { None } else { Some(i as i64 - 5_000) }).collect();
+    let vals: Vec<Option<i64>> = (0..10_000)
+        .map(|i| if i % 89 == 0 { None } else { Some(i as i64 - 5_000) })
+        .collect();
     let input = RecordBatch::try_from_iter([
         ("conv_rate", Arc::new(Float32Array::from(conv.clone())) as ArrayRef),
         ("val_to_add", Arc::new(Int64Array::from(vals.clone())) as ArrayRef),
@@ -76,7 +92,11 @@ fn transformed_conv_rate_adds_the_request_value() {
         match (conv[row], vals[row]) {
             (Some(c), Some(v)) => {
                 assert_eq!(plus1.value(row).to_bits(), (c as f64 + v as f64).to_bits(), "row {row}");
-                assert_eq!(plus2.value(row).to_bits(), (c as f64 + v as f64 * 2.0).to_bits(), "row {row}");
+                assert_eq!(
+                    plus2.value(row).to_bits(),
+                    (c as f64 + v as f64 * 2.0).to_bits(),
+                    "row {row}"
+                );
             }
             _ => assert!(plus1.is_null(row) && plus2.is_null(row), "row {row} should be null"),
         }
@@ -93,15 +113,33 @@ fn fraud_features_report_malformed_rows_and_keep_the_rest() {
     assert!(!whole.row_errors.is_empty(), "the sample has malformed rows");
     assert!(whole.row_errors.len() < 200, "only the malformed rows fail");
     let first = &whole.row_errors[0];
-    assert!(first.message.contains("amount") || first.message.contains("merchant category"), "{}", first.message);
+    assert!(
+        first.message.contains("amount") || first.message.contains("merchant category"),
+        "{}",
+        first.message
+    );
     for error in &whole.row_errors {
         for column in output.columns() {
-            assert!(column.is_null(error.row), "failed row {} must be null in every output", error.row);
+            assert!(
+                column.is_null(error.row),
+                "failed row {} must be null in every output",
+                error.row
+            );
         }
     }
     // 2026-01-01 was a Thursday (3); the last transaction is 37 s before midnight on Wednesday.
-    let weekday = output.column_by_name("day_of_week").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
-    let hour = output.column_by_name("hour_of_day").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+    let weekday = output
+        .column_by_name("day_of_week")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
+    let hour = output
+        .column_by_name("hour_of_day")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
     let last = input.num_rows() - 1;
     assert_eq!((weekday.value(last), hour.value(last)), (2, 23));
 }
@@ -112,15 +150,26 @@ fn ride_eta_computes_geometry_identically_in_batches_and_rows() {
     let transform = example(&runtime, "ride_eta");
     let input = samples::rides(100, 10_000, FIXED_END, 9);
     let output = check_batch_equals_rows(&transform, &input);
-    let distance = output.column_by_name("distance_km").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
-    assert!(distance.iter().flatten().all(|d| (0.0..40.0).contains(&d)), "rides stay in the city");
+    let distance = output
+        .column_by_name("distance_km")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
+    assert!(
+        distance.iter().flatten().all(|d| (0.0..40.0).contains(&d)),
+        "rides stay in the city"
+    );
 }
 
 #[test]
 fn splitting_a_batch_across_calls_does_not_change_the_result() {
     let runtime = runtime();
     let path = example_components().join("fraud_features.wasm");
-    let small = Limits { max_rows_per_call: 7, ..Limits::default() };
+    let small = Limits {
+        max_rows_per_call: 7,
+        ..Limits::default()
+    };
     let split = runtime.load("fraud", &path, small).unwrap();
     let whole = runtime.load("fraud", &path, Limits::default()).unwrap();
     let input = samples::transactions(50, 1_000, FIXED_END, 5);
@@ -129,11 +178,21 @@ fn splitting_a_batch_across_calls_does_not_change_the_result() {
     assert_eq!(a.row_errors, b.row_errors);
 }
 
+/// One row of the echo component's columns: b, i, f32 bits, f64 bits, s, t.
+type EchoRow = (
+    Option<bool>,
+    Option<i64>,
+    Option<u32>,
+    Option<u64>,
+    Option<String>,
+    Option<i64>,
+);
+
 fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
-fn echo_batch(rows: &[(Option<bool>, Option<i64>, Option<u32>, Option<u64>, Option<String>, Option<i64>)]) -> RecordBatch {
+fn echo_batch(rows: &[EchoRow]) -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![
         Field::new("b", DataType::Boolean, true),
         Field::new("i", DataType::Int64, true),
@@ -147,21 +206,31 @@ fn echo_batch(rows: &[(Option<bool>, Option<i64>, Option<u32>, Option<u64>, Opti
         vec![
             Arc::new(BooleanArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())),
             Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
-            Arc::new(Float32Array::from(rows.iter().map(|r| r.2.map(f32::from_bits)).collect::<Vec<_>>())),
-            Arc::new(Float64Array::from(rows.iter().map(|r| r.3.map(f64::from_bits)).collect::<Vec<_>>())),
+            Arc::new(Float32Array::from(
+                rows.iter().map(|r| r.2.map(f32::from_bits)).collect::<Vec<_>>(),
+            )),
+            Arc::new(Float64Array::from(
+                rows.iter().map(|r| r.3.map(f64::from_bits)).collect::<Vec<_>>(),
+            )),
             Arc::new(StringArray::from(rows.iter().map(|r| r.4.clone()).collect::<Vec<_>>())),
-            Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| r.5).collect::<Vec<_>>()).with_timezone("UTC")),
+            Arc::new(
+                TimestampMicrosecondArray::from(rows.iter().map(|r| r.5).collect::<Vec<_>>()).with_timezone("UTC"),
+            ),
         ],
     )
     .unwrap()
 }
 
-fn row_strategy() -> impl Strategy<Value = (Option<bool>, Option<i64>, Option<u32>, Option<u64>, Option<String>, Option<i64>)> {
+fn row_strategy() -> impl Strategy<Value = EchoRow> {
     (
         proptest::option::of(any::<bool>()),
         proptest::option::of(any::<i64>()),
         proptest::option::of(any::<u32>()),
-        proptest::option::of(prop_oneof![any::<u64>(), Just((-0.0f64).to_bits()), Just(f64::NAN.to_bits())]),
+        proptest::option::of(prop_oneof![
+            any::<u64>(),
+            Just((-0.0f64).to_bits()),
+            Just(f64::NAN.to_bits())
+        ]),
         proptest::option::of(prop_oneof![Just(String::new()), "\\PC{0,12}", "[a-z]{0,4}"]),
         proptest::option::of(any::<i64>()),
     )
@@ -198,13 +267,19 @@ fn timestamps_in_other_units_arrive_as_microseconds() {
     let echo = test_component(&runtime, "echo", Limits::default());
     let row = (Some(true), Some(1), Some(0), Some(0), Some("é".to_string()), Some(0));
     let base = echo_batch(&[row.clone(), row.clone(), row]);
-    let nanos: ArrayRef = Arc::new(TimestampNanosecondArray::from(vec![Some(1_500_999), None, Some(-1_001)]).with_timezone("UTC"));
+    let nanos: ArrayRef =
+        Arc::new(TimestampNanosecondArray::from(vec![Some(1_500_999), None, Some(-1_001)]).with_timezone("UTC"));
     let mut columns = base.columns().to_vec();
     columns[5] = nanos;
     let mut fields: Vec<Field> = base.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     fields[5] = Field::new("t", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), true);
     let input = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
     let output = echo.run(&input).unwrap();
-    let t = output.batch.column(5).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+    let t = output
+        .batch
+        .column(5)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .unwrap();
     assert_eq!(t.iter().collect::<Vec<_>>(), vec![Some(1_500), None, Some(-2)]);
 }

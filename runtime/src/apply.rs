@@ -107,11 +107,21 @@ pub fn plan(catalog: &Catalog, store: &Store) -> Result<Plan, ApplyError> {
                 Some(previous) if previous == value => Change::Unchanged,
                 Some(previous) => Change::Update(changed_keys(previous, value)),
             };
-            items.push(PlanItem { kind, name: name.clone(), change, summary: summary.clone() });
+            items.push(PlanItem {
+                kind,
+                name: name.clone(),
+                change,
+                summary: summary.clone(),
+            });
             records.insert(format!("{kind}/{name}"), value.clone());
         }
         for name in old.keys().filter(|n| !new.iter().any(|(m, _, _)| m == *n)) {
-            items.push(PlanItem { kind, name: name.clone(), change: Change::Remove, summary: String::new() });
+            items.push(PlanItem {
+                kind,
+                name: name.clone(),
+                change: Change::Remove,
+                summary: String::new(),
+            });
         }
     };
     diff(
@@ -120,7 +130,11 @@ pub fn plan(catalog: &Catalog, store: &Store) -> Result<Plan, ApplyError> {
         repo.entities
             .values()
             .map(|e| {
-                let keys: Vec<_> = e.join_keys.iter().map(|k| format!("{} {}", k.name, k.data_type)).collect();
+                let keys: Vec<_> = e
+                    .join_keys
+                    .iter()
+                    .map(|k| format!("{} {}", k.name, k.data_type))
+                    .collect();
                 (e.name.clone(), to_json(e), format!("join keys: {}", keys.join(", ")))
             })
             .collect(),
@@ -151,7 +165,11 @@ pub fn plan(catalog: &Catalog, store: &Store) -> Result<Plan, ApplyError> {
         let mut record = catalog.view_record(view).expect("apply loads every view");
         let summary = format!(
             "{}, {} features, transform {} {}",
-            if view.is_materialized() { "materialized" } else { "on-demand" },
+            if view.is_materialized() {
+                "materialized"
+            } else {
+                "on-demand"
+            },
             record.features.len(),
             record.transform,
             &record.digest[..12]
@@ -176,24 +194,46 @@ pub fn plan(catalog: &Catalog, store: &Store) -> Result<Plan, ApplyError> {
                 if old.definition != record.definition && what.is_empty() {
                     what.extend(changed_keys(&old.definition, &record.definition));
                 }
-                if what.is_empty() { Change::Unchanged } else { Change::Update(what) }
+                if what.is_empty() {
+                    Change::Unchanged
+                } else {
+                    Change::Update(what)
+                }
             }
         };
-        items.push(PlanItem { kind: "view", name: view.name.clone(), change, summary });
+        items.push(PlanItem {
+            kind: "view",
+            name: view.name.clone(),
+            change,
+            summary,
+        });
         views.push(record);
     }
     for name in old_views.keys().filter(|n| !repo.views.contains_key(*n)) {
-        items.push(PlanItem { kind: "view", name: name.clone(), change: Change::Remove, summary: String::new() });
+        items.push(PlanItem {
+            kind: "view",
+            name: name.clone(),
+            change: Change::Remove,
+            summary: String::new(),
+        });
     }
 
     diff(
         "service",
         &store.records("service/")?,
-        repo.services.values().map(|s| (s.name.clone(), to_json(s), format!("{} feature refs", s.features.len()))).collect(),
+        repo.services
+            .values()
+            .map(|s| (s.name.clone(), to_json(s), format!("{} feature refs", s.features.len())))
+            .collect(),
         &mut records,
         &mut items,
     );
-    Ok(Plan { items, warnings, records, views })
+    Ok(Plan {
+        items,
+        warnings,
+        records,
+        views,
+    })
 }
 
 /// Records the plan in the registry (one transaction).
@@ -207,11 +247,25 @@ pub fn apply(plan: Plan, store: &Store) -> Result<Vec<ViewRecord>, StoreError> {
 fn check_sources(catalog: &Catalog, warnings: &mut Vec<String>) -> Result<(), RepoError> {
     let repo = &catalog.repo;
     for view in repo.views.values() {
-        let ViewKind::Materialized { .. } = &view.kind else { continue };
+        let ViewKind::Materialized { .. } = &view.kind else {
+            continue;
+        };
         let Some(source) = repo.file_source(view) else { continue };
-        let SourceKind::File { path, format, timestamp_column, created_column } = &source.kind else { continue };
+        let SourceKind::File {
+            path,
+            format,
+            timestamp_column,
+            created_column,
+        } = &source.kind
+        else {
+            continue;
+        };
         if !path.exists() {
-            warnings.push(format!("view `{}`: source file {} does not exist yet", view.name, path.display()));
+            warnings.push(format!(
+                "view `{}`: source file {} does not exist yet",
+                view.name,
+                path.display()
+            ));
             continue;
         }
         let invalid = |message: String| RepoError::Invalid {
@@ -222,13 +276,22 @@ fn check_sources(catalog: &Catalog, warnings: &mut Vec<String>) -> Result<(), Re
         };
         let columns = source::columns(path, *format).map_err(|e| invalid(e.to_string()))?;
         let transform = catalog.transform(&view.name).expect("apply loads every view");
-        let mut needed: Vec<(String, FeatureType)> =
-            repo.join_keys(view).into_iter().map(|k| (k.name, k.data_type)).collect();
+        let mut needed: Vec<(String, FeatureType)> = repo
+            .join_keys(view)
+            .into_iter()
+            .map(|k| (k.name, k.data_type))
+            .collect();
         needed.push((timestamp_column.clone(), FeatureType::Timestamp));
         if let Some(created) = created_column {
             needed.push((created.clone(), FeatureType::Timestamp));
         }
-        needed.extend(transform.description().inputs.iter().map(|f| (f.name.clone(), f.data_type)));
+        needed.extend(
+            transform
+                .description()
+                .inputs
+                .iter()
+                .map(|f| (f.name.clone(), f.data_type)),
+        );
         for (name, ty) in needed {
             match columns.iter().find(|(n, _)| *n == name) {
                 None => {
@@ -256,7 +319,12 @@ fn check_sources(catalog: &Catalog, warnings: &mut Vec<String>) -> Result<(), Re
 fn changed_keys(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
     match (old.as_object(), new.as_object()) {
         (Some(o), Some(n)) => {
-            let mut keys: Vec<String> = n.keys().chain(o.keys()).filter(|k| o.get(*k) != n.get(*k)).cloned().collect();
+            let mut keys: Vec<String> = n
+                .keys()
+                .chain(o.keys())
+                .filter(|k| o.get(*k) != n.get(*k))
+                .cloned()
+                .collect();
             keys.sort();
             keys.dedup();
             keys.into_iter().map(|k| format!("{k} changed")).collect()

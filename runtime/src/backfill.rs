@@ -39,7 +39,12 @@ pub struct BackfillOptions {
 
 impl Default for BackfillOptions {
     fn default() -> Self {
-        BackfillOptions { views: Vec::new(), start: None, end: None, rows_per_commit: 1_000_000 }
+        BackfillOptions {
+            views: Vec::new(),
+            start: None,
+            end: None,
+            rows_per_commit: 1_000_000,
+        }
     }
 }
 
@@ -107,7 +112,12 @@ pub fn backfill(
     for name in &options.views {
         match repo.views.get(name) {
             None => {
-                let known: Vec<_> = repo.views.values().filter(|v| v.is_materialized()).map(|v| v.name.as_str()).collect();
+                let known: Vec<_> = repo
+                    .views
+                    .values()
+                    .filter(|v| v.is_materialized())
+                    .map(|v| v.name.as_str())
+                    .collect();
                 return Err(BackfillError::View {
                     view: name.clone(),
                     message: format!("no such view (materialized views: {})", known.join(", ")),
@@ -144,7 +154,9 @@ fn applied_record(catalog: &Catalog, view: &View, stored: Option<&ViewRecord>) -
         view: view.name.clone(),
         message: format!("{what} since the last `skewless apply`: run `skewless apply` first"),
     };
-    let Some(stored) = stored else { return Err(stale("is new")) };
+    let Some(stored) = stored else {
+        return Err(stale("is new"));
+    };
     if stored.digest != fresh.digest {
         return Err(stale("its transform changed"));
     }
@@ -164,11 +176,23 @@ fn backfill_view(
 ) -> Result<ViewSummary, BackfillError> {
     let started = Instant::now();
     let transform = catalog.transform(&view.name).expect("applied views are loaded");
-    let source = catalog.repo.file_source(view).expect("materialized views have a file source (checked by the repo)");
-    let SourceKind::File { path, format, timestamp_column, created_column } = &source.kind else {
+    let source = catalog
+        .repo
+        .file_source(view)
+        .expect("materialized views have a file source (checked by the repo)");
+    let SourceKind::File {
+        path,
+        format,
+        timestamp_column,
+        created_column,
+    } = &source.kind
+    else {
         unreachable!("file_source returns file sources")
     };
-    let source_error = |source: SourceError| BackfillError::Source { view: view.name.clone(), source };
+    let source_error = |source: SourceError| BackfillError::Source {
+        view: view.name.clone(),
+        source,
+    };
 
     // The columns to read: join keys, times, and the transform's inputs.
     let mut needed: Vec<FieldSpec> = record.join_keys.clone();
@@ -176,7 +200,10 @@ fn backfill_view(
         match needed.iter().find(|f| f.name == field.name) {
             Some(f) if f.data_type != field.data_type => Err(BackfillError::View {
                 view: view.name.clone(),
-                message: format!("column `{}` is needed as {} and as {}", field.name, f.data_type, field.data_type),
+                message: format!(
+                    "column `{}` is needed as {} and as {}",
+                    field.name, f.data_type, field.data_type
+                ),
             }),
             Some(_) => Ok(()),
             None => {
@@ -185,7 +212,11 @@ fn backfill_view(
             }
         }
     };
-    let time_field = |name: &str| FieldSpec { name: name.to_string(), data_type: FeatureType::Timestamp, nullable: true };
+    let time_field = |name: &str| FieldSpec {
+        name: name.to_string(),
+        data_type: FeatureType::Timestamp,
+        nullable: true,
+    };
     need(time_field(timestamp_column))?;
     if let Some(created) = created_column {
         need(time_field(created))?;
@@ -200,7 +231,10 @@ fn backfill_view(
     progress.set_message(view.name.clone());
 
     let digest_id = store.digest_id(&transform.digest())?;
-    let mut summary = ViewSummary { view: view.name.clone(), ..ViewSummary::default() };
+    let mut summary = ViewSummary {
+        view: view.name.clone(),
+        ..ViewSummary::default()
+    };
     let mut pending = PendingRows::default();
     let width = record.features.len();
     for batch in opened.batches {
@@ -232,15 +266,22 @@ fn backfill_view(
             (batch, None)
         } else {
             let rows = (0..batch.num_rows()).filter(|r| keep.value(*r)).collect();
-            let filtered = arrow_select::filter::filter_record_batch(&batch, &keep).expect("mask has the batch's length");
+            let filtered =
+                arrow_select::filter::filter_record_batch(&batch, &keep).expect("mask has the batch's length");
             (filtered, Some(rows))
         };
 
         let output = transform.run(&batch)?;
         summary.row_errors += output.row_errors.len() as u64;
-        for error in output.row_errors.iter().take(QUOTED_ERRORS.saturating_sub(summary.first_errors.len())) {
+        for error in output
+            .row_errors
+            .iter()
+            .take(QUOTED_ERRORS.saturating_sub(summary.first_errors.len()))
+        {
             let row = batch_start as usize + source_rows.as_ref().map_or(error.row, |rows| rows[error.row]);
-            summary.first_errors.push(format!("{}: row {row}: {}", path.display(), error.message));
+            summary
+                .first_errors
+                .push(format!("{}: row {row}: {}", path.display(), error.message));
         }
 
         let event_time = micros_column(&batch, timestamp_column);
@@ -251,7 +292,9 @@ fn backfill_view(
             message: format!("transform output: {message}"),
         })?;
         for row in 0..batch.num_rows() {
-            let created = created.as_ref().map_or(0, |c| if c.is_valid(row) { c.value(row) } else { 0 });
+            let created = created
+                .as_ref()
+                .map_or(0, |c| if c.is_valid(row) { c.value(row) } else { 0 });
             pending.add(
                 record.bucket_micros,
                 event_time.value(row),

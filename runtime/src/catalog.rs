@@ -43,7 +43,8 @@ impl Catalog {
             .filter(|v| {
                 wanted(v)
                     || repo.views.values().any(|other| {
-                        wanted(other) && matches!(&other.kind, ViewKind::OnDemand { sources } if sources.contains(&v.name))
+                        wanted(other)
+                            && matches!(&other.kind, ViewKind::OnDemand { sources } if sources.contains(&v.name))
                     })
             })
             .collect();
@@ -54,7 +55,9 @@ impl Catalog {
                 key: format!("views.{}.{key}", view.name),
                 message,
             };
-            let transform = runtime.load(&view.name, &view.transform, view.limits).map_err(|e| invalid("transform", e.to_string()))?;
+            let transform = runtime
+                .load(&view.name, &view.transform, view.limits)
+                .map_err(|e| invalid("transform", e.to_string()))?;
             let outputs = &transform.description().outputs;
             let stored = match &view.features {
                 None => outputs.clone(),
@@ -126,7 +129,11 @@ impl Catalog {
                             let names: Vec<_> = many.iter().map(|(s, _)| s.as_str()).collect();
                             return Err(invalid(
                                 "sources",
-                                format!("transform input `{}` is provided by several sources: {}", input.name, names.join(", ")),
+                                format!(
+                                    "transform input `{}` is provided by several sources: {}",
+                                    input.name,
+                                    names.join(", ")
+                                ),
                             ));
                         }
                     }
@@ -135,7 +142,11 @@ impl Catalog {
             features.insert(view.name.clone(), stored);
             transforms.insert(view.name.clone(), Arc::new(transform));
         }
-        Ok(Catalog { repo, transforms, features })
+        Ok(Catalog {
+            repo,
+            transforms,
+            features,
+        })
     }
 
     /// The loaded transform of a view.
@@ -174,9 +185,15 @@ impl Catalog {
 }
 
 fn display_path(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 fn field_list(fields: &[FieldSpec]) -> String {
-    fields.iter().map(|f| format!("{} {}", f.name, f.data_type)).collect::<Vec<_>>().join(", ")
+    fields
+        .iter()
+        .map(|f| format!("{} {}", f.name, f.data_type))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

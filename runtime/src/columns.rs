@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Float32Type, Float64Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType,
+    Float32Type, Float64Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType,
 };
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray,
@@ -33,15 +33,24 @@ pub(crate) fn to_wit(batch: &RecordBatch, fields: &[FieldSpec]) -> Result<wit::B
         .map(|field| {
             let array = batch
                 .column_by_name(&field.name)
-                .ok_or_else(|| ConversionError::MissingColumn { column: field.name.clone() })?;
+                .ok_or_else(|| ConversionError::MissingColumn {
+                    column: field.name.clone(),
+                })?;
             column_to_wit(&field.name, array.as_ref(), field.data_type)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(wit::Batch { num_rows: batch.num_rows() as u32, columns })
+    Ok(wit::Batch {
+        num_rows: batch.num_rows() as u32,
+        columns,
+    })
 }
 
 /// One Arrow array as a WIT column of type `expected`.
-pub(crate) fn column_to_wit(name: &str, array: &dyn Array, expected: FeatureType) -> Result<wit::Column, ConversionError> {
+pub(crate) fn column_to_wit(
+    name: &str,
+    array: &dyn Array,
+    expected: FeatureType,
+) -> Result<wit::Column, ConversionError> {
     let actual = FeatureType::from_arrow(array.data_type());
     if actual != Some(expected) {
         return Err(ConversionError::WrongType {
@@ -60,7 +69,11 @@ pub(crate) fn column_to_wit(name: &str, array: &dyn Array, expected: FeatureType
             let offsets = strings.value_offsets();
             let (first, last) = (offsets[0], offsets[offsets.len() - 1]);
             let bytes = strings.values()[first as usize..last as usize].to_vec();
-            let offsets = if first == 0 { offsets.to_vec() } else { offsets.iter().map(|o| o - first).collect() };
+            let offsets = if first == 0 {
+                offsets.to_vec()
+            } else {
+                offsets.iter().map(|o| o - first).collect()
+            };
             wit::Values::Utf8(wit::Utf8Values { offsets, bytes })
         }
         ArrowType::Timestamp(unit, _) => wit::Values::Timestamp(timestamp_micros(array, *unit)),
@@ -70,29 +83,44 @@ pub(crate) fn column_to_wit(name: &str, array: &dyn Array, expected: FeatureType
         .logical_nulls()
         .filter(|nulls| nulls.null_count() > 0)
         .map(|nulls| nulls.inner().sliced().as_slice().to_vec());
-    Ok(wit::Column { name: name.to_string(), values, validity })
+    Ok(wit::Column {
+        name: name.to_string(),
+        values,
+        validity,
+    })
 }
 
 /// Timestamps of any unit as microseconds (sub-microsecond parts floor).
 fn timestamp_micros(array: &dyn Array, unit: TimeUnit) -> Vec<i64> {
     match unit {
         TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().values().to_vec(),
-        TimeUnit::Second => {
-            array.as_primitive::<TimestampSecondType>().values().iter().map(|s| s.saturating_mul(1_000_000)).collect()
-        }
-        TimeUnit::Millisecond => {
-            array.as_primitive::<TimestampMillisecondType>().values().iter().map(|s| s.saturating_mul(1_000)).collect()
-        }
-        TimeUnit::Nanosecond => {
-            array.as_primitive::<TimestampNanosecondType>().values().iter().map(|n| n.div_euclid(1_000)).collect()
-        }
+        TimeUnit::Second => array
+            .as_primitive::<TimestampSecondType>()
+            .values()
+            .iter()
+            .map(|s| s.saturating_mul(1_000_000))
+            .collect(),
+        TimeUnit::Millisecond => array
+            .as_primitive::<TimestampMillisecondType>()
+            .values()
+            .iter()
+            .map(|s| s.saturating_mul(1_000))
+            .collect(),
+        TimeUnit::Nanosecond => array
+            .as_primitive::<TimestampNanosecondType>()
+            .values()
+            .iter()
+            .map(|n| n.div_euclid(1_000))
+            .collect(),
     }
 }
 
 /// Any Arrow array of a type that maps onto [`FeatureType::Timestamp`], as
 /// a microsecond UTC array (the runtime's one timestamp representation).
 pub fn normalize_timestamps(array: &dyn Array) -> Option<TimestampMicrosecondArray> {
-    let ArrowType::Timestamp(unit, _) = array.data_type() else { return None };
+    let ArrowType::Timestamp(unit, _) = array.data_type() else {
+        return None;
+    };
     FeatureType::from_arrow(array.data_type())?;
     let values = timestamp_micros(array, *unit);
     Some(TimestampMicrosecondArray::new(ScalarBuffer::from(values), array.logical_nulls()).with_timezone(UTC))
@@ -107,7 +135,11 @@ pub(crate) fn from_wit(
     expected_rows: usize,
 ) -> Result<RecordBatch, ConversionError> {
     if batch.num_rows as usize != expected_rows {
-        return Err(ConversionError::RowCount { column: None, expected: expected_rows, actual: batch.num_rows as usize });
+        return Err(ConversionError::RowCount {
+            column: None,
+            expected: expected_rows,
+            actual: batch.num_rows as usize,
+        });
     }
     if batch.columns.len() != fields.len() {
         let names: Vec<_> = batch.columns.iter().map(|c| c.name.as_str()).collect();
@@ -126,9 +158,16 @@ pub(crate) fn from_wit(
 }
 
 /// One WIT column as an Arrow array, checked against `field`.
-pub(crate) fn column_from_wit(column: wit::Column, field: &FieldSpec, rows: usize) -> Result<ArrayRef, ConversionError> {
+pub(crate) fn column_from_wit(
+    column: wit::Column,
+    field: &FieldSpec,
+    rows: usize,
+) -> Result<ArrayRef, ConversionError> {
     if column.name != field.name {
-        return Err(ConversionError::Columns { expected: field.name.clone(), actual: column.name });
+        return Err(ConversionError::Columns {
+            expected: field.name.clone(),
+            actual: column.name,
+        });
     }
     let name = &field.name;
     let nulls = match column.validity {
@@ -147,13 +186,20 @@ pub(crate) fn column_from_wit(column: wit::Column, field: &FieldSpec, rows: usiz
         if len == rows {
             Ok(())
         } else {
-            Err(ConversionError::RowCount { column: Some(name.clone()), expected: rows, actual: len })
+            Err(ConversionError::RowCount {
+                column: Some(name.clone()),
+                expected: rows,
+                actual: len,
+            })
         }
     };
     let array: ArrayRef = match (column.values, field.data_type) {
         (wit::Values::Boolean(bits), FeatureType::Bool) => {
             check_bitmap(name, "values", &bits, rows)?;
-            Arc::new(BooleanArray::new(BooleanBuffer::new(Buffer::from_vec(bits), 0, rows), nulls))
+            Arc::new(BooleanArray::new(
+                BooleanBuffer::new(Buffer::from_vec(bits), 0, rows),
+                nulls,
+            ))
         }
         (wit::Values::Int64(v), FeatureType::Int64) => {
             check_len(v.len())?;
@@ -176,8 +222,12 @@ pub(crate) fn column_from_wit(column: wit::Column, field: &FieldSpec, rows: usiz
             check_offsets(name, &s.offsets, s.bytes.len())?;
             let offsets = OffsetBuffer::new(ScalarBuffer::from(s.offsets));
             Arc::new(
-                StringArray::try_new(offsets, Buffer::from_vec(s.bytes), nulls)
-                    .map_err(|e| ConversionError::InvalidBuffer { column: name.clone(), message: e.to_string() })?,
+                StringArray::try_new(offsets, Buffer::from_vec(s.bytes), nulls).map_err(|e| {
+                    ConversionError::InvalidBuffer {
+                        column: name.clone(),
+                        message: e.to_string(),
+                    }
+                })?,
             )
         }
         (values, _) => return Err(wrong_type(values_type(&values))),
@@ -200,7 +250,12 @@ fn check_bitmap(column: &str, what: &str, bits: &[u8], rows: usize) -> Result<()
     if bits.len() < rows.div_ceil(8) {
         return Err(ConversionError::InvalidBuffer {
             column: column.to_string(),
-            message: format!("{what} bitmap has {} bytes, {} rows need {}", bits.len(), rows, rows.div_ceil(8)),
+            message: format!(
+                "{what} bitmap has {} bytes, {} rows need {}",
+                bits.len(),
+                rows,
+                rows.div_ceil(8)
+            ),
         });
     }
     Ok(())
@@ -209,7 +264,10 @@ fn check_bitmap(column: &str, what: &str, bits: &[u8], rows: usize) -> Result<()
 /// Offsets must be `rows + 1` entries, start at 0, never decrease and end
 /// within the byte buffer ([`OffsetBuffer::new`] would panic otherwise).
 fn check_offsets(column: &str, offsets: &[i32], bytes: usize) -> Result<(), ConversionError> {
-    let bad = |message: String| ConversionError::InvalidBuffer { column: column.to_string(), message };
+    let bad = |message: String| ConversionError::InvalidBuffer {
+        column: column.to_string(),
+        message,
+    };
     match offsets.first() {
         None => return Err(bad("utf8 offsets are empty (need rows + 1 entries)".into())),
         Some(&first) if first < 0 => return Err(bad(format!("utf8 offsets start at {first}"))),

@@ -41,7 +41,10 @@ pub(crate) struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -72,7 +75,10 @@ impl HostState {
         HostState {
             wasi: deterministic_wasi(stderr.clone()),
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { max_bytes: limits.memory_bytes(), hit: false },
+            limiter: MemoryLimiter {
+                max_bytes: limits.memory_bytes(),
+                hit: false,
+            },
             stderr,
         }
     }
@@ -212,14 +218,21 @@ impl Runtime {
             })
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))?;
 
-        Ok(Runtime { engine, linker, cache_dir })
+        Ok(Runtime {
+            engine,
+            linker,
+            cache_dir,
+        })
     }
 
     /// Loads the component at `path` for `view`, with `limits`: compiles it
     /// (or takes it from the cache), checks its WIT version, pre-links it
     /// and calls `describe`.
     pub fn load(&self, view: &str, path: &Path, limits: Limits) -> Result<Transform, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         self.load_bytes(view, path, &bytes, limits)
     }
 
@@ -231,16 +244,24 @@ impl Runtime {
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::Instantiate { path: path.to_path_buf(), message: format!("{e:#}") })?;
-        let pre = wit::TransformerPre::new(instance_pre)
-            .map_err(|e| LoadError::Instantiate { path: path.to_path_buf(), message: format!("{e:#}") })?;
+            .map_err(|e| LoadError::Instantiate {
+                path: path.to_path_buf(),
+                message: format!("{e:#}"),
+            })?;
+        let pre = wit::TransformerPre::new(instance_pre).map_err(|e| LoadError::Instantiate {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        })?;
         Transform::new(view, path, digest, self.engine.clone(), pre, limits)
     }
 
     /// Compiles, or deserializes from the cache. A cache entry that fails to
     /// load (truncated, other wasmtime) is recompiled and replaced.
     fn compile(&self, path: &Path, bytes: &[u8], digest: &Digest) -> Result<Component, LoadError> {
-        let invalid = |e: wasmtime::Error| LoadError::Invalid { path: path.to_path_buf(), message: format!("{e:#}") };
+        let invalid = |e: wasmtime::Error| LoadError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        };
         let Some(dir) = &self.cache_dir else {
             return Component::from_binary(&self.engine, bytes).map_err(invalid);
         };
@@ -272,7 +293,9 @@ impl Runtime {
 
 fn write_cache_entry(dir: &Path, target: &Path, component: &Component) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let bytes = component.serialize().map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let bytes = component
+        .serialize()
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
     let tmp = target.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, target)?;
@@ -339,7 +362,10 @@ mod tests {
     #[test]
     fn digest_hex_round_trips() {
         let d = Digest::of(b"abc");
-        assert_eq!(d.hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            d.hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(Digest::from_hex(&d.to_string()), Some(d));
         assert_eq!(Digest::from_hex("zz"), None);
     }

@@ -78,7 +78,9 @@ pub enum LoadError {
         message: String,
     },
     /// The component does not export the Skewless interface.
-    #[error("{path} does not export {interface}; it exports [{found}]. Build transforms against wit/ with the Skewless SDK")]
+    #[error(
+        "{path} does not export {interface}; it exports [{found}]. Build transforms against wit/ with the Skewless SDK"
+    )]
     NotATransform {
         /// Component path.
         path: PathBuf,
@@ -88,7 +90,9 @@ pub enum LoadError {
         found: String,
     },
     /// The component was built for another version of the contract.
-    #[error("{path} was built for {found}, but this Skewless needs {interface}@{needed}: rebuild it against this release's wit/")]
+    #[error(
+        "{path} was built for {found}, but this Skewless needs {interface}@{needed}: rebuild it against this release's wit/"
+    )]
     WrongVersion {
         /// Component path.
         path: PathBuf,
@@ -153,13 +157,17 @@ pub enum TransformErrorKind {
         stderr: String,
     },
     /// The call ran past its time limit.
-    #[error("transform ran past its time limit of {limit:?} and was stopped (raise `limits.timeout_ms` of the view if this is expected)")]
+    #[error(
+        "transform ran past its time limit of {limit:?} and was stopped (raise `limits.timeout_ms` of the view if this is expected)"
+    )]
     Timeout {
         /// The limit.
         limit: Duration,
     },
     /// The guest tried to grow its memory past the limit.
-    #[error("transform tried to use more than its memory limit of {limit_mib} MiB and was stopped (raise `limits.memory_mib` of the view if this is expected)")]
+    #[error(
+        "transform tried to use more than its memory limit of {limit_mib} MiB and was stopped (raise `limits.memory_mib` of the view if this is expected)"
+    )]
     MemoryLimit {
         /// The limit in MiB.
         limit_mib: u64,
@@ -171,5 +179,9 @@ pub enum TransformErrorKind {
 
 fn stderr_suffix(stderr: &str) -> String {
     let trimmed = stderr.trim();
-    if trimmed.is_empty() { String::new() } else { format!("; guest stderr: {trimmed}") }
+    if trimmed.is_empty() {
+        String::new()
+    } else {
+        format!("; guest stderr: {trimmed}")
+    }
 }

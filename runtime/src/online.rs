@@ -159,11 +159,18 @@ pub enum OnlineError {
 
 /// Expands feature references (and a service, if named) into `view:feature`
 /// references, checking each against the catalog.
-pub fn resolve_features(catalog: &Catalog, refs: &[String], service: Option<&str>) -> Result<Vec<FeatureRef>, OnlineError> {
+pub fn resolve_features(
+    catalog: &Catalog,
+    refs: &[String],
+    service: Option<&str>,
+) -> Result<Vec<FeatureRef>, OnlineError> {
     let repo = &catalog.repo;
     let mut parsed = Vec::new();
     if let Some(name) = service {
-        let service = repo.services.get(name).ok_or_else(|| OnlineError::UnknownService(name.to_string()))?;
+        let service = repo
+            .services
+            .get(name)
+            .ok_or_else(|| OnlineError::UnknownService(name.to_string()))?;
         parsed.extend(service.features.iter().cloned());
     }
     for text in refs {
@@ -176,7 +183,10 @@ pub fn resolve_features(catalog: &Catalog, refs: &[String], service: Option<&str
             known: repo.views.keys().cloned().collect::<Vec<_>>().join(", "),
         })?;
         match &r.feature {
-            None => out.extend(features.iter().map(|f| FeatureRef { view: r.view.clone(), feature: Some(f.name.clone()) })),
+            None => out.extend(features.iter().map(|f| FeatureRef {
+                view: r.view.clone(),
+                feature: Some(f.name.clone()),
+            })),
             Some(name) if features.iter().any(|f| &f.name == name) => out.push(r.clone()),
             Some(name) => {
                 return Err(OnlineError::UnknownFeature {
@@ -213,14 +223,21 @@ pub fn get_online_features(
     // Views requested, and the materialized views they need.
     let mut requested: IndexMap<String, Vec<String>> = IndexMap::new();
     for r in &request.features {
-        requested.entry(r.view.clone()).or_default().push(r.feature.clone().unwrap_or_default());
+        requested
+            .entry(r.view.clone())
+            .or_default()
+            .push(r.feature.clone().unwrap_or_default());
     }
     let mut materialized: Vec<String> = Vec::new();
     for view in requested.keys() {
         let definition = &repo.views[view];
         let upstream: Vec<String> = match &definition.kind {
             ViewKind::Materialized { .. } => vec![view.clone()],
-            ViewKind::OnDemand { sources } => sources.iter().filter(|s| repo.views.contains_key(*s)).cloned().collect(),
+            ViewKind::OnDemand { sources } => sources
+                .iter()
+                .filter(|s| repo.views.contains_key(*s))
+                .cloned()
+                .collect(),
         };
         for v in upstream {
             if !materialized.contains(&v) {
@@ -235,12 +252,17 @@ pub fn get_online_features(
         let record = records.get(view).ok_or_else(|| OnlineError::NotApplied(view.clone()))?;
         digests.insert(view.clone(), record.digest.clone());
         let ttl = repo.views[view].ttl.map(|d| d.as_micros() as i64);
-        values.insert(view.clone(), read_view(record, reader, &request.entities, rows, request.at, reference_time, ttl)?);
+        values.insert(
+            view.clone(),
+            read_view(record, reader, &request.entities, rows, request.at, reference_time, ttl)?,
+        );
     }
 
     let mut columns = Vec::new();
     for key in key_columns(catalog, requested.keys()) {
-        let Some(array) = request.entities.get(&key.name) else { continue };
+        let Some(array) = request.entities.get(&key.name) else {
+            continue;
+        };
         columns.push(OnlineColumn {
             name: key.name.clone(),
             view: None,
@@ -252,12 +274,28 @@ pub fn get_online_features(
 
     let mut row_errors = Vec::new();
     for (view, features) in &requested {
-        let name = |feature: &str| if request.full_feature_names { format!("{view}__{feature}") } else { feature.to_string() };
+        let name = |feature: &str| {
+            if request.full_feature_names {
+                format!("{view}__{feature}")
+            } else {
+                feature.to_string()
+            }
+        };
         if let Some(stored) = values.get(view) {
             for feature in features {
-                let array = stored.batch.column_by_name(feature).expect("resolved against the catalog").clone();
+                let array = stored
+                    .batch
+                    .column_by_name(feature)
+                    .expect("resolved against the catalog")
+                    .clone();
                 let statuses = (0..rows)
-                    .map(|row| stored.statuses[row].unwrap_or(if array.is_null(row) { Status::NullValue } else { Status::Present }))
+                    .map(|row| {
+                        stored.statuses[row].unwrap_or(if array.is_null(row) {
+                            Status::NullValue
+                        } else {
+                            Status::Present
+                        })
+                    })
                     .collect();
                 columns.push(OnlineColumn {
                     name: name(feature),
@@ -275,12 +313,29 @@ pub fn get_online_features(
         let input = on_demand_input(catalog, view, &values, &request.entities, rows)?;
         let output = transform.run(&input)?;
         row_errors.extend(output.row_errors.into_iter().map(|e| (view.clone(), e)));
-        let sources: Vec<&ViewValues> = values.iter().filter(|(v, _)| is_source_of(catalog, v, view)).map(|(_, s)| s).collect();
-        let event_timestamps: Vec<Option<i64>> =
-            (0..rows).map(|row| sources.iter().filter_map(|s| s.event_timestamps[row]).max()).collect();
+        let sources: Vec<&ViewValues> = values
+            .iter()
+            .filter(|(v, _)| is_source_of(catalog, v, view))
+            .map(|(_, s)| s)
+            .collect();
+        let event_timestamps: Vec<Option<i64>> = (0..rows)
+            .map(|row| sources.iter().filter_map(|s| s.event_timestamps[row]).max())
+            .collect();
         for feature in features {
-            let array = output.batch.column_by_name(feature).expect("resolved against the catalog").clone();
-            let statuses = (0..rows).map(|row| if array.is_null(row) { Status::NullValue } else { Status::Present }).collect();
+            let array = output
+                .batch
+                .column_by_name(feature)
+                .expect("resolved against the catalog")
+                .clone();
+            let statuses = (0..rows)
+                .map(|row| {
+                    if array.is_null(row) {
+                        Status::NullValue
+                    } else {
+                        Status::Present
+                    }
+                })
+                .collect();
             columns.push(OnlineColumn {
                 name: name(feature),
                 view: Some(view.clone()),
@@ -290,7 +345,11 @@ pub fn get_online_features(
             });
         }
     }
-    Ok(OnlineResponse { columns, row_errors, digests })
+    Ok(OnlineResponse {
+        columns,
+        row_errors,
+        digests,
+    })
 }
 
 fn is_source_of(catalog: &Catalog, source: &str, view: &str) -> bool {
@@ -311,7 +370,9 @@ fn key_columns<'a>(catalog: &Catalog, views: impl Iterator<Item = &'a String>) -
 }
 
 fn check_lengths(entities: &IndexMap<String, ArrayRef>) -> Result<usize, OnlineError> {
-    let Some((first, array)) = entities.first() else { return Ok(0) };
+    let Some((first, array)) = entities.first() else {
+        return Ok(0);
+    };
     for (name, other) in entities {
         if other.len() != array.len() {
             return Err(OnlineError::Length {
@@ -336,9 +397,10 @@ fn read_view(
 ) -> Result<ViewValues, OnlineError> {
     let mut key_arrays = Vec::new();
     for key in &record.join_keys {
-        let array = entities
-            .get(&key.name)
-            .ok_or_else(|| OnlineError::MissingJoinKey { view: record.name.clone(), key: key.name.clone() })?;
+        let array = entities.get(&key.name).ok_or_else(|| OnlineError::MissingJoinKey {
+            view: record.name.clone(),
+            key: key.name.clone(),
+        })?;
         if array.data_type() != &key.data_type.arrow() {
             return Err(OnlineError::WrongType {
                 column: key.name.clone(),
@@ -350,7 +412,11 @@ fn read_view(
     }
     let key_batch = batch_of(&record.join_keys, key_arrays, rows);
     let keys = KeyEncoder::new(&key_batch, &record.join_keys).expect("types checked above");
-    let mut builders: Vec<ValueBuilder> = record.features.iter().map(|f| ValueBuilder::new(f.data_type, rows)).collect();
+    let mut builders: Vec<ValueBuilder> = record
+        .features
+        .iter()
+        .map(|f| ValueBuilder::new(f.data_type, rows))
+        .collect();
     let mut statuses = Vec::with_capacity(rows);
     let mut event_timestamps = Vec::with_capacity(rows);
     let mut key = Vec::new();
@@ -386,7 +452,11 @@ fn read_view(
         }
     }
     let arrays = builders.into_iter().map(ValueBuilder::finish).collect();
-    Ok(ViewValues { batch: batch_of(&record.features, arrays, rows), statuses, event_timestamps })
+    Ok(ViewValues {
+        batch: batch_of(&record.features, arrays, rows),
+        statuses,
+        event_timestamps,
+    })
 }
 
 /// The input batch of an on-demand transform: each input from the view's
@@ -398,11 +468,15 @@ fn on_demand_input(
     entities: &IndexMap<String, ArrayRef>,
     rows: usize,
 ) -> Result<RecordBatch, OnlineError> {
-    let ViewKind::OnDemand { sources } = &catalog.repo.views[view].kind else { unreachable!("on-demand view") };
+    let ViewKind::OnDemand { sources } = &catalog.repo.views[view].kind else {
+        unreachable!("on-demand view")
+    };
     let transform = catalog.transform(view).expect("resolved against the catalog");
     let mut arrays = Vec::new();
     for input in &transform.description().inputs {
-        let from_view = sources.iter().find_map(|s| values.get(s).and_then(|v| v.batch.column_by_name(&input.name)));
+        let from_view = sources
+            .iter()
+            .find_map(|s| values.get(s).and_then(|v| v.batch.column_by_name(&input.name)));
         let array = match from_view {
             Some(array) => array.clone(),
             None => {
@@ -412,9 +486,15 @@ fn on_demand_input(
                             Some(SourceKind::Request { schema }) if schema.iter().any(|f| f.name == input.name))
                     });
                     if is_request {
-                        OnlineError::MissingRequestField { view: view.to_string(), field: input.name.clone() }
+                        OnlineError::MissingRequestField {
+                            view: view.to_string(),
+                            field: input.name.clone(),
+                        }
                     } else {
-                        OnlineError::MissingJoinKey { view: view.to_string(), key: input.name.clone() }
+                        OnlineError::MissingJoinKey {
+                            view: view.to_string(),
+                            key: input.name.clone(),
+                        }
                     }
                 })?;
                 if array.data_type() != &input.data_type.arrow() {
@@ -434,10 +514,18 @@ fn on_demand_input(
 
 fn batch_of(fields: &[FieldSpec], arrays: Vec<ArrayRef>, rows: usize) -> RecordBatch {
     let schema = Arc::new(Schema::new(
-        fields.iter().zip(&arrays).map(|(f, a)| Field::new(&f.name, a.data_type().clone(), true)).collect::<Vec<_>>(),
+        fields
+            .iter()
+            .zip(&arrays)
+            .map(|(f, a)| Field::new(&f.name, a.data_type().clone(), true))
+            .collect::<Vec<_>>(),
     ));
-    RecordBatch::try_new_with_options(schema, arrays, &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)))
-        .expect("arrays built to the schema")
+    RecordBatch::try_new_with_options(
+        schema,
+        arrays,
+        &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+    .expect("arrays built to the schema")
 }
 
 /// Builds an Arrow array from decoded store values.
@@ -533,8 +621,11 @@ pub fn value_json(array: &dyn Array, row: usize) -> serde_json::Value {
     match array.data_type() {
         ArrowType::Boolean => J::Bool(array.as_boolean().value(row)),
         ArrowType::Int64 => J::from(array.as_primitive::<Int64Type>().value(row)),
-        ArrowType::Float32 => serde_json::Number::from_f64(array.as_primitive::<Float32Type>().value(row) as f64).map_or(J::Null, J::Number),
-        ArrowType::Float64 => serde_json::Number::from_f64(array.as_primitive::<Float64Type>().value(row)).map_or(J::Null, J::Number),
+        ArrowType::Float32 => serde_json::Number::from_f64(array.as_primitive::<Float32Type>().value(row) as f64)
+            .map_or(J::Null, J::Number),
+        ArrowType::Float64 => {
+            serde_json::Number::from_f64(array.as_primitive::<Float64Type>().value(row)).map_or(J::Null, J::Number)
+        }
         ArrowType::Utf8 => J::String(array.as_string::<i32>().value(row).to_string()),
         ArrowType::Timestamp(..) => match array.as_primitive_opt::<TimestampMicrosecondType>() {
             Some(ts) => J::String(crate::time::format_timestamp(ts.value(row))),

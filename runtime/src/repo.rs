@@ -347,7 +347,10 @@ impl FeatureRef {
         if view.is_empty() || feature.as_deref() == Some("") {
             return None;
         }
-        Some(FeatureRef { view: view.to_string(), feature })
+        Some(FeatureRef {
+            view: view.to_string(),
+            feature,
+        })
     }
 }
 
@@ -378,8 +381,10 @@ impl Repo {
     /// Reads and validates `DIR/skewless.toml`.
     pub fn open(dir: &Path) -> Result<Repo, RepoError> {
         let config_path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|source| RepoError::Read { path: config_path.clone(), source })?;
+        let text = std::fs::read_to_string(&config_path).map_err(|source| RepoError::Read {
+            path: config_path.clone(),
+            source,
+        })?;
         Repo::parse(dir, &config_path, &text)
     }
 
@@ -418,7 +423,11 @@ impl Repo {
             let entity = spanned.get_ref();
             let keys = entity.join_keys.get_ref();
             if keys.is_empty() {
-                return Err(invalid(start, format!("entities.{name}.join_keys"), "an entity needs at least one join key".into()));
+                return Err(invalid(
+                    start,
+                    format!("entities.{name}.join_keys"),
+                    "an entity needs at least one join key".into(),
+                ));
             }
             let mut join_keys = Vec::new();
             for (key, ty) in keys {
@@ -429,11 +438,19 @@ impl Repo {
                         format!("join keys are int64 or utf8, not {ty}"),
                     ));
                 }
-                join_keys.push(FieldSpec { name: key.clone(), data_type: *ty, nullable: false });
+                join_keys.push(FieldSpec {
+                    name: key.clone(),
+                    data_type: *ty,
+                    nullable: false,
+                });
             }
             entities.insert(
                 name.clone(),
-                Entity { name: name.clone(), join_keys, description: entity.description.clone() },
+                Entity {
+                    name: name.clone(),
+                    join_keys,
+                    description: entity.description.clone(),
+                },
             );
         }
 
@@ -483,7 +500,10 @@ impl Repo {
                     SourceKind::File {
                         path: root.join(relative),
                         format,
-                        timestamp_column: raw_source.timestamp_column.clone().unwrap_or_else(default_timestamp_column),
+                        timestamp_column: raw_source
+                            .timestamp_column
+                            .clone()
+                            .unwrap_or_else(default_timestamp_column),
                         created_column: raw_source.created_column.clone(),
                     }
                 }
@@ -493,34 +513,64 @@ impl Repo {
                         .schema
                         .as_ref()
                         .filter(|s| !s.is_empty())
-                        .ok_or_else(|| invalid(kind_at, key("schema"), "a request source needs a `schema`, e.g. { val_to_add = \"int64\" }".into()))?
+                        .ok_or_else(|| {
+                            invalid(
+                                kind_at,
+                                key("schema"),
+                                "a request source needs a `schema`, e.g. { val_to_add = \"int64\" }".into(),
+                            )
+                        })?
                         .iter()
-                        .map(|(n, t)| FieldSpec { name: n.clone(), data_type: *t, nullable: true })
+                        .map(|(n, t)| FieldSpec {
+                            name: n.clone(),
+                            data_type: *t,
+                            nullable: true,
+                        })
                         .collect();
                     SourceKind::Request { schema }
                 }
                 "push" => {
                     only(&["batch_source"])?;
-                    let batch_source = raw_source
-                        .batch_source
-                        .as_ref()
-                        .ok_or_else(|| invalid(kind_at, key("batch_source"), "a push source needs a `batch_source` (a file source)".into()))?;
+                    let batch_source = raw_source.batch_source.as_ref().ok_or_else(|| {
+                        invalid(
+                            kind_at,
+                            key("batch_source"),
+                            "a push source needs a `batch_source` (a file source)".into(),
+                        )
+                    })?;
                     let target = batch_source.get_ref();
-                    if raw.sources.get(target).is_none_or(|s| s.get_ref().kind.get_ref() != "file") {
+                    if raw
+                        .sources
+                        .get(target)
+                        .is_none_or(|s| s.get_ref().kind.get_ref() != "file")
+                    {
                         return Err(invalid(
                             batch_source.span().start,
                             key("batch_source"),
                             format!("`{target}` is not a file source of this repo"),
                         ));
                     }
-                    SourceKind::Push { batch_source: target.clone() }
+                    SourceKind::Push {
+                        batch_source: target.clone(),
+                    }
                 }
                 other => {
-                    return Err(invalid(kind_at, key("type"), format!("unknown source type `{other}` (use file, request or push)")));
+                    return Err(invalid(
+                        kind_at,
+                        key("type"),
+                        format!("unknown source type `{other}` (use file, request or push)"),
+                    ));
                 }
             };
             let description = raw_source.description.clone();
-            sources.insert(name.clone(), Source { name: name.clone(), kind, description });
+            sources.insert(
+                name.clone(),
+                Source {
+                    name: name.clone(),
+                    kind,
+                    description,
+                },
+            );
         }
 
         let mut views: IndexMap<String, View> = IndexMap::new();
@@ -528,19 +578,28 @@ impl Repo {
             let start = spanned.span().start;
             check_name("views", name, start)?;
             if sources.contains_key(name) {
-                return Err(invalid(start, format!("views.{name}"), "a source has the same name; rename one".into()));
+                return Err(invalid(
+                    start,
+                    format!("views.{name}"),
+                    "a source has the same name; rename one".into(),
+                ));
             }
             let view = spanned.get_ref();
             let key = |field: &str| format!("views.{name}.{field}");
             let listed = |list: &Option<Spanned<Vec<String>>>| -> (Vec<String>, usize) {
-                list.as_ref().map_or((Vec::new(), start), |l| (l.get_ref().clone(), l.span().start))
+                list.as_ref()
+                    .map_or((Vec::new(), start), |l| (l.get_ref().clone(), l.span().start))
             };
             let (view_entities, entities_at) = listed(&view.entities);
             let (view_sources, sources_at) = listed(&view.sources);
             let kind = match view.kind {
                 RawKind::Materialized => {
                     let Some(source) = &view.source else {
-                        return Err(invalid(start, key("source"), "a materialized view needs a `source` (a file or push source)".into()));
+                        return Err(invalid(
+                            start,
+                            key("source"),
+                            "a materialized view needs a `source` (a file or push source)".into(),
+                        ));
                     };
                     match sources.get(source.get_ref()).map(|s| &s.kind) {
                         Some(SourceKind::File { .. } | SourceKind::Push { .. }) => {}
@@ -548,7 +607,10 @@ impl Repo {
                             return Err(invalid(
                                 source.span().start,
                                 key("source"),
-                                format!("`{}` is a request source; only on-demand views read request sources", source.get_ref()),
+                                format!(
+                                    "`{}` is a request source; only on-demand views read request sources",
+                                    source.get_ref()
+                                ),
                             ));
                         }
                         None => {
@@ -560,7 +622,11 @@ impl Repo {
                         }
                     }
                     if view_entities.is_empty() {
-                        return Err(invalid(start, key("entities"), "a materialized view needs at least one entity".into()));
+                        return Err(invalid(
+                            start,
+                            key("entities"),
+                            "a materialized view needs at least one entity".into(),
+                        ));
                     }
                     for entity in &view_entities {
                         if !entities.contains_key(entity) {
@@ -572,13 +638,24 @@ impl Repo {
                         }
                     }
                     if !view_sources.is_empty() {
-                        return Err(invalid(sources_at, key("sources"), "`sources` is for on-demand views; use `source`".into()));
+                        return Err(invalid(
+                            sources_at,
+                            key("sources"),
+                            "`sources` is for on-demand views; use `source`".into(),
+                        ));
                     }
-                    ViewKind::Materialized { entities: view_entities, source: source.get_ref().clone() }
+                    ViewKind::Materialized {
+                        entities: view_entities,
+                        source: source.get_ref().clone(),
+                    }
                 }
                 RawKind::OnDemand => {
                     if view_sources.is_empty() {
-                        return Err(invalid(start, key("sources"), "an on-demand view needs `sources` (materialized views and request sources)".into()));
+                        return Err(invalid(
+                            start,
+                            key("sources"),
+                            "an on-demand view needs `sources` (materialized views and request sources)".into(),
+                        ));
                     }
                     for source in &view_sources {
                         let ok = matches!(sources.get(source).map(|s| &s.kind), Some(SourceKind::Request { .. }))
@@ -587,12 +664,18 @@ impl Repo {
                             return Err(invalid(
                                 sources_at,
                                 key("sources"),
-                                format!("`{source}` is neither a materialized view declared above nor a request source"),
+                                format!(
+                                    "`{source}` is neither a materialized view declared above nor a request source"
+                                ),
                             ));
                         }
                     }
                     if view.source.is_some() || !view_entities.is_empty() {
-                        return Err(invalid(start, key("kind"), "on-demand views take `sources` only (their entities come from the views they read)".into()));
+                        return Err(invalid(
+                            start,
+                            key("kind"),
+                            "on-demand views take `sources` only (their entities come from the views they read)".into(),
+                        ));
                     }
                     ViewKind::OnDemand { sources: view_sources }
                 }
@@ -600,7 +683,11 @@ impl Repo {
             let ttl = match &view.ttl {
                 None => None,
                 Some(ttl) => Some(humantime::parse_duration(ttl.get_ref()).map_err(|e| {
-                    invalid(ttl.span().start, key("ttl"), format!("`{}` is not a duration like \"1d\" or \"90m\": {e}", ttl.get_ref()))
+                    invalid(
+                        ttl.span().start,
+                        key("ttl"),
+                        format!("`{}` is not a duration like \"1d\" or \"90m\": {e}", ttl.get_ref()),
+                    )
                 })?),
             }
             .filter(|d| !d.is_zero());
@@ -608,7 +695,14 @@ impl Repo {
                 return Err(invalid(start, key("limits"), "limits must be greater than zero".into()));
             }
             let features = view.features.as_ref().map(|f| {
-                f.get_ref().iter().map(|(n, t)| FieldSpec { name: n.clone(), data_type: *t, nullable: true }).collect()
+                f.get_ref()
+                    .iter()
+                    .map(|(n, t)| FieldSpec {
+                        name: n.clone(),
+                        data_type: *t,
+                        nullable: true,
+                    })
+                    .collect()
             });
             views.insert(
                 name.clone(),
@@ -637,7 +731,11 @@ impl Repo {
             for text_ref in service.features.get_ref() {
                 let at = service.features.span().start;
                 let feature_ref = FeatureRef::parse(text_ref).ok_or_else(|| {
-                    invalid(at, format!("services.{name}.features"), format!("`{text_ref}` is not `view:feature` or `view`"))
+                    invalid(
+                        at,
+                        format!("services.{name}.features"),
+                        format!("`{text_ref}` is not `view:feature` or `view`"),
+                    )
                 })?;
                 if !views.contains_key(&feature_ref.view) {
                     return Err(invalid(
@@ -650,17 +748,33 @@ impl Repo {
             }
             services.insert(
                 name.clone(),
-                Service { name: name.clone(), features, description: service.description.clone(), line: line_of(text, start) },
+                Service {
+                    name: name.clone(),
+                    features,
+                    description: service.description.clone(),
+                    line: line_of(text, start),
+                },
             );
         }
 
         let store_path = root.join(raw.store.as_deref().unwrap_or(DEFAULT_STORE));
-        Ok(Repo { root, config_path: path.to_path_buf(), project: raw.project, store_path, entities, sources, views, services })
+        Ok(Repo {
+            root,
+            config_path: path.to_path_buf(),
+            project: raw.project,
+            store_path,
+            entities,
+            sources,
+            views,
+            services,
+        })
     }
 
     /// The file source behind a materialized view (through a push source if need be).
     pub fn file_source(&self, view: &View) -> Option<&Source> {
-        let ViewKind::Materialized { source, .. } = &view.kind else { return None };
+        let ViewKind::Materialized { source, .. } = &view.kind else {
+            return None;
+        };
         match &self.sources.get(source)?.kind {
             SourceKind::File { .. } => self.sources.get(source),
             SourceKind::Push { batch_source } => self.sources.get(batch_source),
@@ -671,9 +785,10 @@ impl Repo {
     /// The join keys of a materialized view: its entities' keys, in order.
     pub fn join_keys(&self, view: &View) -> Vec<FieldSpec> {
         match &view.kind {
-            ViewKind::Materialized { entities, .. } => {
-                entities.iter().flat_map(|e| self.entities[e].join_keys.clone()).collect()
-            }
+            ViewKind::Materialized { entities, .. } => entities
+                .iter()
+                .flat_map(|e| self.entities[e].join_keys.clone())
+                .collect(),
             ViewKind::OnDemand { sources } => {
                 let mut keys: Vec<FieldSpec> = Vec::new();
                 for source in sources {
@@ -697,10 +812,18 @@ impl Repo {
 }
 
 fn names<V>(map: &IndexMap<String, V>) -> String {
-    if map.is_empty() { "none".to_string() } else { map.keys().cloned().collect::<Vec<_>>().join(", ") }
+    if map.is_empty() {
+        "none".to_string()
+    } else {
+        map.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
 }
 
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }

@@ -5,7 +5,9 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::{
+    ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -68,8 +70,16 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), parquet::er
 pub fn driver_stats(drivers: usize, hours: usize, end: i64, seed: u64) -> RecordBatch {
     let mut rng = Rng(seed);
     let rows = drivers * hours;
-    let (mut id, mut event, mut created) = (Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows));
-    let (mut conv, mut acc, mut trips) = (Vec::with_capacity(rows), Vec::with_capacity(rows), Vec::with_capacity(rows));
+    let (mut id, mut event, mut created) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
+    let (mut conv, mut acc, mut trips) = (
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+        Vec::with_capacity(rows),
+    );
     let start = end.div_euclid(HOUR) * HOUR - hours as i64 * HOUR;
     for hour in 0..hours {
         for driver in 0..drivers {
@@ -109,8 +119,17 @@ pub fn driver_stats(drivers: usize, hours: usize, end: i64, seed: u64) -> Record
 /// negative amount or an unknown merchant category), 1 in 100 has a null
 /// category, and some categories carry stray case and spaces.
 pub fn transactions(cards: usize, rows: usize, end: i64, seed: u64) -> RecordBatch {
-    const CATEGORIES: [&str; 9] =
-        ["grocery", "fuel", "Restaurant", " travel", "electronics", "jewelry", "gift_cards", "online_gambling", "grocery"];
+    const CATEGORIES: [&str; 9] = [
+        "grocery",
+        "fuel",
+        "Restaurant",
+        " travel",
+        "electronics",
+        "jewelry",
+        "gift_cards",
+        "online_gambling",
+        "grocery",
+    ];
     let mut rng = Rng(seed);
     let start = end - rows as i64 * 37_000_000;
     let mut card = Vec::with_capacity(rows);
@@ -121,7 +140,11 @@ pub fn transactions(cards: usize, rows: usize, end: i64, seed: u64) -> RecordBat
         card.push(format!("card-{:04}", 1 + rng.below(cards as u64)));
         event.push(start + row as i64 * 37_000_000);
         let roll = rng.below(1_000);
-        amount.push(if roll < 3 { -(rng.unit() * 100.0) } else { (rng.unit() * rng.unit() * 2_000.0 * 100.0).round() / 100.0 });
+        amount.push(if roll < 3 {
+            -(rng.unit() * 100.0)
+        } else {
+            (rng.unit() * rng.unit() * 2_000.0 * 100.0).round() / 100.0
+        });
         category.push(match roll {
             3..=4 => Some("crypto_atm?".to_string()),
             5..=14 => None,
@@ -168,7 +191,11 @@ pub fn rides(riders: usize, rows: usize, end: i64, seed: u64) -> RecordBatch {
         plon.push(b);
         dlat.push(c);
         dlon.push(d);
-        duration.push(if rng.below(500) == 0 { 0 } else { 120 + rng.below(3_000) as i64 });
+        duration.push(if rng.below(500) == 0 {
+            0
+        } else {
+            120 + rng.below(3_000) as i64
+        });
     }
     let created = event.clone();
     let schema = Arc::new(Schema::new(vec![
@@ -204,7 +231,11 @@ pub fn generate(example: &str, repo: &Path, end: i64) -> Result<Vec<std::path::P
         "driver_stats" => ("driver_stats.parquet", driver_stats(1_000, 720, end, 42)),
         "fraud" => ("transactions.parquet", transactions(500, 200_000, end, 7)),
         "rides" => ("rides.parquet", rides(2_000, 200_000, end, 11)),
-        other => return Err(format!("no sample data for `{other}` (known: driver_stats, fraud, rides)")),
+        other => {
+            return Err(format!(
+                "no sample data for `{other}` (known: driver_stats, fraud, rides)"
+            ));
+        }
     };
     let path = repo.join("data").join(file);
     write_parquet(&path, &batch).map_err(|e| format!("cannot write {}: {e}", path.display()))?;

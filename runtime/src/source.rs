@@ -27,7 +27,10 @@ pub struct SourceError {
 }
 
 fn fail(path: &Path, message: impl Into<String>) -> SourceError {
-    SourceError { path: path.to_path_buf(), message: message.into() }
+    SourceError {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 /// Batches of a file source, lazily read.
@@ -56,15 +59,17 @@ pub fn open(path: &Path, format: FileFormat, needed: &[FieldSpec]) -> Result<Fil
 pub fn columns(path: &Path, format: FileFormat) -> Result<Vec<(String, ArrowType)>, SourceError> {
     let file = File::open(path).map_err(|e| fail(path, format!("cannot open: {e}")))?;
     let schema = match format {
-        FileFormat::Parquet => {
-            ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|e| fail(path, format!("not a readable Parquet file: {e}")))?
-                .schema()
-                .clone()
-        }
+        FileFormat::Parquet => ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| fail(path, format!("not a readable Parquet file: {e}")))?
+            .schema()
+            .clone(),
         FileFormat::Csv => Arc::new(csv_header(path, file)?),
     };
-    Ok(schema.fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect())
+    Ok(schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect())
 }
 
 fn check_columns(path: &Path, schema: &Schema, needed: &[FieldSpec]) -> Result<Vec<usize>, SourceError> {
@@ -73,12 +78,24 @@ fn check_columns(path: &Path, schema: &Schema, needed: &[FieldSpec]) -> Result<V
         .map(|field| {
             let (index, found) = schema.column_with_name(&field.name).ok_or_else(|| {
                 let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                fail(path, format!("column `{}` is missing (the file has: {})", field.name, names.join(", ")))
+                fail(
+                    path,
+                    format!(
+                        "column `{}` is missing (the file has: {})",
+                        field.name,
+                        names.join(", ")
+                    ),
+                )
             })?;
             if FeatureType::from_arrow(found.data_type()) != Some(field.data_type) {
                 return Err(fail(
                     path,
-                    format!("column `{}` is {}, but {} is needed", field.name, found.data_type(), field.data_type),
+                    format!(
+                        "column `{}` is {}, but {} is needed",
+                        field.name,
+                        found.data_type(),
+                        field.data_type
+                    ),
                 ));
             }
             Ok(index)
@@ -101,19 +118,32 @@ fn open_parquet(path: &Path, file: File, needed: &[FieldSpec]) -> Result<FileSou
         .map_err(|e| fail(path, format!("cannot read: {e}")))?;
     let owned = path.to_path_buf();
     let batches = reader.map(move |batch| batch.map_err(|e| fail(&owned, format!("corrupt data: {e}"))));
-    Ok(FileSource { total_rows: Some(total_rows), batches: Box::new(batches) })
+    Ok(FileSource {
+        total_rows: Some(total_rows),
+        batches: Box::new(batches),
+    })
 }
 
 /// The header of a CSV file as a schema of Utf8 columns.
 fn csv_header(path: &Path, file: File) -> Result<Schema, SourceError> {
     let mut reader = std::io::BufReader::new(file);
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut reader, &mut line).map_err(|e| fail(path, format!("cannot read the header: {e}")))?;
-    let names: Vec<_> = line.trim_end_matches(['\r', '\n']).split(',').map(|s| s.trim().trim_matches('"').to_string()).collect();
+    std::io::BufRead::read_line(&mut reader, &mut line)
+        .map_err(|e| fail(path, format!("cannot read the header: {e}")))?;
+    let names: Vec<_> = line
+        .trim_end_matches(['\r', '\n'])
+        .split(',')
+        .map(|s| s.trim().trim_matches('"').to_string())
+        .collect();
     if names.iter().all(String::is_empty) {
         return Err(fail(path, "line 1: the header row is empty"));
     }
-    Ok(Schema::new(names.into_iter().map(|n| Field::new(n, ArrowType::Utf8, true)).collect::<Vec<_>>()))
+    Ok(Schema::new(
+        names
+            .into_iter()
+            .map(|n| Field::new(n, ArrowType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 fn open_csv(path: &Path, file: File, needed: &[FieldSpec]) -> Result<FileSource, SourceError> {
@@ -139,5 +169,8 @@ fn open_csv(path: &Path, file: File, needed: &[FieldSpec]) -> Result<FileSource,
         .map_err(|e| fail(path, format!("cannot read: {e}")))?;
     let owned = path.to_path_buf();
     let batches = reader.map(move |batch| batch.map_err(|e| fail(&owned, format!("malformed CSV: {e}"))));
-    Ok(FileSource { total_rows: None, batches: Box::new(batches) })
+    Ok(FileSource {
+        total_rows: None,
+        batches: Box::new(batches),
+    })
 }

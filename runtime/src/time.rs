@@ -23,7 +23,11 @@ pub fn parse_timestamp(text: &str) -> Result<i64, String> {
     if let Ok(micros) = text.parse::<i64>() {
         return Ok(micros);
     }
-    let full = if text.len() == 10 { format!("{text}T00:00:00Z") } else { text.to_string() };
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_string()
+    };
     humantime::parse_rfc3339_weak(&full)
         .map(micros)
         .map_err(|e| format!("`{text}` is not a timestamp like 2021-04-12 or 2021-04-12T10:59:42Z ({e})"))

@@ -62,7 +62,9 @@ pub fn ensure_target(dir: &Path) -> Result<(), BuildError> {
         .status()
         .map_err(|_| BuildError::MissingTool {
             tool: "rustup".into(),
-            hint: format!("install Rust with rustup (https://rustup.rs), or add the {WASM_TARGET} target to your toolchain"),
+            hint: format!(
+                "install Rust with rustup (https://rustup.rs), or add the {WASM_TARGET} target to your toolchain"
+            ),
         })?;
     if !status.success() || !target_installed(dir) {
         return Err(BuildError::Target);
@@ -77,11 +79,16 @@ pub fn build_rust(dir: &Path, quiet: bool) -> Result<Vec<PathBuf>, BuildError> {
     let dir = &std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let manifest = dir.join("Cargo.toml");
     if !manifest.exists() {
-        return Err(BuildError::NotACrate { path: dir.to_path_buf() });
+        return Err(BuildError::NotACrate {
+            path: dir.to_path_buf(),
+        });
     }
     ensure_target(dir)?;
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    command.current_dir(dir).args(["build", "--release", "--target", WASM_TARGET, "--manifest-path"]).arg(&manifest);
+    command
+        .current_dir(dir)
+        .args(["build", "--release", "--target", WASM_TARGET, "--manifest-path"])
+        .arg(&manifest);
     if quiet {
         command.arg("--quiet");
     }
@@ -92,12 +99,17 @@ pub fn build_rust(dir: &Path, quiet: bool) -> Result<Vec<PathBuf>, BuildError> {
         hint: "install Rust with rustup (https://rustup.rs)".into(),
     })?;
     if !status.success() {
-        return Err(BuildError::Cargo { path: dir.to_path_buf() });
+        return Err(BuildError::Cargo {
+            path: dir.to_path_buf(),
+        });
     }
     let out = target_dir(dir).join(WASM_TARGET).join("release");
     let mut components: Vec<PathBuf> = std::fs::read_dir(&out)
         .map(|entries| {
-            entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "wasm")).collect()
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+                .collect()
         })
         .unwrap_or_default();
     components.sort();

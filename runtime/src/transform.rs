@@ -132,19 +132,29 @@ impl Transform {
         pre: wit::TransformerPre<HostState>,
         limits: Limits,
     ) -> Result<Transform, LoadError> {
-        let describe_error = |message: String| LoadError::Describe { path: path.to_path_buf(), message };
+        let describe_error = |message: String| LoadError::Describe {
+            path: path.to_path_buf(),
+            message,
+        };
         let mut transform = Transform {
             view: view.to_string(),
             path: path.to_path_buf(),
             digest,
-            description: Description { name: String::new(), version: String::new(), inputs: vec![], outputs: vec![] },
+            description: Description {
+                name: String::new(),
+                version: String::new(),
+                inputs: vec![],
+                outputs: vec![],
+            },
             output_schema: arrow_schema(&[]),
             engine,
             pre,
             limits,
             idle: Mutex::new(Vec::new()),
         };
-        let mut instance = transform.instantiate().map_err(|e| describe_error(e.kind.to_string()))?;
+        let mut instance = transform
+            .instantiate()
+            .map_err(|e| describe_error(e.kind.to_string()))?;
         instance.store.set_epoch_deadline(limits.deadline_ticks());
         let raw = instance
             .bindings
@@ -212,11 +222,17 @@ impl Transform {
         let mut row_errors = Vec::new();
         for offset in (0..rows).step_by(step) {
             let part = self.run_call(&input.slice(offset, step.min(rows - offset)))?;
-            row_errors.extend(part.row_errors.into_iter().map(|e| RowError { row: e.row + offset, ..e }));
+            row_errors.extend(part.row_errors.into_iter().map(|e| RowError {
+                row: e.row + offset,
+                ..e
+            }));
             batches.push(part.batch);
         }
-        let batch = arrow_select::concat::concat_batches(&self.output_schema, &batches)
-            .map_err(|e| self.error(TransformErrorKind::Output(crate::error::ConversionError::Arrow(e.to_string()))))?;
+        let batch = arrow_select::concat::concat_batches(&self.output_schema, &batches).map_err(|e| {
+            self.error(TransformErrorKind::Output(crate::error::ConversionError::Arrow(
+                e.to_string(),
+            )))
+        })?;
         Ok(TransformOutput { batch, row_errors })
     }
 
@@ -226,7 +242,10 @@ impl Transform {
             columns::to_wit(input, &self.description.inputs).map_err(|e| self.error(TransformErrorKind::Input(e)))?;
         let mut instance = self.checkout().map_err(|e| self.error(e.kind))?;
         instance.store.set_epoch_deadline(self.limits.deadline_ticks());
-        let result = instance.bindings.skewless_transform_transform().call_run(&mut instance.store, &wit_batch);
+        let result = instance
+            .bindings
+            .skewless_transform_transform()
+            .call_run(&mut instance.store, &wit_batch);
         let output = match result {
             Ok(Ok(output)) => {
                 self.checkin(instance);
@@ -242,23 +261,35 @@ impl Transform {
         let mut row_errors = Vec::with_capacity(output.row_errors.len());
         for e in output.row_errors {
             if e.row as usize >= rows {
-                return Err(self.error(TransformErrorKind::Output(crate::error::ConversionError::RowCount {
-                    column: None,
-                    expected: rows,
-                    actual: e.row as usize + 1,
-                })));
+                return Err(
+                    self.error(TransformErrorKind::Output(crate::error::ConversionError::RowCount {
+                        column: None,
+                        expected: rows,
+                        actual: e.row as usize + 1,
+                    })),
+                );
             }
-            row_errors.push(RowError { row: e.row as usize, message: e.message });
+            row_errors.push(RowError {
+                row: e.row as usize,
+                message: e.message,
+            });
         }
         row_errors.sort_by_key(|e| e.row);
         let batch = columns::from_wit(output.batch, &self.description.outputs, &self.output_schema, rows)
             .map_err(|e| self.error(TransformErrorKind::Output(e)))?;
-        let batch = if row_errors.is_empty() { batch } else { null_rows(batch, &row_errors) };
+        let batch = if row_errors.is_empty() {
+            batch
+        } else {
+            null_rows(batch, &row_errors)
+        };
         Ok(TransformOutput { batch, row_errors })
     }
 
     fn error(&self, kind: TransformErrorKind) -> TransformError {
-        TransformError { view: self.view.clone(), kind }
+        TransformError {
+            view: self.view.clone(),
+            kind,
+        }
     }
 
     fn checkout(&self) -> Result<Instance, TransformError> {
@@ -290,10 +321,14 @@ impl Transform {
 /// Names what stopped a guest: our time limit, our memory limit, or a trap.
 fn classify_trap(error: wasmtime::Error, instance: &Instance, limits: &Limits) -> TransformErrorKind {
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return TransformErrorKind::Timeout { limit: Duration::from_millis(limits.timeout_ms) };
+        return TransformErrorKind::Timeout {
+            limit: Duration::from_millis(limits.timeout_ms),
+        };
     }
     if instance.store.data().limiter.hit {
-        return TransformErrorKind::MemoryLimit { limit_mib: limits.memory_mib };
+        return TransformErrorKind::MemoryLimit {
+            limit_mib: limits.memory_mib,
+        };
     }
     let stderr = String::from_utf8_lossy(&instance.store.data().stderr.contents())
         .lines()
@@ -326,7 +361,11 @@ fn null_rows(batch: RecordBatch, errors: &[RowError]) -> RecordBatch {
         .map(|column| {
             let data = column.to_data();
             let nulls = arrow_buffer::NullBuffer::union(data.nulls(), Some(&keep));
-            let data = data.into_builder().nulls(nulls).build().expect("same layout, fewer valid rows");
+            let data = data
+                .into_builder()
+                .nulls(nulls)
+                .build()
+                .expect("same layout, fewer valid rows");
             arrow_array::make_array(data)
         })
         .collect();
@@ -334,7 +373,11 @@ fn null_rows(batch: RecordBatch, errors: &[RowError]) -> RecordBatch {
 }
 
 fn field_spec(field: wit::Field) -> FieldSpec {
-    FieldSpec { name: field.name, data_type: FeatureType::from_wit(field.data_type), nullable: field.nullable }
+    FieldSpec {
+        name: field.name,
+        data_type: FeatureType::from_wit(field.data_type),
+        nullable: field.nullable,
+    }
 }
 
 fn check_unique(fields: &[FieldSpec]) -> Result<(), String> {

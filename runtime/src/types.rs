@@ -130,5 +130,7 @@ impl FieldSpec {
 
 /// An Arrow schema from field specs (every field nullable: a failed row is null).
 pub fn arrow_schema(fields: &[FieldSpec]) -> arrow_schema::SchemaRef {
-    Arc::new(arrow_schema::Schema::new(fields.iter().map(FieldSpec::arrow).collect::<Vec<_>>()))
+    Arc::new(arrow_schema::Schema::new(
+        fields.iter().map(FieldSpec::arrow).collect::<Vec<_>>(),
+    ))
 }

@@ -37,7 +37,11 @@ fn data_type_to_wit(data_type: DataType) -> wit::DataType {
 fn fields_to_wit(fields: Vec<Field>) -> Vec<wit::Field> {
     fields
         .into_iter()
-        .map(|f| wit::Field { name: f.name, data_type: data_type_to_wit(f.data_type), nullable: f.nullable })
+        .map(|f| wit::Field {
+            name: f.name,
+            data_type: data_type_to_wit(f.data_type),
+            nullable: f.nullable,
+        })
         .collect()
 }
 
@@ -66,7 +70,10 @@ pub fn run<T: Transform>(input: WitBatch) -> Result<WitOutput, String> {
                 wit::Values::Int64(v) => Values::Int64(v),
                 wit::Values::Float32(v) => Values::Float32(v),
                 wit::Values::Float64(v) => Values::Float64(v),
-                wit::Values::Utf8(s) => Values::Utf8 { offsets: s.offsets, bytes: s.bytes },
+                wit::Values::Utf8(s) => Values::Utf8 {
+                    offsets: s.offsets,
+                    bytes: s.bytes,
+                },
                 wit::Values::Timestamp(v) => Values::Timestamp(v),
             };
             Column::from_parts(&c.name, values, c.validity)
@@ -74,7 +81,14 @@ pub fn run<T: Transform>(input: WitBatch) -> Result<WitOutput, String> {
         .collect();
     let batch = Batch::new(num_rows, columns);
     let output = crate::run::<T>(&batch).map_err(|e| e.0)?;
-    let row_errors = output.row_errors().iter().map(|(row, message)| wit::RowError { row: *row, message: message.clone() }).collect();
+    let row_errors = output
+        .row_errors()
+        .iter()
+        .map(|(row, message)| wit::RowError {
+            row: *row,
+            message: message.clone(),
+        })
+        .collect();
     let columns = output
         .columns
         .into_iter()
@@ -91,5 +105,11 @@ pub fn run<T: Transform>(input: WitBatch) -> Result<WitOutput, String> {
             wit::Column { name, values, validity }
         })
         .collect();
-    Ok(WitOutput { batch: wit::Batch { num_rows: num_rows as u32, columns }, row_errors })
+    Ok(WitOutput {
+        batch: wit::Batch {
+            num_rows: num_rows as u32,
+            columns,
+        },
+        row_errors,
+    })
 }

@@ -30,7 +30,7 @@ pub(crate) fn all_valid(len: usize) -> Bitmap {
 
 /// Clears the padding bits past `len`, so equal bitmaps compare equal.
 pub(crate) fn clear_tail(bits: &mut [u8], len: usize) {
-    if len % 8 != 0
+    if !len.is_multiple_of(8)
         && let Some(last) = bits.last_mut()
     {
         *last &= (1u8 << (len % 8)) - 1;

@@ -63,12 +63,22 @@ impl Column {
             Values::Float64(v) => v.len(),
             Values::Utf8 { offsets, .. } => offsets.len().saturating_sub(1),
         };
-        Column { name: name.to_string(), values, validity, len }
+        Column {
+            name: name.to_string(),
+            values,
+            validity,
+            len,
+        }
     }
 
     /// A boolean column of `len` rows from its bit-packed values.
     pub fn boolean(name: &str, bits: Vec<u8>, len: usize, validity: Option<Bitmap>) -> Self {
-        Column { name: name.to_string(), values: Values::Boolean(bits), validity, len }
+        Column {
+            name: name.to_string(),
+            values: Values::Boolean(bits),
+            validity,
+            len,
+        }
     }
 
     /// An int64 column.
@@ -166,7 +176,9 @@ impl Batch {
     }
 
     fn typed(&self, name: &str, expected: DataType) -> Result<&Column, Error> {
-        let column = self.column(name).ok_or_else(|| Error(format!("input column `{name}` is missing")))?;
+        let column = self
+            .column(name)
+            .ok_or_else(|| Error(format!("input column `{name}` is missing")))?;
         if column.data_type() != expected {
             return Err(Error(format!(
                 "input column `{name}` is {}, not {}",
@@ -180,44 +192,77 @@ impl Batch {
     /// A typed view of an int64 column.
     pub fn int64(&self, name: &str) -> Result<PrimitiveView<'_, i64>, Error> {
         let column = self.typed(name, DataType::Int64)?;
-        let Values::Int64(values) = &column.values else { unreachable!("type checked above") };
-        Ok(PrimitiveView { values, validity: column.validity() })
+        let Values::Int64(values) = &column.values else {
+            unreachable!("type checked above")
+        };
+        Ok(PrimitiveView {
+            values,
+            validity: column.validity(),
+        })
     }
 
     /// A typed view of a timestamp column (microseconds since the epoch, UTC).
     pub fn timestamp(&self, name: &str) -> Result<PrimitiveView<'_, i64>, Error> {
         let column = self.typed(name, DataType::Timestamp)?;
-        let Values::Timestamp(values) = &column.values else { unreachable!("type checked above") };
-        Ok(PrimitiveView { values, validity: column.validity() })
+        let Values::Timestamp(values) = &column.values else {
+            unreachable!("type checked above")
+        };
+        Ok(PrimitiveView {
+            values,
+            validity: column.validity(),
+        })
     }
 
     /// A typed view of a float32 column.
     pub fn float32(&self, name: &str) -> Result<PrimitiveView<'_, f32>, Error> {
         let column = self.typed(name, DataType::Float32)?;
-        let Values::Float32(values) = &column.values else { unreachable!("type checked above") };
-        Ok(PrimitiveView { values, validity: column.validity() })
+        let Values::Float32(values) = &column.values else {
+            unreachable!("type checked above")
+        };
+        Ok(PrimitiveView {
+            values,
+            validity: column.validity(),
+        })
     }
 
     /// A typed view of a float64 column.
     pub fn float64(&self, name: &str) -> Result<PrimitiveView<'_, f64>, Error> {
         let column = self.typed(name, DataType::Float64)?;
-        let Values::Float64(values) = &column.values else { unreachable!("type checked above") };
-        Ok(PrimitiveView { values, validity: column.validity() })
+        let Values::Float64(values) = &column.values else {
+            unreachable!("type checked above")
+        };
+        Ok(PrimitiveView {
+            values,
+            validity: column.validity(),
+        })
     }
 
     /// A typed view of a boolean column.
     pub fn boolean(&self, name: &str) -> Result<BoolView<'_>, Error> {
         let column = self.typed(name, DataType::Boolean)?;
-        let Values::Boolean(bits) = &column.values else { unreachable!("type checked above") };
-        Ok(BoolView { bits, len: column.len, validity: column.validity() })
+        let Values::Boolean(bits) = &column.values else {
+            unreachable!("type checked above")
+        };
+        Ok(BoolView {
+            bits,
+            len: column.len,
+            validity: column.validity(),
+        })
     }
 
     /// A typed view of a utf8 column. Fails if the bytes are not UTF-8.
     pub fn utf8(&self, name: &str) -> Result<Utf8View<'_>, Error> {
         let column = self.typed(name, DataType::Utf8)?;
-        let Values::Utf8 { offsets, bytes } = &column.values else { unreachable!("type checked above") };
-        let text = std::str::from_utf8(bytes).map_err(|e| Error(format!("input column `{name}` is not valid UTF-8: {e}")))?;
-        Ok(Utf8View { offsets, text, validity: column.validity() })
+        let Values::Utf8 { offsets, bytes } = &column.values else {
+            unreachable!("type checked above")
+        };
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| Error(format!("input column `{name}` is not valid UTF-8: {e}")))?;
+        Ok(Utf8View {
+            offsets,
+            text,
+            validity: column.validity(),
+        })
     }
 }
 
@@ -279,7 +324,11 @@ pub struct BoolView<'a> {
 impl BoolView<'_> {
     /// Row `i`, or `None` when it is null.
     pub fn get(&self, i: usize) -> Option<bool> {
-        if self.validity.is_none_or(|v| bitmap_get(v, i)) { Some(bitmap_get(self.bits, i)) } else { None }
+        if self.validity.is_none_or(|v| bitmap_get(v, i)) {
+            Some(bitmap_get(self.bits, i))
+        } else {
+            None
+        }
     }
 
     /// Number of rows.
@@ -340,7 +389,10 @@ pub type Float64Builder = PrimitiveBuilder<f64>;
 impl<T: Copy + Default> PrimitiveBuilder<T> {
     /// An empty builder with room for `capacity` rows.
     pub fn with_capacity(capacity: usize) -> Self {
-        PrimitiveBuilder { values: Vec::with_capacity(capacity), validity: None }
+        PrimitiveBuilder {
+            values: Vec::with_capacity(capacity),
+            validity: None,
+        }
     }
 
     /// A finished column from values and an optional validity bitmap: the
@@ -404,7 +456,11 @@ pub struct BoolBuilder {
 impl BoolBuilder {
     /// An empty builder with room for `capacity` rows.
     pub fn with_capacity(capacity: usize) -> Self {
-        BoolBuilder { bits: Vec::with_capacity(capacity.div_ceil(8)), validity: None, len: 0 }
+        BoolBuilder {
+            bits: Vec::with_capacity(capacity.div_ceil(8)),
+            validity: None,
+            len: 0,
+        }
     }
 
     /// Appends a value or a null.
@@ -450,7 +506,11 @@ impl Utf8Builder {
     pub fn with_capacity(rows: usize, bytes: usize) -> Self {
         let mut offsets = Vec::with_capacity(rows + 1);
         offsets.push(0);
-        Utf8Builder { offsets, bytes: Vec::with_capacity(bytes), validity: None }
+        Utf8Builder {
+            offsets,
+            bytes: Vec::with_capacity(bytes),
+            validity: None,
+        }
     }
 
     /// Appends a valid string.
@@ -482,7 +542,13 @@ impl Utf8Builder {
     }
 
     pub(crate) fn finish(self) -> (Values, Option<Bitmap>) {
-        (Values::Utf8 { offsets: self.offsets, bytes: self.bytes }, self.validity)
+        (
+            Values::Utf8 {
+                offsets: self.offsets,
+                bytes: self.bytes,
+            },
+            self.validity,
+        )
     }
 }
 

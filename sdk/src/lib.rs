@@ -58,8 +58,8 @@ mod schema;
 
 pub use bitmap::{Bitmap, bitmap_and, bitmap_get};
 pub use column::{
-    Batch, BoolBuilder, BoolView, Column, Float32Builder, Float64Builder, Int64Builder,
-    IntoColumn, PrimitiveBuilder, PrimitiveView, TimestampBuilder, Utf8Builder, Utf8View, Values,
+    Batch, BoolBuilder, BoolView, Column, Float32Builder, Float64Builder, Int64Builder, IntoColumn, PrimitiveBuilder,
+    PrimitiveView, TimestampBuilder, Utf8Builder, Utf8View, Values,
 };
 pub use schema::{DataType, Field, Schema};
 
@@ -108,7 +108,12 @@ impl Output {
     /// Adds an output column, built with one of the builders or a [`Column`].
     pub fn column(mut self, name: &str, column: impl IntoColumn) -> Self {
         let (values, validity, len) = column.into_column();
-        self.columns.push(Column { name: name.to_string(), values, validity, len });
+        self.columns.push(Column {
+            name: name.to_string(),
+            values,
+            validity,
+            len,
+        });
         self
     }
 

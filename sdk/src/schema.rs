@@ -71,19 +71,31 @@ impl Schema {
 
     /// Declares a nullable input column.
     pub fn input(mut self, name: &str, data_type: DataType) -> Self {
-        self.inputs.push(Field { name: name.to_string(), data_type, nullable: true });
+        self.inputs.push(Field {
+            name: name.to_string(),
+            data_type,
+            nullable: true,
+        });
         self
     }
 
     /// Declares a nullable output column.
     pub fn output(mut self, name: &str, data_type: DataType) -> Self {
-        self.outputs.push(Field { name: name.to_string(), data_type, nullable: true });
+        self.outputs.push(Field {
+            name: name.to_string(),
+            data_type,
+            nullable: true,
+        });
         self
     }
 
     /// Declares an output column that is never null (failed rows excepted).
     pub fn output_not_null(mut self, name: &str, data_type: DataType) -> Self {
-        self.outputs.push(Field { name: name.to_string(), data_type, nullable: false });
+        self.outputs.push(Field {
+            name: name.to_string(),
+            data_type,
+            nullable: false,
+        });
         self
     }
 
@@ -91,7 +103,11 @@ impl Schema {
     pub(crate) fn check_inputs(&self, input: &Batch) -> Result<(), Error> {
         for field in &self.inputs {
             let column = input.column(&field.name).ok_or_else(|| {
-                Error(format!("input column `{}` ({}) is missing from the batch", field.name, field.data_type.name()))
+                Error(format!(
+                    "input column `{}` ({}) is missing from the batch",
+                    field.name,
+                    field.data_type.name()
+                ))
             })?;
             if column.data_type() != field.data_type {
                 return Err(Error(format!(
@@ -118,9 +134,16 @@ impl Schema {
     pub(crate) fn finish_outputs(&self, num_rows: usize, mut output: Output) -> Result<Output, Error> {
         let mut ordered = Vec::with_capacity(self.outputs.len());
         for field in &self.outputs {
-            let position = output.columns.iter().position(|c| c.name() == field.name).ok_or_else(|| {
-                Error(format!("transform bug: declared output `{}` was not produced", field.name))
-            })?;
+            let position = output
+                .columns
+                .iter()
+                .position(|c| c.name() == field.name)
+                .ok_or_else(|| {
+                    Error(format!(
+                        "transform bug: declared output `{}` was not produced",
+                        field.name
+                    ))
+                })?;
             let mut column = output.columns.swap_remove(position);
             if column.data_type() != field.data_type {
                 return Err(Error(format!(
@@ -152,10 +175,15 @@ impl Schema {
             ordered.push(column);
         }
         if let Some(extra) = output.columns.first() {
-            return Err(Error(format!("transform bug: output `{}` is not declared in the schema", extra.name())));
+            return Err(Error(format!(
+                "transform bug: output `{}` is not declared in the schema",
+                extra.name()
+            )));
         }
         if let Some((row, _)) = output.row_errors.iter().find(|(row, _)| *row as usize >= num_rows) {
-            return Err(Error(format!("transform bug: row error for row {row}, the input has {num_rows} rows")));
+            return Err(Error(format!(
+                "transform bug: row error for row {row}, the input has {num_rows} rows"
+            )));
         }
         output.columns = ordered;
         output.num_rows = num_rows;

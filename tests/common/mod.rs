@@ -46,12 +46,20 @@ pub fn runtime() -> Runtime {
 
 /// Loads an example component (`driver_hourly_stats`, `fraud_features`...).
 pub fn example(runtime: &Runtime, name: &str) -> Transform {
-    runtime.load(name, &example_components().join(format!("{name}.wasm")), Limits::default()).expect("example loads")
+    runtime
+        .load(
+            name,
+            &example_components().join(format!("{name}.wasm")),
+            Limits::default(),
+        )
+        .expect("example loads")
 }
 
 /// Loads a test component with `limits`.
 pub fn test_component(runtime: &Runtime, name: &str, limits: Limits) -> Transform {
-    runtime.load(name, &test_components().join(format!("{name}.wasm")), limits).expect("test component loads")
+    runtime
+        .load(name, &test_components().join(format!("{name}.wasm")), limits)
+        .expect("test component loads")
 }
 
 /// A fixed instant for reproducible data: 2026-01-01T00:00:00Z.
@@ -67,7 +75,10 @@ impl TempRepo {
     pub fn new(example: &str) -> TempRepo {
         let components = example_components();
         let text = std::fs::read_to_string(root().join("examples/repos").join(example).join("skewless.toml")).unwrap();
-        let text = text.replace("../../transforms/target/wasm32-wasip2/release", components.to_str().unwrap());
+        let text = text.replace(
+            "../../transforms/target/wasm32-wasip2/release",
+            components.to_str().unwrap(),
+        );
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("skewless.toml"), text).unwrap();
         TempRepo { dir }
@@ -96,14 +107,22 @@ impl TempRepo {
     /// Runs and asserts success, returning stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "skewless {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "skewless {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
     /// Runs and asserts failure, returning stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(!out.status.success(), "skewless {args:?} should fail but printed:\n{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "skewless {args:?} should fail but printed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8(out.stderr).unwrap()
     }
 }
@@ -112,7 +131,10 @@ impl TempRepo {
 pub fn skewless(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_skewless"))
         .args(args)
-        .env("SKEWLESS_CACHE_DIR", PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"))
+        .env(
+            "SKEWLESS_CACHE_DIR",
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
+        )
         .output()
         .expect("skewless runs")
 }
@@ -135,10 +157,12 @@ pub fn assert_bit_identical(left: &RecordBatch, right: &RecordBatch) {
                 DataType::Boolean => a.as_boolean().value(row) == b.as_boolean().value(row),
                 DataType::Int64 => a.as_primitive::<Int64Type>().value(row) == b.as_primitive::<Int64Type>().value(row),
                 DataType::Float32 => {
-                    a.as_primitive::<Float32Type>().value(row).to_bits() == b.as_primitive::<Float32Type>().value(row).to_bits()
+                    a.as_primitive::<Float32Type>().value(row).to_bits()
+                        == b.as_primitive::<Float32Type>().value(row).to_bits()
                 }
                 DataType::Float64 => {
-                    a.as_primitive::<Float64Type>().value(row).to_bits() == b.as_primitive::<Float64Type>().value(row).to_bits()
+                    a.as_primitive::<Float64Type>().value(row).to_bits()
+                        == b.as_primitive::<Float64Type>().value(row).to_bits()
                 }
                 DataType::Utf8 => a.as_string::<i32>().value(row) == b.as_string::<i32>().value(row),
                 DataType::Timestamp(..) => {

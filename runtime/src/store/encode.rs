@@ -55,7 +55,9 @@ impl<'a> RowEncoder<'a> {
         let columns = schema
             .iter()
             .map(|f| {
-                let array = batch.column_by_name(&f.name).ok_or_else(|| format!("column `{}` is missing", f.name))?;
+                let array = batch
+                    .column_by_name(&f.name)
+                    .ok_or_else(|| format!("column `{}` is missing", f.name))?;
                 Column::new(array, f.data_type).ok_or_else(|| format!("column `{}` is not {}", f.name, f.data_type))
             })
             .collect::<Result<_, String>>()?;
@@ -96,7 +98,9 @@ impl<'a> KeyEncoder<'a> {
     /// Resolves the join-key columns (int64 or utf8) in `batch`.
     pub fn new(batch: &'a RecordBatch, keys: &[FieldSpec]) -> Result<Self, String> {
         let encoder = RowEncoder::new(batch, keys)?;
-        Ok(KeyEncoder { columns: encoder.columns })
+        Ok(KeyEncoder {
+            columns: encoder.columns,
+        })
     }
 
     /// Whether any join key of `row` is null (such a row has no entity).

@@ -180,7 +180,11 @@ impl<'a> RowWriter<'a> {
         out.extend_from_slice(&digest_id.to_le_bytes());
         let validity_at = out.len();
         out.resize(validity_at + features.div_ceil(8), 0);
-        RowWriter { out, validity_at, index: 0 }
+        RowWriter {
+            out,
+            validity_at,
+            index: 0,
+        }
     }
 
     #[inline]
@@ -308,15 +312,16 @@ pub fn decode_values(row: &[u8], schema: &[FieldSpec]) -> Result<Vec<Value>, Cor
             values.push(Value::Null);
             continue;
         }
-        let eight = |rest: &mut &[u8]| -> Result<[u8; 8], CorruptRow> { Ok(take(rest, 8)?.try_into().expect("8 bytes")) };
+        let eight =
+            |rest: &mut &[u8]| -> Result<[u8; 8], CorruptRow> { Ok(take(rest, 8)?.try_into().expect("8 bytes")) };
         values.push(match field.data_type {
             FeatureType::Bool => Value::Bool(take(&mut rest, 1)?[0] != 0),
             FeatureType::Int64 => Value::Int64(i64::from_le_bytes(eight(&mut rest)?)),
             FeatureType::Timestamp => Value::Timestamp(i64::from_le_bytes(eight(&mut rest)?)),
             FeatureType::Float64 => Value::Float64(f64::from_bits(u64::from_le_bytes(eight(&mut rest)?))),
-            FeatureType::Float32 => {
-                Value::Float32(f32::from_bits(u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes"))))
-            }
+            FeatureType::Float32 => Value::Float32(f32::from_bits(u32::from_le_bytes(
+                take(&mut rest, 4)?.try_into().expect("4 bytes"),
+            ))),
             FeatureType::Utf8 => {
                 let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes")) as usize;
                 let text = std::str::from_utf8(take(&mut rest, len)?).map_err(|_| CorruptRow("string is not UTF-8"))?;
@@ -402,8 +407,16 @@ mod tests {
 
     fn schema() -> Vec<FieldSpec> {
         vec![
-            FieldSpec { name: "a".into(), data_type: FeatureType::Float64, nullable: true },
-            FieldSpec { name: "b".into(), data_type: FeatureType::Utf8, nullable: true },
+            FieldSpec {
+                name: "a".into(),
+                data_type: FeatureType::Float64,
+                nullable: true,
+            },
+            FieldSpec {
+                name: "b".into(),
+                data_type: FeatureType::Utf8,
+                nullable: true,
+            },
         ]
     }
 
@@ -420,7 +433,10 @@ mod tests {
 
     #[test]
     fn keys_sort_numerically() {
-        let keys: Vec<_> = [-5i64, -1, 0, 1, 1 << 40].iter().map(|v| history_key(1, &entity_key(&[KeyValue::Int64(7)]), *v)).collect();
+        let keys: Vec<_> = [-5i64, -1, 0, 1, 1 << 40]
+            .iter()
+            .map(|v| history_key(1, &entity_key(&[KeyValue::Int64(7)]), *v))
+            .collect();
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
@@ -440,14 +456,28 @@ mod tests {
     fn rows_round_trip_with_nulls() {
         let r = row(10, 20, None, "héllo");
         assert_eq!(row_len(&r, &schema()).unwrap(), r.len());
-        assert_eq!(decode_values(&r, &schema()).unwrap(), vec![Value::Null, Value::Utf8("héllo".into())]);
-        assert_eq!(row_header(&r).unwrap(), RowHeader { event_time: 10, created: 20, digest_id: 1 });
+        assert_eq!(
+            decode_values(&r, &schema()).unwrap(),
+            vec![Value::Null, Value::Utf8("héllo".into())]
+        );
+        assert_eq!(
+            row_header(&r).unwrap(),
+            RowHeader {
+                event_time: 10,
+                created: 20,
+                digest_id: 1
+            }
+        );
         assert!(decode_values(&r[..r.len() - 1], &schema()).is_err());
     }
 
     #[test]
     fn merge_replaces_equal_pairs_and_keeps_order() {
-        let (r1, r2, r3) = (row(1, 0, Some(1.0), "a"), row(2, 0, Some(2.0), "b"), row(3, 0, Some(3.0), "c"));
+        let (r1, r2, r3) = (
+            row(1, 0, Some(1.0), "a"),
+            row(2, 0, Some(2.0), "b"),
+            row(3, 0, Some(3.0), "c"),
+        );
         let mut first = Vec::new();
         merge_block(None, &[&r1, &r3], &schema(), &mut first).unwrap();
         let r3b = row(3, 0, Some(33.0), "c2");

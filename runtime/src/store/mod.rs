@@ -173,6 +173,9 @@ impl PendingRows {
     }
 }
 
+/// One stored entry: table name, key, value.
+pub type DumpEntry = (String, Vec<u8>, Vec<u8>);
+
 /// The embedded store.
 pub struct Store {
     db: Database,
@@ -183,10 +186,16 @@ impl Store {
     /// Opens the store at `path`, creating the file (and its folder) if needed.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io { path: parent.to_path_buf(), source })?;
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
         }
         let db = Database::create(path).map_err(|e| storage(path, e))?;
-        let store = Store { db, path: path.to_path_buf() };
+        let store = Store {
+            db,
+            path: path.to_path_buf(),
+        };
         let txn = store.db.begin_write().map_err(|e| store.fail(e))?;
         {
             txn.open_table(REGISTRY).map_err(|e| store.fail(e))?;
@@ -203,7 +212,9 @@ impl Store {
     /// Opens an existing store; a missing file is an error that says what to run.
     pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
         if !path.exists() {
-            return Err(StoreError::Missing { path: path.to_path_buf() });
+            return Err(StoreError::Missing {
+                path: path.to_path_buf(),
+            });
         }
         Store::open(path)
     }
@@ -218,7 +229,10 @@ impl Store {
     }
 
     fn corrupt(&self, message: impl std::fmt::Display) -> StoreError {
-        StoreError::Corrupt { path: self.path.clone(), message: message.to_string() }
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            message: message.to_string(),
+        }
     }
 
     /// Every registry record whose key starts with `prefix` (e.g. `view/`),
@@ -229,8 +243,11 @@ impl Store {
         let mut out = BTreeMap::new();
         for item in table.range(prefix..).map_err(|e| self.fail(e))? {
             let (key, value) = item.map_err(|e| self.fail(e))?;
-            let Some(name) = key.value().strip_prefix(prefix) else { break };
-            let json = serde_json::from_str(value.value()).map_err(|e| self.corrupt(format!("record {}: {e}", key.value())))?;
+            let Some(name) = key.value().strip_prefix(prefix) else {
+                break;
+            };
+            let json = serde_json::from_str(value.value())
+                .map_err(|e| self.corrupt(format!("record {}: {e}", key.value())))?;
             out.insert(name.to_string(), json);
         }
         Ok(out)
@@ -241,7 +258,8 @@ impl Store {
         self.records("view/")?
             .into_iter()
             .map(|(name, json)| {
-                let record = serde_json::from_value(json).map_err(|e| self.corrupt(format!("record view/{name}: {e}")))?;
+                let record =
+                    serde_json::from_value(json).map_err(|e| self.corrupt(format!("record view/{name}: {e}")))?;
                 Ok((name, record))
             })
             .collect()
@@ -266,16 +284,24 @@ impl Store {
             let mut counters = txn.open_table(COUNTERS).map_err(|e| self.fail(e))?;
             registry.retain(|_, _| false).map_err(|e| self.fail(e))?;
             for (key, value) in &records {
-                registry.insert(key.as_str(), value.to_string().as_str()).map_err(|e| self.fail(e))?;
+                registry
+                    .insert(key.as_str(), value.to_string().as_str())
+                    .map_err(|e| self.fail(e))?;
             }
             for view in &mut views {
                 if view.id == 0 {
-                    let next = counters.get("next_view_id").map_err(|e| self.fail(e))?.map(|g| g.value()).unwrap_or(1);
+                    let next = counters
+                        .get("next_view_id")
+                        .map_err(|e| self.fail(e))?
+                        .map(|g| g.value())
+                        .unwrap_or(1);
                     counters.insert("next_view_id", next + 1).map_err(|e| self.fail(e))?;
                     view.id = u32::try_from(next).map_err(|_| self.corrupt("view ids exhausted"))?;
                 }
                 let json = serde_json::to_string(view).expect("view records serialize");
-                registry.insert(format!("view/{}", view.name).as_str(), json.as_str()).map_err(|e| self.fail(e))?;
+                registry
+                    .insert(format!("view/{}", view.name).as_str(), json.as_str())
+                    .map_err(|e| self.fail(e))?;
             }
         }
         txn.commit().map_err(|e| self.fail(e))?;
@@ -292,11 +318,18 @@ impl Store {
                 Some(id) => id,
                 None => {
                     let mut counters = txn.open_table(COUNTERS).map_err(|e| self.fail(e))?;
-                    let next = counters.get("next_digest_id").map_err(|e| self.fail(e))?.map(|g| g.value()).unwrap_or(1);
+                    let next = counters
+                        .get("next_digest_id")
+                        .map_err(|e| self.fail(e))?
+                        .map(|g| g.value())
+                        .unwrap_or(1);
                     counters.insert("next_digest_id", next + 1).map_err(|e| self.fail(e))?;
                     let id = u32::try_from(next).map_err(|_| self.corrupt("digest ids exhausted"))?;
                     ids.insert(&digest.0[..], id).map_err(|e| self.fail(e))?;
-                    txn.open_table(DIGESTS).map_err(|e| self.fail(e))?.insert(id, &digest.0[..]).map_err(|e| self.fail(e))?;
+                    txn.open_table(DIGESTS)
+                        .map_err(|e| self.fail(e))?
+                        .insert(id, &digest.0[..])
+                        .map_err(|e| self.fail(e))?;
                     id
                 }
             }
@@ -312,7 +345,10 @@ impl Store {
         let mut out = BTreeMap::new();
         for item in table.iter().map_err(|e| self.fail(e))? {
             let (id, bytes) = item.map_err(|e| self.fail(e))?;
-            let digest: [u8; 32] = bytes.value().try_into().map_err(|_| self.corrupt("a digest is not 32 bytes"))?;
+            let digest: [u8; 32] = bytes
+                .value()
+                .try_into()
+                .map_err(|_| self.corrupt("a digest is not 32 bytes"))?;
             out.insert(id.value(), Digest(digest));
         }
         Ok(out)
@@ -326,7 +362,10 @@ impl Store {
         let key_of = |e: &Entry| &arena[e.key.0..e.key.1];
         // Stable: among equal (key, bucket, event_time, created) the later row stays later, and wins.
         entries.sort_by(|a, b| {
-            key_of(a).cmp(key_of(b)).then(a.bucket.cmp(&b.bucket)).then((a.event_time, a.created).cmp(&(b.event_time, b.created)))
+            key_of(a)
+                .cmp(key_of(b))
+                .then(a.bucket.cmp(&b.bucket))
+                .then((a.event_time, a.created).cmp(&(b.event_time, b.created)))
         });
         let schema = &view.features;
         let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
@@ -359,7 +398,9 @@ impl Store {
                     layout::merge_block(existing.as_ref().map(|g| g.value()), &rows, schema, &mut block)
                         .map_err(|e| self.corrupt(e))?;
                     drop(existing);
-                    history.insert(key.as_slice(), block.as_slice()).map_err(|e| self.fail(e))?;
+                    history
+                        .insert(key.as_slice(), block.as_slice())
+                        .map_err(|e| self.fail(e))?;
                     group = group_end;
                 }
                 let newest = &entries[end - 1];
@@ -377,12 +418,22 @@ impl Store {
                 }
                 start = end;
             }
-            let commit = counters.get("commits").map_err(|e| self.fail(e))?.map(|g| g.value()).unwrap_or(0) + 1;
+            let commit = counters
+                .get("commits")
+                .map_err(|e| self.fail(e))?
+                .map(|g| g.value())
+                .unwrap_or(0)
+                + 1;
             counters.insert("commits", commit).map_err(|e| self.fail(e))?;
             let mut registry = txn.open_table(REGISTRY).map_err(|e| self.fail(e))?;
-            let record = ViewRecord { last_commit: Some(commit), ..view.clone() };
+            let record = ViewRecord {
+                last_commit: Some(commit),
+                ..view.clone()
+            };
             let json = serde_json::to_string(&record).expect("view records serialize");
-            registry.insert(format!("view/{}", view.name).as_str(), json.as_str()).map_err(|e| self.fail(e))?;
+            registry
+                .insert(format!("view/{}", view.name).as_str(), json.as_str())
+                .map_err(|e| self.fail(e))?;
             commit
         };
         txn.commit().map_err(|e| self.fail(e))?;
@@ -395,12 +446,16 @@ impl Store {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
         let history = txn.open_table(HISTORY).map_err(|e| self.fail(e))?;
         let latest = txn.open_table(LATEST).map_err(|e| self.fail(e))?;
-        Ok(StoreReader { history, latest, path: self.path.clone() })
+        Ok(StoreReader {
+            history,
+            latest,
+            path: self.path.clone(),
+        })
     }
 
     /// Every history and latest entry, in key order: the store's logical
     /// content, for comparing two stores.
-    pub fn dump(&self) -> Result<Vec<(String, Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn dump(&self) -> Result<Vec<DumpEntry>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
         let mut out = Vec::new();
         for (name, def) in [("history", HISTORY), ("latest", LATEST)] {
@@ -416,8 +471,16 @@ impl Store {
     /// Number of history blocks and latest values.
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let history = txn.open_table(HISTORY).map_err(|e| self.fail(e))?.len().map_err(|e| self.fail(e))?;
-        let latest = txn.open_table(LATEST).map_err(|e| self.fail(e))?.len().map_err(|e| self.fail(e))?;
+        let history = txn
+            .open_table(HISTORY)
+            .map_err(|e| self.fail(e))?
+            .len()
+            .map_err(|e| self.fail(e))?;
+        let latest = txn
+            .open_table(LATEST)
+            .map_err(|e| self.fail(e))?
+            .len()
+            .map_err(|e| self.fail(e))?;
         Ok((history, latest))
     }
 }
@@ -431,10 +494,18 @@ pub struct StoreReader {
 
 impl StoreReader {
     fn decode(&self, row: &[u8], view: &ViewRecord) -> Result<StoredRow, StoreError> {
-        let corrupt = |e: CorruptRow| StoreError::Corrupt { path: self.path.clone(), message: format!("view `{}`: {e}", view.name) };
+        let corrupt = |e: CorruptRow| StoreError::Corrupt {
+            path: self.path.clone(),
+            message: format!("view `{}`: {e}", view.name),
+        };
         let header = layout::row_header(row).map_err(corrupt)?;
         let values = layout::decode_values(row, &view.features).map_err(corrupt)?;
-        Ok(StoredRow { event_time: header.event_time, created: header.created, digest_id: header.digest_id, values })
+        Ok(StoredRow {
+            event_time: header.event_time,
+            created: header.created,
+            digest_id: header.digest_id,
+            values,
+        })
     }
 
     /// The newest row of an entity: one B-tree lookup.
@@ -452,14 +523,21 @@ impl StoreReader {
     pub fn as_of(&self, view: &ViewRecord, entity_key: &[u8], at: i64) -> Result<Option<StoredRow>, StoreError> {
         let low = layout::history_key(view.id, entity_key, i64::MIN);
         let high = layout::history_key(view.id, entity_key, layout::bucket_of(at, view.bucket_micros));
-        let range = self.history.range(low.as_slice()..=high.as_slice()).map_err(|e| storage(&self.path, e))?;
+        let range = self
+            .history
+            .range(low.as_slice()..=high.as_slice())
+            .map_err(|e| storage(&self.path, e))?;
         for item in range.rev() {
             let (_, block) = item.map_err(|e| storage(&self.path, e))?;
-            let rows = layout::block_rows(block.value(), &view.features)
-                .map_err(|e| StoreError::Corrupt { path: self.path.clone(), message: format!("view `{}`: {e}", view.name) })?;
+            let rows = layout::block_rows(block.value(), &view.features).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                message: format!("view `{}`: {e}", view.name),
+            })?;
             for row in rows.iter().rev() {
-                let header = layout::row_header(row)
-                    .map_err(|e| StoreError::Corrupt { path: self.path.clone(), message: e.to_string() })?;
+                let header = layout::row_header(row).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                })?;
                 if header.event_time <= at {
                     return Ok(Some(self.decode(row, view)?));
                 }
@@ -470,5 +548,8 @@ impl StoreReader {
 }
 
 fn storage(path: &Path, error: impl Into<redb::Error>) -> StoreError {
-    StoreError::Storage { path: path.to_path_buf(), source: Box::new(error.into()) }
+    StoreError::Storage {
+        path: path.to_path_buf(),
+        source: Box::new(error.into()),
+    }
 }

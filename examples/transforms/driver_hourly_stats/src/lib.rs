@@ -17,13 +17,17 @@ impl Transform for DriverHourlyStats {
     fn schema() -> Schema {
         FEATURES
             .iter()
-            .fold(Schema::new("driver_hourly_stats", "1.0.0"), |s, (name, ty)| s.input(name, *ty).output(name, *ty))
+            .fold(Schema::new("driver_hourly_stats", "1.0.0"), |s, (name, ty)| {
+                s.input(name, *ty).output(name, *ty)
+            })
     }
 
     fn run(input: &Batch) -> Result<Output, Error> {
         let mut output = Output::new(input.num_rows());
         for (name, _) in FEATURES {
-            let column = input.column(name).ok_or_else(|| Error::from(format!("missing input `{name}`")))?;
+            let column = input
+                .column(name)
+                .ok_or_else(|| Error::from(format!("missing input `{name}`")))?;
             output = output.column(name, column.clone());
         }
         Ok(output)

@@ -91,7 +91,10 @@ impl Transform for FraudFeatures {
                         high_risk.push(*risky);
                     }
                     None => {
-                        errors.push((row, format!("unknown merchant category {:?}", category.get(row).unwrap_or(""))));
+                        errors.push((
+                            row,
+                            format!("unknown merchant category {:?}", category.get(row).unwrap_or("")),
+                        ));
                         category_norm.push_null();
                         high_risk.push_null();
                     }

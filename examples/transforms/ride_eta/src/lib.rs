@@ -75,7 +75,10 @@ impl Transform for RideEta {
             if !(-90.0..=90.0).contains(&a) || !(-90.0..=90.0).contains(&c) {
                 output_errors.push((row, format!("latitude out of range [-90, 90]: pickup {a}, dropoff {c}")));
             } else if !(-180.0..=180.0).contains(&b) || !(-180.0..=180.0).contains(&d) {
-                output_errors.push((row, format!("longitude out of range [-180, 180]: pickup {b}, dropoff {d}")));
+                output_errors.push((
+                    row,
+                    format!("longitude out of range [-180, 180]: pickup {b}, dropoff {d}"),
+                ));
             }
             let km = haversine_km(a, b, c, d);
             distance.push(km);

@@ -26,7 +26,10 @@ impl Transform for TransformedConvRate {
         let plus2: Vec<f64> = rows.map(|(c, v)| *c as f64 + (*v as f64) * 2.0).collect();
         let validity = bitmap_and(conv_rate.validity(), val_to_add.validity());
         Ok(Output::new(input.num_rows())
-            .column("conv_rate_plus_val1", Float64Builder::from_values(plus1, validity.clone()))
+            .column(
+                "conv_rate_plus_val1",
+                Float64Builder::from_values(plus1, validity.clone()),
+            )
             .column("conv_rate_plus_val2", Float64Builder::from_values(plus2, validity)))
     }
 }
