@@ -171,3 +171,61 @@ fn every_example_repo_applies_and_backfills() {
         }
     }
 }
+
+#[test]
+fn a_csv_source_gives_the_same_store_as_parquet_and_bad_lines_are_named() {
+    let parquet = TempRepo::with_data("driver_stats", FIXED_END);
+    parquet.ok(&["apply"]);
+    parquet.ok(&["backfill"]);
+
+    let csv = TempRepo::new("driver_stats");
+    let batch = skewless_runtime::samples::driver_stats(1_000, 720, FIXED_END, 42);
+    // Written as naive UTC times ("2025-12-01T00:00:00"), as many CSV exports are.
+    let naive = |i: usize| -> arrow_array::ArrayRef {
+        let ts = batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<arrow_array::TimestampMicrosecondArray>()
+            .unwrap();
+        std::sync::Arc::new(ts.clone().with_timezone_opt(None::<String>))
+    };
+    let mut columns = batch.columns().to_vec();
+    columns[1] = naive(1);
+    columns[2] = naive(2);
+    let batch =
+        arrow_array::RecordBatch::try_from_iter(batch.schema().fields().iter().map(|f| f.name().clone()).zip(columns))
+            .unwrap();
+    std::fs::create_dir_all(csv.path().join("data")).unwrap();
+    let file = std::fs::File::create(csv.path().join("data/driver_stats.csv")).unwrap();
+    let mut writer = arrow_csv::WriterBuilder::new().with_header(true).build(file);
+    writer.write(&batch).unwrap();
+    drop(writer);
+    let text = std::fs::read_to_string(csv.path().join("skewless.toml")).unwrap();
+    std::fs::write(
+        csv.path().join("skewless.toml"),
+        text.replace("driver_stats.parquet", "driver_stats.csv"),
+    )
+    .unwrap();
+    csv.ok(&["apply"]);
+    csv.ok(&["backfill"]);
+    assert!(
+        dump(&csv) == dump(&parquet),
+        "CSV and Parquet sources of the same rows stored different values"
+    );
+
+    // A malformed value: the error names the file and the line.
+    let path = csv.path().join("data/driver_stats.csv");
+    let mut lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let rest = lines[5].split_once(',').unwrap().1.to_string();
+    lines[5] = format!("ten-oh-one,{rest}");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let stderr = csv.fails(&["backfill"]);
+    assert!(
+        stderr.contains("driver_stats.csv") && stderr.contains("ten-oh-one") && stderr.contains("line"),
+        "{stderr}"
+    );
+}

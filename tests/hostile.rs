@@ -181,3 +181,34 @@ fn hostile_calls_on_many_threads_leave_good_calls_unaffected() {
         thread.join().unwrap();
     }
 }
+
+#[test]
+fn guests_see_a_deny_all_deterministic_sandbox_with_canonical_nans() {
+    let runtime = runtime();
+    let probe = test_component(&runtime, "probe", Limits::default());
+    let again = test_component(&common::runtime(), "probe", Limits::default());
+    let input =
+        RecordBatch::try_from_iter([("x", Arc::new(Float64Array::from(vec![1.5, -2.0, 0.0])) as ArrayRef)]).unwrap();
+    let (a, b) = (probe.run(&input).unwrap().batch, again.run(&input).unwrap().batch);
+    assert_bit_identical(&a, &b);
+    let ints = |name: &str| {
+        a.column_by_name(name)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .values()
+            .to_vec()
+    };
+    assert_eq!(ints("clock_micros"), vec![0; 3], "the clock is stopped at the epoch");
+    assert_eq!(ints("env_vars"), vec![0; 3], "no environment");
+    let files = a
+        .column_by_name("can_read_files")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow_array::BooleanArray>()
+        .unwrap();
+    assert_eq!(files.true_count(), 0, "no file system");
+    // NaN canonicalization: 0/0 is the canonical quiet NaN, not x86's negative default NaN.
+    assert_eq!(ints("nan_bits"), vec![0x7FF8_0000_0000_0000; 3]);
+}

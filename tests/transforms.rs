@@ -283,3 +283,47 @@ fn timestamps_in_other_units_arrive_as_microseconds() {
         .unwrap();
     assert_eq!(t.iter().collect::<Vec<_>>(), vec![Some(1_500), None, Some(-2)]);
 }
+
+#[test]
+fn a_second_load_comes_from_the_compile_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let path = example_components().join("ride_eta.wasm");
+    let first = skewless_runtime::Runtime::new(Some(cache.path().to_path_buf())).unwrap();
+    let started = std::time::Instant::now();
+    let cold = first.load("ride", &path, Limits::default()).unwrap();
+    let cold_time = started.elapsed();
+    let entries: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "one cache entry: {entries:?}");
+    let name = entries[0].file_name().unwrap().to_str().unwrap().to_string();
+    assert!(
+        name.starts_with(&cold.digest().hex()) && name.ends_with(".cwasm"),
+        "{name}"
+    );
+    let written = std::fs::metadata(&entries[0]).unwrap().modified().unwrap();
+
+    let second = skewless_runtime::Runtime::new(Some(cache.path().to_path_buf())).unwrap();
+    let started = std::time::Instant::now();
+    let warm = second.load("ride", &path, Limits::default()).unwrap();
+    let warm_time = started.elapsed();
+    assert_eq!(
+        std::fs::metadata(&entries[0]).unwrap().modified().unwrap(),
+        written,
+        "the entry was reused, not rewritten"
+    );
+    eprintln!("ride_eta load: cold {cold_time:?}, warm {warm_time:?}");
+    let input = samples::rides(10, 100, FIXED_END, 1);
+    assert_bit_identical(&cold.run(&input).unwrap().batch, &warm.run(&input).unwrap().batch);
+
+    // A damaged entry is recompiled, not trusted.
+    std::fs::write(&entries[0], b"garbage").unwrap();
+    let third = skewless_runtime::Runtime::new(Some(cache.path().to_path_buf())).unwrap();
+    let repaired = third.load("ride", &path, Limits::default()).unwrap();
+    assert_bit_identical(&cold.run(&input).unwrap().batch, &repaired.run(&input).unwrap().batch);
+    assert!(
+        std::fs::metadata(&entries[0]).unwrap().len() > 1000,
+        "the entry was rewritten"
+    );
+}

@@ -83,12 +83,12 @@ pub enum BackfillError {
         message: String,
     },
     /// The source could not be read.
-    #[error("view `{view}`: {source}")]
+    #[error("view `{view}`: {error}")]
     Source {
         /// The view.
         view: String,
         /// The source error.
-        source: SourceError,
+        error: SourceError,
     },
     /// The transform failed a batch.
     #[error(transparent)]
@@ -191,7 +191,7 @@ fn backfill_view(
     };
     let source_error = |source: SourceError| BackfillError::Source {
         view: view.name.clone(),
-        source,
+        error: source,
     };
 
     // The columns to read: join keys, times, and the transform's inputs.

@@ -20,74 +20,163 @@ use arrow_array::{
 };
 use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType as ArrowType, SchemaRef, TimeUnit};
+use wasmtime::component::{ComponentType, Lower};
 
 use crate::error::ConversionError;
 use crate::types::{FeatureType, FieldSpec, UTC};
 use crate::wit;
 
-/// Converts the columns `fields` names (in that order) of `batch` into a WIT
-/// batch. A missing column or one of another type is an error naming it.
-pub(crate) fn to_wit(batch: &RecordBatch, fields: &[FieldSpec]) -> Result<wit::Batch, ConversionError> {
-    let columns = fields
-        .iter()
-        .map(|field| {
-            let array = batch
-                .column_by_name(&field.name)
-                .ok_or_else(|| ConversionError::MissingColumn {
-                    column: field.name.clone(),
-                })?;
-            column_to_wit(&field.name, array.as_ref(), field.data_type)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(wit::Batch {
-        num_rows: batch.num_rows() as u32,
-        columns,
-    })
+/// A batch as the guest's `run` takes it, borrowing Arrow's buffers: lowering
+/// copies each buffer once, straight into guest memory. Mirrors `batch` in
+/// `wit/transform.wit` field for field (wasmtime checks the types when the
+/// transform is loaded).
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct BatchRef<'a> {
+    #[component(name = "num-rows")]
+    num_rows: u32,
+    columns: Vec<ColumnRef<'a>>,
 }
 
-/// One Arrow array as a WIT column of type `expected`.
-pub(crate) fn column_to_wit(
-    name: &str,
-    array: &dyn Array,
-    expected: FeatureType,
-) -> Result<wit::Column, ConversionError> {
-    let actual = FeatureType::from_arrow(array.data_type());
-    if actual != Some(expected) {
-        return Err(ConversionError::WrongType {
-            column: name.to_string(),
-            expected,
-            actual: array.data_type().to_string(),
-        });
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct ColumnRef<'a> {
+    name: &'a str,
+    values: ValuesRef<'a>,
+    validity: Option<&'a [u8]>,
+}
+
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct Utf8Ref<'a> {
+    offsets: &'a [i32],
+    bytes: &'a [u8],
+}
+
+#[derive(ComponentType, Lower)]
+#[component(variant)]
+pub(crate) enum ValuesRef<'a> {
+    #[component(name = "boolean")]
+    Boolean(&'a [u8]),
+    #[component(name = "int64")]
+    Int64(&'a [i64]),
+    #[component(name = "float32")]
+    Float32(&'a [f32]),
+    #[component(name = "float64")]
+    Float64(&'a [f64]),
+    #[component(name = "utf8")]
+    Utf8(Utf8Ref<'a>),
+    #[component(name = "timestamp")]
+    Timestamp(&'a [i64]),
+}
+
+/// What cannot be borrowed from Arrow as is: bitmaps that do not start on a
+/// byte boundary (sliced arrays), rebased string offsets, and timestamps in
+/// another unit.
+#[derive(Default)]
+struct Owned {
+    values: Option<Vec<u8>>,
+    offsets: Option<Vec<i32>>,
+    micros: Option<Vec<i64>>,
+    validity: Option<Vec<u8>>,
+}
+
+/// The bytes of `bits` (a bit range of an Arrow buffer) as a bitmap starting
+/// at bit 0: borrowed when the range starts on a byte boundary.
+fn bitmap_bytes<'a>(bits: &'a arrow_buffer::BooleanBuffer, owned: &mut Option<Vec<u8>>) -> Option<&'a [u8]> {
+    if bits.offset() % 8 == 0 {
+        let start = bits.offset() / 8;
+        return Some(&bits.values()[start..start + bits.len().div_ceil(8)]);
     }
-    let values = match array.data_type() {
-        ArrowType::Boolean => wit::Values::Boolean(array.as_boolean().values().sliced().as_slice().to_vec()),
-        ArrowType::Int64 => wit::Values::Int64(array.as_primitive::<Int64Type>().values().to_vec()),
-        ArrowType::Float32 => wit::Values::Float32(array.as_primitive::<Float32Type>().values().to_vec()),
-        ArrowType::Float64 => wit::Values::Float64(array.as_primitive::<Float64Type>().values().to_vec()),
-        ArrowType::Utf8 => {
-            let strings = array.as_string::<i32>();
-            let offsets = strings.value_offsets();
-            let (first, last) = (offsets[0], offsets[offsets.len() - 1]);
-            let bytes = strings.values()[first as usize..last as usize].to_vec();
-            let offsets = if first == 0 {
-                offsets.to_vec()
-            } else {
-                offsets.iter().map(|o| o - first).collect()
-            };
-            wit::Values::Utf8(wit::Utf8Values { offsets, bytes })
+    *owned = Some(bits.sliced().as_slice().to_vec());
+    None
+}
+
+/// Calls `call` with the columns `fields` names (in that order) of `batch`
+/// as a WIT batch. A missing column or one of another type is an error
+/// naming it.
+pub(crate) fn with_wit_batch<R>(
+    batch: &RecordBatch,
+    fields: &[FieldSpec],
+    call: impl FnOnce(BatchRef<'_>) -> R,
+) -> Result<R, ConversionError> {
+    let mut arrays = Vec::with_capacity(fields.len());
+    for field in fields {
+        let array = batch
+            .column_by_name(&field.name)
+            .ok_or_else(|| ConversionError::MissingColumn {
+                column: field.name.clone(),
+            })?;
+        if FeatureType::from_arrow(array.data_type()) != Some(field.data_type) {
+            return Err(ConversionError::WrongType {
+                column: field.name.clone(),
+                expected: field.data_type,
+                actual: array.data_type().to_string(),
+            });
         }
-        ArrowType::Timestamp(unit, _) => wit::Values::Timestamp(timestamp_micros(array, *unit)),
-        other => unreachable!("FeatureType::from_arrow accepted {other}"),
-    };
-    let validity = array
-        .logical_nulls()
-        .filter(|nulls| nulls.null_count() > 0)
-        .map(|nulls| nulls.inner().sliced().as_slice().to_vec());
-    Ok(wit::Column {
-        name: name.to_string(),
-        values,
-        validity,
-    })
+        arrays.push(array.as_ref());
+    }
+    // First what must be owned, then references into Arrow or into `owned`.
+    let mut owned: Vec<Owned> = arrays.iter().map(|_| Owned::default()).collect();
+    let mut borrowed_validity = Vec::with_capacity(arrays.len());
+    let mut borrowed_bits = Vec::with_capacity(arrays.len());
+    for (array, owned) in arrays.iter().zip(owned.iter_mut()) {
+        let nulls = array.nulls().filter(|n| n.null_count() > 0);
+        borrowed_validity.push(nulls.and_then(|n| bitmap_bytes(n.inner(), &mut owned.validity)));
+        borrowed_bits.push(match array.data_type() {
+            ArrowType::Boolean => bitmap_bytes(array.as_boolean().values(), &mut owned.values),
+            _ => None,
+        });
+        match array.data_type() {
+            ArrowType::Utf8 => {
+                let offsets = array.as_string::<i32>().value_offsets();
+                if offsets[0] != 0 {
+                    owned.offsets = Some(offsets.iter().map(|o| o - offsets[0]).collect());
+                }
+            }
+            ArrowType::Timestamp(unit, _) if *unit != TimeUnit::Microsecond => {
+                owned.micros = Some(timestamp_micros(*array, *unit));
+            }
+            _ => {}
+        }
+    }
+    let columns = fields
+        .iter()
+        .zip(&arrays)
+        .zip(&owned)
+        .zip(borrowed_validity.into_iter().zip(borrowed_bits))
+        .map(|(((field, array), owned), (validity, bits))| {
+            let values = match array.data_type() {
+                ArrowType::Boolean => ValuesRef::Boolean(bits.or(owned.values.as_deref()).unwrap_or_default()),
+                ArrowType::Int64 => ValuesRef::Int64(array.as_primitive::<Int64Type>().values()),
+                ArrowType::Float32 => ValuesRef::Float32(array.as_primitive::<Float32Type>().values()),
+                ArrowType::Float64 => ValuesRef::Float64(array.as_primitive::<Float64Type>().values()),
+                ArrowType::Utf8 => {
+                    let strings = array.as_string::<i32>();
+                    let offsets = strings.value_offsets();
+                    let (first, last) = (offsets[0] as usize, offsets[offsets.len() - 1] as usize);
+                    ValuesRef::Utf8(Utf8Ref {
+                        offsets: owned.offsets.as_deref().unwrap_or(offsets),
+                        bytes: &strings.values()[first..last],
+                    })
+                }
+                ArrowType::Timestamp(..) => ValuesRef::Timestamp(match &owned.micros {
+                    Some(micros) => micros,
+                    None => array.as_primitive::<TimestampMicrosecondType>().values(),
+                }),
+                other => unreachable!("FeatureType::from_arrow accepted {other}"),
+            };
+            ColumnRef {
+                name: &field.name,
+                values,
+                validity: validity.or(owned.validity.as_deref()),
+            }
+        })
+        .collect();
+    Ok(call(BatchRef {
+        num_rows: batch.num_rows() as u32,
+        columns,
+    }))
 }
 
 /// Timestamps of any unit as microseconds (sub-microsecond parts floor).

@@ -231,7 +231,7 @@ impl Runtime {
     pub fn load(&self, view: &str, path: &Path, limits: Limits) -> Result<Transform, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         self.load_bytes(view, path, &bytes, limits)
     }
@@ -240,7 +240,7 @@ impl Runtime {
     pub fn load_bytes(&self, view: &str, path: &Path, bytes: &[u8], limits: Limits) -> Result<Transform, LoadError> {
         let digest = Digest::of(bytes);
         let component = self.compile(path, bytes, &digest)?;
-        check_contract(&self.engine, &component, path)?;
+        let interface = check_contract(&self.engine, &component, path)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -252,7 +252,7 @@ impl Runtime {
             path: path.to_path_buf(),
             message: format!("{e:#}"),
         })?;
-        Transform::new(view, path, digest, self.engine.clone(), pre, limits)
+        Transform::new(view, path, digest, self.engine.clone(), pre, interface, limits)
     }
 
     /// Compiles, or deserializes from the cache. A cache entry that fails to
@@ -268,12 +268,15 @@ impl Runtime {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut hasher);
         let cached = dir.join(format!("{}-{:016x}.cwasm", digest.hex(), hasher.finish()));
-        if cached.exists() {
+        // Read, not mmap: a cache file replaced or damaged while mapped would
+        // crash the process (SIGBUS); a copy in memory cannot be pulled away.
+        if let Ok(serialized) = std::fs::read(&cached) {
             // SAFETY: files in the cache directory are written only by
             // `Component::serialize` below (atomically, by rename), and are
-            // keyed by this engine's compatibility hash. The cache directory
-            // is as trusted as the binary itself, as with wasmtime's own cache.
-            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+            // keyed by this engine's compatibility hash; wasmtime also checks
+            // the header and engine settings. The cache directory is as
+            // trusted as the binary itself, as with wasmtime's own cache.
+            match unsafe { Component::deserialize(&self.engine, &serialized) } {
                 Ok(component) => return Ok(component),
                 Err(e) => tracing::warn!("recompiling {}: cache entry unusable: {e:#}", path.display()),
             }
@@ -303,8 +306,9 @@ fn write_cache_entry(dir: &Path, target: &Path, component: &Component) -> std::i
 }
 
 /// Refuses a component that does not export the transform interface at a
-/// compatible version, naming what it found and what is needed.
-fn check_contract(engine: &Engine, component: &Component, path: &Path) -> Result<(), LoadError> {
+/// compatible version, naming what it found and what is needed. Returns the
+/// exported interface's full name.
+fn check_contract(engine: &Engine, component: &Component, path: &Path) -> Result<String, LoadError> {
     let ty = component.component_type();
     let mut found = Vec::new();
     for (name, item) in ty.exports(engine) {
@@ -314,7 +318,7 @@ fn check_contract(engine: &Engine, component: &Component, path: &Path) -> Result
         let (interface, version) = name.split_once('@').unwrap_or((name, ""));
         if interface == wit::INTERFACE {
             if compatible(version, wit::VERSION) {
-                return Ok(());
+                return Ok(name.to_string());
             }
             return Err(LoadError::WrongVersion {
                 path: path.to_path_buf(),

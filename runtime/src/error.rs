@@ -62,12 +62,12 @@ pub enum ConversionError {
 #[non_exhaustive]
 pub enum LoadError {
     /// The component file could not be read.
-    #[error("cannot read component {path}: {source}. Build it first (see `skewless build --help`)")]
+    #[error("cannot read component {path}: {error}. Build it first (see `skewless build --help`)")]
     Read {
         /// Component path.
         path: PathBuf,
         /// I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not a valid WebAssembly component.
     #[error("{path} is not a valid WebAssembly component: {message}")]

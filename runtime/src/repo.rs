@@ -60,12 +60,12 @@ pub const DEFAULT_STORE: &str = ".skewless/store.redb";
 #[non_exhaustive]
 pub enum RepoError {
     /// The config file could not be read.
-    #[error("cannot read {}: {source}. Is --repo the folder that holds skewless.toml?", path.display())]
+    #[error("cannot read {}: {error}. Is --repo the folder that holds skewless.toml?", path.display())]
     Read {
         /// Config path.
         path: PathBuf,
         /// I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid TOML, or a key or value is not what the format allows.
     #[error("{}:{line}: {message}", path.display())]
@@ -383,7 +383,7 @@ impl Repo {
         let config_path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&config_path).map_err(|source| RepoError::Read {
             path: config_path.clone(),
-            source,
+            error: source,
         })?;
         Repo::parse(dir, &config_path, &text)
     }

@@ -146,13 +146,22 @@ fn csv_header(path: &Path, file: File) -> Result<Schema, SourceError> {
     ))
 }
 
-fn open_csv(path: &Path, file: File, needed: &[FieldSpec]) -> Result<FileSource, SourceError> {
+fn open_csv(path: &Path, mut file: File, needed: &[FieldSpec]) -> Result<FileSource, SourceError> {
+    // The clone shares the file offset: rewind after reading the header.
     let header = csv_header(path, file.try_clone().map_err(|e| fail(path, e.to_string()))?)?;
+    std::io::Seek::rewind(&mut file).map_err(|e| fail(path, e.to_string()))?;
     // Needed columns get their declared types; the rest stay text and are projected away.
+    // Timestamps are read without a zone: RFC 3339 offsets are applied, naive times are UTC
+    // (a named zone would need Arrow's time-zone database).
     let fields: Vec<Field> = header
         .fields()
         .iter()
         .map(|f| match needed.iter().find(|n| n.name == *f.name()) {
+            Some(n) if n.data_type == FeatureType::Timestamp => Field::new(
+                f.name(),
+                ArrowType::Timestamp(arrow_schema::TimeUnit::Microsecond, None),
+                true,
+            ),
             Some(n) => Field::new(f.name(), n.data_type.arrow(), true),
             None => f.as_ref().clone(),
         })

@@ -17,6 +17,7 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use serde::{Deserialize, Serialize};
+use wasmtime::component::{Func, TypedFunc};
 use wasmtime::{Engine, Store, Trap};
 
 use crate::columns;
@@ -104,7 +105,12 @@ pub struct TransformOutput {
 struct Instance {
     store: Store<HostState>,
     bindings: wit::Transformer,
+    /// The `run` export, called with [`columns::BatchRef`] (borrowed buffers).
+    run: Func,
 }
+
+/// `run` with borrowed input: the typed signature [`Transform::run_call`] uses.
+type RunFunc<'a> = TypedFunc<(columns::BatchRef<'a>,), (Result<wit::Output, String>,)>;
 
 /// A transform loaded for a view: its digest, description, limits and a
 /// pool of instances.
@@ -116,6 +122,7 @@ pub struct Transform {
     output_schema: SchemaRef,
     engine: Engine,
     pre: wit::TransformerPre<HostState>,
+    interface: String,
     limits: Limits,
     idle: Mutex<Vec<Instance>>,
 }
@@ -130,6 +137,7 @@ impl Transform {
         digest: Digest,
         engine: Engine,
         pre: wit::TransformerPre<HostState>,
+        interface: String,
         limits: Limits,
     ) -> Result<Transform, LoadError> {
         let describe_error = |message: String| LoadError::Describe {
@@ -149,6 +157,7 @@ impl Transform {
             output_schema: arrow_schema(&[]),
             engine,
             pre,
+            interface,
             limits,
             idle: Mutex::new(Vec::new()),
         };
@@ -238,14 +247,21 @@ impl Transform {
 
     fn run_call(&self, input: &RecordBatch) -> Result<TransformOutput, TransformError> {
         let rows = input.num_rows();
-        let wit_batch =
-            columns::to_wit(input, &self.description.inputs).map_err(|e| self.error(TransformErrorKind::Input(e)))?;
-        let mut instance = self.checkout().map_err(|e| self.error(e.kind))?;
+        let mut instance = self.checkout()?;
         instance.store.set_epoch_deadline(self.limits.deadline_ticks());
-        let result = instance
-            .bindings
-            .skewless_transform_transform()
-            .call_run(&mut instance.store, &wit_batch);
+        let result = columns::with_wit_batch(input, &self.description.inputs, |batch| {
+            // SAFETY: `instantiate` type-checked `run` against `RunFunc`; the
+            // lifetime parameter does not change the component-level type.
+            let run: RunFunc<'_> = unsafe { TypedFunc::new_unchecked(instance.run) };
+            run.call(&mut instance.store, (batch,)).map(|(result,)| result)
+        });
+        let result = match result {
+            Ok(result) => result,
+            Err(e) => {
+                self.checkin(instance);
+                return Err(self.error(TransformErrorKind::Input(e)));
+            }
+        };
         let output = match result {
             Ok(Ok(output)) => {
                 self.checkin(instance);
@@ -310,11 +326,20 @@ impl Transform {
         let mut store = Store::new(&self.engine, HostState::new(&self.limits));
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(self.limits.deadline_ticks());
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| self.error(TransformErrorKind::Instantiate(format!("{e:#}"))))?;
-        Ok(Instance { store, bindings })
+        let fail = |e: wasmtime::Error| self.error(TransformErrorKind::Instantiate(format!("{e:#}")));
+        let instance = self.pre.instance_pre().instantiate(&mut store).map_err(fail)?;
+        let bindings = wit::Transformer::new(&mut store, &instance).map_err(fail)?;
+        let missing = || fail(wasmtime::format_err!("no `run` export in {}", self.interface));
+        let interface = instance
+            .get_export_index(&mut store, None, &self.interface)
+            .ok_or_else(missing)?;
+        let run_index = instance
+            .get_export_index(&mut store, Some(&interface), "run")
+            .ok_or_else(missing)?;
+        let run = instance.get_func(&mut store, run_index).ok_or_else(missing)?;
+        run.typed::<(columns::BatchRef<'static>,), (Result<wit::Output, String>,)>(&store)
+            .map_err(fail)?;
+        Ok(Instance { store, bindings, run })
     }
 }
 

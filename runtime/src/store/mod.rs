@@ -38,12 +38,12 @@ const LATEST: TableDefinition<&[u8], &[u8]> = TableDefinition::new("latest");
 #[non_exhaustive]
 pub enum StoreError {
     /// redb failed (I/O, a damaged file, the file locked by another process).
-    #[error("store {}: {source}", path.display())]
+    #[error("store {}: {error}", path.display())]
     Storage {
         /// Store file.
         path: PathBuf,
         /// redb's error.
-        source: Box<redb::Error>,
+        error: Box<redb::Error>,
     },
     /// The store file does not exist yet.
     #[error("no store at {}: run `skewless apply` and `skewless backfill` first", path.display())]
@@ -60,12 +60,12 @@ pub enum StoreError {
         message: String,
     },
     /// The folder for the store could not be created.
-    #[error("cannot create {}: {source}", path.display())]
+    #[error("cannot create {}: {error}", path.display())]
     Io {
         /// Folder.
         path: PathBuf,
         /// I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -188,7 +188,7 @@ impl Store {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
                 path: parent.to_path_buf(),
-                source,
+                error: source,
             })?;
         }
         let db = Database::create(path).map_err(|e| storage(path, e))?;
@@ -550,6 +550,6 @@ impl StoreReader {
 fn storage(path: &Path, error: impl Into<redb::Error>) -> StoreError {
     StoreError::Storage {
         path: path.to_path_buf(),
-        source: Box::new(error.into()),
+        error: Box::new(error.into()),
     }
 }

@@ -84,8 +84,8 @@ impl Transform for FraudFeatures {
                     bucket.push_null();
                 }
             }
-            match category.get(row).map(|c| c.trim().to_ascii_lowercase()) {
-                Some(c) => match CATEGORIES.iter().find(|(name, _)| *name == c) {
+            match category.get(row).map(str::trim) {
+                Some(c) => match CATEGORIES.iter().find(|(name, _)| name.eq_ignore_ascii_case(c)) {
                     Some((name, risky)) => {
                         category_norm.push(name);
                         high_risk.push(*risky);

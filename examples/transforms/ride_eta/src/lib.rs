@@ -2,7 +2,12 @@
 //! first feature store for: great-circle (haversine) distance, initial
 //! bearing, average speed and a speed bucket. Coordinates out of range or a
 //! non-positive duration become per-row errors.
+//!
+//! Trigonometry comes from the pure-Rust `libm` crate rather than the
+//! platform's C library, so the same source gives the same bits compiled to
+//! Wasm or natively, on any machine.
 
+use libm::{asin, atan2, cos, sin, sqrt};
 use skewless_sdk::{Batch, DataType, Error, Float64Builder, Output, Schema, Transform, Utf8Builder};
 
 /// Trip geometry and speed features.
@@ -15,17 +20,18 @@ pub fn haversine_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
     let dp = p2 - p1;
     let dl = (lon2 - lon1).to_radians();
-    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * EARTH_RADIUS_KM * a.sqrt().min(1.0).asin()
+    let (sin_dp, sin_dl) = (sin(dp / 2.0), sin(dl / 2.0));
+    let a = sin_dp * sin_dp + cos(p1) * cos(p2) * sin_dl * sin_dl;
+    2.0 * EARTH_RADIUS_KM * asin(sqrt(a).min(1.0))
 }
 
 /// Initial bearing in degrees, 0 = north, clockwise, in [0, 360).
 pub fn bearing_deg(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
     let dl = (lon2 - lon1).to_radians();
-    let y = dl.sin() * p2.cos();
-    let x = p1.cos() * p2.sin() - p1.sin() * p2.cos() * dl.cos();
-    y.atan2(x).to_degrees().rem_euclid(360.0)
+    let y = sin(dl) * cos(p2);
+    let x = cos(p1) * sin(p2) - sin(p1) * cos(p2) * cos(dl);
+    atan2(y, x).to_degrees().rem_euclid(360.0)
 }
 
 fn speed_bucket(kmh: f64) -> &'static str {
