@@ -84,7 +84,7 @@ struct Owned {
 /// The bytes of `bits` (a bit range of an Arrow buffer) as a bitmap starting
 /// at bit 0: borrowed when the range starts on a byte boundary.
 fn bitmap_bytes<'a>(bits: &'a arrow_buffer::BooleanBuffer, owned: &mut Option<Vec<u8>>) -> Option<&'a [u8]> {
-    if bits.offset() % 8 == 0 {
+    if bits.offset().is_multiple_of(8) {
         let start = bits.offset() / 8;
         return Some(&bits.values()[start..start + bits.len().div_ceil(8)]);
     }
