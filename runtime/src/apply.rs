@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::catalog::Catalog;
-use crate::repo::{RepoError, SourceKind, ViewKind};
+use crate::repo::{FileSource, RepoError, SourceKind};
 use crate::source;
 use crate::store::{Store, StoreError, ViewRecord};
 use crate::types::FeatureType;
@@ -148,7 +148,7 @@ pub fn plan(catalog: &Catalog, store: &Store) -> Result<Plan, ApplyError> {
             .values()
             .map(|s| {
                 let summary = match &s.kind {
-                    SourceKind::File { path, .. } => format!("file {}", path.display()),
+                    SourceKind::File(file) => format!("file {}", file.path.display()),
                     SourceKind::Request { schema } => format!("request, {} fields", schema.len()),
                     SourceKind::Push { batch_source } => format!("push, batch source {batch_source}"),
                 };
@@ -247,19 +247,13 @@ pub fn apply(plan: Plan, store: &Store) -> Result<Vec<ViewRecord>, StoreError> {
 fn check_sources(catalog: &Catalog, warnings: &mut Vec<String>) -> Result<(), RepoError> {
     let repo = &catalog.repo;
     for view in repo.views.values() {
-        let ViewKind::Materialized { .. } = &view.kind else {
-            continue;
-        };
-        let Some(source) = repo.file_source(view) else { continue };
-        let SourceKind::File {
+        let Some(file) = repo.file_source(view) else { continue };
+        let FileSource {
             path,
             format,
             timestamp_column,
             created_column,
-        } = &source.kind
-        else {
-            continue;
-        };
+        } = file;
         if !path.exists() {
             warnings.push(format!(
                 "view `{}`: source file {} does not exist yet",

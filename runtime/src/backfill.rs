@@ -18,7 +18,7 @@ use indicatif::ProgressBar;
 use crate::catalog::Catalog;
 use crate::columns::normalize_timestamps;
 use crate::error::TransformError;
-use crate::repo::{SourceKind, View};
+use crate::repo::{FileSource, View};
 use crate::source::{self, SourceError};
 use crate::store::encode::{KeyEncoder, RowEncoder};
 use crate::store::{PendingRows, Store, StoreError, ViewRecord};
@@ -176,19 +176,15 @@ fn backfill_view(
 ) -> Result<ViewSummary, BackfillError> {
     let started = Instant::now();
     let transform = catalog.transform(&view.name).expect("applied views are loaded");
-    let source = catalog
-        .repo
-        .file_source(view)
-        .expect("materialized views have a file source (checked by the repo)");
-    let SourceKind::File {
+    let FileSource {
         path,
         format,
         timestamp_column,
         created_column,
-    } = &source.kind
-    else {
-        unreachable!("file_source returns file sources")
-    };
+    } = catalog
+        .repo
+        .file_source(view)
+        .expect("materialized views have a file source (checked by the repo)");
     let source_error = |source: SourceError| BackfillError::Source {
         view: view.name.clone(),
         error: source,

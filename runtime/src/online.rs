@@ -274,74 +274,55 @@ pub fn get_online_features(
 
     let mut row_errors = Vec::new();
     for (view, features) in &requested {
-        let name = |feature: &str| {
-            if request.full_feature_names {
-                format!("{view}__{feature}")
-            } else {
-                feature.to_string()
+        let computed;
+        let source = match values.get(view) {
+            Some(stored) => stored,
+            None => {
+                // On demand: one call over every entity row.
+                let transform = catalog.transform(view).expect("resolved against the catalog");
+                digests.insert(view.clone(), transform.digest().hex());
+                let input = on_demand_input(catalog, view, &values, &request.entities, rows)?;
+                let output = transform.run(&input)?;
+                row_errors.extend(output.row_errors.into_iter().map(|e| (view.clone(), e)));
+                let inputs: Vec<&ViewValues> = values
+                    .iter()
+                    .filter(|(v, _)| is_source_of(catalog, v, view))
+                    .map(|(_, s)| s)
+                    .collect();
+                let event_timestamps = (0..rows)
+                    .map(|row| inputs.iter().filter_map(|s| s.event_timestamps[row]).max())
+                    .collect();
+                computed = ViewValues {
+                    batch: output.batch,
+                    statuses: vec![None; rows],
+                    event_timestamps,
+                };
+                &computed
             }
         };
-        if let Some(stored) = values.get(view) {
-            for feature in features {
-                let array = stored
-                    .batch
-                    .column_by_name(feature)
-                    .expect("resolved against the catalog")
-                    .clone();
-                let statuses = (0..rows)
-                    .map(|row| {
-                        stored.statuses[row].unwrap_or(if array.is_null(row) {
-                            Status::NullValue
-                        } else {
-                            Status::Present
-                        })
-                    })
-                    .collect();
-                columns.push(OnlineColumn {
-                    name: name(feature),
-                    view: Some(view.clone()),
-                    values: array,
-                    statuses,
-                    event_timestamps: stored.event_timestamps.clone(),
-                });
-            }
-            continue;
-        }
-        // On demand: one call over every entity row.
-        let transform = catalog.transform(view).expect("resolved against the catalog");
-        digests.insert(view.clone(), transform.digest().hex());
-        let input = on_demand_input(catalog, view, &values, &request.entities, rows)?;
-        let output = transform.run(&input)?;
-        row_errors.extend(output.row_errors.into_iter().map(|e| (view.clone(), e)));
-        let sources: Vec<&ViewValues> = values
-            .iter()
-            .filter(|(v, _)| is_source_of(catalog, v, view))
-            .map(|(_, s)| s)
-            .collect();
-        let event_timestamps: Vec<Option<i64>> = (0..rows)
-            .map(|row| sources.iter().filter_map(|s| s.event_timestamps[row]).max())
-            .collect();
         for feature in features {
-            let array = output
+            let array = source
                 .batch
                 .column_by_name(feature)
                 .expect("resolved against the catalog")
                 .clone();
             let statuses = (0..rows)
-                .map(|row| {
-                    if array.is_null(row) {
-                        Status::NullValue
-                    } else {
-                        Status::Present
-                    }
+                .map(|row| match source.statuses[row] {
+                    Some(status) => status,
+                    None if array.is_null(row) => Status::NullValue,
+                    None => Status::Present,
                 })
                 .collect();
             columns.push(OnlineColumn {
-                name: name(feature),
+                name: if request.full_feature_names {
+                    format!("{view}__{feature}")
+                } else {
+                    feature.clone()
+                },
                 view: Some(view.clone()),
                 values: array,
                 statuses,
-                event_timestamps: event_timestamps.clone(),
+                event_timestamps: source.event_timestamps.clone(),
             });
         }
     }

@@ -236,21 +236,25 @@ pub enum FileFormat {
     Csv,
 }
 
+/// A Parquet or CSV file of historical rows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileSource {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Parquet or CSV.
+    pub format: FileFormat,
+    /// Column with each row's event time.
+    pub timestamp_column: String,
+    /// Column with each row's creation time (tie-break), if any.
+    pub created_column: Option<String>,
+}
+
 /// The kinds of source.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SourceKind {
     /// A Parquet or CSV file of historical rows.
-    File {
-        /// Absolute path.
-        path: PathBuf,
-        /// Parquet or CSV.
-        format: FileFormat,
-        /// Column with each row's event time.
-        timestamp_column: String,
-        /// Column with each row's creation time (tie-break), if any.
-        created_column: Option<String>,
-    },
+    File(FileSource),
     /// Fields that arrive with an online request.
     Request {
         /// The fields and their types.
@@ -497,7 +501,7 @@ impl Repo {
                             ));
                         }
                     };
-                    SourceKind::File {
+                    SourceKind::File(FileSource {
                         path: root.join(relative),
                         format,
                         timestamp_column: raw_source
@@ -505,7 +509,7 @@ impl Repo {
                             .clone()
                             .unwrap_or_else(default_timestamp_column),
                         created_column: raw_source.created_column.clone(),
-                    }
+                    })
                 }
                 "request" => {
                     only(&["schema"])?;
@@ -602,7 +606,7 @@ impl Repo {
                         ));
                     };
                     match sources.get(source.get_ref()).map(|s| &s.kind) {
-                        Some(SourceKind::File { .. } | SourceKind::Push { .. }) => {}
+                        Some(SourceKind::File(_) | SourceKind::Push { .. }) => {}
                         Some(SourceKind::Request { .. }) => {
                             return Err(invalid(
                                 source.span().start,
@@ -771,14 +775,17 @@ impl Repo {
     }
 
     /// The file source behind a materialized view (through a push source if need be).
-    pub fn file_source(&self, view: &View) -> Option<&Source> {
+    pub fn file_source(&self, view: &View) -> Option<&FileSource> {
         let ViewKind::Materialized { source, .. } = &view.kind else {
             return None;
         };
-        match &self.sources.get(source)?.kind {
-            SourceKind::File { .. } => self.sources.get(source),
-            SourceKind::Push { batch_source } => self.sources.get(batch_source),
-            SourceKind::Request { .. } => None,
+        let name = match &self.sources.get(source)?.kind {
+            SourceKind::Push { batch_source } => batch_source,
+            _ => source,
+        };
+        match &self.sources.get(name)?.kind {
+            SourceKind::File(file) => Some(file),
+            _ => None,
         }
     }
 
