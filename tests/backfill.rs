@@ -165,7 +165,7 @@ fn every_example_repo_applies_and_backfills() {
         assert!(stderr.contains(&format!("{view}: {rows}")), "{stderr}");
         if example == "fraud" {
             assert!(
-                stderr.contains("rows failed in the transform") && stderr.contains("transactions.parquet: row"),
+                stderr.contains("rows failed in the transform") && stderr.contains("transactions.parquet: data row"),
                 "{stderr}"
             );
         }

@@ -275,9 +275,11 @@ fn backfill_view(
             .take(QUOTED_ERRORS.saturating_sub(summary.first_errors.len()))
         {
             let row = batch_start as usize + source_rows.as_ref().map_or(error.row, |rows| rows[error.row]);
-            summary
-                .first_errors
-                .push(format!("{}: row {row}: {}", path.display(), error.message));
+            summary.first_errors.push(format!(
+                "{}: data row {row} (0-based): {}",
+                path.display(),
+                error.message
+            ));
         }
 
         let event_time = micros_column(&batch, timestamp_column);
