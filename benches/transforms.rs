@@ -8,7 +8,8 @@
 //! call `skewless_sdk::run`, wrap the outputs as Arrow buffers.
 //!
 //! Run: cargo bench --bench transforms
-//! (BENCH_FILTER=ride_eta for one transform, BENCH_MS=1000 for longer samples)
+//! (BENCH_FILTER=ride_eta for one transform, BENCH_ROWS=1,4096 for some sizes,
+//! BENCH_MS=1000 for longer samples)
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -173,7 +174,11 @@ fn main() {
             continue;
         }
         let transform: Transform = common::example(&runtime, name);
-        for rows in [1usize, 64, 4_096, 65_536] {
+        let sizes: Vec<usize> = match std::env::var("BENCH_ROWS") {
+            Ok(rows) => rows.split(',').filter_map(|r| r.parse().ok()).collect(),
+            Err(_) => vec![1, 64, 4_096, 65_536],
+        };
+        for rows in sizes {
             let slice = batch.slice(0, rows);
             let (wasm, nat, ratio) = compare(
                 budget,
