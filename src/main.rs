@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use arrow_array::TimestampMicrosecondArray;
 use clap::{Parser, Subcommand};
 use indexmap::IndexMap;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -363,15 +364,24 @@ fn cmd_get(
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
     }
+    // Arrow prints a named zone only with its time-zone database; every timestamp here is UTC.
+    let columns: Vec<arrow_array::ArrayRef> = response
+        .columns
+        .iter()
+        .map(
+            |c| match c.values.as_any().downcast_ref::<TimestampMicrosecondArray>() {
+                Some(ts) => std::sync::Arc::new(ts.clone().with_timezone_opt(None::<String>)),
+                None => c.values.clone(),
+            },
+        )
+        .collect();
     let fields: Vec<_> = response
         .columns
         .iter()
-        .map(|c| arrow_schema::Field::new(&c.name, c.values.data_type().clone(), true))
+        .zip(&columns)
+        .map(|(c, a)| arrow_schema::Field::new(&c.name, a.data_type().clone(), true))
         .collect();
-    let batch = arrow_array::RecordBatch::try_new(
-        std::sync::Arc::new(arrow_schema::Schema::new(fields)),
-        response.columns.iter().map(|c| c.values.clone()).collect(),
-    )?;
+    let batch = arrow_array::RecordBatch::try_new(std::sync::Arc::new(arrow_schema::Schema::new(fields)), columns)?;
     println!("{}", arrow_cast::pretty::pretty_format_batches(&[batch])?);
     for column in &response.columns {
         for (row, s) in column.statuses.iter().enumerate() {

@@ -218,3 +218,94 @@ fn backfill_refuses_an_unapplied_or_stale_view() {
     );
     assert!(repo.fails(&["backfill", "--view", "nope"]).contains("no such view"));
 }
+
+#[test]
+fn every_type_is_stored_and_read_back_exactly() {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray};
+
+    let dir = tempfile::tempdir().unwrap();
+    let echo = test_components().join("echo.wasm");
+    std::fs::write(
+        dir.path().join("skewless.toml"),
+        format!(
+            r#"project = "types"
+[entities.thing]
+join_keys = {{ id = "utf8" }}
+[sources.things]
+type = "file"
+path = "data/things.parquet"
+[views.echo]
+entities = ["thing"]
+source = "things"
+transform = "{}"
+"#,
+            echo.display()
+        ),
+    )
+    .unwrap();
+    let now = skewless_runtime::time::now_micros();
+    let ts = |v: Vec<Option<i64>>| -> ArrayRef {
+        Arc::new(arrow_array::TimestampMicrosecondArray::from(v).with_timezone("UTC"))
+    };
+    let batch = RecordBatch::try_from_iter([
+        ("id", Arc::new(StringArray::from(vec!["ä-1", "b-2", ""])) as ArrayRef),
+        (
+            "event_timestamp",
+            ts(vec![Some(now - 1_000), Some(now - 2_000), Some(now - 3_000)]),
+        ),
+        (
+            "b",
+            Arc::new(BooleanArray::from(vec![Some(true), None, Some(false)])) as ArrayRef,
+        ),
+        (
+            "i",
+            Arc::new(Int64Array::from(vec![Some(i64::MIN), Some(0), None])) as ArrayRef,
+        ),
+        (
+            "f32",
+            Arc::new(Float32Array::from(vec![Some(-0.0f32), Some(f32::MAX), None])) as ArrayRef,
+        ),
+        (
+            "f64",
+            Arc::new(Float64Array::from(vec![Some(0.1f64), None, Some(-1e300)])) as ArrayRef,
+        ),
+        (
+            "s",
+            Arc::new(StringArray::from(vec![Some("naïve ☃"), Some(""), None])) as ArrayRef,
+        ),
+        ("t", ts(vec![Some(-1), None, Some(1_700_000_000_123_456)])),
+    ])
+    .unwrap();
+    samples::write_parquet(&dir.path().join("data/things.parquet"), &batch).unwrap();
+    let run = |args: &[&str]| skewless(&[&["--repo", dir.path().to_str().unwrap()], args].concat());
+    assert!(run(&["apply"]).status.success());
+    assert!(run(&["backfill"]).status.success());
+
+    let out = run(&["get", "--entity", "id=ä-1,b-2,", "--features", "echo", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let values = |column: usize| json["results"][column]["values"].clone();
+    assert_eq!(values(1), serde_json::json!([true, null, false]));
+    assert_eq!(values(2), serde_json::json!([i64::MIN, 0, null]));
+    assert_eq!(values(3)[0].as_f64().unwrap().to_bits(), (-0.0f64).to_bits());
+    assert_eq!(values(3)[1].as_f64().unwrap() as f32, f32::MAX);
+    assert_eq!(values(4), serde_json::json!([0.1, null, -1e300]));
+    assert_eq!(values(5), serde_json::json!(["naïve ☃", "", null]));
+    assert_eq!(
+        values(6),
+        serde_json::json!(["1969-12-31T23:59:59.999999Z", null, "2023-11-14T22:13:20.123456Z"])
+    );
+    assert_eq!(
+        json["results"][1]["statuses"],
+        serde_json::json!(["PRESENT", "NULL_VALUE", "PRESENT"])
+    );
+
+    let table = run(&["get", "--entity", "id=ä-1", "--features", "echo"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("naïve ☃") && table.contains("1969-12-31T23:59:59.999999"),
+        "{table}"
+    );
+}

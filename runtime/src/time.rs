@@ -1,7 +1,7 @@
 //! Instants as the runtime keeps them: i64 microseconds since the Unix
 //! epoch, UTC. Parsing and printing for the command line.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the epoch of a system time.
 pub fn micros(time: SystemTime) -> i64 {
@@ -33,14 +33,33 @@ pub fn parse_timestamp(text: &str) -> Result<i64, String> {
         .map_err(|e| format!("`{text}` is not a timestamp like 2021-04-12 or 2021-04-12T10:59:42Z ({e})"))
 }
 
-/// RFC 3339 with microseconds, e.g. `2021-04-12T10:59:42.000000Z`.
+/// RFC 3339 with microseconds, e.g. `2021-04-12T10:59:42.000000Z`, for any
+/// instant, before the epoch included.
 pub fn format_timestamp(micros: i64) -> String {
-    let time = if micros >= 0 {
-        UNIX_EPOCH + Duration::from_micros(micros as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_micros(micros.unsigned_abs())
-    };
-    humantime::format_rfc3339_micros(time).to_string()
+    let (days, micros_of_day) = (micros.div_euclid(86_400_000_000), micros.rem_euclid(86_400_000_000));
+    let (year, month, day) = civil_from_days(days);
+    let secs = micros_of_day / 1_000_000;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        micros_of_day % 1_000_000
+    )
+}
+
+/// The proleptic Gregorian date of a day number (days since 1970-01-01),
+/// after Howard Hinnant's `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 #[cfg(test)]
@@ -55,5 +74,19 @@ mod tests {
         assert_eq!(parse_timestamp("42").unwrap(), 42);
         assert!(parse_timestamp("yesterday").unwrap_err().contains("yesterday"));
         assert_eq!(format_timestamp(1_500_000), "1970-01-01T00:00:01.500000Z");
+        assert_eq!(format_timestamp(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(format_timestamp(951_782_400_000_000), "2000-02-29T00:00:00.000000Z");
+        for micros in [
+            -86_400_000_000 * 400 * 366,
+            -1,
+            0,
+            1_700_000_000_123_456,
+            4_102_444_800_000_000,
+        ] {
+            assert_eq!(
+                parse_timestamp(&format_timestamp(micros)).ok().filter(|_| micros >= 0),
+                (micros >= 0).then_some(micros)
+            );
+        }
     }
 }
