@@ -11,8 +11,7 @@ use clap::{Parser, Subcommand};
 use indexmap::IndexMap;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use skewless_runtime::online::{self, OnlineRequest, Status};
-use skewless_runtime::repo::SourceKind;
-use skewless_runtime::{Catalog, FeatureType, Repo, Runtime, Store, apply, backfill, samples, time, toolchain};
+use skewless_runtime::{Catalog, Repo, Runtime, Store, apply, backfill, samples, time, toolchain};
 
 #[derive(Parser)]
 #[command(
@@ -297,19 +296,7 @@ fn cmd_get(
     let catalog = Catalog::load_views(repo, &runtime, |v| views.contains(&v.name))?;
     let refs = online::resolve_features(&catalog, features, service)?;
 
-    let mut types: IndexMap<String, FeatureType> = IndexMap::new();
-    for entity in catalog.repo.entities.values() {
-        for key in &entity.join_keys {
-            types.insert(key.name.clone(), key.data_type);
-        }
-    }
-    for source in catalog.repo.sources.values() {
-        if let SourceKind::Request { schema } = &source.kind {
-            for field in schema {
-                types.insert(field.name.clone(), field.data_type);
-            }
-        }
-    }
+    let types = catalog.repo.request_columns();
     let mut columns = IndexMap::new();
     for (name, values) in parse_pairs(entities, "--entity")?
         .into_iter()

@@ -789,6 +789,17 @@ impl Repo {
         }
     }
 
+    /// Every column an online request may carry, with its type: the join
+    /// keys of every entity and the fields of every request source.
+    pub fn request_columns(&self) -> IndexMap<String, FeatureType> {
+        let keys = self.entities.values().flat_map(|e| e.join_keys.iter());
+        let fields = self.sources.values().flat_map(|s| match &s.kind {
+            SourceKind::Request { schema } => schema.as_slice(),
+            _ => &[],
+        });
+        keys.chain(fields).map(|f| (f.name.clone(), f.data_type)).collect()
+    }
+
     /// The join keys of a materialized view: its entities' keys, in order.
     pub fn join_keys(&self, view: &View) -> Vec<FieldSpec> {
         match &view.kind {
