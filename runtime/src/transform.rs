@@ -249,6 +249,7 @@ impl Transform {
         let rows = input.num_rows();
         let mut instance = self.checkout()?;
         instance.store.set_epoch_deadline(self.limits.deadline_ticks());
+        instance.store.data_mut().limiter.hit = false;
         let result = columns::with_wit_batch(input, &self.description.inputs, |batch| {
             // SAFETY: `instantiate` type-checked `run` against `RunFunc`; the
             // lifetime parameter does not change the component-level type.
