@@ -213,9 +213,15 @@ fn cmd_backfill(dir: &Path, options: &backfill::BackfillOptions) -> Result<()> {
     let progress = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
     progress.set_style(
         ProgressStyle::with_template(
-            "{prefix:>12.cyan.bold} {msg} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, ETA {eta}",
+            "{prefix:>12.cyan.bold} {msg} [{bar:30}] {human_pos}/{human_len} rows, {rate}, ETA {eta}",
         )
         .expect("valid template")
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} rows/s", state.per_sec());
+            },
+        )
         .progress_chars("=> "),
     );
     progress.set_prefix("Backfilling");
