@@ -53,6 +53,9 @@ fn target_installed(dir: &Path) -> bool {
 
 /// Installs the wasm target with rustup when it is missing.
 pub fn ensure_target(dir: &Path) -> Result<(), BuildError> {
+    // Two builds in one process (e.g. test threads) must not race two `rustup target add`s.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INSTALLING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if target_installed(dir) {
         return Ok(());
     }
