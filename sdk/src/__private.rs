@@ -57,7 +57,7 @@ pub fn describe<T: Transform>() -> WitDescription {
 }
 
 /// `run`: move the WIT batch into SDK columns, run, move the outputs back.
-pub fn run<T: Transform>(input: WitBatch) -> Result<WitOutput, String> {
+pub fn run<T: Transform>(schema: &crate::Schema, input: WitBatch) -> Result<WitOutput, String> {
     let num_rows = input.num_rows as usize;
     let columns = input
         .columns
@@ -65,7 +65,12 @@ pub fn run<T: Transform>(input: WitBatch) -> Result<WitOutput, String> {
         .map(|c| {
             let values = match c.values {
                 wit::Values::Boolean(bits) => {
-                    return Column::boolean(&c.name, bits, num_rows, c.validity);
+                    return Column {
+                        name: c.name,
+                        values: Values::Boolean(bits),
+                        validity: c.validity,
+                        len: num_rows,
+                    };
                 }
                 wit::Values::Int64(v) => Values::Int64(v),
                 wit::Values::Float32(v) => Values::Float32(v),
@@ -76,11 +81,11 @@ pub fn run<T: Transform>(input: WitBatch) -> Result<WitOutput, String> {
                 },
                 wit::Values::Timestamp(v) => Values::Timestamp(v),
             };
-            Column::from_parts(&c.name, values, c.validity)
+            Column::from_owned(c.name, values, c.validity)
         })
         .collect();
     let batch = Batch::new(num_rows, columns);
-    let output = crate::run::<T>(&batch).map_err(|e| e.0)?;
+    let output = crate::run_with_schema::<T>(schema, &batch).map_err(|e| e.0)?;
     let row_errors = output
         .row_errors()
         .iter()

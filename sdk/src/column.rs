@@ -56,6 +56,11 @@ impl Column {
     /// A column from its parts. For booleans the row count cannot be told
     /// from the buffer, so use [`Column::boolean`] for those.
     pub fn from_parts(name: &str, values: Values, validity: Option<Bitmap>) -> Self {
+        Column::from_owned(name.to_string(), values, validity)
+    }
+
+    /// As [`Column::from_parts`], taking the name without a copy.
+    pub(crate) fn from_owned(name: String, values: Values, validity: Option<Bitmap>) -> Self {
         let len = match &values {
             Values::Boolean(bits) => bits.len() * 8,
             Values::Int64(v) | Values::Timestamp(v) => v.len(),
@@ -64,7 +69,7 @@ impl Column {
             Values::Utf8 { offsets, .. } => offsets.len().saturating_sub(1),
         };
         Column {
-            name: name.to_string(),
+            name,
             values,
             validity,
             len,

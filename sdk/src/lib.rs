@@ -152,7 +152,11 @@ pub trait Transform {
 /// inputs against the schema, calls [`Transform::run`], then checks and
 /// normalizes the outputs (declared order, nulls on failed rows).
 pub fn run<T: Transform>(input: &Batch) -> Result<Output, Error> {
-    let schema = T::schema();
+    run_with_schema::<T>(&T::schema(), input)
+}
+
+/// [`run`] with the schema already built (the component builds it once).
+pub fn run_with_schema<T: Transform>(schema: &Schema, input: &Batch) -> Result<Output, Error> {
     schema.check_inputs(input)?;
     let output = T::run(input)?;
     schema.finish_outputs(input.num_rows(), output)
@@ -173,7 +177,8 @@ macro_rules! export {
                 fn run(
                     input: $crate::__private::WitBatch,
                 ) -> ::core::result::Result<$crate::__private::WitOutput, ::std::string::String> {
-                    $crate::__private::run::<$transform>(input)
+                    static SCHEMA: ::std::sync::OnceLock<$crate::Schema> = ::std::sync::OnceLock::new();
+                    $crate::__private::run::<$transform>(SCHEMA.get_or_init(<$transform as $crate::Transform>::schema), input)
                 }
             }
             $crate::__private::bindings::__export_transformer!(__SkewlessGuest with_types_in $crate::__private::bindings);
