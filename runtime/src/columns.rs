@@ -1,5 +1,6 @@
 //! Arrow <-> WIT batch conversion: the only one, used both ways by every
-//! caller (backfill, server, dataset builder) through [`crate::Transform::run`].
+//! caller (backfill and online reads; later the server and the dataset
+//! builder) through [`crate::Transform::run`].
 //!
 //! Each column crosses with one copy of its values buffer and one of its
 //! validity bitmap; nothing is converted value by value, except timestamps

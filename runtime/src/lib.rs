@@ -7,9 +7,9 @@
 //! use all of these: backfill, online reads and apply.
 //!
 //! The product's promise lives in one function: [`Transform::run`]. The
-//! backfiller, the online path and the dataset builder all call it, so the
-//! value a model trains on and the value it is served come from the same
-//! bytes through the same code.
+//! backfiller and the online path call it (the server and the dataset
+//! builder will too), so the value a model trains on and the value it is
+//! served come from the same bytes through the same code.
 
 pub mod apply;
 pub mod backfill;

@@ -1,8 +1,9 @@
 //! A loaded transform and the one function that runs it on a batch.
 //!
 //! [`Transform::run`] is the only way the product executes a transform: the
-//! backfiller, the online path and the dataset builder all call it, so a
-//! value is computed by the same code and the same conversion everywhere.
+//! backfiller and the online path call it (the server and the dataset
+//! builder will too), so a value is computed by the same code and the same
+//! conversion everywhere.
 //!
 //! Instances come from a pool of pre-linked instances (`InstancePre`):
 //! checked out for one call, returned after a successful call, discarded
