@@ -236,17 +236,11 @@ fn a_transform_that_traps_mid_backfill_is_named_and_stored_values_survive() {
 
     use arrow_array::{ArrayRef, Int64Array, RecordBatch, TimestampMicrosecondArray};
 
-    let dir = tempfile::tempdir().unwrap();
-    let trap = test_components().join("trap.wasm");
-    std::fs::write(
-        dir.path().join("skewless.toml"),
-        format!(
-            "project = \"t\"\n[entities.e]\njoin_keys = {{ id = \"int64\" }}\n[sources.s]\ntype = \"file\"\npath = \"data/s.parquet\"\n\
-             [views.doubled]\nentities = [\"e\"]\nsource = \"s\"\ntransform = \"{}\"\n",
-            trap.display()
-        ),
-    )
-    .unwrap();
+    let repo = TempRepo::from_config(&format!(
+        "project = \"t\"\n[entities.e]\njoin_keys = {{ id = \"int64\" }}\n[sources.s]\ntype = \"file\"\npath = \"data/s.parquet\"\n\
+         [views.doubled]\nentities = [\"e\"]\nsource = \"s\"\ntransform = \"{}\"\n",
+        test_components().join("trap.wasm").display()
+    ));
     let write = |xs: Vec<i64>| {
         let n = xs.len() as i64;
         let batch = RecordBatch::try_from_iter([
@@ -258,29 +252,19 @@ fn a_transform_that_traps_mid_backfill_is_named_and_stored_values_survive() {
             ("x", Arc::new(Int64Array::from(xs)) as ArrayRef),
         ])
         .unwrap();
-        skewless_runtime::samples::write_parquet(&dir.path().join("data/s.parquet"), &batch).unwrap();
+        skewless_runtime::samples::write_parquet(&repo.path().join("data/s.parquet"), &batch).unwrap();
     };
-    let run = |args: &[&str]| skewless(&[&["--repo", dir.path().to_str().unwrap()], args].concat());
     write((0..1_000).map(|i| i % 12).collect());
-    assert!(run(&["apply"]).status.success());
-    assert!(run(&["backfill"]).status.success());
-    let before = Store::open_existing(&dir.path().join(".skewless/store.redb"))
-        .unwrap()
-        .dump()
-        .unwrap();
+    repo.ok(&["apply"]);
+    repo.ok(&["backfill"]);
+    let before = dump(&repo);
     assert!(!before.is_empty());
 
     write((0..1_000).map(|i| if i == 700 { 13 } else { i % 12 + 100 }).collect());
-    let out = run(&["backfill"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = repo.fails(&["backfill"]);
     assert!(
         stderr.contains("view `doubled`: transform trapped") && stderr.contains("unlucky value 13 at row 700"),
         "{stderr}"
     );
-    let after = Store::open_existing(&dir.path().join(".skewless/store.redb"))
-        .unwrap()
-        .dump()
-        .unwrap();
-    assert!(before == after, "a failed backfill changed stored values");
+    assert!(before == dump(&repo), "a failed backfill changed stored values");
 }

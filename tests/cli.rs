@@ -225,12 +225,8 @@ fn every_type_is_stored_and_read_back_exactly() {
 
     use arrow_array::{ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray};
 
-    let dir = tempfile::tempdir().unwrap();
-    let echo = test_components().join("echo.wasm");
-    std::fs::write(
-        dir.path().join("skewless.toml"),
-        format!(
-            r#"project = "types"
+    let repo = TempRepo::from_config(&format!(
+        r#"project = "types"
 [entities.thing]
 join_keys = {{ id = "utf8" }}
 [sources.things]
@@ -241,10 +237,8 @@ entities = ["thing"]
 source = "things"
 transform = "{}"
 "#,
-            echo.display()
-        ),
-    )
-    .unwrap();
+        test_components().join("echo.wasm").display()
+    ));
     let now = skewless_runtime::time::now_micros();
     let ts = |v: Vec<Option<i64>>| -> ArrayRef {
         Arc::new(arrow_array::TimestampMicrosecondArray::from(v).with_timezone("UTC"))
@@ -278,14 +272,12 @@ transform = "{}"
         ("t", ts(vec![Some(-1), None, Some(1_700_000_000_123_456)])),
     ])
     .unwrap();
-    samples::write_parquet(&dir.path().join("data/things.parquet"), &batch).unwrap();
-    let run = |args: &[&str]| skewless(&[&["--repo", dir.path().to_str().unwrap()], args].concat());
-    assert!(run(&["apply"]).status.success());
-    assert!(run(&["backfill"]).status.success());
+    samples::write_parquet(&repo.path().join("data/things.parquet"), &batch).unwrap();
+    repo.ok(&["apply"]);
+    repo.ok(&["backfill"]);
 
-    let out = run(&["get", "--entity", "id=ä-1,b-2,", "--features", "echo", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = repo.ok(&["get", "--entity", "id=ä-1,b-2,", "--features", "echo", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     let values = |column: usize| json["results"][column]["values"].clone();
     assert_eq!(values(1), serde_json::json!([true, null, false]));
     assert_eq!(values(2), serde_json::json!([i64::MIN, 0, null]));
@@ -302,8 +294,7 @@ transform = "{}"
         serde_json::json!(["PRESENT", "NULL_VALUE", "PRESENT"])
     );
 
-    let table = run(&["get", "--entity", "id=ä-1", "--features", "echo"]);
-    let table = String::from_utf8_lossy(&table.stdout);
+    let table = repo.ok(&["get", "--entity", "id=ä-1", "--features", "echo"]);
     assert!(
         table.contains("naïve ☃") && table.contains("1969-12-31T23:59:59.999999"),
         "{table}"

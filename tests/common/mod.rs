@@ -84,6 +84,13 @@ impl TempRepo {
         TempRepo { dir }
     }
 
+    /// A throwaway repo with the given `skewless.toml` text.
+    pub fn from_config(text: &str) -> TempRepo {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("skewless.toml"), text).unwrap();
+        TempRepo { dir }
+    }
+
     /// As [`TempRepo::new`], with the example's sample data ending at `end`.
     pub fn with_data(example: &str, end: i64) -> TempRepo {
         let repo = TempRepo::new(example);
