@@ -11,7 +11,8 @@
 //!
 //! Every write is one redb transaction: a crash (even `kill -9`) leaves the
 //! store at the last commit, never half-written. Readers never block the
-//! writer and see only committed data.
+//! writer and see only committed data. Several processes may hold the store
+//! open at once (a server and a backfill): writes take turns, reads follow.
 
 pub mod encode;
 pub mod layout;
@@ -19,7 +20,7 @@ pub mod layout;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ConcurrencyMode, Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Digest;
@@ -191,7 +192,13 @@ impl Store {
                 error: source,
             })?;
         }
-        let db = Database::create(path).map_err(|e| storage(path, e))?;
+        // MultiWriter: `skewless serve` keeps the store open while `skewless
+        // backfill` (another process) writes to it; redb takes one write
+        // transaction at a time across processes, and readers follow commits.
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(path)
+            .map_err(|e| storage(path, e))?;
         let store = Store {
             db,
             path: path.to_path_buf(),
