@@ -333,6 +333,7 @@ fn cmd_get(
         entities: columns,
         full_feature_names,
         at: None,
+        deadline: None,
     };
     let response = online::get_online_features(&catalog, &records, &reader, &request)?;
 

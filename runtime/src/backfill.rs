@@ -21,7 +21,8 @@ use crate::error::TransformError;
 use crate::repo::{FileSource, View};
 use crate::source::{self, SourceError};
 use crate::store::encode::{KeyEncoder, RowEncoder};
-use crate::store::{PendingRows, Store, StoreError, ViewRecord};
+use crate::store::{PendingRows, Store, StoreError, ViewRecord, WriteTo};
+use crate::transform::{RowError, Transform};
 use crate::types::{FeatureType, FieldSpec};
 
 /// What to backfill.
@@ -175,86 +176,31 @@ fn backfill_view(
     progress: &ProgressBar,
 ) -> Result<ViewSummary, BackfillError> {
     let started = Instant::now();
-    let transform = catalog.transform(&view.name).expect("applied views are loaded");
-    let FileSource {
-        path,
-        format,
-        timestamp_column,
-        created_column,
-    } = catalog
-        .repo
-        .file_source(view)
-        .expect("materialized views have a file source (checked by the repo)");
+    let digest_id = store.digest_id(&catalog.transform(&view.name).expect("applied views are loaded").digest())?;
+    let materializer = Materializer::new(catalog, view, record, digest_id)?;
+    let path = &materializer.source.path;
     let source_error = |source: SourceError| BackfillError::Source {
         view: view.name.clone(),
         error: source,
     };
-
-    // The columns to read: join keys, times, and the transform's inputs.
-    let mut needed: Vec<FieldSpec> = record.join_keys.clone();
-    let mut need = |field: FieldSpec| -> Result<(), BackfillError> {
-        match needed.iter().find(|f| f.name == field.name) {
-            Some(f) if f.data_type != field.data_type => Err(BackfillError::View {
-                view: view.name.clone(),
-                message: format!(
-                    "column `{}` is needed as {} and as {}",
-                    field.name, f.data_type, field.data_type
-                ),
-            }),
-            Some(_) => Ok(()),
-            None => {
-                needed.push(field);
-                Ok(())
-            }
-        }
-    };
-    let time_field = |name: &str| FieldSpec {
-        name: name.to_string(),
-        data_type: FeatureType::Timestamp,
-        nullable: true,
-    };
-    need(time_field(timestamp_column))?;
-    if let Some(created) = created_column {
-        need(time_field(created))?;
-    }
-    for input in &transform.description().inputs {
-        need(input.clone())?;
-    }
-
-    let opened = source::open(path, *format, &needed).map_err(source_error)?;
+    let opened = source::open(path, materializer.source.format, &materializer.needed).map_err(source_error)?;
     progress.reset();
     progress.set_length(opened.total_rows.unwrap_or(0));
     progress.set_message(view.name.clone());
 
-    let digest_id = store.digest_id(&transform.digest())?;
     let mut summary = ViewSummary {
         view: view.name.clone(),
         ..ViewSummary::default()
     };
     let mut pending = PendingRows::default();
-    let width = record.features.len();
     for batch in opened.batches {
         let batch = batch.map_err(source_error)?;
         let batch_start = summary.rows_read;
         summary.rows_read += batch.num_rows() as u64;
-        let event_time = micros_column(&batch, timestamp_column);
-        let keys = KeyEncoder::new(&batch, &record.join_keys).map_err(|message| BackfillError::View {
-            view: view.name.clone(),
-            message,
-        })?;
-        let keep: BooleanArray = (0..batch.num_rows())
-            .map(|row| {
-                Some(
-                    event_time.is_valid(row)
-                        && !keys.is_null(row)
-                        && options.start.is_none_or(|s| event_time.value(row) >= s)
-                        && options.end.is_none_or(|e| event_time.value(row) < e),
-                )
-            })
-            .collect();
+        progress.inc(batch.num_rows() as u64);
+        let keep = materializer.keep(&batch, options.start, options.end)?;
         let kept = keep.true_count();
         summary.rows_skipped += (batch.num_rows() - kept) as u64;
-        progress.inc(batch.num_rows() as u64);
         if kept == 0 {
             continue;
         }
@@ -267,10 +213,9 @@ fn backfill_view(
             (filtered, Some(rows))
         };
 
-        let output = transform.run(&batch)?;
-        summary.row_errors += output.row_errors.len() as u64;
-        for error in output
-            .row_errors
+        let row_errors = materializer.add(&batch, &mut pending, None)?;
+        summary.row_errors += row_errors.len() as u64;
+        for error in row_errors
             .iter()
             .take(QUOTED_ERRORS.saturating_sub(summary.first_errors.len()))
         {
@@ -281,38 +226,153 @@ fn backfill_view(
                 error.message
             ));
         }
+        summary.rows_written += batch.num_rows() as u64;
+        if pending.len() >= options.rows_per_commit {
+            summary
+                .commits
+                .push(store.write(record, &mut pending, WriteTo::OnlineAndOffline)?);
+        }
+    }
+    if !pending.is_empty() {
+        summary
+            .commits
+            .push(store.write(record, &mut pending, WriteTo::OnlineAndOffline)?);
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
 
-        let event_time = micros_column(&batch, timestamp_column);
-        let created = created_column.as_ref().map(|c| micros_column(&batch, c));
-        let keys = KeyEncoder::new(&batch, &record.join_keys).expect("resolved above");
-        let features = RowEncoder::new(&output.batch, &record.features).map_err(|message| BackfillError::View {
+/// The one path from source rows of a materialized view to rows ready for
+/// the store, shared by backfill (rows from files) and push (rows from the
+/// server): which columns to read, which rows can be stored, and running
+/// the view's transform ([`crate::Transform::run`]) and encoding its output.
+pub(crate) struct Materializer<'a> {
+    view: &'a View,
+    record: &'a ViewRecord,
+    transform: &'a Transform,
+    /// The file source behind the view (a push source's batch source).
+    pub source: &'a FileSource,
+    digest_id: u32,
+    /// Columns a source batch must hold: join keys, times, transform inputs.
+    pub needed: Vec<FieldSpec>,
+}
+
+impl<'a> Materializer<'a> {
+    pub fn new(
+        catalog: &'a Catalog,
+        view: &'a View,
+        record: &'a ViewRecord,
+        digest_id: u32,
+    ) -> Result<Self, BackfillError> {
+        let transform = catalog.transform(&view.name).ok_or_else(|| BackfillError::View {
             view: view.name.clone(),
+            message: "its transform is not loaded".into(),
+        })?;
+        let source = catalog
+            .repo
+            .file_source(view)
+            .expect("materialized views have a file source (checked by the repo)");
+        let mut needed: Vec<FieldSpec> = record.join_keys.clone();
+        let mut need = |field: FieldSpec| -> Result<(), BackfillError> {
+            match needed.iter().find(|f| f.name == field.name) {
+                Some(f) if f.data_type != field.data_type => Err(BackfillError::View {
+                    view: view.name.clone(),
+                    message: format!(
+                        "column `{}` is needed as {} and as {}",
+                        field.name, f.data_type, field.data_type
+                    ),
+                }),
+                Some(_) => Ok(()),
+                None => {
+                    needed.push(field);
+                    Ok(())
+                }
+            }
+        };
+        let time_field = |name: &str| FieldSpec {
+            name: name.to_string(),
+            data_type: FeatureType::Timestamp,
+            nullable: true,
+        };
+        need(time_field(&source.timestamp_column))?;
+        if let Some(created) = &source.created_column {
+            need(time_field(created))?;
+        }
+        for input in &transform.description().inputs {
+            need(input.clone())?;
+        }
+        Ok(Materializer {
+            view,
+            record,
+            transform,
+            source,
+            digest_id,
+            needed,
+        })
+    }
+
+    /// Which rows of `batch` can be stored: those with an event time in
+    /// `[start, end)` and every join key.
+    pub fn keep(&self, batch: &RecordBatch, start: Option<i64>, end: Option<i64>) -> Result<BooleanArray, BackfillError> {
+        let event_time = micros_column(batch, &self.source.timestamp_column);
+        let keys = self.keys(batch)?;
+        Ok((0..batch.num_rows())
+            .map(|row| {
+                Some(
+                    event_time.is_valid(row)
+                        && !keys.is_null(row)
+                        && start.is_none_or(|s| event_time.value(row) >= s)
+                        && end.is_none_or(|e| event_time.value(row) < e),
+                )
+            })
+            .collect())
+    }
+
+    fn keys<'b>(&self, batch: &'b RecordBatch) -> Result<KeyEncoder<'b>, BackfillError> {
+        KeyEncoder::new(batch, &self.record.join_keys).map_err(|message| BackfillError::View {
+            view: self.view.name.clone(),
+            message,
+        })
+    }
+
+    /// Runs the transform over `batch` (every row kept by [`Self::keep`])
+    /// and adds one encoded row per input row to `pending`. Returns the
+    /// transform's row errors (those rows are stored with null features).
+    /// `timeout` caps the view's own per-call limit (the server's request budget).
+    pub fn add(
+        &self,
+        batch: &RecordBatch,
+        pending: &mut PendingRows,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<RowError>, BackfillError> {
+        let output = match timeout {
+            Some(timeout) => self.transform.run_within(batch, timeout)?,
+            None => self.transform.run(batch)?,
+        };
+        let event_time = micros_column(batch, &self.source.timestamp_column);
+        let created = self.source.created_column.as_ref().map(|c| micros_column(batch, c));
+        let keys = self.keys(batch)?;
+        let features = RowEncoder::new(&output.batch, &self.record.features).map_err(|message| BackfillError::View {
+            view: self.view.name.clone(),
             message: format!("transform output: {message}"),
         })?;
+        let width = self.record.features.len();
         for row in 0..batch.num_rows() {
             let created = created
                 .as_ref()
                 .map_or(0, |c| if c.is_valid(row) { c.value(row) } else { 0 });
             pending.add(
-                record.bucket_micros,
+                self.record.bucket_micros,
                 event_time.value(row),
                 created,
-                digest_id,
+                self.digest_id,
                 width,
                 |out| keys.write(row, out),
                 |out| features.write(row, out),
             );
         }
-        summary.rows_written += batch.num_rows() as u64;
-        if pending.len() >= options.rows_per_commit {
-            summary.commits.push(store.write(record, &mut pending)?);
-        }
+        Ok(output.row_errors)
     }
-    if !pending.is_empty() {
-        summary.commits.push(store.write(record, &mut pending)?);
-    }
-    summary.elapsed = started.elapsed();
-    Ok(summary)
 }
 
 /// A timestamp column of `batch` in microseconds (the source was opened

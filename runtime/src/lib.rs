@@ -18,6 +18,7 @@ mod columns;
 mod engine;
 mod error;
 pub mod online;
+pub mod push;
 pub mod repo;
 pub mod samples;
 pub mod source;
@@ -33,7 +34,7 @@ pub use columns::normalize_timestamps;
 pub use engine::{Digest, EPOCH_TICK, Runtime};
 pub use error::{ConversionError, LoadError, TransformError, TransformErrorKind};
 pub use repo::{Repo, RepoError};
-pub use store::{Store, StoreError};
+pub use store::{Store, StoreError, WriteTo};
 pub use transform::{Description, Limits, RowError, Transform, TransformOutput};
 pub use types::{FeatureType, FieldSpec, arrow_schema};
 

@@ -2,7 +2,7 @@
 //! for a set of entities, plus on-demand views computed from them at read
 //! time through [`crate::Transform::run`], all requested entities in one call.
 //!
-//! `skewless get` calls this; so will the HTTP server. Statuses follow Feast:
+//! `skewless get` and the HTTP server call this. Statuses follow Feast:
 //! `PRESENT`, `NULL_VALUE`, `NOT_FOUND`, `OUTSIDE_MAX_AGE`.
 
 use std::collections::BTreeMap;
@@ -52,6 +52,9 @@ pub struct OnlineRequest {
     pub full_feature_names: bool,
     /// Read as of this time (microseconds UTC) rather than the latest value.
     pub at: Option<i64>,
+    /// On-demand transforms stop when this is reached (the server's
+    /// per-request limit); each view's own limit applies as well.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// One output column.
@@ -282,7 +285,12 @@ pub fn get_online_features(
                 let transform = catalog.transform(view).expect("resolved against the catalog");
                 digests.insert(view.clone(), transform.digest().hex());
                 let input = on_demand_input(catalog, view, &values, &request.entities, rows)?;
-                let output = transform.run(&input)?;
+                let output = match request.deadline {
+                    Some(deadline) => {
+                        transform.run_within(&input, deadline.saturating_duration_since(std::time::Instant::now()))?
+                    }
+                    None => transform.run(&input)?,
+                };
                 row_errors.extend(output.row_errors.into_iter().map(|e| (view.clone(), e)));
                 let inputs: Vec<&ViewValues> = values
                     .iter()
@@ -586,6 +594,51 @@ pub fn array_from_strings(column: &str, values: &[String], data_type: FeatureTyp
             FeatureType::Float64 => Value::Float64(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
             FeatureType::Utf8 => Value::Utf8(text.clone()),
             FeatureType::Timestamp => Value::Timestamp(crate::time::parse_timestamp(text).map_err(|e| wrong(text, e))?),
+        };
+        builder.push(value);
+    }
+    Ok(builder.finish())
+}
+
+/// Builds an array of `data_type` from JSON values (a column of a request
+/// or a push): numbers for numeric types (integers only for int64), `true` /
+/// `false`, strings for utf8, RFC 3339 strings (`2021-04-12T10:59:42Z`,
+/// `2021-04-12 10:59:42`, zone-less = UTC) for timestamps; `null` anywhere.
+pub fn array_from_json(
+    column: &str,
+    values: &[serde_json::Value],
+    data_type: FeatureType,
+) -> Result<ArrayRef, OnlineError> {
+    use serde_json::Value as J;
+    let wrong = |row: usize, message: String| OnlineError::WrongType {
+        column: column.to_string(),
+        expected: data_type,
+        message: format!("value {row}: {message}"),
+    };
+    let got = |value: &J| match value {
+        J::Bool(b) => format!("got {b}"),
+        J::Number(n) => format!("got the number {n}"),
+        J::String(s) => format!("got the string {s:?}"),
+        J::Array(_) => "got a list".to_string(),
+        J::Object(_) => "got an object".to_string(),
+        J::Null => "got null".to_string(),
+    };
+    let mut builder = ValueBuilder::new(data_type, values.len());
+    for (row, json) in values.iter().enumerate() {
+        let value = match (data_type, json) {
+            (_, J::Null) => {
+                builder.push_null();
+                continue;
+            }
+            (FeatureType::Bool, J::Bool(b)) => Value::Bool(*b),
+            (FeatureType::Int64, J::Number(n)) => Value::Int64(n.as_i64().ok_or_else(|| wrong(row, got(json)))?),
+            (FeatureType::Float32, J::Number(n)) => Value::Float32(n.as_f64().ok_or_else(|| wrong(row, got(json)))? as f32),
+            (FeatureType::Float64, J::Number(n)) => Value::Float64(n.as_f64().ok_or_else(|| wrong(row, got(json)))?),
+            (FeatureType::Utf8, J::String(s)) => Value::Utf8(s.clone()),
+            (FeatureType::Timestamp, J::String(s)) => {
+                Value::Timestamp(crate::time::parse_timestamp(s).map_err(|e| wrong(row, e))?)
+            }
+            _ => return Err(wrong(row, got(json))),
         };
         builder.push(value);
     }

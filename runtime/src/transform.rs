@@ -57,9 +57,20 @@ impl Limits {
         (self.memory_mib as usize).saturating_mul(1 << 20)
     }
 
-    fn deadline_ticks(&self) -> u64 {
-        (Duration::from_millis(self.timeout_ms).as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1
+    /// The per-call time limit.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
     }
+
+    fn deadline_ticks(&self) -> u64 {
+        ticks(self.timeout())
+    }
+}
+
+/// Epoch ticks for a wall-clock limit: one more than fit, so a call is never
+/// stopped early (the first tick may come right after the deadline is set).
+fn ticks(limit: Duration) -> u64 {
+    (limit.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1
 }
 
 impl Default for Limits {
@@ -223,15 +234,23 @@ impl Transform {
     /// than `max_rows_per_call` are split into several guest calls and the
     /// outputs concatenated, so the result does not depend on the split.
     pub fn run(&self, input: &RecordBatch) -> Result<TransformOutput, TransformError> {
+        self.run_within(input, self.limits.timeout())
+    }
+
+    /// [`Transform::run`] with each guest call stopped after `timeout` or the
+    /// view's own limit, whichever is shorter: the server passes what is left
+    /// of a request's time budget.
+    pub fn run_within(&self, input: &RecordBatch, timeout: Duration) -> Result<TransformOutput, TransformError> {
+        let timeout = timeout.min(self.limits.timeout());
         let rows = input.num_rows();
         let step = self.limits.max_rows_per_call.max(1);
         if rows <= step {
-            return self.run_call(input);
+            return self.run_call(input, timeout);
         }
         let mut batches = Vec::with_capacity(rows.div_ceil(step));
         let mut row_errors = Vec::new();
         for offset in (0..rows).step_by(step) {
-            let part = self.run_call(&input.slice(offset, step.min(rows - offset)))?;
+            let part = self.run_call(&input.slice(offset, step.min(rows - offset)), timeout)?;
             row_errors.extend(part.row_errors.into_iter().map(|e| RowError {
                 row: e.row + offset,
                 ..e
@@ -246,10 +265,10 @@ impl Transform {
         Ok(TransformOutput { batch, row_errors })
     }
 
-    fn run_call(&self, input: &RecordBatch) -> Result<TransformOutput, TransformError> {
+    fn run_call(&self, input: &RecordBatch, timeout: Duration) -> Result<TransformOutput, TransformError> {
         let rows = input.num_rows();
         let mut instance = self.checkout()?;
-        instance.store.set_epoch_deadline(self.limits.deadline_ticks());
+        instance.store.set_epoch_deadline(ticks(timeout));
         instance.store.data_mut().limiter.hit = false;
         let result = columns::with_wit_batch(input, &self.description.inputs, |batch| {
             // SAFETY: `instantiate` type-checked `run` against `RunFunc`; the
@@ -274,7 +293,7 @@ impl Transform {
                 return Err(self.error(TransformErrorKind::Failed(message)));
             }
             // The instance is dropped here: after a trap its state is undefined.
-            Err(error) => return Err(self.error(classify_trap(error, &instance, &self.limits))),
+            Err(error) => return Err(self.error(classify_trap(error, &instance, &self.limits, timeout))),
         };
         let mut row_errors = Vec::with_capacity(output.row_errors.len());
         for e in output.row_errors {
@@ -346,11 +365,9 @@ impl Transform {
 }
 
 /// Names what stopped a guest: our time limit, our memory limit, or a trap.
-fn classify_trap(error: wasmtime::Error, instance: &Instance, limits: &Limits) -> TransformErrorKind {
+fn classify_trap(error: wasmtime::Error, instance: &Instance, limits: &Limits, timeout: Duration) -> TransformErrorKind {
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return TransformErrorKind::Timeout {
-            limit: Duration::from_millis(limits.timeout_ms),
-        };
+        return TransformErrorKind::Timeout { limit: timeout };
     }
     if instance.store.data().limiter.hit {
         return TransformErrorKind::MemoryLimit {

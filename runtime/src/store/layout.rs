@@ -18,13 +18,16 @@
 //! ```
 //!
 //! Invariants (enforced by [`merge_block`] and the writer in `store`):
-//! 1. A history block holds exactly the stored rows of one (view, entity)
+//! 1. A history block holds exactly the offline rows of one (view, entity)
 //!    whose event time falls in its bucket.
 //! 2. Rows in a block are sorted by (event_time, created) and no two share
 //!    that pair: writing a row with an existing pair replaces it, which is
 //!    what makes a backfill idempotent.
 //! 3. `latest[view, entity]` is the row with the greatest
-//!    (event_time, created) over all of that entity's history blocks.
+//!    (event_time, created) of every row written online. Backfill writes
+//!    both sides, so after backfills alone it is the newest history row;
+//!    a push `to` only one side (Feast's `online` / `offline`) writes only
+//!    that table, as it does in Feast.
 //!
 //! Flipping the sign bit makes byte order equal numeric order, so a reverse
 //! range scan from `bucket(t)` finds the newest block at or before `t` in one

@@ -174,6 +174,28 @@ impl PendingRows {
     }
 }
 
+/// Which side of the store a write goes to: Feast's `to` of a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteTo {
+    /// The `latest` table only: served online, invisible to training data.
+    Online,
+    /// The `history` table only: training data, not served online.
+    Offline,
+    /// Both, as backfill does.
+    OnlineAndOffline,
+}
+
+impl WriteTo {
+    fn online(self) -> bool {
+        matches!(self, WriteTo::Online | WriteTo::OnlineAndOffline)
+    }
+
+    fn offline(self) -> bool {
+        matches!(self, WriteTo::Offline | WriteTo::OnlineAndOffline)
+    }
+}
+
 /// One stored entry: table name, key, value.
 pub type DumpEntry = (String, Vec<u8>, Vec<u8>);
 
@@ -317,6 +339,14 @@ impl Store {
 
     /// The id of `digest`, registering it if new.
     pub fn digest_id(&self, digest: &Digest) -> Result<u32, StoreError> {
+        // Usually known already: a read, not a (durable, fsynced) write.
+        {
+            let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+            let ids = txn.open_table(DIGEST_IDS).map_err(|e| self.fail(e))?;
+            if let Some(id) = ids.get(&digest.0[..]).map_err(|e| self.fail(e))? {
+                return Ok(id.value());
+            }
+        }
         let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
         let id = {
             let mut ids = txn.open_table(DIGEST_IDS).map_err(|e| self.fail(e))?;
@@ -362,9 +392,56 @@ impl Store {
     }
 
     /// Writes `pending` rows of `view` in one transaction, merging them into
-    /// the history blocks and the latest values (invariants in [`layout`]).
-    /// Returns the commit number. On error nothing is written.
-    pub fn write(&self, view: &ViewRecord, pending: &mut PendingRows) -> Result<u64, StoreError> {
+    /// the history blocks and/or the latest values, as `to` says (invariants
+    /// in [`layout`]). Returns the commit number. On error nothing is written.
+    pub fn write(&self, view: &ViewRecord, pending: &mut PendingRows, to: WriteTo) -> Result<u64, StoreError> {
+        self.write_views(&mut [(view, pending)], to)
+    }
+
+    /// [`Store::write`] for several views in one transaction: all of them
+    /// are stored, or none.
+    pub fn write_views(&self, views: &mut [(&ViewRecord, &mut PendingRows)], to: WriteTo) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let commit = {
+            let mut history = txn.open_table(HISTORY).map_err(|e| self.fail(e))?;
+            let mut latest = txn.open_table(LATEST).map_err(|e| self.fail(e))?;
+            let mut counters = txn.open_table(COUNTERS).map_err(|e| self.fail(e))?;
+            let mut registry = txn.open_table(REGISTRY).map_err(|e| self.fail(e))?;
+            let commit = counters
+                .get("commits")
+                .map_err(|e| self.fail(e))?
+                .map(|g| g.value())
+                .unwrap_or(0)
+                + 1;
+            counters.insert("commits", commit).map_err(|e| self.fail(e))?;
+            for (view, pending) in views.iter_mut() {
+                self.merge_rows(view, pending, to, &mut history, &mut latest)?;
+                let record = ViewRecord {
+                    last_commit: Some(commit),
+                    ..(*view).clone()
+                };
+                let json = serde_json::to_string(&record).expect("view records serialize");
+                registry
+                    .insert(format!("view/{}", view.name).as_str(), json.as_str())
+                    .map_err(|e| self.fail(e))?;
+            }
+            commit
+        };
+        txn.commit().map_err(|e| self.fail(e))?;
+        for (_, pending) in views.iter_mut() {
+            pending.clear();
+        }
+        Ok(commit)
+    }
+
+    fn merge_rows(
+        &self,
+        view: &ViewRecord,
+        pending: &mut PendingRows,
+        to: WriteTo,
+        history: &mut redb::Table<&'static [u8], &'static [u8]>,
+        latest: &mut redb::Table<&'static [u8], &'static [u8]>,
+    ) -> Result<(), StoreError> {
         let PendingRows { arena, entries } = pending;
         let key_of = |e: &Entry| &arena[e.key.0..e.key.1];
         // Stable: among equal (key, bucket, event_time, created) the later row stays later, and wins.
@@ -375,11 +452,7 @@ impl Store {
                 .then((a.event_time, a.created).cmp(&(b.event_time, b.created)))
         });
         let schema = &view.features;
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
-        let commit = {
-            let mut history = txn.open_table(HISTORY).map_err(|e| self.fail(e))?;
-            let mut latest = txn.open_table(LATEST).map_err(|e| self.fail(e))?;
-            let mut counters = txn.open_table(COUNTERS).map_err(|e| self.fail(e))?;
+        {
             let mut block = Vec::new();
             let mut rows: Vec<&[u8]> = Vec::new();
             let mut start = 0;
@@ -390,7 +463,7 @@ impl Store {
                     end += 1;
                 }
                 // One entity: a block per bucket, then its latest value.
-                let mut group = start;
+                let mut group = if to.offline() { start } else { end };
                 while group < end {
                     let bucket = entries[group].bucket;
                     let mut group_end = group;
@@ -410,42 +483,25 @@ impl Store {
                         .map_err(|e| self.fail(e))?;
                     group = group_end;
                 }
-                let newest = &entries[end - 1];
-                let newest_row = &arena[newest.row.0..newest.row.1];
-                let key = layout::latest_key(view.id, entity);
-                let replace = match latest.get(key.as_slice()).map_err(|e| self.fail(e))? {
-                    None => true,
-                    Some(old) => {
-                        let old = layout::row_header(old.value()).map_err(|e| self.corrupt(e))?;
-                        (newest.event_time, newest.created) >= (old.event_time, old.created)
+                if to.online() {
+                    let newest = &entries[end - 1];
+                    let newest_row = &arena[newest.row.0..newest.row.1];
+                    let key = layout::latest_key(view.id, entity);
+                    let replace = match latest.get(key.as_slice()).map_err(|e| self.fail(e))? {
+                        None => true,
+                        Some(old) => {
+                            let old = layout::row_header(old.value()).map_err(|e| self.corrupt(e))?;
+                            (newest.event_time, newest.created) >= (old.event_time, old.created)
+                        }
+                    };
+                    if replace {
+                        latest.insert(key.as_slice(), newest_row).map_err(|e| self.fail(e))?;
                     }
-                };
-                if replace {
-                    latest.insert(key.as_slice(), newest_row).map_err(|e| self.fail(e))?;
                 }
                 start = end;
             }
-            let commit = counters
-                .get("commits")
-                .map_err(|e| self.fail(e))?
-                .map(|g| g.value())
-                .unwrap_or(0)
-                + 1;
-            counters.insert("commits", commit).map_err(|e| self.fail(e))?;
-            let mut registry = txn.open_table(REGISTRY).map_err(|e| self.fail(e))?;
-            let record = ViewRecord {
-                last_commit: Some(commit),
-                ..view.clone()
-            };
-            let json = serde_json::to_string(&record).expect("view records serialize");
-            registry
-                .insert(format!("view/{}", view.name).as_str(), json.as_str())
-                .map_err(|e| self.fail(e))?;
-            commit
-        };
-        txn.commit().map_err(|e| self.fail(e))?;
-        pending.clear();
-        Ok(commit)
+        }
+        Ok(())
     }
 
     /// A consistent read view of the store (a redb read transaction).
