@@ -12,6 +12,7 @@ use indexmap::IndexMap;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use skewless_runtime::online::{self, OnlineRequest, Status};
 use skewless_runtime::{Catalog, Repo, Runtime, Store, apply, backfill, samples, time, toolchain};
+use skewless_server::{GetOnlineFeaturesResponse, Server, ServerLimits};
 
 #[derive(Parser)]
 #[command(
@@ -71,6 +72,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve features over HTTP: Feast's API, on-demand views, push; until Ctrl-C or SIGTERM.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:6566")]
+        addr: String,
+        #[command(flatten)]
+        limits: ServeLimits,
+    },
     /// List entities, views, features and services recorded in the registry.
     Ls,
     /// Show one entity, source, view or service.
@@ -89,6 +98,30 @@ enum Command {
         #[arg(long)]
         examples: Option<PathBuf>,
     },
+}
+
+/// What one request may ask of the server.
+#[derive(clap::Args)]
+struct ServeLimits {
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_body_bytes: usize,
+    /// Most entity rows per read, or rows per push.
+    #[arg(long, default_value_t = 10_000)]
+    max_rows: usize,
+    /// Time limit per request, transform calls included (e.g. 500ms, 2s).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    request_timeout: std::time::Duration,
+}
+
+impl From<ServeLimits> for ServerLimits {
+    fn from(l: ServeLimits) -> Self {
+        ServerLimits {
+            max_body_bytes: l.max_body_bytes,
+            max_rows: l.max_rows,
+            request_timeout: l.request_timeout,
+        }
+    }
 }
 
 fn main() {
@@ -146,6 +179,7 @@ fn run(cli: Cli) -> Result<()> {
             full_feature_names,
             json,
         ),
+        Command::Serve { addr, limits } => cmd_serve(&cli.repo, &addr, limits.into(), None),
         Command::Ls => cmd_ls(&cli.repo),
         Command::Describe { name } => cmd_describe(&cli.repo, &name),
         Command::Build { path } => {
@@ -338,23 +372,7 @@ fn cmd_get(
     let response = online::get_online_features(&catalog, &records, &reader, &request)?;
 
     if json {
-        let results: Vec<_> = response
-            .columns
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "name": c.name,
-                    "values": (0..c.values.len()).map(|r| online::value_json(c.values.as_ref(), r)).collect::<Vec<_>>(),
-                    "statuses": c.statuses,
-                    "event_timestamps": c.event_timestamps.iter().map(|t| t.map(time::format_timestamp)).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        let body = serde_json::json!({
-            "metadata": { "feature_names": response.columns.iter().map(|c| &c.name).collect::<Vec<_>>() },
-            "results": results,
-            "lineage": response.digests,
-        });
+        let body = GetOnlineFeaturesResponse::from_online(&response, true);
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
     }
@@ -397,6 +415,40 @@ fn cmd_get(
         );
     }
     Ok(())
+}
+
+/// Serves the repo until Ctrl-C or SIGTERM; `example` is a request body to
+/// print as a ready-to-paste curl line once listening.
+fn cmd_serve(dir: &Path, addr: &str, limits: ServerLimits, example: Option<&str>) -> Result<()> {
+    let started = Instant::now();
+    let repo = Repo::open(dir)?;
+    let runtime = runtime_for(&repo)?;
+    let catalog = Catalog::load(repo, &runtime)?;
+    let store = Store::open_existing(&catalog.repo.store_path)?;
+    let state = Server::new(catalog, store, limits)?;
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    tokio.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (is another server running? choose one with --addr)"))?;
+        let local = listener.local_addr()?;
+        let repo = &state.catalog().repo;
+        status(
+            "Serving",
+            &format!(
+                "{} on http://{local} ({} views) after {:.0} ms; Ctrl-C to stop",
+                repo.project,
+                repo.views.len(),
+                started.elapsed().as_secs_f64() * 1e3
+            ),
+        );
+        if let Some(body) = example {
+            eprintln!("\nTry:\n  curl -s -X POST http://{local}/get-online-features -d '{body}'\n");
+        }
+        skewless_server::serve(listener, state, skewless_server::shutdown_signal()).await?;
+        status("Stopped", "in-flight requests answered, store closed");
+        Ok(())
+    })
 }
 
 fn cmd_ls(dir: &Path) -> Result<()> {
@@ -548,14 +600,12 @@ fn cmd_demo(examples: Option<PathBuf>) -> Result<()> {
     status(
         "Finished",
         &format!(
-            "demo in {:.1}s; store: {}",
+            "demo data in {:.1}s; store: {}",
             started.elapsed().as_secs_f64(),
             repo_dir.join(".skewless/store.redb").display()
         ),
     );
-    eprintln!(
-        "\nTry: cargo run --release -- --repo {} get --entity driver_id=1001 --service driver_activity --request val_to_add=5",
-        repo_dir.display()
-    );
-    Ok(())
+    // The same read over HTTP, Feast's way.
+    let example = r#"{"feature_service": "driver_activity", "entities": {"driver_id": [1001, 1002], "val_to_add": [1000, 1001]}}"#;
+    cmd_serve(&repo_dir, "127.0.0.1:6566", ServerLimits::default(), Some(example))
 }

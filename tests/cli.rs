@@ -97,7 +97,13 @@ fn get_returns_the_newest_stored_values_and_computes_on_demand_views() {
     assert_eq!(results[1]["statuses"][2], "NOT_FOUND");
     assert!(results[1]["values"][2].is_null() && results[4]["values"][2].is_null());
     assert_eq!(results[4]["statuses"][2], "NULL_VALUE");
-    assert!(json["lineage"]["driver_hourly_stats"].as_str().unwrap().len() == 64);
+    assert!(
+        json["metadata"]["lineage"]["driver_hourly_stats"]
+            .as_str()
+            .unwrap()
+            .len()
+            == 64
+    );
 
     let table = repo.ok(&[
         "get",

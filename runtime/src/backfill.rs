@@ -146,7 +146,11 @@ pub fn backfill(
 }
 
 /// The registry record of a view, provided it matches the repo as loaded now.
-fn applied_record(catalog: &Catalog, view: &View, stored: Option<&ViewRecord>) -> Result<ViewRecord, BackfillError> {
+pub fn applied_record(
+    catalog: &Catalog,
+    view: &View,
+    stored: Option<&ViewRecord>,
+) -> Result<ViewRecord, BackfillError> {
     let fresh = catalog.view_record(view).ok_or_else(|| BackfillError::View {
         view: view.name.clone(),
         message: "its transform is not loaded".into(),
@@ -176,7 +180,12 @@ fn backfill_view(
     progress: &ProgressBar,
 ) -> Result<ViewSummary, BackfillError> {
     let started = Instant::now();
-    let digest_id = store.digest_id(&catalog.transform(&view.name).expect("applied views are loaded").digest())?;
+    let digest_id = store.digest_id(
+        &catalog
+            .transform(&view.name)
+            .expect("applied views are loaded")
+            .digest(),
+    )?;
     let materializer = Materializer::new(catalog, view, record, digest_id)?;
     let path = &materializer.source.path;
     let source_error = |source: SourceError| BackfillError::Source {
@@ -313,7 +322,12 @@ impl<'a> Materializer<'a> {
 
     /// Which rows of `batch` can be stored: those with an event time in
     /// `[start, end)` and every join key.
-    pub fn keep(&self, batch: &RecordBatch, start: Option<i64>, end: Option<i64>) -> Result<BooleanArray, BackfillError> {
+    pub fn keep(
+        &self,
+        batch: &RecordBatch,
+        start: Option<i64>,
+        end: Option<i64>,
+    ) -> Result<BooleanArray, BackfillError> {
         let event_time = micros_column(batch, &self.source.timestamp_column);
         let keys = self.keys(batch)?;
         Ok((0..batch.num_rows())
@@ -352,10 +366,11 @@ impl<'a> Materializer<'a> {
         let event_time = micros_column(batch, &self.source.timestamp_column);
         let created = self.source.created_column.as_ref().map(|c| micros_column(batch, c));
         let keys = self.keys(batch)?;
-        let features = RowEncoder::new(&output.batch, &self.record.features).map_err(|message| BackfillError::View {
-            view: self.view.name.clone(),
-            message: format!("transform output: {message}"),
-        })?;
+        let features =
+            RowEncoder::new(&output.batch, &self.record.features).map_err(|message| BackfillError::View {
+                view: self.view.name.clone(),
+                message: format!("transform output: {message}"),
+            })?;
         let width = self.record.features.len();
         for row in 0..batch.num_rows() {
             let created = created

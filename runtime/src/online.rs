@@ -81,6 +81,20 @@ pub struct OnlineResponse {
     pub row_errors: Vec<(String, RowError)>,
     /// Transform digest of each view read (lineage).
     pub digests: BTreeMap<String, String>,
+    /// Time spent per view: store reads of materialized views, transform
+    /// calls of on-demand views (the server's per-view metrics).
+    pub timings: Vec<ViewTiming>,
+}
+
+/// Where a read spent its time, per view.
+#[derive(Debug, Clone)]
+pub struct ViewTiming {
+    /// The view.
+    pub view: String,
+    /// `true`: an on-demand transform call; `false`: store reads.
+    pub transform: bool,
+    /// Wall time.
+    pub elapsed: std::time::Duration,
 }
 
 /// An online read that cannot be answered.
@@ -250,15 +264,22 @@ pub fn get_online_features(
     }
 
     let mut digests = BTreeMap::new();
+    let mut timings = Vec::new();
     let mut values: IndexMap<String, ViewValues> = IndexMap::new();
     for view in &materialized {
         let record = records.get(view).ok_or_else(|| OnlineError::NotApplied(view.clone()))?;
         digests.insert(view.clone(), record.digest.clone());
         let ttl = repo.views[view].ttl.map(|d| d.as_micros() as i64);
+        let started = std::time::Instant::now();
         values.insert(
             view.clone(),
             read_view(record, reader, &request.entities, rows, request.at, reference_time, ttl)?,
         );
+        timings.push(ViewTiming {
+            view: view.clone(),
+            transform: false,
+            elapsed: started.elapsed(),
+        });
     }
 
     let mut columns = Vec::new();
@@ -285,12 +306,18 @@ pub fn get_online_features(
                 let transform = catalog.transform(view).expect("resolved against the catalog");
                 digests.insert(view.clone(), transform.digest().hex());
                 let input = on_demand_input(catalog, view, &values, &request.entities, rows)?;
+                let started = std::time::Instant::now();
                 let output = match request.deadline {
                     Some(deadline) => {
                         transform.run_within(&input, deadline.saturating_duration_since(std::time::Instant::now()))?
                     }
                     None => transform.run(&input)?,
                 };
+                timings.push(ViewTiming {
+                    view: view.clone(),
+                    transform: true,
+                    elapsed: started.elapsed(),
+                });
                 row_errors.extend(output.row_errors.into_iter().map(|e| (view.clone(), e)));
                 let inputs: Vec<&ViewValues> = values
                     .iter()
@@ -338,6 +365,7 @@ pub fn get_online_features(
         columns,
         row_errors,
         digests,
+        timings,
     })
 }
 
@@ -632,7 +660,9 @@ pub fn array_from_json(
             }
             (FeatureType::Bool, J::Bool(b)) => Value::Bool(*b),
             (FeatureType::Int64, J::Number(n)) => Value::Int64(n.as_i64().ok_or_else(|| wrong(row, got(json)))?),
-            (FeatureType::Float32, J::Number(n)) => Value::Float32(n.as_f64().ok_or_else(|| wrong(row, got(json)))? as f32),
+            (FeatureType::Float32, J::Number(n)) => {
+                Value::Float32(n.as_f64().ok_or_else(|| wrong(row, got(json)))? as f32)
+            }
             (FeatureType::Float64, J::Number(n)) => Value::Float64(n.as_f64().ok_or_else(|| wrong(row, got(json)))?),
             (FeatureType::Utf8, J::String(s)) => Value::Utf8(s.clone()),
             (FeatureType::Timestamp, J::String(s)) => {

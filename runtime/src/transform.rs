@@ -365,7 +365,12 @@ impl Transform {
 }
 
 /// Names what stopped a guest: our time limit, our memory limit, or a trap.
-fn classify_trap(error: wasmtime::Error, instance: &Instance, limits: &Limits, timeout: Duration) -> TransformErrorKind {
+fn classify_trap(
+    error: wasmtime::Error,
+    instance: &Instance,
+    limits: &Limits,
+    timeout: Duration,
+) -> TransformErrorKind {
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return TransformErrorKind::Timeout { limit: timeout };
     }

@@ -20,7 +20,9 @@ pub mod layout;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use redb::{ConcurrencyMode, Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    ConcurrencyMode, Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Digest;

@@ -1,0 +1,194 @@
+//! Streaming ingest (`POST /push`, Feast's push API): rows posted as JSON
+//! columns to a push source go through every materialized view fed by that
+//! source exactly as backfill rows do (the same [`Materializer`]: same
+//! columns, same transform call, same encoding), and are committed in one
+//! durable transaction before [`push`] returns.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use indexmap::IndexMap;
+
+use crate::backfill::{BackfillError, Materializer};
+use crate::catalog::Catalog;
+use crate::online::{self, OnlineError};
+use crate::repo::{SourceKind, ViewKind};
+use crate::store::{PendingRows, Store, ViewRecord, WriteTo};
+use crate::transform::RowError;
+use crate::types::arrow_schema;
+
+/// What a push stored.
+#[derive(Debug, Clone)]
+pub struct PushSummary {
+    /// Rows received (each is stored once per view).
+    pub rows: usize,
+    /// The views written.
+    pub views: Vec<String>,
+    /// The store commit holding them.
+    pub commit: u64,
+    /// Rows the transforms reported as failed (stored with null features), by view.
+    pub row_errors: Vec<(String, RowError)>,
+}
+
+/// A push that was refused or failed. Nothing of it is stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushError {
+    /// No source of that name.
+    #[error("unknown push source `{name}` (push sources: {known})")]
+    UnknownSource {
+        /// The name asked for.
+        name: String,
+        /// The push sources there are.
+        known: String,
+    },
+    /// The source exists but is not a push source.
+    #[error("source `{0}` is not a push source: only sources with `type = \"push\"` take pushed rows")]
+    NotPush(String),
+    /// No materialized view reads the push source.
+    #[error("no materialized view reads push source `{0}`: set a view's `source` to it")]
+    NoViews(String),
+    /// A column a view needs is missing from `df`.
+    #[error("`df` lacks column `{column}` ({data_type}), needed by feature view `{view}`")]
+    MissingColumn {
+        /// The view.
+        view: String,
+        /// The column.
+        column: String,
+        /// Its type.
+        data_type: crate::types::FeatureType,
+    },
+    /// A row without an event time or a join key.
+    #[error("row {row}: `{column}` is null; every pushed row needs its join keys and event time")]
+    NullKey {
+        /// The row (0-based).
+        row: usize,
+        /// The column.
+        column: String,
+    },
+    /// A column of the wrong type, or columns of different lengths.
+    #[error(transparent)]
+    Column(#[from] OnlineError),
+    /// The view was never applied.
+    #[error("feature view `{0}` is not in the store's registry: run `skewless apply`")]
+    NotApplied(String),
+    /// The transform or the store failed.
+    #[error(transparent)]
+    Materialize(#[from] BackfillError),
+}
+
+/// Stores `df` (columns of JSON values, one per source column; others are
+/// ignored) through every materialized view reading `source`, in one
+/// transaction, on the side(s) `to` names. `timeout` caps each transform call.
+pub fn push(
+    catalog: &Catalog,
+    store: &Store,
+    records: &BTreeMap<String, ViewRecord>,
+    source: &str,
+    df: &IndexMap<String, Vec<serde_json::Value>>,
+    to: WriteTo,
+    timeout: Option<Duration>,
+) -> Result<PushSummary, PushError> {
+    let repo = &catalog.repo;
+    match repo.sources.get(source).map(|s| &s.kind) {
+        Some(SourceKind::Push { .. }) => {}
+        Some(_) => return Err(PushError::NotPush(source.to_string())),
+        None => {
+            let known: Vec<&str> = repo
+                .sources
+                .iter()
+                .filter(|(_, s)| matches!(s.kind, SourceKind::Push { .. }))
+                .map(|(name, _)| name.as_str())
+                .collect();
+            return Err(PushError::UnknownSource {
+                name: source.to_string(),
+                known: known.join(", "),
+            });
+        }
+    }
+    let views: Vec<_> = repo
+        .views
+        .values()
+        .filter(|v| matches!(&v.kind, ViewKind::Materialized { source: s, .. } if s == source))
+        .collect();
+    if views.is_empty() {
+        return Err(PushError::NoViews(source.to_string()));
+    }
+    let rows = df.values().map(Vec::len).max().unwrap_or(0);
+    if let Some((name, column)) = df.iter().find(|(_, c)| c.len() != rows) {
+        let (first, _) = df
+            .iter()
+            .find(|(_, c)| c.len() == rows)
+            .expect("some column has the most rows");
+        return Err(OnlineError::Length {
+            first: first.clone(),
+            column: name.clone(),
+            expected: rows,
+            actual: column.len(),
+        }
+        .into());
+    }
+
+    let mut pending = Vec::new();
+    let mut row_errors = Vec::new();
+    for view in &views {
+        let record = records
+            .get(&view.name)
+            .ok_or_else(|| PushError::NotApplied(view.name.clone()))?;
+        let digest = catalog
+            .transform(&view.name)
+            .ok_or_else(|| PushError::NotApplied(view.name.clone()))?
+            .digest();
+        let digest_id = store.digest_id(&digest).map_err(BackfillError::from)?;
+        let materializer = Materializer::new(catalog, view, record, digest_id)?;
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(materializer.needed.len());
+        for field in &materializer.needed {
+            let array = match df.get(&field.name) {
+                Some(values) => online::array_from_json(&field.name, values, field.data_type)?,
+                // No created time: the row sorts before any with one, as in Feast.
+                None if Some(&field.name) == materializer.source.created_column.as_ref() => {
+                    arrow_array::new_null_array(&field.data_type.arrow(), rows)
+                }
+                None => {
+                    return Err(PushError::MissingColumn {
+                        view: view.name.clone(),
+                        column: field.name.clone(),
+                        data_type: field.data_type,
+                    });
+                }
+            };
+            arrays.push(array);
+        }
+        let batch = RecordBatch::try_new_with_options(
+            arrow_schema(&materializer.needed),
+            arrays,
+            &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .expect("arrays built to the schema");
+        let keep = materializer.keep(&batch, None, None)?;
+        if let Some(row) = (0..rows).find(|row| !keep.value(*row)) {
+            let column = record
+                .join_keys
+                .iter()
+                .map(|k| &k.name)
+                .chain([&materializer.source.timestamp_column])
+                .find(|name| batch.column_by_name(name).is_some_and(|c| c.is_null(row)))
+                .cloned()
+                .unwrap_or_default();
+            return Err(PushError::NullKey { row, column });
+        }
+        let mut rows_out = PendingRows::default();
+        let errors = materializer.add(&batch, &mut rows_out, timeout)?;
+        row_errors.extend(errors.into_iter().map(|e| (view.name.clone(), e)));
+        pending.push((record, rows_out));
+    }
+    let mut writes: Vec<(&ViewRecord, &mut PendingRows)> = pending.iter_mut().map(|(r, p)| (*r, p)).collect();
+    let commit = store.write_views(&mut writes, to).map_err(BackfillError::from)?;
+    Ok(PushSummary {
+        rows,
+        views: views.iter().map(|v| v.name.clone()).collect(),
+        commit,
+        row_errors,
+    })
+}

@@ -1,0 +1,198 @@
+//! The wire format: Feast's feature-server JSON, request and response, plus
+//! our additions (lineage, push summaries, errors). These types are the
+//! source of the OpenAPI document, so what is served is what is documented.
+
+use std::collections::BTreeMap;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use skewless_runtime::online::{self, OnlineResponse};
+use skewless_runtime::push::PushSummary;
+use skewless_runtime::{WriteTo, time};
+use utoipa::ToSchema;
+
+/// `POST /get-online-features`, as Feast's feature server takes it.
+/// Unknown fields are ignored: Feast clients add some from version to version.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "features": ["driver_hourly_stats:conv_rate", "transformed_conv_rate:conv_rate_plus_val1"],
+    "entities": {"driver_id": [1001, 1002], "val_to_add": [1000, 1001]},
+    "full_feature_names": false
+}))]
+pub struct GetOnlineFeaturesRequest {
+    /// Feature references, `view:feature` (or `view` for all its features).
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// A feature service, instead of or besides `features`.
+    #[serde(default)]
+    pub feature_service: Option<String>,
+    /// Join-key columns and request-field columns, one value per entity row.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub entities: IndexMap<String, Vec<serde_json::Value>>,
+    /// Name features `view__feature` rather than `feature`.
+    #[serde(default)]
+    pub full_feature_names: bool,
+    /// Add each view's transform digest to `metadata.lineage`.
+    #[serde(default)]
+    pub include_lineage: bool,
+}
+
+/// The answer: one `results` entry per column, entity keys first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GetOnlineFeaturesResponse {
+    /// Column names, in `results` order.
+    pub metadata: ResponseMetadata,
+    /// One entry per column.
+    pub results: Vec<FeatureColumn>,
+}
+
+/// Column names, and lineage when asked for.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResponseMetadata {
+    /// Names of the columns of `results`, in order.
+    pub feature_names: Vec<String>,
+    /// Transform digest (sha256, hex) per view read, with `include_lineage`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<BTreeMap<String, String>>,
+}
+
+/// One column: a value, a status and an event time per entity row.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeatureColumn {
+    /// Values (`null` when not present).
+    #[schema(value_type = Vec<Object>)]
+    pub values: Vec<serde_json::Value>,
+    /// `PRESENT`, `NULL_VALUE`, `NOT_FOUND` or `OUTSIDE_MAX_AGE`.
+    #[schema(value_type = Vec<String>)]
+    pub statuses: Vec<online::Status>,
+    /// Event time of each value, RFC 3339 (`1970-01-01T00:00:00Z` when none, as Feast does).
+    pub event_timestamps: Vec<String>,
+}
+
+/// The epoch, Feast's event time for values that have none.
+const NO_EVENT_TIME: &str = "1970-01-01T00:00:00Z";
+
+impl GetOnlineFeaturesResponse {
+    /// The Feast-shaped form of a runtime answer (also `skewless get --json`).
+    pub fn from_online(response: &OnlineResponse, include_lineage: bool) -> Self {
+        let results = response
+            .columns
+            .iter()
+            .map(|c| FeatureColumn {
+                values: (0..c.values.len())
+                    .map(|row| online::value_json(c.values.as_ref(), row))
+                    .collect(),
+                statuses: c.statuses.clone(),
+                event_timestamps: c
+                    .event_timestamps
+                    .iter()
+                    .map(|t| t.map_or_else(|| NO_EVENT_TIME.to_string(), time::format_timestamp))
+                    .collect(),
+            })
+            .collect();
+        GetOnlineFeaturesResponse {
+            metadata: ResponseMetadata {
+                feature_names: response.columns.iter().map(|c| c.name.clone()).collect(),
+                lineage: include_lineage.then(|| response.digests.clone()),
+            },
+            results,
+        }
+    }
+}
+
+/// `POST /push`, as Feast's feature server takes it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "push_source_name": "driver_stats_push_source",
+    "df": {"driver_id": [1001], "event_timestamp": ["2022-05-13 10:59:42"], "created": ["2022-05-13 10:59:42"],
+           "conv_rate": [1.0], "acc_rate": [1.0], "avg_daily_trips": [1000]},
+    "to": "online_and_offline"
+}))]
+pub struct PushRequest {
+    /// A source with `type = "push"`.
+    pub push_source_name: String,
+    /// Columns of rows: join keys, the event-time column, the transform's inputs.
+    #[schema(value_type = Object)]
+    pub df: IndexMap<String, Vec<serde_json::Value>>,
+    /// `online` (the default, as in Feast), `offline` or `online_and_offline`.
+    #[serde(default = "default_push_target")]
+    #[schema(value_type = String)]
+    pub to: WriteTo,
+}
+
+fn default_push_target() -> WriteTo {
+    WriteTo::Online
+}
+
+/// What a push stored (durably, before this answer was sent).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PushResponse {
+    /// Rows received.
+    pub rows: usize,
+    /// Feature views written.
+    pub views: Vec<String>,
+    /// The store commit holding them.
+    pub commit: u64,
+    /// Rows whose transform failed: stored with null features.
+    pub row_errors: Vec<RowErrorBody>,
+}
+
+/// A row a transform reported as failed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RowErrorBody {
+    /// The view.
+    pub view: String,
+    /// The row, 0-based.
+    pub row: usize,
+    /// The transform's message.
+    pub message: String,
+}
+
+impl From<PushSummary> for PushResponse {
+    fn from(summary: PushSummary) -> Self {
+        PushResponse {
+            rows: summary.rows,
+            views: summary.views,
+            commit: summary.commit,
+            row_errors: summary
+                .row_errors
+                .into_iter()
+                .map(|(view, e)| RowErrorBody {
+                    view,
+                    row: e.row,
+                    message: e.message,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `GET /health`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: &'static str,
+    /// The repo's project.
+    pub project: String,
+    /// Feature views served.
+    pub views: usize,
+    /// Seconds since the server started.
+    pub uptime_secs: u64,
+}
+
+/// Every error: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for programs (`code`) and for people (`message`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, snake_case: `malformed_json`, `unknown_feature`, `wrong_type`, ...
+    pub code: String,
+    /// What is wrong and, where it helps, what to do.
+    pub message: String,
+}

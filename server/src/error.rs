@@ -1,0 +1,120 @@
+//! One error type for every handler. Client mistakes are 4xx with a message
+//! that names the field; server faults are 5xx, logged in full, and answered
+//! without internals. A transform that fails is the deployed component's
+//! fault: 5xx, with the transform's own message (it is the user's code).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use skewless_runtime::backfill::BackfillError;
+use skewless_runtime::online::OnlineError;
+use skewless_runtime::push::PushError;
+use skewless_runtime::{StoreError, TransformError, TransformErrorKind};
+
+use crate::api::{ErrorBody, ErrorDetail};
+
+/// An error answered as `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code.
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A client mistake.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A server fault: logged here with its details, answered without them.
+    fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {error}");
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "internal error; the server log has the details".into(),
+        }
+    }
+
+    fn store(error: StoreError) -> Self {
+        Self::internal(error)
+    }
+
+    fn transform(error: TransformError) -> Self {
+        let (status, code) = match &error.kind {
+            TransformErrorKind::Timeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "transform_timeout"),
+            TransformErrorKind::MemoryLimit { .. } => (StatusCode::SERVICE_UNAVAILABLE, "transform_memory_limit"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "transform_failed"),
+        };
+        tracing::warn!("{error}");
+        ApiError {
+            status,
+            code,
+            message: error.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<OnlineError> for ApiError {
+    fn from(error: OnlineError) -> Self {
+        let code = match &error {
+            OnlineError::UnknownView { .. } => "unknown_feature_view",
+            OnlineError::UnknownFeature { .. } => "unknown_feature",
+            OnlineError::UnknownService(_) => "unknown_feature_service",
+            OnlineError::BadReference(_) => "bad_feature_reference",
+            OnlineError::MissingJoinKey { .. } => "missing_join_key",
+            OnlineError::MissingRequestField { .. } => "missing_request_field",
+            OnlineError::WrongType { .. } => "wrong_type",
+            OnlineError::Length { .. } => "length_mismatch",
+            _ => {
+                return match error {
+                    OnlineError::Transform(e) => Self::transform(e),
+                    OnlineError::Store(e) => Self::store(e),
+                    other => Self::internal(other),
+                };
+            }
+        };
+        ApiError::bad_request(code, error.to_string())
+    }
+}
+
+impl From<PushError> for ApiError {
+    fn from(error: PushError) -> Self {
+        let code = match &error {
+            PushError::UnknownSource { .. } => "unknown_push_source",
+            PushError::NotPush(_) => "not_a_push_source",
+            PushError::NoViews(_) => "no_views_for_push_source",
+            PushError::MissingColumn { .. } => "missing_column",
+            PushError::NullKey { .. } => "null_key",
+            _ => {
+                return match error {
+                    PushError::Column(e) => e.into(),
+                    PushError::Materialize(BackfillError::Transform(e)) => Self::transform(e),
+                    PushError::Materialize(BackfillError::Store(e)) => Self::store(e),
+                    other => Self::internal(other),
+                };
+            }
+        };
+        ApiError::bad_request(code, error.to_string())
+    }
+}

@@ -1,0 +1,64 @@
+//! The Skewless online feature server (`skewless serve`).
+//!
+//! Feast's HTTP API (`/get-online-features`, `/push`) over the runtime's
+//! store and transforms, on axum and tokio, plus `/health`, `/metrics`
+//! (Prometheus), `/v1/catalog` and `/openapi.json`. On-demand views run at
+//! request time through the same `Transform::run` as backfill, and pushes
+//! go through the backfill's own materialization path, so served values are
+//! bit-identical to stored and training values.
+//!
+//! Reads run on the async workers (they take microseconds; a transform is
+//! cut off at the request's time limit); durable push commits run on the
+//! blocking pool. Readers never wait for a writer: each read is a redb
+//! snapshot, and a backfill in another process shows up when it commits.
+
+#![deny(missing_docs)]
+
+mod api;
+mod error;
+mod metrics;
+mod routes;
+mod state;
+
+use std::future::Future;
+
+pub use api::{
+    ErrorBody, ErrorDetail, FeatureColumn, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest,
+    PushResponse, ResponseMetadata, RowErrorBody,
+};
+pub use error::ApiError;
+pub use routes::{app, openapi_json};
+pub use state::{AppState, Server, ServerLimits, StartError};
+
+/// Serves `state` on `listener` until `shutdown` resolves; then stops
+/// accepting, lets in-flight requests finish, and returns (the store closes
+/// when the last reference to the state is dropped).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

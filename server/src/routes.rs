@@ -1,0 +1,258 @@
+//! Routes and thin handlers: parse, call [`Server`], answer. Bodies are read
+//! as bytes and parsed as JSON whatever their content type, because the curl
+//! lines in Feast's documentation send none.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+
+use crate::api::{
+    ErrorBody, ErrorDetail, FeatureColumn, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest,
+    PushResponse, ResponseMetadata, RowErrorBody,
+};
+use crate::error::ApiError;
+use crate::state::{AppState, Server};
+
+/// The whole HTTP API over `state`; tests call it with or without a socket.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/get-online-features", post(get_online_features))
+        .route("/push", post(push))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/catalog", get(catalog))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Skewless feature server",
+        description = "Feast-compatible online features, computed by the same WebAssembly components as training data."
+    ),
+    paths(get_online_features, push, health, metrics, catalog, openapi),
+    components(schemas(
+        GetOnlineFeaturesRequest,
+        GetOnlineFeaturesResponse,
+        ResponseMetadata,
+        FeatureColumn,
+        PushRequest,
+        PushResponse,
+        RowErrorBody,
+        Health,
+        ErrorBody,
+        ErrorDetail
+    ))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document, generated from the handlers and types above.
+pub fn openapi_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes")
+}
+
+/// The error code of an answer, for the metrics middleware.
+#[derive(Clone, Copy)]
+struct ErrorCode(&'static str);
+
+/// Times every request, applies the per-request time limit, counts answers
+/// and errors, and logs one line per request at debug level.
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| match p.as_str() {
+            "/get-online-features" => "/get-online-features",
+            "/push" => "/push",
+            "/health" => "/health",
+            "/metrics" => "/metrics",
+            "/v1/catalog" => "/v1/catalog",
+            "/openapi.json" => "/openapi.json",
+            _ => "other",
+        });
+    let method = request.method().clone();
+    let response = match tokio::time::timeout(state.limits.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "request_timeout",
+            message: format!(
+                "the request took longer than {:?} (`skewless serve --request-timeout`)",
+                state.limits.request_timeout
+            ),
+        }
+        .into_response(),
+    };
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    state.metrics.request(route, status, elapsed);
+    if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
+        state.metrics.error(route, code);
+    }
+    tracing::debug!(%method, route, status, micros = elapsed.as_micros() as u64, "request");
+    response
+}
+
+/// Reads a JSON body: 413 past the size limit, 400 naming line and column
+/// for malformed JSON or a field of the wrong shape.
+fn parse<T: DeserializeOwned>(state: &Server, body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "body_too_large",
+                message: format!(
+                    "the request body is larger than {} bytes (`skewless serve --max-body-bytes`)",
+                    state.limits.max_body_bytes
+                ),
+            }
+        } else {
+            ApiError::bad_request("bad_body", rejection.body_text())
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        if e.is_data() {
+            ApiError::bad_request(
+                "invalid_request",
+                format!("the request does not have the expected shape: {e}"),
+            )
+        } else {
+            ApiError::bad_request("malformed_json", format!("the request body is not valid JSON: {e}"))
+        }
+    })
+}
+
+impl IntoResponse for ApiErrorResponse {
+    fn into_response(self) -> Response {
+        let code = self.0.code;
+        let mut response = self.0.into_response();
+        response.extensions_mut().insert(ErrorCode(code));
+        response
+    }
+}
+
+/// [`ApiError`] as answered by a handler: tagged with its code for the metrics.
+struct ApiErrorResponse(ApiError);
+
+impl From<ApiError> for ApiErrorResponse {
+    fn from(error: ApiError) -> Self {
+        ApiErrorResponse(error)
+    }
+}
+
+type Answer<T> = Result<Json<T>, ApiErrorResponse>;
+
+/// Online features for entity rows (Feast's `get-online-features`).
+#[utoipa::path(
+    post,
+    path = "/get-online-features",
+    request_body = GetOnlineFeaturesRequest,
+    responses(
+        (status = 200, description = "One column per key and feature", body = GetOnlineFeaturesResponse),
+        (status = 400, description = "Malformed JSON, unknown feature or view, wrong key type, missing field, too many rows", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 500, description = "An on-demand transform failed", body = ErrorBody),
+        (status = 503, description = "An on-demand transform, or the request, ran out of time or memory", body = ErrorBody),
+    )
+)]
+async fn get_online_features(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer<GetOnlineFeaturesResponse> {
+    let started = Instant::now();
+    let request = parse(&state, body)?;
+    Ok(Json(state.get_online_features(request, started)?))
+}
+
+/// Rows to store through the views of a push source (Feast's `push`);
+/// answered once they are committed durably.
+#[utoipa::path(
+    post,
+    path = "/push",
+    request_body = PushRequest,
+    responses(
+        (status = 200, description = "Stored", body = PushResponse),
+        (status = 400, description = "Malformed JSON, unknown source, missing column, wrong type, too many rows", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 500, description = "A transform failed the batch; nothing was stored", body = ErrorBody),
+    )
+)]
+async fn push(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Answer<PushResponse> {
+    let started = Instant::now();
+    let request: PushRequest = parse(&state, body)?;
+    // A durable commit waits on the disk: off the async workers.
+    let response = tokio::task::spawn_blocking(move || state.push(request, started))
+        .await
+        .map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: format!("the push task failed: {e}"),
+        })??;
+    Ok(Json(response))
+}
+
+/// Whether the server is up and its store answers.
+#[utoipa::path(get, path = "/health", responses((status = 200, body = Health), (status = 500, body = ErrorBody)))]
+async fn health(State(state): State<AppState>) -> Answer<Health> {
+    Ok(Json(state.health()?))
+}
+
+/// Prometheus metrics, text format.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.encode(),
+    )
+}
+
+/// The registry: entities, sources, views (with digests) and services.
+#[utoipa::path(get, path = "/v1/catalog", responses((status = 200, description = "The registry", body = Object), (status = 500, body = ErrorBody)))]
+async fn catalog(State(state): State<AppState>) -> Answer<serde_json::Value> {
+    Ok(Json(state.catalog_json()?))
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "OpenAPI 3", body = Object)))]
+async fn openapi(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], state.openapi.clone())
+}
+
+async fn not_found(request: Request) -> ApiErrorResponse {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "not_found",
+        message: format!("no route {}; see GET /openapi.json", request.uri().path()),
+    }
+    .into()
+}
+
+async fn method_not_allowed(request: Request) -> ApiErrorResponse {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: format!(
+            "{} is not allowed on {}; see GET /openapi.json",
+            request.method(),
+            request.uri().path()
+        ),
+    }
+    .into()
+}

@@ -1,0 +1,210 @@
+//! The server's state and the work behind each route. Handlers in
+//! `routes` only parse and answer; what a request means lives here, on top
+//! of the runtime's one read path ([`online::get_online_features`]) and one
+//! write path ([`push::push`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use skewless_runtime::online::{self, OnlineRequest};
+use skewless_runtime::push;
+use skewless_runtime::store::ViewRecord;
+use skewless_runtime::{Catalog, FeatureType, Store, StoreError, backfill};
+
+use crate::api::{GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest, PushResponse};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Limits on what one request may ask; each refusal is a 4xx that names the flag.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Largest request body, in bytes (`--max-body-bytes`).
+    pub max_body_bytes: usize,
+    /// Most entity rows in a read, or rows in a push (`--max-rows`).
+    pub max_rows: usize,
+    /// Time for one request, transform calls included (`--request-timeout`).
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_body_bytes: 4 << 20,
+            max_rows: 10_000,
+            request_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The server cannot start on this repo and store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A view differs from what `skewless apply` recorded.
+    #[error(transparent)]
+    NotApplied(#[from] backfill::BackfillError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Everything a request needs, shared by all of them.
+pub struct Server {
+    catalog: Catalog,
+    store: Store,
+    records: BTreeMap<String, ViewRecord>,
+    /// Types of every join key and request field, by name.
+    entity_columns: IndexMap<String, FeatureType>,
+    pub(crate) limits: ServerLimits,
+    pub(crate) metrics: Metrics,
+    pub(crate) openapi: String,
+    started: Instant,
+}
+
+/// What handlers get: the server, shared.
+pub type AppState = Arc<Server>;
+
+impl Server {
+    /// A server for `catalog` over `store`, provided every view is applied
+    /// as the repo declares it now (else: run `skewless apply`).
+    pub fn new(catalog: Catalog, store: Store, limits: ServerLimits) -> Result<AppState, StartError> {
+        let records = store.views()?;
+        for view in catalog.repo.views.values() {
+            backfill::applied_record(&catalog, view, records.get(&view.name))?;
+        }
+        let entity_columns = catalog.repo.request_columns();
+        Ok(Arc::new(Server {
+            catalog,
+            store,
+            records,
+            entity_columns,
+            limits,
+            metrics: Metrics::default(),
+            openapi: crate::routes::openapi_json(),
+            started: Instant::now(),
+        }))
+    }
+
+    /// The repo being served.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// `POST /get-online-features`.
+    pub fn get_online_features(
+        &self,
+        request: GetOnlineFeaturesRequest,
+        started: Instant,
+    ) -> Result<GetOnlineFeaturesResponse, ApiError> {
+        let features = online::resolve_features(&self.catalog, &request.features, request.feature_service.as_deref())?;
+        if features.is_empty() {
+            return Err(ApiError::bad_request(
+                "no_features",
+                "say which features to read: `features` (e.g. [\"view:feature\"]) or `feature_service`",
+            ));
+        }
+        self.check_rows(
+            request.entities.values().map(Vec::len).max().unwrap_or(0),
+            "entity rows",
+        )?;
+        let mut entities = IndexMap::with_capacity(request.entities.len());
+        for (name, values) in &request.entities {
+            let Some(data_type) = self.entity_columns.get(name) else {
+                return Err(ApiError::bad_request(
+                    "unknown_entity_column",
+                    format!(
+                        "`entities.{name}` is neither a join key nor a request field (known: {})",
+                        self.entity_columns.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            };
+            entities.insert(name.clone(), online::array_from_json(name, values, *data_type)?);
+        }
+        let reader = self.store.reader().map_err(online::OnlineError::from)?;
+        let read = OnlineRequest {
+            features,
+            entities,
+            full_feature_names: request.full_feature_names,
+            at: None,
+            deadline: Some(started + self.limits.request_timeout),
+        };
+        let response = online::get_online_features(&self.catalog, &self.records, &reader, &read).inspect_err(|e| {
+            if let online::OnlineError::Transform(t) = e {
+                self.metrics.view_error(&t.view);
+            }
+        })?;
+        for timing in &response.timings {
+            self.metrics.view(&timing.view, timing.transform, timing.elapsed);
+        }
+        Ok(GetOnlineFeaturesResponse::from_online(
+            &response,
+            request.include_lineage,
+        ))
+    }
+
+    /// `POST /push`: blocks until the rows are committed durably.
+    pub fn push(&self, request: PushRequest, started: Instant) -> Result<PushResponse, ApiError> {
+        self.check_rows(request.df.values().map(Vec::len).max().unwrap_or(0), "rows")?;
+        let budget = self.limits.request_timeout.saturating_sub(started.elapsed());
+        let begun = Instant::now();
+        let summary = push::push(
+            &self.catalog,
+            &self.store,
+            &self.records,
+            &request.push_source_name,
+            &request.df,
+            request.to,
+            Some(budget),
+        )
+        .inspect_err(|e| {
+            if let push::PushError::Materialize(backfill::BackfillError::Transform(t)) = e {
+                self.metrics.view_error(&t.view);
+            }
+        })?;
+        self.metrics.store_write(begun.elapsed());
+        Ok(summary.into())
+    }
+
+    /// `GET /health`: the store answers a read.
+    pub fn health(&self) -> Result<Health, ApiError> {
+        self.store.reader().map_err(online::OnlineError::from)?;
+        Ok(Health {
+            status: "ok",
+            project: self.catalog.repo.project.clone(),
+            views: self.catalog.repo.views.len(),
+            uptime_secs: self.started.elapsed().as_secs(),
+        })
+    }
+
+    /// `GET /v1/catalog`: the registry as `skewless apply` recorded it.
+    pub fn catalog_json(&self) -> Result<serde_json::Value, ApiError> {
+        let mut out = serde_json::Map::new();
+        out.insert("project".into(), self.catalog.repo.project.clone().into());
+        for kind in ["entity", "source", "view", "service"] {
+            let records = self
+                .store
+                .records(&format!("{kind}/"))
+                .map_err(online::OnlineError::from)?;
+            out.insert(
+                format!("{kind}s").replace("entitys", "entities"),
+                serde_json::to_value(records).expect("JSON values serialize"),
+            );
+        }
+        Ok(serde_json::Value::Object(out))
+    }
+
+    fn check_rows(&self, rows: usize, what: &str) -> Result<(), ApiError> {
+        if rows > self.limits.max_rows {
+            return Err(ApiError::bad_request(
+                "too_many_rows",
+                format!(
+                    "{rows} {what} in one request; the limit is {} (`skewless serve --max-rows`)",
+                    self.limits.max_rows
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
