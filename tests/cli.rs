@@ -9,35 +9,10 @@ use arrow_array::types::{Float32Type, Int64Type, TimestampMicrosecondType};
 use common::*;
 use skewless_runtime::samples;
 
-/// Data ending at the current hour, so the 1-day TTL does not expire it.
-fn fresh_driver_repo() -> TempRepo {
-    let end = skewless_runtime::time::now_micros() / 3_600_000_000 * 3_600_000_000 + 3_600_000_000;
-    let repo = TempRepo::with_data("driver_stats", end);
-    repo.ok(&["apply"]);
-    repo.ok(&["backfill"]);
-    repo
-}
-
-fn newest_row(driver: i64, end: i64) -> (f32, f32, i64) {
-    let batch = samples::driver_stats(1_000, 720, end, 42);
-    let ids = batch.column(0).as_primitive::<Int64Type>();
-    let times = batch.column(1).as_primitive::<TimestampMicrosecondType>();
-    let created = batch.column(2).as_primitive::<TimestampMicrosecondType>();
-    let best = (0..batch.num_rows())
-        .filter(|r| ids.value(*r) == driver)
-        .max_by_key(|r| (times.value(*r), created.value(*r)))
-        .unwrap();
-    (
-        batch.column(3).as_primitive::<Float32Type>().value(best),
-        batch.column(4).as_primitive::<Float32Type>().value(best),
-        batch.column(5).as_primitive::<Int64Type>().value(best),
-    )
-}
-
 #[test]
 fn get_returns_the_newest_stored_values_and_computes_on_demand_views() {
     let repo = fresh_driver_repo();
-    let end = skewless_runtime::time::now_micros() / 3_600_000_000 * 3_600_000_000 + 3_600_000_000;
+    let end = next_hour();
     let out = repo.ok(&[
         "get",
         "--entity",

@@ -158,11 +158,18 @@ pub enum TransformErrorKind {
     },
     /// The call ran past its time limit.
     #[error(
-        "transform ran past its time limit of {limit:?} and was stopped (raise `limits.timeout_ms` of the view if this is expected)"
+        "transform ran past {} of {} ms and was stopped ({})",
+        if *caller { "the time left for the request" } else { "its time limit" },
+        limit.as_millis(),
+        if *caller { "raise the caller's limit, e.g. `skewless serve --request-timeout`, if this is expected" }
+        else { "raise `limits.timeout_ms` of the view if this is expected" }
     )]
     Timeout {
         /// The limit.
         limit: Duration,
+        /// Whether the caller's limit (a request's remaining time) was the
+        /// shorter one, rather than the view's own.
+        caller: bool,
     },
     /// The guest tried to grow its memory past the limit.
     #[error(

@@ -372,7 +372,10 @@ fn classify_trap(
     timeout: Duration,
 ) -> TransformErrorKind {
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return TransformErrorKind::Timeout { limit: timeout };
+        return TransformErrorKind::Timeout {
+            limit: timeout,
+            caller: timeout < limits.timeout(),
+        };
     }
     if instance.store.data().limiter.hit {
         return TransformErrorKind::MemoryLimit {

@@ -2,7 +2,7 @@
 //! as bytes and parsed as JSON whatever their content type, because the curl
 //! lines in Feast's documentation send none.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -88,7 +88,11 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
             _ => "other",
         });
     let method = request.method().clone();
-    let response = match tokio::time::timeout(state.limits.request_timeout, next.run(request)).await {
+    // Transform calls stop at the request's deadline and say which view ran
+    // out of time; this outer limit, a little later, is the backstop for the
+    // rest (a client trickling its body, say).
+    let backstop = state.limits.request_timeout + Duration::from_millis(100);
+    let response = match tokio::time::timeout(backstop, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -177,8 +181,26 @@ async fn get_online_features(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer<GetOnlineFeaturesResponse> {
     let started = Instant::now();
-    let request = parse(&state, body)?;
-    Ok(Json(state.get_online_features(request, started)?))
+    let request: GetOnlineFeaturesRequest = parse(&state, body)?;
+    if !state.runs_transforms(&request) {
+        // Store reads only: microseconds, fine on an async worker.
+        return Ok(Json(state.get_online_features(request, started)?));
+    }
+    let response = blocking(move || state.get_online_features(request, started)).await?;
+    Ok(Json(response))
+}
+
+/// Runs `work` on tokio's blocking pool: transform calls (a guest may run to
+/// its time limit, and WASI's host calls block on a runtime of their own)
+/// and durable commits (they wait on the disk) never hold an async worker.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        code: "internal",
+        message: format!("the request's task failed: {e}"),
+    })?
 }
 
 /// Rows to store through the views of a push source (Feast's `push`);
@@ -197,14 +219,7 @@ async fn get_online_features(
 async fn push(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Answer<PushResponse> {
     let started = Instant::now();
     let request: PushRequest = parse(&state, body)?;
-    // A durable commit waits on the disk: off the async workers.
-    let response = tokio::task::spawn_blocking(move || state.push(request, started))
-        .await
-        .map_err(|e| ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "internal",
-            message: format!("the push task failed: {e}"),
-        })??;
+    let response = blocking(move || state.push(request, started)).await?;
     Ok(Json(response))
 }
 

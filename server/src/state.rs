@@ -92,6 +92,22 @@ impl Server {
         &self.catalog
     }
 
+    /// Whether answering `request` calls a transform (it names an on-demand
+    /// view); unknown names are left for the read to report.
+    pub fn runs_transforms(&self, request: &GetOnlineFeaturesRequest) -> bool {
+        let views = &self.catalog.repo.views;
+        let on_demand = |view: &str| views.get(view).is_some_and(|v| !v.is_materialized());
+        let service = request
+            .feature_service
+            .as_ref()
+            .and_then(|s| self.catalog.repo.services.get(s));
+        request
+            .features
+            .iter()
+            .any(|f| on_demand(f.split(':').next().unwrap_or_default()))
+            || service.is_some_and(|s| s.features.iter().any(|f| on_demand(&f.view)))
+    }
+
     /// `POST /get-online-features`.
     pub fn get_online_features(
         &self,

@@ -182,3 +182,147 @@ pub fn assert_bit_identical(left: &RecordBatch, right: &RecordBatch) {
         }
     }
 }
+
+/// `skewless serve` running on a free loopback port for one test; killed
+/// when dropped unless [`ServerProcess::stop`] stopped it first.
+pub struct ServerProcess {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    agent: ureq::Agent,
+}
+
+impl TempRepo {
+    /// Starts `skewless serve --addr 127.0.0.1:0 ARGS` on this repo and waits
+    /// until it listens.
+    pub fn serve(&self, args: &[&str]) -> ServerProcess {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_skewless"))
+            .args([
+                "--repo",
+                self.path().to_str().unwrap(),
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+            ])
+            .args(args)
+            .env(
+                "SKEWLESS_CACHE_DIR",
+                PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
+            )
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("skewless serve starts");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("on http://").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the server did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        ServerProcess {
+            child,
+            base: format!("http://{addr}"),
+            log,
+            agent,
+        }
+    }
+}
+
+impl ServerProcess {
+    /// POSTs `body` (sent as is, with no content type, as Feast's curl lines do)
+    /// and returns the status and the body parsed as JSON.
+    pub fn post(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let mut response = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .send(body)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}\nserver log:\n{}", self.log()));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {path}: not JSON ({e}): {text}"));
+        (status, json)
+    }
+
+    /// GETs `path`: the status and the body as text.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let mut response = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        (
+            response.status().as_u16(),
+            response.body_mut().read_to_string().unwrap(),
+        )
+    }
+
+    /// What the server printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits: the exit status and the log.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        (status, self.log())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The end of the current hour: data ending there is fresh for a 1-day TTL.
+pub fn next_hour() -> i64 {
+    skewless_runtime::time::now_micros() / 3_600_000_000 * 3_600_000_000 + 3_600_000_000
+}
+
+/// Data ending at the current hour, so the 1-day TTL does not expire it.
+pub fn fresh_driver_repo() -> TempRepo {
+    let end = next_hour();
+    let repo = TempRepo::with_data("driver_stats", end);
+    repo.ok(&["apply"]);
+    repo.ok(&["backfill"]);
+    repo
+}
+
+/// The newest generated source row of `driver` (by event time, then created),
+/// found by a brute-force scan: conv_rate, acc_rate, avg_daily_trips.
+pub fn newest_row(driver: i64, end: i64) -> (f32, f32, i64) {
+    let batch = samples::driver_stats(1_000, 720, end, 42);
+    let ids = batch.column(0).as_primitive::<Int64Type>();
+    let times = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+    let created = batch.column(2).as_primitive::<TimestampMicrosecondType>();
+    let best = (0..batch.num_rows())
+        .filter(|r| ids.value(*r) == driver)
+        .max_by_key(|r| (times.value(*r), created.value(*r)))
+        .unwrap();
+    (
+        batch.column(3).as_primitive::<Float32Type>().value(best),
+        batch.column(4).as_primitive::<Float32Type>().value(best),
+        batch.column(5).as_primitive::<Int64Type>().value(best),
+    )
+}

@@ -1,0 +1,413 @@
+//! `skewless serve` on a real socket: Feast-shaped requests answered with what
+//! backfill stored and what `skewless get` prints; push then read; every
+//! error class answered with its status and code; hostile transforms failing
+//! only their request; serving during a backfill in another process; and a
+//! graceful SIGTERM.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// The driver_stats example plus on-demand views over the hostile test
+/// components: `trapping` panics on x = 13, `spinning` loops on x < 0.
+fn hostile_driver_repo() -> TempRepo {
+    let repo = TempRepo::with_data("driver_stats", next_hour());
+    let config = repo.path().join("skewless.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    for (view, component) in [("trapping", "trap"), ("spinning", "spin")] {
+        text.push_str(&format!(
+            "\n[views.{view}]\nkind = \"on_demand\"\nsources = [\"hostile_input\"]\ntransform = \"{}\"\n",
+            test_components().join(format!("{component}.wasm")).display()
+        ));
+    }
+    text.push_str("\n[sources.hostile_input]\ntype = \"request\"\nschema = { x = \"int64\" }\n");
+    std::fs::write(&config, text).unwrap();
+    repo.ok(&["apply"]);
+    repo.ok(&["backfill"]);
+    repo
+}
+
+fn column<'a>(response: &'a Value, name: &str) -> &'a Value {
+    let names = response["metadata"]["feature_names"].as_array().unwrap();
+    let index = names
+        .iter()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no column {name} in {response}"));
+    &response["results"][index]
+}
+
+fn error_code(response: &Value) -> &str {
+    response["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error: {response}"))
+}
+
+#[test]
+fn feast_requests_are_answered_with_what_backfill_stored_and_get_prints() {
+    let repo = fresh_driver_repo();
+    let end = next_hour();
+    let server = repo.serve(&[]);
+
+    // Feast's documented request, byte for byte the shape its docs curl.
+    let (status, response) = server.post(
+        "/get-online-features",
+        r#"{
+            "features": [
+                "driver_hourly_stats:conv_rate",
+                "driver_hourly_stats:acc_rate",
+                "driver_hourly_stats:avg_daily_trips",
+                "transformed_conv_rate:conv_rate_plus_val1"
+            ],
+            "entities": {"driver_id": [1001, 1500, 99999], "val_to_add": [1000, 1001, 1002]},
+            "full_feature_names": false,
+            "include_feature_view_version_metadata": false
+        }"#,
+    );
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(
+        response["metadata"]["feature_names"],
+        json!([
+            "driver_id",
+            "conv_rate",
+            "acc_rate",
+            "avg_daily_trips",
+            "conv_rate_plus_val1"
+        ])
+    );
+    assert_eq!(column(&response, "driver_id")["values"], json!([1001, 1500, 99999]));
+    for (row, driver) in [(0, 1001), (1, 1500)] {
+        let (conv, acc, trips) = newest_row(driver, end);
+        assert_eq!(
+            column(&response, "conv_rate")["values"][row].as_f64().unwrap(),
+            conv as f64
+        );
+        assert_eq!(
+            column(&response, "acc_rate")["values"][row].as_f64().unwrap(),
+            acc as f64
+        );
+        assert_eq!(column(&response, "avg_daily_trips")["values"][row], json!(trips));
+        assert_eq!(
+            column(&response, "conv_rate_plus_val1")["values"][row]
+                .as_f64()
+                .unwrap(),
+            conv as f64 + [1000.0, 1001.0][row]
+        );
+        assert_eq!(column(&response, "conv_rate")["statuses"][row], "PRESENT");
+        assert_eq!(
+            column(&response, "conv_rate")["event_timestamps"][row],
+            skewless_runtime::time::format_timestamp(end - 3_600_000_000).as_str()
+        );
+    }
+    // An unknown driver: NOT_FOUND, null values, Feast's epoch timestamp.
+    assert_eq!(column(&response, "conv_rate")["statuses"][2], "NOT_FOUND");
+    assert_eq!(column(&response, "conv_rate")["values"][2], Value::Null);
+    assert_eq!(
+        column(&response, "conv_rate")["event_timestamps"][2],
+        "1970-01-01T00:00:00Z"
+    );
+
+    // The same read through a feature service, with lineage, equals `skewless get --json`
+    // (run while the server holds the store open).
+    let (status, served) = server.post(
+        "/get-online-features",
+        r#"{"feature_service": "driver_activity", "full_feature_names": true, "include_lineage": true,
+            "entities": {"driver_id": [1001, 1500, 99999], "val_to_add": [5, 5, 5]}}"#,
+    );
+    assert_eq!(status, 200, "{served}");
+    let printed: Value = serde_json::from_str(&repo.ok(&[
+        "get",
+        "--entity",
+        "driver_id=1001,1500,99999",
+        "--service",
+        "driver_activity",
+        "--request",
+        "val_to_add=5",
+        "--full-feature-names",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(served, printed);
+    assert_eq!(
+        served["metadata"]["feature_names"][1], "driver_hourly_stats__conv_rate",
+        "full feature names"
+    );
+    let lineage = served["metadata"]["lineage"].as_object().unwrap();
+    assert_eq!(lineage.len(), 2);
+    assert!(lineage.values().all(|d| d.as_str().unwrap().len() == 64));
+}
+
+#[test]
+fn pushed_rows_are_stored_durably_and_read_back_on_the_side_they_were_sent_to() {
+    let repo = fresh_driver_repo();
+    let server = repo.serve(&[]);
+    let read = |driver: i64| {
+        let (status, response) = server.post(
+            "/get-online-features",
+            &format!(r#"{{"features": ["driver_hourly_stats"], "entities": {{"driver_id": [{driver}]}}}}"#),
+        );
+        assert_eq!(status, 200, "{response}");
+        (
+            column(&response, "conv_rate")["values"][0].clone(),
+            column(&response, "avg_daily_trips")["values"][0].clone(),
+        )
+    };
+    let push = |driver: i64, time: &str, trips: i64, to: &str| {
+        server.post(
+            "/push",
+            &format!(
+                r#"{{"push_source_name": "driver_stats_push_source",
+                    "df": {{"driver_id": [{driver}], "event_timestamp": ["{time}"], "created": ["{time}"],
+                           "conv_rate": [0.25], "acc_rate": [0.5], "avg_daily_trips": [{trips}]}},
+                    "to": "{to}"}}"#
+            ),
+        )
+    };
+    let future = skewless_runtime::time::format_timestamp(next_hour() + 60_000_000);
+
+    // online_and_offline: served at once, and in the history.
+    let (status, answer) = push(1001, &future, 4242, "online_and_offline");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["views"], json!(["driver_hourly_stats"]));
+    assert_eq!(read(1001), (json!(0.25), json!(4242)));
+
+    // A brand-new driver, online only.
+    assert_eq!(push(777_777, &future, 7, "online").0, 200);
+    assert_eq!(read(777_777).1, json!(7));
+
+    // offline only: not served (the online value stays), as in Feast.
+    let before = read(1002);
+    assert_eq!(push(1002, &future, 999, "offline").0, 200);
+    assert_eq!(read(1002), before);
+
+    // Durable: a new process reading the store sees the pushed values.
+    drop(server);
+    let printed: Value = serde_json::from_str(&repo.ok(&[
+        "get",
+        "--entity",
+        "driver_id=1001,777777",
+        "--features",
+        "driver_hourly_stats:avg_daily_trips",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(column(&printed, "avg_daily_trips")["values"], json!([4242, 7]));
+}
+
+#[test]
+fn every_bad_request_gets_a_clear_error_and_the_server_keeps_serving() {
+    let repo = hostile_driver_repo();
+    let server = repo.serve(&[
+        "--max-rows",
+        "100",
+        "--max-body-bytes",
+        "20000",
+        "--request-timeout",
+        "300ms",
+    ]);
+    let good = r#"{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {"driver_id": [1001]}}"#;
+    let (_, expected) = server.post("/get-online-features", good);
+
+    let many: Vec<i64> = (0..101).collect();
+    let huge = format!(
+        r#"{{"features": ["driver_hourly_stats"], "entities": {{"driver_id": {:?}}}, "pad": "{}"}}"#,
+        many,
+        "x".repeat(30_000)
+    );
+    let cases: Vec<(&str, String, u16, &str, &str)> = vec![
+        ("/get-online-features", r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"#.into(), 400, "malformed_json", "line 1 column"),
+        ("/get-online-features", r#"{"features": "driver_hourly_stats", "entities": {}}"#.into(), 400, "invalid_request", "expected a sequence"),
+        ("/get-online-features", r#"{"features": ["nope:conv_rate"], "entities": {"driver_id": [1]}}"#.into(), 400, "unknown_feature_view", "`nope`"),
+        ("/get-online-features", r#"{"features": ["driver_hourly_stats:nope"], "entities": {"driver_id": [1]}}"#.into(), 400, "unknown_feature", "no feature `nope`"),
+        ("/get-online-features", r#"{"feature_service": "nope", "entities": {"driver_id": [1]}}"#.into(), 400, "unknown_feature_service", "`nope`"),
+        ("/get-online-features", r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": ["1001"]}}"#.into(), 400, "wrong_type", "`driver_id` must be int64"),
+        ("/get-online-features", r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_idd": [1001]}}"#.into(), 400, "unknown_entity_column", "driver_idd"),
+        ("/get-online-features", r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"val_to_add": [1]}}"#.into(), 400, "missing_join_key", "driver_id"),
+        ("/get-online-features", r#"{"features": ["transformed_conv_rate"], "entities": {"driver_id": [1001]}}"#.into(), 400, "missing_request_field", "val_to_add"),
+        ("/get-online-features", r#"{"features": ["driver_hourly_stats"], "entities": {"driver_id": [1, 2], "val_to_add": [1]}}"#.into(), 400, "length_mismatch", "val_to_add"),
+        ("/get-online-features", format!(r#"{{"features": ["driver_hourly_stats"], "entities": {{"driver_id": {many:?}}}}}"#), 400, "too_many_rows", "--max-rows"),
+        ("/get-online-features", r#"{"entities": {"driver_id": [1]}}"#.into(), 400, "no_features", "feature_service"),
+        ("/get-online-features", huge, 413, "body_too_large", "--max-body-bytes"),
+        ("/get-online-features", r#"{"features": ["trapping"], "entities": {"x": [1, 13]}}"#.into(), 500, "transform_failed", "unlucky value 13 at row 1"),
+        ("/get-online-features", r#"{"features": ["spinning"], "entities": {"x": [-1]}}"#.into(), 503, "transform_timeout", "--request-timeout"),
+        ("/push", r#"{"push_source_name": "nope", "df": {}}"#.into(), 400, "unknown_push_source", "driver_stats_push_source"),
+        ("/push", r#"{"push_source_name": "driver_stats_source", "df": {}}"#.into(), 400, "not_a_push_source", "type = \"push\""),
+        ("/push", r#"{"push_source_name": "driver_stats_push_source", "df": {"driver_id": [1]}}"#.into(), 400, "missing_column", "event_timestamp"),
+        ("/push", r#"{"push_source_name": "driver_stats_push_source", "df": {"driver_id": [1], "event_timestamp": ["2026-01-01"], "conv_rate": [1], "acc_rate": [1], "avg_daily_trips": [1.5]}}"#.into(), 400, "wrong_type", "avg_daily_trips"),
+        ("/push", r#"{"push_source_name": "driver_stats_push_source", "df": {"driver_id": [null], "event_timestamp": ["2026-01-01"], "conv_rate": [1], "acc_rate": [1], "avg_daily_trips": [1]}}"#.into(), 400, "null_key", "driver_id"),
+        ("/push", r#"{"push_source_name": "driver_stats_push_source", "df": {"driver_id": [1], "event_timestamp": ["yesterday"], "conv_rate": [1], "acc_rate": [1], "avg_daily_trips": [1]}}"#.into(), 400, "wrong_type", "`yesterday` is not a timestamp"),
+        ("/push", r#"{"push_source_name": "driver_stats_push_source", "df": {"driver_id": [1, 2], "event_timestamp": ["2026-01-01"]}}"#.into(), 400, "length_mismatch", "event_timestamp"),
+        ("/nowhere", "{}".into(), 404, "not_found", "/nowhere"),
+        ("/health", "{}".into(), 405, "method_not_allowed", "POST"),
+    ];
+    for (path, body, status, code, fragment) in &cases {
+        let started = Instant::now();
+        let (got_status, response) = server.post(path, body);
+        assert_eq!(
+            (got_status, error_code(&response)),
+            (*status, *code),
+            "{path} {body:.200}: {response}"
+        );
+        let message = response["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(fragment),
+            "{code}: `{message}` should mention {fragment}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{code} took {:?}",
+            started.elapsed()
+        );
+        // The server still answers correctly after each.
+        assert_eq!(server.post("/get-online-features", good), (200, expected.clone()));
+    }
+    // A good request to the hostile views works too: a trap does not poison the next call.
+    let (status, response) = server.post(
+        "/get-online-features",
+        r#"{"features": ["trapping"], "entities": {"x": [1, 2]}}"#,
+    );
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(column(&response, "y")["values"], json!([2, 4]));
+
+    // Errors are counted by route and code.
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics.contains(r#"skewless_http_errors_total{route="/get-online-features",code="transform_timeout"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"skewless_view_errors_total{view="trapping"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("skewless_view_duration_seconds_count{view=\"driver_hourly_stats\",stage=\"store\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn serving_carries_on_during_a_backfill_in_another_process() {
+    let repo = fresh_driver_repo();
+    let server = repo.serve(&[]);
+    let request = r#"{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {"driver_id": [1001]}}"#;
+    let (_, before) = server.post("/get-online-features", request);
+
+    // Three more hours of data, backfilled while reads go on.
+    let later = next_hour() + 3 * 3_600_000_000;
+    skewless_runtime::samples::generate("driver_stats", repo.path(), later).unwrap();
+    let mut backfill = std::process::Command::new(env!("CARGO_BIN_EXE_skewless"))
+        .args(["--repo", repo.path().to_str().unwrap(), "backfill"])
+        .env(
+            "SKEWLESS_CACHE_DIR",
+            std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reads = 0;
+    let mut slowest = Duration::ZERO;
+    let output = loop {
+        let started = Instant::now();
+        let (status, response) = server.post("/get-online-features", request);
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(status, 200, "{response}");
+        reads += 1;
+        if backfill.try_wait().unwrap().is_some() {
+            break backfill.wait_with_output().unwrap();
+        }
+    };
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(reads > 10, "only {reads} reads during the backfill");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a read waited {slowest:?} for the writer"
+    );
+
+    // The backfill's values are served once committed.
+    let (_, after) = server.post("/get-online-features", request);
+    let (_, _, trips) = newest_row(1001, later);
+    assert_eq!(column(&after, "avg_daily_trips")["values"][0], json!(trips));
+    assert_ne!(before, after);
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly_and_the_store_stays_usable() {
+    let repo = fresh_driver_repo();
+    let server = repo.serve(&[]);
+    assert_eq!(server.get("/health").0, 200);
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("Stopped"), "{log}");
+    repo.ok(&[
+        "get",
+        "--entity",
+        "driver_id=1001",
+        "--features",
+        "driver_hourly_stats:conv_rate",
+    ]);
+}
+
+#[test]
+fn health_catalog_metrics_and_openapi_describe_the_server() {
+    let repo = fresh_driver_repo();
+    let server = repo.serve(&[]);
+    let (status, health) = server.get("/health");
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(
+        (health["status"].as_str(), health["views"].as_u64()),
+        (Some("ok"), Some(2))
+    );
+
+    let (_, catalog) = server.get("/v1/catalog");
+    let catalog: Value = serde_json::from_str(&catalog).unwrap();
+    assert_eq!(catalog["project"], "driver_stats");
+    assert_eq!(
+        catalog["views"]["driver_hourly_stats"]["digest"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+    assert!(catalog["services"]["driver_activity"].is_object());
+
+    let (_, openapi) = server.get("/openapi.json");
+    let openapi: Value = serde_json::from_str(&openapi).unwrap();
+    assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/get-online-features",
+        "/push",
+        "/health",
+        "/metrics",
+        "/v1/catalog",
+        "/openapi.json",
+    ] {
+        assert!(openapi["paths"][path].is_object(), "OpenAPI lacks {path}");
+    }
+    let request = &openapi["components"]["schemas"]["GetOnlineFeaturesRequest"]["properties"];
+    for field in [
+        "features",
+        "feature_service",
+        "entities",
+        "full_feature_names",
+        "include_lineage",
+    ] {
+        assert!(request[field].is_object(), "OpenAPI request lacks {field}");
+    }
+
+    server.post(
+        "/get-online-features",
+        r#"{"features": ["transformed_conv_rate"], "entities": {"driver_id": [1001], "val_to_add": [1]}}"#,
+    );
+    let (_, metrics) = server.get("/metrics");
+    for line in [
+        r#"skewless_http_requests_total{route="/get-online-features",status="200"} 1"#,
+        r#"skewless_view_reads_total{view="driver_hourly_stats"} 1"#,
+        r#"skewless_view_duration_seconds_count{view="transformed_conv_rate",stage="transform"} 1"#,
+        r#"skewless_http_request_duration_seconds_count{route="/health"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "metrics lack {line}:\n{metrics}");
+    }
+}
