@@ -14,6 +14,12 @@ use skewless_runtime::online::{self, OnlineRequest, Status};
 use skewless_runtime::{Catalog, Repo, Runtime, Store, apply, backfill, samples, time, toolchain};
 use skewless_server::{GetOnlineFeaturesResponse, Server, ServerLimits};
 
+/// The server allocates a few hundred small buffers per request (JSON,
+/// Arrow arrays, guest lowering); mimalloc's per-thread free lists make that
+/// markedly cheaper than glibc's malloc (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "skewless",

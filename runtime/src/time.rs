@@ -39,6 +39,36 @@ pub fn format_timestamp(micros: i64) -> String {
     let (days, micros_of_day) = (micros.div_euclid(86_400_000_000), micros.rem_euclid(86_400_000_000));
     let (year, month, day) = civil_from_days(days);
     let secs = micros_of_day / 1_000_000;
+    if (0..=9999).contains(&year) {
+        // The common case without the formatting machinery: served responses
+        // print one of these per value.
+        let mut out = [0u8; 27];
+        let mut put = |at: usize, width: usize, mut value: u64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year as u64);
+        put(5, 2, month.into());
+        put(8, 2, day.into());
+        put(11, 2, (secs / 3600) as u64);
+        put(14, 2, (secs / 60 % 60) as u64);
+        put(17, 2, (secs % 60) as u64);
+        put(20, 6, (micros_of_day % 1_000_000) as u64);
+        for (at, c) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (26, b'Z'),
+        ] {
+            out[at] = c;
+        }
+        return String::from_utf8(out.to_vec()).expect("ASCII digits and separators");
+    }
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
         secs / 3600,

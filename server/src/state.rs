@@ -4,13 +4,14 @@
 //! write path ([`push::push`]).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 use skewless_runtime::online::{self, OnlineRequest};
 use skewless_runtime::push;
-use skewless_runtime::store::ViewRecord;
+use skewless_runtime::store::{StoreReader, ViewRecord};
 use skewless_runtime::{Catalog, FeatureType, Store, StoreError, backfill};
 
 use crate::api::{GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest, PushResponse};
@@ -61,7 +62,20 @@ pub struct Server {
     pub(crate) metrics: Metrics,
     pub(crate) openapi: String,
     started: Instant,
+    snapshot: Mutex<Option<Snapshot>>,
+    /// Pushes committed: a snapshot taken before the latest is stale.
+    pushes: AtomicU64,
 }
+
+struct Snapshot {
+    taken: Instant,
+    generation: u64,
+    reader: Arc<StoreReader>,
+}
+
+/// How long reads may share one store snapshot: commits by other processes
+/// (a backfill) are served at most this much later.
+const SNAPSHOT_AGE: Duration = Duration::from_millis(1);
 
 /// What handlers get: the server, shared.
 pub type AppState = Arc<Server>;
@@ -84,6 +98,8 @@ impl Server {
             metrics: Metrics::default(),
             openapi: crate::routes::openapi_json(),
             started: Instant::now(),
+            snapshot: Mutex::new(None),
+            pushes: AtomicU64::new(0),
         }))
     }
 
@@ -138,7 +154,7 @@ impl Server {
             };
             entities.insert(name.clone(), online::array_from_json(name, values, *data_type)?);
         }
-        let reader = self.store.reader().map_err(online::OnlineError::from)?;
+        let reader = self.snapshot()?;
         let read = OnlineRequest {
             features,
             entities,
@@ -180,6 +196,8 @@ impl Server {
             }
         })?;
         self.metrics.store_write(begun.elapsed());
+        // Reads from now on must see this push.
+        self.pushes.fetch_add(1, Ordering::AcqRel);
         Ok(summary.into())
     }
 
@@ -209,6 +227,30 @@ impl Server {
             );
         }
         Ok(serde_json::Value::Object(out))
+    }
+
+    /// A store snapshot at most [`SNAPSHOT_AGE`] old that includes every
+    /// push this server has answered. Opening a redb read transaction on a
+    /// store shared between processes costs file-lock and read system calls;
+    /// sharing one for a millisecond costs none of that per request.
+    fn snapshot(&self) -> Result<Arc<StoreReader>, ApiError> {
+        // Read before opening: a push committed after this load bumps the
+        // generation, so a snapshot that might predate it is never reused.
+        let generation = self.pushes.load(Ordering::Acquire);
+        let mut cached = self.snapshot.lock().expect("snapshot lock");
+        if let Some(snapshot) = cached.as_ref()
+            && snapshot.generation == generation
+            && snapshot.taken.elapsed() < SNAPSHOT_AGE
+        {
+            return Ok(snapshot.reader.clone());
+        }
+        let reader = Arc::new(self.store.reader().map_err(online::OnlineError::from)?);
+        *cached = Some(Snapshot {
+            taken: Instant::now(),
+            generation,
+            reader: reader.clone(),
+        });
+        Ok(reader)
     }
 
     fn check_rows(&self, rows: usize, what: &str) -> Result<(), ApiError> {

@@ -1,0 +1,210 @@
+//! Load on `skewless serve` over loopback, beside a bare axum JSON handler
+//! measured in the same run: requests/s and p50/p99 latency at 1, 4 and 16
+//! connections for 1 entity with the on-demand view, 100 entities, and a
+//! push of 1 row; and the server's cold start (process start to first
+//! answer, compile cache warm).
+//!
+//! The load generator is this process: HTTP/1.1 keep-alive connections
+//! (hyper), closed loop, all on one thread, so it takes one of the
+//! machine's cores and the server the rest, as wrk would.
+//!
+//! Run: cargo bench --bench serve
+//! (BENCH_SECS=3 per point; BENCH_FILTER=substring of a workload; BENCH_CONNECTIONS=1,4,16)
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+/// Set in the child process that serves the bare axum handler.
+const BARE_SERVER: &str = "SKEWLESS_BENCH_BARE_SERVER";
+
+struct Point {
+    requests: usize,
+    errors: usize,
+    elapsed: Duration,
+    latencies: Vec<u32>,
+}
+
+impl Point {
+    fn percentile(&self, p: f64) -> f64 {
+        let index = ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len()) - 1;
+        self.latencies[index] as f64
+    }
+}
+
+/// Closed-loop load: `connections` keep-alive connections, each sending
+/// `body` to `path` as soon as the previous answer arrived, for `duration`.
+fn load(addr: &str, path: &str, body: &str, connections: usize, duration: Duration) -> Point {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let deadline = Instant::now() + duration;
+        let mut tasks = Vec::new();
+        for _ in 0..connections {
+            let (addr, path, body) = (addr.to_string(), path.to_string(), Bytes::from(body.to_string()));
+            tasks.push(tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                let (mut latencies, mut errors) = (Vec::with_capacity(1 << 16), 0);
+                while Instant::now() < deadline {
+                    let request = Request::post(path.as_str())
+                        .header("host", addr.as_str())
+                        .header("content-type", "application/json")
+                        .body(Full::new(body.clone()))
+                        .unwrap();
+                    let started = Instant::now();
+                    let response = sender.send_request(request).await.unwrap();
+                    let ok = response.status().is_success();
+                    response.into_body().collect().await.unwrap();
+                    latencies.push(started.elapsed().as_micros() as u32);
+                    errors += usize::from(!ok);
+                }
+                (latencies, errors)
+            }));
+        }
+        let started = Instant::now();
+        let mut point = Point {
+            requests: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            latencies: Vec::new(),
+        };
+        for task in tasks {
+            let (latencies, errors) = task.await.unwrap();
+            point.errors += errors;
+            point.latencies.extend(latencies);
+        }
+        point.elapsed = started.elapsed();
+        point.requests = point.latencies.len();
+        point.latencies.sort_unstable();
+        point
+    })
+}
+
+/// The floor: an axum handler that parses the JSON body and echoes it.
+fn bare_server() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let app = axum::Router::new().route(
+            "/get-online-features",
+            axum::routing::post(|axum::Json(body): axum::Json<serde_json::Value>| async move { axum::Json(body) }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        eprintln!("Serving bare on http://{} ", listener.local_addr().unwrap());
+        axum::serve(listener, app).await.unwrap();
+    });
+}
+
+fn main() {
+    if std::env::var_os(BARE_SERVER).is_some() {
+        return bare_server();
+    }
+    let secs: f64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let filter = std::env::var("BENCH_FILTER").unwrap_or_default();
+    let duration = Duration::from_secs_f64(secs);
+    let connection_counts: Vec<usize> = std::env::var("BENCH_CONNECTIONS")
+        .unwrap_or_else(|_| "1,4,16".into())
+        .split(',')
+        .map(|c| c.trim().parse().expect("BENCH_CONNECTIONS: numbers, e.g. 1,4,16"))
+        .collect();
+
+    let repo = common::fresh_driver_repo();
+    let server = repo.serve(&[]);
+    let ours = server.base.trim_start_matches("http://").to_string();
+    let mut bare = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(BARE_SERVER, "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bare_addr = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(bare.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line.split("http://").nth(1).unwrap().trim().to_string()
+    };
+
+    let one = r#"{"features": ["driver_hourly_stats:conv_rate", "driver_hourly_stats:acc_rate", "driver_hourly_stats:avg_daily_trips", "transformed_conv_rate:conv_rate_plus_val1", "transformed_conv_rate:conv_rate_plus_val2"], "entities": {"driver_id": [1001], "val_to_add": [1000]}}"#.to_string();
+    let stored = r#"{"features": ["driver_hourly_stats:conv_rate", "driver_hourly_stats:acc_rate", "driver_hourly_stats:avg_daily_trips"], "entities": {"driver_id": [1001]}}"#.to_string();
+    let ids: Vec<i64> = (1001..1101).collect();
+    let hundred = format!(
+        r#"{{"features": ["driver_hourly_stats:conv_rate", "driver_hourly_stats:acc_rate", "driver_hourly_stats:avg_daily_trips"], "entities": {{"driver_id": {ids:?}}}}}"#
+    );
+    let push = r#"{"push_source_name": "driver_stats_push_source", "df": {"driver_id": [1001], "event_timestamp": ["2026-01-01T00:00:00Z"], "created": ["2026-01-01T00:00:00Z"], "conv_rate": [0.5], "acc_rate": [0.5], "avg_daily_trips": [10]}, "to": "online_and_offline"}"#.to_string();
+    // Every body must be answered 200 before it is timed.
+    for (path, body) in [
+        ("/get-online-features", &one),
+        ("/get-online-features", &stored),
+        ("/get-online-features", &hundred),
+        ("/push", &push),
+    ] {
+        let (status, response) = server.post(path, body);
+        assert_eq!(status, 200, "{response}");
+    }
+
+    let workloads: [(&str, &str, &str, &str); 5] = [
+        ("bare axum JSON echo (floor)", &bare_addr, "/get-online-features", &one),
+        ("1 entity, 3 stored features", &ours, "/get-online-features", &stored),
+        ("1 entity + on-demand view", &ours, "/get-online-features", &one),
+        ("100 entities, 3 features", &ours, "/get-online-features", &hundred),
+        ("push 1 row, durable", &ours, "/push", &push),
+    ];
+    println!("| workload | connections | requests/s | p50 | p99 | errors |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, addr, path, body) in workloads {
+        if !name.contains(&filter) {
+            continue;
+        }
+        load(addr, path, body, 4, Duration::from_millis(300)); // warm-up
+        for connections in connection_counts.iter().copied() {
+            let point = load(addr, path, body, connections, duration);
+            println!(
+                "| {name} | {connections} | {:.0} | {:.0} us | {:.0} us | {} |",
+                point.requests as f64 / point.elapsed.as_secs_f64(),
+                point.percentile(0.50),
+                point.percentile(0.99),
+                point.errors
+            );
+        }
+    }
+    let _ = bare.kill();
+    drop(server);
+
+    // Cold start: process start to the first answered request, cache warm.
+    if "cold start".contains(&filter) || filter.is_empty() {
+        let mut times = Vec::new();
+        for _ in 0..7 {
+            let started = Instant::now();
+            let server = repo.serve(&[]);
+            let (status, _) = server.post("/get-online-features", &one);
+            assert_eq!(status, 200);
+            times.push(started.elapsed());
+        }
+        times.sort();
+        println!(
+            "\ncold start (spawn `skewless serve` to first answered /get-online-features, warm cache, median of 7): {:.1} ms (min {:.1}, max {:.1})",
+            times[3].as_secs_f64() * 1e3,
+            times[0].as_secs_f64() * 1e3,
+            times[6].as_secs_f64() * 1e3
+        );
+    }
+}
