@@ -411,3 +411,43 @@ fn health_catalog_metrics_and_openapi_describe_the_server() {
         assert!(metrics.contains(line), "metrics lack {line}:\n{metrics}");
     }
 }
+
+#[test]
+fn concurrent_pushes_are_all_stored_and_share_commits() {
+    let repo = fresh_driver_repo();
+    let server = std::sync::Arc::new(repo.serve(&[]));
+    let future = skewless_runtime::time::format_timestamp(next_hour() + 60_000_000);
+    let commits: Vec<u64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..32)
+            .map(|i| {
+                let (server, future) = (server.clone(), future.clone());
+                scope.spawn(move || {
+                    let (status, answer) = server.post(
+                        "/push",
+                        &format!(
+                            r#"{{"push_source_name": "driver_stats_push_source", "to": "online_and_offline",
+                                "df": {{"driver_id": [{}], "event_timestamp": ["{future}"],
+                                       "conv_rate": [0.5], "acc_rate": [0.5], "avg_daily_trips": [{i}]}}}}"#,
+                            900_000 + i
+                        ),
+                    );
+                    assert_eq!(status, 200, "{answer}");
+                    answer["commit"].as_u64().unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ids: Vec<i64> = (0..32).map(|i| 900_000 + i).collect();
+    let (status, response) = server.post(
+        "/get-online-features",
+        &format!(r#"{{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {{"driver_id": {ids:?}}}}}"#),
+    );
+    assert_eq!(status, 200, "{response}");
+    let expected: Vec<i64> = (0..32).collect();
+    assert_eq!(column(&response, "avg_daily_trips")["values"], json!(expected));
+    let mut distinct = commits.clone();
+    distinct.sort();
+    distinct.dedup();
+    eprintln!("32 concurrent pushes in {} commits", distinct.len());
+}

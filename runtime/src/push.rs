@@ -78,6 +78,40 @@ pub enum PushError {
     Materialize(#[from] BackfillError),
 }
 
+/// Rows of one push, run through their views' transforms and encoded,
+/// waiting to be committed ([`Prepared::commit`], or together with other
+/// pushes through [`Store::write_views`]).
+pub struct Prepared {
+    /// Rows received.
+    pub rows: usize,
+    /// Encoded rows per view.
+    pub views: Vec<(ViewRecord, PendingRows)>,
+    /// The side of the store they go to.
+    pub to: WriteTo,
+    /// Rows the transforms reported as failed, by view.
+    pub row_errors: Vec<(String, RowError)>,
+}
+
+impl Prepared {
+    /// Commits these rows alone, in one durable transaction.
+    pub fn commit(mut self, store: &Store) -> Result<PushSummary, PushError> {
+        let to = self.to;
+        let mut writes: Vec<_> = self.views.iter_mut().map(|(r, p)| (&*r, p, to)).collect();
+        let commit = store.write_views(&mut writes).map_err(BackfillError::from)?;
+        Ok(self.summary(commit))
+    }
+
+    /// What was stored, once `commit` holds it.
+    pub fn summary(self, commit: u64) -> PushSummary {
+        PushSummary {
+            rows: self.rows,
+            views: self.views.into_iter().map(|(r, _)| r.name).collect(),
+            commit,
+            row_errors: self.row_errors,
+        }
+    }
+}
+
 /// Stores `df` (columns of JSON values, one per source column; others are
 /// ignored) through every materialized view reading `source`, in one
 /// transaction, on the side(s) `to` names. `timeout` caps each transform call.
@@ -90,6 +124,19 @@ pub fn push(
     to: WriteTo,
     timeout: Option<Duration>,
 ) -> Result<PushSummary, PushError> {
+    prepare(catalog, store, records, source, df, to, timeout)?.commit(store)
+}
+
+/// Everything of [`push`] but the commit: checks, transform calls, encoding.
+pub fn prepare(
+    catalog: &Catalog,
+    store: &Store,
+    records: &BTreeMap<String, ViewRecord>,
+    source: &str,
+    df: &IndexMap<String, Vec<serde_json::Value>>,
+    to: WriteTo,
+    timeout: Option<Duration>,
+) -> Result<Prepared, PushError> {
     let repo = &catalog.repo;
     match repo.sources.get(source).map(|s| &s.kind) {
         Some(SourceKind::Push { .. }) => {}
@@ -181,14 +228,12 @@ pub fn push(
         let mut rows_out = PendingRows::default();
         let errors = materializer.add(&batch, &mut rows_out, timeout)?;
         row_errors.extend(errors.into_iter().map(|e| (view.name.clone(), e)));
-        pending.push((record, rows_out));
+        pending.push((record.clone(), rows_out));
     }
-    let mut writes: Vec<(&ViewRecord, &mut PendingRows)> = pending.iter_mut().map(|(r, p)| (*r, p)).collect();
-    let commit = store.write_views(&mut writes, to).map_err(BackfillError::from)?;
-    Ok(PushSummary {
+    Ok(Prepared {
         rows,
-        views: views.iter().map(|v| v.name.clone()).collect(),
-        commit,
+        views: pending,
+        to,
         row_errors,
     })
 }

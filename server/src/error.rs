@@ -35,7 +35,7 @@ impl ApiError {
     }
 
     /// A server fault: logged here with its details, answered without them.
-    fn internal(error: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {error}");
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,

@@ -7,14 +7,16 @@
 //! go through the backfill's own materialization path, so served values are
 //! bit-identical to stored and training values.
 //!
-//! Reads run on the async workers (they take microseconds; a transform is
-//! cut off at the request's time limit); durable push commits run on the
-//! blocking pool. Readers never wait for a writer: each read is a redb
+//! Reads of stored features run on the async workers (microseconds);
+//! anything that calls a transform runs on the blocking pool, cut off at the
+//! request's time limit; pushes are made durable by one committer thread
+//! that commits every push waiting in one transaction (group commit). Readers never wait for a writer: each read is a redb
 //! snapshot, and a backfill in another process shows up when it commits.
 
 #![deny(missing_docs)]
 
 mod api;
+mod commit;
 mod error;
 mod metrics;
 mod routes;

@@ -208,8 +208,9 @@ async fn blocking<T: Send + 'static>(
 async fn push(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Answer<PushResponse> {
     let started = Instant::now();
     let request: PushRequest = parse(&state, body)?;
-    let response = blocking(move || state.push(request, started)).await?;
-    Ok(Json(response))
+    let preparing = state.clone();
+    let prepared = blocking(move || preparing.prepare_push(request, started)).await?;
+    Ok(Json(state.commit_push(prepared).await?))
 }
 
 /// Whether the server is up and its store answers.

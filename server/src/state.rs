@@ -1,7 +1,7 @@
 //! The server's state and the work behind each route. Handlers in
 //! `routes` only parse and answer; what a request means lives here, on top
 //! of the runtime's one read path ([`online::get_online_features`]) and one
-//! write path ([`push::push`]).
+//! write path ([`push::prepare`], committed in groups by [`Committer`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 use skewless_runtime::online::{self, OnlineRequest};
-use skewless_runtime::push;
+use skewless_runtime::push::{self, Prepared};
 use skewless_runtime::store::{StoreReader, ViewRecord};
 use skewless_runtime::{Catalog, FeatureType, Store, StoreError, backfill};
 
 use crate::api::{GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest, PushResponse};
+use crate::commit::Committer;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -54,7 +55,8 @@ pub enum StartError {
 /// Everything a request needs, shared by all of them.
 pub struct Server {
     catalog: Catalog,
-    store: Store,
+    store: Arc<Store>,
+    committer: Committer,
     records: BTreeMap<String, ViewRecord>,
     /// Types of every join key and request field, by name.
     entity_columns: IndexMap<String, FeatureType>,
@@ -89,8 +91,10 @@ impl Server {
             backfill::applied_record(&catalog, view, records.get(&view.name))?;
         }
         let entity_columns = catalog.repo.request_columns();
+        let store = Arc::new(store);
         Ok(Arc::new(Server {
             catalog,
+            committer: Committer::start(store.clone()),
             store,
             records,
             entity_columns,
@@ -176,12 +180,12 @@ impl Server {
         ))
     }
 
-    /// `POST /push`: blocks until the rows are committed durably.
-    pub fn push(&self, request: PushRequest, started: Instant) -> Result<PushResponse, ApiError> {
+    /// `POST /push`, first half: checks, transform calls and encoding, on
+    /// the calling thread. The rows are then committed by [`Committer`].
+    pub fn prepare_push(&self, request: PushRequest, started: Instant) -> Result<Prepared, ApiError> {
         self.check_rows(request.df.values().map(Vec::len).max().unwrap_or(0), "rows")?;
         let budget = self.limits.request_timeout.saturating_sub(started.elapsed());
-        let begun = Instant::now();
-        let summary = push::push(
+        push::prepare(
             &self.catalog,
             &self.store,
             &self.records,
@@ -190,15 +194,22 @@ impl Server {
             request.to,
             Some(budget),
         )
-        .inspect_err(|e| {
-            if let push::PushError::Materialize(backfill::BackfillError::Transform(t)) = e {
+        .map_err(|e| {
+            if let push::PushError::Materialize(backfill::BackfillError::Transform(t)) = &e {
                 self.metrics.view_error(&t.view);
             }
-        })?;
-        self.metrics.store_write(begun.elapsed());
+            e.into()
+        })
+    }
+
+    /// `POST /push`, second half: durable (with other pushes, in one commit).
+    pub async fn commit_push(&self, prepared: Prepared) -> Result<PushResponse, ApiError> {
+        let (prepared, result) = self.committer.commit(prepared).await;
+        let (commit, elapsed) = result.map_err(|e| ApiError::internal(e.as_ref()))?;
+        self.metrics.store_write(elapsed);
         // Reads from now on must see this push.
         self.pushes.fetch_add(1, Ordering::AcqRel);
-        Ok(summary.into())
+        Ok(prepared.summary(commit).into())
     }
 
     /// `GET /health`: the store answers a read.

@@ -397,12 +397,13 @@ impl Store {
     /// the history blocks and/or the latest values, as `to` says (invariants
     /// in [`layout`]). Returns the commit number. On error nothing is written.
     pub fn write(&self, view: &ViewRecord, pending: &mut PendingRows, to: WriteTo) -> Result<u64, StoreError> {
-        self.write_views(&mut [(view, pending)], to)
+        self.write_views(&mut [(view, pending, to)])
     }
 
-    /// [`Store::write`] for several views in one transaction: all of them
-    /// are stored, or none.
-    pub fn write_views(&self, views: &mut [(&ViewRecord, &mut PendingRows)], to: WriteTo) -> Result<u64, StoreError> {
+    /// [`Store::write`] for several batches of rows (of one view or several)
+    /// in one transaction: all of them are stored, or none. Batches are
+    /// merged in order, so a later one wins a tie on (event time, created).
+    pub fn write_views(&self, views: &mut [(&ViewRecord, &mut PendingRows, WriteTo)]) -> Result<u64, StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
         let commit = {
             let mut history = txn.open_table(HISTORY).map_err(|e| self.fail(e))?;
@@ -416,8 +417,8 @@ impl Store {
                 .unwrap_or(0)
                 + 1;
             counters.insert("commits", commit).map_err(|e| self.fail(e))?;
-            for (view, pending) in views.iter_mut() {
-                self.merge_rows(view, pending, to, &mut history, &mut latest)?;
+            for (view, pending, to) in views.iter_mut() {
+                self.merge_rows(view, pending, *to, &mut history, &mut latest)?;
                 let record = ViewRecord {
                     last_commit: Some(commit),
                     ..(*view).clone()
@@ -430,7 +431,7 @@ impl Store {
             commit
         };
         txn.commit().map_err(|e| self.fail(e))?;
-        for (_, pending) in views.iter_mut() {
+        for (_, pending, _) in views.iter_mut() {
             pending.clear();
         }
         Ok(commit)
