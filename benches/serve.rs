@@ -187,6 +187,7 @@ fn main() {
         }
     }
     let _ = bare.kill();
+    let _ = bare.wait();
     drop(server);
 
     // Cold start: process start to the first answered request, cache warm.

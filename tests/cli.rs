@@ -4,8 +4,6 @@
 
 mod common;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Int64Type, TimestampMicrosecondType};
 use common::*;
 use skewless_runtime::samples;
 
