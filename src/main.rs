@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use indexmap::IndexMap;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use skewless_runtime::online::{self, OnlineRequest, Status};
-use skewless_runtime::{Catalog, Repo, Runtime, Store, apply, backfill, samples, time, toolchain};
+use skewless_runtime::{Catalog, Repo, Runtime, Store, apply, backfill, dataset, samples, time, toolchain};
 use skewless_server::{GetOnlineFeaturesResponse, Server, ServerLimits};
 
 /// The server allocates a few hundred small buffers per request (JSON,
@@ -77,6 +77,34 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Read as of this time (e.g. 2026-11-20T10:00:00Z): the values a model would have been
+        /// served then, from the history, TTL counted back from it.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Point-in-time correct training data: features as of each labelled event of a spine.
+    Dataset {
+        /// The spine: Parquet or CSV, one row per labelled event (entity keys, an event time).
+        #[arg(long)]
+        spine: PathBuf,
+        /// Features as view:feature or view, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
+        /// A feature service.
+        #[arg(long)]
+        service: Option<String>,
+        /// The output: .parquet or .csv.
+        #[arg(long)]
+        out: PathBuf,
+        /// The spine's event-time column.
+        #[arg(long, default_value = "event_timestamp")]
+        timestamp_column: String,
+        /// Name feature columns view__feature.
+        #[arg(long)]
+        full_feature_names: bool,
+        /// Join values of one view produced by different transform digests.
+        #[arg(long)]
+        allow_mixed_digests: bool,
     },
     /// Serve features over HTTP: Feast's API, on-demand views, push; until Ctrl-C or SIGTERM.
     Serve {
@@ -176,15 +204,54 @@ fn run(cli: Cli) -> Result<()> {
             requests,
             full_feature_names,
             json,
-        } => cmd_get(
-            &cli.repo,
-            &entities,
-            &features,
-            service.as_deref(),
-            &requests,
+            at,
+        } => {
+            let as_of = match at {
+                None => online::AsOf::Latest,
+                Some(text) => online::AsOf::At(
+                    time::parse_timestamp(&text)
+                        .map_err(anyhow::Error::msg)
+                        .context("--at")?,
+                ),
+            };
+            cmd_get(
+                &cli.repo,
+                &Read {
+                    entities,
+                    features,
+                    service,
+                    requests,
+                    full_feature_names,
+                    json,
+                    as_of,
+                },
+            )
+        }
+        Command::Dataset {
+            spine,
+            features,
+            service,
+            out,
+            timestamp_column,
             full_feature_names,
-            json,
-        ),
+            allow_mixed_digests,
+        } => {
+            if features.is_empty() && service.is_none() {
+                bail!("say which features to join: --features view:feature,... or --service NAME");
+            }
+            cmd_dataset(
+                &cli.repo,
+                &dataset::DatasetOptions {
+                    spine,
+                    out,
+                    features,
+                    service,
+                    timestamp_column,
+                    full_feature_names,
+                    allow_mixed_digests,
+                },
+            )
+        }
         Command::Serve { addr, limits } => cmd_serve(&cli.repo, &addr, limits.into(), None),
         Command::Ls => cmd_ls(&cli.repo),
         Command::Describe { name } => cmd_describe(&cli.repo, &name),
@@ -250,21 +317,7 @@ fn cmd_backfill(dir: &Path, options: &backfill::BackfillOptions) -> Result<()> {
         v.is_materialized() && (wanted.is_empty() || wanted.contains(&v.name))
     })?;
     let store = Store::open_existing(&catalog.repo.store_path)?;
-    let progress = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
-    progress.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>12.cyan.bold} {msg} [{bar:30}] {human_pos}/{human_len} rows, {rate}, ETA {eta}",
-        )
-        .expect("valid template")
-        .with_key(
-            "rate",
-            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{:.0} rows/s", state.per_sec());
-            },
-        )
-        .progress_chars("=> "),
-    );
-    progress.set_prefix("Backfilling");
+    let progress = rows_progress("Backfilling");
     let summaries = backfill::backfill(&catalog, &store, options, &progress)?;
     progress.finish_and_clear();
     for s in summaries {
@@ -303,6 +356,58 @@ fn cmd_backfill(dir: &Path, options: &backfill::BackfillOptions) -> Result<()> {
     Ok(())
 }
 
+/// A progress bar over rows, cargo-style: rows, rows/s, ETA.
+fn rows_progress(prefix: &'static str) -> ProgressBar {
+    let progress = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>12.cyan.bold} {msg} [{bar:30}] {human_pos}/{human_len} rows, {rate}, ETA {eta}",
+        )
+        .expect("valid template")
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} rows/s", state.per_sec());
+            },
+        )
+        .progress_chars("=> "),
+    );
+    progress.set_prefix(prefix);
+    progress
+}
+
+fn cmd_dataset(dir: &Path, options: &dataset::DatasetOptions) -> Result<()> {
+    let repo = Repo::open(dir)?;
+    let runtime = runtime_for(&repo)?;
+    let catalog = Catalog::load(repo, &runtime)?;
+    let store = Store::open_existing(&catalog.repo.store_path)?;
+    let progress = rows_progress("Joining");
+    progress.set_message(options.spine.display().to_string());
+    let summary = dataset::build(&catalog, &store, options, &progress)?;
+    progress.finish_and_clear();
+    let secs = summary.elapsed.as_secs_f64();
+    status(
+        "Wrote",
+        &format!(
+            "{} rows to {} in {:.2}s ({:.0} rows/s)",
+            summary.rows,
+            options.out.display(),
+            secs,
+            summary.rows as f64 / secs.max(1e-9)
+        ),
+    );
+    for (view, lineage) in &summary.lineage.views {
+        let stale = !lineage.produced_by.is_empty() && lineage.produced_by.iter().any(|d| *d != lineage.digest);
+        if stale {
+            eprintln!(
+                "{} view `{view}`: stored values were produced by another build of its component than the repo names now; `skewless backfill --view {view}` rematerializes them",
+                paint("warning:", "1;33")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Parses `key=v1,v2` arguments into ordered columns of text values.
 fn parse_pairs(args: &[String], flag: &str) -> Result<IndexMap<String, Vec<String>>> {
     let mut out: IndexMap<String, Vec<String>> = IndexMap::new();
@@ -317,15 +422,28 @@ fn parse_pairs(args: &[String], flag: &str) -> Result<IndexMap<String, Vec<Strin
     Ok(out)
 }
 
-fn cmd_get(
-    dir: &Path,
-    entities: &[String],
-    features: &[String],
-    service: Option<&str>,
-    requests: &[String],
+/// What `skewless get` reads.
+struct Read {
+    entities: Vec<String>,
+    features: Vec<String>,
+    service: Option<String>,
+    requests: Vec<String>,
     full_feature_names: bool,
     json: bool,
-) -> Result<()> {
+    as_of: online::AsOf,
+}
+
+fn cmd_get(dir: &Path, read: &Read) -> Result<()> {
+    let Read {
+        entities,
+        features,
+        service,
+        requests,
+        full_feature_names,
+        json,
+        as_of,
+    } = read;
+    let (service, full_feature_names, json) = (service.as_deref(), *full_feature_names, *json);
     if features.is_empty() && service.is_none() {
         bail!("say what to read: --features view:feature,... or --service NAME");
     }
@@ -372,7 +490,7 @@ fn cmd_get(
         features: refs,
         entities: columns,
         full_feature_names,
-        at: None,
+        as_of: as_of.clone(),
         deadline: None,
     };
     let response = online::get_online_features(&catalog, &records, &reader, &request)?;
@@ -591,17 +709,20 @@ fn cmd_demo(examples: Option<PathBuf>) -> Result<()> {
     );
     cmd_get(
         &repo_dir,
-        &["driver_id=1001,1002,1003".to_string()],
-        &[
-            "driver_hourly_stats:conv_rate".into(),
-            "driver_hourly_stats:acc_rate".into(),
-            "driver_hourly_stats:avg_daily_trips".into(),
-            "transformed_conv_rate".into(),
-        ],
-        None,
-        &["val_to_add=1000".to_string()],
-        false,
-        false,
+        &Read {
+            entities: vec!["driver_id=1001,1002,1003".into()],
+            features: vec![
+                "driver_hourly_stats:conv_rate".into(),
+                "driver_hourly_stats:acc_rate".into(),
+                "driver_hourly_stats:avg_daily_trips".into(),
+                "transformed_conv_rate".into(),
+            ],
+            service: None,
+            requests: vec!["val_to_add=1000".into()],
+            full_feature_names: false,
+            json: false,
+            as_of: online::AsOf::Latest,
+        },
     )?;
     status(
         "Finished",

@@ -279,3 +279,61 @@ transform = "{}"
         "{table}"
     );
 }
+
+#[test]
+fn get_at_reads_what_a_model_would_have_been_served_then() {
+    let repo = fresh_driver_repo();
+    let end = next_hour();
+    // Half an hour past a data point, ten days back: the row of that hour, from the history.
+    let at = end - 10 * 86_400_000_000 - 1_800_000_000;
+    let printed: serde_json::Value = serde_json::from_str(&repo.ok(&[
+        "get",
+        "--entity",
+        "driver_id=1001,1002",
+        "--features",
+        "driver_hourly_stats:conv_rate,driver_hourly_stats:avg_daily_trips",
+        "--at",
+        &skewless_runtime::time::format_timestamp(at),
+        "--json",
+    ]))
+    .unwrap();
+    for (row, driver) in [(0, 1001), (1, 1002)] {
+        let (conv, _, trips) = newest_row_at(driver, end, at).unwrap();
+        assert_eq!(printed["results"][1]["values"][row].as_f64().unwrap(), conv as f64);
+        assert_eq!(printed["results"][2]["values"][row].as_i64().unwrap(), trips);
+        assert_eq!(
+            printed["results"][1]["event_timestamps"][row],
+            skewless_runtime::time::format_timestamp(at - 1_800_000_000).as_str()
+        );
+    }
+    // Before any data: NOT_FOUND. Long after it: OUTSIDE_MAX_AGE (1-day TTL counted back from --at).
+    for (at, status) in [
+        (end - 800 * 3_600_000_000, "NOT_FOUND"),
+        (end + 2 * 86_400_000_000, "OUTSIDE_MAX_AGE"),
+    ] {
+        let printed: serde_json::Value = serde_json::from_str(&repo.ok(&[
+            "get",
+            "--entity",
+            "driver_id=1001",
+            "--features",
+            "driver_hourly_stats:conv_rate",
+            "--at",
+            &skewless_runtime::time::format_timestamp(at),
+            "--json",
+        ]))
+        .unwrap();
+        assert_eq!(printed["results"][1]["statuses"][0], status);
+    }
+    assert!(
+        repo.fails(&[
+            "get",
+            "--entity",
+            "driver_id=1",
+            "--features",
+            "driver_hourly_stats",
+            "--at",
+            "soon"
+        ])
+        .contains("--at")
+    );
+}

@@ -15,6 +15,7 @@ pub mod apply;
 pub mod backfill;
 mod catalog;
 mod columns;
+pub mod dataset;
 mod engine;
 mod error;
 pub mod online;

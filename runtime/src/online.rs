@@ -5,7 +5,7 @@
 //! `skewless get` and the HTTP server call this. Statuses follow Feast:
 //! `PRESENT`, `NULL_VALUE`, `NOT_FOUND`, `OUTSIDE_MAX_AGE`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -50,11 +50,36 @@ pub struct OnlineRequest {
     pub entities: IndexMap<String, ArrayRef>,
     /// Name columns `view__feature` rather than `feature`.
     pub full_feature_names: bool,
-    /// Read as of this time (microseconds UTC) rather than the latest value.
-    pub at: Option<i64>,
+    /// The time each row is read at: now (the `latest` table), one instant,
+    /// or one per entity row (training data).
+    pub as_of: AsOf,
     /// On-demand transforms stop when this is reached (the server's
     /// per-request limit); each view's own limit applies as well.
     pub deadline: Option<std::time::Instant>,
+}
+
+/// The time an online read looks at, per entity row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AsOf {
+    /// Now: each entity's newest value (one lookup in `latest`); the TTL
+    /// counts back from the wall clock.
+    Latest,
+    /// The newest value with event time `<=` this instant (microseconds UTC),
+    /// from the history; the TTL counts back from it.
+    At(i64),
+    /// As [`AsOf::At`], one instant per entity row.
+    Rows(Vec<i64>),
+}
+
+impl AsOf {
+    /// The instant row `row` is read at, `None` for [`AsOf::Latest`].
+    fn time(&self, row: usize) -> Option<i64> {
+        match self {
+            AsOf::Latest => None,
+            AsOf::At(t) => Some(*t),
+            AsOf::Rows(times) => Some(times[row]),
+        }
+    }
 }
 
 /// One output column.
@@ -81,6 +106,9 @@ pub struct OnlineResponse {
     pub row_errors: Vec<(String, RowError)>,
     /// Transform digest of each view read (lineage).
     pub digests: BTreeMap<String, String>,
+    /// Per materialized view, the store ids of the transform digests that
+    /// produced the values served ([`crate::Store::digests`] maps them).
+    pub stored_digests: BTreeMap<String, BTreeSet<u32>>,
     /// Time spent per view: store reads of materialized views, transform
     /// calls of on-demand views (the server's per-view metrics).
     pub timings: Vec<ViewTiming>,
@@ -224,6 +252,8 @@ struct ViewValues {
     batch: RecordBatch,
     statuses: Vec<Option<Status>>,
     event_timestamps: Vec<Option<i64>>,
+    /// Store ids of the digests that produced the values served.
+    digest_ids: BTreeSet<u32>,
 }
 
 /// Answers an online read from one store snapshot.
@@ -235,7 +265,7 @@ pub fn get_online_features(
 ) -> Result<OnlineResponse, OnlineError> {
     let repo = &catalog.repo;
     let rows = check_lengths(&request.entities)?;
-    let reference_time = request.at.unwrap_or_else(crate::time::now_micros);
+    let now = crate::time::now_micros();
 
     // Views requested, and the materialized views they need.
     let mut requested: IndexMap<String, Vec<String>> = IndexMap::new();
@@ -273,7 +303,7 @@ pub fn get_online_features(
         let started = std::time::Instant::now();
         values.insert(
             view.clone(),
-            read_view(record, reader, &request.entities, rows, request.at, reference_time, ttl)?,
+            read_view(record, reader, &request.entities, rows, &request.as_of, now, ttl)?,
         );
         timings.push(ViewTiming {
             view: view.clone(),
@@ -331,6 +361,7 @@ pub fn get_online_features(
                     batch: output.batch,
                     statuses: vec![None; rows],
                     event_timestamps,
+                    digest_ids: BTreeSet::new(),
                 };
                 &computed
             }
@@ -361,10 +392,12 @@ pub fn get_online_features(
             });
         }
     }
+    let stored_digests = values.iter().map(|(v, s)| (v.clone(), s.digest_ids.clone())).collect();
     Ok(OnlineResponse {
         columns,
         row_errors,
         digests,
+        stored_digests,
         timings,
     })
 }
@@ -408,8 +441,8 @@ fn read_view(
     reader: &StoreReader,
     entities: &IndexMap<String, ArrayRef>,
     rows: usize,
-    at: Option<i64>,
-    reference_time: i64,
+    as_of: &AsOf,
+    now: i64,
     ttl: Option<i64>,
 ) -> Result<ViewValues, OnlineError> {
     let mut key_arrays = Vec::new();
@@ -436,6 +469,7 @@ fn read_view(
         .collect();
     let mut statuses = Vec::with_capacity(rows);
     let mut event_timestamps = Vec::with_capacity(rows);
+    let mut digest_ids = BTreeSet::new();
     let mut key = Vec::new();
     for row in 0..rows {
         let found = if keys.is_null(row) {
@@ -443,7 +477,7 @@ fn read_view(
         } else {
             key.clear();
             keys.write(row, &mut key);
-            match at {
+            match as_of.time(row) {
                 None => reader.latest(record, &key)?,
                 Some(t) => reader.as_of(record, &key, t)?,
             }
@@ -454,7 +488,8 @@ fn read_view(
                 event_timestamps.push(None);
                 builders.iter_mut().for_each(ValueBuilder::push_null);
             }
-            Some(stored) if ttl.is_some_and(|ttl| stored.event_time < reference_time - ttl) => {
+            // Inclusive, as in Feast: a value exactly `ttl` old is served.
+            Some(stored) if ttl.is_some_and(|ttl| stored.event_time < as_of.time(row).unwrap_or(now) - ttl) => {
                 statuses.push(Some(Status::OutsideMaxAge));
                 event_timestamps.push(Some(stored.event_time));
                 builders.iter_mut().for_each(ValueBuilder::push_null);
@@ -462,6 +497,7 @@ fn read_view(
             Some(stored) => {
                 statuses.push(None);
                 event_timestamps.push(Some(stored.event_time));
+                digest_ids.insert(stored.digest_id);
                 for (builder, value) in builders.iter_mut().zip(stored.values) {
                     builder.push(value);
                 }
@@ -473,6 +509,7 @@ fn read_view(
         batch: batch_of(&record.features, arrays, rows),
         statuses,
         event_timestamps,
+        digest_ids,
     })
 }
 

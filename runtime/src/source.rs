@@ -48,10 +48,21 @@ pub struct FileSource {
 /// Opens `path` and checks that every `needed` column is present with a
 /// type that maps onto its declared type.
 pub fn open(path: &Path, format: FileFormat, needed: &[FieldSpec]) -> Result<FileSource, SourceError> {
+    open_with(path, format, needed, false)
+}
+
+/// As [`open`], keeping every column of the file (the `needed` ones checked
+/// and, in CSV, typed; the others as they are): a training spine's columns
+/// all go to the output.
+pub fn open_all(path: &Path, format: FileFormat, needed: &[FieldSpec]) -> Result<FileSource, SourceError> {
+    open_with(path, format, needed, true)
+}
+
+fn open_with(path: &Path, format: FileFormat, needed: &[FieldSpec], keep_all: bool) -> Result<FileSource, SourceError> {
     let file = File::open(path).map_err(|e| fail(path, format!("cannot open: {e}")))?;
     match format {
-        FileFormat::Parquet => open_parquet(path, file, needed),
-        FileFormat::Csv => open_csv(path, file, needed),
+        FileFormat::Parquet => open_parquet(path, file, needed, keep_all),
+        FileFormat::Csv => open_csv(path, file, needed, keep_all),
     }
 }
 
@@ -103,10 +114,13 @@ fn check_columns(path: &Path, schema: &Schema, needed: &[FieldSpec]) -> Result<V
         .collect()
 }
 
-fn open_parquet(path: &Path, file: File, needed: &[FieldSpec]) -> Result<FileSource, SourceError> {
+fn open_parquet(path: &Path, file: File, needed: &[FieldSpec], keep_all: bool) -> Result<FileSource, SourceError> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| fail(path, format!("not a readable Parquet file: {e}")))?;
     let mut indices = check_columns(path, builder.schema(), needed)?;
+    if keep_all {
+        indices = (0..builder.parquet_schema().root_schema().get_fields().len()).collect();
+    }
     indices.sort_unstable();
     indices.dedup();
     let total_rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
@@ -146,7 +160,7 @@ fn csv_header(path: &Path, file: File) -> Result<Schema, SourceError> {
     ))
 }
 
-fn open_csv(path: &Path, mut file: File, needed: &[FieldSpec]) -> Result<FileSource, SourceError> {
+fn open_csv(path: &Path, mut file: File, needed: &[FieldSpec], keep_all: bool) -> Result<FileSource, SourceError> {
     // The clone shares the file offset: rewind after reading the header.
     let header = csv_header(path, file.try_clone().map_err(|e| fail(path, e.to_string()))?)?;
     std::io::Seek::rewind(&mut file).map_err(|e| fail(path, e.to_string()))?;
@@ -168,6 +182,9 @@ fn open_csv(path: &Path, mut file: File, needed: &[FieldSpec]) -> Result<FileSou
         .collect();
     let schema = Arc::new(Schema::new(fields));
     let mut indices = check_columns(path, &schema, needed)?;
+    if keep_all {
+        indices = (0..schema.fields().len()).collect();
+    }
     indices.sort_unstable();
     indices.dedup();
     let reader = arrow_csv::ReaderBuilder::new(schema)

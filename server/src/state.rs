@@ -163,7 +163,7 @@ impl Server {
             features,
             entities,
             full_feature_names: request.full_feature_names,
-            at: None,
+            as_of: online::AsOf::Latest,
             deadline: Some(started + self.limits.request_timeout),
         };
         let response = online::get_online_features(&self.catalog, &self.records, &reader, &read).inspect_err(|e| {

@@ -312,17 +312,21 @@ pub fn fresh_driver_repo() -> TempRepo {
 /// The newest generated source row of `driver` (by event time, then created),
 /// found by a brute-force scan: conv_rate, acc_rate, avg_daily_trips.
 pub fn newest_row(driver: i64, end: i64) -> (f32, f32, i64) {
+    newest_row_at(driver, end, i64::MAX).unwrap()
+}
+
+/// As [`newest_row`], among rows with event time `<= at`.
+pub fn newest_row_at(driver: i64, end: i64, at: i64) -> Option<(f32, f32, i64)> {
     let batch = samples::driver_stats(1_000, 720, end, 42);
     let ids = batch.column(0).as_primitive::<Int64Type>();
     let times = batch.column(1).as_primitive::<TimestampMicrosecondType>();
     let created = batch.column(2).as_primitive::<TimestampMicrosecondType>();
     let best = (0..batch.num_rows())
-        .filter(|r| ids.value(*r) == driver)
-        .max_by_key(|r| (times.value(*r), created.value(*r)))
-        .unwrap();
-    (
+        .filter(|r| ids.value(*r) == driver && times.value(*r) <= at)
+        .max_by_key(|r| (times.value(*r), created.value(*r)))?;
+    Some((
         batch.column(3).as_primitive::<Float32Type>().value(best),
         batch.column(4).as_primitive::<Float32Type>().value(best),
         batch.column(5).as_primitive::<Int64Type>().value(best),
-    )
+    ))
 }

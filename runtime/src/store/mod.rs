@@ -377,6 +377,16 @@ impl Store {
         Ok(id)
     }
 
+    /// The number of the last commit that wrote feature values (0: none yet).
+    pub fn last_commit(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let counters = txn.open_table(COUNTERS).map_err(|e| self.fail(e))?;
+        Ok(counters
+            .get("commits")
+            .map_err(|e| self.fail(e))?
+            .map_or(0, |g| g.value()))
+    }
+
     /// Every registered digest by id.
     pub fn digests(&self) -> Result<BTreeMap<u32, Digest>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;

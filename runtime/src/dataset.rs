@@ -1,0 +1,425 @@
+//! `skewless dataset`: point-in-time correct training data.
+//!
+//! For each spine row (entity keys, an event time `t`, perhaps request
+//! fields), each view contributes the stored row of that entity with the
+//! greatest event time `<= t` and `>= t - ttl` (both inclusive), ties on
+//! event time going to the greatest created time; no such row gives nulls.
+//! On-demand views are computed over the joined values and the spine's
+//! request columns. All of it is one call per spine chunk to
+//! [`online::get_online_features`] with [`AsOf::Rows`]: the server's own
+//! read, at each row's own time, so a training row holds exactly what the
+//! server would have answered at that moment, from the same component.
+//!
+//! Memory is bounded by the chunk (one read batch of the spine), not by the
+//! spine: chunks are read, joined and written one at a time. The output is
+//! written to a temporary file and renamed into place when complete.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMicrosecondType;
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow_schema::{DataType as ArrowType, Field, Schema};
+use indexmap::IndexMap;
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::catalog::Catalog;
+use crate::columns::normalize_timestamps;
+use crate::online::{self, AsOf, OnlineError, OnlineRequest};
+use crate::repo::FileFormat;
+use crate::source::{self, SourceError};
+use crate::store::{Store, StoreError};
+use crate::types::{FeatureType, FieldSpec};
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct DatasetOptions {
+    /// The spine: Parquet or CSV (by extension), one row per labelled event.
+    pub spine: PathBuf,
+    /// The output: Parquet or CSV (by extension).
+    pub out: PathBuf,
+    /// Feature references (`view:feature` or `view`).
+    pub features: Vec<String>,
+    /// A feature service, instead of or besides `features`.
+    pub service: Option<String>,
+    /// The spine's event-time column.
+    pub timestamp_column: String,
+    /// Name feature columns `view__feature`.
+    pub full_feature_names: bool,
+    /// Join values of one view produced by different transform digests.
+    pub allow_mixed_digests: bool,
+}
+
+/// Where the values of a dataset came from; written into the output
+/// (Parquet key-value metadata `skewless.lineage`, or `<out>.lineage.json`
+/// beside a CSV file).
+#[derive(Debug, Clone, Serialize)]
+pub struct Lineage {
+    /// The spine file.
+    pub spine: String,
+    /// The store's last commit when the dataset was built.
+    pub store_commit: u64,
+    /// Per view read.
+    pub views: BTreeMap<String, ViewLineage>,
+}
+
+/// One view's lineage.
+#[derive(Debug, Clone, Serialize)]
+pub struct ViewLineage {
+    /// The digest of the component the repo names now (on-demand views ran it).
+    pub digest: String,
+    /// For materialized views: the digests that produced the stored values joined.
+    pub produced_by: Vec<String>,
+    /// For materialized views: the last commit that wrote values of the view.
+    pub last_commit: Option<u64>,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct DatasetSummary {
+    /// Rows written (= spine rows).
+    pub rows: u64,
+    /// Where values came from.
+    pub lineage: Lineage,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// A dataset that could not be built. No output file is left behind.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatasetError {
+    /// A file name whose extension says no format.
+    #[error("{}: say the format with the extension: .parquet or .csv", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The spine could not be read.
+    #[error("spine {0}")]
+    Spine(#[from] SourceError),
+    /// A spine row without an event time.
+    #[error("spine {}: row {row} (0-based) has no `{column}`: every spine row needs an event time", path.display())]
+    NoTime {
+        /// The spine.
+        path: PathBuf,
+        /// The row.
+        row: u64,
+        /// The timestamp column.
+        column: String,
+    },
+    /// The join failed (unknown feature, a missing key column, a transform error).
+    #[error(transparent)]
+    Join(#[from] OnlineError),
+    /// Values of one view produced by several transform digests.
+    #[error(
+        "feature view `{view}`: the stored values joined were produced by {} transform digests ({}); \
+         rerun `skewless backfill --view {view}` to materialize them all with the current component, \
+         or pass --allow-mixed-digests",
+        digests.len(), digests.join(", ")
+    )]
+    MixedDigests {
+        /// The view.
+        view: String,
+        /// The digests (short hex).
+        digests: Vec<String>,
+    },
+    /// The output could not be written.
+    #[error("{}: {message}", path.display())]
+    Output {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The format a file name says.
+pub fn format_of(path: &Path) -> Result<FileFormat, DatasetError> {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("parquet" | "pq") => Ok(FileFormat::Parquet),
+        Some("csv") => Ok(FileFormat::Csv),
+        _ => Err(DatasetError::Format {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+/// Builds the dataset `options` describes from `store`.
+pub fn build(
+    catalog: &Catalog,
+    store: &Store,
+    options: &DatasetOptions,
+    progress: &ProgressBar,
+) -> Result<DatasetSummary, DatasetError> {
+    let started = Instant::now();
+    let refs = online::resolve_features(catalog, &options.features, options.service.as_deref())?;
+    let spine_format = format_of(&options.spine)?;
+    let out_format = format_of(&options.out)?;
+
+    // The spine columns the join reads: the time, and each join key or request field it has.
+    let known = catalog.repo.request_columns();
+    let mut needed = vec![FieldSpec {
+        name: options.timestamp_column.clone(),
+        data_type: FeatureType::Timestamp,
+        nullable: true,
+    }];
+    for (name, _) in source::columns(&options.spine, spine_format)? {
+        if let Some(data_type) = known.get(&name)
+            && name != options.timestamp_column
+        {
+            needed.push(FieldSpec {
+                name,
+                data_type: *data_type,
+                nullable: true,
+            });
+        }
+    }
+    let opened = source::open_all(&options.spine, spine_format, &needed)?;
+    progress.set_length(opened.total_rows.unwrap_or(0));
+
+    let records = store.views()?;
+    let reader = store.reader()?;
+    let mut produced_by: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+    let digests = store.digests()?;
+    let short = |id: &u32| digests.get(id).map_or_else(|| format!("#{id}"), |d| d.short());
+
+    let temporary = temporary_path(&options.out);
+    let mut writer: Option<Writer> = None;
+    let mut rows = 0u64;
+    let result = (|| -> Result<(), DatasetError> {
+        for batch in opened.batches {
+            let batch = batch?;
+            let times = micros(batch.column_by_name(&options.timestamp_column).expect("opened with it"));
+            if let Some(row) = (0..times.len()).find(|r| times.is_null(*r)) {
+                return Err(DatasetError::NoTime {
+                    path: options.spine.clone(),
+                    row: rows + row as u64,
+                    column: options.timestamp_column.clone(),
+                });
+            }
+            let mut entities = IndexMap::new();
+            for field in &needed[1..] {
+                let column = batch.column_by_name(&field.name).expect("opened with it");
+                let column = match field.data_type {
+                    FeatureType::Timestamp => Arc::new(micros(column)) as ArrayRef,
+                    _ => column.clone(),
+                };
+                entities.insert(field.name.clone(), column);
+            }
+            let request = OnlineRequest {
+                features: refs.clone(),
+                entities,
+                full_feature_names: options.full_feature_names,
+                as_of: AsOf::Rows(times.values().to_vec()),
+                deadline: None,
+            };
+            let response = online::get_online_features(catalog, &records, &reader, &request)?;
+            for (view, ids) in response.stored_digests {
+                let seen = produced_by.entry(view.clone()).or_default();
+                seen.extend(ids);
+                if seen.len() > 1 && !options.allow_mixed_digests {
+                    return Err(DatasetError::MixedDigests {
+                        view,
+                        digests: seen.iter().map(short).collect(),
+                    });
+                }
+            }
+            let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+            let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+            for column in response.columns.into_iter().filter(|c| c.view.is_some()) {
+                fields.push(Field::new(&column.name, column.values.data_type().clone(), true));
+                columns.push(column.values);
+            }
+            let output =
+                RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| DatasetError::Output {
+                    path: options.out.clone(),
+                    message: format!("a spine column and a feature share a name? {e}"),
+                })?;
+            let writer = match &mut writer {
+                Some(w) => w,
+                None => writer.insert(Writer::create(&temporary, out_format, output.schema())?),
+            };
+            writer.write(&output)?;
+            rows += output.num_rows() as u64;
+            progress.inc(output.num_rows() as u64);
+        }
+        Ok(())
+    })();
+    if let Err(error) = result {
+        drop(writer);
+        let _ = std::fs::remove_file(&temporary);
+        return Err(error);
+    }
+    let Some(writer) = writer else {
+        return Err(DatasetError::Output {
+            path: options.spine.clone(),
+            message: "the spine has no rows".into(),
+        });
+    };
+
+    let mut views = BTreeMap::new();
+    for r in &refs {
+        if views.contains_key(&r.view) {
+            continue;
+        }
+        let transform = catalog.transform(&r.view).expect("resolved against the catalog");
+        let record = records.get(&r.view);
+        views.insert(
+            r.view.clone(),
+            ViewLineage {
+                digest: transform.digest().hex(),
+                produced_by: produced_by
+                    .get(&r.view)
+                    .map(|ids| ids.iter().filter_map(|id| digests.get(id)).map(|d| d.hex()).collect())
+                    .unwrap_or_default(),
+                last_commit: record.and_then(|r| r.last_commit),
+            },
+        );
+    }
+    let lineage = Lineage {
+        spine: options.spine.display().to_string(),
+        store_commit: store.last_commit()?,
+        views,
+    };
+    writer.finish(&lineage, &options.out)?;
+    std::fs::rename(&temporary, &options.out).map_err(|e| DatasetError::Output {
+        path: options.out.clone(),
+        message: format!("cannot move the finished file into place: {e}"),
+    })?;
+    Ok(DatasetSummary {
+        rows,
+        lineage,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn temporary_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    out.with_file_name(name)
+}
+
+/// A timestamp column in microseconds UTC.
+fn micros(array: &ArrayRef) -> arrow_array::PrimitiveArray<TimestampMicrosecondType> {
+    match array.as_primitive_opt::<TimestampMicrosecondType>() {
+        Some(m) => m.clone().with_timezone(crate::types::UTC),
+        None => normalize_timestamps(array.as_ref())
+            .expect("checked to be a timestamp when opened")
+            .with_timezone(crate::types::UTC),
+    }
+}
+
+/// The output file being written.
+enum Writer {
+    Parquet(parquet::arrow::ArrowWriter<File>, PathBuf),
+    Csv(arrow_csv::Writer<File>, PathBuf),
+}
+
+impl Writer {
+    fn create(path: &Path, format: FileFormat, schema: Arc<Schema>) -> Result<Writer, DatasetError> {
+        let fail = |message: String| DatasetError::Output {
+            path: path.to_path_buf(),
+            message,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| fail(format!("cannot create the folder: {e}")))?;
+        }
+        let file = File::create(path).map_err(|e| fail(format!("cannot create: {e}")))?;
+        Ok(match format {
+            FileFormat::Parquet => {
+                // Row groups of one chunk each: memory stays bounded by the chunk.
+                let properties = parquet::file::properties::WriterProperties::builder()
+                    .set_compression(parquet::basic::Compression::SNAPPY)
+                    .set_max_row_group_size(source::READ_BATCH_ROWS)
+                    .build();
+                let writer = parquet::arrow::ArrowWriter::try_new(file, schema, Some(properties))
+                    .map_err(|e| fail(e.to_string()))?;
+                Writer::Parquet(writer, path.to_path_buf())
+            }
+            FileFormat::Csv => Writer::Csv(
+                arrow_csv::WriterBuilder::new().with_header(true).build(file),
+                path.to_path_buf(),
+            ),
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), DatasetError> {
+        match self {
+            Writer::Parquet(w, path) => w.write(batch).map_err(|e| DatasetError::Output {
+                path: path.clone(),
+                message: e.to_string(),
+            }),
+            Writer::Csv(w, path) => w.write(&text_timestamps(batch)).map_err(|e| DatasetError::Output {
+                path: path.clone(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Closes the file, recording `lineage` (in the Parquet metadata, or in
+    /// `<out>.lineage.json` beside a CSV file).
+    fn finish(self, lineage: &Lineage, out: &Path) -> Result<(), DatasetError> {
+        let json = serde_json::to_string(lineage).expect("lineage serializes");
+        match self {
+            Writer::Parquet(mut w, path) => {
+                w.append_key_value_metadata(parquet::file::metadata::KeyValue::new(LINEAGE_KEY.to_string(), json));
+                w.close().map_err(|e| DatasetError::Output {
+                    path,
+                    message: e.to_string(),
+                })?;
+            }
+            Writer::Csv(w, path) => {
+                drop(w);
+                let mut name = out.file_name().unwrap_or_default().to_os_string();
+                name.push(".lineage.json");
+                std::fs::write(out.with_file_name(name), json).map_err(|e| DatasetError::Output {
+                    path: path.clone(),
+                    message: format!("cannot write the lineage file: {e}"),
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The Parquet key-value metadata key holding a dataset's [`Lineage`] (JSON).
+pub const LINEAGE_KEY: &str = "skewless.lineage";
+
+/// Timestamp columns as RFC 3339 text for CSV (UTC, microseconds): Arrow's
+/// CSV writer formats named time zones only with its time-zone database.
+fn text_timestamps(batch: &RecordBatch) -> RecordBatch {
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if matches!(field.data_type(), ArrowType::Timestamp(..)) {
+            let micros = micros(column);
+            let text: StringArray = (0..micros.len())
+                .map(|r| {
+                    micros
+                        .is_valid(r)
+                        .then(|| crate::time::format_timestamp(micros.value(r)))
+                })
+                .collect();
+            fields.push(Field::new(field.name(), ArrowType::Utf8, true));
+            columns.push(Arc::new(text) as ArrayRef);
+        } else {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("same rows, matching fields")
+}
