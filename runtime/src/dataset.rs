@@ -102,7 +102,7 @@ pub enum DatasetError {
     },
     /// The spine could not be read.
     #[error("spine {0}")]
-    Spine(#[from] SourceError),
+    Spine(SourceError),
     /// A spine row without an event time.
     #[error("spine {}: row {row} (0-based) has no `{column}`: every spine row needs an event time", path.display())]
     NoTime {
@@ -140,6 +140,12 @@ pub enum DatasetError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<SourceError> for DatasetError {
+    fn from(error: SourceError) -> Self {
+        DatasetError::Spine(error)
+    }
 }
 
 /// The format a file name says.
