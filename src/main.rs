@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use indexmap::IndexMap;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use skewless_runtime::online::{self, OnlineRequest, Status};
-use skewless_runtime::{Catalog, Repo, Runtime, Store, apply, backfill, dataset, samples, time, toolchain};
+use skewless_runtime::{Catalog, Repo, Runtime, Store, apply, backfill, dataset, samples, time, toolchain, verify};
 use skewless_server::{GetOnlineFeaturesResponse, Server, ServerLimits};
 
 /// The server allocates a few hundred small buffers per request (JSON,
@@ -105,6 +105,13 @@ enum Command {
         /// Join values of one view produced by different transform digests.
         #[arg(long)]
         allow_mixed_digests: bool,
+    },
+    /// Prove online/offline parity: read sampled entities through the server's path and the
+    /// dataset's path and compare bit for bit; report stale materializations.
+    Verify {
+        /// Entities sampled per materialized view.
+        #[arg(long, default_value_t = 1_000)]
+        samples: usize,
     },
     /// Serve features over HTTP: Feast's API, on-demand views, push; until Ctrl-C or SIGTERM.
     Serve {
@@ -252,6 +259,7 @@ fn run(cli: Cli) -> Result<()> {
                 },
             )
         }
+        Command::Verify { samples } => cmd_verify(&cli.repo, samples),
         Command::Serve { addr, limits } => cmd_serve(&cli.repo, &addr, limits.into(), None),
         Command::Ls => cmd_ls(&cli.repo),
         Command::Describe { name } => cmd_describe(&cli.repo, &name),
@@ -405,6 +413,59 @@ fn cmd_dataset(dir: &Path, options: &dataset::DatasetOptions) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn cmd_verify(dir: &Path, samples: usize) -> Result<()> {
+    let repo = Repo::open(dir)?;
+    let runtime = runtime_for(&repo)?;
+    let catalog = Catalog::load(repo, &runtime)?;
+    let store = Store::open_existing(&catalog.repo.store_path)?;
+    let report = verify::verify(&catalog, &store, samples)?;
+    const SHOWN: usize = 20;
+    for d in report.differences.iter().take(SHOWN) {
+        eprintln!(
+            "{} `{}:{}` for {}: online {} but offline {}",
+            paint("difference:", "1;31"),
+            d.view,
+            d.feature,
+            d.entity,
+            d.online,
+            d.offline
+        );
+    }
+    if report.differences.len() > SHOWN {
+        eprintln!("... and {} more differences", report.differences.len() - SHOWN);
+    }
+    for s in &report.stale {
+        let others: Vec<String> = s.other.iter().map(|(d, n)| format!("{n} by {d}")).collect();
+        eprintln!(
+            "{} view `{}`: of {} entities' newest values, {} (the repo's component is {}); run `skewless --repo {} backfill --view {}` to rematerialize",
+            paint("stale:", "1;33"),
+            s.view,
+            s.entities,
+            others.join(", "),
+            &s.current[..12],
+            dir.display(),
+            s.view
+        );
+    }
+    if !report.is_clean() {
+        bail!(
+            "{} differences in {} values compared, {} stale views",
+            report.differences.len(),
+            report.compared,
+            report.stale.len()
+        );
+    }
+    status(
+        "Verified",
+        &format!(
+            "{} values of {} views: online (server) and offline (dataset) paths agree bit for bit; nothing stale",
+            report.compared,
+            report.views.len()
+        ),
+    );
     Ok(())
 }
 

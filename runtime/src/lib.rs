@@ -28,6 +28,7 @@ pub mod time;
 pub mod toolchain;
 mod transform;
 mod types;
+pub mod verify;
 mod wit;
 
 pub use catalog::Catalog;

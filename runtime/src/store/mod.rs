@@ -387,6 +387,24 @@ impl Store {
             .map_or(0, |g| g.value()))
     }
 
+    /// Every entity of `view` in the latest table, with the digest id of the
+    /// row stored for it: what `verify` samples and checks for staleness.
+    pub fn latest_entities(&self, view: &ViewRecord) -> Result<Vec<(Vec<u8>, u32)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let table = txn.open_table(LATEST).map_err(|e| self.fail(e))?;
+        let start = layout::latest_key(view.id, &[]);
+        let mut out = Vec::new();
+        for item in table.range(start.as_slice()..).map_err(|e| self.fail(e))? {
+            let (key, row) = item.map_err(|e| self.fail(e))?;
+            let Some(entity) = key.value().strip_prefix(start.as_slice()) else {
+                break;
+            };
+            let header = layout::row_header(row.value()).map_err(|e| self.corrupt(e))?;
+            out.push((entity.to_vec(), header.digest_id));
+        }
+        Ok(out)
+    }
+
     /// Every registered digest by id.
     pub fn digests(&self) -> Result<BTreeMap<u32, Digest>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;

@@ -1,0 +1,297 @@
+//! `skewless verify`: online/offline parity, checked on the store as it is.
+//!
+//! For a sample of each materialized view's entities, every feature of the
+//! view and of the on-demand views over it is read twice: through the online
+//! path, one entity per read at the current time, exactly as the server
+//! answers (`latest` table, [`AsOf::Latest`]); and through the offline path,
+//! all sampled entities in one point-in-time join at the same instant, exactly
+//! as `skewless dataset` builds training rows (history, [`AsOf::Rows`]). The
+//! two must agree bit for bit (floats by their bits) and in status; every
+//! difference is reported. It also reports views whose stored values were
+//! produced by a transform other than the one the repo names now.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+};
+use arrow_schema::DataType as ArrowType;
+use indexmap::IndexMap;
+
+use crate::catalog::Catalog;
+use crate::online::{self, AsOf, OnlineError, OnlineRequest, OnlineResponse};
+use crate::repo::{FeatureRef, ViewKind};
+use crate::store::layout::{KeyValue, decode_entity_key};
+use crate::store::{Store, StoreError, ViewRecord};
+use crate::types::{FeatureType, UTC};
+
+/// One value that differs between the two paths.
+#[derive(Debug, Clone)]
+pub struct Difference {
+    /// The view.
+    pub view: String,
+    /// The feature.
+    pub feature: String,
+    /// The entity, e.g. `driver_id=1001`.
+    pub entity: String,
+    /// What the server answers: value and status.
+    pub online: String,
+    /// What a training row holds: value and status.
+    pub offline: String,
+}
+
+/// A view whose stored values came from another component than the repo's.
+#[derive(Debug, Clone)]
+pub struct Stale {
+    /// The view.
+    pub view: String,
+    /// The digest the repo names now (hex).
+    pub current: String,
+    /// Entities whose newest value another digest produced, by that digest (short hex).
+    pub other: BTreeMap<String, usize>,
+    /// Entities in all.
+    pub entities: usize,
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Views checked.
+    pub views: Vec<String>,
+    /// (entity, feature) values compared.
+    pub compared: usize,
+    /// Values that differ.
+    pub differences: Vec<Difference>,
+    /// Views with stale materializations.
+    pub stale: Vec<Stale>,
+}
+
+impl Report {
+    /// No difference and nothing stale.
+    pub fn is_clean(&self) -> bool {
+        self.differences.is_empty() && self.stale.is_empty()
+    }
+}
+
+/// Verification could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// A read failed (a damaged row, a transform error).
+    #[error(transparent)]
+    Read(#[from] OnlineError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Checks up to `samples` entities per materialized view of `catalog`.
+pub fn verify(catalog: &Catalog, store: &Store, samples: usize) -> Result<Report, VerifyError> {
+    let repo = &catalog.repo;
+    let records = store.views()?;
+    let digests = store.digests()?;
+    let mut report = Report::default();
+    for view in repo.views.values().filter(|v| v.is_materialized()) {
+        let Some(record) = records.get(&view.name) else {
+            continue;
+        };
+        report.views.push(view.name.clone());
+        let entities = store.latest_entities(record)?;
+        let current = catalog.transform(&view.name).expect("loaded").digest();
+        let mut other: BTreeMap<String, usize> = BTreeMap::new();
+        for (_, id) in &entities {
+            match digests.get(id) {
+                Some(d) if *d == current => {}
+                Some(d) => *other.entry(d.short()).or_default() += 1,
+                None => *other.entry(format!("#{id}")).or_default() += 1,
+            }
+        }
+        if !other.is_empty() {
+            report.stale.push(Stale {
+                view: view.name.clone(),
+                current: current.hex(),
+                other,
+                entities: entities.len(),
+            });
+        }
+
+        // An even spread over the entities, deterministic.
+        let step = entities.len().div_ceil(samples.max(1)).max(1);
+        let sample: Vec<Vec<KeyValue>> = entities
+            .iter()
+            .step_by(step)
+            .filter_map(|(key, _)| decode_entity_key(key))
+            .collect();
+        if sample.is_empty() {
+            continue;
+        }
+        // The view's features and those of every on-demand view reading it.
+        let mut refs = vec![FeatureRef {
+            view: view.name.clone(),
+            feature: None,
+        }];
+        refs.extend(
+            repo.views
+                .values()
+                .filter(|v| matches!(&v.kind, ViewKind::OnDemand { sources } if sources.contains(&view.name)))
+                .map(|v| FeatureRef {
+                    view: v.name.clone(),
+                    feature: None,
+                }),
+        );
+        let refs: Vec<String> = refs.iter().map(|r| r.view.clone()).collect();
+        let features = online::resolve_features(catalog, &refs, None)?;
+        let entities = entity_columns(catalog, record, &features, &sample);
+        let now = crate::time::now_micros();
+        let reader = store.reader()?;
+
+        // Offline: one point-in-time join, as `skewless dataset` does.
+        let offline = online::get_online_features(
+            catalog,
+            &records,
+            &reader,
+            &OnlineRequest {
+                features: features.clone(),
+                entities: entities.clone(),
+                full_feature_names: true,
+                as_of: AsOf::Rows(vec![now; sample.len()]),
+                deadline: None,
+            },
+        )?;
+        // Online: one read per entity, as the server answers.
+        for (row, key) in sample.iter().enumerate() {
+            let one: IndexMap<String, ArrayRef> = entities.iter().map(|(k, v)| (k.clone(), v.slice(row, 1))).collect();
+            let online_answer = online::get_online_features(
+                catalog,
+                &records,
+                &reader,
+                &OnlineRequest {
+                    features: features.clone(),
+                    entities: one,
+                    full_feature_names: true,
+                    as_of: AsOf::Latest,
+                    deadline: None,
+                },
+            )?;
+            compare(&online_answer, &offline, row, key, &mut report);
+        }
+    }
+    Ok(report)
+}
+
+/// The join keys of the sample, and a deterministic value per row for each
+/// request field the on-demand views need.
+fn entity_columns(
+    catalog: &Catalog,
+    record: &ViewRecord,
+    features: &[FeatureRef],
+    sample: &[Vec<KeyValue>],
+) -> IndexMap<String, ArrayRef> {
+    let mut columns = IndexMap::new();
+    for (index, key) in record.join_keys.iter().enumerate() {
+        let array: ArrayRef = match key.data_type {
+            FeatureType::Utf8 => Arc::new(StringArray::from_iter_values(sample.iter().map(|k| match &k[index] {
+                KeyValue::Utf8(s) => s.clone(),
+                KeyValue::Int64(i) => i.to_string(),
+            }))),
+            _ => Arc::new(Int64Array::from_iter_values(sample.iter().map(|k| match &k[index] {
+                KeyValue::Int64(i) => *i,
+                KeyValue::Utf8(_) => 0,
+            }))),
+        };
+        columns.insert(key.name.clone(), array);
+    }
+    let request = catalog.repo.request_columns();
+    let views: BTreeSet<&str> = features.iter().map(|f| f.view.as_str()).collect();
+    for view in views {
+        let Some(transform) = catalog.transform(view) else {
+            continue;
+        };
+        for input in &transform.description().inputs {
+            // Join keys are there already; stored features come from the view.
+            let stored = record.features.iter().any(|f| f.name == input.name);
+            if columns.contains_key(&input.name) || stored || !request.contains_key(&input.name) {
+                continue;
+            }
+            columns.insert(input.name.clone(), request_values(input.data_type, sample.len()));
+        }
+    }
+    columns
+}
+
+fn request_values(data_type: FeatureType, rows: usize) -> ArrayRef {
+    let rows = 0..rows as i64;
+    match data_type {
+        FeatureType::Bool => Arc::new(BooleanArray::from_iter(rows.map(|r| Some(r % 2 == 0)))),
+        FeatureType::Int64 => Arc::new(Int64Array::from_iter_values(rows.map(|r| r * 7 - 3))),
+        FeatureType::Float32 => Arc::new(Float32Array::from_iter_values(rows.map(|r| r as f32 * 0.37 - 1.0))),
+        FeatureType::Float64 => Arc::new(Float64Array::from_iter_values(rows.map(|r| r as f64 * 0.37 - 1.0))),
+        FeatureType::Utf8 => Arc::new(StringArray::from_iter_values(rows.map(|r| format!("verify-{r}")))),
+        FeatureType::Timestamp => Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.map(|r| 1_700_000_000_000_000 + r * 1_000_000))
+                .with_timezone(UTC),
+        ),
+    }
+}
+
+/// Compares row `row` of `offline` with the one-row `online` answer.
+fn compare(online: &OnlineResponse, offline: &OnlineResponse, row: usize, key: &[KeyValue], report: &mut Report) {
+    let entity = || key.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(",");
+    for (a, b) in online.columns.iter().zip(&offline.columns) {
+        let Some(view) = &a.view else {
+            continue;
+        };
+        report.compared += 1;
+        let (va, vb) = (value_bits(a.values.as_ref(), 0), value_bits(b.values.as_ref(), row));
+        if va != vb || a.statuses[0] != b.statuses[row] {
+            let show = |array: &dyn Array, r: usize, status: online::Status| {
+                let status = serde_json::to_value(status).expect("statuses serialize");
+                format!(
+                    "{} ({})",
+                    online::value_json(array, r),
+                    status.as_str().unwrap_or_default()
+                )
+            };
+            report.differences.push(Difference {
+                view: view.clone(),
+                feature: a.name.split_once("__").map_or(a.name.as_str(), |(_, f)| f).to_string(),
+                entity: entity(),
+                online: show(a.values.as_ref(), 0, a.statuses[0]),
+                offline: show(b.values.as_ref(), row, b.statuses[row]),
+            });
+        }
+    }
+}
+
+/// A value as bytes: floats by their bits, so NaN payloads and -0.0 count.
+fn value_bits(array: &dyn Array, row: usize) -> Option<Vec<u8>> {
+    if array.is_null(row) {
+        return None;
+    }
+    Some(match array.data_type() {
+        ArrowType::Boolean => vec![u8::from(array.as_boolean().value(row))],
+        ArrowType::Int64 => array.as_primitive::<Int64Type>().value(row).to_le_bytes().to_vec(),
+        ArrowType::Float32 => array
+            .as_primitive::<Float32Type>()
+            .value(row)
+            .to_bits()
+            .to_le_bytes()
+            .to_vec(),
+        ArrowType::Float64 => array
+            .as_primitive::<Float64Type>()
+            .value(row)
+            .to_bits()
+            .to_le_bytes()
+            .to_vec(),
+        ArrowType::Utf8 => array.as_string::<i32>().value(row).as_bytes().to_vec(),
+        ArrowType::Timestamp(..) => array
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(row)
+            .to_le_bytes()
+            .to_vec(),
+        other => format!("{other}").into_bytes(),
+    })
+}
