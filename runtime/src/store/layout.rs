@@ -339,6 +339,24 @@ pub fn decode_values(row: &[u8], schema: &[FieldSpec]) -> Result<Vec<Value>, Cor
 }
 
 /// Splits a block into its rows.
+/// The newest row of a block with event time `<= at` (rows are sorted by
+/// (event_time, created): invariant 2), found by one forward scan without
+/// collecting the rows.
+pub fn newest_row_at<'b>(block: &'b [u8], schema: &[FieldSpec], at: i64) -> Result<Option<&'b [u8]>, CorruptRow> {
+    let mut rest = block;
+    let count = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes")) as usize;
+    let mut newest = None;
+    for _ in 0..count {
+        let len = row_len(rest, schema)?;
+        let row = take(&mut rest, len)?;
+        if row_header(row)?.event_time > at {
+            break;
+        }
+        newest = Some(row);
+    }
+    Ok(newest)
+}
+
 pub fn block_rows<'b>(block: &'b [u8], schema: &[FieldSpec]) -> Result<Vec<&'b [u8]>, CorruptRow> {
     let mut rest = block;
     let count = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes")) as usize;

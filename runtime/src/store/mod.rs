@@ -623,18 +623,12 @@ impl StoreReader {
             .map_err(|e| storage(&self.path, e))?;
         for item in range.rev() {
             let (_, block) = item.map_err(|e| storage(&self.path, e))?;
-            let rows = layout::block_rows(block.value(), &view.features).map_err(|e| StoreError::Corrupt {
+            let newest = layout::newest_row_at(block.value(), &view.features, at).map_err(|e| StoreError::Corrupt {
                 path: self.path.clone(),
                 message: format!("view `{}`: {e}", view.name),
             })?;
-            for row in rows.iter().rev() {
-                let header = layout::row_header(row).map_err(|e| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    message: e.to_string(),
-                })?;
-                if header.event_time <= at {
-                    return Ok(Some(self.decode(row, view)?));
-                }
+            if let Some(row) = newest {
+                return Ok(Some(self.decode(row, view)?));
             }
         }
         Ok(None)
