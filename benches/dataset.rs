@@ -4,7 +4,8 @@
 //! Parquet. Each run is a fresh process, as a user runs `skewless dataset`
 //! (cold redb cache included); the store is built once.
 //!
-//! Run: cargo bench --bench dataset   (BENCH_RUNS=5; BENCH_SPINE_ROWS=100000)
+//! Run: cargo bench --bench dataset   (BENCH_RUNS=5; BENCH_SPINE_ROWS=100000; BENCH_KEEP=1 keeps
+//! the repo and spine for measuring by hand)
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -16,7 +17,10 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use skewless_runtime::samples;
 
 fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let spine_rows: usize = std::env::var("BENCH_SPINE_ROWS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -53,6 +57,12 @@ fn main() {
     samples::write_parquet(&spine_path, &spine).unwrap();
     let out = repo.path().join("train.parquet");
 
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        // For measuring by hand (e.g. peak memory with /usr/bin/time -v).
+        let dir = repo.dir.keep();
+        println!("kept: {} (spine.parquet inside)", dir.display());
+        return;
+    }
     let mut times = Vec::new();
     for _ in 0..runs {
         let started = Instant::now();
