@@ -416,3 +416,70 @@ fn csv_in_csv_out_matches_parquet() {
     }
     assert!(repo.path().join("train.csv.lineage.json").exists());
 }
+
+#[test]
+fn values_of_two_builds_of_a_component_are_not_mixed_unless_asked() {
+    let repo = TempRepo::with_data("driver_stats", FIXED_END);
+    repo.ok(&["apply"]);
+    repo.ok(&["backfill"]);
+    // Another build of the view's component (one more custom section), applied, and
+    // backfilled over the last day only: older values stay from the first build.
+    let original = example_components().join("driver_hourly_stats.wasm");
+    let mut bytes = std::fs::read(&original).unwrap();
+    bytes.extend_from_slice(&[0x00, 0x03, 0x01, b'x', b'y']);
+    let rebuilt = repo.path().join("rebuilt.wasm");
+    std::fs::write(&rebuilt, bytes).unwrap();
+    let config = repo.path().join("skewless.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(original.to_str().unwrap(), rebuilt.to_str().unwrap());
+    std::fs::write(&config, text).unwrap();
+    repo.ok(&["apply"]);
+    let last_day = skewless_runtime::time::format_timestamp(FIXED_END - 24 * HOUR);
+    repo.ok(&["backfill", "--start", &last_day]);
+
+    std::fs::write(
+        repo.path().join("spine.csv"),
+        "driver_id,event_timestamp\n1001,2025-12-31T12:00:00Z\n1001,2025-12-20T12:00:00Z\n",
+    )
+    .unwrap();
+    let args = [
+        "--spine",
+        "spine.csv",
+        "--features",
+        "driver_hourly_stats",
+        "--out",
+        "train.parquet",
+    ];
+    let refused = dataset(&repo, &args);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("produced by 2 transform digests") && stderr.contains("--allow-mixed-digests"),
+        "{stderr}"
+    );
+    assert!(!repo.path().join("train.parquet").exists());
+
+    dataset_ok(&repo, &[&args[..], &["--allow-mixed-digests"]].concat());
+    let file =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(repo.path().join("train.parquet")).unwrap())
+            .unwrap();
+    let metadata = file.metadata().file_metadata().key_value_metadata().unwrap();
+    let lineage: serde_json::Value = serde_json::from_str(
+        metadata
+            .iter()
+            .find(|kv| kv.key == "skewless.lineage")
+            .unwrap()
+            .value
+            .as_deref()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        lineage["views"]["driver_hourly_stats"]["produced_by"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
