@@ -331,8 +331,8 @@ fn micros(array: &ArrayRef) -> arrow_array::PrimitiveArray<TimestampMicrosecondT
 
 /// The output file being written.
 enum Writer {
-    Parquet(parquet::arrow::ArrowWriter<File>, PathBuf),
-    Csv(arrow_csv::Writer<File>, PathBuf),
+    Parquet(Box<parquet::arrow::ArrowWriter<File>>, PathBuf),
+    Csv(Box<arrow_csv::Writer<File>>, PathBuf),
 }
 
 impl Writer {
@@ -354,10 +354,10 @@ impl Writer {
                     .build();
                 let writer = parquet::arrow::ArrowWriter::try_new(file, schema, Some(properties))
                     .map_err(|e| fail(e.to_string()))?;
-                Writer::Parquet(writer, path.to_path_buf())
+                Writer::Parquet(Box::new(writer), path.to_path_buf())
             }
             FileFormat::Csv => Writer::Csv(
-                arrow_csv::WriterBuilder::new().with_header(true).build(file),
+                Box::new(arrow_csv::WriterBuilder::new().with_header(true).build(file)),
                 path.to_path_buf(),
             ),
         })

@@ -4,12 +4,15 @@
 //! ([`Runtime`], [`Transform`]), converts Arrow batches to and from the WIT
 //! contract (one conversion, both ways), reads the feature repo ([`Repo`]),
 //! stores time-versioned values in redb ([`Store`]), and runs the jobs that
-//! use all of these: backfill, online reads and apply.
+//! use all of these: apply, backfill and push, online reads (latest or as
+//! of any time), training datasets and verification.
 //!
-//! The product's promise lives in one function: [`Transform::run`]. The
-//! backfiller and the online path call it (the server and the dataset
-//! builder will too), so the value a model trains on and the value it is
-//! served come from the same bytes through the same code.
+//! The product's promise lives in two functions. [`Transform::run`] is the
+//! only way a transform runs, and [`online::get_online_features`] is the
+//! only way features are read: the server answers with it, `dataset` joins
+//! training rows with it (one instant per spine row), `verify` compares the
+//! two uses. So the value a model trains on and the value it is served come
+//! from the same bytes through the same code.
 
 pub mod apply;
 pub mod backfill;

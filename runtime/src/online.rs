@@ -2,8 +2,11 @@
 //! for a set of entities, plus on-demand views computed from them at read
 //! time through [`crate::Transform::run`], all requested entities in one call.
 //!
-//! `skewless get` and the HTTP server call this. Statuses follow Feast:
-//! `PRESENT`, `NULL_VALUE`, `NOT_FOUND`, `OUTSIDE_MAX_AGE`.
+//! The one read path: the HTTP server and `skewless get` read the latest
+//! values ([`AsOf::Latest`]) or, with `get --at`, one past instant;
+//! `skewless dataset` reads one instant per spine row ([`AsOf::Rows`]);
+//! `skewless verify` compares the two. Statuses follow Feast: `PRESENT`,
+//! `NULL_VALUE`, `NOT_FOUND`, `OUTSIDE_MAX_AGE`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Streaming ingest (`POST /push`, Feast's push API): rows posted as JSON
 //! columns to a push source go through every materialized view fed by that
-//! source exactly as backfill rows do (the same [`Materializer`]: same
+//! source exactly as backfill rows do (the same `backfill::Materializer`: same
 //! columns, same transform call, same encoding), and are committed in one
 //! durable transaction before [`push`] returns.
 

@@ -1,9 +1,11 @@
 //! A loaded transform and the one function that runs it on a batch.
 //!
-//! [`Transform::run`] is the only way the product executes a transform: the
-//! backfiller and the online path call it (the server and the dataset
-//! builder will too), so a value is computed by the same code and the same
-//! conversion everywhere.
+//! [`Transform::run`] is the only way the product executes a transform:
+//! backfill and push (through `backfill::Materializer`) and online reads,
+//! which the server, `get`, `dataset` and `verify` all go through, call it,
+//! so a value is computed by the same code and the same conversion
+//! everywhere. [`Transform::run_within`] is the same call with a shorter
+//! time limit (a server request's remaining budget).
 //!
 //! Instances come from a pool of pre-linked instances (`InstancePre`):
 //! checked out for one call, returned after a successful call, discarded

@@ -181,7 +181,7 @@ impl Server {
     }
 
     /// `POST /push`, first half: checks, transform calls and encoding, on
-    /// the calling thread. The rows are then committed by [`Committer`].
+    /// the calling thread. [`Server::commit_push`] then makes them durable.
     pub fn prepare_push(&self, request: PushRequest, started: Instant) -> Result<Prepared, ApiError> {
         self.check_rows(request.df.values().map(Vec::len).max().unwrap_or(0), "rows")?;
         let budget = self.limits.request_timeout.saturating_sub(started.elapsed());
