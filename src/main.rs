@@ -438,13 +438,27 @@ fn cmd_verify(dir: &Path, samples: usize) -> Result<()> {
         eprintln!("... and {} more differences", report.differences.len() - SHOWN);
     }
     for s in &report.stale {
-        let others: Vec<String> = s.other.iter().map(|(d, n)| format!("{n} by {d}")).collect();
+        let by = |counts: Vec<(String, String)>| {
+            counts
+                .into_iter()
+                .map(|(d, n)| format!("{n} by {d}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut parts = Vec::new();
+        if !s.latest.is_empty() {
+            let counts = s.latest.iter().map(|(d, n)| (d.clone(), n.to_string())).collect();
+            parts.push(format!("of {} entities' served values, {}", s.entities, by(counts)));
+        }
+        if !s.history.is_empty() {
+            let counts = s.history.iter().map(|(d, n)| (d.clone(), n.to_string())).collect();
+            parts.push(format!("of {} stored rows (training data), {}", s.rows, by(counts)));
+        }
         eprintln!(
-            "{} view `{}`: of {} entities' newest values, {} (the repo's component is {}); run `skewless --repo {} backfill --view {}` to rematerialize",
+            "{} view `{}`: {} (the repo's component is {}); run `skewless --repo {} backfill --view {}` to rematerialize",
             paint("stale:", "1;33"),
             s.view,
-            s.entities,
-            others.join(", "),
+            parts.join("; "),
             &s.current[..12],
             dir.display(),
             s.view

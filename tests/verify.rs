@@ -83,7 +83,8 @@ fn a_view_whose_component_was_swapped_for_another_build_is_reported_stale() {
 
     let stderr = repo.fails(&["verify", "--samples", "50"]);
     assert!(
-        stderr.contains("stale: view `driver_hourly_stats`: of 1000 entities' newest values, 1000 by"),
+        stderr.contains("stale: view `driver_hourly_stats`: of 1000 entities' served values, 1000 by")
+            && stderr.contains("of 720000 stored rows (training data), 720000 by"),
         "{stderr}"
     );
     assert!(stderr.contains("backfill --view driver_hourly_stats"), "{stderr}");

@@ -50,10 +50,14 @@ pub struct Stale {
     pub view: String,
     /// The digest the repo names now (hex).
     pub current: String,
-    /// Entities whose newest value another digest produced, by that digest (short hex).
-    pub other: BTreeMap<String, usize>,
+    /// Entities whose newest (served) value another digest produced, by that digest (short hex).
+    pub latest: BTreeMap<String, usize>,
     /// Entities in all.
     pub entities: usize,
+    /// History rows (training data) another digest produced, by that digest (short hex).
+    pub history: BTreeMap<String, u64>,
+    /// History rows in all.
+    pub rows: u64,
 }
 
 /// What `verify` found.
@@ -101,20 +105,26 @@ pub fn verify(catalog: &Catalog, store: &Store, samples: usize) -> Result<Report
         report.views.push(view.name.clone());
         let entities = store.latest_entities(record)?;
         let current = catalog.transform(&view.name).expect("loaded").digest();
-        let mut other: BTreeMap<String, usize> = BTreeMap::new();
-        for (_, id) in &entities {
-            match digests.get(id) {
-                Some(d) if *d == current => {}
-                Some(d) => *other.entry(d.short()).or_default() += 1,
-                None => *other.entry(format!("#{id}")).or_default() += 1,
-            }
+        let name = |id: &u32| digests.get(id).map_or_else(|| format!("#{id}"), |d| d.short());
+        let is_current = |id: &u32| digests.get(id) == Some(&current);
+        let mut latest: BTreeMap<String, usize> = BTreeMap::new();
+        for (_, id) in entities.iter().filter(|(_, id)| !is_current(id)) {
+            *latest.entry(name(id)).or_default() += 1;
         }
-        if !other.is_empty() {
+        let history_counts = store.history_digests(record)?;
+        let history: BTreeMap<String, u64> = history_counts
+            .iter()
+            .filter(|(id, _)| !is_current(id))
+            .map(|(id, n)| (name(id), *n))
+            .collect();
+        if !latest.is_empty() || !history.is_empty() {
             report.stale.push(Stale {
                 view: view.name.clone(),
                 current: current.hex(),
-                other,
+                latest,
                 entities: entities.len(),
+                history,
+                rows: history_counts.values().sum(),
             });
         }
 

@@ -405,6 +405,25 @@ impl Store {
         Ok(out)
     }
 
+    /// How many history rows of `view` each digest id produced.
+    pub fn history_digests(&self, view: &ViewRecord) -> Result<BTreeMap<u32, u64>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let table = txn.open_table(HISTORY).map_err(|e| self.fail(e))?;
+        let start = layout::latest_key(view.id, &[]);
+        let mut out = BTreeMap::new();
+        for item in table.range(start.as_slice()..).map_err(|e| self.fail(e))? {
+            let (key, block) = item.map_err(|e| self.fail(e))?;
+            if !key.value().starts_with(&start) {
+                break;
+            }
+            for row in layout::block_rows(block.value(), &view.features).map_err(|e| self.corrupt(e))? {
+                let header = layout::row_header(row).map_err(|e| self.corrupt(e))?;
+                *out.entry(header.digest_id).or_default() += 1;
+            }
+        }
+        Ok(out)
+    }
+
     /// Every registered digest by id.
     pub fn digests(&self) -> Result<BTreeMap<u32, Digest>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
