@@ -23,14 +23,40 @@ pub fn parse_timestamp(text: &str) -> Result<i64, String> {
     if let Ok(micros) = text.parse::<i64>() {
         return Ok(micros);
     }
-    let full = if text.len() == 10 {
-        format!("{text}T00:00:00Z")
+    // A numeric offset (`+02:00`, `-0500`; Python's isoformat() writes `+00:00`):
+    // parse the local time, then move it to UTC.
+    let (local, offset_secs) = match split_offset(text) {
+        Some((local, offset)) => (local, offset),
+        None => (text, 0),
+    };
+    let full = if local.len() == 10 {
+        format!("{local}T00:00:00Z")
     } else {
-        text.to_string()
+        local.to_string()
     };
     humantime::parse_rfc3339_weak(&full)
-        .map(micros)
+        .map(|t| micros(t) - offset_secs * 1_000_000)
         .map_err(|e| format!("`{text}` is not a timestamp like 2021-04-12 or 2021-04-12T10:59:42Z ({e})"))
+}
+
+/// `2021-04-12T10:59:42+02:00` -> (`2021-04-12T10:59:42`, 7200).
+fn split_offset(text: &str) -> Option<(&str, i64)> {
+    let (head, tail) = text.split_at(text.len().checked_sub(6).filter(|_| text.len() > 16)?);
+    let (head, tail) = if tail.as_bytes()[3] == b':' {
+        (head, tail.to_string())
+    } else {
+        // `+HHMM`
+        let (head, tail) = text.split_at(text.len() - 5);
+        (head, format!("{}:{}", &tail[..3], &tail[3..]))
+    };
+    let sign = match tail.as_bytes()[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let hours: i64 = tail[1..3].parse().ok()?;
+    let minutes: i64 = tail[4..6].parse().ok()?;
+    Some((head, sign * (hours * 3600 + minutes * 60)))
 }
 
 /// RFC 3339 with microseconds, e.g. `2021-04-12T10:59:42.000000Z`, for any
@@ -95,6 +121,16 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numeric_offsets_are_applied() {
+        let utc = parse_timestamp("2021-04-12T10:59:42Z").unwrap();
+        assert_eq!(parse_timestamp("2021-04-12T12:59:42+02:00"), Ok(utc));
+        assert_eq!(parse_timestamp("2021-04-12T05:59:42-0500"), Ok(utc));
+        assert_eq!(parse_timestamp("2021-04-12T10:59:42+00:00"), Ok(utc));
+        assert_eq!(parse_timestamp("2021-04-12T10:59:42.5+00:00"), Ok(utc + 500_000));
+        assert!(parse_timestamp("2021-04-12T10:59:42+2").is_err());
+    }
 
     #[test]
     fn parses_the_forms_users_type() {
