@@ -454,3 +454,32 @@ fn concurrent_pushes_are_all_stored_and_share_commits() {
         "32 concurrent pushes took 32 commits: no group commit"
     );
 }
+
+#[test]
+fn a_push_keeps_what_an_apply_recorded_while_the_server_ran() {
+    let repo = fresh_driver_repo();
+    let server = repo.serve(&[]);
+    let config = repo.path().join("skewless.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "Conversion rate, acceptance rate and trips per driver, hourly",
+        "Hourly driver statistics, described anew",
+    );
+    std::fs::write(&config, text).unwrap();
+    repo.ok(&["apply"]);
+    let (status, answer) = server.post(
+        "/push",
+        r#"{"push_source_name": "driver_stats_push_source", "to": "online_and_offline",
+            "df": {"driver_id": [1001], "event_timestamp": ["2026-01-01T00:00:00Z"],
+                   "conv_rate": [0.5], "acc_rate": [0.5], "avg_daily_trips": [1]}}"#,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let described = repo.ok(&["describe", "driver_hourly_stats"]);
+    assert!(described.contains("described anew"), "{described}");
+    let (_, catalog) = server.get("/v1/catalog");
+    let catalog: Value = serde_json::from_str(&catalog).unwrap();
+    assert_eq!(catalog["views"]["driver_hourly_stats"]["last_commit"], answer["commit"]);
+    assert_eq!(
+        catalog["views"]["driver_hourly_stats"]["definition"]["description"],
+        "Hourly driver statistics, described anew"
+    );
+}

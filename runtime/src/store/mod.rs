@@ -466,13 +466,22 @@ impl Store {
             counters.insert("commits", commit).map_err(|e| self.fail(e))?;
             for (view, pending, to) in views.iter_mut() {
                 self.merge_rows(view, pending, *to, &mut history, &mut latest)?;
-                let record = ViewRecord {
-                    last_commit: Some(commit),
-                    ..(*view).clone()
+                // Only `last_commit` changes: the writer's copy of the record may be
+                // older than the registry (a server started before an `apply`).
+                let key = format!("view/{}", view.name);
+                let stored = registry
+                    .get(key.as_str())
+                    .map_err(|e| self.fail(e))?
+                    .map(|g| g.value().to_string());
+                let Some(stored) = stored else {
+                    continue;
                 };
-                let json = serde_json::to_string(&record).expect("view records serialize");
+                let mut record: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(&stored).map_err(|e| self.corrupt(format!("record {key}: {e}")))?;
+                record.insert("last_commit".into(), commit.into());
+                let record = serde_json::Value::Object(record);
                 registry
-                    .insert(format!("view/{}", view.name).as_str(), json.as_str())
+                    .insert(key.as_str(), record.to_string().as_str())
                     .map_err(|e| self.fail(e))?;
             }
             commit
