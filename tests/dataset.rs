@@ -415,6 +415,35 @@ fn csv_in_csv_out_matches_parquet() {
         assert_eq!(line.split(',').nth(5).unwrap(), trips.value(row).to_string());
     }
     assert!(repo.path().join("train.csv.lineage.json").exists());
+
+    // The spine's time column under another name.
+    std::fs::write(
+        repo.path().join("spine_ts.csv"),
+        "driver_id,label_time,val_to_add\n1001,2025-12-30T10:30:00Z,5\n1005,2025-12-29T00:00:00Z,6\n",
+    )
+    .unwrap();
+    dataset_ok(
+        &repo,
+        &[
+            "--spine",
+            "spine_ts.csv",
+            "--timestamp-column",
+            "label_time",
+            "--service",
+            "driver_activity",
+            "--out",
+            "train_ts.parquet",
+        ],
+    );
+    let renamed = read_parquet(&repo.path().join("train_ts.parquet"));
+    assert_eq!(renamed.schema().field(1).name(), "label_time");
+    assert_eq!(
+        renamed
+            .column_by_name("avg_daily_trips")
+            .unwrap()
+            .as_primitive::<Int64Type>(),
+        trips
+    );
 }
 
 #[test]
