@@ -32,14 +32,7 @@ fn main() {
     // Random drivers and instants over the data's 720 hours.
     let hour = 3_600_000_000i64;
     let start = common::FIXED_END - 720 * hour;
-    let mut state = 11u64;
-    let mut next = move |bound: u64| {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % bound
-    };
+    let mut next = common::split_mix(11);
     let (drivers, times): (Vec<i64>, Vec<i64>) = (0..spine_rows)
         .map(|_| (1001 + next(1_000) as i64, start + next(720 * hour as u64) as i64))
         .unzip();

@@ -422,6 +422,11 @@ fn cmd_verify(dir: &Path, samples: usize) -> Result<()> {
     let catalog = Catalog::load(repo, &runtime)?;
     let store = Store::open_existing(&catalog.repo.store_path)?;
     let report = verify::verify(&catalog, &store, samples)?;
+    if report.compared == 0 && report.is_clean() {
+        bail!(
+            "nothing to verify: no stored values of this repo's views; run `skewless apply` and `skewless backfill` first"
+        );
+    }
     const SHOWN: usize = 20;
     for d in report.differences.iter().take(SHOWN) {
         eprintln!(

@@ -252,15 +252,7 @@ fn a_spine_over_driver_stats_equals_a_brute_force_scan() {
     repo.ok(&["backfill"]);
 
     // 100,000 spine rows: random drivers (some unknown), random instants over the data and past it.
-    let mut state = 7u64;
-    let mut next = move |bound: u64| {
-        // SplitMix64.
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % bound
-    };
+    let mut next = split_mix(7);
     let start = FIXED_END - 722 * HOUR;
     let spine: Vec<(i64, i64)> = (0..100_000)
         .map(|_| (1001 + next(1_010) as i64, start + next(730 * HOUR as u64) as i64))
@@ -348,6 +340,7 @@ fn a_bad_spine_is_named_and_no_output_is_left_behind() {
         ("bad_key.csv", "bad_key.csv"),
         ("missing.csv", "missing.csv"),
         ("spine.txt", "say the format with the extension"),
+        ("out.parquet", "is the spine itself"),
     ] {
         let out = dataset(
             &repo,
@@ -365,6 +358,22 @@ fn a_bad_spine_is_named_and_no_output_is_left_behind() {
         assert!(stderr.contains(expected), "{spine}: {stderr}");
         assert!(!repo.path().join("out.parquet").exists() && !repo.path().join("out.parquet.partial").exists());
     }
+    // An output that is the spine itself is refused before anything is written.
+    let spine = "driver_id,event_timestamp\n1001,2025-12-30T00:00:00Z\n";
+    write("same.csv", spine);
+    let out = dataset(
+        &repo,
+        &[
+            "--spine",
+            "same.csv",
+            "--features",
+            "driver_hourly_stats",
+            "--out",
+            "same.csv",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the spine itself"));
+    assert_eq!(std::fs::read_to_string(repo.path().join("same.csv")).unwrap(), spine);
 }
 
 #[test]
@@ -453,16 +462,7 @@ fn values_of_two_builds_of_a_component_are_not_mixed_unless_asked() {
     repo.ok(&["backfill"]);
     // Another build of the view's component (one more custom section), applied, and
     // backfilled over the last day only: older values stay from the first build.
-    let original = example_components().join("driver_hourly_stats.wasm");
-    let mut bytes = std::fs::read(&original).unwrap();
-    bytes.extend_from_slice(&[0x00, 0x03, 0x01, b'x', b'y']);
-    let rebuilt = repo.path().join("rebuilt.wasm");
-    std::fs::write(&rebuilt, bytes).unwrap();
-    let config = repo.path().join("skewless.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(original.to_str().unwrap(), rebuilt.to_str().unwrap());
-    std::fs::write(&config, text).unwrap();
+    swap_in_another_build(&repo, "driver_hourly_stats");
     repo.ok(&["apply"]);
     let last_day = skewless_runtime::time::format_timestamp(FIXED_END - 24 * HOUR);
     repo.ok(&["backfill", "--start", &last_day]);

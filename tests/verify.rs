@@ -29,6 +29,14 @@ fn every_example_repo_verifies_with_no_difference() {
 }
 
 #[test]
+fn verify_says_when_there_is_nothing_to_verify() {
+    let repo = TempRepo::with_data("driver_stats", FIXED_END);
+    assert!(repo.fails(&["verify"]).contains("run `skewless apply`"));
+    repo.ok(&["apply"]);
+    assert!(repo.fails(&["verify"]).contains("nothing to verify"));
+}
+
+#[test]
 fn a_corrupted_stored_value_is_reported() {
     let repo = backfilled("driver_stats");
     {
@@ -70,16 +78,7 @@ fn a_corrupted_stored_value_is_reported() {
 fn a_view_whose_component_was_swapped_for_another_build_is_reported_stale() {
     let repo = backfilled("driver_stats");
     // Another build of the same transform: the same code, one more custom section.
-    let original = example_components().join("driver_hourly_stats.wasm");
-    let mut bytes = std::fs::read(&original).unwrap();
-    bytes.extend_from_slice(&[0x00, 0x03, 0x01, b'x', b'y']);
-    let rebuilt = repo.path().join("driver_hourly_stats_rebuilt.wasm");
-    std::fs::write(&rebuilt, bytes).unwrap();
-    let config = repo.path().join("skewless.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(original.to_str().unwrap(), rebuilt.to_str().unwrap());
-    std::fs::write(&config, text).unwrap();
+    swap_in_another_build(&repo, "driver_hourly_stats");
 
     let stderr = repo.fails(&["verify", "--samples", "50"]);
     assert!(

@@ -175,6 +175,13 @@ pub fn build(
     let refs = online::resolve_features(catalog, &options.features, options.service.as_deref())?;
     let spine_format = format_of(&options.spine)?;
     let out_format = format_of(&options.out)?;
+    let same = |a: &Path, b: &Path| a == b || a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a));
+    if same(&options.spine, &options.out) {
+        return Err(DatasetError::Output {
+            path: options.out.clone(),
+            message: "is the spine itself: write the dataset to another file".into(),
+        });
+    }
 
     // The spine columns the join reads: the time, and each join key or request field it has.
     let known = catalog.repo.request_columns();

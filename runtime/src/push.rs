@@ -1,8 +1,9 @@
 //! Streaming ingest (`POST /push`, Feast's push API): rows posted as JSON
 //! columns to a push source go through every materialized view fed by that
 //! source exactly as backfill rows do (the same `backfill::Materializer`: same
-//! columns, same transform call, same encoding), and are committed in one
-//! durable transaction before [`push`] returns.
+//! columns, same transform call, same encoding). [`prepare`] does that work;
+//! the caller commits the rows durably with [`Store::write_views`] (the
+//! server commits every push waiting in one transaction) before answering.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -79,8 +80,7 @@ pub enum PushError {
 }
 
 /// Rows of one push, run through their views' transforms and encoded,
-/// waiting to be committed ([`Prepared::commit`], or together with other
-/// pushes through [`Store::write_views`]).
+/// waiting to be committed through [`Store::write_views`].
 pub struct Prepared {
     /// Rows received.
     pub rows: usize,
@@ -93,15 +93,7 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Commits these rows alone, in one durable transaction.
-    pub fn commit(mut self, store: &Store) -> Result<PushSummary, PushError> {
-        let to = self.to;
-        let mut writes: Vec<_> = self.views.iter_mut().map(|(r, p)| (&*r, p, to)).collect();
-        let commit = store.write_views(&mut writes).map_err(BackfillError::from)?;
-        Ok(self.summary(commit))
-    }
-
-    /// What was stored, once `commit` holds it.
+    /// What was stored, once commit number `commit` holds it.
     pub fn summary(self, commit: u64) -> PushSummary {
         PushSummary {
             rows: self.rows,
@@ -112,22 +104,11 @@ impl Prepared {
     }
 }
 
-/// Stores `df` (columns of JSON values, one per source column; others are
-/// ignored) through every materialized view reading `source`, in one
-/// transaction, on the side(s) `to` names. `timeout` caps each transform call.
-pub fn push(
-    catalog: &Catalog,
-    store: &Store,
-    records: &BTreeMap<String, ViewRecord>,
-    source: &str,
-    df: &IndexMap<String, Vec<serde_json::Value>>,
-    to: WriteTo,
-    timeout: Option<Duration>,
-) -> Result<PushSummary, PushError> {
-    prepare(catalog, store, records, source, df, to, timeout)?.commit(store)
-}
-
-/// Everything of [`push`] but the commit: checks, transform calls, encoding.
+/// Runs `df` (columns of JSON values, one per source column; others are
+/// ignored) through every materialized view reading `source`: checks,
+/// transform calls (each capped by `timeout`), encoding. The rows are
+/// committed by [`Store::write_views`], together with other pushes (the
+/// server's group commit), on the side(s) `to` names.
 pub fn prepare(
     catalog: &Catalog,
     store: &Store,

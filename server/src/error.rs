@@ -63,6 +63,10 @@ impl ApiError {
     }
 }
 
+/// The code of an error answer, kept on the response for the metrics.
+#[derive(Clone, Copy)]
+pub(crate) struct ErrorCode(pub &'static str);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
@@ -71,7 +75,9 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCode(self.code));
+        response
     }
 }
 

@@ -19,7 +19,7 @@ use crate::api::{
     ErrorBody, ErrorDetail, FeatureColumn, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest,
     PushResponse, ResponseMetadata, RowErrorBody,
 };
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::{AppState, Server};
 
 /// The whole HTTP API over `state`; tests call it with or without a socket.
@@ -66,10 +66,6 @@ pub fn openapi_json() -> String {
         .to_pretty_json()
         .expect("the OpenAPI document serializes")
 }
-
-/// The error code of an answer, for the metrics middleware.
-#[derive(Clone, Copy)]
-struct ErrorCode(&'static str);
 
 /// Times every request, counts answers
 /// and errors, and logs one line per request at debug level.
@@ -132,25 +128,7 @@ fn parse<T: DeserializeOwned>(state: &Server, body: Result<Bytes, BytesRejection
     })
 }
 
-impl IntoResponse for ApiErrorResponse {
-    fn into_response(self) -> Response {
-        let code = self.0.code;
-        let mut response = self.0.into_response();
-        response.extensions_mut().insert(ErrorCode(code));
-        response
-    }
-}
-
-/// [`ApiError`] as answered by a handler: tagged with its code for the metrics.
-struct ApiErrorResponse(ApiError);
-
-impl From<ApiError> for ApiErrorResponse {
-    fn from(error: ApiError) -> Self {
-        ApiErrorResponse(error)
-    }
-}
-
-type Answer<T> = Result<Json<T>, ApiErrorResponse>;
+type Answer<T> = Result<Json<T>, ApiError>;
 
 /// Online features for entity rows (Feast's `get-online-features`).
 #[utoipa::path(
@@ -240,16 +218,15 @@ async fn openapi(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], state.openapi.clone())
 }
 
-async fn not_found(request: Request) -> ApiErrorResponse {
+async fn not_found(request: Request) -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         code: "not_found",
         message: format!("no route {}; see GET /openapi.json", request.uri().path()),
     }
-    .into()
 }
 
-async fn method_not_allowed(request: Request) -> ApiErrorResponse {
+async fn method_not_allowed(request: Request) -> ApiError {
     ApiError {
         status: StatusCode::METHOD_NOT_ALLOWED,
         code: "method_not_allowed",
@@ -259,5 +236,4 @@ async fn method_not_allowed(request: Request) -> ApiErrorResponse {
             request.uri().path()
         ),
     }
-    .into()
 }

@@ -227,13 +227,15 @@ impl Server {
     pub fn catalog_json(&self) -> Result<serde_json::Value, ApiError> {
         let mut out = serde_json::Map::new();
         out.insert("project".into(), self.catalog.repo.project.clone().into());
-        for kind in ["entity", "source", "view", "service"] {
-            let records = self
-                .store
-                .records(&format!("{kind}/"))
-                .map_err(online::OnlineError::from)?;
+        for (prefix, key) in [
+            ("entity/", "entities"),
+            ("source/", "sources"),
+            ("view/", "views"),
+            ("service/", "services"),
+        ] {
+            let records = self.store.records(prefix).map_err(online::OnlineError::from)?;
             out.insert(
-                format!("{kind}s").replace("entitys", "entities"),
+                key.into(),
                 serde_json::to_value(records).expect("JSON values serialize"),
             );
         }

@@ -330,3 +330,30 @@ pub fn newest_row_at(driver: i64, end: i64, at: i64) -> Option<(f32, f32, i64)> 
         batch.column(5).as_primitive::<Int64Type>().value(best),
     ))
 }
+
+/// Another build of an example component (the same code plus one custom
+/// section, so another digest), written into `repo`, which is pointed at it.
+pub fn swap_in_another_build(repo: &TempRepo, component: &str) {
+    let original = example_components().join(format!("{component}.wasm"));
+    let mut bytes = std::fs::read(&original).unwrap();
+    bytes.extend_from_slice(&[0x00, 0x03, 0x01, b'x', b'y']);
+    let rebuilt = repo.path().join(format!("{component}_rebuilt.wasm"));
+    std::fs::write(&rebuilt, bytes).unwrap();
+    let config = repo.path().join("skewless.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(original.to_str().unwrap(), rebuilt.to_str().unwrap());
+    std::fs::write(&config, text).unwrap();
+}
+
+/// A deterministic generator of numbers below `bound` (SplitMix64).
+pub fn split_mix(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed;
+    move |bound| {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % bound
+    }
+}
