@@ -128,10 +128,22 @@ enum Command {
         /// Its name.
         name: String,
     },
-    /// Build a Rust transform crate (or workspace) into WebAssembly components.
+    /// Build a transform project into a WebAssembly component. The language is
+    /// told by the entry file: Cargo.toml (Rust; a workspace builds every
+    /// crate), transform.py (Python), transform.js (JavaScript), transform.c (C).
     Build {
-        /// The crate folder.
+        /// The project folder.
+        #[arg(default_value = ".")]
         path: PathBuf,
+    },
+    /// Make a new transform project, which is also a feature repo: then
+    /// `skewless build NAME` and `skewless --repo NAME apply`, `backfill`, `get`.
+    New {
+        /// The language: rust, python, js or c.
+        #[arg(long, default_value = "rust")]
+        lang: toolchain::Language,
+        /// The folder to create; its name names the transform and its view.
+        name: PathBuf,
     },
     /// Run the driver_stats example end to end: build, generate data, apply, backfill, read.
     Demo {
@@ -264,14 +276,25 @@ fn run(cli: Cli) -> Result<()> {
         Command::Ls => cmd_ls(&cli.repo),
         Command::Describe { name } => cmd_describe(&cli.repo, &name),
         Command::Build { path } => {
-            let components = toolchain::build_rust(&path, false)?;
+            let started = Instant::now();
+            let components = toolchain::build(&path, false)?;
             for component in components {
-                status("Built", &component.display().to_string());
+                status("Built", &format!("{} in {:.1}s", component.display(), started.elapsed().as_secs_f64()));
             }
             Ok(())
         }
+        Command::New { lang, name } => cmd_new(lang, &name),
         Command::Demo { examples } => cmd_demo(examples),
     }
+}
+
+fn cmd_new(language: toolchain::Language, dir: &Path) -> Result<()> {
+    toolchain::new_project(language, dir, time::now_micros())?;
+    let shown = dir.display();
+    status("Created", &format!("{} transform and feature repo `{shown}`", language.name()));
+    eprintln!("\nNext:\n  cd {shown}\n  skewless build .\n  skewless apply\n  skewless backfill\n  skewless get --entity rider_id=7,8 --features {}:speed_kmh",
+        dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+    Ok(())
 }
 
 /// Prints a cargo-style status line to stderr: a right-aligned green verb.

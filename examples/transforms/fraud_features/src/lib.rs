@@ -4,8 +4,11 @@
 //! `event_timestamp`: a log amount, an amount bucket, a normalized merchant
 //! category and whether it is high risk, the hour of day and day of week
 //! (UTC, Monday = 0) and a night flag. Malformed rows (negative or NaN
-//! amount, empty or unknown category) become per-row errors; the batch goes
-//! on.
+//! amount, empty or unknown category) become per-row errors, one message per
+//! row; the batch goes on. The Python, JavaScript and C versions in
+//! `examples/transforms/{python,js,c}` give the same bits and the same errors,
+//! which is why matching uses ASCII rules only (trim of space, tab, CR, LF;
+//! ASCII case folding): every language agrees on those.
 
 use skewless_sdk::{
     Batch, BoolBuilder, DataType, Error, Float64Builder, Int64Builder, Output, Schema, Transform, Utf8Builder,
@@ -69,36 +72,41 @@ impl Transform for FraudFeatures {
         let mut errors = Vec::new();
 
         for row in 0..rows {
-            match amount.get(row) {
+            let mut problems = Vec::new();
+            let amount_out = match amount.get(row) {
                 Some(a) if a.is_nan() || a < 0.0 => {
-                    errors.push((row, format!("amount must be a number >= 0, got {a}")));
-                    amount_log.push_null();
-                    bucket.push_null();
+                    problems.push("amount must be a number >= 0".to_string());
+                    None
                 }
-                Some(a) => {
-                    amount_log.push(a.ln_1p());
-                    bucket.push(amount_bucket(a));
+                a => a.map(|a| (a.ln_1p(), amount_bucket(a))),
+            };
+            let category_out = category.get(row).and_then(|raw| {
+                let trimmed = raw.trim_matches([' ', '\t', '\n', '\r']);
+                let known = CATEGORIES.iter().find(|(name, _)| name.eq_ignore_ascii_case(trimmed));
+                if known.is_none() {
+                    problems.push(format!("unknown merchant category \"{raw}\""));
+                }
+                known
+            });
+            if !problems.is_empty() {
+                // The SDK nulls every output of a failed row.
+                errors.push((row, problems.join("; ")));
+            }
+            match amount_out {
+                Some((log, name)) => {
+                    amount_log.push(log);
+                    bucket.push(name);
                 }
                 None => {
                     amount_log.push_null();
                     bucket.push_null();
                 }
             }
-            match category.get(row).map(str::trim) {
-                Some(c) => match CATEGORIES.iter().find(|(name, _)| name.eq_ignore_ascii_case(c)) {
-                    Some((name, risky)) => {
-                        category_norm.push(name);
-                        high_risk.push(*risky);
-                    }
-                    None => {
-                        errors.push((
-                            row,
-                            format!("unknown merchant category {:?}", category.get(row).unwrap_or("")),
-                        ));
-                        category_norm.push_null();
-                        high_risk.push_null();
-                    }
-                },
+            match category_out {
+                Some((name, risky)) => {
+                    category_norm.push(name);
+                    high_risk.push(*risky);
+                }
                 None => {
                     category_norm.push_null();
                     high_risk.push_null();

@@ -1,41 +1,14 @@
-//! Building Rust transform crates into components: `cargo build --release
-//! --target wasm32-wasip2`, after making sure the target is installed
-//! (rustup does not add a missing target by itself on every machine).
+//! Rust transforms: `cargo build --release --target wasm32-wasip2`, after
+//! making sure the target is installed (rustup does not add a missing target
+//! by itself on every machine).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::BuildError;
+
 /// The target every Rust transform is built for.
 pub const WASM_TARGET: &str = "wasm32-wasip2";
-
-/// A build that could not run or failed, with what to do about it.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// No Cargo.toml where the crate should be.
-    #[error("{}: no Cargo.toml here; `skewless build` takes the folder of a transform crate or workspace", path.display())]
-    NotACrate {
-        /// The folder.
-        path: PathBuf,
-    },
-    /// A tool is missing.
-    #[error("`{tool}` was not found: {hint}")]
-    MissingTool {
-        /// The tool.
-        tool: String,
-        /// What to install.
-        hint: String,
-    },
-    /// The target could not be installed.
-    #[error("the {WASM_TARGET} target is not installed and `rustup target add {WASM_TARGET}` failed; run it by hand")]
-    Target,
-    /// cargo failed (its own output says why).
-    #[error("cargo build failed for {} (see the messages above)", path.display())]
-    Cargo {
-        /// The crate.
-        path: PathBuf,
-    },
-}
 
 /// Whether the wasm target's standard library is installed for the rustc
 /// that `cargo` in `dir` would use.
@@ -82,7 +55,7 @@ pub fn build_rust(dir: &Path, quiet: bool) -> Result<Vec<PathBuf>, BuildError> {
     let dir = &std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     let manifest = dir.join("Cargo.toml");
     if !manifest.exists() {
-        return Err(BuildError::NotACrate {
+        return Err(BuildError::NotATransform {
             path: dir.to_path_buf(),
         });
     }
@@ -102,7 +75,8 @@ pub fn build_rust(dir: &Path, quiet: bool) -> Result<Vec<PathBuf>, BuildError> {
         hint: "install Rust with rustup (https://rustup.rs)".into(),
     })?;
     if !status.success() {
-        return Err(BuildError::Cargo {
+        return Err(BuildError::Failed {
+            tool: "cargo build".into(),
             path: dir.to_path_buf(),
         });
     }

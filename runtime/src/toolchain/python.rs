@@ -1,0 +1,39 @@
+//! Python transforms: componentize-py over `transform.py`, with the SDK
+//! module `skewless_sdk.py` on the Python path. componentize-py runs the
+//! module's top level at build time and snapshots the interpreter
+//! (pre-initialization), so a call does not import anything.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{BuildError, WORLD, component_path, run_tool, stage_sdk};
+
+/// The SDK module every Python transform imports.
+const SDK: &str = include_str!("../../../sdk/python/skewless_sdk.py");
+
+/// The componentize-py release the SDK is tested with.
+pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
+pub(super) fn build(dir: &Path, quiet: bool) -> Result<PathBuf, BuildError> {
+    let stage = stage_sdk(dir, &[("skewless_sdk.py", SDK.as_bytes())])?;
+    let out = component_path(dir);
+    let mut command = Command::new("componentize-py");
+    command.current_dir(dir).arg("-d").arg(stage.join("wit")).args(["-w", WORLD]);
+    if quiet {
+        command.arg("--quiet");
+    }
+    command
+        .args(["componentize", "transform", "-p"])
+        .arg(dir)
+        .arg("-p")
+        .arg(&stage)
+        .arg("-o")
+        .arg(&out);
+    run_tool(
+        &mut command,
+        "componentize-py",
+        &format!("install it with `pip install {COMPONENTIZE_PY}` (Python 3.10 or newer)"),
+        dir,
+    )?;
+    Ok(out)
+}

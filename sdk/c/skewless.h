@@ -1,0 +1,110 @@
+/*
+ * Skewless transforms in C.
+ *
+ * A transform is a pure function from input columns to output columns, built
+ * into a WebAssembly component by `skewless build` (clang for wasm32 plus
+ * wasi-libc) and run by the same host that runs Rust, Python and JavaScript
+ * transforms. This header hides the WIT contract (`wit/transform.wit`): the
+ * SDK checks the batch against the declared inputs, hands you typed accessors
+ * by input position, collects outputs by output position, and builds the flat
+ * buffers and validity bitmaps the host reads.
+ *
+ *     #include "skewless.h"
+ *
+ *     static const sk_field INPUTS[] = {{"distance_km", SK_FLOAT64}, {"duration_s", SK_INT64}};
+ *     static const sk_field OUTPUTS[] = {{"speed_kmh", SK_FLOAT64}};
+ *     enum { DISTANCE, DURATION };   // input positions
+ *     enum { SPEED };                // output positions
+ *
+ *     static void speed(const sk_input *in, size_t row, sk_output *out) {
+ *         if (sk_is_null(in, DISTANCE, row) || sk_is_null(in, DURATION, row)) return; // outputs stay null
+ *         int64_t s = sk_i64(in, DURATION, row);
+ *         if (s <= 0) { sk_row_error(out, row, "duration_s must be > 0, got %lld", (long long)s); return; }
+ *         sk_set_f64(out, SPEED, row, sk_f64(in, DISTANCE, row) / ((double)s / 3600.0));
+ *     }
+ *
+ *     SK_ROW_TRANSFORM("trip_speed", "1.0.0", INPUTS, OUTPUTS, speed)
+ *
+ * `SK_COLUMN_TRANSFORM` takes `void f(const sk_input *in, size_t rows, sk_output *out)`
+ * instead, called once per batch. Every output starts null; set a value to
+ * make it valid. `sk_row_error` fails one row (all its outputs become null,
+ * the host records the message); `sk_fail` fails the whole batch.
+ * int64 and timestamp (microseconds since the Unix epoch, UTC) are int64_t;
+ * strings are UTF-8 bytes with a length, not NUL-terminated.
+ */
+#ifndef SKEWLESS_H
+#define SKEWLESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The column types, numbered as in the WIT `data-type` enum. */
+typedef enum sk_type { SK_BOOLEAN = 0, SK_INT64, SK_FLOAT32, SK_FLOAT64, SK_UTF8, SK_TIMESTAMP } sk_type;
+
+/* A declared input or output. */
+typedef struct sk_field {
+    const char *name;
+    sk_type type;
+} sk_field;
+
+/* The inputs of one batch, in declared order. */
+typedef struct sk_input sk_input;
+/* The outputs being built, in declared order. */
+typedef struct sk_output sk_output;
+
+typedef void (*sk_row_fn)(const sk_input *in, size_t row, sk_output *out);
+typedef void (*sk_column_fn)(const sk_input *in, size_t rows, sk_output *out);
+
+/* A transform: what `describe` says, and the function that computes it. */
+typedef struct sk_transform {
+    const char *name;
+    const char *version;
+    const sk_field *inputs;
+    size_t input_count;
+    const sk_field *outputs;
+    size_t output_count;
+    sk_row_fn row;       /* one of `row` and `columns` */
+    sk_column_fn columns;
+} sk_transform;
+
+/* The transform this component exports (set by SK_ROW_TRANSFORM / SK_COLUMN_TRANSFORM). */
+extern const sk_transform sk_exported_transform;
+
+#define SK_COUNT(array) (sizeof(array) / sizeof((array)[0]))
+#define SK_ROW_TRANSFORM(name, version, inputs, outputs, function) \
+    const sk_transform sk_exported_transform = {name, version, inputs, SK_COUNT(inputs), outputs, SK_COUNT(outputs), function, 0};
+#define SK_COLUMN_TRANSFORM(name, version, inputs, outputs, function) \
+    const sk_transform sk_exported_transform = {name, version, inputs, SK_COUNT(inputs), outputs, SK_COUNT(outputs), 0, function};
+
+/* Reading input `input` (its position in the declared inputs) at `row`. */
+size_t sk_rows(const sk_input *in);
+bool sk_is_null(const sk_input *in, size_t input, size_t row);
+bool sk_bool(const sk_input *in, size_t input, size_t row);
+int64_t sk_i64(const sk_input *in, size_t input, size_t row); /* int64 and timestamp */
+float sk_f32(const sk_input *in, size_t input, size_t row);
+double sk_f64(const sk_input *in, size_t input, size_t row);
+/* The row's UTF-8 bytes (not NUL-terminated); their count goes to `*len`. */
+const char *sk_str(const sk_input *in, size_t input, size_t row, size_t *len);
+
+/* Setting output `output` (its position in the declared outputs) at `row`. */
+void sk_set_bool(sk_output *out, size_t output, size_t row, bool value);
+void sk_set_i64(sk_output *out, size_t output, size_t row, int64_t value); /* int64 and timestamp */
+void sk_set_f32(sk_output *out, size_t output, size_t row, float value);
+void sk_set_f64(sk_output *out, size_t output, size_t row, double value);
+/* Copies `len` bytes of UTF-8. */
+void sk_set_str(sk_output *out, size_t output, size_t row, const char *value, size_t len);
+
+/* Fails `row` alone, with a printf-style message: its outputs become null. */
+void sk_row_error(sk_output *out, size_t row, const char *format, ...) __attribute__((format(printf, 3, 4)));
+/* Fails the whole batch, with a printf-style message. */
+void sk_fail(sk_output *out, const char *format, ...) __attribute__((format(printf, 2, 3)));
+
+#ifdef __cplusplus
+}
+#endif
+#endif
