@@ -279,7 +279,10 @@ fn run(cli: Cli) -> Result<()> {
             let started = Instant::now();
             let components = toolchain::build(&path, false)?;
             for component in components {
-                status("Built", &format!("{} in {:.1}s", component.display(), started.elapsed().as_secs_f64()));
+                status(
+                    "Built",
+                    &format!("{} in {:.1}s", component.display(), started.elapsed().as_secs_f64()),
+                );
             }
             Ok(())
         }
@@ -291,9 +294,14 @@ fn run(cli: Cli) -> Result<()> {
 fn cmd_new(language: toolchain::Language, dir: &Path) -> Result<()> {
     toolchain::new_project(language, dir, time::now_micros())?;
     let shown = dir.display();
-    status("Created", &format!("{} transform and feature repo `{shown}`", language.name()));
-    eprintln!("\nNext:\n  cd {shown}\n  skewless build .\n  skewless apply\n  skewless backfill\n  skewless get --entity rider_id=7,8 --features {}:speed_kmh",
-        dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+    status(
+        "Created",
+        &format!("{} transform and feature repo `{shown}`", language.name()),
+    );
+    eprintln!(
+        "\nNext:\n  cd {shown}\n  skewless build .\n  skewless apply\n  skewless backfill\n  skewless get --entity rider_id=7,8 --features {}:speed_kmh",
+        dir.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    );
     Ok(())
 }
 

@@ -69,15 +69,6 @@ fn dataset_ok(repo: &TempRepo, args: &[&str]) {
     );
 }
 
-fn read_parquet(path: &std::path::Path) -> RecordBatch {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
-    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
-    arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap()
-}
-
 /// driver_stats with a second materialized view over the same source whose
 /// TTL is 1 hour (the example's is 1 day).
 fn two_ttl_repo() -> TempRepo {

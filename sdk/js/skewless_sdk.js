@@ -34,14 +34,14 @@
  * transform as `transform`, the name of the WIT interface.
  */
 
-export const Boolean = "boolean";
+export const Bool = "boolean"; // not `Boolean`: that would shadow the global
 export const Int64 = "int64";
 export const Float32 = "float32";
 export const Float64 = "float64";
 export const Utf8 = "utf8";
 export const Timestamp = "timestamp";
 
-const TYPES = [Boolean, Int64, Float32, Float64, Utf8, Timestamp];
+const TYPES = [Bool, Int64, Float32, Float64, Utf8, Timestamp];
 
 /** Fails one row: its outputs are null and the host records the message. */
 export class RowError extends Error {}
@@ -68,7 +68,7 @@ function pack(flags) {
 function decode(column, rows) {
   const { tag, val } = column.values;
   const values = new Array(rows);
-  if (tag === Boolean) {
+  if (tag === Bool) {
     for (let i = 0; i < rows; i++) values[i] = bit(val, i) === 1;
   } else if (tag === Utf8) {
     const { offsets, bytes } = val;
@@ -93,8 +93,8 @@ function encode(name, type, values, failed) {
   }
   let encoded;
   try {
-    if (type === Boolean) {
-      encoded = pack(values.map((v, i) => valid[i] && Boolean(v)));
+    if (type === Bool) {
+      encoded = pack(values.map((v, i) => valid[i] && !!v));
     } else if (type === Utf8) {
       const chunks = [];
       const offsets = new Int32Array(rows + 1);

@@ -249,15 +249,26 @@ impl ServerProcess {
     /// POSTs `body` (sent as is, with no content type, as Feast's curl lines do)
     /// and returns the status and the body parsed as JSON.
     pub fn post(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let (status, text) = self.post_text(path, body);
+        let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {path}: not JSON ({e}): {text}"));
+        (status, json)
+    }
+
+    /// As [`ServerProcess::post`], with the body as the server wrote it.
+    pub fn post_text(&self, path: &str, body: &str) -> (u16, String) {
         let mut response = self
             .agent
             .post(&format!("{}{path}", self.base))
             .send(body)
             .unwrap_or_else(|e| panic!("POST {path}: {e}\nserver log:\n{}", self.log()));
         let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap();
-        let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {path}: not JSON ({e}): {text}"));
-        (status, json)
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_string()
+            .unwrap();
+        (status, text)
     }
 
     /// GETs `path`: the status and the body as text.
@@ -344,6 +355,36 @@ pub fn swap_in_another_build(repo: &TempRepo, component: &str) {
         .unwrap()
         .replace(original.to_str().unwrap(), rebuilt.to_str().unwrap());
     std::fs::write(&config, text).unwrap();
+}
+
+/// Every batch of a Parquet file, as one.
+pub fn read_parquet(path: &Path) -> RecordBatch {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+/// The example transforms written in other languages than Rust
+/// (`examples/transforms/<language>/<name>`), each to match the Rust one bit for bit.
+pub const OTHER_LANGUAGES: [&str; 3] = ["python", "js", "c"];
+
+/// An example transform in another language, built now (once per test
+/// binary) with `skewless build`'s own function: its component.
+pub fn language_example(language: &str, name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let key = format!("{language}/{name}");
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, path)) = built.iter().find(|(k, _)| *k == key) {
+        return path.clone();
+    }
+    let components = toolchain::build(&root().join("examples/transforms").join(&key), true)
+        .unwrap_or_else(|e| panic!("building {key}: {e}"));
+    built.push((key, components[0].clone()));
+    components[0].clone()
 }
 
 /// A deterministic generator of numbers below `bound` (SplitMix64).

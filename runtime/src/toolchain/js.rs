@@ -36,7 +36,10 @@ pub(super) fn build(dir: &Path, quiet: bool) -> Result<PathBuf, BuildError> {
     if find_tool(&["node"]).is_none() {
         return Err(BuildError::MissingTool {
             tool: "node".into(),
-            hint: format!("install Node.js 18 or newer (with npm), then run `{install}` in {}", dir.display()),
+            hint: format!(
+                "install Node.js 18 or newer (with npm), then run `{install}` in {}",
+                dir.display()
+            ),
         });
     }
     if !componentize_js_installed(dir) {
@@ -48,15 +51,24 @@ pub(super) fn build(dir: &Path, quiet: bool) -> Result<PathBuf, BuildError> {
             });
         };
         let mut npm = Command::new("npm");
-        npm.current_dir(package_root).args(["install", "--no-audit", "--no-fund"]);
+        npm.current_dir(package_root)
+            .args(["install", "--no-audit", "--no-fund"]);
         if quiet {
             npm.arg("--silent");
         }
-        run_tool(&mut npm, "npm install", &format!("install Node.js with npm, then run `{install}`"), package_root)?;
+        run_tool(
+            &mut npm,
+            "npm install",
+            &format!("install Node.js with npm, then run `{install}`"),
+            package_root,
+        )?;
         if !componentize_js_installed(dir) {
             return Err(BuildError::MissingTool {
                 tool: "@bytecodealliance/componentize-js".into(),
-                hint: format!("{} does not name it; run `{install}` there", package_root.join("package.json").display()),
+                hint: format!(
+                    "{} does not name it; run `{install}` there",
+                    package_root.join("package.json").display()
+                ),
             });
         }
     }
@@ -68,7 +80,10 @@ pub(super) fn build(dir: &Path, quiet: bool) -> Result<PathBuf, BuildError> {
         let is_module = path.extension().is_some_and(|x| x == "js" || x == "mjs");
         if is_module && path.is_file() {
             let contents = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
-            files.push((path.file_name().unwrap_or_default().to_string_lossy().into_owned(), contents));
+            files.push((
+                path.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+                contents,
+            ));
         }
     }
     files.push(("skewless_sdk.js".into(), SDK.as_bytes().to_vec()));
@@ -93,6 +108,8 @@ pub(super) fn build(dir: &Path, quiet: bool) -> Result<PathBuf, BuildError> {
 
 /// Whether Node would find ComponentizeJS from `dir` (in its `node_modules` or a parent's).
 fn componentize_js_installed(dir: &Path) -> bool {
-    dir.ancestors()
-        .any(|d| d.join("node_modules/@bytecodealliance/componentize-js/package.json").is_file())
+    dir.ancestors().any(|d| {
+        d.join("node_modules/@bytecodealliance/componentize-js/package.json")
+            .is_file()
+    })
 }

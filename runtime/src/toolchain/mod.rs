@@ -144,7 +144,8 @@ pub fn build(dir: &Path, quiet: bool) -> Result<Vec<PathBuf>, BuildError> {
 /// The component a non-Rust project builds: `target/<folder name>.wasm`.
 fn component_path(dir: &Path) -> PathBuf {
     let name = dir.file_name().map(|n| n.to_string_lossy().replace('-', "_"));
-    dir.join("target").join(format!("{}.wasm", name.as_deref().unwrap_or("transform")))
+    dir.join("target")
+        .join(format!("{}.wasm", name.as_deref().unwrap_or("transform")))
 }
 
 /// Writes `files` (name, contents) into `<dir>/target/skewless-sdk/` and returns that folder.

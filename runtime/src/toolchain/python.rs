@@ -18,7 +18,11 @@ pub(super) fn build(dir: &Path, quiet: bool) -> Result<PathBuf, BuildError> {
     let stage = stage_sdk(dir, &[("skewless_sdk.py", SDK.as_bytes())])?;
     let out = component_path(dir);
     let mut command = Command::new("componentize-py");
-    command.current_dir(dir).arg("-d").arg(stage.join("wit")).args(["-w", WORLD]);
+    command
+        .current_dir(dir)
+        .arg("-d")
+        .arg(stage.join("wit"))
+        .args(["-w", WORLD]);
     if quiet {
         command.arg("--quiet");
     }

@@ -13,7 +13,9 @@ use super::Language;
 #[non_exhaustive]
 pub enum ScaffoldError {
     /// The folder's name cannot name a view and a crate.
-    #[error("`{name}` cannot name a transform: use lowercase letters, digits and `_`, starting with a letter (e.g. trip_speed)")]
+    #[error(
+        "`{name}` cannot name a transform: use lowercase letters, digits and `_`, starting with a letter (e.g. trip_speed)"
+    )]
     BadName {
         /// The name.
         name: String,
@@ -44,7 +46,10 @@ fn templates(language: Language) -> &'static [(&'static str, &'static str)] {
             ("Cargo.toml", include_str!("../../../sdk/templates/rust/Cargo.toml")),
             ("src/lib.rs", include_str!("../../../sdk/templates/rust/src/lib.rs")),
         ],
-        Language::Python => &[("transform.py", include_str!("../../../sdk/templates/python/transform.py"))],
+        Language::Python => &[(
+            "transform.py",
+            include_str!("../../../sdk/templates/python/transform.py"),
+        )],
         Language::JavaScript => &[
             ("transform.js", include_str!("../../../sdk/templates/js/transform.js")),
             ("package.json", include_str!("../../../sdk/templates/js/package.json")),
@@ -62,14 +67,21 @@ fn rust_sdk_path() -> PathBuf {
 /// Writes a new `language` project into `dir` (created; must be new or
 /// empty) and returns the files written. `now_micros` dates the sample data.
 pub fn new_project(language: Language, dir: &Path, now_micros: i64) -> Result<Vec<PathBuf>, ScaffoldError> {
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if !valid {
         return Err(ScaffoldError::BadName { name });
     }
     if dir.read_dir().is_ok_and(|mut entries| entries.next().is_some()) {
-        return Err(ScaffoldError::NotEmpty { path: dir.to_path_buf() });
+        return Err(ScaffoldError::NotEmpty {
+            path: dir.to_path_buf(),
+        });
     }
     let component = match language {
         Language::Rust => format!("target/wasm32-wasip2/release/{name}.wasm"),

@@ -8,7 +8,7 @@
  * alone. Written as a row function; the Rust, Python and C versions give the
  * same bits and the same row errors.
  */
-import { Boolean, Float64, Int64, RowError, Timestamp, Utf8, rowTransform } from "./skewless_sdk.js";
+import { Bool, Float64, Int64, RowError, Timestamp, Utf8, rowTransform } from "./skewless_sdk.js";
 
 const MICROS_PER_HOUR = 3_600_000_000n;
 const MICROS_PER_DAY = 24n * MICROS_PER_HOUR;
@@ -44,10 +44,10 @@ export const transform = rowTransform({
     amount_log: Float64,
     amount_bucket: Utf8,
     merchant_category_norm: Utf8,
-    is_high_risk_merchant: Boolean,
+    is_high_risk_merchant: Bool,
     hour_of_day: Int64,
     day_of_week: Int64,
-    is_night: Boolean,
+    is_night: Bool,
   },
   row({ amount, merchant_category, event_timestamp }) {
     const problems = [];
