@@ -455,23 +455,31 @@ fn a_missing_toolchain_or_a_non_project_is_named_with_what_to_do() {
         "{said}"
     );
 
-    // A Python project where componentize-py cannot be found says how to install it.
-    let project = empty.path().join("lonely");
-    assert!(
-        skewless(&["new", "--lang", "python", project.to_str().unwrap()])
-            .status
-            .success()
-    );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skewless"))
-        .args(["build", project.to_str().unwrap()])
-        .env("PATH", "/nonexistent")
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && said.contains("pip install componentize-py=="),
-        "{said}"
-    );
+    // Where a language's toolchain cannot be found, the error says what to install.
+    for (language, hint) in [
+        ("python", "pip install componentize-py=="),
+        ("js", "install Node.js"),
+        ("c", "apt install clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc"),
+    ] {
+        let project = empty.path().join(format!("lonely_{language}"));
+        assert!(
+            skewless(&["new", "--lang", language, project.to_str().unwrap()])
+                .status
+                .success()
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skewless"))
+            .args(["build", project.to_str().unwrap()])
+            .env("PATH", "/nonexistent")
+            .env_remove("SKEWLESS_CLANG")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && said.contains("was not found") && said.contains(hint),
+            "{language}: {said}"
+        );
+    }
+    let project = empty.path().join("lonely_python");
 
     // Scaffolding refuses a name that cannot name a view, and a folder with files in it.
     let bad = skewless(&["new", "--lang", "c", empty.path().join("Bad-Name").to_str().unwrap()]);

@@ -317,8 +317,10 @@ fn a_second_load_comes_from_the_compile_cache() {
     let input = samples::rides(10, 100, FIXED_END, 1);
     assert_bit_identical(&cold.run(&input).unwrap().batch, &warm.run(&input).unwrap().batch);
 
-    // A damaged entry is recompiled, not trusted.
+    // A damaged entry is recompiled, not trusted; and a transform loaded from
+    // it before it was rewritten in place keeps running (it runs a private copy).
     std::fs::write(&entries[0], b"garbage").unwrap();
+    assert_bit_identical(&cold.run(&input).unwrap().batch, &warm.run(&input).unwrap().batch);
     let third = skewless_runtime::Runtime::new(Some(cache.path().to_path_buf())).unwrap();
     let repaired = third.load("ride", &path, Limits::default()).unwrap();
     assert_bit_identical(&cold.run(&input).unwrap().batch, &repaired.run(&input).unwrap().batch);

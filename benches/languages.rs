@@ -1,0 +1,136 @@
+//! The example transforms written in Rust, Python, JavaScript and C, through
+//! the same host (`Transform::run`), side by side in one run:
+//! - ns per row with 65,536 rows per call, and us per 1-row call (the online
+//!   shape), measured in rounds that call every language in turn, so the
+//!   machine's noise falls on all alike; medians, and the ratio to Rust;
+//! - cold load (compile with Cranelift into an empty compile cache), warm load
+//!   (a new runtime over the same cache: what every later process pays), and
+//!   warm load plus the first 1-row call (instantiation included).
+//!
+//! Components are built from `examples/transforms/` first (as the tests do).
+//! Run: cargo bench --bench languages (BENCH_MS=3000 per measurement;
+//! BENCH_FILTER=fraud_features for one transform)
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch};
+use skewless_runtime::{Limits, Runtime, Transform, samples};
+
+const LANGUAGES: [&str; 4] = ["rust", "python", "js", "c"];
+
+fn component(language: &str, name: &str) -> PathBuf {
+    match language {
+        "rust" => common::example_components().join(format!("{name}.wasm")),
+        other => common::language_example(other, name),
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Calls every transform on `batch` in turn, round after round, until
+/// `budget` is spent; the median time per call of each.
+fn per_call(transforms: &[Transform], batch: &RecordBatch, budget: Duration) -> Vec<Duration> {
+    let mut times = vec![Vec::new(); transforms.len()];
+    let started = Instant::now();
+    while started.elapsed() < budget || times[0].len() < 5 {
+        for (transform, times) in transforms.iter().zip(&mut times) {
+            let at = Instant::now();
+            std::hint::black_box(transform.run(batch).expect("the transform runs"));
+            times.push(at.elapsed());
+        }
+    }
+    times.into_iter().map(median).collect()
+}
+
+struct Load {
+    cold: Duration,
+    warm: Duration,
+    first_answer: Duration,
+}
+
+fn load_times(path: &std::path::Path, name: &str, one_row: &RecordBatch) -> Load {
+    let cache = tempfile::tempdir().unwrap();
+    let at = Instant::now();
+    let runtime = Runtime::new(Some(cache.path().to_path_buf())).unwrap();
+    runtime.load(name, path, Limits::default()).expect("loads");
+    let cold = at.elapsed();
+    drop(runtime);
+    let (mut warm, mut first_answer) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        let at = Instant::now();
+        let runtime = Runtime::new(Some(cache.path().to_path_buf())).unwrap();
+        let transform = runtime.load(name, path, Limits::default()).expect("loads");
+        warm.push(at.elapsed());
+        transform.run(one_row).expect("runs");
+        first_answer.push(at.elapsed());
+    }
+    Load {
+        cold,
+        warm: median(warm),
+        first_answer: median(first_answer),
+    }
+}
+
+fn main() {
+    let budget = Duration::from_millis(
+        std::env::var("BENCH_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000),
+    );
+    let only = std::env::var("BENCH_FILTER").unwrap_or_default();
+    const ROWS: usize = 65_536;
+
+    let drivers = samples::driver_stats(1_000, 720, common::FIXED_END, 42);
+    let conv = RecordBatch::try_from_iter([
+        ("conv_rate", drivers.column_by_name("conv_rate").unwrap().slice(0, ROWS)),
+        (
+            "val_to_add",
+            Arc::new(Int64Array::from_iter_values((0..ROWS as i64).map(|i| i % 1000))) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let fraud = samples::transactions(500, ROWS, common::FIXED_END, 7);
+    let fraud = fraud.project(&[1, 3, 4]).unwrap();
+
+    println!(
+        "| transform | language | ns/row (65,536 rows) | x Rust | us per 1-row call | x Rust | component | cold load | warm load | warm load + first call |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, batch) in [("transformed_conv_rate", &conv), ("fraud_features", &fraud)] {
+        if !name.contains(&only) {
+            continue;
+        }
+        let paths: Vec<PathBuf> = LANGUAGES.iter().map(|l| component(l, name)).collect();
+        let one_row = batch.slice(0, 1);
+        let loads: Vec<Load> = paths.iter().map(|p| load_times(p, name, &one_row)).collect();
+        let runtime = common::runtime();
+        let transforms: Vec<Transform> = paths
+            .iter()
+            .map(|p| runtime.load(name, p, Limits::default()).expect("loads"))
+            .collect();
+        let big = per_call(&transforms, batch, budget);
+        let small = per_call(&transforms, &one_row, budget);
+        for (i, language) in LANGUAGES.iter().enumerate() {
+            let ns_per_row = big[i].as_nanos() as f64 / ROWS as f64;
+            let size = std::fs::metadata(&paths[i]).unwrap().len() as f64 / 1e6;
+            println!(
+                "| {name} | {language} | {ns_per_row:.1} | {:.1} | {:.1} | {:.1} | {size:.1} MB | {:.0} ms | {:.1} ms | {:.1} ms |",
+                big[i].as_secs_f64() / big[0].as_secs_f64(),
+                small[i].as_secs_f64() * 1e6,
+                small[i].as_secs_f64() / small[0].as_secs_f64(),
+                loads[i].cold.as_secs_f64() * 1e3,
+                loads[i].warm.as_secs_f64() * 1e3,
+                loads[i].first_answer.as_secs_f64() * 1e3,
+            );
+        }
+    }
+}
