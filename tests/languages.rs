@@ -487,3 +487,67 @@ fn a_missing_toolchain_or_a_non_project_is_named_with_what_to_do() {
     let again = skewless(&["new", "--lang", "js", project.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
 }
+
+#[test]
+fn a_bug_in_a_python_js_or_c_transform_fails_the_batch_with_what_and_where() {
+    // Each language's trip speed, edited so that a long trip hits a bug.
+    let bugs = [
+        (
+            "python",
+            "transform.py",
+            "    return {\"speed_kmh\"",
+            "    if distance_km > 10:\n        {}[\"missing\"]\n    return {\"speed_kmh\"",
+            "KeyError: 'missing' (at ",
+        ),
+        (
+            "js",
+            "transform.js",
+            "    return { speed_kmh",
+            "    if (distance_km > 10) null.boom();\n    return { speed_kmh",
+            "TypeError",
+        ),
+        (
+            "c",
+            "transform.c",
+            "    sk_set_f64(out, SPEED_KMH",
+            "    if (sk_f64(in, DISTANCE_KM, row) > 10) { sk_fail(out, \"long trip at row %zu\", row); return; }\n    sk_set_f64(out, SPEED_KMH",
+            "long trip at row 0",
+        ),
+    ];
+    for (language, file, anchor, buggy, expected) in bugs {
+        let parent = tempfile::tempdir().unwrap();
+        let project = parent.path().join(format!("buggy_{language}"));
+        assert!(
+            skewless(&["new", "--lang", language, project.to_str().unwrap()])
+                .status
+                .success()
+        );
+        let source = project.join(file);
+        let text = std::fs::read_to_string(&source).unwrap();
+        assert!(text.contains(anchor), "{language}: the template changed");
+        std::fs::write(&source, text.replacen(anchor, buggy, 1)).unwrap();
+        if language == "js" {
+            language_example("js", "transformed_conv_rate");
+            std::os::unix::fs::symlink(
+                root().join("examples/transforms/js/node_modules"),
+                project.join("node_modules"),
+            )
+            .unwrap();
+        }
+        let build = skewless(&["build", project.to_str().unwrap()]);
+        assert!(
+            build.status.success(),
+            "{language}: {}",
+            String::from_utf8_lossy(&build.stderr)
+        );
+        let repo = ["--repo", project.to_str().unwrap()];
+        assert!(skewless(&[&repo[..], &["apply"]].concat()).status.success());
+        let out = skewless(&[&repo[..], &["backfill"]].concat());
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{language}: the backfill should fail: {said}");
+        assert!(
+            said.contains(&format!("buggy_{language}")) && said.contains(expected),
+            "{language}: {said}"
+        );
+    }
+}
