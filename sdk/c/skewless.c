@@ -25,6 +25,7 @@ static const char *const TYPE_NAMES[] = {"boolean", "int64", "float32", "float64
 struct sk_input {
     size_t rows;
     const wit_column **columns; /* in declared order */
+    sk_output *output;          /* where a misuse of an input is reported */
 };
 
 typedef struct {
@@ -82,6 +83,19 @@ const char *sk_str(const sk_input *in, size_t input, size_t row, size_t *len) {
     return (const char *)s->bytes.ptr + s->offsets.ptr[row];
 }
 
+static const void *input_values(const sk_input *in, size_t input, sk_type a, sk_type b) {
+    const wit_column *c = in->columns[input];
+    if (c->values.tag == (uint8_t)a || c->values.tag == (uint8_t)b) return c->values.val.int64.ptr;
+    sk_fail(in->output, "transform bug: input `%s` is %s, not %s", sk_exported_transform.inputs[input].name,
+            TYPE_NAMES[c->values.tag], TYPE_NAMES[a]);
+    return NULL;
+}
+
+/* Every list in the values union starts with its pointer, so any member reads it. */
+const int64_t *sk_i64_values(const sk_input *in, size_t input) { return input_values(in, input, SK_INT64, SK_TIMESTAMP); }
+const float *sk_f32_values(const sk_input *in, size_t input) { return input_values(in, input, SK_FLOAT32, SK_FLOAT32); }
+const double *sk_f64_values(const sk_input *in, size_t input) { return input_values(in, input, SK_FLOAT64, SK_FLOAT64); }
+
 /* ---- writing outputs ---- */
 
 static output_column *typed(sk_output *out, size_t output, size_t row, sk_type type) {
@@ -97,6 +111,32 @@ static output_column *typed(sk_output *out, size_t output, size_t row, sk_type t
     }
     c->valid[row] = 1;
     return c;
+}
+
+static void *output_values(sk_output *out, size_t output, sk_type a, sk_type b, uint8_t **valid) {
+    if (output < sk_exported_transform.output_count) {
+        output_column *c = &out->columns[output];
+        if (c->type == a || c->type == b) {
+            *valid = c->valid;
+            return c->values;
+        }
+        sk_fail(out, "transform bug: output `%s` is declared %s, not %s", sk_exported_transform.outputs[output].name,
+                TYPE_NAMES[c->type], TYPE_NAMES[a]);
+    } else {
+        sk_fail(out, "transform bug: output %zu is out of range", output);
+    }
+    *valid = NULL;
+    return NULL;
+}
+
+int64_t *sk_i64_output(sk_output *out, size_t output, uint8_t **valid) {
+    return output_values(out, output, SK_INT64, SK_TIMESTAMP, valid);
+}
+float *sk_f32_output(sk_output *out, size_t output, uint8_t **valid) {
+    return output_values(out, output, SK_FLOAT32, SK_FLOAT32, valid);
+}
+double *sk_f64_output(sk_output *out, size_t output, uint8_t **valid) {
+    return output_values(out, output, SK_FLOAT64, SK_FLOAT64, valid);
 }
 
 void sk_set_bool(sk_output *out, size_t output, size_t row, bool value) {
@@ -323,8 +363,8 @@ bool exports_skewless_transform_transform_run(exports_skewless_transform_transfo
         set_string(err, error);
         return false;
     }
-    sk_input in = {rows, columns};
     sk_output out = {rows, alloc_or_trap(t->output_count, sizeof(output_column)), NULL, 0, 0, NULL};
+    sk_input in = {rows, columns, &out};
     for (size_t i = 0; i < t->output_count; i++) {
         output_column *c = &out.columns[i];
         c->type = t->outputs[i].type;

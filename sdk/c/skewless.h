@@ -26,7 +26,9 @@
  *     SK_ROW_TRANSFORM("trip_speed", "1.0.0", INPUTS, OUTPUTS, speed)
  *
  * `SK_COLUMN_TRANSFORM` takes `void f(const sk_input *in, size_t rows, sk_output *out)`
- * instead, called once per batch. Every output starts null; set a value to
+ * instead, called once per batch; there `sk_f64_values` and `sk_f64_output`
+ * (and the int64 and float32 ones) hand over whole arrays, for loops that run
+ * at C's speed. Every output starts null; set a value to
  * make it valid. `sk_row_error` fails one row (all its outputs become null,
  * the host records the message); `sk_fail` fails the whole batch.
  * int64 and timestamp (microseconds since the Unix epoch, UTC) are int64_t;
@@ -91,6 +93,12 @@ double sk_f64(const sk_input *in, size_t input, size_t row);
 /* The row's UTF-8 bytes (not NUL-terminated); their count goes to `*len`. */
 const char *sk_str(const sk_input *in, size_t input, size_t row, size_t *len);
 
+/* A whole input column, for column functions: row i at [i] (meaningless where
+ * sk_is_null). NULL, and the batch fails, if the input is of another type. */
+const int64_t *sk_i64_values(const sk_input *in, size_t input); /* int64 and timestamp */
+const float *sk_f32_values(const sk_input *in, size_t input);
+const double *sk_f64_values(const sk_input *in, size_t input);
+
 /* Setting output `output` (its position in the declared outputs) at `row`. */
 void sk_set_bool(sk_output *out, size_t output, size_t row, bool value);
 void sk_set_i64(sk_output *out, size_t output, size_t row, int64_t value); /* int64 and timestamp */
@@ -98,6 +106,13 @@ void sk_set_f32(sk_output *out, size_t output, size_t row, float value);
 void sk_set_f64(sk_output *out, size_t output, size_t row, double value);
 /* Copies `len` bytes of UTF-8. */
 void sk_set_str(sk_output *out, size_t output, size_t row, const char *value, size_t len);
+
+/* A whole output column to fill, for column functions: write row i at [i] and
+ * set `valid[i] = 1` (every row starts null, zeroed). NULL, and the batch fails,
+ * if the output is of another type. */
+int64_t *sk_i64_output(sk_output *out, size_t output, uint8_t **valid); /* int64 and timestamp */
+float *sk_f32_output(sk_output *out, size_t output, uint8_t **valid);
+double *sk_f64_output(sk_output *out, size_t output, uint8_t **valid);
 
 /* Fails `row` alone, with a printf-style message: its outputs become null. */
 void sk_row_error(sk_output *out, size_t row, const char *format, ...) __attribute__((format(printf, 3, 4)));

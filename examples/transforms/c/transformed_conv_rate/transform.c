@@ -3,8 +3,8 @@
  *
  * conv_rate_plus_val1 = conv_rate + val_to_add and
  * conv_rate_plus_val2 = conv_rate + val_to_add * 2, in double; null where
- * either input is null. Written as a column function; the Rust, Python and
- * JavaScript versions give the same bits.
+ * either input is null. Written as a column function over whole arrays; the
+ * Rust, Python and JavaScript versions give the same bits.
  */
 #include "skewless.h"
 
@@ -14,12 +14,15 @@ enum { CONV_RATE, VAL_TO_ADD };
 enum { PLUS_VAL1, PLUS_VAL2 };
 
 static void transformed_conv_rate(const sk_input *in, size_t rows, sk_output *out) {
+    const float *conv_rate = sk_f32_values(in, CONV_RATE);
+    const int64_t *val_to_add = sk_i64_values(in, VAL_TO_ADD);
+    uint8_t *valid1, *valid2;
+    double *plus1 = sk_f64_output(out, PLUS_VAL1, &valid1);
+    double *plus2 = sk_f64_output(out, PLUS_VAL2, &valid2);
     for (size_t row = 0; row < rows; row++) {
-        if (sk_is_null(in, CONV_RATE, row) || sk_is_null(in, VAL_TO_ADD, row)) continue;
-        double conv_rate = (double)sk_f32(in, CONV_RATE, row);
-        double val_to_add = (double)sk_i64(in, VAL_TO_ADD, row);
-        sk_set_f64(out, PLUS_VAL1, row, conv_rate + val_to_add);
-        sk_set_f64(out, PLUS_VAL2, row, conv_rate + val_to_add * 2.0);
+        plus1[row] = (double)conv_rate[row] + (double)val_to_add[row];
+        plus2[row] = (double)conv_rate[row] + (double)val_to_add[row] * 2.0;
+        valid1[row] = valid2[row] = !sk_is_null(in, CONV_RATE, row) && !sk_is_null(in, VAL_TO_ADD, row);
     }
 }
 
