@@ -5,7 +5,9 @@
 //! contract (one conversion, both ways), reads the feature repo ([`Repo`]),
 //! stores time-versioned values in redb ([`Store`]), and runs the jobs that
 //! use all of these: apply, backfill and push, online reads (latest or as
-//! of any time), training datasets and verification.
+//! of any time), training datasets and verification. [`toolchain`] builds
+//! transforms written in Rust, Python, JavaScript or C into components, and
+//! scaffolds new ones.
 //!
 //! The product's promise lives in two functions. [`Transform::run`] is the
 //! only way a transform runs, and [`online::get_online_features`] is the
