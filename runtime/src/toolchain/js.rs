@@ -13,10 +13,11 @@ use super::{BuildError, WORLD, component_path, find_tool, io_error, run_tool, st
 /// The SDK module every JavaScript transform imports as `./skewless_sdk.js`.
 const SDK: &str = include_str!("../../../sdk/js/skewless_sdk.js");
 
-/// The ComponentizeJS release the SDK is tested with.
-pub const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
+/// The ComponentizeJS release the SDK is tested with, and preview2-shim, which
+/// it imports but lists only as a dev dependency (a clean install lacks it).
+pub const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0 @bytecodealliance/preview2-shim@0.25.0";
 
-/// Componentizes `argv[2]` against the WIT folder `argv[3]` into `argv[4]`.
+/// Componentizes `argv[2]` against the WIT folder `argv[3]`, world `argv[4]`, into `argv[5]`.
 /// Lives in the project's `target/`, so Node finds ComponentizeJS in the
 /// project's `node_modules` (or a parent's).
 const BUILD_SCRIPT: &str = r#"import { componentize } from "@bytecodealliance/componentize-js";
@@ -106,10 +107,13 @@ pub(super) fn build(dir: &Path, quiet: bool) -> Result<PathBuf, BuildError> {
     Ok(out)
 }
 
-/// Whether Node would find ComponentizeJS from `dir` (in its `node_modules` or a parent's).
+/// Whether Node would find ComponentizeJS and its shim from `dir` (in its
+/// `node_modules` or a parent's).
 fn componentize_js_installed(dir: &Path) -> bool {
-    dir.ancestors().any(|d| {
-        d.join("node_modules/@bytecodealliance/componentize-js/package.json")
-            .is_file()
+    ["componentize-js", "preview2-shim"].iter().all(|package| {
+        let manifest = Path::new("node_modules/@bytecodealliance")
+            .join(package)
+            .join("package.json");
+        dir.ancestors().any(|d| d.join(&manifest).is_file())
     })
 }
