@@ -212,3 +212,46 @@ fn guests_see_a_deny_all_deterministic_sandbox_with_canonical_nans() {
     // NaN canonicalization: 0/0 is the canonical quiet NaN, not x86's negative default NaN.
     assert_eq!(ints("nan_bits"), vec![0x7FF8_0000_0000_0000; 3]);
 }
+
+#[test]
+fn a_guest_that_waits_is_stopped_at_once_and_stderr_needs_no_runtime() {
+    let runtime = runtime();
+    let sleep = Arc::new(test_component(&runtime, "sleep", Limits::default()));
+    let check = |result: Result<_, skewless_runtime::TransformError>, elapsed: Duration| {
+        let error = result.map(|_| ()).unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error.kind, TransformErrorKind::Trap { .. }), "{message}");
+        assert!(
+            message.contains("the transform waited") && message.contains("row 1: -1"),
+            "{message}"
+        );
+        // Not the 5 s time limit, and certainly not the hour asked for.
+        assert!(elapsed < Duration::from_secs(1), "stopped after {elapsed:?}");
+    };
+
+    // On a tokio async worker, as in the server: writing to stderr and the
+    // wait itself must not try to block on a runtime (that would panic).
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let on_worker = sleep.clone();
+    let (good, failed, elapsed) = tokio.block_on(async move {
+        tokio::spawn(async move {
+            let good = doubled(&on_worker, &[1, 2]);
+            let started = Instant::now();
+            let failed = on_worker.run(&xs(&[3, -1]));
+            (good, failed, started.elapsed())
+        })
+        .await
+        .expect("no panic on the async worker")
+    });
+    assert_eq!(good, vec![1, 2]);
+    check(failed, elapsed);
+
+    // Off any runtime, as in backfill.
+    let started = Instant::now();
+    check(sleep.run(&xs(&[0, -1])), started.elapsed());
+    assert_eq!(doubled(&sleep, &[7]), vec![7]);
+}

@@ -20,7 +20,7 @@ use crate::api::{
     PushResponse, ResponseMetadata, RowErrorBody,
 };
 use crate::error::{ApiError, ErrorCode};
-use crate::state::{AppState, Server};
+use crate::state::{AppState, Inline, Server};
 
 /// The whole HTTP API over `state`; tests call it with or without a socket.
 pub fn app(state: AppState) -> Router {
@@ -149,17 +149,16 @@ async fn get_online_features(
 ) -> Answer<GetOnlineFeaturesResponse> {
     let started = Instant::now();
     let request: GetOnlineFeaturesRequest = parse(&state, body)?;
-    if !state.runs_transforms(&request) {
-        // Store reads only: microseconds, fine on an async worker.
-        return Ok(Json(state.get_online_features(request, started)?));
+    match state.get_online_features_inline(&request, started) {
+        Inline::Answered(response) => Ok(Json(response?)),
+        Inline::Offload => Ok(Json(
+            blocking(move || state.get_online_features(&request, started)).await?,
+        )),
     }
-    let response = blocking(move || state.get_online_features(request, started)).await?;
-    Ok(Json(response))
 }
 
-/// Runs `work` on tokio's blocking pool: transform calls (a guest may run to
-/// its time limit, and WASI's host calls block on a runtime of their own)
-/// and durable commits (they wait on the disk) never hold an async worker.
+/// Runs `work` on tokio's blocking pool: slow transform calls (a guest may
+/// run to its time limit) never hold an async worker.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {

@@ -12,7 +12,7 @@ use indexmap::IndexMap;
 use skewless_runtime::online::{self, OnlineRequest};
 use skewless_runtime::push::{self, Prepared};
 use skewless_runtime::store::{StoreReader, ViewRecord};
-use skewless_runtime::{Catalog, FeatureType, Store, StoreError, backfill};
+use skewless_runtime::{Catalog, FeatureType, Store, StoreError, TransformErrorKind, backfill};
 
 use crate::api::{GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest, PushResponse};
 use crate::commit::Committer;
@@ -67,6 +67,9 @@ pub struct Server {
     snapshot: Mutex<Option<Snapshot>>,
     /// Pushes committed: a snapshot taken before the latest is stale.
     pushes: AtomicU64,
+    /// Micros after `started` until which transform calls skip the inline
+    /// attempt ([`INLINE_PAUSE`]).
+    inline_paused_until: AtomicU64,
 }
 
 struct Snapshot {
@@ -78,6 +81,42 @@ struct Snapshot {
 /// How long reads may share one store snapshot: commits by other processes
 /// (a backfill) are served at most this much later.
 const SNAPSHOT_AGE: Duration = Duration::from_millis(1);
+
+/// How long one request's transform calls may hold an async worker; past
+/// it they run on the blocking pool ([`Server::get_online_features_inline`]).
+/// A 1-entity call of a Rust transform takes microseconds, of a Python or
+/// JavaScript one well under a millisecond; the margin is for the time
+/// limit being wall-clock time, which goes on while a loaded machine has
+/// the worker descheduled (2 ms was overrun every few seconds under load).
+const INLINE_BUDGET: Duration = Duration::from_millis(10);
+
+/// How long transform calls stay on the blocking pool after one ran past
+/// [`INLINE_BUDGET`]: a slow view costs one wasted budget per pause, not
+/// one per request.
+const INLINE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Where [`Server::get_online_features_inline`] got to.
+pub enum Inline {
+    /// Answered on the calling thread.
+    Answered(Result<GetOnlineFeaturesResponse, ApiError>),
+    /// To be answered on the blocking pool with [`Server::get_online_features`].
+    Offload,
+}
+
+/// Why a read stopped.
+enum Refusal {
+    /// A transform call ran past the inline budget.
+    OverBudget {
+        view: String,
+    },
+    Api(ApiError),
+}
+
+impl<E: Into<ApiError>> From<E> for Refusal {
+    fn from(error: E) -> Self {
+        Refusal::Api(error.into())
+    }
+}
 
 /// What handlers get: the server, shared.
 pub type AppState = Arc<Server>;
@@ -104,6 +143,7 @@ impl Server {
             started: Instant::now(),
             snapshot: Mutex::new(None),
             pushes: AtomicU64::new(0),
+            inline_paused_until: AtomicU64::new(0),
         }))
     }
 
@@ -128,18 +168,63 @@ impl Server {
             || service.is_some_and(|s| s.features.iter().any(|f| on_demand(&f.view)))
     }
 
-    /// `POST /get-online-features`.
+    /// `POST /get-online-features` on the calling thread, an async worker:
+    /// answered there unless a transform call would hold the worker longer
+    /// than [`INLINE_BUDGET`]. Such a call is stopped at the budget (the
+    /// transform is pure, so calling it again gives the same values) and
+    /// the request is [`Inline::Offload`]ed to the blocking pool, where
+    /// [`Server::get_online_features`] has the rest of the request's time;
+    /// for [`INLINE_PAUSE`] after that, transform calls go there directly.
+    pub fn get_online_features_inline(&self, request: &GetOnlineFeaturesRequest, started: Instant) -> Inline {
+        if !self.runs_transforms(request) {
+            return Inline::Answered(self.get_online_features(request, started));
+        }
+        if self.started.elapsed().as_micros() < u128::from(self.inline_paused_until.load(Ordering::Relaxed)) {
+            return Inline::Offload;
+        }
+        match self.read(request, started, Some(Instant::now() + INLINE_BUDGET)) {
+            Err(Refusal::OverBudget { view }) => {
+                let until = (self.started.elapsed() + INLINE_PAUSE).as_micros() as u64;
+                self.inline_paused_until.fetch_max(until, Ordering::Relaxed);
+                tracing::debug!(
+                    view,
+                    "a transform call ran past the {INLINE_BUDGET:?} an async worker may spend on it: \
+                     transform calls run on the blocking pool for the next {INLINE_PAUSE:?}"
+                );
+                Inline::Offload
+            }
+            Err(Refusal::Api(e)) => Inline::Answered(Err(e)),
+            Ok(response) => Inline::Answered(Ok(response)),
+        }
+    }
+
+    /// `POST /get-online-features`, with the request's whole time budget.
     pub fn get_online_features(
         &self,
-        request: GetOnlineFeaturesRequest,
+        request: &GetOnlineFeaturesRequest,
         started: Instant,
     ) -> Result<GetOnlineFeaturesResponse, ApiError> {
+        self.read(request, started, None).map_err(|refusal| match refusal {
+            Refusal::Api(e) => e,
+            Refusal::OverBudget { .. } => unreachable!("no budget shorter than the request's was set"),
+        })
+    }
+
+    /// Reads `request`, with transform calls stopped at `budget` when it
+    /// comes before the request's own deadline.
+    fn read(
+        &self,
+        request: &GetOnlineFeaturesRequest,
+        started: Instant,
+        budget: Option<Instant>,
+    ) -> Result<GetOnlineFeaturesResponse, Refusal> {
         let features = online::resolve_features(&self.catalog, &request.features, request.feature_service.as_deref())?;
         if features.is_empty() {
             return Err(ApiError::bad_request(
                 "no_features",
                 "say which features to read: `features` (e.g. [\"view:feature\"]) or `feature_service`",
-            ));
+            )
+            .into());
         }
         self.check_rows(
             request.entities.values().map(Vec::len).max().unwrap_or(0),
@@ -154,23 +239,32 @@ impl Server {
                         "`entities.{name}` is neither a join key nor a request field (known: {})",
                         self.entity_columns.keys().cloned().collect::<Vec<_>>().join(", ")
                     ),
-                ));
+                )
+                .into());
             };
             entities.insert(name.clone(), online::array_from_json(name, values, *data_type)?);
         }
         let reader = self.snapshot()?;
+        let request_deadline = started + self.limits.request_timeout;
+        let budget = budget.filter(|budget| *budget < request_deadline);
         let read = OnlineRequest {
             features,
             entities,
             full_feature_names: request.full_feature_names,
             as_of: online::AsOf::Latest,
-            deadline: Some(started + self.limits.request_timeout),
+            deadline: Some(budget.unwrap_or(request_deadline)),
         };
-        let response = online::get_online_features(&self.catalog, &self.records, &reader, &read).inspect_err(|e| {
-            if let online::OnlineError::Transform(t) = e {
+        let response = match online::get_online_features(&self.catalog, &self.records, &reader, &read) {
+            Ok(response) => response,
+            Err(online::OnlineError::Transform(t)) => {
+                if budget.is_some() && matches!(t.kind, TransformErrorKind::Timeout { .. }) {
+                    return Err(Refusal::OverBudget { view: t.view });
+                }
                 self.metrics.view_error(&t.view);
+                return Err(Refusal::Api(online::OnlineError::Transform(t).into()));
             }
-        })?;
+            Err(e) => return Err(Refusal::Api(e.into())),
+        };
         for timing in &response.timings {
             self.metrics.view(&timing.view, timing.transform, timing.elapsed);
         }

@@ -21,6 +21,8 @@ use wasmtime::{Config, Engine, OptLevel};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+mod nonblocking_io;
+
 use crate::error::LoadError;
 use crate::transform::{Limits, Transform};
 use crate::wit;
@@ -211,6 +213,7 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        nonblocking_io::shadow_waiting_calls(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
         let weak = engine.weak();
         std::thread::Builder::new()
