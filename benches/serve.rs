@@ -9,7 +9,9 @@
 //! machine's cores and the server the rest, as wrk would.
 //!
 //! Run: cargo bench --bench serve
-//! (BENCH_SECS=3 per point; BENCH_FILTER=substring of a workload; BENCH_CONNECTIONS=1,4,16)
+//! (BENCH_SECS=3 per point; BENCH_ROUNDS=3, each running every point once,
+//! the floor included; BENCH_FILTER=substring of a workload;
+//! BENCH_CONNECTIONS=1,4,16)
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -20,6 +22,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+
+/// The floor every workload is compared with.
+const BARE: &str = "bare axum JSON echo (floor)";
 
 /// Set in the child process that serves the bare axum handler.
 const BARE_SERVER: &str = "SKEWLESS_BENCH_BARE_SERVER";
@@ -32,10 +37,21 @@ struct Point {
 }
 
 impl Point {
+    fn requests_per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
     fn percentile(&self, p: f64) -> f64 {
         let index = ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len()) - 1;
         self.latencies[index] as f64
     }
+}
+
+/// (min, median, max) of `values`.
+fn spread(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    (values[0], values[values.len() / 2], values[values.len() - 1])
 }
 
 /// Closed-loop load: `connections` keep-alive connections, each sending
@@ -119,6 +135,10 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
     let filter = std::env::var("BENCH_FILTER").unwrap_or_default();
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let duration = Duration::from_secs_f64(secs);
     let connection_counts: Vec<usize> = std::env::var("BENCH_CONNECTIONS")
         .unwrap_or_else(|_| "1,4,16".into())
@@ -162,27 +182,59 @@ fn main() {
     }
 
     let workloads: [(&str, &str, &str, &str); 5] = [
-        ("bare axum JSON echo (floor)", &bare_addr, "/get-online-features", &one),
+        (BARE, &bare_addr, "/get-online-features", &one),
         ("1 entity, 3 stored features", &ours, "/get-online-features", &stored),
         ("1 entity + on-demand view", &ours, "/get-online-features", &one),
         ("100 entities, 3 features", &ours, "/get-online-features", &hundred),
         ("push 1 row, durable", &ours, "/push", &push),
     ];
+    // The floor runs in every round, beside the workloads chosen: the
+    // machine's speed drifts, so ratios are taken within a round.
+    let chosen: Vec<_> = workloads
+        .iter()
+        .filter(|(name, ..)| *name == BARE || name.contains(&filter))
+        .collect();
+    for (_, addr, path, body) in &chosen {
+        load(addr, path, body, 4, Duration::from_millis(300)); // warm-up
+    }
+    let mut points: Vec<Vec<Vec<Point>>> = chosen
+        .iter()
+        .map(|_| connection_counts.iter().map(|_| Vec::new()).collect())
+        .collect();
+    for _ in 0..rounds {
+        for (w, (_, addr, path, body)) in chosen.iter().enumerate() {
+            for (c, connections) in connection_counts.iter().enumerate() {
+                points[w][c].push(load(addr, path, body, *connections, duration));
+            }
+        }
+    }
+    println!("Medians of {rounds} rounds ({secs} s per point); in brackets, the range over rounds.\n");
     println!("| workload | connections | requests/s | p50 | p99 | errors |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for (name, addr, path, body) in workloads {
-        if !name.contains(&filter) {
-            continue;
-        }
-        load(addr, path, body, 4, Duration::from_millis(300)); // warm-up
-        for connections in connection_counts.iter().copied() {
-            let point = load(addr, path, body, connections, duration);
+    for (w, (name, ..)) in chosen.iter().enumerate() {
+        for (c, connections) in connection_counts.iter().enumerate() {
+            let rounds = &points[w][c];
+            let rps = spread(rounds.iter().map(Point::requests_per_second));
+            let p50 = spread(rounds.iter().map(|p| p.percentile(0.50)));
+            let p99 = spread(rounds.iter().map(|p| p.percentile(0.99)));
+            let errors: usize = rounds.iter().map(|p| p.errors).sum();
             println!(
-                "| {name} | {connections} | {:.0} | {:.0} us | {:.0} us | {} |",
-                point.requests as f64 / point.elapsed.as_secs_f64(),
-                point.percentile(0.50),
-                point.percentile(0.99),
-                point.errors
+                "| {name} | {connections} | {:.0} [{:.0}-{:.0}] | {:.0} us | {:.0} us [{:.0}-{:.0}] | {errors} |",
+                rps.1, rps.0, rps.2, p50.1, p99.1, p99.0, p99.2
+            );
+        }
+    }
+    println!("\nAgainst the floor, round by round (median [range]):\n");
+    println!("| workload | connections | requests/s vs floor | p99 vs floor |");
+    println!("|---|---:|---:|---:|");
+    for (w, (name, ..)) in chosen.iter().enumerate().skip(1) {
+        for (c, connections) in connection_counts.iter().enumerate() {
+            let pairs = || points[w][c].iter().zip(&points[0][c]);
+            let rps = spread(pairs().map(|(ours, bare)| ours.requests_per_second() / bare.requests_per_second()));
+            let p99 = spread(pairs().map(|(ours, bare)| ours.percentile(0.99) / bare.percentile(0.99)));
+            println!(
+                "| {name} | {connections} | {:.2}x [{:.2}-{:.2}] | {:.2}x [{:.2}-{:.2}] |",
+                rps.1, rps.0, rps.2, p99.1, p99.0, p99.2
             );
         }
     }

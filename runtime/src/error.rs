@@ -162,7 +162,10 @@ pub enum TransformErrorKind {
         if *caller { "the time left for the request" } else { "its time limit" },
         limit.as_millis(),
         if *caller { "raise the caller's limit, e.g. `skewless serve --request-timeout`, if this is expected" }
-        else { "raise `limits.timeout_ms` of the view if this is expected" }
+        else {
+            "raise `limits.timeout_ms` of the view if this is expected, or lower its \
+             `limits.max_rows_per_call`: the limit is per call, and big batches are split into calls"
+        }
     )]
     Timeout {
         /// The limit.
