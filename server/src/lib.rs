@@ -7,11 +7,13 @@
 //! go through the backfill's own materialization path, so served values are
 //! bit-identical to stored and training values.
 //!
-//! Reads of stored features run on the async workers (microseconds);
-//! anything that calls a transform runs on the blocking pool, cut off at the
-//! request's time limit; pushes are made durable by one committer thread
-//! that commits every push waiting in one transaction (group commit). Readers never wait for a writer: each read is a redb
-//! snapshot, and a backfill in another process shows up when it commits.
+//! Reads run on the async workers, on-demand transform calls included, for
+//! at most 10 ms each; a longer call moves its request to the blocking pool,
+//! cut off at the request's time limit (`state::INLINE_BUDGET`). Pushes are
+//! prepared on the blocking pool and made durable by one committer thread
+//! that commits every push waiting in one transaction (group commit).
+//! Readers never wait for a writer: each read is a redb snapshot, and a
+//! backfill in another process shows up when it commits.
 
 #![deny(missing_docs)]
 

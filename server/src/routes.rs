@@ -157,8 +157,9 @@ async fn get_online_features(
     }
 }
 
-/// Runs `work` on tokio's blocking pool: slow transform calls (a guest may
-/// run to its time limit) never hold an async worker.
+/// Runs `work` on tokio's blocking pool: transform calls past the inline
+/// budget (a guest may run to its time limit) and push preparation never
+/// hold an async worker.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {

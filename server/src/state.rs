@@ -96,7 +96,7 @@ const INLINE_BUDGET: Duration = Duration::from_millis(10);
 const INLINE_PAUSE: Duration = Duration::from_secs(1);
 
 /// Where [`Server::get_online_features_inline`] got to.
-pub enum Inline {
+pub(crate) enum Inline {
     /// Answered on the calling thread.
     Answered(Result<GetOnlineFeaturesResponse, ApiError>),
     /// To be answered on the blocking pool with [`Server::get_online_features`].
@@ -175,7 +175,7 @@ impl Server {
     /// the request is [`Inline::Offload`]ed to the blocking pool, where
     /// [`Server::get_online_features`] has the rest of the request's time;
     /// for [`INLINE_PAUSE`] after that, transform calls go there directly.
-    pub fn get_online_features_inline(&self, request: &GetOnlineFeaturesRequest, started: Instant) -> Inline {
+    pub(crate) fn get_online_features_inline(&self, request: &GetOnlineFeaturesRequest, started: Instant) -> Inline {
         if !self.runs_transforms(request) {
             return Inline::Answered(self.get_online_features(request, started));
         }
