@@ -60,7 +60,10 @@ fn an_infinite_loop_is_stopped_at_the_time_limit() {
     let elapsed = started.elapsed();
     assert!(matches!(error.kind, TransformErrorKind::Timeout { .. }), "{error}");
     assert!(error.to_string().contains("its time limit of 100 ms"), "{error}");
-    assert!(error.to_string().contains("max_rows_per_call"), "names the other knob: {error}");
+    assert!(
+        error.to_string().contains("max_rows_per_call"),
+        "names the other knob: {error}"
+    );
     assert!(
         elapsed >= Duration::from_millis(100) && elapsed < Duration::from_secs(5),
         "stopped after {elapsed:?}"

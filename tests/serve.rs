@@ -288,6 +288,48 @@ fn every_bad_request_gets_a_clear_error_and_the_server_keeps_serving() {
 }
 
 #[test]
+fn looping_transforms_do_not_hold_up_other_requests() {
+    let repo = hostile_driver_repo();
+    let server = repo.serve(&["--request-timeout", "3s"]);
+    let good = r#"{"features": ["driver_hourly_stats:conv_rate", "transformed_conv_rate"], "entities": {"driver_id": [1001], "val_to_add": [7]}}"#;
+    let (status, expected) = server.post("/get-online-features", good);
+    assert_eq!(status, 200, "{expected}");
+    std::thread::scope(|scope| {
+        // More looping requests than the machine has cores, so that if they
+        // kept the async workers for their whole time limit nothing else
+        // would be answered until it ran out.
+        let spinning: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    server.post(
+                        "/get-online-features",
+                        r#"{"features": ["spinning"], "entities": {"x": [-1]}}"#,
+                    )
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        for _ in 0..20 {
+            let started = Instant::now();
+            assert_eq!(server.post("/get-online-features", good), (200, expected.clone()));
+            let elapsed = started.elapsed();
+            assert!(
+                elapsed < Duration::from_secs(1),
+                "a good request waited {elapsed:?} behind looping ones"
+            );
+        }
+        for request in spinning {
+            let (status, response) = request.join().unwrap();
+            assert_eq!(
+                (status, error_code(&response)),
+                (503, "transform_timeout"),
+                "{response}"
+            );
+        }
+    });
+}
+
+#[test]
 fn serving_carries_on_during_a_backfill_in_another_process() {
     let repo = fresh_driver_repo();
     let server = repo.serve(&[]);
