@@ -241,34 +241,48 @@ fn every_language_gives_the_rust_bits_on_10k_edge_case_rows() {
     );
 }
 
-/// A fraud repo whose view runs `component`, over the 10k transactions.
-fn fraud_repo(component: &std::path::Path, end: i64) -> TempRepo {
-    let repo = TempRepo::new("fraud");
+/// The example repo `example` with the Rust `rust_component` swapped for
+/// `component`, and `data` written as its Parquet source at `data_file`.
+fn repo_running(
+    example: &str,
+    rust_component: &str,
+    component: &std::path::Path,
+    data_file: &str,
+    data: &RecordBatch,
+) -> TempRepo {
+    let repo = TempRepo::new(example);
     let config = repo.path().join("skewless.toml");
     let text = std::fs::read_to_string(&config).unwrap();
-    let rust = example_components().join("fraud_features.wasm");
+    let rust = example_components().join(format!("{rust_component}.wasm"));
     std::fs::write(
         &config,
         text.replace(rust.to_str().unwrap(), component.to_str().unwrap()),
     )
     .unwrap();
-    samples::write_parquet(&repo.path().join("data/transactions.parquet"), &transactions(end)).unwrap();
+    samples::write_parquet(&repo.path().join(data_file), data).unwrap();
     repo
+}
+
+/// A fraud repo whose view runs `component`, over the 10k transactions.
+fn fraud_repo(component: &std::path::Path, end: i64) -> TempRepo {
+    repo_running(
+        "fraud",
+        "fraud_features",
+        component,
+        "data/transactions.parquet",
+        &transactions(end),
+    )
 }
 
 /// A driver_stats repo whose on-demand view runs `component`, over the 10k drivers.
 fn driver_repo(component: &std::path::Path, end: i64) -> TempRepo {
-    let repo = TempRepo::new("driver_stats");
-    let config = repo.path().join("skewless.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let rust = example_components().join("transformed_conv_rate.wasm");
-    std::fs::write(
-        &config,
-        text.replace(rust.to_str().unwrap(), component.to_str().unwrap()),
+    repo_running(
+        "driver_stats",
+        "transformed_conv_rate",
+        component,
+        "data/driver_stats.parquet",
+        &driver_rows(end),
     )
-    .unwrap();
-    samples::write_parquet(&repo.path().join("data/driver_stats.parquet"), &driver_rows(end)).unwrap();
-    repo
 }
 
 /// What a repo answers: the `dataset` over `spine` (Parquet) and the server's
