@@ -24,18 +24,18 @@ type Latency<L> = Family<L, Histogram, fn() -> Histogram>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
-    route: String,
+    route: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
-    route: String,
+    route: &'static str,
     code: String,
 }
 
@@ -114,25 +114,18 @@ impl Default for Metrics {
 
 impl Metrics {
     /// One answered request.
-    pub fn request(&self, route: &str, status: u16, elapsed: Duration) {
-        self.requests
-            .get_or_create(&StatusLabels {
-                route: route.to_string(),
-                status,
-            })
-            .inc();
+    pub fn request(&self, route: &'static str, status: u16, elapsed: Duration) {
+        self.requests.get_or_create(&StatusLabels { route, status }).inc();
         self.request_seconds
-            .get_or_create(&RouteLabels {
-                route: route.to_string(),
-            })
+            .get_or_create(&RouteLabels { route })
             .observe(elapsed.as_secs_f64());
     }
 
     /// One error answer.
-    pub fn error(&self, route: &str, code: &str) {
+    pub fn error(&self, route: &'static str, code: &str) {
         self.errors
             .get_or_create(&ErrorLabels {
-                route: route.to_string(),
+                route,
                 code: code.to_string(),
             })
             .inc();

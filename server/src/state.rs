@@ -257,7 +257,8 @@ impl Server {
         let response = match online::get_online_features(&self.catalog, &self.records, &reader, &read) {
             Ok(response) => response,
             Err(online::OnlineError::Transform(t)) => {
-                if budget.is_some() && matches!(t.kind, TransformErrorKind::Timeout { .. }) {
+                // `caller`: the budget, not the view's own shorter limit, stopped it.
+                if budget.is_some() && matches!(t.kind, TransformErrorKind::Timeout { caller: true, .. }) {
                     return Err(Refusal::OverBudget { view: t.view });
                 }
                 self.metrics.view_error(&t.view);
