@@ -7,7 +7,9 @@
 //!   [`EPOCH_TICK`]: the per-call time limit is a deadline in ticks.
 //! - WASI for guests whose toolchain imports it, denying every capability:
 //!   no files, sockets, environment or arguments, a fixed clock and a fixed
-//!   random seed ([`deterministic_wasi`]).
+//!   random seed ([`deterministic_wasi`]). Its waiting calls are answered
+//!   without blocking the thread ([`nonblocking_io`]), so a guest can be
+//!   called from a tokio async worker, and a guest that waits is stopped.
 //! - Compiled components cached on disk under `<digest>-<engine hash>.cwasm`,
 //!   so a second load skips Cranelift.
 
