@@ -138,7 +138,8 @@ fn main() {
     let rounds: usize = std::env::var("BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(3)
+        .max(1);
     let duration = Duration::from_secs_f64(secs);
     let connection_counts: Vec<usize> = std::env::var("BENCH_CONNECTIONS")
         .unwrap_or_else(|_| "1,4,16".into())

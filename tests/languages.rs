@@ -391,6 +391,25 @@ fn every_language_gives_the_rust_bits_through_backfill_dataset_and_the_server() 
     }
 }
 
+/// `skewless build` on a project made by `skewless new`; a JS project reuses
+/// the examples' ComponentizeJS install instead of a second download.
+fn build_project(language: &str, project: &std::path::Path) {
+    if language == "js" {
+        language_example("js", "transformed_conv_rate");
+        std::os::unix::fs::symlink(
+            root().join("examples/transforms/js/node_modules"),
+            project.join("node_modules"),
+        )
+        .unwrap();
+    }
+    let build = skewless(&["build", project.to_str().unwrap()]);
+    assert!(
+        build.status.success(),
+        "{language}: {}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+}
+
 #[test]
 fn skewless_new_then_build_then_apply_and_backfill_works_in_every_language() {
     for language in ["rust", "python", "js", "c"] {
@@ -398,18 +417,7 @@ fn skewless_new_then_build_then_apply_and_backfill_works_in_every_language() {
         let project = parent.path().join(format!("trips_{language}"));
         let new = skewless(&["new", "--lang", language, project.to_str().unwrap()]);
         assert!(new.status.success(), "{}", String::from_utf8_lossy(&new.stderr));
-        if language == "js" {
-            // Reuse the examples' ComponentizeJS install instead of a second download.
-            let modules = root().join("examples/transforms/js/node_modules");
-            language_example("js", "transformed_conv_rate");
-            std::os::unix::fs::symlink(modules, project.join("node_modules")).unwrap();
-        }
-        let build = skewless(&["build", project.to_str().unwrap()]);
-        assert!(
-            build.status.success(),
-            "{language}: {}",
-            String::from_utf8_lossy(&build.stderr)
-        );
+        build_project(language, &project);
         let repo = ["--repo", project.to_str().unwrap()];
         for step in [&["apply"][..], &["backfill"][..]] {
             let out = skewless(&[&repo[..], step].concat());
@@ -540,20 +548,7 @@ fn a_bug_in_a_python_js_or_c_transform_fails_the_batch_with_what_and_where() {
         let text = std::fs::read_to_string(&source).unwrap();
         assert!(text.contains(anchor), "{language}: the template changed");
         std::fs::write(&source, text.replacen(anchor, buggy, 1)).unwrap();
-        if language == "js" {
-            language_example("js", "transformed_conv_rate");
-            std::os::unix::fs::symlink(
-                root().join("examples/transforms/js/node_modules"),
-                project.join("node_modules"),
-            )
-            .unwrap();
-        }
-        let build = skewless(&["build", project.to_str().unwrap()]);
-        assert!(
-            build.status.success(),
-            "{language}: {}",
-            String::from_utf8_lossy(&build.stderr)
-        );
+        build_project(language, &project);
         let repo = ["--repo", project.to_str().unwrap()];
         assert!(skewless(&[&repo[..], &["apply"]].concat()).status.success());
         let out = skewless(&[&repo[..], &["backfill"]].concat());

@@ -176,10 +176,10 @@ impl Server {
     /// [`Server::get_online_features`] has the rest of the request's time;
     /// for [`INLINE_PAUSE`] after that, transform calls go there directly.
     pub(crate) fn get_online_features_inline(&self, request: &GetOnlineFeaturesRequest, started: Instant) -> Inline {
-        if !self.runs_transforms(request) {
-            return Inline::Answered(self.get_online_features(request, started));
-        }
-        if self.started.elapsed().as_micros() < u128::from(self.inline_paused_until.load(Ordering::Relaxed)) {
+        // A read without transform calls never meets the budget; only the
+        // pause needs to know whether this one makes any.
+        let paused = self.started.elapsed().as_micros() < u128::from(self.inline_paused_until.load(Ordering::Relaxed));
+        if paused && self.runs_transforms(request) {
             return Inline::Offload;
         }
         match self.read(request, started, Some(Instant::now() + INLINE_BUDGET)) {
