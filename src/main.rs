@@ -495,7 +495,7 @@ fn cmd_verify(dir: &Path, samples: usize) -> Result<()> {
             paint("stale:", "1;33"),
             s.view,
             parts.join("; "),
-            &s.current[..12],
+            s.current.short(),
             dir.display(),
             s.view
         );
@@ -583,7 +583,10 @@ fn cmd_get(dir: &Path, read: &Read) -> Result<()> {
                 types.keys().cloned().collect::<Vec<_>>().join(", ")
             );
         };
-        columns.insert(name.clone(), online::array_from_strings(&name, &values, *ty)?);
+        columns.insert(
+            name.clone(),
+            skewless_runtime::codec::json::array_from_strings(&name, &values, *ty)?,
+        );
     }
     // A single request value applies to every entity row.
     let rows = columns.values().map(|a| a.len()).max().unwrap_or(0);
@@ -689,106 +692,19 @@ fn cmd_serve(dir: &Path, addr: &str, limits: ServerLimits, example: Option<&str>
 fn cmd_ls(dir: &Path) -> Result<()> {
     let repo = Repo::open(dir)?;
     let store = Store::open_existing(&repo.store_path)?;
-    let views = store.views()?;
-    println!("ENTITIES");
-    for (name, json) in store.records("entity/")? {
-        let keys: Vec<String> = json["join_keys"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|k| {
-                format!(
-                    "{} {}",
-                    k["name"].as_str().unwrap_or(""),
-                    k["type"].as_str().unwrap_or("")
-                )
-            })
-            .collect();
-        println!("  {name:<28} join keys: {}", keys.join(", "));
-    }
-    println!("FEATURE VIEWS");
-    for (name, v) in &views {
-        println!(
-            "  {name:<28} {:<13} {} features  sha256:{}  owner: {}",
-            if v.materialized { "materialized" } else { "on-demand" },
-            v.features.len(),
-            &v.digest[..12],
-            v.definition["owner"].as_str().filter(|o| !o.is_empty()).unwrap_or("-")
-        );
-        for f in &v.features {
-            println!("    {:<26} {}", f.name, f.data_type);
-        }
-    }
-    println!("FEATURE SERVICES");
-    for (name, json) in store.records("service/")? {
-        let count = json["features"].as_array().map_or(0, Vec::len);
-        println!("  {name:<28} {count} feature refs");
-    }
+    print!("{}", store.registry()?);
     Ok(())
 }
 
 fn cmd_describe(dir: &Path, name: &str) -> Result<()> {
     let repo = Repo::open(dir)?;
     let store = Store::open_existing(&repo.store_path)?;
-    if let Some(view) = store.view(name)? {
-        println!("feature view {name}");
-        println!(
-            "  kind:        {}",
-            if view.materialized { "materialized" } else { "on-demand" }
-        );
-        println!("  transform:   {} (sha256:{})", view.transform, view.digest);
-        let keys: Vec<_> = view
-            .join_keys
-            .iter()
-            .map(|k| format!("{} {}", k.name, k.data_type))
-            .collect();
-        println!("  join keys:   {}", keys.join(", "));
-        println!(
-            "  ttl:         {}",
-            view.ttl_secs.map_or("none".to_string(), humantime_secs)
-        );
-        for key in ["owner", "description"] {
-            if let Some(text) = view.definition[key].as_str().filter(|t| !t.is_empty()) {
-                println!("  {key}:{:width$}{text}", "", width = 12 - key.len());
-            }
+    match store.registry()?.describe(name) {
+        Some(text) => {
+            print!("{text}");
+            Ok(())
         }
-        if let Some(tags) = view.definition["tags"].as_object().filter(|t| !t.is_empty()) {
-            let tags: Vec<_> = tags
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect();
-            println!("  tags:        {}", tags.join(", "));
-        }
-        println!(
-            "  last commit: {}",
-            view.last_commit
-                .map_or("never backfilled".to_string(), |c| format!("#{c}"))
-        );
-        println!("  inputs:");
-        for f in &view.inputs {
-            println!("    {:<26} {}", f.name, f.data_type);
-        }
-        println!("  features:");
-        for f in &view.features {
-            println!("    {:<26} {}", f.name, f.data_type);
-        }
-        return Ok(());
-    }
-    for kind in ["entity", "source", "service"] {
-        if let Some(json) = store.records(&format!("{kind}/"))?.remove(name) {
-            println!("{kind} {name}");
-            println!("{}", serde_json::to_string_pretty(&json)?);
-            return Ok(());
-        }
-    }
-    bail!("nothing named `{name}` in the registry (run `skewless ls`; `skewless apply` records the repo)")
-}
-
-fn humantime_secs(secs: u64) -> String {
-    match secs {
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
-        s => format!("{s}s"),
+        None => bail!("nothing named `{name}` in the registry (run `skewless ls`; `skewless apply` records the repo)"),
     }
 }
 

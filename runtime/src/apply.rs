@@ -8,10 +8,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::Serialize;
+
 use crate::catalog::Catalog;
 use crate::repo::{FileSource, RepoError, SourceKind};
 use crate::source;
-use crate::store::{Store, StoreError, ViewRecord};
+use crate::store::{Registry, Store, StoreError};
 use crate::types::FeatureType;
 
 /// What happens to one registry object.
@@ -47,8 +49,7 @@ pub struct Plan {
     pub items: Vec<PlanItem>,
     /// Things worth knowing that do not stop the apply.
     pub warnings: Vec<String>,
-    records: BTreeMap<String, serde_json::Value>,
-    views: Vec<ViewRecord>,
+    registry: Registry,
 }
 
 impl Plan {
@@ -94,105 +95,79 @@ pub fn plan(catalog: &Catalog, store: &Store) -> Result<Plan, ApplyError> {
     let mut warnings = Vec::new();
     check_sources(catalog, &mut warnings)?;
 
-    let mut records = BTreeMap::new();
+    let old = store.registry()?;
+    let mut registry = Registry::default();
     let mut items = Vec::new();
-    let diff = |kind: &'static str,
-                old: &BTreeMap<String, serde_json::Value>,
-                new: Vec<(String, serde_json::Value, String)>,
-                records: &mut BTreeMap<String, serde_json::Value>,
-                items: &mut Vec<PlanItem>| {
-        for (name, value, summary) in &new {
-            let change = match old.get(name) {
-                None => Change::Add,
-                Some(previous) if previous == value => Change::Unchanged,
-                Some(previous) => Change::Update(changed_keys(previous, value)),
-            };
-            items.push(PlanItem {
-                kind,
-                name: name.clone(),
-                change,
-                summary: summary.clone(),
-            });
-            records.insert(format!("{kind}/{name}"), value.clone());
-        }
-        for name in old.keys().filter(|n| !new.iter().any(|(m, _, _)| m == *n)) {
-            items.push(PlanItem {
-                kind,
-                name: name.clone(),
-                change: Change::Remove,
-                summary: String::new(),
-            });
-        }
-    };
-    diff(
-        "entity",
-        &store.records("entity/")?,
-        repo.entities
-            .values()
-            .map(|e| {
-                let keys: Vec<_> = e
-                    .join_keys
-                    .iter()
-                    .map(|k| format!("{} {}", k.name, k.data_type))
-                    .collect();
-                (e.name.clone(), to_json(e), format!("join keys: {}", keys.join(", ")))
-            })
-            .collect(),
-        &mut records,
-        &mut items,
-    );
-    diff(
-        "source",
-        &store.records("source/")?,
-        repo.sources
-            .values()
-            .map(|s| {
-                let summary = match &s.kind {
-                    SourceKind::File(file) => format!("file {}", file.path.display()),
-                    SourceKind::Request { schema } => format!("request, {} fields", schema.len()),
-                    SourceKind::Push { batch_source } => format!("push, batch source {batch_source}"),
-                };
-                (s.name.clone(), to_json(s), summary)
-            })
-            .collect(),
-        &mut records,
-        &mut items,
-    );
 
-    let old_views = store.views()?;
-    let mut views = Vec::new();
+    for entity in repo.entities.values() {
+        let summary = format!(
+            "join keys: {}",
+            entity
+                .join_keys
+                .iter()
+                .map(|k| format!("{} {}", k.name, k.data_type))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        items.push(item(
+            "entity",
+            &entity.name,
+            old.entities.get(&entity.name),
+            entity,
+            summary,
+        ));
+        registry.entities.insert(entity.name.clone(), entity.clone());
+    }
+    removed("entity", &old.entities, &registry.entities, &mut items);
+
+    for source in repo.sources.values() {
+        let summary = match &source.kind {
+            SourceKind::File(file) => format!("file {}", file.path.display()),
+            SourceKind::Request { schema } => format!("request, {} fields", schema.len()),
+            SourceKind::Push { batch_source } => format!("push, batch source {batch_source}"),
+        };
+        items.push(item(
+            "source",
+            &source.name,
+            old.sources.get(&source.name),
+            source,
+            summary,
+        ));
+        registry.sources.insert(source.name.clone(), source.clone());
+    }
+    removed("source", &old.sources, &registry.sources, &mut items);
+
     for view in repo.views.values() {
         let mut record = catalog.view_record(view).expect("apply loads every view");
         let summary = format!(
             "{}, {} features, transform {} {}",
-            if view.is_materialized() {
-                "materialized"
-            } else {
-                "on-demand"
-            },
+            record.kind_name(),
             record.features.len(),
             record.transform,
-            &record.digest[..12]
+            record.digest.short()
         );
-        let change = match old_views.get(&view.name) {
+        let change = match old.views.get(&view.name) {
             None => Change::Add,
-            Some(old) => {
+            Some(previous) => {
                 let mut what = Vec::new();
-                if old.features == record.features && old.join_keys == record.join_keys {
-                    record.id = old.id;
-                    record.last_commit = old.last_commit;
+                if previous.features == record.features && previous.join_keys == record.join_keys {
+                    record.id = previous.id;
+                    record.last_commit = previous.last_commit;
                 } else {
                     what.push("stored schema changed: values start afresh at the next backfill".to_string());
                 }
-                if old.digest != record.digest {
+                if previous.digest != record.digest {
                     what.push(format!(
                         "transform {} -> {} (stored values keep their digest until the next backfill)",
-                        &old.digest[..12],
-                        &record.digest[..12]
+                        previous.digest.short(),
+                        record.digest.short()
                     ));
                 }
-                if old.definition != record.definition && what.is_empty() {
-                    what.extend(changed_keys(&old.definition, &record.definition));
+                if what.is_empty() {
+                    what.extend(changed_keys(
+                        &to_json(&previous.definition),
+                        &to_json(&record.definition),
+                    ));
                 }
                 if what.is_empty() {
                     Change::Unchanged
@@ -207,38 +182,68 @@ pub fn plan(catalog: &Catalog, store: &Store) -> Result<Plan, ApplyError> {
             change,
             summary,
         });
-        views.push(record);
+        registry.views.insert(view.name.clone(), record);
     }
-    for name in old_views.keys().filter(|n| !repo.views.contains_key(*n)) {
+    removed("view", &old.views, &registry.views, &mut items);
+
+    for service in repo.services.values() {
+        let summary = format!("{} feature refs", service.features.len());
+        items.push(item(
+            "service",
+            &service.name,
+            old.services.get(&service.name),
+            service,
+            summary,
+        ));
+        registry.services.insert(service.name.clone(), service.clone());
+    }
+    removed("service", &old.services, &registry.services, &mut items);
+
+    Ok(Plan {
+        items,
+        warnings,
+        registry,
+    })
+}
+
+/// The plan line of one entity, source or service: records are compared in
+/// their stored (JSON) form, so what the registry does not keep (the line
+/// in the config) never counts as a change.
+fn item<T: Serialize>(kind: &'static str, name: &str, old: Option<&T>, new: &T, summary: String) -> PlanItem {
+    let change = match old.map(to_json) {
+        None => Change::Add,
+        Some(previous) => {
+            let what = changed_keys(&previous, &to_json(new));
+            if what.is_empty() {
+                Change::Unchanged
+            } else {
+                Change::Update(what)
+            }
+        }
+    };
+    PlanItem {
+        kind,
+        name: name.to_string(),
+        change,
+        summary,
+    }
+}
+
+/// Plan lines for recorded objects the repo no longer has.
+fn removed<T>(kind: &'static str, old: &BTreeMap<String, T>, new: &BTreeMap<String, T>, items: &mut Vec<PlanItem>) {
+    for name in old.keys().filter(|n| !new.contains_key(*n)) {
         items.push(PlanItem {
-            kind: "view",
+            kind,
             name: name.clone(),
             change: Change::Remove,
             summary: String::new(),
         });
     }
-
-    diff(
-        "service",
-        &store.records("service/")?,
-        repo.services
-            .values()
-            .map(|s| (s.name.clone(), to_json(s), format!("{} feature refs", s.features.len())))
-            .collect(),
-        &mut records,
-        &mut items,
-    );
-    Ok(Plan {
-        items,
-        warnings,
-        records,
-        views,
-    })
 }
 
 /// Records the plan in the registry (one transaction).
-pub fn apply(plan: Plan, store: &Store) -> Result<Vec<ViewRecord>, StoreError> {
-    store.replace_registry(plan.records, plan.views)
+pub fn apply(plan: Plan, store: &Store) -> Result<Registry, StoreError> {
+    store.replace_registry(plan.registry)
 }
 
 /// Checks each materialized view's file source, when present, has the
@@ -295,7 +300,7 @@ fn check_sources(catalog: &Catalog, warnings: &mut Vec<String>) -> Result<(), Re
                     )));
                 }
                 // CSV columns are text until read with their declared types.
-                Some((_, arrow_schema::DataType::Utf8)) if matches!(format, crate::repo::FileFormat::Csv) => {}
+                Some((_, arrow_schema::DataType::Utf8)) if matches!(format, crate::file_format::FileFormat::Csv) => {}
                 Some((_, found)) if FeatureType::from_arrow(found) != Some(ty) => {
                     return Err(invalid(format!(
                         "source {} column `{name}` is {found}, but the view needs {ty}",
@@ -309,8 +314,11 @@ fn check_sources(catalog: &Catalog, warnings: &mut Vec<String>) -> Result<(), Re
     Ok(())
 }
 
-/// Top-level keys whose values differ, for update lines.
+/// Top-level keys whose values differ, for update lines; empty when equal.
 fn changed_keys(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    if old == new {
+        return Vec::new();
+    }
     match (old.as_object(), new.as_object()) {
         (Some(o), Some(n)) => {
             let mut keys: Vec<String> = n
@@ -327,6 +335,6 @@ fn changed_keys(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String>
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).expect("registry objects serialize")
 }

@@ -10,17 +10,14 @@
 
 use std::time::{Duration, Instant};
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMicrosecondType;
-use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow_array::{Array, BooleanArray, RecordBatch};
 use indicatif::ProgressBar;
 
 use crate::catalog::Catalog;
-use crate::columns::normalize_timestamps;
+use crate::codec::row::{KeyEncoder, RowEncoder};
 use crate::error::TransformError;
 use crate::repo::{FileSource, View};
 use crate::source::{self, SourceError};
-use crate::store::encode::{KeyEncoder, RowEncoder};
 use crate::store::{PendingRows, Store, StoreError, ViewRecord, WriteTo};
 use crate::transform::{RowError, Transform};
 use crate::types::{FeatureType, FieldSpec};
@@ -392,10 +389,7 @@ impl<'a> Materializer<'a> {
 
 /// A timestamp column of `batch` in microseconds (the source was opened
 /// with this column as a timestamp, so it exists and is one).
-fn micros_column(batch: &RecordBatch, name: &str) -> arrow_array::PrimitiveArray<TimestampMicrosecondType> {
-    let array: &ArrayRef = batch.column_by_name(name).expect("opened with this column");
-    match array.as_primitive_opt::<TimestampMicrosecondType>() {
-        Some(micros) => micros.clone(),
-        None => normalize_timestamps(array.as_ref()).expect("checked to be a timestamp when opened"),
-    }
+fn micros_column(batch: &RecordBatch, name: &str) -> arrow_array::TimestampMicrosecondArray {
+    let array = batch.column_by_name(name).expect("opened with this column");
+    crate::time::micros_array(array.as_ref()).expect("checked to be a timestamp when opened")
 }

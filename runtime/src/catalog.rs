@@ -174,12 +174,12 @@ impl Catalog {
             join_keys: self.repo.join_keys(view),
             features: self.features[&view.name].clone(),
             inputs: transform.description().inputs.clone(),
-            digest: transform.digest().hex(),
+            digest: transform.digest(),
             transform: format!("{} {}", transform.description().name, transform.description().version),
             ttl_secs: view.ttl.map(|d| d.as_secs()),
             bucket_micros: DEFAULT_BUCKET_MICROS,
             last_commit: None,
-            definition: serde_json::to_value(view).expect("views serialize"),
+            definition: view.clone(),
         })
     }
 }

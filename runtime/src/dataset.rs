@@ -20,8 +20,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType as ArrowType, Field, Schema};
 use indexmap::IndexMap;
@@ -29,9 +27,9 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
-use crate::columns::normalize_timestamps;
+use crate::digest::Digest;
+use crate::file_format::FileFormat;
 use crate::online::{self, AsOf, OnlineError, OnlineRequest};
-use crate::repo::FileFormat;
 use crate::source::{self, SourceError};
 use crate::store::{Store, StoreError};
 use crate::types::{FeatureType, FieldSpec};
@@ -72,9 +70,9 @@ pub struct Lineage {
 #[derive(Debug, Clone, Serialize)]
 pub struct ViewLineage {
     /// The digest of the component the repo names now (on-demand views ran it).
-    pub digest: String,
+    pub digest: Digest,
     /// For materialized views: the digests that produced the stored values joined.
-    pub produced_by: Vec<String>,
+    pub produced_by: Vec<Digest>,
     /// For materialized views: the last commit that wrote values of the view.
     pub last_commit: Option<u64>,
 }
@@ -150,18 +148,9 @@ impl From<SourceError> for DatasetError {
 
 /// The format a file name says.
 pub fn format_of(path: &Path) -> Result<FileFormat, DatasetError> {
-    match path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        Some("parquet" | "pq") => Ok(FileFormat::Parquet),
-        Some("csv") => Ok(FileFormat::Csv),
-        _ => Err(DatasetError::Format {
-            path: path.to_path_buf(),
-        }),
-    }
+    FileFormat::of(path).ok_or_else(|| DatasetError::Format {
+        path: path.to_path_buf(),
+    })
 }
 
 /// Builds the dataset `options` describes from `store`.
@@ -294,10 +283,10 @@ pub fn build(
         views.insert(
             r.view.clone(),
             ViewLineage {
-                digest: transform.digest().hex(),
+                digest: transform.digest(),
                 produced_by: produced_by
                     .get(&r.view)
-                    .map(|ids| ids.iter().filter_map(|id| digests.get(id)).map(|d| d.hex()).collect())
+                    .map(|ids| ids.iter().filter_map(|id| digests.get(id).copied()).collect())
                     .unwrap_or_default(),
                 last_commit: record.and_then(|r| r.last_commit),
             },
@@ -326,14 +315,9 @@ fn temporary_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
-/// A timestamp column in microseconds UTC.
-fn micros(array: &ArrayRef) -> arrow_array::PrimitiveArray<TimestampMicrosecondType> {
-    match array.as_primitive_opt::<TimestampMicrosecondType>() {
-        Some(m) => m.clone().with_timezone(crate::types::UTC),
-        None => normalize_timestamps(array.as_ref())
-            .expect("checked to be a timestamp when opened")
-            .with_timezone(crate::types::UTC),
-    }
+/// A timestamp column in microseconds UTC (opened as a timestamp).
+fn micros(array: &ArrayRef) -> arrow_array::TimestampMicrosecondArray {
+    crate::time::micros_array(array.as_ref()).expect("checked to be a timestamp when opened")
 }
 
 /// The output file being written.

@@ -19,14 +19,18 @@
 pub mod apply;
 pub mod backfill;
 mod catalog;
-mod columns;
+pub mod codec;
 pub mod dataset;
+mod digest;
 mod engine;
 mod error;
+mod file_format;
+mod limits;
 pub mod online;
 pub mod push;
 pub mod repo;
 pub mod samples;
+mod sandbox;
 pub mod source;
 pub mod store;
 pub mod time;
@@ -37,12 +41,14 @@ pub mod verify;
 mod wit;
 
 pub use catalog::Catalog;
-pub use columns::normalize_timestamps;
-pub use engine::{Digest, EPOCH_TICK, Runtime};
+pub use digest::Digest;
+pub use engine::Runtime;
 pub use error::{ConversionError, LoadError, TransformError, TransformErrorKind};
+pub use file_format::FileFormat;
+pub use limits::{EPOCH_TICK, Limits};
 pub use repo::{Repo, RepoError};
 pub use store::{Store, StoreError, WriteTo};
-pub use transform::{Description, Limits, RowError, Transform, TransformOutput};
+pub use transform::{Description, RowError, Transform, TransformOutput};
 pub use types::{FeatureType, FieldSpec, arrow_schema};
 
 /// Where compiled components are cached for a repo unless

@@ -11,24 +11,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow_array::builder::{
-    BooleanBuilder, Float32Builder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-};
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_schema::{DataType as ArrowType, Field, Schema};
+use arrow_schema::{Field, Schema};
 use indexmap::IndexMap;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
+use crate::codec::json::WrongValue;
+use crate::codec::row::{KeyEncoder, ValueBuilder};
+use crate::digest::Digest;
 use crate::error::TransformError;
 use crate::repo::{FeatureRef, SourceKind, ViewKind};
-use crate::store::encode::KeyEncoder;
-use crate::store::layout::Value;
 use crate::store::{StoreError, StoreReader, ViewRecord};
 use crate::transform::RowError;
-use crate::types::{FeatureType, FieldSpec, UTC};
+use crate::types::FieldSpec;
 
 /// The status of one value, as Feast reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -108,7 +104,7 @@ pub struct OnlineResponse {
     /// Per-row errors of on-demand transforms, by view.
     pub row_errors: Vec<(String, RowError)>,
     /// Transform digest of each view read (lineage).
-    pub digests: BTreeMap<String, String>,
+    pub digests: BTreeMap<String, Digest>,
     /// Per materialized view, the store ids of the transform digests that
     /// produced the values served ([`crate::Store::digests`] maps them).
     pub stored_digests: BTreeMap<String, BTreeSet<u32>>,
@@ -172,16 +168,9 @@ pub enum OnlineError {
         /// The field.
         field: String,
     },
-    /// A column of the wrong type.
-    #[error("`{column}` must be {expected}: {message}")]
-    WrongType {
-        /// The column.
-        column: String,
-        /// Its declared type.
-        expected: FeatureType,
-        /// What was wrong.
-        message: String,
-    },
+    /// A column, or a value in it, of the wrong type.
+    #[error(transparent)]
+    WrongType(#[from] WrongValue),
     /// Columns of different lengths.
     #[error("`{column}` has {actual} values but `{first}` has {expected}: every entity column needs one value per row")]
     Length {
@@ -301,7 +290,7 @@ pub fn get_online_features(
     let mut values: IndexMap<String, ViewValues> = IndexMap::new();
     for view in &materialized {
         let record = records.get(view).ok_or_else(|| OnlineError::NotApplied(view.clone()))?;
-        digests.insert(view.clone(), record.digest.clone());
+        digests.insert(view.clone(), record.digest);
         let ttl = repo.views[view].ttl.map(|d| d.as_micros() as i64);
         let started = std::time::Instant::now();
         values.insert(
@@ -337,7 +326,7 @@ pub fn get_online_features(
             None => {
                 // On demand: one call over every entity row.
                 let transform = catalog.transform(view).expect("resolved against the catalog");
-                digests.insert(view.clone(), transform.digest().hex());
+                digests.insert(view.clone(), transform.digest());
                 let input = on_demand_input(catalog, view, &values, &request.entities, rows)?;
                 let started = std::time::Instant::now();
                 let output = match request.deadline {
@@ -455,11 +444,11 @@ fn read_view(
             key: key.name.clone(),
         })?;
         if array.data_type() != &key.data_type.arrow() {
-            return Err(OnlineError::WrongType {
+            return Err(OnlineError::WrongType(WrongValue {
                 column: key.name.clone(),
                 expected: key.data_type,
                 message: format!("got {}", array.data_type()),
-            });
+            }));
         }
         key_arrays.push(array.clone());
     }
@@ -555,11 +544,11 @@ fn on_demand_input(
                     }
                 })?;
                 if array.data_type() != &input.data_type.arrow() {
-                    return Err(OnlineError::WrongType {
+                    return Err(OnlineError::WrongType(WrongValue {
                         column: input.name.clone(),
                         expected: input.data_type,
                         message: format!("got {}", array.data_type()),
-                    });
+                    }));
                 }
                 array.clone()
             }
@@ -583,158 +572,4 @@ fn batch_of(fields: &[FieldSpec], arrays: Vec<ArrayRef>, rows: usize) -> RecordB
         &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
     )
     .expect("arrays built to the schema")
-}
-
-/// Builds an Arrow array from decoded store values.
-enum ValueBuilder {
-    Bool(BooleanBuilder),
-    Int64(Int64Builder),
-    Float32(Float32Builder),
-    Float64(Float64Builder),
-    Utf8(StringBuilder),
-    Timestamp(TimestampMicrosecondBuilder),
-}
-
-impl ValueBuilder {
-    fn new(data_type: FeatureType, rows: usize) -> Self {
-        match data_type {
-            FeatureType::Bool => ValueBuilder::Bool(BooleanBuilder::with_capacity(rows)),
-            FeatureType::Int64 => ValueBuilder::Int64(Int64Builder::with_capacity(rows)),
-            FeatureType::Float32 => ValueBuilder::Float32(Float32Builder::with_capacity(rows)),
-            FeatureType::Float64 => ValueBuilder::Float64(Float64Builder::with_capacity(rows)),
-            FeatureType::Utf8 => ValueBuilder::Utf8(StringBuilder::with_capacity(rows, rows * 8)),
-            FeatureType::Timestamp => {
-                ValueBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC))
-            }
-        }
-    }
-
-    fn push_null(&mut self) {
-        match self {
-            ValueBuilder::Bool(b) => b.append_null(),
-            ValueBuilder::Int64(b) => b.append_null(),
-            ValueBuilder::Float32(b) => b.append_null(),
-            ValueBuilder::Float64(b) => b.append_null(),
-            ValueBuilder::Utf8(b) => b.append_null(),
-            ValueBuilder::Timestamp(b) => b.append_null(),
-        }
-    }
-
-    /// `value` has this builder's type (decoded with the view's schema).
-    fn push(&mut self, value: Value) {
-        match (self, value) {
-            (ValueBuilder::Bool(b), Value::Bool(v)) => b.append_value(v),
-            (ValueBuilder::Int64(b), Value::Int64(v)) => b.append_value(v),
-            (ValueBuilder::Float32(b), Value::Float32(v)) => b.append_value(v),
-            (ValueBuilder::Float64(b), Value::Float64(v)) => b.append_value(v),
-            (ValueBuilder::Utf8(b), Value::Utf8(v)) => b.append_value(v),
-            (ValueBuilder::Timestamp(b), Value::Timestamp(v)) => b.append_value(v),
-            (builder, _) => builder.push_null(),
-        }
-    }
-
-    fn finish(self) -> ArrayRef {
-        match self {
-            ValueBuilder::Bool(mut b) => Arc::new(b.finish()),
-            ValueBuilder::Int64(mut b) => Arc::new(b.finish()),
-            ValueBuilder::Float32(mut b) => Arc::new(b.finish()),
-            ValueBuilder::Float64(mut b) => Arc::new(b.finish()),
-            ValueBuilder::Utf8(mut b) => Arc::new(b.finish()),
-            ValueBuilder::Timestamp(mut b) => Arc::new(b.finish()),
-        }
-    }
-}
-
-/// Parses command-line values (`1001`, `card-7`, `2021-04-12T10:00:00Z`)
-/// into an array of `data_type`.
-pub fn array_from_strings(column: &str, values: &[String], data_type: FeatureType) -> Result<ArrayRef, OnlineError> {
-    let wrong = |value: &str, message: String| OnlineError::WrongType {
-        column: column.to_string(),
-        expected: data_type,
-        message: format!("`{value}`: {message}"),
-    };
-    let mut builder = ValueBuilder::new(data_type, values.len());
-    for text in values {
-        let value = match data_type {
-            FeatureType::Bool => Value::Bool(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
-            FeatureType::Int64 => Value::Int64(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
-            FeatureType::Float32 => Value::Float32(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
-            FeatureType::Float64 => Value::Float64(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
-            FeatureType::Utf8 => Value::Utf8(text.clone()),
-            FeatureType::Timestamp => Value::Timestamp(crate::time::parse_timestamp(text).map_err(|e| wrong(text, e))?),
-        };
-        builder.push(value);
-    }
-    Ok(builder.finish())
-}
-
-/// Builds an array of `data_type` from JSON values (a column of a request
-/// or a push): numbers for numeric types (integers only for int64), `true` /
-/// `false`, strings for utf8, RFC 3339 strings (`2021-04-12T10:59:42Z`,
-/// `2021-04-12 10:59:42`, zone-less = UTC) for timestamps; `null` anywhere.
-pub fn array_from_json(
-    column: &str,
-    values: &[serde_json::Value],
-    data_type: FeatureType,
-) -> Result<ArrayRef, OnlineError> {
-    use serde_json::Value as J;
-    let wrong = |row: usize, message: String| OnlineError::WrongType {
-        column: column.to_string(),
-        expected: data_type,
-        message: format!("value {row}: {message}"),
-    };
-    let got = |value: &J| match value {
-        J::Bool(b) => format!("got {b}"),
-        J::Number(n) => format!("got the number {n}"),
-        J::String(s) => format!("got the string {s:?}"),
-        J::Array(_) => "got a list".to_string(),
-        J::Object(_) => "got an object".to_string(),
-        J::Null => "got null".to_string(),
-    };
-    let mut builder = ValueBuilder::new(data_type, values.len());
-    for (row, json) in values.iter().enumerate() {
-        let value = match (data_type, json) {
-            (_, J::Null) => {
-                builder.push_null();
-                continue;
-            }
-            (FeatureType::Bool, J::Bool(b)) => Value::Bool(*b),
-            (FeatureType::Int64, J::Number(n)) => Value::Int64(n.as_i64().ok_or_else(|| wrong(row, got(json)))?),
-            (FeatureType::Float32, J::Number(n)) => {
-                Value::Float32(n.as_f64().ok_or_else(|| wrong(row, got(json)))? as f32)
-            }
-            (FeatureType::Float64, J::Number(n)) => Value::Float64(n.as_f64().ok_or_else(|| wrong(row, got(json)))?),
-            (FeatureType::Utf8, J::String(s)) => Value::Utf8(s.clone()),
-            (FeatureType::Timestamp, J::String(s)) => {
-                Value::Timestamp(crate::time::parse_timestamp(s).map_err(|e| wrong(row, e))?)
-            }
-            _ => return Err(wrong(row, got(json))),
-        };
-        builder.push(value);
-    }
-    Ok(builder.finish())
-}
-
-/// One value of an array as JSON: numbers as numbers (float32 widened
-/// exactly to float64), NaN and infinities as null, timestamps as RFC 3339.
-pub fn value_json(array: &dyn Array, row: usize) -> serde_json::Value {
-    use serde_json::Value as J;
-    if array.is_null(row) {
-        return J::Null;
-    }
-    match array.data_type() {
-        ArrowType::Boolean => J::Bool(array.as_boolean().value(row)),
-        ArrowType::Int64 => J::from(array.as_primitive::<Int64Type>().value(row)),
-        ArrowType::Float32 => serde_json::Number::from_f64(array.as_primitive::<Float32Type>().value(row) as f64)
-            .map_or(J::Null, J::Number),
-        ArrowType::Float64 => {
-            serde_json::Number::from_f64(array.as_primitive::<Float64Type>().value(row)).map_or(J::Null, J::Number)
-        }
-        ArrowType::Utf8 => J::String(array.as_string::<i32>().value(row).to_string()),
-        ArrowType::Timestamp(..) => match array.as_primitive_opt::<TimestampMicrosecondType>() {
-            Some(ts) => J::String(crate::time::format_timestamp(ts.value(row))),
-            None => J::Null,
-        },
-        _ => J::Null,
-    }
 }

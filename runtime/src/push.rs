@@ -13,7 +13,8 @@ use indexmap::IndexMap;
 
 use crate::backfill::{BackfillError, Materializer};
 use crate::catalog::Catalog;
-use crate::online::{self, OnlineError};
+use crate::codec;
+use crate::online::OnlineError;
 use crate::repo::{SourceKind, ViewKind};
 use crate::store::{PendingRows, Store, ViewRecord, WriteTo};
 use crate::transform::RowError;
@@ -173,7 +174,9 @@ pub fn prepare(
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(materializer.needed.len());
         for field in &materializer.needed {
             let array = match df.get(&field.name) {
-                Some(values) => online::array_from_json(&field.name, values, field.data_type)?,
+                Some(values) => {
+                    codec::json::array_from_json(&field.name, values, field.data_type).map_err(OnlineError::from)?
+                }
                 // No created time: the row sorts before any with one, as in Feast.
                 None if Some(&field.name) == materializer.source.created_column.as_ref() => {
                     arrow_array::new_null_array(&field.data_type.arrow(), rows)

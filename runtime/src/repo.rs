@@ -46,7 +46,8 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::transform::Limits;
+use crate::file_format::FileFormat;
+use crate::limits::Limits;
 use crate::types::{FeatureType, FieldSpec};
 
 /// The config file's name inside a repo.
@@ -205,7 +206,7 @@ pub struct Repo {
 }
 
 /// What features describe, with typed join keys.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entity {
     /// Entity name.
     pub name: String,
@@ -216,7 +217,7 @@ pub struct Entity {
 }
 
 /// Where raw data comes from.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Source {
     /// Source name.
     pub name: String,
@@ -226,18 +227,8 @@ pub struct Source {
     pub description: String,
 }
 
-/// File format of a file source, by extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FileFormat {
-    /// Apache Parquet.
-    Parquet,
-    /// Comma-separated values with a header row.
-    Csv,
-}
-
 /// A Parquet or CSV file of historical rows.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileSource {
     /// Absolute path.
     pub path: PathBuf,
@@ -250,7 +241,7 @@ pub struct FileSource {
 }
 
 /// The kinds of source.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SourceKind {
     /// A Parquet or CSV file of historical rows.
@@ -268,7 +259,7 @@ pub enum SourceKind {
 }
 
 /// Whether a view stores values or computes them at read time.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ViewKind {
     /// Runs over source rows at backfill or push time; values are stored.
@@ -286,7 +277,7 @@ pub enum ViewKind {
 }
 
 /// A named set of features for one entity.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct View {
     /// View name.
     pub name: String,
@@ -322,7 +313,7 @@ impl View {
 }
 
 mod duration_secs {
-    use serde::Serializer;
+    use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
     pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match value {
@@ -330,10 +321,13 @@ mod duration_secs {
             None => s.serialize_none(),
         }
     }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_secs))
+    }
 }
 
 /// A reference to one feature (`view:feature`) or a whole view (`view`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FeatureRef {
     /// View name.
     pub view: String,
@@ -368,7 +362,7 @@ impl std::fmt::Display for FeatureRef {
 }
 
 /// A named list of features: the set one model uses.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Service {
     /// Service name.
     pub name: String,
@@ -490,10 +484,9 @@ impl Repo {
                         .as_ref()
                         .ok_or_else(|| invalid(kind_at, key("path"), "a file source needs a `path`".into()))?;
                     let relative = file.get_ref();
-                    let format = match Path::new(relative).extension().and_then(|e| e.to_str()) {
-                        Some("parquet" | "pq") => FileFormat::Parquet,
-                        Some("csv") => FileFormat::Csv,
-                        _ => {
+                    let format = match FileFormat::of(Path::new(relative)) {
+                        Some(format) => format,
+                        None => {
                             return Err(invalid(
                                 file.span().start,
                                 key("path"),

@@ -10,7 +10,7 @@ use arrow_schema::{DataType as ArrowType, Field, Schema};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::repo::FileFormat;
+use crate::file_format::FileFormat;
 use crate::types::{FeatureType, FieldSpec};
 
 /// Rows per batch read from a file.
@@ -38,7 +38,7 @@ pub type Batches = Box<dyn Iterator<Item = Result<RecordBatch, SourceError>> + S
 
 /// An opened file source: its total row count (if the format records one)
 /// and its batches, holding exactly the `needed` columns.
-pub struct FileSource {
+pub struct OpenedFile {
     /// Rows in the file, when known up front (Parquet).
     pub total_rows: Option<u64>,
     /// The batches.
@@ -47,18 +47,18 @@ pub struct FileSource {
 
 /// Opens `path` and checks that every `needed` column is present with a
 /// type that maps onto its declared type.
-pub fn open(path: &Path, format: FileFormat, needed: &[FieldSpec]) -> Result<FileSource, SourceError> {
+pub fn open(path: &Path, format: FileFormat, needed: &[FieldSpec]) -> Result<OpenedFile, SourceError> {
     open_with(path, format, needed, false)
 }
 
 /// As [`open`], keeping every column of the file (the `needed` ones checked
 /// and, in CSV, typed; the others as they are): a training spine's columns
 /// all go to the output.
-pub fn open_all(path: &Path, format: FileFormat, needed: &[FieldSpec]) -> Result<FileSource, SourceError> {
+pub fn open_all(path: &Path, format: FileFormat, needed: &[FieldSpec]) -> Result<OpenedFile, SourceError> {
     open_with(path, format, needed, true)
 }
 
-fn open_with(path: &Path, format: FileFormat, needed: &[FieldSpec], keep_all: bool) -> Result<FileSource, SourceError> {
+fn open_with(path: &Path, format: FileFormat, needed: &[FieldSpec], keep_all: bool) -> Result<OpenedFile, SourceError> {
     let file = File::open(path).map_err(|e| fail(path, format!("cannot open: {e}")))?;
     match format {
         FileFormat::Parquet => open_parquet(path, file, needed, keep_all),
@@ -114,7 +114,7 @@ fn check_columns(path: &Path, schema: &Schema, needed: &[FieldSpec]) -> Result<V
         .collect()
 }
 
-fn open_parquet(path: &Path, file: File, needed: &[FieldSpec], keep_all: bool) -> Result<FileSource, SourceError> {
+fn open_parquet(path: &Path, file: File, needed: &[FieldSpec], keep_all: bool) -> Result<OpenedFile, SourceError> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| fail(path, format!("not a readable Parquet file: {e}")))?;
     let mut indices = check_columns(path, builder.schema(), needed)?;
@@ -132,7 +132,7 @@ fn open_parquet(path: &Path, file: File, needed: &[FieldSpec], keep_all: bool) -
         .map_err(|e| fail(path, format!("cannot read: {e}")))?;
     let owned = path.to_path_buf();
     let batches = reader.map(move |batch| batch.map_err(|e| fail(&owned, format!("corrupt data: {e}"))));
-    Ok(FileSource {
+    Ok(OpenedFile {
         total_rows: Some(total_rows),
         batches: Box::new(batches),
     })
@@ -160,7 +160,7 @@ fn csv_header(path: &Path, file: File) -> Result<Schema, SourceError> {
     ))
 }
 
-fn open_csv(path: &Path, mut file: File, needed: &[FieldSpec], keep_all: bool) -> Result<FileSource, SourceError> {
+fn open_csv(path: &Path, mut file: File, needed: &[FieldSpec], keep_all: bool) -> Result<OpenedFile, SourceError> {
     // The clone shares the file offset: rewind after reading the header.
     let header = csv_header(path, file.try_clone().map_err(|e| fail(path, e.to_string()))?)?;
     std::io::Seek::rewind(&mut file).map_err(|e| fail(path, e.to_string()))?;
@@ -195,7 +195,7 @@ fn open_csv(path: &Path, mut file: File, needed: &[FieldSpec], keep_all: bool) -
         .map_err(|e| fail(path, format!("cannot read: {e}")))?;
     let owned = path.to_path_buf();
     let batches = reader.map(move |batch| batch.map_err(|e| fail(&owned, format!("malformed CSV: {e}"))));
-    Ok(FileSource {
+    Ok(OpenedFile {
         total_rows: None,
         batches: Box::new(batches),
     })

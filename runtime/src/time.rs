@@ -1,7 +1,42 @@
 //! Instants as the runtime keeps them: i64 microseconds since the Unix
-//! epoch, UTC. Parsing and printing for the command line.
+//! epoch, UTC. Parsing and printing for the command line, and the one
+//! conversion of Arrow timestamp columns of any unit to microseconds.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+};
+use arrow_array::{Array, TimestampMicrosecondArray};
+use arrow_schema::{DataType, TimeUnit};
+
+use crate::types::{FeatureType, UTC};
+
+/// Any Arrow array of a type that maps onto [`FeatureType::Timestamp`]
+/// (any unit; UTC or no zone), as microseconds UTC: the runtime's one
+/// timestamp representation. Seconds and milliseconds saturate at the i64
+/// range; nanoseconds floor to the microsecond, so 1970-01-01T00:00:00.000000999Z
+/// and -1 ns become 0 and -1 us. `None` for any other type.
+pub fn micros_array(array: &dyn Array) -> Option<TimestampMicrosecondArray> {
+    let DataType::Timestamp(unit, _) = array.data_type() else {
+        return None;
+    };
+    FeatureType::from_arrow(array.data_type())?;
+    let micros: TimestampMicrosecondArray = match unit {
+        TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().clone(),
+        TimeUnit::Second => array
+            .as_primitive::<TimestampSecondType>()
+            .unary(|s| s.saturating_mul(1_000_000)),
+        TimeUnit::Millisecond => array
+            .as_primitive::<TimestampMillisecondType>()
+            .unary(|ms| ms.saturating_mul(1_000)),
+        TimeUnit::Nanosecond => array
+            .as_primitive::<TimestampNanosecondType>()
+            .unary(|ns| ns.div_euclid(1_000)),
+    };
+    Some(micros.with_timezone(UTC))
+}
 
 /// Microseconds since the epoch of a system time.
 pub fn micros(time: SystemTime) -> i64 {
@@ -29,14 +64,98 @@ pub fn parse_timestamp(text: &str) -> Result<i64, String> {
         Some((local, offset)) => (local, offset),
         None => (text, 0),
     };
-    let full = if local.len() == 10 {
-        format!("{local}T00:00:00Z")
-    } else {
-        local.to_string()
-    };
-    humantime::parse_rfc3339_weak(&full)
-        .map(|t| micros(t) - offset_secs * 1_000_000)
+    parse_utc(local)
+        .and_then(|t| t.checked_sub(offset_secs * 1_000_000).ok_or("out of range"))
         .map_err(|e| format!("`{text}` is not a timestamp like 2021-04-12 or 2021-04-12T10:59:42Z ({e})"))
+}
+
+/// `YYYY-MM-DD`, optionally followed by `T` (or a space) and
+/// `HH:MM[:SS[.fraction]]`, optionally `Z`: the forms [`format_timestamp`]
+/// writes, for any year it writes (before 1970 included). Fractions finer
+/// than a microsecond floor, as Arrow's nanosecond columns do.
+fn parse_utc(text: &str) -> Result<i64, &'static str> {
+    let text = text.strip_suffix(['Z', 'z']).unwrap_or(text);
+    let (date, time) = match text.find(['T', 't', ' ']) {
+        Some(at) => (&text[..at], Some(&text[at + 1..])),
+        None => (text, None),
+    };
+    let (negative, date) = match date.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, date.strip_prefix('+').unwrap_or(date)),
+    };
+    let mut parts = date.splitn(3, '-');
+    let (year, month, day) = (parts.next(), parts.next(), parts.next());
+    let number = |part: Option<&str>, min_digits: usize, max_digits: usize| -> Result<i64, &'static str> {
+        let part = part.ok_or("missing a part")?;
+        if part.len() < min_digits || part.len() > max_digits || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("malformed number");
+        }
+        part.parse().map_err(|_| "malformed number")
+    };
+    // Years before 0 print with their sign and as few as one digit (`-221`).
+    let year = if negative {
+        -number(year, 1, 6)?
+    } else {
+        number(year, 4, 6)?
+    };
+    let month = number(month, 2, 2)?;
+    let day = number(day, 2, 2)?;
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return Err("no such date");
+    }
+    let mut micros_of_day = 0;
+    if let Some(time) = time {
+        let (clock, fraction) = match time.split_once('.') {
+            Some((clock, fraction)) => (clock, Some(fraction)),
+            None => (time, None),
+        };
+        let mut fields = clock.split(':');
+        let hour = number(fields.next(), 2, 2)?;
+        let minute = number(fields.next(), 2, 2)?;
+        let second = match fields.next() {
+            Some(s) => number(Some(s), 2, 2)?,
+            None if fraction.is_none() => 0,
+            None => return Err("a fraction needs seconds"),
+        };
+        if fields.next().is_some() || hour > 23 || minute > 59 || second > 59 {
+            return Err("no such time of day");
+        }
+        let fraction = match fraction {
+            None => 0,
+            Some(f) => {
+                let digits = number(Some(f), 1, 9)?;
+                // To microseconds, flooring what is finer.
+                let scale = 10i64.pow(f.len() as u32);
+                digits * 1_000_000 / scale
+            }
+        };
+        micros_of_day = ((hour * 60 + minute) * 60 + second) * 1_000_000 + fraction;
+    }
+    days_from_civil(year, month, day)
+        .checked_mul(86_400_000_000)
+        .and_then(|m| m.checked_add(micros_of_day))
+        .ok_or("out of range")
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date: the inverse of
+/// [`civil_from_days`], after Howard Hinnant's `days_from_civil`.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// `2021-04-12T10:59:42+02:00` -> (`2021-04-12T10:59:42`, 7200).
@@ -149,10 +268,36 @@ mod tests {
             1_700_000_000_123_456,
             4_102_444_800_000_000,
         ] {
-            assert_eq!(
-                parse_timestamp(&format_timestamp(micros)).ok().filter(|_| micros >= 0),
-                (micros >= 0).then_some(micros)
-            );
+            assert_eq!(parse_timestamp(&format_timestamp(micros)), Ok(micros), "{micros}");
+        }
+    }
+
+    /// Regression: a pre-1970 time the server printed could not be pushed
+    /// back (`1969-12-31T23:59:59.999999Z` was "out of range").
+    #[test]
+    fn times_before_1970_parse_as_they_print() {
+        assert_eq!(parse_timestamp("1969-12-31T23:59:59.999999Z"), Ok(-1));
+        assert_eq!(parse_timestamp("1900-03-01"), Ok(-2_203_891_200_000_000));
+        assert_eq!(parse_timestamp("0001-01-01T00:00:00Z"), Ok(-62_135_596_800_000_000));
+        assert_eq!(parse_timestamp("1970-01-01T00:00:00.0000019"), Ok(1));
+        assert_eq!(parse_timestamp("1970-01-01T01:02"), Ok(3_720_000_000));
+        for day in (-800_000i64..800_000).step_by(37) {
+            let micros = day * 86_400_000_000 + 45_296_000_001;
+            assert_eq!(parse_timestamp(&format_timestamp(micros)), Ok(micros));
+        }
+        for bad in [
+            "2021-02-29",
+            "2021-13-01",
+            "2021-04-31",
+            "2021-04-12T24:00:00Z",
+            "2021-04-12T10:60",
+            "2021-4-12",
+            "2021-04-12T10:59:42.",
+            "2021-04-12T10:59:42.1234567891",
+            "2021-04-12T10",
+            "99999999-01-01",
+        ] {
+            assert!(parse_timestamp(bad).is_err(), "{bad}");
         }
     }
 }

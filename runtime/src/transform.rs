@@ -23,67 +23,13 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::{Func, TypedFunc};
 use wasmtime::{Engine, Store, Trap};
 
-use crate::columns;
-use crate::engine::{Digest, EPOCH_TICK, HostState};
+use crate::codec::wit as columns;
+use crate::digest::Digest;
 use crate::error::{LoadError, TransformError, TransformErrorKind};
+use crate::limits::{Limits, ticks};
+use crate::sandbox::HostState;
 use crate::types::{FeatureType, FieldSpec, arrow_schema};
 use crate::wit;
-
-/// Resource limits for one transform call, configurable per view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// Wall-clock limit for one call, in milliseconds.
-    #[serde(default = "Limits::default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// Linear-memory limit per instance, in MiB.
-    #[serde(default = "Limits::default_memory_mib")]
-    pub memory_mib: u64,
-    /// Rows per guest call; larger batches are split (bounds guest memory).
-    #[serde(default = "Limits::default_max_rows_per_call")]
-    pub max_rows_per_call: usize,
-}
-
-impl Limits {
-    fn default_timeout_ms() -> u64 {
-        5_000
-    }
-    fn default_memory_mib() -> u64 {
-        512
-    }
-    fn default_max_rows_per_call() -> usize {
-        65_536
-    }
-
-    pub(crate) fn memory_bytes(&self) -> usize {
-        (self.memory_mib as usize).saturating_mul(1 << 20)
-    }
-
-    /// The per-call time limit.
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-
-    fn deadline_ticks(&self) -> u64 {
-        ticks(self.timeout())
-    }
-}
-
-/// Epoch ticks for a wall-clock limit: one more than fit, so a call is never
-/// stopped early (the first tick may come right after the deadline is set).
-fn ticks(limit: Duration) -> u64 {
-    (limit.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            timeout_ms: Limits::default_timeout_ms(),
-            memory_mib: Limits::default_memory_mib(),
-            max_rows_per_call: Limits::default_max_rows_per_call(),
-        }
-    }
-}
 
 /// What a transform says about itself (its `describe`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

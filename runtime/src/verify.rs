@@ -22,6 +22,7 @@ use arrow_schema::DataType as ArrowType;
 use indexmap::IndexMap;
 
 use crate::catalog::Catalog;
+use crate::digest::Digest;
 use crate::online::{self, AsOf, OnlineError, OnlineRequest, OnlineResponse};
 use crate::repo::{FeatureRef, ViewKind};
 use crate::store::layout::{KeyValue, decode_entity_key};
@@ -48,8 +49,8 @@ pub struct Difference {
 pub struct Stale {
     /// The view.
     pub view: String,
-    /// The digest the repo names now (hex).
-    pub current: String,
+    /// The digest the repo names now.
+    pub current: Digest,
     /// Entities whose newest (served) value another digest produced, by that digest (short hex).
     pub latest: BTreeMap<String, usize>,
     /// Entities in all.
@@ -120,7 +121,7 @@ pub fn verify(catalog: &Catalog, store: &Store, samples: usize) -> Result<Report
         if !latest.is_empty() || !history.is_empty() {
             report.stale.push(Stale {
                 view: view.name.clone(),
-                current: current.hex(),
+                current,
                 latest,
                 entities: entities.len(),
                 history,
@@ -261,7 +262,7 @@ fn compare(online: &OnlineResponse, offline: &OnlineResponse, row: usize, key: &
                 let status = serde_json::to_value(status).expect("statuses serialize");
                 format!(
                     "{} ({})",
-                    online::value_json(array, r),
+                    crate::codec::json::value_json(array, r),
                     status.as_str().unwrap_or_default()
                 )
             };

@@ -81,7 +81,7 @@ impl GetOnlineFeaturesResponse {
             .iter()
             .map(|c| FeatureColumn {
                 values: (0..c.values.len())
-                    .map(|row| online::value_json(c.values.as_ref(), row))
+                    .map(|row| skewless_runtime::codec::json::value_json(c.values.as_ref(), row))
                     .collect(),
                 statuses: c.statuses.clone(),
                 event_timestamps: c
@@ -94,7 +94,13 @@ impl GetOnlineFeaturesResponse {
         GetOnlineFeaturesResponse {
             metadata: ResponseMetadata {
                 feature_names: response.columns.iter().map(|c| c.name.clone()).collect(),
-                lineage: include_lineage.then(|| response.digests.clone()),
+                lineage: include_lineage.then(|| {
+                    response
+                        .digests
+                        .iter()
+                        .map(|(view, d)| (view.clone(), d.hex()))
+                        .collect()
+                }),
             },
             results,
         }

@@ -90,7 +90,7 @@ impl From<OnlineError> for ApiError {
             OnlineError::BadReference(_) => "bad_feature_reference",
             OnlineError::MissingJoinKey { .. } => "missing_join_key",
             OnlineError::MissingRequestField { .. } => "missing_request_field",
-            OnlineError::WrongType { .. } => "wrong_type",
+            OnlineError::WrongType(_) => "wrong_type",
             OnlineError::Length { .. } => "length_mismatch",
             _ => {
                 return match error {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
+use skewless_runtime::codec;
 use skewless_runtime::online::{self, OnlineRequest};
 use skewless_runtime::push::{self, Prepared};
 use skewless_runtime::store::{StoreReader, ViewRecord};
@@ -242,7 +243,10 @@ impl Server {
                 )
                 .into());
             };
-            entities.insert(name.clone(), online::array_from_json(name, values, *data_type)?);
+            entities.insert(
+                name.clone(),
+                codec::json::array_from_json(name, values, *data_type).map_err(online::OnlineError::from)?,
+            );
         }
         let reader = self.snapshot()?;
         let request_deadline = started + self.limits.request_timeout;
@@ -320,19 +324,11 @@ impl Server {
 
     /// `GET /v1/catalog`: the registry as `skewless apply` recorded it.
     pub fn catalog_json(&self) -> Result<serde_json::Value, ApiError> {
+        let registry = self.store.registry().map_err(online::OnlineError::from)?;
         let mut out = serde_json::Map::new();
         out.insert("project".into(), self.catalog.repo.project.clone().into());
-        for (prefix, key) in [
-            ("entity/", "entities"),
-            ("source/", "sources"),
-            ("view/", "views"),
-            ("service/", "services"),
-        ] {
-            let records = self.store.records(prefix).map_err(online::OnlineError::from)?;
-            out.insert(
-                key.into(),
-                serde_json::to_value(records).expect("JSON values serialize"),
-            );
+        if let serde_json::Value::Object(kinds) = serde_json::to_value(registry).expect("registry records serialize") {
+            out.extend(kinds);
         }
         Ok(serde_json::Value::Object(out))
     }

@@ -37,29 +37,10 @@
 use crate::types::{FeatureType, FieldSpec};
 
 /// Bytes of a row before its validity bitmap.
-const ROW_HEADER: usize = 8 + 8 + 4;
+pub(crate) const ROW_HEADER: usize = 8 + 8 + 4;
 
 /// The default history bucket: one day of event time.
 pub const DEFAULT_BUCKET_MICROS: i64 = 86_400 * 1_000_000;
-
-/// One feature value, decoded.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    /// Missing.
-    Null,
-    /// A boolean.
-    Bool(bool),
-    /// An int64.
-    Int64(i64),
-    /// A float32 (compare by bits for bit-identity).
-    Float32(f32),
-    /// A float64 (compare by bits for bit-identity).
-    Float64(f64),
-    /// A string.
-    Utf8(String),
-    /// Microseconds since the epoch, UTC.
-    Timestamp(i64),
-}
 
 /// A join-key value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -255,7 +236,7 @@ pub struct RowHeader {
 #[error("stored row is malformed ({0}); the store file is damaged: restore it or rebuild with `skewless backfill`")]
 pub struct CorruptRow(pub &'static str);
 
-fn take<'b>(bytes: &mut &'b [u8], n: usize) -> Result<&'b [u8], CorruptRow> {
+pub(crate) fn take<'b>(bytes: &mut &'b [u8], n: usize) -> Result<&'b [u8], CorruptRow> {
     if bytes.len() < n {
         return Err(CorruptRow("truncated"));
     }
@@ -302,40 +283,6 @@ pub fn row_len(bytes: &[u8], schema: &[FieldSpec]) -> Result<usize, CorruptRow> 
         }
     }
     Ok(bytes.len() - rest.len())
-}
-
-/// Decodes a row's values in schema order.
-pub fn decode_values(row: &[u8], schema: &[FieldSpec]) -> Result<Vec<Value>, CorruptRow> {
-    let mut rest = row;
-    take(&mut rest, ROW_HEADER)?;
-    let validity = take(&mut rest, schema.len().div_ceil(8))?;
-    let mut values = Vec::with_capacity(schema.len());
-    for (i, field) in schema.iter().enumerate() {
-        if validity[i / 8] & (1 << (i % 8)) == 0 {
-            values.push(Value::Null);
-            continue;
-        }
-        let eight =
-            |rest: &mut &[u8]| -> Result<[u8; 8], CorruptRow> { Ok(take(rest, 8)?.try_into().expect("8 bytes")) };
-        values.push(match field.data_type {
-            FeatureType::Bool => Value::Bool(take(&mut rest, 1)?[0] != 0),
-            FeatureType::Int64 => Value::Int64(i64::from_le_bytes(eight(&mut rest)?)),
-            FeatureType::Timestamp => Value::Timestamp(i64::from_le_bytes(eight(&mut rest)?)),
-            FeatureType::Float64 => Value::Float64(f64::from_bits(u64::from_le_bytes(eight(&mut rest)?))),
-            FeatureType::Float32 => Value::Float32(f32::from_bits(u32::from_le_bytes(
-                take(&mut rest, 4)?.try_into().expect("4 bytes"),
-            ))),
-            FeatureType::Utf8 => {
-                let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes")) as usize;
-                let text = std::str::from_utf8(take(&mut rest, len)?).map_err(|_| CorruptRow("string is not UTF-8"))?;
-                Value::Utf8(text.to_string())
-            }
-        });
-    }
-    if !rest.is_empty() {
-        return Err(CorruptRow("trailing bytes after the last feature"));
-    }
-    Ok(values)
 }
 
 /// Splits a block into its rows.
@@ -425,6 +372,7 @@ pub fn merge_block(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::row::{Value, decode_values};
 
     fn schema() -> Vec<FieldSpec> {
         vec![

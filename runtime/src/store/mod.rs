@@ -1,8 +1,11 @@
 //! The store: one redb file holding the registry and every feature value.
 //!
 //! Tables:
+//! - `meta` (`&str -> u64`): `format_version`, written when the file is
+//!   created ([`FORMAT_VERSION`]); a store of another version is refused.
 //! - `registry` (`&str -> &str`): JSON records keyed `entity/NAME`,
-//!   `source/NAME`, `view/NAME` ([`ViewRecord`]), `service/NAME`.
+//!   `source/NAME`, `view/NAME` ([`ViewRecord`]), `service/NAME`
+//!   ([`registry`] has the types).
 //! - `counters` (`&str -> u64`): `next_view_id`, `next_digest_id`, `commits`.
 //! - `digests` (`u32 -> &[u8]`) and `digest_ids` (`&[u8] -> u32`): the
 //!   sha256 of every transform that produced a stored row, and its id.
@@ -14,8 +17,8 @@
 //! writer and see only committed data. Several processes may hold the store
 //! open at once (a server and a backfill): writes take turns, reads follow.
 
-pub mod encode;
 pub mod layout;
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,11 +28,20 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Digest;
-use crate::types::FieldSpec;
-use layout::{CorruptRow, RowWriter, Value};
+use registry::Kind;
+pub use registry::{Registry, ViewRecord};
 
+use crate::codec::row::{Value, decode_values};
+use crate::digest::Digest;
+use layout::{CorruptRow, RowWriter};
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REGISTRY: TableDefinition<&str, &str> = TableDefinition::new("registry");
+
+/// The version of the store's layout (its tables, the key and row layout
+/// in [`layout`], the registry's records) that this build reads and writes.
+/// Bump it with any change an older build would misread.
+pub const FORMAT_VERSION: u64 = 1;
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const DIGESTS: TableDefinition<u32, &[u8]> = TableDefinition::new("digests");
 const DIGEST_IDS: TableDefinition<&[u8], u32> = TableDefinition::new("digest_ids");
@@ -62,6 +74,24 @@ pub enum StoreError {
         /// What does not decode.
         message: String,
     },
+    /// The file was written in another layout than this build's.
+    #[error(
+        "store {} has format version {found}, but this build of skewless reads version {FORMAT_VERSION} only: {}",
+        path.display(),
+        if *found > FORMAT_VERSION {
+            "upgrade skewless to a build that knows it".to_string()
+        } else {
+            "move it away and rebuild it with `skewless apply` and `skewless backfill` (from the same sources), \
+             or keep using the build that wrote it"
+                .to_string()
+        }
+    )]
+    Version {
+        /// Store file.
+        path: PathBuf,
+        /// The version the file records (0: written before versions were recorded).
+        found: u64,
+    },
     /// The folder for the store could not be created.
     #[error("cannot create {}: {error}", path.display())]
     Io {
@@ -70,36 +100,6 @@ pub enum StoreError {
         /// I/O error.
         error: std::io::Error,
     },
-}
-
-/// What the registry knows of a view.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ViewRecord {
-    /// View name.
-    pub name: String,
-    /// Storage id: part of every value key. A new id is taken when the stored
-    /// schema changes, so old rows are never read with the wrong schema.
-    pub id: u32,
-    /// Whether values are stored (materialized) or computed at read time.
-    pub materialized: bool,
-    /// Join keys, in key order.
-    pub join_keys: Vec<FieldSpec>,
-    /// The features stored and served, in row order.
-    pub features: Vec<FieldSpec>,
-    /// The transform's declared inputs.
-    pub inputs: Vec<FieldSpec>,
-    /// Digest of the component the repo names now (hex).
-    pub digest: String,
-    /// The component's own name and version.
-    pub transform: String,
-    /// TTL in seconds, if any.
-    pub ttl_secs: Option<u64>,
-    /// History bucket width (see [`layout`]).
-    pub bucket_micros: i64,
-    /// The last commit that wrote values of this view, if any.
-    pub last_commit: Option<u64>,
-    /// The whole view definition, as the repo declares it (for the catalog).
-    pub definition: serde_json::Value,
 }
 
 /// A stored row, decoded.
@@ -227,6 +227,7 @@ impl Store {
             db,
             path: path.to_path_buf(),
         };
+        store.check_version()?;
         let txn = store.db.begin_write().map_err(|e| store.fail(e))?;
         {
             txn.open_table(REGISTRY).map_err(|e| store.fail(e))?;
@@ -238,6 +239,41 @@ impl Store {
         }
         txn.commit().map_err(|e| store.fail(e))?;
         Ok(store)
+    }
+
+    /// Checks the file's format version; a file without tables (just
+    /// created) gets [`FORMAT_VERSION`], one with tables but no version was
+    /// written before versions were recorded (version 0).
+    fn check_version(&self) -> Result<(), StoreError> {
+        let found = {
+            let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+            let version = match txn.open_table(META) {
+                Ok(meta) => meta.get("format_version").map_err(|e| self.fail(e))?.map(|g| g.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(self.fail(e)),
+            };
+            match version {
+                Some(version) => version,
+                None if txn.list_tables().map_err(|e| self.fail(e))?.next().is_some() => 0,
+                None => {
+                    drop(txn);
+                    let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+                    txn.open_table(META)
+                        .map_err(|e| self.fail(e))?
+                        .insert("format_version", FORMAT_VERSION)
+                        .map_err(|e| self.fail(e))?;
+                    txn.commit().map_err(|e| self.fail(e))?;
+                    FORMAT_VERSION
+                }
+            }
+        };
+        if found != FORMAT_VERSION {
+            return Err(StoreError::Version {
+                path: self.path.clone(),
+                found,
+            });
+        }
+        Ok(())
     }
 
     /// Opens an existing store; a missing file is an error that says what to run.
@@ -266,60 +302,57 @@ impl Store {
         }
     }
 
-    /// Every registry record whose key starts with `prefix` (e.g. `view/`),
-    /// by name.
-    pub fn records(&self, prefix: &str) -> Result<BTreeMap<String, serde_json::Value>, StoreError> {
+    /// The whole registry, read in one transaction.
+    pub fn registry(&self) -> Result<Registry, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
         let table = txn.open_table(REGISTRY).map_err(|e| self.fail(e))?;
-        let mut out = BTreeMap::new();
-        for item in table.range(prefix..).map_err(|e| self.fail(e))? {
-            let (key, value) = item.map_err(|e| self.fail(e))?;
-            let Some(name) = key.value().strip_prefix(prefix) else {
-                break;
-            };
-            let json = serde_json::from_str(value.value())
-                .map_err(|e| self.corrupt(format!("record {}: {e}", key.value())))?;
-            out.insert(name.to_string(), json);
+        let mut registry = Registry::default();
+        for kind in Kind::ALL {
+            let prefix = kind.key("");
+            for item in table.range(prefix.as_str()..).map_err(|e| self.fail(e))? {
+                let (key, value) = item.map_err(|e| self.fail(e))?;
+                let Some(name) = key.value().strip_prefix(prefix.as_str()).map(str::to_string) else {
+                    break;
+                };
+                let json = value.value();
+                let bad = |e: serde_json::Error| self.corrupt(format!("registry record {}: {e}", key.value()));
+                match kind {
+                    Kind::Entity => registry
+                        .entities
+                        .insert(name, serde_json::from_str(json).map_err(bad)?)
+                        .map(drop),
+                    Kind::Source => registry
+                        .sources
+                        .insert(name, serde_json::from_str(json).map_err(bad)?)
+                        .map(drop),
+                    Kind::View => registry
+                        .views
+                        .insert(name, serde_json::from_str(json).map_err(bad)?)
+                        .map(drop),
+                    Kind::Service => registry
+                        .services
+                        .insert(name, serde_json::from_str(json).map_err(bad)?)
+                        .map(drop),
+                };
+            }
         }
-        Ok(out)
+        Ok(registry)
     }
 
     /// Every view record, by name.
     pub fn views(&self) -> Result<BTreeMap<String, ViewRecord>, StoreError> {
-        self.records("view/")?
-            .into_iter()
-            .map(|(name, json)| {
-                let record =
-                    serde_json::from_value(json).map_err(|e| self.corrupt(format!("record view/{name}: {e}")))?;
-                Ok((name, record))
-            })
-            .collect()
+        Ok(self.registry()?.views)
     }
 
-    /// One view record.
-    pub fn view(&self, name: &str) -> Result<Option<ViewRecord>, StoreError> {
-        Ok(self.views()?.remove(name))
-    }
-
-    /// Replaces the registry with `records` (key -> JSON) in one transaction,
-    /// assigning storage ids to views whose id is 0. Returns the view records
-    /// as stored.
-    pub fn replace_registry(
-        &self,
-        records: BTreeMap<String, serde_json::Value>,
-        mut views: Vec<ViewRecord>,
-    ) -> Result<Vec<ViewRecord>, StoreError> {
+    /// Replaces the registry with `registry` in one transaction, assigning
+    /// storage ids to views whose id is 0. Returns the registry as stored.
+    pub fn replace_registry(&self, mut registry: Registry) -> Result<Registry, StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
         {
-            let mut registry = txn.open_table(REGISTRY).map_err(|e| self.fail(e))?;
+            let mut table = txn.open_table(REGISTRY).map_err(|e| self.fail(e))?;
             let mut counters = txn.open_table(COUNTERS).map_err(|e| self.fail(e))?;
-            registry.retain(|_, _| false).map_err(|e| self.fail(e))?;
-            for (key, value) in &records {
-                registry
-                    .insert(key.as_str(), value.to_string().as_str())
-                    .map_err(|e| self.fail(e))?;
-            }
-            for view in &mut views {
+            table.retain(|_, _| false).map_err(|e| self.fail(e))?;
+            for view in registry.views.values_mut() {
                 if view.id == 0 {
                     let next = counters
                         .get("next_view_id")
@@ -329,14 +362,33 @@ impl Store {
                     counters.insert("next_view_id", next + 1).map_err(|e| self.fail(e))?;
                     view.id = u32::try_from(next).map_err(|_| self.corrupt("view ids exhausted"))?;
                 }
-                let json = serde_json::to_string(view).expect("view records serialize");
+            }
+            let mut records: Vec<(String, String)> = Vec::new();
+            records.extend(
                 registry
-                    .insert(format!("view/{}", view.name).as_str(), json.as_str())
-                    .map_err(|e| self.fail(e))?;
+                    .entities
+                    .iter()
+                    .map(|(n, r)| (Kind::Entity.key(n), record_json(r))),
+            );
+            records.extend(
+                registry
+                    .sources
+                    .iter()
+                    .map(|(n, r)| (Kind::Source.key(n), record_json(r))),
+            );
+            records.extend(registry.views.iter().map(|(n, r)| (Kind::View.key(n), record_json(r))));
+            records.extend(
+                registry
+                    .services
+                    .iter()
+                    .map(|(n, r)| (Kind::Service.key(n), record_json(r))),
+            );
+            for (key, value) in &records {
+                table.insert(key.as_str(), value.as_str()).map_err(|e| self.fail(e))?;
             }
         }
         txn.commit().map_err(|e| self.fail(e))?;
-        Ok(views)
+        Ok(registry)
     }
 
     /// The id of `digest`, registering it if new.
@@ -466,9 +518,9 @@ impl Store {
             counters.insert("commits", commit).map_err(|e| self.fail(e))?;
             for (view, pending, to) in views.iter_mut() {
                 self.merge_rows(view, pending, *to, &mut history, &mut latest)?;
-                // Only `last_commit` changes: the writer's copy of the record may be
-                // older than the registry (a server started before an `apply`).
-                let key = format!("view/{}", view.name);
+                // Only `last_commit` changes, in the registry's own copy: the
+                // writer's may be older (a server started before an `apply`).
+                let key = Kind::View.key(&view.name);
                 let stored = registry
                     .get(key.as_str())
                     .map_err(|e| self.fail(e))?
@@ -476,12 +528,11 @@ impl Store {
                 let Some(stored) = stored else {
                     continue;
                 };
-                let mut record: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_str(&stored).map_err(|e| self.corrupt(format!("record {key}: {e}")))?;
-                record.insert("last_commit".into(), commit.into());
-                let record = serde_json::Value::Object(record);
+                let mut record: ViewRecord =
+                    serde_json::from_str(&stored).map_err(|e| self.corrupt(format!("registry record {key}: {e}")))?;
+                record.last_commit = Some(commit);
                 registry
-                    .insert(key.as_str(), record.to_string().as_str())
+                    .insert(key.as_str(), record_json(&record).as_str())
                     .map_err(|e| self.fail(e))?;
             }
             commit
@@ -621,7 +672,7 @@ impl StoreReader {
             message: format!("view `{}`: {e}", view.name),
         };
         let header = layout::row_header(row).map_err(corrupt)?;
-        let values = layout::decode_values(row, &view.features).map_err(corrupt)?;
+        let values = decode_values(row, &view.features).map_err(corrupt)?;
         Ok(StoredRow {
             event_time: header.event_time,
             created: header.created,
@@ -668,4 +719,9 @@ fn storage(path: &Path, error: impl Into<redb::Error>) -> StoreError {
         path: path.to_path_buf(),
         error: Box::new(error.into()),
     }
+}
+
+/// A registry record as its stored JSON.
+fn record_json<T: Serialize>(record: &T) -> String {
+    serde_json::to_string(record).expect("registry records serialize")
 }

@@ -5,195 +5,23 @@
 //!   bits on every CPU, so floats are reproducible).
 //! - Epoch interruption on, with a ticker thread advancing the epoch every
 //!   [`EPOCH_TICK`]: the per-call time limit is a deadline in ticks.
-//! - WASI for guests whose toolchain imports it, denying every capability:
-//!   no files, sockets, environment or arguments, a fixed clock and a fixed
-//!   random seed ([`deterministic_wasi`]). Its waiting calls are answered
-//!   without blocking the thread ([`nonblocking_io`]), so a guest can be
-//!   called from a tokio async worker, and a guest that waits is stopped.
+//! - A linker with the sandbox's deny-all WASI ([`crate::sandbox`]): what a
+//!   guest can see of the world, the same on every call.
 //! - Compiled components cached on disk under `<digest>-<engine hash>.cwasm`,
 //!   so a second load skips Cranelift.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use sha2::{Digest as _, Sha256};
-use wasmtime::component::{Component, Linker, ResourceTable, types::ComponentItem};
+use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine, OptLevel};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-mod nonblocking_io;
-
+use crate::digest::Digest;
 use crate::error::LoadError;
-use crate::transform::{Limits, Transform};
+use crate::limits::{EPOCH_TICK, Limits};
+use crate::sandbox::{self, HostState};
+use crate::transform::Transform;
 use crate::wit;
-
-/// How often the epoch advances; time limits are rounded up to this.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
-
-/// How much a guest may write to stderr before writes fail (kept for error messages).
-const STDERR_CAPACITY: usize = 16 * 1024;
-
-/// Per-store host state: WASI (deny-all), its resource table, and limits.
-pub(crate) struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    pub(crate) limiter: MemoryLimiter,
-    pub(crate) stderr: MemoryOutputPipe,
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-/// Caps linear memory per instance and remembers when the cap was hit, so a
-/// memory bomb is reported as such rather than as the trap it causes.
-pub(crate) struct MemoryLimiter {
-    pub(crate) max_bytes: usize,
-    pub(crate) hit: bool,
-}
-
-impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.hit = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
-    }
-}
-
-impl HostState {
-    pub(crate) fn new(limits: &Limits) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        HostState {
-            wasi: deterministic_wasi(stderr.clone()),
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                max_bytes: limits.memory_bytes(),
-                hit: false,
-            },
-            stderr,
-        }
-    }
-}
-
-/// A WASI context that grants nothing and answers the same on every call:
-/// output then depends on input alone.
-fn deterministic_wasi(stderr: MemoryOutputPipe) -> WasiCtx {
-    WasiCtx::builder()
-        .stderr(stderr)
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .wall_clock(FixedClock)
-        .monotonic_clock(FixedClock)
-        .secure_random(SplitMix64(0x5EED_5EED_5EED_5EED))
-        .insecure_random(SplitMix64(0x1D_5EED))
-        .insecure_random_seed(0x5EED)
-        .build()
-}
-
-/// A clock stopped at the Unix epoch.
-struct FixedClock;
-
-impl wasmtime_wasi::HostWallClock for FixedClock {
-    fn resolution(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-    fn now(&self) -> Duration {
-        Duration::ZERO
-    }
-}
-
-impl wasmtime_wasi::HostMonotonicClock for FixedClock {
-    fn resolution(&self) -> u64 {
-        1_000_000_000
-    }
-    fn now(&self) -> u64 {
-        0
-    }
-}
-
-/// A seeded generator (SplitMix64): the same bytes on every run.
-struct SplitMix64(u64);
-
-impl rand::TryRng for SplitMix64 {
-    type Error = std::convert::Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-        self.try_next_u64().map(|v| (v >> 32) as u32)
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Ok(z ^ (z >> 31))
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Self::Error> {
-        for chunk in dest.chunks_mut(8) {
-            let bytes = self.try_next_u64()?.to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
-        Ok(())
-    }
-}
-
-/// The sha256 of a component's bytes: a transform's identity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Digest(pub [u8; 32]);
-
-impl Digest {
-    /// The digest of `bytes`.
-    pub fn of(bytes: &[u8]) -> Digest {
-        Digest(Sha256::digest(bytes).into())
-    }
-
-    /// Lowercase hex, as shown to users (`sha256:` prefix not included).
-    pub fn hex(&self) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(64);
-        for b in self.0 {
-            out.push(DIGITS[usize::from(b >> 4)] as char);
-            out.push(DIGITS[usize::from(b & 15)] as char);
-        }
-        out
-    }
-
-    /// The first 12 hex digits, for tables.
-    pub fn short(&self) -> String {
-        self.hex()[..12].to_string()
-    }
-
-    /// Parses 64 hex digits.
-    pub fn from_hex(hex: &str) -> Option<Digest> {
-        let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
-        if hex.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(Digest(out))
-    }
-}
-
-impl std::fmt::Display for Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "sha256:{}", self.hex())
-    }
-}
 
 /// The host runtime: an engine, a linker with deny-all WASI, an epoch
 /// ticker and a compile cache. Cheap to share; load transforms through it.
@@ -213,9 +41,7 @@ impl Runtime {
         config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-        nonblocking_io::shadow_waiting_calls(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let linker = sandbox::linker(&engine).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
 
         let weak = engine.weak();
         std::thread::Builder::new()

@@ -1,6 +1,6 @@
-//! Arrow <-> WIT batch conversion: the only one, used both ways by every
-//! caller (backfill and online reads; later the server and the dataset
-//! builder) through [`crate::Transform::run`].
+//! Arrow <-> WIT batches: the only conversion, used both ways by every
+//! caller (backfill, push, online reads, the dataset builder) through
+//! [`crate::Transform::run`].
 //!
 //! Each column crosses with one copy of its values buffer and one of its
 //! validity bitmap; nothing is converted value by value, except timestamps
@@ -11,10 +11,7 @@
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{
-    Float32Type, Float64Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    TimestampSecondType,
-};
+use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
@@ -78,7 +75,7 @@ pub(crate) enum ValuesRef<'a> {
 struct Owned {
     values: Option<Vec<u8>>,
     offsets: Option<Vec<i32>>,
-    micros: Option<Vec<i64>>,
+    micros: Option<TimestampMicrosecondArray>,
     validity: Option<Vec<u8>>,
 }
 
@@ -136,7 +133,7 @@ pub(crate) fn with_wit_batch<R>(
                 }
             }
             ArrowType::Timestamp(unit, _) if *unit != TimeUnit::Microsecond => {
-                owned.micros = Some(timestamp_micros(*array, *unit));
+                owned.micros = crate::time::micros_array(*array);
             }
             _ => {}
         }
@@ -162,7 +159,7 @@ pub(crate) fn with_wit_batch<R>(
                     })
                 }
                 ArrowType::Timestamp(..) => ValuesRef::Timestamp(match &owned.micros {
-                    Some(micros) => micros,
+                    Some(micros) => micros.values(),
                     None => array.as_primitive::<TimestampMicrosecondType>().values(),
                 }),
                 other => unreachable!("FeatureType::from_arrow accepted {other}"),
@@ -178,42 +175,6 @@ pub(crate) fn with_wit_batch<R>(
         num_rows: batch.num_rows() as u32,
         columns,
     }))
-}
-
-/// Timestamps of any unit as microseconds (sub-microsecond parts floor).
-fn timestamp_micros(array: &dyn Array, unit: TimeUnit) -> Vec<i64> {
-    match unit {
-        TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().values().to_vec(),
-        TimeUnit::Second => array
-            .as_primitive::<TimestampSecondType>()
-            .values()
-            .iter()
-            .map(|s| s.saturating_mul(1_000_000))
-            .collect(),
-        TimeUnit::Millisecond => array
-            .as_primitive::<TimestampMillisecondType>()
-            .values()
-            .iter()
-            .map(|s| s.saturating_mul(1_000))
-            .collect(),
-        TimeUnit::Nanosecond => array
-            .as_primitive::<TimestampNanosecondType>()
-            .values()
-            .iter()
-            .map(|n| n.div_euclid(1_000))
-            .collect(),
-    }
-}
-
-/// Any Arrow array of a type that maps onto [`FeatureType::Timestamp`], as
-/// a microsecond UTC array (the runtime's one timestamp representation).
-pub fn normalize_timestamps(array: &dyn Array) -> Option<TimestampMicrosecondArray> {
-    let ArrowType::Timestamp(unit, _) = array.data_type() else {
-        return None;
-    };
-    FeatureType::from_arrow(array.data_type())?;
-    let values = timestamp_micros(array, *unit);
-    Some(TimestampMicrosecondArray::new(ScalarBuffer::from(values), array.logical_nulls()).with_timezone(UTC))
 }
 
 /// Converts a WIT batch returned by a guest into an Arrow batch of `schema`
@@ -371,4 +332,33 @@ fn check_offsets(column: &str, offsets: &[i32], bytes: usize) -> Result<(), Conv
         return Err(bad(format!("utf8 offsets end at {last}, past the {bytes}-byte buffer")));
     }
     Ok(())
+}
+
+/// The owned WIT batch a guest would receive for `batch`: what lowering
+/// into guest memory and lifting back out gives, without a guest. Lets the
+/// codec round-trip test and the lifter's fuzz target exercise [`from_wit`].
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn owned(batch: BatchRef<'_>) -> wit::Batch {
+    wit::Batch {
+        num_rows: batch.num_rows,
+        columns: batch
+            .columns
+            .into_iter()
+            .map(|c| wit::Column {
+                name: c.name.to_string(),
+                values: match c.values {
+                    ValuesRef::Boolean(v) => wit::Values::Boolean(v.to_vec()),
+                    ValuesRef::Int64(v) => wit::Values::Int64(v.to_vec()),
+                    ValuesRef::Float32(v) => wit::Values::Float32(v.to_vec()),
+                    ValuesRef::Float64(v) => wit::Values::Float64(v.to_vec()),
+                    ValuesRef::Utf8(s) => wit::Values::Utf8(wit::skewless::transform::types::Utf8Values {
+                        offsets: s.offsets.to_vec(),
+                        bytes: s.bytes.to_vec(),
+                    }),
+                    ValuesRef::Timestamp(v) => wit::Values::Timestamp(v.to_vec()),
+                },
+                validity: c.validity.map(<[u8]>::to_vec),
+            })
+            .collect(),
+    }
 }

@@ -1,0 +1,123 @@
+//! JSON and command-line text <-> Arrow: the one conversion between the
+//! values people type or send (`skewless get --entity driver_id=1001`, a
+//! Feast request's `entities`, a push's `df`) and Arrow columns, and back
+//! to JSON for answers. The server and the CLI both build requests with
+//! [`array_from_json`] / [`array_from_strings`] and print answers with
+//! [`value_json`].
+//!
+//! A new [`FeatureType`] touches this module in three places: one arm in
+//! each function below.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{Array, ArrayRef};
+use arrow_schema::DataType as ArrowType;
+
+use crate::codec::row::{Value, ValueBuilder};
+use crate::types::FeatureType;
+
+/// A value that is not of its column's type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{column}` must be {expected}: {message}")]
+pub struct WrongValue {
+    /// The column.
+    pub column: String,
+    /// Its declared type.
+    pub expected: FeatureType,
+    /// What was wrong, with the value or its row.
+    pub message: String,
+}
+
+/// Parses command-line values (`1001`, `card-7`, `2021-04-12T10:00:00Z`)
+/// into an array of `data_type`.
+pub fn array_from_strings(column: &str, values: &[String], data_type: FeatureType) -> Result<ArrayRef, WrongValue> {
+    let wrong = |value: &str, message: String| WrongValue {
+        column: column.to_string(),
+        expected: data_type,
+        message: format!("`{value}`: {message}"),
+    };
+    let mut builder = ValueBuilder::new(data_type, values.len());
+    for text in values {
+        let value = match data_type {
+            FeatureType::Bool => Value::Bool(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
+            FeatureType::Int64 => Value::Int64(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
+            FeatureType::Float32 => Value::Float32(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
+            FeatureType::Float64 => Value::Float64(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
+            FeatureType::Utf8 => Value::Utf8(text.clone()),
+            FeatureType::Timestamp => Value::Timestamp(crate::time::parse_timestamp(text).map_err(|e| wrong(text, e))?),
+        };
+        builder.push(value);
+    }
+    Ok(builder.finish())
+}
+
+/// Builds an array of `data_type` from JSON values (a column of a request
+/// or a push): numbers for numeric types (integers only for int64), `true` /
+/// `false`, strings for utf8, RFC 3339 strings (`2021-04-12T10:59:42Z`,
+/// `2021-04-12 10:59:42`, zone-less = UTC) for timestamps; `null` anywhere.
+pub fn array_from_json(
+    column: &str,
+    values: &[serde_json::Value],
+    data_type: FeatureType,
+) -> Result<ArrayRef, WrongValue> {
+    use serde_json::Value as J;
+    let wrong = |row: usize, message: String| WrongValue {
+        column: column.to_string(),
+        expected: data_type,
+        message: format!("value {row}: {message}"),
+    };
+    let got = |value: &J| match value {
+        J::Bool(b) => format!("got {b}"),
+        J::Number(n) => format!("got the number {n}"),
+        J::String(s) => format!("got the string {s:?}"),
+        J::Array(_) => "got a list".to_string(),
+        J::Object(_) => "got an object".to_string(),
+        J::Null => "got null".to_string(),
+    };
+    let mut builder = ValueBuilder::new(data_type, values.len());
+    for (row, json) in values.iter().enumerate() {
+        let value = match (data_type, json) {
+            (_, J::Null) => {
+                builder.push_null();
+                continue;
+            }
+            (FeatureType::Bool, J::Bool(b)) => Value::Bool(*b),
+            (FeatureType::Int64, J::Number(n)) => Value::Int64(n.as_i64().ok_or_else(|| wrong(row, got(json)))?),
+            (FeatureType::Float32, J::Number(n)) => {
+                Value::Float32(n.as_f64().ok_or_else(|| wrong(row, got(json)))? as f32)
+            }
+            (FeatureType::Float64, J::Number(n)) => Value::Float64(n.as_f64().ok_or_else(|| wrong(row, got(json)))?),
+            (FeatureType::Utf8, J::String(s)) => Value::Utf8(s.clone()),
+            (FeatureType::Timestamp, J::String(s)) => {
+                Value::Timestamp(crate::time::parse_timestamp(s).map_err(|e| wrong(row, e))?)
+            }
+            _ => return Err(wrong(row, got(json))),
+        };
+        builder.push(value);
+    }
+    Ok(builder.finish())
+}
+
+/// One value of an array as JSON: numbers as numbers (float32 widened
+/// exactly to float64), NaN and infinities as null, timestamps as RFC 3339.
+pub fn value_json(array: &dyn Array, row: usize) -> serde_json::Value {
+    use serde_json::Value as J;
+    if array.is_null(row) {
+        return J::Null;
+    }
+    match array.data_type() {
+        ArrowType::Boolean => J::Bool(array.as_boolean().value(row)),
+        ArrowType::Int64 => J::from(array.as_primitive::<Int64Type>().value(row)),
+        ArrowType::Float32 => serde_json::Number::from_f64(array.as_primitive::<Float32Type>().value(row) as f64)
+            .map_or(J::Null, J::Number),
+        ArrowType::Float64 => {
+            serde_json::Number::from_f64(array.as_primitive::<Float64Type>().value(row)).map_or(J::Null, J::Number)
+        }
+        ArrowType::Utf8 => J::String(array.as_string::<i32>().value(row).to_string()),
+        ArrowType::Timestamp(..) => match array.as_primitive_opt::<TimestampMicrosecondType>() {
+            Some(ts) => J::String(crate::time::format_timestamp(ts.value(row))),
+            None => J::Null,
+        },
+        _ => J::Null,
+    }
+}

@@ -1,0 +1,220 @@
+//! Codecs: one module per boundary a feature value crosses, each the only
+//! conversion across it, both ways.
+//!
+//! - [`wit`]: Arrow <-> the WIT batches a transform component takes and
+//!   returns (what [`crate::Transform::run`] calls).
+//! - [`row`]: Arrow <-> the store's rows and entity keys (the byte layout
+//!   itself is [`crate::store::layout`]).
+//! - [`json`]: JSON and command-line text <-> Arrow (requests, pushes,
+//!   answers).
+//!
+//! Timestamps of any Arrow unit become microseconds UTC in one place,
+//! [`crate::time::micros_array`]. Adding a [`crate::FeatureType`] means one
+//! variant in that enum, its WIT mapping (`wit/transform.wit` and
+//! [`crate::FeatureType::from_wit`]), and one arm per codec here; the
+//! round-trip test at the bottom of this file sends every type through
+//! every codec and fails until each knows the new one.
+
+pub mod json;
+pub mod row;
+pub(crate) mod wit;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
+    use arrow_array::{
+        Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+        TimestampMicrosecondArray,
+    };
+
+    use super::{json, row, wit};
+    use crate::store::layout::RowWriter;
+    use crate::types::{FeatureType, FieldSpec, UTC, arrow_schema};
+
+    /// Edge values of each type, nulls among them: what every codec must
+    /// carry bit for bit. A new type fails to compile here first.
+    fn samples(data_type: FeatureType) -> ArrayRef {
+        match data_type {
+            FeatureType::Bool => Arc::new(BooleanArray::from(vec![Some(true), None, Some(false)])),
+            FeatureType::Int64 => Arc::new(Int64Array::from(vec![
+                Some(i64::MIN),
+                Some(-1),
+                None,
+                Some(0),
+                Some(i64::MAX),
+            ])),
+            FeatureType::Float32 => Arc::new(Float32Array::from(vec![
+                Some(-0.0),
+                Some(f32::MIN_POSITIVE / 2.0),
+                None,
+                Some(f32::MAX),
+                Some(1.1),
+            ])),
+            FeatureType::Float64 => Arc::new(Float64Array::from(vec![
+                Some(-0.0),
+                Some(5e-324),
+                None,
+                Some(f64::MIN),
+                Some(0.1 + 0.2),
+            ])),
+            FeatureType::Utf8 => Arc::new(StringArray::from(vec![
+                Some(""),
+                Some("héllo ü 🚕"),
+                None,
+                Some("a,b\"c"),
+            ])),
+            FeatureType::Timestamp => Arc::new(
+                TimestampMicrosecondArray::from(vec![Some(-1), Some(0), None, Some(1_764_000_000_123_456)])
+                    .with_timezone(UTC),
+            ),
+        }
+    }
+
+    /// Values that JSON (numbers, no NaN) cannot carry, to check they are
+    /// refused or nulled as documented rather than altered.
+    fn not_json(data_type: FeatureType) -> Option<ArrayRef> {
+        match data_type {
+            FeatureType::Float32 => Some(Arc::new(Float32Array::from(vec![f32::NAN, f32::INFINITY]))),
+            FeatureType::Float64 => Some(Arc::new(Float64Array::from(vec![f64::NAN, f64::NEG_INFINITY]))),
+            _ => None,
+        }
+    }
+
+    /// Each value's type and bits, nulls as `null`: equal strings mean
+    /// bit-identical arrays, and a failure prints both sides in full.
+    fn bits(array: &dyn Array) -> Vec<String> {
+        (0..array.len())
+            .map(|r| {
+                if array.is_null(r) {
+                    return "null".to_string();
+                }
+                match FeatureType::from_arrow(array.data_type()).expect("a feature type") {
+                    FeatureType::Bool => format!("bool {}", array.as_boolean().value(r)),
+                    FeatureType::Int64 => format!("int64 {}", array.as_primitive::<Int64Type>().value(r)),
+                    FeatureType::Float32 => {
+                        format!(
+                            "float32 {:#010x}",
+                            array.as_primitive::<Float32Type>().value(r).to_bits()
+                        )
+                    }
+                    FeatureType::Float64 => {
+                        format!(
+                            "float64 {:#018x}",
+                            array.as_primitive::<Float64Type>().value(r).to_bits()
+                        )
+                    }
+                    FeatureType::Utf8 => format!("utf8 {:?}", array.as_string::<i32>().value(r)),
+                    FeatureType::Timestamp => {
+                        format!(
+                            "timestamp {}",
+                            array.as_primitive::<TimestampMicrosecondType>().value(r)
+                        )
+                    }
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_type_crosses_every_codec_bit_for_bit() {
+        for data_type in FeatureType::ALL {
+            let original = samples(data_type);
+            let expected = bits(&original);
+            let field = FieldSpec {
+                name: "x".into(),
+                data_type,
+                nullable: true,
+            };
+            let fields = [field];
+            let batch = RecordBatch::try_new(arrow_schema(&fields), vec![original.clone()]).unwrap();
+
+            // Arrow -> WIT -> Arrow.
+            let lowered = wit::with_wit_batch(&batch, &fields, wit::owned).unwrap();
+            let lifted = wit::from_wit(lowered, &fields, &arrow_schema(&fields), batch.num_rows()).unwrap();
+            assert_eq!(bits(lifted.column(0)), expected, "{data_type} through WIT");
+            assert_eq!(
+                lifted.column(0).data_type(),
+                &data_type.arrow(),
+                "{data_type} through WIT"
+            );
+
+            // Arrow -> stored row -> Arrow.
+            let encoder = row::RowEncoder::new(&batch, &fields).unwrap();
+            let mut builder = row::ValueBuilder::new(data_type, batch.num_rows());
+            for r in 0..batch.num_rows() {
+                let mut bytes = Vec::new();
+                let mut writer = RowWriter::start(&mut bytes, 0, 0, 1, encoder.width());
+                encoder.write(r, &mut writer);
+                let mut values = row::decode_values(&bytes, &fields).unwrap();
+                builder.push(values.remove(0));
+            }
+            let stored = builder.finish();
+            assert_eq!(bits(&stored), expected, "{data_type} through a stored row");
+            assert_eq!(
+                stored.data_type(),
+                &data_type.arrow(),
+                "{data_type} through a stored row"
+            );
+
+            // Arrow -> JSON -> Arrow.
+            let as_json: Vec<serde_json::Value> = (0..original.len()).map(|r| json::value_json(&original, r)).collect();
+            let text = serde_json::to_string(&as_json).unwrap();
+            let parsed: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+            let from_json = json::array_from_json("x", &parsed, data_type).unwrap();
+            assert_eq!(bits(&from_json), expected, "{data_type} through JSON {text}");
+
+            // CLI text -> Arrow, from what a user would type for each value.
+            let typed: Vec<String> = as_json
+                .iter()
+                .filter(|v| !v.is_null())
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .collect();
+            let from_text = json::array_from_strings("x", &typed, data_type).unwrap();
+            let present: Vec<String> = expected.iter().filter(|b| *b != "null").cloned().collect();
+            assert_eq!(
+                bits(&from_text),
+                present,
+                "{data_type} from command-line text {typed:?}"
+            );
+
+            // What JSON cannot carry is answered as null, never altered.
+            if let Some(special) = not_json(data_type) {
+                for r in 0..special.len() {
+                    assert_eq!(
+                        json::value_json(&special, r),
+                        serde_json::Value::Null,
+                        "{data_type} row {r}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn timestamps_of_every_unit_become_microseconds_in_one_place() {
+        use arrow_array::{TimestampMillisecondArray, TimestampNanosecondArray, TimestampSecondArray};
+        let cases: Vec<(ArrayRef, Vec<Option<i64>>)> = vec![
+            (
+                Arc::new(TimestampSecondArray::from(vec![Some(-1), None, Some(i64::MAX)])),
+                vec![Some(-1_000_000), None, Some(i64::MAX)],
+            ),
+            (
+                Arc::new(TimestampMillisecondArray::from(vec![Some(1), Some(-1)])),
+                vec![Some(1_000), Some(-1_000)],
+            ),
+            (
+                Arc::new(TimestampNanosecondArray::from(vec![Some(999), Some(-1), Some(1_000)])),
+                vec![Some(0), Some(-1), Some(1)],
+            ),
+        ];
+        for (array, expected) in cases {
+            let micros = crate::time::micros_array(&array).unwrap();
+            assert_eq!(micros.iter().collect::<Vec<_>>(), expected, "{}", array.data_type());
+            assert_eq!(micros.data_type(), &FeatureType::Timestamp.arrow());
+        }
+        assert!(crate::time::micros_array(&Int64Array::from(vec![1])).is_none());
+    }
+}

@@ -1,0 +1,67 @@
+//! What a guest may use, in plain sight: the per-call time limit and its
+//! clock ([`EPOCH_TICK`]), the memory per instance, the rows per call. The
+//! defaults here are the only ones; a view overrides them in
+//! `skewless.toml` (`limits = { timeout_ms = 1000, memory_mib = 128 }`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How often the epoch advances; time limits are rounded up to this.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Resource limits for one transform call, configurable per view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Wall-clock limit for one call, in milliseconds.
+    #[serde(default = "Limits::default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Linear-memory limit per instance, in MiB.
+    #[serde(default = "Limits::default_memory_mib")]
+    pub memory_mib: u64,
+    /// Rows per guest call; larger batches are split (bounds guest memory).
+    #[serde(default = "Limits::default_max_rows_per_call")]
+    pub max_rows_per_call: usize,
+}
+
+impl Limits {
+    fn default_timeout_ms() -> u64 {
+        5_000
+    }
+    fn default_memory_mib() -> u64 {
+        512
+    }
+    fn default_max_rows_per_call() -> usize {
+        65_536
+    }
+
+    pub(crate) fn memory_bytes(&self) -> usize {
+        (self.memory_mib as usize).saturating_mul(1 << 20)
+    }
+
+    /// The per-call time limit.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        ticks(self.timeout())
+    }
+}
+
+/// Epoch ticks for a wall-clock limit: one more than fit, so a call is never
+/// stopped early (the first tick may come right after the deadline is set).
+pub(crate) fn ticks(limit: Duration) -> u64 {
+    (limit.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout_ms: Limits::default_timeout_ms(),
+            memory_mib: Limits::default_memory_mib(),
+            max_rows_per_call: Limits::default_max_rows_per_call(),
+        }
+    }
+}

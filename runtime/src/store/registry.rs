@@ -1,0 +1,261 @@
+//! The registry: what `skewless apply` recorded of the repo, as typed
+//! records. Entities, sources and services are recorded as the repo
+//! declares them ([`Entity`], [`Source`], [`Service`]); a view as a
+//! [`ViewRecord`], which adds what only its component knows (features,
+//! inputs, digest) and where its values live (storage id, bucket).
+//!
+//! Records are stored as JSON, one per object, under `KIND/NAME` keys of the
+//! `registry` table; [`Registry`] is the whole of it, read and replaced in
+//! one transaction. `ls` and `describe` print these types (`Display`), and
+//! the server's catalog route serializes them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::repo::{Entity, Service, Source, SourceKind, View, ViewKind};
+use crate::types::FieldSpec;
+
+/// The whole registry, by kind and name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Registry {
+    /// Entities.
+    pub entities: BTreeMap<String, Entity>,
+    /// Sources.
+    pub sources: BTreeMap<String, Source>,
+    /// Feature views.
+    pub views: BTreeMap<String, ViewRecord>,
+    /// Feature services.
+    pub services: BTreeMap<String, Service>,
+}
+
+/// The kinds of record, with the key prefix each is stored under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Entity,
+    Source,
+    View,
+    Service,
+}
+
+impl Kind {
+    pub(crate) const ALL: [Kind; 4] = [Kind::Entity, Kind::Source, Kind::View, Kind::Service];
+
+    /// `entity`, `source`, `view` or `service`: the key prefix and the word
+    /// used in plans and messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Entity => "entity",
+            Kind::Source => "source",
+            Kind::View => "view",
+            Kind::Service => "service",
+        }
+    }
+
+    /// The registry key of the object `name` of this kind.
+    pub(crate) fn key(self, name: &str) -> String {
+        format!("{}/{name}", self.name())
+    }
+}
+
+/// What the registry knows of a view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewRecord {
+    /// View name.
+    pub name: String,
+    /// Storage id: part of every value key. A new id is taken when the stored
+    /// schema changes, so old rows are never read with the wrong schema.
+    pub id: u32,
+    /// Whether values are stored (materialized) or computed at read time.
+    pub materialized: bool,
+    /// Join keys, in key order.
+    pub join_keys: Vec<FieldSpec>,
+    /// The features stored and served, in row order.
+    pub features: Vec<FieldSpec>,
+    /// The transform's declared inputs.
+    pub inputs: Vec<FieldSpec>,
+    /// Digest of the component the repo names now.
+    pub digest: Digest,
+    /// The component's own name and version.
+    pub transform: String,
+    /// TTL in seconds, if any.
+    pub ttl_secs: Option<u64>,
+    /// History bucket width (see [`super::layout`]).
+    pub bucket_micros: i64,
+    /// The last commit that wrote values of this view, if any. Only
+    /// [`super::Store::write_views`] changes it, in the commit it names.
+    pub last_commit: Option<u64>,
+    /// The whole view definition, as the repo declares it.
+    pub definition: View,
+}
+
+impl ViewRecord {
+    /// `materialized` or `on-demand`.
+    pub fn kind_name(&self) -> &'static str {
+        if self.materialized { "materialized" } else { "on-demand" }
+    }
+}
+
+fn fields(f: &mut fmt::Formatter<'_>, heading: &str, fields: &[FieldSpec]) -> fmt::Result {
+    writeln!(f, "  {heading}:")?;
+    for field in fields {
+        writeln!(f, "    {:<26} {}", field.name, field.data_type)?;
+    }
+    Ok(())
+}
+
+fn key_list(keys: &[FieldSpec]) -> String {
+    keys.iter()
+        .map(|k| format!("{} {}", k.name, k.data_type))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn text_line(f: &mut fmt::Formatter<'_>, key: &str, text: &str) -> fmt::Result {
+    if text.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        f,
+        "  {key}:{:width$}{text}",
+        "",
+        width = 12usize.saturating_sub(key.len())
+    )
+}
+
+/// `describe VIEW`.
+impl fmt::Display for ViewRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let definition = &self.definition;
+        writeln!(f, "feature view {}", self.name)?;
+        writeln!(f, "  kind:        {}", self.kind_name())?;
+        writeln!(f, "  transform:   {} ({})", self.transform, self.digest)?;
+        writeln!(f, "  join keys:   {}", key_list(&self.join_keys))?;
+        match &definition.kind {
+            ViewKind::Materialized { source, .. } => writeln!(f, "  source:      {source}")?,
+            ViewKind::OnDemand { sources } => writeln!(f, "  sources:     {}", sources.join(", "))?,
+        }
+        writeln!(
+            f,
+            "  ttl:         {}",
+            self.ttl_secs.map_or("none".to_string(), seconds)
+        )?;
+        text_line(f, "owner", &definition.owner)?;
+        text_line(f, "description", &definition.description)?;
+        if !definition.tags.is_empty() {
+            let tags: Vec<_> = definition.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            writeln!(f, "  tags:        {}", tags.join(", "))?;
+        }
+        writeln!(
+            f,
+            "  last commit: {}",
+            self.last_commit
+                .map_or("never backfilled".to_string(), |c| format!("#{c}"))
+        )?;
+        fields(f, "inputs", &self.inputs)?;
+        fields(f, "features", &self.features)
+    }
+}
+
+/// `describe ENTITY`.
+impl fmt::Display for Entity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "entity {}", self.name)?;
+        writeln!(f, "  join keys:   {}", key_list(&self.join_keys))?;
+        text_line(f, "description", &self.description)
+    }
+}
+
+/// `describe SOURCE`.
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "source {}", self.name)?;
+        match &self.kind {
+            SourceKind::File(file) => {
+                writeln!(f, "  type:        file ({})", file.format.name())?;
+                writeln!(f, "  path:        {}", file.path.display())?;
+                writeln!(f, "  event time:  {}", file.timestamp_column)?;
+                if let Some(created) = &file.created_column {
+                    writeln!(f, "  created:     {created}")?;
+                }
+            }
+            SourceKind::Request { schema } => {
+                writeln!(f, "  type:        request")?;
+                fields(f, "schema", schema)?;
+            }
+            SourceKind::Push { batch_source } => {
+                writeln!(f, "  type:        push")?;
+                writeln!(f, "  batch source: {batch_source}")?;
+            }
+        }
+        text_line(f, "description", &self.description)
+    }
+}
+
+/// `describe SERVICE`.
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "feature service {}", self.name)?;
+        text_line(f, "description", &self.description)?;
+        writeln!(f, "  features:")?;
+        for feature in &self.features {
+            writeln!(f, "    {feature}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `ls`: every object, one line each, views with their features.
+impl fmt::Display for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "ENTITIES")?;
+        for (name, entity) in &self.entities {
+            writeln!(f, "  {name:<28} join keys: {}", key_list(&entity.join_keys))?;
+        }
+        writeln!(f, "FEATURE VIEWS")?;
+        for (name, v) in &self.views {
+            let owner = Some(v.definition.owner.as_str()).filter(|o| !o.is_empty());
+            writeln!(
+                f,
+                "  {name:<28} {:<13} {} features  sha256:{}  owner: {}",
+                v.kind_name(),
+                v.features.len(),
+                v.digest.short(),
+                owner.unwrap_or("-")
+            )?;
+            for feature in &v.features {
+                writeln!(f, "    {:<26} {}", feature.name, feature.data_type)?;
+            }
+        }
+        writeln!(f, "FEATURE SERVICES")?;
+        for (name, service) in &self.services {
+            writeln!(f, "  {name:<28} {} feature refs", service.features.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl Registry {
+    /// The record named `name`, of any kind, printed as `describe` prints it.
+    pub fn describe(&self, name: &str) -> Option<String> {
+        if let Some(view) = self.views.get(name) {
+            return Some(view.to_string());
+        }
+        self.entities
+            .get(name)
+            .map(ToString::to_string)
+            .or_else(|| self.sources.get(name).map(ToString::to_string))
+            .or_else(|| self.services.get(name).map(ToString::to_string))
+    }
+}
+
+/// Seconds as the repo writes durations: `7d`, `12h`, `90s`.
+fn seconds(secs: u64) -> String {
+    match secs {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s => format!("{s}s"),
+    }
+}
