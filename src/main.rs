@@ -10,9 +10,10 @@ use arrow_array::TimestampMicrosecondArray;
 use clap::{Parser, Subcommand};
 use indexmap::IndexMap;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use skewless_runtime::online::{self, OnlineRequest, Status};
-use skewless_runtime::{Catalog, Repo, Runtime, Store, apply, backfill, dataset, samples, time, toolchain, verify};
+use skewless_runtime::online::{self, RawColumn, ReadSpec, Status};
+use skewless_runtime::{Views, Workspace, backfill, dataset, samples, time};
 use skewless_server::{GetOnlineFeaturesResponse, Server, ServerLimits};
+use skewless_toolchain as toolchain;
 
 /// The server allocates a few hundred small buffers per request (JSON,
 /// Arrow arrays, guest lowering); mimalloc's per-thread free lists make that
@@ -54,7 +55,7 @@ enum Command {
         #[arg(long)]
         end: Option<String>,
         /// Rows per transaction: the most a crash can lose (the rest is kept; rerun to complete).
-        #[arg(long, default_value_t = 1_000_000)]
+        #[arg(long, default_value_t = backfill::DEFAULT_ROWS_PER_COMMIT)]
         rows_per_commit: usize,
     },
     /// Read features for entities from the store, computing on-demand views.
@@ -157,14 +158,14 @@ enum Command {
 #[derive(clap::Args)]
 struct ServeLimits {
     /// Largest request body, in bytes.
-    #[arg(long, default_value_t = 4 << 20)]
+    #[arg(long, default_value_t = ServerLimits::default().max_body_bytes)]
     max_body_bytes: usize,
     /// Most entity rows per read, or rows per push.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = ServerLimits::default().max_rows)]
     max_rows: usize,
     /// Time limit per request, transform calls included (e.g. 500ms, 2s).
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    request_timeout: std::time::Duration,
+    #[arg(long, default_value_t = ServerLimits::default().request_timeout.into(), value_parser = humantime::parse_duration)]
+    request_timeout: humantime::Duration,
 }
 
 impl From<ServeLimits> for ServerLimits {
@@ -172,7 +173,7 @@ impl From<ServeLimits> for ServerLimits {
         ServerLimits {
             max_body_bytes: l.max_body_bytes,
             max_rows: l.max_rows,
-            request_timeout: l.request_timeout,
+            request_timeout: l.request_timeout.into(),
         }
     }
 }
@@ -318,21 +319,15 @@ fn paint(text: &str, style: &str) -> String {
     }
 }
 
-fn runtime_for(repo: &Repo) -> Result<Runtime> {
-    Ok(Runtime::new(Some(skewless_runtime::cache_dir(&repo.root)))?)
-}
-
 fn cmd_apply(dir: &Path, dry_run: bool) -> Result<()> {
-    let repo = Repo::open(dir)?;
-    let runtime = runtime_for(&repo)?;
-    let catalog = Catalog::load(repo, &runtime)?;
-    let store = Store::open(&catalog.repo.store_path)?;
-    let plan = apply::plan(&catalog, &store)?;
+    let workspace = Workspace::create(dir)?;
+    let plan = workspace.plan()?;
     for warning in &plan.warnings {
         eprintln!("{} {warning}", paint("warning:", "1;33"));
     }
+    let project = &workspace.repo().project;
     if !plan.has_changes() {
-        status("Unchanged", &format!("{} is up to date", catalog.repo.project));
+        status("Unchanged", &format!("{project} is up to date"));
         return Ok(());
     }
     print!("{plan}");
@@ -340,24 +335,18 @@ fn cmd_apply(dir: &Path, dry_run: bool) -> Result<()> {
         status("Planned", "nothing recorded (--dry-run)");
         return Ok(());
     }
-    apply::apply(plan, &store)?;
+    workspace.apply(plan)?;
     status(
         "Applied",
-        &format!("{} to {}", catalog.repo.project, store.path().display()),
+        &format!("{project} to {}", workspace.store().path().display()),
     );
     Ok(())
 }
 
 fn cmd_backfill(dir: &Path, options: &backfill::BackfillOptions) -> Result<()> {
-    let repo = Repo::open(dir)?;
-    let runtime = runtime_for(&repo)?;
-    let wanted = options.views.clone();
-    let catalog = Catalog::load_views(repo, &runtime, |v| {
-        v.is_materialized() && (wanted.is_empty() || wanted.contains(&v.name))
-    })?;
-    let store = Store::open_existing(&catalog.repo.store_path)?;
+    let workspace = Workspace::open(dir, Views::Materialized(&options.views))?;
     let progress = rows_progress("Backfilling");
-    let summaries = backfill::backfill(&catalog, &store, options, &progress)?;
+    let summaries = workspace.backfill(options, &progress)?;
     progress.finish_and_clear();
     for s in summaries {
         let secs = s.elapsed.as_secs_f64();
@@ -416,13 +405,10 @@ fn rows_progress(prefix: &'static str) -> ProgressBar {
 }
 
 fn cmd_dataset(dir: &Path, options: &dataset::DatasetOptions) -> Result<()> {
-    let repo = Repo::open(dir)?;
-    let runtime = runtime_for(&repo)?;
-    let catalog = Catalog::load(repo, &runtime)?;
-    let store = Store::open_existing(&catalog.repo.store_path)?;
+    let workspace = Workspace::open(dir, Views::All)?;
     let progress = rows_progress("Joining");
     progress.set_message(options.spine.display().to_string());
-    let summary = dataset::build(&catalog, &store, options, &progress)?;
+    let summary = workspace.dataset(options, &progress)?;
     progress.finish_and_clear();
     let secs = summary.elapsed.as_secs_f64();
     status(
@@ -448,11 +434,7 @@ fn cmd_dataset(dir: &Path, options: &dataset::DatasetOptions) -> Result<()> {
 }
 
 fn cmd_verify(dir: &Path, samples: usize) -> Result<()> {
-    let repo = Repo::open(dir)?;
-    let runtime = runtime_for(&repo)?;
-    let catalog = Catalog::load(repo, &runtime)?;
-    let store = Store::open_existing(&catalog.repo.store_path)?;
-    let report = verify::verify(&catalog, &store, samples)?;
+    let report = Workspace::open(dir, Views::All)?.verify(samples)?;
     if report.compared == 0 && report.is_clean() {
         bail!(
             "nothing to verify: no stored values of this repo's views; run `skewless apply` and `skewless backfill` first"
@@ -554,60 +536,22 @@ fn cmd_get(dir: &Path, read: &Read) -> Result<()> {
         json,
         as_of,
     } = read;
-    let (service, full_feature_names, json) = (service.as_deref(), *full_feature_names, *json);
-    if features.is_empty() && service.is_none() {
-        bail!("say what to read: --features view:feature,... or --service NAME");
-    }
-    let repo = Repo::open(dir)?;
-    let runtime = runtime_for(&repo)?;
-    // Load only the views asked for (and what they read).
-    let mut views: Vec<String> = features
-        .iter()
-        .map(|f| f.split(':').next().unwrap_or_default().to_string())
-        .collect();
-    if let Some(s) = service.and_then(|s| repo.services.get(s)) {
-        views.extend(s.features.iter().map(|f| f.view.clone()));
-    }
-    let catalog = Catalog::load_views(repo, &runtime, |v| views.contains(&v.name))?;
-    let refs = online::resolve_features(&catalog, features, service)?;
-
-    let types = catalog.repo.request_columns();
-    let mut columns = IndexMap::new();
-    for (name, values) in parse_pairs(entities, "--entity")?
-        .into_iter()
-        .chain(parse_pairs(requests, "--request")?)
-    {
-        let Some(ty) = types.get(&name) else {
-            bail!(
-                "`{name}` is neither a join key nor a request field of this repo (known: {})",
-                types.keys().cloned().collect::<Vec<_>>().join(", ")
-            );
-        };
-        columns.insert(
-            name.clone(),
-            skewless_runtime::codec::json::array_from_strings(&name, &values, *ty)?,
-        );
-    }
-    // A single request value applies to every entity row.
-    let rows = columns.values().map(|a| a.len()).max().unwrap_or(0);
-    for array in columns.values_mut() {
-        if array.len() == 1 && rows > 1 {
-            let indices = arrow_array::UInt32Array::from(vec![0u32; rows]);
-            *array = arrow_select::take::take(array.as_ref(), &indices, None)?;
-        }
-    }
-
-    let store = Store::open_existing(&catalog.repo.store_path)?;
-    let records = store.views()?;
-    let reader = store.reader()?;
-    let request = OnlineRequest {
-        features: refs,
-        entities: columns,
-        full_feature_names,
+    let (service, json) = (service.as_deref(), *json);
+    let workspace = Workspace::open(dir, Views::Read { features, service })?;
+    let entities = parse_pairs(entities, "--entity")?;
+    let requests = parse_pairs(requests, "--request")?;
+    let response = workspace.read(ReadSpec {
+        features,
+        service,
+        columns: entities
+            .iter()
+            .chain(&requests)
+            .map(|(name, values)| (name.as_str(), RawColumn::Text(values)))
+            .collect(),
+        full_feature_names: *full_feature_names,
         as_of: as_of.clone(),
         deadline: None,
-    };
-    let response = online::get_online_features(&catalog, &records, &reader, &request)?;
+    })?;
 
     if json {
         let body = GetOnlineFeaturesResponse::from_online(&response, true);
@@ -659,11 +603,7 @@ fn cmd_get(dir: &Path, read: &Read) -> Result<()> {
 /// print as a ready-to-paste curl line once listening.
 fn cmd_serve(dir: &Path, addr: &str, limits: ServerLimits, example: Option<&str>) -> Result<()> {
     let started = Instant::now();
-    let repo = Repo::open(dir)?;
-    let runtime = runtime_for(&repo)?;
-    let catalog = Catalog::load(repo, &runtime)?;
-    let store = Store::open_existing(&catalog.repo.store_path)?;
-    let state = Server::new(catalog, store, limits)?;
+    let state = Server::new(Workspace::open(dir, Views::All)?, limits)?;
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     tokio.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -690,16 +630,12 @@ fn cmd_serve(dir: &Path, addr: &str, limits: ServerLimits, example: Option<&str>
 }
 
 fn cmd_ls(dir: &Path) -> Result<()> {
-    let repo = Repo::open(dir)?;
-    let store = Store::open_existing(&repo.store_path)?;
-    print!("{}", store.registry()?);
+    print!("{}", Workspace::registry_of(dir)?);
     Ok(())
 }
 
 fn cmd_describe(dir: &Path, name: &str) -> Result<()> {
-    let repo = Repo::open(dir)?;
-    let store = Store::open_existing(&repo.store_path)?;
-    match store.registry()?.describe(name) {
+    match Workspace::registry_of(dir)?.describe(name) {
         Some(text) => {
             print!("{text}");
             Ok(())

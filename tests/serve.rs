@@ -226,7 +226,7 @@ fn every_bad_request_gets_a_clear_error_and_the_server_keeps_serving() {
         ("/get-online-features", r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_idd": [1001]}}"#.into(), 400, "unknown_entity_column", "driver_idd"),
         ("/get-online-features", r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"val_to_add": [1]}}"#.into(), 400, "missing_join_key", "driver_id"),
         ("/get-online-features", r#"{"features": ["transformed_conv_rate"], "entities": {"driver_id": [1001]}}"#.into(), 400, "missing_request_field", "val_to_add"),
-        ("/get-online-features", r#"{"features": ["driver_hourly_stats"], "entities": {"driver_id": [1, 2], "val_to_add": [1]}}"#.into(), 400, "length_mismatch", "val_to_add"),
+        ("/get-online-features", r#"{"features": ["driver_hourly_stats"], "entities": {"driver_id": [1, 2], "val_to_add": [1, 2, 3]}}"#.into(), 400, "length_mismatch", "val_to_add"),
         ("/get-online-features", format!(r#"{{"features": ["driver_hourly_stats"], "entities": {{"driver_id": {many:?}}}}}"#), 400, "too_many_rows", "--max-rows"),
         ("/get-online-features", r#"{"entities": {"driver_id": [1]}}"#.into(), 400, "no_features", "feature_service"),
         ("/get-online-features", huge, 413, "body_too_large", "--max-body-bytes"),

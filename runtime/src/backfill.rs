@@ -10,17 +10,14 @@
 
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, BooleanArray, RecordBatch};
+use arrow_array::RecordBatch;
 use indicatif::ProgressBar;
 
-use crate::catalog::Catalog;
-use crate::codec::row::{KeyEncoder, RowEncoder};
-use crate::error::TransformError;
-use crate::repo::{FileSource, View};
+use crate::catalog::{Catalog, NotApplied};
+use crate::materialize::{MaterializeError, Materializer};
+use crate::repo::View;
 use crate::source::{self, SourceError};
 use crate::store::{PendingRows, Store, StoreError, ViewRecord, WriteTo};
-use crate::transform::{RowError, Transform};
-use crate::types::{FeatureType, FieldSpec};
 
 /// What to backfill.
 #[derive(Debug, Clone)]
@@ -41,7 +38,7 @@ impl Default for BackfillOptions {
             views: Vec::new(),
             start: None,
             end: None,
-            rows_per_commit: 1_000_000,
+            rows_per_commit: DEFAULT_ROWS_PER_COMMIT,
         }
     }
 }
@@ -88,13 +85,19 @@ pub enum BackfillError {
         /// The source error.
         error: SourceError,
     },
-    /// The transform failed a batch.
+    /// The view was not applied as the repo declares it now.
     #[error(transparent)]
-    Transform(#[from] TransformError),
+    NotApplied(#[from] NotApplied),
+    /// The view's transform failed a batch, or its columns disagree.
+    #[error(transparent)]
+    Materialize(#[from] MaterializeError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// The default for [`BackfillOptions::rows_per_commit`] (and `--rows-per-commit`).
+pub const DEFAULT_ROWS_PER_COMMIT: usize = 1_000_000;
 
 /// How many row errors a summary quotes.
 const QUOTED_ERRORS: usize = 5;
@@ -136,36 +139,10 @@ pub fn backfill(
         if !options.views.is_empty() && !options.views.contains(&view.name) {
             continue;
         }
-        let record = applied_record(catalog, view, records.get(&view.name))?;
+        let record = catalog.applied_record(view, records.get(&view.name))?;
         summaries.push(backfill_view(catalog, store, view, &record, options, progress)?);
     }
     Ok(summaries)
-}
-
-/// The registry record of a view, provided it matches the repo as loaded now.
-pub fn applied_record(
-    catalog: &Catalog,
-    view: &View,
-    stored: Option<&ViewRecord>,
-) -> Result<ViewRecord, BackfillError> {
-    let fresh = catalog.view_record(view).ok_or_else(|| BackfillError::View {
-        view: view.name.clone(),
-        message: "its transform is not loaded".into(),
-    })?;
-    let stale = |what: &str| BackfillError::View {
-        view: view.name.clone(),
-        message: format!("{what} since the last `skewless apply`: run `skewless apply` first"),
-    };
-    let Some(stored) = stored else {
-        return Err(stale("is new"));
-    };
-    if stored.digest != fresh.digest {
-        return Err(stale("its transform changed"));
-    }
-    if stored.features != fresh.features || stored.join_keys != fresh.join_keys {
-        return Err(stale("its schema changed"));
-    }
-    Ok(stored.clone())
 }
 
 fn backfill_view(
@@ -246,150 +223,4 @@ fn backfill_view(
     }
     summary.elapsed = started.elapsed();
     Ok(summary)
-}
-
-/// The one path from source rows of a materialized view to rows ready for
-/// the store, shared by backfill (rows from files) and push (rows from the
-/// server): which columns to read, which rows can be stored, and running
-/// the view's transform ([`crate::Transform::run`]) and encoding its output.
-pub(crate) struct Materializer<'a> {
-    view: &'a View,
-    record: &'a ViewRecord,
-    transform: &'a Transform,
-    /// The file source behind the view (a push source's batch source).
-    pub source: &'a FileSource,
-    digest_id: u32,
-    /// Columns a source batch must hold: join keys, times, transform inputs.
-    pub needed: Vec<FieldSpec>,
-}
-
-impl<'a> Materializer<'a> {
-    pub fn new(
-        catalog: &'a Catalog,
-        view: &'a View,
-        record: &'a ViewRecord,
-        digest_id: u32,
-    ) -> Result<Self, BackfillError> {
-        let transform = catalog.transform(&view.name).ok_or_else(|| BackfillError::View {
-            view: view.name.clone(),
-            message: "its transform is not loaded".into(),
-        })?;
-        let source = catalog
-            .repo
-            .file_source(view)
-            .expect("materialized views have a file source (checked by the repo)");
-        let mut needed: Vec<FieldSpec> = record.join_keys.clone();
-        let mut need = |field: FieldSpec| -> Result<(), BackfillError> {
-            match needed.iter().find(|f| f.name == field.name) {
-                Some(f) if f.data_type != field.data_type => Err(BackfillError::View {
-                    view: view.name.clone(),
-                    message: format!(
-                        "column `{}` is needed as {} and as {}",
-                        field.name, f.data_type, field.data_type
-                    ),
-                }),
-                Some(_) => Ok(()),
-                None => {
-                    needed.push(field);
-                    Ok(())
-                }
-            }
-        };
-        let time_field = |name: &str| FieldSpec {
-            name: name.to_string(),
-            data_type: FeatureType::Timestamp,
-            nullable: true,
-        };
-        need(time_field(&source.timestamp_column))?;
-        if let Some(created) = &source.created_column {
-            need(time_field(created))?;
-        }
-        for input in &transform.description().inputs {
-            need(input.clone())?;
-        }
-        Ok(Materializer {
-            view,
-            record,
-            transform,
-            source,
-            digest_id,
-            needed,
-        })
-    }
-
-    /// Which rows of `batch` can be stored: those with an event time in
-    /// `[start, end)` and every join key.
-    pub fn keep(
-        &self,
-        batch: &RecordBatch,
-        start: Option<i64>,
-        end: Option<i64>,
-    ) -> Result<BooleanArray, BackfillError> {
-        let event_time = micros_column(batch, &self.source.timestamp_column);
-        let keys = self.keys(batch)?;
-        Ok((0..batch.num_rows())
-            .map(|row| {
-                Some(
-                    event_time.is_valid(row)
-                        && !keys.is_null(row)
-                        && start.is_none_or(|s| event_time.value(row) >= s)
-                        && end.is_none_or(|e| event_time.value(row) < e),
-                )
-            })
-            .collect())
-    }
-
-    fn keys<'b>(&self, batch: &'b RecordBatch) -> Result<KeyEncoder<'b>, BackfillError> {
-        KeyEncoder::new(batch, &self.record.join_keys).map_err(|message| BackfillError::View {
-            view: self.view.name.clone(),
-            message,
-        })
-    }
-
-    /// Runs the transform over `batch` (every row kept by [`Self::keep`])
-    /// and adds one encoded row per input row to `pending`. Returns the
-    /// transform's row errors (those rows are stored with null features).
-    /// `timeout` caps the view's own per-call limit (the server's request budget).
-    pub fn add(
-        &self,
-        batch: &RecordBatch,
-        pending: &mut PendingRows,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<RowError>, BackfillError> {
-        let output = match timeout {
-            Some(timeout) => self.transform.run_within(batch, timeout)?,
-            None => self.transform.run(batch)?,
-        };
-        let event_time = micros_column(batch, &self.source.timestamp_column);
-        let created = self.source.created_column.as_ref().map(|c| micros_column(batch, c));
-        let keys = self.keys(batch)?;
-        let features =
-            RowEncoder::new(&output.batch, &self.record.features).map_err(|message| BackfillError::View {
-                view: self.view.name.clone(),
-                message: format!("transform output: {message}"),
-            })?;
-        let width = self.record.features.len();
-        for row in 0..batch.num_rows() {
-            let created = created
-                .as_ref()
-                .map_or(0, |c| if c.is_valid(row) { c.value(row) } else { 0 });
-            pending.add(
-                self.record.bucket_micros,
-                event_time.value(row),
-                created,
-                self.digest_id,
-                width,
-                |out| keys.write(row, out),
-                |out| features.write(row, out),
-            );
-        }
-        Ok(output.row_errors)
-    }
-}
-
-/// A timestamp column of `batch` in microseconds (the source was opened
-/// with this column as a timestamp, so it exists and is one).
-fn micros_column(batch: &RecordBatch, name: &str) -> arrow_array::TimestampMicrosecondArray {
-    let array = batch.column_by_name(name).expect("opened with this column");
-    crate::time::micros_array(array.as_ref()).expect("checked to be a timestamp when opened")
 }

@@ -16,7 +16,17 @@ use crate::repo::{Repo, RepoError, SourceKind, View, ViewKind};
 use crate::store::ViewRecord;
 use crate::store::layout::DEFAULT_BUCKET_MICROS;
 use crate::transform::Transform;
-use crate::types::FieldSpec;
+use crate::types::{FeatureType, FieldSpec};
+
+/// A view that differs from what `skewless apply` recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("view `{view}` {what} since the last `skewless apply`: run `skewless apply` first")]
+pub struct NotApplied {
+    /// The view.
+    pub view: String,
+    /// How it differs.
+    pub what: &'static str,
+}
 
 /// A validated repo with loaded transforms.
 pub struct Catalog {
@@ -24,6 +34,8 @@ pub struct Catalog {
     pub repo: Repo,
     transforms: IndexMap<String, Arc<Transform>>,
     features: IndexMap<String, Vec<FieldSpec>>,
+    /// Join keys and request fields by name (every read types its columns with these).
+    request_columns: IndexMap<String, FeatureType>,
 }
 
 impl Catalog {
@@ -57,7 +69,12 @@ impl Catalog {
             };
             let transform = runtime
                 .load(&view.name, &view.transform, view.limits)
-                .map_err(|e| invalid("transform", e.to_string()))?;
+                .map_err(|error| RepoError::Component {
+                    path: repo.config_path.clone(),
+                    line: view.line,
+                    key: format!("views.{}.transform", view.name),
+                    error,
+                })?;
             let outputs = &transform.description().outputs;
             let stored = match &view.features {
                 None => outputs.clone(),
@@ -143,10 +160,16 @@ impl Catalog {
             transforms.insert(view.name.clone(), Arc::new(transform));
         }
         Ok(Catalog {
+            request_columns: repo.request_columns(),
             repo,
             transforms,
             features,
         })
+    }
+
+    /// The type of every join key and request field, by name.
+    pub fn request_columns(&self) -> &IndexMap<String, FeatureType> {
+        &self.request_columns
     }
 
     /// The loaded transform of a view.
@@ -162,6 +185,25 @@ impl Catalog {
     /// Names of the views whose transforms are loaded.
     pub fn loaded_views(&self) -> impl Iterator<Item = &str> {
         self.transforms.keys().map(String::as_str)
+    }
+
+    /// The registry record of `view`, provided the registry's (`stored`)
+    /// matches the view as loaded now: what every writer and the server
+    /// check before they touch the view's values.
+    pub fn applied_record(&self, view: &View, stored: Option<&ViewRecord>) -> Result<ViewRecord, NotApplied> {
+        let not_applied = |what: &'static str| NotApplied {
+            view: view.name.clone(),
+            what,
+        };
+        let fresh = self.view_record(view).ok_or(not_applied("is not loaded"))?;
+        let stored = stored.ok_or(not_applied("is new"))?;
+        if stored.digest != fresh.digest {
+            return Err(not_applied("has another transform"));
+        }
+        if stored.features != fresh.features || stored.join_keys != fresh.join_keys {
+            return Err(not_applied("has another schema"));
+        }
+        Ok(stored.clone())
     }
 
     /// A registry record for a loaded view (storage id 0: not yet assigned).

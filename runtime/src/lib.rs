@@ -5,9 +5,9 @@
 //! contract (one conversion, both ways), reads the feature repo ([`Repo`]),
 //! stores time-versioned values in redb ([`Store`]), and runs the jobs that
 //! use all of these: apply, backfill and push, online reads (latest or as
-//! of any time), training datasets and verification. [`toolchain`] builds
-//! transforms written in Rust, Python, JavaScript or C into components, and
-//! scaffolds new ones.
+//! of any time), training datasets and verification. Building transforms
+//! into components is the `skewless-toolchain` crate's job, which only the
+//! CLI links.
 //!
 //! The product's promise lives in two functions. [`Transform::run`] is the
 //! only way a transform runs, and [`online::get_online_features`] is the
@@ -26,6 +26,7 @@ mod engine;
 mod error;
 mod file_format;
 mod limits;
+mod materialize;
 pub mod online;
 pub mod push;
 pub mod repo;
@@ -34,28 +35,21 @@ mod sandbox;
 pub mod source;
 pub mod store;
 pub mod time;
-pub mod toolchain;
 mod transform;
 mod types;
 pub mod verify;
 mod wit;
+mod workspace;
 
-pub use catalog::Catalog;
+pub use catalog::{Catalog, NotApplied};
 pub use digest::Digest;
 pub use engine::Runtime;
 pub use error::{ConversionError, LoadError, TransformError, TransformErrorKind};
 pub use file_format::FileFormat;
 pub use limits::{EPOCH_TICK, Limits};
+pub use materialize::MaterializeError;
 pub use repo::{Repo, RepoError};
 pub use store::{Store, StoreError, WriteTo};
 pub use transform::{Description, RowError, Transform, TransformOutput};
 pub use types::{FeatureType, FieldSpec, arrow_schema};
-
-/// Where compiled components are cached for a repo unless
-/// `SKEWLESS_CACHE_DIR` says otherwise.
-pub fn cache_dir(repo_root: &std::path::Path) -> std::path::PathBuf {
-    match std::env::var_os("SKEWLESS_CACHE_DIR") {
-        Some(dir) if !dir.is_empty() => std::path::PathBuf::from(dir),
-        _ => repo_root.join(".skewless").join("cache"),
-    }
-}
+pub use workspace::{OpenError, Views, Workspace, cache_dir};

@@ -146,6 +146,19 @@ pub enum OnlineError {
         /// The features there are.
         known: String,
     },
+    /// Neither features nor a service named.
+    #[error(
+        "say which features to read: `features` (`--features view:feature,...`) or `feature_service` (`--service NAME`)"
+    )]
+    NoFeatures,
+    /// An entity column that is neither a join key nor a request field.
+    #[error("`{name}` is neither a join key nor a request field of this repo (known: {known})")]
+    UnknownEntityColumn {
+        /// The column.
+        name: String,
+        /// The join keys and request fields there are.
+        known: String,
+    },
     /// A service that is not in the repo.
     #[error("unknown feature service `{0}`")]
     UnknownService(String),
@@ -192,6 +205,98 @@ pub enum OnlineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// One entity or request-field column of a read, as its caller has it.
+#[derive(Debug, Clone, Copy)]
+pub enum RawColumn<'a> {
+    /// JSON values: an HTTP request's `entities`.
+    Json(&'a [serde_json::Value]),
+    /// Text as typed: `skewless get --entity driver_id=1001,1002`.
+    Text(&'a [String]),
+}
+
+impl RawColumn<'_> {
+    /// Values in the column.
+    pub fn len(&self) -> usize {
+        match self {
+            RawColumn::Json(values) => values.len(),
+            RawColumn::Text(values) => values.len(),
+        }
+    }
+
+    /// Whether the column has no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A read as callers phrase it: names, and columns of JSON or text.
+#[derive(Debug, Clone)]
+pub struct ReadSpec<'a> {
+    /// Feature references, `view:feature` or `view`.
+    pub features: &'a [String],
+    /// A feature service, whose features come first.
+    pub service: Option<&'a str>,
+    /// Join-key and request-field columns, by name.
+    pub columns: Vec<(&'a str, RawColumn<'a>)>,
+    /// Name columns `view__feature`.
+    pub full_feature_names: bool,
+    /// The time the read looks at.
+    pub as_of: AsOf,
+    /// When on-demand transforms must stop.
+    pub deadline: Option<std::time::Instant>,
+}
+
+impl OnlineRequest {
+    /// The one request builder, for `skewless get` and the server alike:
+    /// resolves the features against the catalog, types each column as its
+    /// join key or request field declares (through [`crate::codec::json`]),
+    /// and applies the length rule: a column of one value applies to every
+    /// entity row (one `val_to_add` for several drivers); any other column
+    /// must have as many values as the longest.
+    pub fn build(catalog: &Catalog, spec: ReadSpec<'_>) -> Result<OnlineRequest, OnlineError> {
+        let features = resolve_features(catalog, spec.features, spec.service)?;
+        if features.is_empty() {
+            return Err(OnlineError::NoFeatures);
+        }
+        let types = catalog.request_columns();
+        let rows = spec.columns.iter().map(|(_, c)| c.len()).max().unwrap_or(0);
+        let longest = spec.columns.iter().find(|(_, c)| c.len() == rows).map(|(n, _)| *n);
+        let mut entities = IndexMap::with_capacity(spec.columns.len());
+        for (name, column) in spec.columns {
+            let Some(data_type) = types.get(name) else {
+                return Err(OnlineError::UnknownEntityColumn {
+                    name: name.to_string(),
+                    known: types.keys().cloned().collect::<Vec<_>>().join(", "),
+                });
+            };
+            if column.len() != rows && column.len() != 1 {
+                return Err(OnlineError::Length {
+                    first: longest.unwrap_or_default().to_string(),
+                    column: name.to_string(),
+                    expected: rows,
+                    actual: column.len(),
+                });
+            }
+            let mut array = match column {
+                RawColumn::Json(values) => crate::codec::json::array_from_json(name, values, *data_type)?,
+                RawColumn::Text(values) => crate::codec::json::array_from_strings(name, values, *data_type)?,
+            };
+            if array.len() == 1 && rows > 1 {
+                let first_row = arrow_array::UInt32Array::from(vec![0u32; rows]);
+                array = arrow_select::take::take(array.as_ref(), &first_row, None).expect("index 0 of a 1-row array");
+            }
+            entities.insert(name.to_string(), array);
+        }
+        Ok(OnlineRequest {
+            features,
+            entities,
+            full_feature_names: spec.full_feature_names,
+            as_of: spec.as_of,
+            deadline: spec.deadline,
+        })
+    }
 }
 
 /// Expands feature references (and a service, if named) into `view:feature`

@@ -1,6 +1,6 @@
 //! Streaming ingest (`POST /push`, Feast's push API): rows posted as JSON
 //! columns to a push source go through every materialized view fed by that
-//! source exactly as backfill rows do (the same `backfill::Materializer`: same
+//! source exactly as backfill rows do (the same [`crate::materialize`] path: same
 //! columns, same transform call, same encoding). [`prepare`] does that work;
 //! the caller commits the rows durably with [`Store::write_views`] (the
 //! server commits every push waiting in one transaction) before answering.
@@ -11,11 +11,13 @@ use std::time::Duration;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use indexmap::IndexMap;
 
-use crate::backfill::{BackfillError, Materializer};
 use crate::catalog::Catalog;
 use crate::codec;
-use crate::online::OnlineError;
+use crate::codec::json::WrongValue;
+use crate::error::TransformError;
+use crate::materialize::{MaterializeError, Materializer};
 use crate::repo::{SourceKind, ViewKind};
+use crate::store::StoreError;
 use crate::store::{PendingRows, Store, ViewRecord, WriteTo};
 use crate::transform::RowError;
 use crate::types::arrow_schema;
@@ -69,15 +71,44 @@ pub enum PushError {
         /// The column.
         column: String,
     },
-    /// A column of the wrong type, or columns of different lengths.
+    /// A value of the wrong type.
     #[error(transparent)]
-    Column(#[from] OnlineError),
+    WrongType(#[from] WrongValue),
+    /// Columns of different lengths.
+    #[error(
+        "`{column}` has {actual} values but `{first}` has {expected}: every column of `df` needs one value per row"
+    )]
+    Length {
+        /// A column of the most rows.
+        first: String,
+        /// The column that differs.
+        column: String,
+        /// The most rows.
+        expected: usize,
+        /// This column's rows.
+        actual: usize,
+    },
     /// The view was never applied.
     #[error("feature view `{0}` is not in the store's registry: run `skewless apply`")]
     NotApplied(String),
-    /// The transform or the store failed.
+    /// The view's columns disagree with its transform or its source.
     #[error(transparent)]
-    Materialize(#[from] BackfillError),
+    View(MaterializeError),
+    /// A view's transform failed the rows (the push stores nothing).
+    #[error(transparent)]
+    Transform(#[from] TransformError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<MaterializeError> for PushError {
+    fn from(error: MaterializeError) -> Self {
+        match error {
+            MaterializeError::Transform(e) => PushError::Transform(e),
+            other => PushError::View(other),
+        }
+    }
 }
 
 /// Rows of one push, run through their views' transforms and encoded,
@@ -150,13 +181,12 @@ pub fn prepare(
             .iter()
             .find(|(_, c)| c.len() == rows)
             .expect("some column has the most rows");
-        return Err(OnlineError::Length {
+        return Err(PushError::Length {
             first: first.clone(),
             column: name.clone(),
             expected: rows,
             actual: column.len(),
-        }
-        .into());
+        });
     }
 
     let mut pending = Vec::new();
@@ -169,14 +199,12 @@ pub fn prepare(
             .transform(&view.name)
             .ok_or_else(|| PushError::NotApplied(view.name.clone()))?
             .digest();
-        let digest_id = store.digest_id(&digest).map_err(BackfillError::from)?;
+        let digest_id = store.digest_id(&digest)?;
         let materializer = Materializer::new(catalog, view, record, digest_id)?;
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(materializer.needed.len());
         for field in &materializer.needed {
             let array = match df.get(&field.name) {
-                Some(values) => {
-                    codec::json::array_from_json(&field.name, values, field.data_type).map_err(OnlineError::from)?
-                }
+                Some(values) => codec::json::array_from_json(&field.name, values, field.data_type)?,
                 // No created time: the row sorts before any with one, as in Feast.
                 None if Some(&field.name) == materializer.source.created_column.as_ref() => {
                     arrow_array::new_null_array(&field.data_type.arrow(), rows)

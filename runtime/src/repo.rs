@@ -90,6 +90,20 @@ pub enum RepoError {
         /// What is wrong and, where possible, what would be right.
         message: String,
     },
+    /// A view's component could not be loaded (missing, not a component,
+    /// built for another contract version, or its `describe` failed).
+    #[error("{}:{line}: `{key}`: {error}", path.display())]
+    Component {
+        /// Config path.
+        path: PathBuf,
+        /// 1-based line of the view.
+        line: usize,
+        /// Dotted key, e.g. `views.driver_hourly_stats.transform`.
+        key: String,
+        /// Why it could not be loaded; match on it to tell the cases apart.
+        #[source]
+        error: crate::error::LoadError,
+    },
 }
 
 // ---------------------------------------------------------------------------

@@ -53,7 +53,7 @@ pub fn now_micros() -> i64 {
 
 /// Parses `2021-04-12`, `2021-04-12T10:59:42Z`, `2021-04-12 10:59:42.123`
 /// (UTC when no offset is given) or a plain integer of microseconds.
-pub fn parse_timestamp(text: &str) -> Result<i64, String> {
+pub fn parse_timestamp(text: &str) -> Result<i64, BadTimestamp> {
     let text = text.trim();
     if let Ok(micros) = text.parse::<i64>() {
         return Ok(micros);
@@ -66,7 +66,20 @@ pub fn parse_timestamp(text: &str) -> Result<i64, String> {
     };
     parse_utc(local)
         .and_then(|t| t.checked_sub(offset_secs * 1_000_000).ok_or("out of range"))
-        .map_err(|e| format!("`{text}` is not a timestamp like 2021-04-12 or 2021-04-12T10:59:42Z ({e})"))
+        .map_err(|reason| BadTimestamp {
+            text: text.to_string(),
+            reason,
+        })
+}
+
+/// Text that is not a timestamp [`parse_timestamp`] takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not a timestamp like 2021-04-12 or 2021-04-12T10:59:42Z ({reason})")]
+pub struct BadTimestamp {
+    /// The text.
+    pub text: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
 }
 
 /// `YYYY-MM-DD`, optionally followed by `T` (or a space) and
@@ -257,7 +270,12 @@ mod tests {
         assert_eq!(parse_timestamp("1970-01-01T00:00:01Z").unwrap(), 1_000_000);
         assert_eq!(parse_timestamp("1970-01-01 00:00:00.5").unwrap(), 500_000);
         assert_eq!(parse_timestamp("42").unwrap(), 42);
-        assert!(parse_timestamp("yesterday").unwrap_err().contains("yesterday"));
+        assert!(
+            parse_timestamp("yesterday")
+                .unwrap_err()
+                .to_string()
+                .contains("yesterday")
+        );
         assert_eq!(format_timestamp(1_500_000), "1970-01-01T00:00:01.500000Z");
         assert_eq!(format_timestamp(-1), "1969-12-31T23:59:59.999999Z");
         assert_eq!(format_timestamp(951_782_400_000_000), "2000-02-29T00:00:00.000000Z");

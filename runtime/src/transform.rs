@@ -1,7 +1,7 @@
 //! A loaded transform and the one function that runs it on a batch.
 //!
 //! [`Transform::run`] is the only way the product executes a transform:
-//! backfill and push (through `backfill::Materializer`) and online reads,
+//! backfill and push (through `materialize::Materializer`) and online reads,
 //! which the server, `get`, `dataset` and `verify` all go through, call it,
 //! so a value is computed by the same code and the same conversion
 //! everywhere. [`Transform::run_within`] is the same call with a shorter

@@ -6,7 +6,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use skewless_runtime::backfill::BackfillError;
 use skewless_runtime::online::OnlineError;
 use skewless_runtime::push::PushError;
 use skewless_runtime::{StoreError, TransformError, TransformErrorKind};
@@ -91,6 +90,8 @@ impl From<OnlineError> for ApiError {
             OnlineError::MissingJoinKey { .. } => "missing_join_key",
             OnlineError::MissingRequestField { .. } => "missing_request_field",
             OnlineError::WrongType(_) => "wrong_type",
+            OnlineError::NoFeatures => "no_features",
+            OnlineError::UnknownEntityColumn { .. } => "unknown_entity_column",
             OnlineError::Length { .. } => "length_mismatch",
             _ => {
                 return match error {
@@ -112,11 +113,12 @@ impl From<PushError> for ApiError {
             PushError::NoViews(_) => "no_views_for_push_source",
             PushError::MissingColumn { .. } => "missing_column",
             PushError::NullKey { .. } => "null_key",
+            PushError::WrongType(_) => "wrong_type",
+            PushError::Length { .. } => "length_mismatch",
             _ => {
                 return match error {
-                    PushError::Column(e) => e.into(),
-                    PushError::Materialize(BackfillError::Transform(e)) => Self::transform(e),
-                    PushError::Materialize(BackfillError::Store(e)) => Self::store(e),
+                    PushError::Transform(e) => Self::transform(e),
+                    PushError::Store(e) => Self::store(e),
                     other => Self::internal(other),
                 };
             }

@@ -214,8 +214,10 @@ async fn catalog(State(state): State<AppState>) -> Answer<serde_json::Value> {
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "OpenAPI 3", body = Object)))]
-async fn openapi(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], state.openapi.clone())
+async fn openapi() -> impl IntoResponse {
+    // Built once per process, on first request: it depends on the code only.
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ([(header::CONTENT_TYPE, "application/json")], DOCUMENT.get_or_init(openapi_json).as_str())
 }
 
 async fn not_found(request: Request) -> ApiError {

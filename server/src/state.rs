@@ -8,12 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indexmap::IndexMap;
-use skewless_runtime::codec;
-use skewless_runtime::online::{self, OnlineRequest};
+use skewless_runtime::online::{self, OnlineRequest, RawColumn, ReadSpec};
 use skewless_runtime::push::{self, Prepared};
 use skewless_runtime::store::{StoreReader, ViewRecord};
-use skewless_runtime::{Catalog, FeatureType, Store, StoreError, TransformErrorKind, backfill};
+use skewless_runtime::{Catalog, NotApplied, Store, StoreError, TransformErrorKind, Workspace};
 
 use crate::api::{GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest, PushResponse};
 use crate::commit::Committer;
@@ -47,7 +45,7 @@ impl Default for ServerLimits {
 pub enum StartError {
     /// A view differs from what `skewless apply` recorded.
     #[error(transparent)]
-    NotApplied(#[from] backfill::BackfillError),
+    NotApplied(#[from] NotApplied),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -59,11 +57,8 @@ pub struct Server {
     store: Arc<Store>,
     committer: Committer,
     records: BTreeMap<String, ViewRecord>,
-    /// Types of every join key and request field, by name.
-    entity_columns: IndexMap<String, FeatureType>,
     pub(crate) limits: ServerLimits,
     pub(crate) metrics: Metrics,
-    pub(crate) openapi: String,
     started: Instant,
     snapshot: Mutex<Option<Snapshot>>,
     /// Pushes committed: a snapshot taken before the latest is stale.
@@ -125,22 +120,20 @@ pub type AppState = Arc<Server>;
 impl Server {
     /// A server for `catalog` over `store`, provided every view is applied
     /// as the repo declares it now (else: run `skewless apply`).
-    pub fn new(catalog: Catalog, store: Store, limits: ServerLimits) -> Result<AppState, StartError> {
+    pub fn new(workspace: Workspace, limits: ServerLimits) -> Result<AppState, StartError> {
+        let (catalog, store) = workspace.into_parts();
         let records = store.views()?;
         for view in catalog.repo.views.values() {
-            backfill::applied_record(&catalog, view, records.get(&view.name))?;
+            catalog.applied_record(view, records.get(&view.name))?;
         }
-        let entity_columns = catalog.repo.request_columns();
         let store = Arc::new(store);
         Ok(Arc::new(Server {
             catalog,
             committer: Committer::start(store.clone()),
             store,
             records,
-            entity_columns,
             limits,
             metrics: Metrics::default(),
-            openapi: crate::routes::openapi_json(),
             started: Instant::now(),
             snapshot: Mutex::new(None),
             pushes: AtomicU64::new(0),
@@ -219,45 +212,28 @@ impl Server {
         started: Instant,
         budget: Option<Instant>,
     ) -> Result<GetOnlineFeaturesResponse, Refusal> {
-        let features = online::resolve_features(&self.catalog, &request.features, request.feature_service.as_deref())?;
-        if features.is_empty() {
-            return Err(ApiError::bad_request(
-                "no_features",
-                "say which features to read: `features` (e.g. [\"view:feature\"]) or `feature_service`",
-            )
-            .into());
-        }
         self.check_rows(
             request.entities.values().map(Vec::len).max().unwrap_or(0),
             "entity rows",
         )?;
-        let mut entities = IndexMap::with_capacity(request.entities.len());
-        for (name, values) in &request.entities {
-            let Some(data_type) = self.entity_columns.get(name) else {
-                return Err(ApiError::bad_request(
-                    "unknown_entity_column",
-                    format!(
-                        "`entities.{name}` is neither a join key nor a request field (known: {})",
-                        self.entity_columns.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                )
-                .into());
-            };
-            entities.insert(
-                name.clone(),
-                codec::json::array_from_json(name, values, *data_type).map_err(online::OnlineError::from)?,
-            );
-        }
-        let reader = self.snapshot()?;
         let request_deadline = started + self.limits.request_timeout;
         let budget = budget.filter(|budget| *budget < request_deadline);
-        let read = OnlineRequest {
-            features,
-            entities,
-            full_feature_names: request.full_feature_names,
-            as_of: online::AsOf::Latest,
-            deadline: Some(budget.unwrap_or(request_deadline)),
-        };
+        let read = OnlineRequest::build(
+            &self.catalog,
+            ReadSpec {
+                features: &request.features,
+                service: request.feature_service.as_deref(),
+                columns: request
+                    .entities
+                    .iter()
+                    .map(|(name, values)| (name.as_str(), RawColumn::Json(values)))
+                    .collect(),
+                full_feature_names: request.full_feature_names,
+                as_of: online::AsOf::Latest,
+                deadline: Some(budget.unwrap_or(request_deadline)),
+            },
+        )?;
+        let reader = self.snapshot()?;
         let response = match online::get_online_features(&self.catalog, &self.records, &reader, &read) {
             Ok(response) => response,
             Err(online::OnlineError::Transform(t)) => {
@@ -294,7 +270,7 @@ impl Server {
             Some(budget),
         )
         .map_err(|e| {
-            if let push::PushError::Materialize(backfill::BackfillError::Transform(t)) = &e {
+            if let push::PushError::Transform(t) = &e {
                 self.metrics.view_error(&t.view);
             }
             e.into()

@@ -11,7 +11,8 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
-use skewless_runtime::{Limits, Runtime, Transform, samples, toolchain};
+use skewless_runtime::{Limits, Runtime, Transform, samples};
+use skewless_toolchain as toolchain;
 
 /// The project root.
 pub fn root() -> PathBuf {

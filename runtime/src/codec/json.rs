@@ -44,7 +44,9 @@ pub fn array_from_strings(column: &str, values: &[String], data_type: FeatureTyp
             FeatureType::Float32 => Value::Float32(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
             FeatureType::Float64 => Value::Float64(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
             FeatureType::Utf8 => Value::Utf8(text.clone()),
-            FeatureType::Timestamp => Value::Timestamp(crate::time::parse_timestamp(text).map_err(|e| wrong(text, e))?),
+            FeatureType::Timestamp => {
+                Value::Timestamp(crate::time::parse_timestamp(text).map_err(|e| wrong(text, e.to_string()))?)
+            }
         };
         builder.push(value);
     }
@@ -89,7 +91,7 @@ pub fn array_from_json(
             (FeatureType::Float64, J::Number(n)) => Value::Float64(n.as_f64().ok_or_else(|| wrong(row, got(json)))?),
             (FeatureType::Utf8, J::String(s)) => Value::Utf8(s.clone()),
             (FeatureType::Timestamp, J::String(s)) => {
-                Value::Timestamp(crate::time::parse_timestamp(s).map_err(|e| wrong(row, e))?)
+                Value::Timestamp(crate::time::parse_timestamp(s).map_err(|e| wrong(row, e.to_string()))?)
             }
             _ => return Err(wrong(row, got(json))),
         };

@@ -22,6 +22,22 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use crate::store::layout::{CorruptRow, ROW_HEADER, RowWriter, push_int_key, push_str_key, take};
 use crate::types::{FeatureType, FieldSpec, UTC};
 
+/// A batch without a column the schema names, or with it of another type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ColumnMismatch {
+    /// The column is not in the batch.
+    #[error("column `{0}` is missing")]
+    Missing(String),
+    /// The column has another type.
+    #[error("column `{column}` is not {expected}")]
+    WrongType {
+        /// The column.
+        column: String,
+        /// The type the schema says.
+        expected: FeatureType,
+    },
+}
+
 /// Typed access to one Arrow column, resolved once per batch.
 enum Column<'a> {
     Bool(&'a arrow_array::BooleanArray),
@@ -65,7 +81,7 @@ pub struct RowEncoder<'a> {
 impl<'a> RowEncoder<'a> {
     /// Resolves `schema`'s columns in `batch`; `None` names the first missing
     /// or mistyped column.
-    pub fn new(batch: &'a RecordBatch, schema: &[FieldSpec]) -> Result<Self, String> {
+    pub fn new(batch: &'a RecordBatch, schema: &[FieldSpec]) -> Result<Self, ColumnMismatch> {
         // Callers check the batch against the schema first (a transform's
         // output is checked on the way out of the guest), so a miss here is
         // a bug in the caller; the message names the column all the same.
@@ -74,10 +90,13 @@ impl<'a> RowEncoder<'a> {
             .map(|f| {
                 let array = batch
                     .column_by_name(&f.name)
-                    .ok_or_else(|| format!("column `{}` is missing", f.name))?;
-                Column::new(array, f.data_type).ok_or_else(|| format!("column `{}` is not {}", f.name, f.data_type))
+                    .ok_or_else(|| ColumnMismatch::Missing(f.name.clone()))?;
+                Column::new(array, f.data_type).ok_or_else(|| ColumnMismatch::WrongType {
+                    column: f.name.clone(),
+                    expected: f.data_type,
+                })
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, _>>()?;
         Ok(RowEncoder { columns })
     }
 
@@ -113,7 +132,7 @@ pub struct KeyEncoder<'a> {
 
 impl<'a> KeyEncoder<'a> {
     /// Resolves the join-key columns (int64 or utf8) in `batch`.
-    pub fn new(batch: &'a RecordBatch, keys: &[FieldSpec]) -> Result<Self, String> {
+    pub fn new(batch: &'a RecordBatch, keys: &[FieldSpec]) -> Result<Self, ColumnMismatch> {
         let encoder = RowEncoder::new(batch, keys)?;
         Ok(KeyEncoder {
             columns: encoder.columns,

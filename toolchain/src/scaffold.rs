@@ -36,25 +36,22 @@ pub enum ScaffoldError {
     },
 }
 
-const REPO: &str = include_str!("../../../sdk/templates/repo/skewless.toml");
-const GITIGNORE: &str = include_str!("../../../sdk/templates/repo/gitignore");
+const REPO: &str = include_str!("../../sdk/templates/repo/skewless.toml");
+const GITIGNORE: &str = include_str!("../../sdk/templates/repo/gitignore");
 
 /// The files of each language's project: (path, template).
 fn templates(language: Language) -> &'static [(&'static str, &'static str)] {
     match language {
         Language::Rust => &[
-            ("Cargo.toml", include_str!("../../../sdk/templates/rust/Cargo.toml")),
-            ("src/lib.rs", include_str!("../../../sdk/templates/rust/src/lib.rs")),
+            ("Cargo.toml", include_str!("../../sdk/templates/rust/Cargo.toml")),
+            ("src/lib.rs", include_str!("../../sdk/templates/rust/src/lib.rs")),
         ],
-        Language::Python => &[(
-            "transform.py",
-            include_str!("../../../sdk/templates/python/transform.py"),
-        )],
+        Language::Python => &[("transform.py", include_str!("../../sdk/templates/python/transform.py"))],
         Language::JavaScript => &[
-            ("transform.js", include_str!("../../../sdk/templates/js/transform.js")),
-            ("package.json", include_str!("../../../sdk/templates/js/package.json")),
+            ("transform.js", include_str!("../../sdk/templates/js/transform.js")),
+            ("package.json", include_str!("../../sdk/templates/js/package.json")),
         ],
-        Language::C => &[("transform.c", include_str!("../../../sdk/templates/c/transform.c"))],
+        Language::C => &[("transform.c", include_str!("../../sdk/templates/c/transform.c"))],
     }
 }
 
@@ -121,7 +118,7 @@ pub fn new_project(language: Language, dir: &Path, now_micros: i64) -> Result<Ve
 fn sample_trips(now_micros: i64) -> String {
     const HOUR: i64 = 3_600_000_000;
     let hour = now_micros - now_micros.rem_euclid(HOUR);
-    let at = |hours_ago: i64| crate::time::format_timestamp(hour - hours_ago * HOUR);
+    let at = |hours_ago: i64| skewless_runtime::time::format_timestamp(hour - hours_ago * HOUR);
     format!(
         "rider_id,event_timestamp,created,distance_km,duration_s\n\
          7,{},{},12.5,900\n\

@@ -9,7 +9,7 @@ use std::process::Command;
 use super::{BuildError, WORLD, component_path, run_tool, stage_sdk};
 
 /// The SDK module every Python transform imports.
-const SDK: &str = include_str!("../../../sdk/python/skewless_sdk.py");
+const SDK: &str = include_str!("../../sdk/python/skewless_sdk.py");
 
 /// The componentize-py release the SDK is tested with.
 pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";

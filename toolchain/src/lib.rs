@@ -24,7 +24,7 @@ pub use rust::{WASM_TARGET, build_rust, ensure_target};
 pub use scaffold::{ScaffoldError, new_project};
 
 /// The WIT contract every transform is built against.
-pub const WIT: &str = include_str!("../../../wit/transform.wit");
+pub const WIT: &str = include_str!("../../wit/transform.wit");
 
 /// The world every transform implements.
 pub const WORLD: &str = "transformer";

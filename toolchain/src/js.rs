@@ -11,7 +11,7 @@ use std::process::Command;
 use super::{BuildError, WORLD, component_path, find_tool, io_error, run_tool, stage_sdk};
 
 /// The SDK module every JavaScript transform imports as `./skewless_sdk.js`.
-const SDK: &str = include_str!("../../../sdk/js/skewless_sdk.js");
+const SDK: &str = include_str!("../../sdk/js/skewless_sdk.js");
 
 /// The ComponentizeJS release the SDK is tested with, and preview2-shim, which
 /// it imports but lists only as a dev dependency (a clean install lacks it).

@@ -14,10 +14,10 @@ use std::process::Command;
 use super::{BuildError, WIT, WORLD, component_path, find_tool, io_error, run_tool, stage_sdk};
 
 const SDK: [(&str, &str); 4] = [
-    ("skewless.h", include_str!("../../../sdk/c/skewless.h")),
-    ("skewless.c", include_str!("../../../sdk/c/skewless.c")),
-    ("transformer.h", include_str!("../../../sdk/c/bindings/transformer.h")),
-    ("transformer.c", include_str!("../../../sdk/c/bindings/transformer.c")),
+    ("skewless.h", include_str!("../../sdk/c/skewless.h")),
+    ("skewless.c", include_str!("../../sdk/c/skewless.c")),
+    ("transformer.h", include_str!("../../sdk/c/bindings/transformer.h")),
+    ("transformer.c", include_str!("../../sdk/c/bindings/transformer.c")),
 ];
 
 /// What to install when no clang can target wasm32.

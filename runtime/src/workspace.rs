@@ -1,0 +1,206 @@
+//! The library's front door: a feature repo opened once (its config, the
+//! wasmtime runtime with the repo's compile cache, the components checked
+//! against the config, and the store), and every job run on it. The CLI's
+//! commands, the server and the Python package all open repos here, so a
+//! repo means the same thing to each of them.
+//!
+//! ```no_run
+//! use skewless_runtime::{Workspace, Views};
+//! let workspace = Workspace::open("examples/repos/driver_stats".as_ref(), Views::All)?;
+//! print!("{}", workspace.registry()?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+
+use crate::apply::{self, ApplyError, Plan};
+use crate::backfill::{self, BackfillError, BackfillOptions, ViewSummary};
+use crate::catalog::Catalog;
+use crate::dataset::{self, DatasetError, DatasetOptions, DatasetSummary};
+use crate::engine::Runtime;
+use crate::error::LoadError;
+use crate::online::{self, OnlineError, OnlineRequest, OnlineResponse, ReadSpec};
+use crate::repo::{FeatureRef, Repo, RepoError};
+use crate::store::{Registry, Store, StoreError};
+use crate::verify::{self, Report, VerifyError};
+
+/// Which views' components to load: loading compiles (or maps from the
+/// cache) each component, so a command loads only what it runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Views<'a> {
+    /// Every view.
+    All,
+    /// These materialized views, or every materialized view when empty.
+    Materialized(&'a [String]),
+    /// The views these feature references and this service read.
+    Read {
+        /// Feature references, `view:feature` or `view`.
+        features: &'a [String],
+        /// A feature service.
+        service: Option<&'a str>,
+    },
+}
+
+/// A repo that cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// `skewless.toml` or a component does not check out.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// The wasmtime engine could not start.
+    #[error(transparent)]
+    Runtime(#[from] LoadError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where compiled components are cached for a repo rooted at `repo_root`,
+/// unless `SKEWLESS_CACHE_DIR` says otherwise.
+pub fn cache_dir(repo_root: &Path) -> PathBuf {
+    match std::env::var_os("SKEWLESS_CACHE_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => repo_root.join(".skewless").join("cache"),
+    }
+}
+
+/// A feature repo, opened once: see the module docs.
+pub struct Workspace {
+    catalog: Catalog,
+    store: Store,
+    runtime: Runtime,
+}
+
+impl Workspace {
+    /// Opens the repo in `dir` with the components `views` selects, and its
+    /// existing store (a missing store is an error that says what to run).
+    pub fn open(dir: &Path, views: Views<'_>) -> Result<Workspace, OpenError> {
+        Workspace::open_with(dir, views, false)
+    }
+
+    /// Opens the repo in `dir` with every component, creating its store if
+    /// there is none yet: what `apply` needs.
+    pub fn create(dir: &Path) -> Result<Workspace, OpenError> {
+        Workspace::open_with(dir, Views::All, true)
+    }
+
+    fn open_with(dir: &Path, views: Views<'_>, create_store: bool) -> Result<Workspace, OpenError> {
+        let repo = Repo::open(dir)?;
+        let runtime = Runtime::new(Some(cache_dir(&repo.root)))?;
+        let wanted = wanted_views(&repo, views);
+        let catalog = Catalog::load_views(repo, &runtime, |v| wanted.as_ref().is_none_or(|w| w.contains(&v.name)))?;
+        let store = if create_store {
+            Store::open(&catalog.repo.store_path)?
+        } else {
+            Store::open_existing(&catalog.repo.store_path)?
+        };
+        Ok(Workspace {
+            catalog,
+            store,
+            runtime,
+        })
+    }
+
+    /// The registry of the repo in `dir`, without loading any component:
+    /// what `ls` and `describe` print.
+    pub fn registry_of(dir: &Path) -> Result<Registry, OpenError> {
+        let repo = Repo::open(dir)?;
+        Ok(Store::open_existing(&repo.store_path)?.registry()?)
+    }
+
+    /// The repo as parsed.
+    pub fn repo(&self) -> &Repo {
+        &self.catalog.repo
+    }
+
+    /// The repo with its components loaded.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The wasmtime runtime the components were loaded with.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The catalog and the store, for a server that owns them.
+    pub fn into_parts(self) -> (Catalog, Store) {
+        (self.catalog, self.store)
+    }
+
+    /// The registry as recorded.
+    pub fn registry(&self) -> Result<Registry, StoreError> {
+        self.store.registry()
+    }
+
+    /// What `apply` would change.
+    pub fn plan(&self) -> Result<Plan, ApplyError> {
+        apply::plan(&self.catalog, &self.store)
+    }
+
+    /// Records `plan` in the registry.
+    pub fn apply(&self, plan: Plan) -> Result<Registry, StoreError> {
+        apply::apply(plan, &self.store)
+    }
+
+    /// Backfills materialized views; `progress` counts rows.
+    pub fn backfill(
+        &self,
+        options: &BackfillOptions,
+        progress: &ProgressBar,
+    ) -> Result<Vec<ViewSummary>, BackfillError> {
+        backfill::backfill(&self.catalog, &self.store, options, progress)
+    }
+
+    /// One online read (latest, or as of an instant), built from names and
+    /// JSON or text columns by [`OnlineRequest::build`], from one snapshot.
+    pub fn read(&self, spec: ReadSpec<'_>) -> Result<OnlineResponse, OnlineError> {
+        let request = OnlineRequest::build(&self.catalog, spec)?;
+        let records = self.store.views()?;
+        let reader = self.store.reader()?;
+        online::get_online_features(&self.catalog, &records, &reader, &request)
+    }
+
+    /// Point-in-time correct training data; `progress` counts spine rows.
+    pub fn dataset(&self, options: &DatasetOptions, progress: &ProgressBar) -> Result<DatasetSummary, DatasetError> {
+        dataset::build(&self.catalog, &self.store, options, progress)
+    }
+
+    /// Compares the online and offline paths on `samples` entities per view.
+    pub fn verify(&self, samples: usize) -> Result<Report, VerifyError> {
+        verify::verify(&self.catalog, &self.store, samples)
+    }
+}
+
+/// The views whose components `views` needs, `None` for all of them.
+fn wanted_views(repo: &Repo, views: Views<'_>) -> Option<Vec<String>> {
+    match views {
+        Views::All => None,
+        Views::Materialized(names) => Some(
+            repo.views
+                .values()
+                .filter(|v| v.is_materialized() && (names.is_empty() || names.contains(&v.name)))
+                .map(|v| v.name.clone())
+                .collect(),
+        ),
+        Views::Read { features, service } => {
+            let mut wanted: Vec<String> = features
+                .iter()
+                .filter_map(|f| FeatureRef::parse(f))
+                .map(|f| f.view)
+                .collect();
+            if let Some(service) = service.and_then(|s| repo.services.get(s)) {
+                wanted.extend(service.features.iter().map(|f| f.view.clone()));
+            }
+            Some(wanted)
+        }
+    }
+}
