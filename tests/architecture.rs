@@ -64,7 +64,13 @@ fn paths_after<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
 }
 
 fn edges(modules: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>> {
-    let join = |a: &str, b: &str| if a.is_empty() { b.to_string() } else { format!("{a}::{b}") };
+    let join = |a: &str, b: &str| {
+        if a.is_empty() {
+            b.to_string()
+        } else {
+            format!("{a}::{b}")
+        }
+    };
     modules
         .iter()
         .map(|(module, text)| {
@@ -72,10 +78,17 @@ fn edges(modules: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String
             let mut refs: Vec<String> = paths_after(text, "crate::").into_iter().map(str::to_string).collect();
             refs.extend(paths_after(text, "super::").into_iter().map(|p| join(parent, p)));
             for line in text.lines() {
-                let line = line.trim_start().trim_start_matches("pub(crate) ").trim_start_matches("pub ");
+                let line = line
+                    .trim_start()
+                    .trim_start_matches("pub(crate) ")
+                    .trim_start_matches("pub ");
                 if let Some(child) = line.strip_prefix("mod ").and_then(|l| l.strip_suffix(';')) {
                     let prefix = format!("{child}::");
-                    refs.extend(paths_after(text, &prefix).into_iter().map(|p| join(&join(module, child), p)));
+                    refs.extend(
+                        paths_after(text, &prefix)
+                            .into_iter()
+                            .map(|p| join(&join(module, child), p)),
+                    );
                 }
             }
             let targets = refs
@@ -158,12 +171,21 @@ fn no_file_depends_on_itself_through_others() {
             .iter()
             .map(|c| {
                 c.iter()
-                    .map(|m| format!("{m} -> {:?}", graph[m].iter().filter(|t| c.contains(t)).collect::<Vec<_>>()))
+                    .map(|m| {
+                        format!(
+                            "{m} -> {:?}",
+                            graph[m].iter().filter(|t| c.contains(t)).collect::<Vec<_>>()
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("; ")
             })
             .collect();
-        assert!(found.is_empty(), "{krate} has dependency cycles between files:\n{}", shown.join("\n"));
+        assert!(
+            found.is_empty(),
+            "{krate} has dependency cycles between files:\n{}",
+            shown.join("\n")
+        );
     }
 }
 

@@ -182,11 +182,6 @@ impl Catalog {
         self.features.get(view).map(Vec::as_slice)
     }
 
-    /// Names of the views whose transforms are loaded.
-    pub fn loaded_views(&self) -> impl Iterator<Item = &str> {
-        self.transforms.keys().map(String::as_str)
-    }
-
     /// The registry record of `view`, provided the registry's (`stored`)
     /// matches the view as loaded now: what every writer and the server
     /// check before they touch the view's values.

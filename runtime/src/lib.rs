@@ -16,6 +16,8 @@
 //! two uses. So the value a model trains on and the value it is served come
 //! from the same bytes through the same code.
 
+#![deny(missing_docs)]
+
 pub mod apply;
 pub mod backfill;
 mod catalog;
@@ -32,7 +34,7 @@ pub mod push;
 pub mod repo;
 pub mod samples;
 mod sandbox;
-pub mod source;
+mod source;
 pub mod store;
 pub mod time;
 mod transform;

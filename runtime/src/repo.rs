@@ -829,11 +829,6 @@ impl Repo {
             }
         }
     }
-
-    /// A message prefix locating a view: `skewless.toml:12: views.NAME`.
-    pub fn locate_view(&self, view: &View) -> String {
-        format!("{}:{}: `views.{}`", self.config_path.display(), view.line, view.name)
-    }
 }
 
 fn names<V>(map: &IndexMap<String, V>) -> String {

@@ -12,3 +12,20 @@ pub(crate) use skewless::transform::types::{Batch, Column, DataType, Field, Outp
 pub(crate) const INTERFACE: &str = "skewless:transform/transform";
 /// The WIT package version this host implements (see `wit/transform.wit`).
 pub(crate) const VERSION: &str = "0.1.0";
+
+#[cfg(test)]
+mod tests {
+    /// The host's version constant is the one `wit/` declares: bumping the
+    /// contract without the constant (or the other way round) fails here.
+    #[test]
+    fn contract_version_is_the_one_in_wit() {
+        let wit = include_str!("../../wit/transform.wit");
+        let declared = wit
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("package skewless:transform@"))
+            .and_then(|v| v.strip_suffix(';'))
+            .expect("wit/transform.wit declares `package skewless:transform@VERSION;`");
+        assert_eq!(declared, super::VERSION);
+        assert!(wit.contains(&format!("interface {}", super::INTERFACE.rsplit('/').next().unwrap())));
+    }
+}

@@ -217,7 +217,10 @@ async fn catalog(State(state): State<AppState>) -> Answer<serde_json::Value> {
 async fn openapi() -> impl IntoResponse {
     // Built once per process, on first request: it depends on the code only.
     static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ([(header::CONTENT_TYPE, "application/json")], DOCUMENT.get_or_init(openapi_json).as_str())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.get_or_init(openapi_json).as_str(),
+    )
 }
 
 async fn not_found(request: Request) -> ApiError {

@@ -36,8 +36,27 @@
 
 use crate::types::{FeatureType, FieldSpec};
 
+/// Where each row header field sits: `event_time i64 LE | created i64 LE |
+/// digest_id u32 LE`, then the validity bitmap at [`ROW_HEADER`].
+const EVENT_TIME_AT: usize = 0;
+const CREATED_AT: usize = EVENT_TIME_AT + size_of::<i64>();
+const DIGEST_ID_AT: usize = CREATED_AT + size_of::<i64>();
 /// Bytes of a row before its validity bitmap.
-pub(crate) const ROW_HEADER: usize = 8 + 8 + 4;
+pub(crate) const ROW_HEADER: usize = DIGEST_ID_AT + size_of::<u32>();
+// The layout comment above is the format: these offsets must agree with it.
+const _: () = assert!(CREATED_AT == 8 && DIGEST_ID_AT == 16 && ROW_HEADER == 20);
+
+/// The tag before each join-key value in an entity key.
+const INT_KEY_TAG: u8 = 0x01;
+const STR_KEY_TAG: u8 = 0x02;
+/// Bytes of an entity-key part: a tag, then the value (`push_int_key`,
+/// `push_str_key`).
+const INT_KEY_LEN: usize = 1 + size_of::<u64>();
+const STR_KEY_HEADER: usize = 1 + size_of::<u32>();
+/// `view_id` before the entity key; `bucket` after it in history keys.
+const VIEW_ID_LEN: usize = size_of::<u32>();
+const BUCKET_LEN: usize = size_of::<u64>();
+const _: () = assert!(INT_KEY_LEN == 9 && STR_KEY_HEADER == 5 && VIEW_ID_LEN + BUCKET_LEN == 12);
 
 /// The default history bucket: one day of event time.
 pub const DEFAULT_BUCKET_MICROS: i64 = 86_400 * 1_000_000;
@@ -73,21 +92,21 @@ fn unflip(bytes: [u8; 8]) -> i64 {
 /// Appends an int64 join key to an entity key.
 #[inline]
 pub fn push_int_key(out: &mut Vec<u8>, value: i64) {
-    out.push(0x01);
+    out.push(INT_KEY_TAG);
     out.extend_from_slice(&flip(value));
 }
 
 /// Appends a utf8 join key to an entity key.
 #[inline]
 pub fn push_str_key(out: &mut Vec<u8>, value: &str) {
-    out.push(0x02);
+    out.push(STR_KEY_TAG);
     out.extend_from_slice(&(value.len() as u32).to_be_bytes());
     out.extend_from_slice(value.as_bytes());
 }
 
 /// Encodes an entity key from its join-key values.
 pub fn entity_key(values: &[KeyValue]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() * 9);
+    let mut out = Vec::with_capacity(values.len() * INT_KEY_LEN);
     for value in values {
         match value {
             KeyValue::Int64(v) => push_int_key(&mut out, *v),
@@ -102,15 +121,18 @@ pub fn decode_entity_key(mut bytes: &[u8]) -> Option<Vec<KeyValue>> {
     let mut out = Vec::new();
     while let Some((&tag, rest)) = bytes.split_first() {
         match tag {
-            0x01 => {
-                out.push(KeyValue::Int64(unflip(rest.get(..8)?.try_into().ok()?)));
-                bytes = &rest[8..];
+            INT_KEY_TAG => {
+                let value = INT_KEY_LEN - 1;
+                out.push(KeyValue::Int64(unflip(rest.get(..value)?.try_into().ok()?)));
+                bytes = &rest[value..];
             }
-            0x02 => {
-                let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-                let text = std::str::from_utf8(rest.get(4..4 + len)?).ok()?;
+            STR_KEY_TAG => {
+                let header = STR_KEY_HEADER - 1;
+                let len = u32::from_be_bytes(rest.get(..header)?.try_into().ok()?) as usize;
+                let end = header.checked_add(len)?;
+                let text = std::str::from_utf8(rest.get(header..end)?).ok()?;
                 out.push(KeyValue::Utf8(text.to_string()));
-                bytes = &rest[4 + len..];
+                bytes = &rest[end..];
             }
             _ => return None,
         }
@@ -120,7 +142,7 @@ pub fn decode_entity_key(mut bytes: &[u8]) -> Option<Vec<KeyValue>> {
 
 /// `view_id | entity key`: the latest-value key, and the history key prefix.
 pub fn latest_key(view_id: u32, entity_key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + entity_key.len() + 8);
+    let mut out = Vec::with_capacity(VIEW_ID_LEN + entity_key.len() + BUCKET_LEN);
     out.extend_from_slice(&view_id.to_be_bytes());
     out.extend_from_slice(entity_key);
     out
@@ -135,12 +157,13 @@ pub fn history_key(view_id: u32, entity_key: &[u8], bucket: i64) -> Vec<u8> {
 
 /// Splits a history key into (view id, entity key, bucket).
 pub fn split_history_key(key: &[u8]) -> Option<(u32, &[u8], i64)> {
-    if key.len() < 12 {
+    if key.len() < VIEW_ID_LEN + BUCKET_LEN {
         return None;
     }
-    let view_id = u32::from_be_bytes(key[..4].try_into().ok()?);
-    let bucket = unflip(key[key.len() - 8..].try_into().ok()?);
-    Some((view_id, &key[4..key.len() - 8], bucket))
+    let view_id = u32::from_be_bytes(key[..VIEW_ID_LEN].try_into().ok()?);
+    let bucket_at = key.len() - BUCKET_LEN;
+    let bucket = unflip(key[bucket_at..].try_into().ok()?);
+    Some((view_id, &key[VIEW_ID_LEN..bucket_at], bucket))
 }
 
 /// The bucket an event time falls in.
@@ -251,9 +274,9 @@ pub fn row_header(row: &[u8]) -> Result<RowHeader, CorruptRow> {
         return Err(CorruptRow("row header truncated"));
     }
     Ok(RowHeader {
-        event_time: i64::from_le_bytes(row[0..8].try_into().expect("8 bytes")),
-        created: i64::from_le_bytes(row[8..16].try_into().expect("8 bytes")),
-        digest_id: u32::from_le_bytes(row[16..20].try_into().expect("4 bytes")),
+        event_time: i64::from_le_bytes(row[EVENT_TIME_AT..CREATED_AT].try_into().expect("8 bytes")),
+        created: i64::from_le_bytes(row[CREATED_AT..DIGEST_ID_AT].try_into().expect("8 bytes")),
+        digest_id: u32::from_le_bytes(row[DIGEST_ID_AT..ROW_HEADER].try_into().expect("4 bytes")),
     })
 }
 
@@ -285,7 +308,6 @@ pub fn row_len(bytes: &[u8], schema: &[FieldSpec]) -> Result<usize, CorruptRow> 
     Ok(bytes.len() - rest.len())
 }
 
-/// Splits a block into its rows.
 /// The newest row of a block with event time `<= at` (rows are sorted by
 /// (event_time, created): invariant 2), found by one forward scan without
 /// collecting the rows.
@@ -304,6 +326,7 @@ pub fn newest_row_at<'b>(block: &'b [u8], schema: &[FieldSpec], at: i64) -> Resu
     Ok(newest)
 }
 
+/// Splits a block into its rows.
 pub fn block_rows<'b>(block: &'b [u8], schema: &[FieldSpec]) -> Result<Vec<&'b [u8]>, CorruptRow> {
     let mut rest = block;
     let count = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes")) as usize;
