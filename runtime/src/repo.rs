@@ -847,3 +847,235 @@ fn line_of(text: &str, offset: usize) -> usize {
         .count()
         + 1
 }
+
+#[cfg(test)]
+mod tests {
+    //! The parser on strings: every error names the file, the line and the
+    //! key. Each case edits one line of a good repo.
+    use std::path::Path;
+
+    use super::{Repo, RepoError};
+
+    const GOOD: &str = r#"project = "p"
+
+[entities.driver]
+join_keys = { driver_id = "int64" }
+
+[sources.stats]
+type = "file"
+path = "data/stats.parquet"
+timestamp_column = "event_timestamp"
+
+[sources.vals]
+type = "request"
+schema = { val_to_add = "int64" }
+
+[sources.pushed]
+type = "push"
+batch_source = "stats"
+
+[views.hourly]
+entities = ["driver"]
+source = "stats"
+transform = "hourly.wasm"
+ttl = "1d"
+limits = { timeout_ms = 100 }
+
+[views.plus]
+kind = "on_demand"
+sources = ["hourly", "vals"]
+transform = "plus.wasm"
+
+[services.model]
+features = ["hourly:conv_rate", "plus"]
+"#;
+
+    fn parse(text: &str) -> Result<Repo, RepoError> {
+        Repo::parse(Path::new("/repo"), Path::new("/repo/skewless.toml"), text)
+    }
+
+    /// `GOOD` with `from` replaced by `to` must fail at `line` with every
+    /// fragment in its message.
+    #[track_caller]
+    fn fails(from: &str, to: &str, line: usize, fragments: &[&str]) {
+        assert!(GOOD.contains(from), "the case edits nothing: {from}");
+        let error = parse(&GOOD.replacen(from, to, 1)).expect_err(to).to_string();
+        assert!(
+            error.starts_with(&format!("/repo/skewless.toml:{line}: ")),
+            "line {line}: {error}"
+        );
+        for fragment in fragments {
+            assert!(error.contains(fragment), "`{fragment}` not in: {error}");
+        }
+    }
+
+    #[test]
+    fn the_good_repo_parses() {
+        let repo = parse(GOOD).unwrap();
+        assert_eq!(repo.project, "p");
+        assert_eq!(repo.views.keys().collect::<Vec<_>>(), ["hourly", "plus"]);
+        assert_eq!(repo.store_path, Path::new("/repo/.skewless/store.redb"));
+        assert_eq!(repo.views["hourly"].limits.timeout_ms, 100);
+        assert_eq!(repo.views["hourly"].ttl, Some(std::time::Duration::from_secs(86_400)));
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_keys() {
+        fails(r#"ttl = "1d""#, r#"ttl = "1d"#, 23, &[]);
+        fails("ttl =", "tll =", 23, &["unknown field `tll`"]);
+        fails(r#"project = "p""#, r#"projekt = "p""#, 1, &["projekt"]);
+        fails(
+            r#"val_to_add = "int64""#,
+            r#"val_to_add = "float128""#,
+            13,
+            &["float128"],
+        );
+        fails(
+            "limits = { timeout_ms = 100 }",
+            "limits = { timeout = 100 }",
+            24,
+            &["timeout"],
+        );
+    }
+
+    #[test]
+    fn names_entities_and_sources() {
+        fails(
+            "[entities.driver]",
+            "[entities.\"dri ver\"]",
+            3,
+            &["entities.dri ver", "ASCII letters"],
+        );
+        fails(
+            r#"join_keys = { driver_id = "int64" }"#,
+            "join_keys = {}",
+            3,
+            &["at least one join key"],
+        );
+        fails(
+            r#"driver_id = "int64""#,
+            r#"driver_id = "float64""#,
+            4,
+            &["entities.driver.join_keys.driver_id", "not float64"],
+        );
+        fails(
+            r#"type = "request""#,
+            r#"type = "kafka""#,
+            12,
+            &["sources.vals.type", "unknown source type `kafka`"],
+        );
+        fails(
+            r#"path = "data/stats.parquet""#,
+            r#"path = "data/stats.json""#,
+            8,
+            &["sources.stats.path", "neither .parquet nor .csv"],
+        );
+        fails(r#"path = "data/stats.parquet""#, r#"paths = "x.csv""#, 8, &["paths"]);
+        fails(
+            r#"schema = { val_to_add = "int64" }"#,
+            "",
+            12,
+            &["sources.vals.schema", "needs a `schema`"],
+        );
+        fails(
+            r#"batch_source = "stats""#,
+            "",
+            16,
+            &["sources.pushed.batch_source", "needs a `batch_source`"],
+        );
+        fails(
+            r#"batch_source = "stats""#,
+            r#"batch_source = "vals""#,
+            17,
+            &["`vals` is not a file source"],
+        );
+        fails(
+            r#"batch_source = "stats""#,
+            "batch_source = \"stats\"\npath = \"x.csv\"",
+            16,
+            &["does not take `path`"],
+        );
+    }
+
+    #[test]
+    fn views_and_services() {
+        fails(
+            "\nsource = \"stats\"",
+            "\nsource = \"stat\"",
+            21,
+            &[
+                "views.hourly.source",
+                "unknown source `stat`",
+                "known: stats, vals, pushed",
+            ],
+        );
+        fails(
+            "\nsource = \"stats\"",
+            "\nsource = \"vals\"",
+            21,
+            &["is a request source"],
+        );
+        fails(
+            "\nsource = \"stats\"",
+            "\n",
+            19,
+            &["views.hourly.source", "needs a `source`"],
+        );
+        fails(
+            r#"entities = ["driver"]"#,
+            r#"entities = ["rider"]"#,
+            20,
+            &["views.hourly.entities", "unknown entity `rider`", "known: driver"],
+        );
+        fails(
+            r#"entities = ["driver"]"#,
+            "entities = []",
+            19,
+            &["at least one entity"],
+        );
+        fails(
+            r#"ttl = "1d""#,
+            r#"ttl = "one fortnight""#,
+            23,
+            &["views.hourly.ttl", "not a duration"],
+        );
+        // Located at the view (its limits table carries no position of its own).
+        fails(
+            "limits = { timeout_ms = 100 }",
+            "limits = { timeout_ms = 0 }",
+            19,
+            &["views.hourly.limits", "greater than zero"],
+        );
+        fails(
+            r#"sources = ["hourly", "vals"]"#,
+            r#"sources = ["hourly", "nope"]"#,
+            28,
+            &["views.plus.sources", "`nope` is neither"],
+        );
+        fails(
+            r#"sources = ["hourly", "vals"]"#,
+            "",
+            26,
+            &["views.plus.sources", "needs `sources`"],
+        );
+        fails(
+            "[views.plus]",
+            "[views.plus]\nsource = \"stats\"",
+            26,
+            &["views.plus.kind", "take `sources` only"],
+        );
+        fails("[views.plus]", "[views.vals]", 26, &["views.vals", "same name"]);
+        fails(
+            r#""hourly:conv_rate""#,
+            r#""hourly:""#,
+            32,
+            &["services.model.features", "`hourly:` is not"],
+        );
+        fails(
+            r#""hourly:conv_rate""#,
+            r#""nope:x""#,
+            32,
+            &["services.model.features", "unknown view `nope`"],
+        );
+    }
+}

@@ -147,41 +147,56 @@ pub fn skewless(args: &[&str]) -> Output {
         .expect("skewless runs")
 }
 
+/// One value as its type and bits (floats as hex bits and as a number),
+/// `null` for nulls: equal strings mean bit-identical values, and a failed
+/// comparison prints both sides.
+pub fn value_bits(array: &dyn Array, row: usize) -> String {
+    if array.is_null(row) {
+        return "null".to_string();
+    }
+    match array.data_type() {
+        DataType::Boolean => format!("{}", array.as_boolean().value(row)),
+        DataType::Int64 => format!("{}", array.as_primitive::<Int64Type>().value(row)),
+        DataType::Float32 => {
+            let v = array.as_primitive::<Float32Type>().value(row);
+            format!("{v:?} (bits {:#010x})", v.to_bits())
+        }
+        DataType::Float64 => {
+            let v = array.as_primitive::<Float64Type>().value(row);
+            format!("{v:?} (bits {:#018x})", v.to_bits())
+        }
+        DataType::Utf8 => format!("{:?}", array.as_string::<i32>().value(row)),
+        DataType::Timestamp(..) => {
+            let micros = array.as_primitive::<TimestampMicrosecondType>().value(row);
+            format!("{} ({micros} us)", skewless_runtime::time::format_timestamp(micros))
+        }
+        other => panic!("unexpected type {other}"),
+    }
+}
+
 /// Asserts two batches hold the same columns with the same nulls and
 /// bit-identical values (floats compared by their bits, so NaN payloads and
-/// negative zero count).
+/// negative zero count). A difference prints both values, and how many
+/// values differ in all.
 pub fn assert_bit_identical(left: &RecordBatch, right: &RecordBatch) {
     assert_eq!(left.schema(), right.schema(), "schemas differ");
     assert_eq!(left.num_rows(), right.num_rows(), "row counts differ");
+    let mut differences = Vec::new();
     for (index, field) in left.schema().fields().iter().enumerate() {
         let (a, b) = (left.column(index), right.column(index));
         for row in 0..left.num_rows() {
-            let where_ = || format!("column `{}` row {row}", field.name());
-            assert_eq!(a.is_null(row), b.is_null(row), "nulls differ at {}", where_());
-            if a.is_null(row) {
-                continue;
+            let (l, r) = (value_bits(a, row), value_bits(b, row));
+            if l != r {
+                differences.push(format!("column `{}` row {row}: left {l}, right {r}", field.name()));
             }
-            let same = match field.data_type() {
-                DataType::Boolean => a.as_boolean().value(row) == b.as_boolean().value(row),
-                DataType::Int64 => a.as_primitive::<Int64Type>().value(row) == b.as_primitive::<Int64Type>().value(row),
-                DataType::Float32 => {
-                    a.as_primitive::<Float32Type>().value(row).to_bits()
-                        == b.as_primitive::<Float32Type>().value(row).to_bits()
-                }
-                DataType::Float64 => {
-                    a.as_primitive::<Float64Type>().value(row).to_bits()
-                        == b.as_primitive::<Float64Type>().value(row).to_bits()
-                }
-                DataType::Utf8 => a.as_string::<i32>().value(row) == b.as_string::<i32>().value(row),
-                DataType::Timestamp(..) => {
-                    a.as_primitive::<TimestampMicrosecondType>().value(row)
-                        == b.as_primitive::<TimestampMicrosecondType>().value(row)
-                }
-                other => panic!("unexpected type {other}"),
-            };
-            assert!(same, "values differ at {}", where_());
         }
     }
+    assert!(
+        differences.is_empty(),
+        "{} values differ; the first:\n  {}",
+        differences.len(),
+        differences.iter().take(10).cloned().collect::<Vec<_>>().join("\n  ")
+    );
 }
 
 /// `skewless serve` running on a free loopback port for one test; killed
