@@ -27,6 +27,9 @@ mod digest;
 mod engine;
 mod error;
 mod file_format;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod limits;
 mod materialize;
 pub mod online;

@@ -89,7 +89,7 @@ pub enum StoreError {
     Version {
         /// Store file.
         path: PathBuf,
-        /// The version the file records (0: written before versions were recorded).
+        /// The version the file records.
         found: u64,
     },
     /// The folder for the store could not be created.
@@ -241,9 +241,9 @@ impl Store {
         Ok(store)
     }
 
-    /// Checks the file's format version; a file without tables (just
-    /// created) gets [`FORMAT_VERSION`], one with tables but no version was
-    /// written before versions were recorded (version 0).
+    /// Checks the file's format version. A file without one gets
+    /// [`FORMAT_VERSION`] recorded: either it was just created, or it was
+    /// written before versions were recorded, in exactly version 1's layout.
     fn check_version(&self) -> Result<(), StoreError> {
         let found = {
             let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
@@ -254,7 +254,6 @@ impl Store {
             };
             match version {
                 Some(version) => version,
-                None if txn.list_tables().map_err(|e| self.fail(e))?.next().is_some() => 0,
                 None => {
                     drop(txn);
                     let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
@@ -724,4 +723,65 @@ fn storage(path: &Path, error: impl Into<redb::Error>) -> StoreError {
 /// A registry record as its stored JSON.
 fn record_json<T: Serialize>(record: &T) -> String {
     serde_json::to_string(record).expect("registry records serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_version(path: &Path, version: Option<u64>) {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        match version {
+            Some(v) => {
+                txn.open_table(META).unwrap().insert("format_version", v).unwrap();
+            }
+            None => {
+                txn.delete_table(META).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn the_format_version_is_recorded_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        drop(Store::open(&path).unwrap());
+
+        set_version(&path, Some(FORMAT_VERSION + 1));
+        let newer = Store::open(&path).err().expect("a newer store is refused").to_string();
+        assert!(
+            newer.contains("format version 2") && newer.contains("upgrade skewless"),
+            "{newer}"
+        );
+
+        set_version(&path, Some(0));
+        let older = Store::open(&path).err().expect("an older store is refused").to_string();
+        assert!(
+            older.contains("format version 0") && older.contains("skewless backfill"),
+            "{older}"
+        );
+
+        // Written before versions were recorded: version 1's layout, stamped on open.
+        set_version(&path, None);
+        drop(Store::open(&path).unwrap());
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let recorded = txn
+            .open_table(META)
+            .unwrap()
+            .get("format_version")
+            .unwrap()
+            .map(|g| g.value());
+        assert_eq!(recorded, Some(FORMAT_VERSION));
+    }
+
+    #[test]
+    fn a_new_store_has_an_empty_registry_and_no_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store.redb")).unwrap();
+        assert_eq!(store.registry().unwrap(), Registry::default());
+        assert_eq!(store.last_commit().unwrap(), 0);
+    }
 }
