@@ -73,7 +73,7 @@ impl Catalog {
                     path: repo.config_path.clone(),
                     line: view.line,
                     key: format!("views.{}.transform", view.name),
-                    error,
+                    error: Box::new(error),
                 })?;
             let outputs = &transform.description().outputs;
             let stored = match &view.features {

@@ -102,7 +102,7 @@ pub enum RepoError {
         key: String,
         /// Why it could not be loaded; match on it to tell the cases apart.
         #[source]
-        error: crate::error::LoadError,
+        error: Box<crate::error::LoadError>,
     },
 }
 
