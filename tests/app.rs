@@ -14,22 +14,13 @@ use skewless_runtime::{Views, Workspace};
 use skewless_server::{AppState, Server, ServerLimits, app};
 use tower::ServiceExt;
 
-use common::{TempRepo, test_components};
+use common::TempRepo;
 
 /// The driver_stats repo with the hostile test components as on-demand
 /// views, applied (through the library, not the binary), nothing stored.
 fn state() -> (TempRepo, AppState) {
     let repo = TempRepo::new("driver_stats");
-    let config = repo.path().join("skewless.toml");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    for (view, component) in [("trapping", "trap"), ("spinning", "spin")] {
-        text.push_str(&format!(
-            "\n[views.{view}]\nkind = \"on_demand\"\nsources = [\"hostile_input\"]\ntransform = \"{}\"\n",
-            test_components().join(format!("{component}.wasm")).display()
-        ));
-    }
-    text.push_str("\n[sources.hostile_input]\ntype = \"request\"\nschema = { x = \"int64\" }\n");
-    std::fs::write(&config, text).unwrap();
+    repo.add_hostile_views();
     let workspace = Workspace::create(repo.path()).unwrap();
     workspace.apply(workspace.plan().unwrap()).unwrap();
     drop(workspace);

@@ -15,16 +15,7 @@ use serde_json::{Value, json};
 /// components: `trapping` panics on x = 13, `spinning` loops on x < 0.
 fn hostile_driver_repo() -> TempRepo {
     let repo = TempRepo::with_data("driver_stats", next_hour());
-    let config = repo.path().join("skewless.toml");
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    for (view, component) in [("trapping", "trap"), ("spinning", "spin")] {
-        text.push_str(&format!(
-            "\n[views.{view}]\nkind = \"on_demand\"\nsources = [\"hostile_input\"]\ntransform = \"{}\"\n",
-            test_components().join(format!("{component}.wasm")).display()
-        ));
-    }
-    text.push_str("\n[sources.hostile_input]\ntype = \"request\"\nschema = { x = \"int64\" }\n");
-    std::fs::write(&config, text).unwrap();
+    repo.add_hostile_views();
     repo.ok(&["apply"]);
     repo.ok(&["backfill"]);
     repo

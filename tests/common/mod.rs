@@ -92,6 +92,21 @@ impl TempRepo {
         TempRepo { dir }
     }
 
+    /// Adds the hostile test components as on-demand views `trapping` (traps
+    /// on 13) and `spinning` (loops on negatives) over a request source `x`.
+    pub fn add_hostile_views(&self) {
+        let config = self.path().join("skewless.toml");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        for (view, component) in [("trapping", "trap"), ("spinning", "spin")] {
+            text.push_str(&format!(
+                "\n[views.{view}]\nkind = \"on_demand\"\nsources = [\"hostile_input\"]\ntransform = \"{}\"\n",
+                test_components().join(format!("{component}.wasm")).display()
+            ));
+        }
+        text.push_str("\n[sources.hostile_input]\ntype = \"request\"\nschema = { x = \"int64\" }\n");
+        std::fs::write(&config, text).unwrap();
+    }
+
     /// As [`TempRepo::new`], with the example's sample data ending at `end`.
     pub fn with_data(example: &str, end: i64) -> TempRepo {
         let repo = TempRepo::new(example);
