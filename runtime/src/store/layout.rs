@@ -330,7 +330,9 @@ pub fn newest_row_at<'b>(block: &'b [u8], schema: &[FieldSpec], at: i64) -> Resu
 pub fn block_rows<'b>(block: &'b [u8], schema: &[FieldSpec]) -> Result<Vec<&'b [u8]>, CorruptRow> {
     let mut rest = block;
     let count = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes")) as usize;
-    let mut rows = Vec::with_capacity(count);
+    // The count is read from the file: a damaged one must not reserve
+    // gigabytes (found by fuzzing). No row is shorter than its header.
+    let mut rows = Vec::with_capacity(count.min(rest.len() / ROW_HEADER));
     for _ in 0..count {
         let len = row_len(rest, schema)?;
         rows.push(take(&mut rest, len)?);
@@ -461,6 +463,17 @@ mod tests {
             }
         );
         assert!(decode_values(&r[..r.len() - 1], &schema()).is_err());
+    }
+
+    /// Regression (fuzz/crashes/stored_row): a block whose row count says
+    /// billions reserved memory for them all and aborted the process.
+    #[test]
+    fn a_damaged_row_count_is_an_error_not_an_allocation() {
+        let block = [0xbb, 0xbb, 0xbb, 0xbb, 0xbb];
+        assert!(block_rows(&block, &schema()).is_err());
+        assert!(newest_row_at(&block, &schema(), i64::MAX).is_err());
+        let mut out = Vec::new();
+        assert!(merge_block(Some(&block), &[], &schema(), &mut out).is_err());
     }
 
     #[test]
