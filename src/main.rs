@@ -164,7 +164,7 @@ struct ServeLimits {
     #[arg(long, default_value_t = ServerLimits::default().max_rows)]
     max_rows: usize,
     /// Time limit per request, transform calls included (e.g. 500ms, 2s).
-    #[arg(long, default_value_t = ServerLimits::default().request_timeout.into(), value_parser = humantime::parse_duration)]
+    #[arg(long, default_value_t = ServerLimits::default().request_timeout.into())]
     request_timeout: humantime::Duration,
 }
 
