@@ -293,7 +293,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn cmd_new(language: toolchain::Language, dir: &Path) -> Result<()> {
-    toolchain::new_project(language, dir, time::now_micros())?;
+    toolchain::new_project(language, dir, time::now_micros(), time::format_timestamp)?;
     let shown = dir.display();
     status(
         "Created",

@@ -62,8 +62,16 @@ fn rust_sdk_path() -> PathBuf {
 }
 
 /// Writes a new `language` project into `dir` (created; must be new or
-/// empty) and returns the files written. `now_micros` dates the sample data.
-pub fn new_project(language: Language, dir: &Path, now_micros: i64) -> Result<Vec<PathBuf>, ScaffoldError> {
+/// empty) and returns the files written. `now_micros` dates the sample data,
+/// written with `format_time` (the runtime's `time::format_timestamp`: taken
+/// as an argument so this crate does not depend on the runtime, and a
+/// runtime edit does not rebuild it).
+pub fn new_project(
+    language: Language,
+    dir: &Path,
+    now_micros: i64,
+    format_time: fn(i64) -> String,
+) -> Result<Vec<PathBuf>, ScaffoldError> {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -97,7 +105,7 @@ pub fn new_project(language: Language, dir: &Path, now_micros: i64) -> Result<Ve
         .collect();
     files.push(("skewless.toml".into(), fill(REPO)));
     files.push((".gitignore".into(), GITIGNORE.into()));
-    files.push(("data/trips.csv".into(), sample_trips(now_micros)));
+    files.push(("data/trips.csv".into(), sample_trips(now_micros, format_time)));
 
     let mut written = Vec::with_capacity(files.len());
     for (relative, contents) in files {
@@ -115,10 +123,10 @@ pub fn new_project(language: Language, dir: &Path, now_micros: i64) -> Result<Ve
 
 /// Three trips: rider 7 six days and one day ago, rider 8 one day ago with a
 /// zero duration (a row the transform refuses).
-fn sample_trips(now_micros: i64) -> String {
+fn sample_trips(now_micros: i64, format_time: fn(i64) -> String) -> String {
     const HOUR: i64 = 3_600_000_000;
     let hour = now_micros - now_micros.rem_euclid(HOUR);
-    let at = |hours_ago: i64| skewless_runtime::time::format_timestamp(hour - hours_ago * HOUR);
+    let at = |hours_ago: i64| format_time(hour - hours_ago * HOUR);
     format!(
         "rider_id,event_timestamp,created,distance_km,duration_s\n\
          7,{},{},12.5,900\n\
