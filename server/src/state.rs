@@ -118,8 +118,8 @@ impl<E: Into<ApiError>> From<E> for Refusal {
 pub type AppState = Arc<Server>;
 
 impl Server {
-    /// A server for `catalog` over `store`, provided every view is applied
-    /// as the repo declares it now (else: run `skewless apply`).
+    /// A server for an opened repo (its catalog and store), provided every
+    /// view is applied as the repo declares it now (else: run `skewless apply`).
     pub fn new(workspace: Workspace, limits: ServerLimits) -> Result<AppState, StartError> {
         let (catalog, store) = workspace.into_parts();
         let records = store.views()?;
