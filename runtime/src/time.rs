@@ -173,7 +173,12 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 
 /// `2021-04-12T10:59:42+02:00` -> (`2021-04-12T10:59:42`, 7200).
 fn split_offset(text: &str) -> Option<(&str, i64)> {
-    let (head, tail) = text.split_at(text.len().checked_sub(6).filter(|_| text.len() > 16)?);
+    // An offset is ASCII; anything else (`é` in the last bytes) would split
+    // a character below and panic.
+    if text.len() <= 16 || !text.as_bytes()[text.len() - 6..].is_ascii() {
+        return None;
+    }
+    let (head, tail) = text.split_at(text.len() - 6);
     let (head, tail) = if tail.as_bytes()[3] == b':' {
         (head, tail.to_string())
     } else {
@@ -287,6 +292,20 @@ mod tests {
             4_102_444_800_000_000,
         ] {
             assert_eq!(parse_timestamp(&format_timestamp(micros)), Ok(micros), "{micros}");
+        }
+    }
+
+    /// Regression: a long value ending in non-ASCII text panicked while
+    /// looking for an offset (a push's `event_timestamp` reaches this).
+    #[test]
+    fn non_ascii_text_is_an_error_not_a_panic() {
+        for bad in [
+            "2021-04-12T10:59:42ééé",
+            "2021-04-12T10:59:4é",
+            "xxxxxxxxxxxxxxxxxx🚕",
+            "2021-04-12T10:59:42+0é",
+        ] {
+            assert!(parse_timestamp(bad).is_err(), "{bad}");
         }
     }
 
