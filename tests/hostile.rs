@@ -9,14 +9,18 @@ use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
 use common::*;
-use skewless_runtime::{Limits, LoadError, TransformErrorKind};
+use skewless_runtime::{Determinism, Limits, LoadError, TransformErrorKind};
 
 fn xs(values: &[i64]) -> RecordBatch {
     RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(values.to_vec())) as ArrayRef)]).unwrap()
 }
 
 fn doubled(transform: &skewless_runtime::Transform, values: &[i64]) -> Vec<i64> {
-    let out = transform.run(&xs(values)).expect("a good batch runs after a failure");
+    first_column(transform, values)
+}
+
+fn first_column(transform: &skewless_runtime::Transform, values: &[i64]) -> Vec<i64> {
+    let out = transform.run(&xs(values)).expect("a good batch runs");
     out.batch
         .column(0)
         .as_any()
@@ -101,6 +105,83 @@ fn malformed_output_from_a_guest_is_refused_not_trusted() {
     assert!(
         wrong_type.to_string().contains("column `y` is float64, expected int64"),
         "{wrong_type}"
+    );
+}
+
+#[test]
+fn every_call_starts_from_the_components_initial_state() {
+    let runtime = runtime();
+    // 4 rows per guest call, so one `run` of 10 rows is three calls.
+    let limits = Limits {
+        max_rows_per_call: 4,
+        ..Limits::default()
+    };
+    let counter = Arc::new(test_component(&runtime, "counter", limits));
+    let calls = |t: &skewless_runtime::Transform, rows: &[i64]| first_column(t, rows);
+    for _ in 0..5 {
+        assert_eq!(calls(&counter, &[7]), vec![1], "a call sees no earlier call");
+    }
+    assert_eq!(calls(&counter, &(0..10).collect::<Vec<_>>()), vec![1; 10]);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let counter = counter.clone();
+            std::thread::spawn(move || (0..50).all(|_| first_column(&counter, &[1, 2]) == vec![1, 1]))
+        })
+        .collect();
+    for thread in threads {
+        assert!(thread.join().unwrap(), "concurrent calls share no state either");
+    }
+}
+
+#[test]
+fn guest_error_text_is_bounded_and_a_bad_row_index_is_named() {
+    let runtime = runtime();
+    let chatty = test_component(&runtime, "chatty", Limits::default());
+    let max = skewless_runtime::MAX_ERROR_MESSAGE_BYTES;
+
+    let past_the_end = chatty.run(&xs(&[1, 5, 6, 7])).unwrap_err().to_string();
+    assert!(
+        past_the_end.contains("a row error names row 4, but the batch has 4 rows (numbered from 0)"),
+        "{past_the_end}"
+    );
+
+    let long = chatty.run(&xs(&[2, 5])).unwrap();
+    assert_eq!(long.row_errors.len(), 1);
+    let message = &long.row_errors[0].message;
+    assert!(message.len() <= max, "{} bytes", message.len());
+    assert!(
+        message.starts_with("eeee") && message.ends_with("more bytes truncated]"),
+        "{message:.80}"
+    );
+    assert!(long.batch.column(0).is_null(0) && long.batch.column(0).is_valid(1));
+
+    let rows: Vec<i64> = std::iter::once(3).chain(0..299).collect();
+    let many = chatty.run(&xs(&rows)).unwrap();
+    assert_eq!(many.row_errors.len(), 300, "every failed row keeps its error");
+    assert_eq!(many.batch.column(0).null_count(), 300);
+    let text: usize = many.row_errors.iter().map(|e| e.message.len()).sum();
+    let capped = many.row_errors.iter().filter(|e| e.message.starts_with("mmmm")).count();
+    assert!(capped >= 10 && capped <= 16, "{capped} messages kept whole");
+    assert!(
+        text < skewless_runtime::MAX_ROW_ERROR_TEXT_PER_CALL + 300 * 100,
+        "{text} bytes of error text"
+    );
+
+    let failed = chatty.run(&xs(&[4])).unwrap_err();
+    let TransformErrorKind::Failed(message) = &failed.kind else {
+        panic!("{failed}")
+    };
+    assert!(
+        message.len() <= max && message.ends_with("more bytes truncated]"),
+        "{} bytes",
+        message.len()
+    );
+
+    let fine = chatty.run(&xs(&[5, -2, 9])).unwrap();
+    assert_eq!(fine.row_errors.len(), 1);
+    assert_eq!(
+        (fine.row_errors[0].row, fine.row_errors[0].message.as_str()),
+        (1, "x = -2 is negative")
     );
 }
 
@@ -213,8 +294,65 @@ fn guests_see_a_deny_all_deterministic_sandbox_with_canonical_nans() {
         .downcast_ref::<arrow_array::BooleanArray>()
         .unwrap();
     assert_eq!(files.true_count(), 0, "no file system");
-    // NaN canonicalization: 0/0 is the canonical quiet NaN, not x86's negative default NaN.
-    assert_eq!(ints("nan_bits"), vec![0x7FF8_0000_0000_0000; 3]);
+    // 0/0 leaves the guest as the canonical quiet NaN, whatever the CPU made
+    // of it (x86 makes a negative one): canonicalized at the boundary.
+    assert_eq!(float_bits(&a, "zero_over_zero"), vec![CANONICAL_NAN; 3]);
+}
+
+const CANONICAL_NAN: u64 = 0x7FF8_0000_0000_0000;
+
+fn float_bits(batch: &RecordBatch, name: &str) -> Vec<u64> {
+    let column = batch.column_by_name(name).unwrap();
+    let floats = column.as_any().downcast_ref::<Float64Array>().unwrap();
+    floats.values().iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn strict_determinism_canonicalizes_inside_the_guest_and_is_cached_apart() {
+    let runtime = runtime();
+    let path = test_components().join("probe.wasm");
+    let default = runtime
+        .load_with("probe", &path, Limits::default(), Determinism::Default)
+        .unwrap();
+    let strict = runtime
+        .load_with("probe", &path, Limits::default(), Determinism::Strict)
+        .unwrap();
+    assert_eq!(
+        (default.determinism(), strict.determinism()),
+        (Determinism::Default, Determinism::Strict)
+    );
+    let input = RecordBatch::try_from_iter([("x", Arc::new(Float64Array::from(vec![1.5, 0.0])) as ArrayRef)]).unwrap();
+    let (a, b) = (default.run(&input).unwrap().batch, strict.run(&input).unwrap().batch);
+    let nan_bits = |batch: &RecordBatch| {
+        let column = batch.column_by_name("nan_bits").unwrap();
+        let ints = column.as_any().downcast_ref::<Int64Array>().unwrap();
+        ints.values().iter().map(|&v| v as u64).collect::<Vec<_>>()
+    };
+    // Both builds hand out the canonical NaN.
+    assert_eq!(float_bits(&a, "zero_over_zero"), vec![CANONICAL_NAN; 2]);
+    assert_eq!(float_bits(&b, "zero_over_zero"), vec![CANONICAL_NAN; 2]);
+    // Under strict, the guest itself only ever sees the canonical NaN...
+    assert_eq!(nan_bits(&b), vec![CANONICAL_NAN; 2]);
+    // ...under the default it sees the CPU's (x86's has the sign bit set): the
+    // one thing a guest can still observe, as the README says.
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(nan_bits(&a), vec![0xFFF8_0000_0000_0000; 2]);
+
+    // Two compile-cache entries, with different code in them.
+    let entry = |d: Determinism| {
+        runtime
+            .cache_entry(&default.digest(), d)
+            .unwrap()
+            .expect("the tests cache")
+    };
+    let (plain, strict_entry) = (entry(Determinism::Default), entry(Determinism::Strict));
+    assert_ne!(plain, strict_entry);
+    assert!(
+        strict_entry.to_string_lossy().contains("-strict-"),
+        "{}",
+        strict_entry.display()
+    );
+    assert_ne!(std::fs::read(&plain).unwrap(), std::fs::read(&strict_entry).unwrap());
 }
 
 #[test]

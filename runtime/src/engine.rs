@@ -1,24 +1,34 @@
-//! The WebAssembly host: one wasmtime engine per process, set up in a
-//! straight line, with its limits in plain sight.
+//! The WebAssembly host: one wasmtime engine per process (two when a view
+//! asks for strict determinism), set up in a straight line, with its limits
+//! in plain sight.
 //!
-//! - Component model on, Cranelift, NaN canonicalization on (the same NaN
-//!   bits on every CPU, so floats are reproducible).
+//! - Component model on, Cranelift. Float determinism per
+//!   [`Determinism`]: NaNs canonicalized at the boundary by default, after
+//!   every float operation under `strict`; relaxed SIMD pinned to its
+//!   deterministic lowering in both.
+//! - The pooling allocator with copy-on-write memory images: every guest call
+//!   gets a fresh instance ([`crate::determinism`]), which then costs a few
+//!   microseconds, not a fresh `mmap` of a 4 GiB reservation. At most
+//!   [`MAX_CONCURRENT_CALLS`] calls run at once.
 //! - Epoch interruption on, with a ticker thread advancing the epoch every
 //!   [`EPOCH_TICK`]: the per-call time limit is a deadline in ticks.
 //! - A linker with the sandbox's deny-all WASI ([`crate::sandbox`]): what a
 //!   guest can see of the world, the same on every call.
-//! - Compiled components cached on disk under `<digest>-<engine hash>.cwasm`,
-//!   so a second load skips Cranelift.
+//! - Compiled components cached on disk under
+//!   `<digest>-<determinism>-<engine hash>.cwasm`, so a second load skips
+//!   Cranelift.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use wasmtime::component::{Component, Linker, types::ComponentItem};
-use wasmtime::{Config, Engine, OptLevel};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
+use crate::determinism::Determinism;
 use crate::digest::Digest;
 use crate::error::LoadError;
-use crate::limits::{EPOCH_TICK, Limits};
+use crate::limits::{EPOCH_TICK, Limits, MAX_CONCURRENT_CALLS, MAX_CORE_INSTANCES_PER_COMPONENT, MAX_TABLE_ELEMENTS};
 use crate::sandbox::{self, HostState};
 use crate::transform::Transform;
 use crate::wit;
@@ -26,22 +36,42 @@ use crate::wit;
 /// The host runtime: an engine, a linker with deny-all WASI, an epoch
 /// ticker and a compile cache. Cheap to share; load transforms through it.
 pub struct Runtime {
-    engine: Engine,
-    linker: Linker<HostState>,
+    default: Host,
+    /// Made on the first strict view: most repos never pay for it.
+    strict: OnceLock<Host>,
     cache_dir: Option<PathBuf>,
 }
 
-impl Runtime {
-    /// Sets up the engine. `cache_dir`, when given, holds compiled components.
-    pub fn new(cache_dir: Option<PathBuf>) -> Result<Runtime, LoadError> {
+/// One engine with its settings, linker and epoch ticker.
+struct Host {
+    engine: Engine,
+    linker: Linker<HostState>,
+    determinism: Determinism,
+}
+
+impl Host {
+    fn new(determinism: Determinism) -> Result<Host, LoadError> {
+        let engine_error = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.cranelift_opt_level(OptLevel::Speed);
-        config.cranelift_nan_canonicalization(true);
+        config.cranelift_nan_canonicalization(determinism == Determinism::Strict);
+        config.relaxed_simd_deterministic(true);
         config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-
-        let linker = sandbox::linker(&engine).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling()));
+        let engine = match Engine::new(&config) {
+            Ok(engine) => engine,
+            // The pool reserves address space up front; where that is refused
+            // (a `ulimit -v`), instances are allocated per call instead.
+            Err(e) => {
+                tracing::warn!(
+                    "the instance pool is unavailable ({e:#}); allocating instances per call, which is slower"
+                );
+                config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+                Engine::new(&config).map_err(engine_error)?
+            }
+        };
+        let linker = sandbox::linker(&engine).map_err(engine_error)?;
 
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -54,31 +84,99 @@ impl Runtime {
                 }
             })
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))?;
-
-        Ok(Runtime {
+        Ok(Host {
             engine,
             linker,
+            determinism,
+        })
+    }
+}
+
+/// Slots for [`MAX_CONCURRENT_CALLS`] instances of any component we accept.
+/// Memory and table slots reserve address space; the per-view memory limit is
+/// enforced by the store's limiter, below the 4 GiB a slot can hold.
+fn pooling() -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    let calls = MAX_CONCURRENT_CALLS;
+    let per_component = MAX_CORE_INSTANCES_PER_COMPONENT;
+    pool.total_component_instances(calls)
+        .total_core_instances(calls * per_component)
+        .max_core_instances_per_component(per_component)
+        .total_memories(calls * 2)
+        .max_memories_per_component(per_component)
+        .total_tables(calls * per_component)
+        .max_tables_per_component(per_component)
+        .max_tables_per_module(4)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .total_stacks(calls)
+        // Dirty pages up to this size are reset by copying the image back
+        // rather than unmapped, so the next call does not fault them in again.
+        .linear_memory_keep_resident(LINEAR_MEMORY_KEEP_RESIDENT);
+    pool
+}
+
+/// Bytes of a slot's memory kept mapped between calls (see [`pooling`]).
+const LINEAR_MEMORY_KEEP_RESIDENT: usize = 1 << 20;
+
+impl Runtime {
+    /// Sets up the engine. `cache_dir`, when given, holds compiled components.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Runtime, LoadError> {
+        Ok(Runtime {
+            default: Host::new(Determinism::Default)?,
+            strict: OnceLock::new(),
             cache_dir,
         })
     }
 
-    /// Loads the component at `path` for `view`, with `limits`: compiles it
-    /// (or takes it from the cache), checks its WIT version, pre-links it
-    /// and calls `describe`.
+    fn host(&self, determinism: Determinism) -> Result<&Host, LoadError> {
+        match determinism {
+            Determinism::Default => Ok(&self.default),
+            Determinism::Strict => {
+                if let Some(host) = self.strict.get() {
+                    return Ok(host);
+                }
+                let host = Host::new(Determinism::Strict)?;
+                Ok(self.strict.get_or_init(|| host))
+            }
+        }
+    }
+
+    /// Loads the component at `path` for `view`, with `limits`, under the
+    /// default [`Determinism`]: compiles it (or takes it from the cache),
+    /// checks its WIT version, pre-links it and calls `describe`.
     pub fn load(&self, view: &str, path: &Path, limits: Limits) -> Result<Transform, LoadError> {
+        self.load_with(view, path, limits, Determinism::Default)
+    }
+
+    /// As [`Runtime::load`], compiled for `determinism`.
+    pub fn load_with(
+        &self,
+        view: &str,
+        path: &Path,
+        limits: Limits,
+        determinism: Determinism,
+    ) -> Result<Transform, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
             error: source,
         })?;
-        self.load_bytes(view, path, &bytes, limits)
+        self.load_bytes(view, path, &bytes, limits, determinism)
     }
 
-    /// As [`Runtime::load`], from bytes already read (`path` is for messages).
-    pub fn load_bytes(&self, view: &str, path: &Path, bytes: &[u8], limits: Limits) -> Result<Transform, LoadError> {
+    /// As [`Runtime::load_with`], from bytes already read (`path` is for messages).
+    pub fn load_bytes(
+        &self,
+        view: &str,
+        path: &Path,
+        bytes: &[u8],
+        limits: Limits,
+        determinism: Determinism,
+    ) -> Result<Transform, LoadError> {
+        let host = self.host(determinism)?;
         let digest = Digest::of(bytes);
-        let component = self.compile(path, bytes, &digest)?;
-        let interface = check_contract(&self.engine, &component, path)?;
-        let instance_pre = self
+        let component = self.compile(host, path, bytes, &digest)?;
+        let interface = check_contract(&host.engine, &component, path)?;
+        let instance_pre = host
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Instantiate {
@@ -89,39 +187,61 @@ impl Runtime {
             path: path.to_path_buf(),
             message: format!("{e:#}"),
         })?;
-        Transform::new(view, path, digest, self.engine.clone(), pre, interface, limits)
+        Transform::new(
+            view,
+            path,
+            digest,
+            host.engine.clone(),
+            pre,
+            interface,
+            limits,
+            determinism,
+        )
+    }
+
+    /// Where `digest` compiled for `determinism` is cached (the engine's
+    /// compatibility hash covers wasmtime's version and settings; the
+    /// determinism is spelled out so the two builds of a component are told
+    /// apart at a glance).
+    pub fn cache_entry(&self, digest: &Digest, determinism: Determinism) -> Result<Option<PathBuf>, LoadError> {
+        let host = self.host(determinism)?;
+        Ok(self.cache_dir.as_ref().map(|dir| cache_entry(dir, host, digest)))
     }
 
     /// Compiles, or deserializes from the cache. A cache entry that fails to
     /// load (truncated, other wasmtime) is recompiled and replaced.
-    fn compile(&self, path: &Path, bytes: &[u8], digest: &Digest) -> Result<Component, LoadError> {
+    fn compile(&self, host: &Host, path: &Path, bytes: &[u8], digest: &Digest) -> Result<Component, LoadError> {
         let invalid = |e: wasmtime::Error| LoadError::Invalid {
             path: path.to_path_buf(),
             message: format!("{e:#}"),
         };
         let Some(dir) = &self.cache_dir else {
-            return Component::from_binary(&self.engine, bytes).map_err(invalid);
+            return Component::from_binary(&host.engine, bytes).map_err(invalid);
         };
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut hasher);
-        let cached = dir.join(format!("{}-{:016x}.cwasm", digest.hex(), hasher.finish()));
+        let cached = cache_entry(dir, host, digest);
         if cached.is_file() {
-            match deserialize_cached(&self.engine, &cached) {
+            match deserialize_cached(&host.engine, &cached) {
                 Ok(component) => return Ok(component),
                 Err(e) => tracing::warn!("recompiling {}: cache entry unusable: {e:#}", path.display()),
             }
         }
-        let component = Component::from_binary(&self.engine, bytes).map_err(invalid)?;
+        let component = Component::from_binary(&host.engine, bytes).map_err(invalid)?;
         if let Err(e) = write_cache_entry(dir, &cached, &component) {
             tracing::warn!("cannot write compile cache {}: {e:#}", cached.display());
         }
         Ok(component)
     }
+}
 
-    /// The engine, for callers that need to compare compatibility.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
+fn cache_entry(dir: &Path, host: &Host, digest: &Digest) -> PathBuf {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    host.engine.precompile_compatibility_hash().hash(&mut hasher);
+    dir.join(format!(
+        "{}-{}-{:016x}.cwasm",
+        digest.hex(),
+        host.determinism,
+        hasher.finish()
+    ))
 }
 
 /// A compiled component from the cache entry at `cached`.

@@ -34,6 +34,14 @@ pub enum ConversionError {
         /// Column names found.
         actual: String,
     },
+    /// The guest reported an error for a row the batch does not have.
+    #[error("a row error names row {row}, but the batch has {rows} rows (numbered from 0)")]
+    RowErrorOutOfRange {
+        /// The row it named.
+        row: u32,
+        /// Rows in the batch.
+        rows: usize,
+    },
     /// A batch or column has the wrong number of rows.
     #[error("{} has {actual} rows, expected {expected}", column.as_ref().map(|c| format!("column `{c}`")).unwrap_or("the batch".into()))]
     RowCount {
@@ -124,8 +132,8 @@ pub enum LoadError {
     Engine(String),
 }
 
-/// A transform call failed. The process, the pool and every other view are
-/// unaffected; the instance that failed is discarded.
+/// A transform call failed. The process and every other view are
+/// unaffected; every call has its own instance, so nothing of it remains.
 #[derive(Debug, thiserror::Error)]
 #[error("view `{view}`: {kind}")]
 pub struct TransformError {
@@ -185,6 +193,12 @@ pub enum TransformErrorKind {
     /// Wasmtime could not create an instance.
     #[error("cannot instantiate the transform: {0}")]
     Instantiate(String),
+    /// Every instance slot was in use (each call has its own instance).
+    #[error("more than {limit} transform calls were running at once in this process; retry shortly")]
+    TooManyCalls {
+        /// The slots (`MAX_CONCURRENT_CALLS`).
+        limit: u32,
+    },
 }
 
 fn stderr_suffix(stderr: &str) -> String {

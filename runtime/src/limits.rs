@@ -10,6 +10,27 @@ use serde::{Deserialize, Serialize};
 /// How often the epoch advances; time limits are rounded up to this.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// Guest calls running at once, per process and engine: every call has its
+/// own instance, taken from a pool of this many slots (each reserves 4 GiB
+/// of address space, not memory). A call beyond it fails with an error that
+/// says so, rather than waiting.
+pub const MAX_CONCURRENT_CALLS: u32 = 256;
+
+/// Longest error message kept from a guest (a row error, or a failed batch):
+/// longer ones are cut, with a marker, so a guest cannot make the host store
+/// or send megabytes of text.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 4 * 1024;
+
+/// Row-error text kept per guest call, all messages together.
+pub const MAX_ROW_ERROR_TEXT_PER_CALL: usize = 64 * 1024;
+
+/// Core instances, memories and tables per component: a Python component is
+/// several core modules linked together (libc, libpython, the app).
+pub(crate) const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+
+/// Elements per table (function pointers): Python's is about 20,000 and grows.
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
 /// Resource limits for one transform call, configurable per view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,10 +64,6 @@ impl Limits {
     /// The per-call time limit.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
-    }
-
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        ticks(self.timeout())
     }
 }
 

@@ -7,26 +7,27 @@
 //! everywhere. [`Transform::run_within`] is the same call with a shorter
 //! time limit (a server request's remaining budget).
 //!
-//! Instances come from a pool of pre-linked instances (`InstancePre`):
-//! checked out for one call, returned after a successful call, discarded
-//! after a trap, a timeout or a memory-limit hit, so a failed call never
-//! leaves a broken instance behind. Guests must not rely on state across
-//! calls (the SDK keeps none).
+//! Every guest call gets a fresh instance of the pre-linked component
+//! (`InstancePre`, from the engine's pool, its memory a copy-on-write image
+//! of the component's initial state), dropped when the call returns. So an
+//! output depends on the call's rows alone, never on the calls before it: a
+//! guest that keeps a counter in a global sees 1 on every call, and a trap
+//! leaves nothing behind.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use serde::{Deserialize, Serialize};
-use wasmtime::component::{Func, TypedFunc};
+use wasmtime::component::{ComponentExportIndex, Func, TypedFunc};
 use wasmtime::{Engine, Store, Trap};
 
 use crate::codec::wit as columns;
+use crate::determinism::Determinism;
 use crate::digest::Digest;
-use crate::error::{LoadError, TransformError, TransformErrorKind};
-use crate::limits::{Limits, ticks};
+use crate::error::{ConversionError, LoadError, TransformError, TransformErrorKind};
+use crate::limits::{Limits, MAX_CONCURRENT_CALLS, MAX_ERROR_MESSAGE_BYTES, MAX_ROW_ERROR_TEXT_PER_CALL, ticks};
 use crate::sandbox::HostState;
 use crate::types::{FeatureType, FieldSpec, arrow_schema};
 use crate::wit;
@@ -62,9 +63,9 @@ pub struct TransformOutput {
     pub row_errors: Vec<RowError>,
 }
 
+/// A fresh instance for one guest call.
 struct Instance {
     store: Store<HostState>,
-    bindings: wit::Transformer,
     /// The `run` export, called with [`columns::BatchRef`] (borrowed buffers).
     run: Func,
 }
@@ -72,8 +73,8 @@ struct Instance {
 /// `run` with borrowed input: the typed signature [`Transform::run_call`] uses.
 type RunFunc<'a> = TypedFunc<(columns::BatchRef<'a>,), (Result<wit::Output, String>,)>;
 
-/// A transform loaded for a view: its digest, description, limits and a
-/// pool of instances.
+/// A transform loaded for a view: its digest, description, limits and the
+/// pre-linked component every call instantiates.
 pub struct Transform {
     view: String,
     path: PathBuf,
@@ -82,15 +83,14 @@ pub struct Transform {
     output_schema: SchemaRef,
     engine: Engine,
     pre: wit::TransformerPre<HostState>,
-    interface: String,
+    /// Where `run` is in the component's exports, looked up once.
+    run_export: ComponentExportIndex,
     limits: Limits,
-    idle: Mutex<Vec<Instance>>,
+    determinism: Determinism,
 }
 
-/// Instances kept idle per transform; more are created under load and dropped after.
-const MAX_IDLE_INSTANCES: usize = 16;
-
 impl Transform {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         view: &str,
         path: &Path,
@@ -99,11 +99,19 @@ impl Transform {
         pre: wit::TransformerPre<HostState>,
         interface: String,
         limits: Limits,
+        determinism: Determinism,
     ) -> Result<Transform, LoadError> {
         let describe_error = |message: String| LoadError::Describe {
             path: path.to_path_buf(),
             message,
         };
+        let no_run = || LoadError::Instantiate {
+            path: path.to_path_buf(),
+            message: format!("no `run` export in {interface}"),
+        };
+        let component = pre.instance_pre().component();
+        let exported = component.get_export_index(None, &interface).ok_or_else(no_run)?;
+        let run_export = component.get_export_index(Some(&exported), "run").ok_or_else(no_run)?;
         let mut transform = Transform {
             view: view.to_string(),
             path: path.to_path_buf(),
@@ -117,18 +125,27 @@ impl Transform {
             output_schema: arrow_schema(&[]),
             engine,
             pre,
-            interface,
+            run_export,
             limits,
-            idle: Mutex::new(Vec::new()),
+            determinism,
         };
-        let mut instance = transform
+        // `run` has the signature the calls assume (checked once, here).
+        let instance = transform
             .instantiate()
             .map_err(|e| describe_error(e.kind.to_string()))?;
-        instance.store.set_epoch_deadline(limits.deadline_ticks());
-        let raw = instance
-            .bindings
-            .skewless_transform_transform()
-            .call_describe(&mut instance.store)
+        instance
+            .run
+            .typed::<(columns::BatchRef<'static>,), (Result<wit::Output, String>,)>(&instance.store)
+            .map_err(|e| LoadError::Instantiate {
+                path: path.to_path_buf(),
+                message: format!("{e:#}"),
+            })?;
+
+        let mut store = transform.new_store(limits.timeout());
+        let raw = transform
+            .pre
+            .instantiate(&mut store)
+            .and_then(|bindings| bindings.skewless_transform_transform().call_describe(&mut store))
             .map_err(|e| describe_error(format!("{e:#}")))?;
         let description = Description {
             name: raw.name,
@@ -143,7 +160,6 @@ impl Transform {
         }
         transform.output_schema = arrow_schema(&description.outputs);
         transform.description = description;
-        transform.idle.lock().expect("pool lock").push(instance);
         Ok(transform)
     }
 
@@ -177,6 +193,11 @@ impl Transform {
         self.limits
     }
 
+    /// How the component was compiled ([`Determinism`]).
+    pub fn determinism(&self) -> Determinism {
+        self.determinism
+    }
+
     /// Runs the transform over `input`, which must hold every declared input
     /// column (by name, any order; other columns are ignored). Batches larger
     /// than `max_rows_per_call` are split into several guest calls and the
@@ -205,61 +226,29 @@ impl Transform {
             }));
             batches.push(part.batch);
         }
-        let batch = arrow_select::concat::concat_batches(&self.output_schema, &batches).map_err(|e| {
-            self.error(TransformErrorKind::Output(crate::error::ConversionError::Arrow(
-                e.to_string(),
-            )))
-        })?;
+        let batch = arrow_select::concat::concat_batches(&self.output_schema, &batches)
+            .map_err(|e| self.error(TransformErrorKind::Output(ConversionError::Arrow(e.to_string()))))?;
         Ok(TransformOutput { batch, row_errors })
     }
 
     fn run_call(&self, input: &RecordBatch, timeout: Duration) -> Result<TransformOutput, TransformError> {
         let rows = input.num_rows();
-        let mut instance = self.checkout()?;
-        instance.store.set_epoch_deadline(ticks(timeout));
-        instance.store.data_mut().limiter.hit = false;
+        let mut instance = self.instantiate_within(timeout)?;
         let result = columns::with_wit_batch(input, &self.description.inputs, |batch| {
             // SAFETY: `instantiate` type-checked `run` against `RunFunc`; the
             // lifetime parameter does not change the component-level type.
             let run: RunFunc<'_> = unsafe { TypedFunc::new_unchecked(instance.run) };
             run.call(&mut instance.store, (batch,)).map(|(result,)| result)
         });
-        let result = match result {
-            Ok(result) => result,
-            Err(e) => {
-                self.checkin(instance);
-                return Err(self.error(TransformErrorKind::Input(e)));
-            }
-        };
+        let result = result.map_err(|e| self.error(TransformErrorKind::Input(e)))?;
         let output = match result {
-            Ok(Ok(output)) => {
-                self.checkin(instance);
-                output
-            }
-            Ok(Err(message)) => {
-                self.checkin(instance);
-                return Err(self.error(TransformErrorKind::Failed(message)));
-            }
-            // The instance is dropped here: after a trap its state is undefined.
+            Ok(Ok(output)) => output,
+            Ok(Err(message)) => return Err(self.error(TransformErrorKind::Failed(cap_message(message)))),
             Err(error) => return Err(self.error(classify_trap(error, &instance, &self.limits, timeout))),
         };
-        let mut row_errors = Vec::with_capacity(output.row_errors.len());
-        for e in output.row_errors {
-            if e.row as usize >= rows {
-                return Err(
-                    self.error(TransformErrorKind::Output(crate::error::ConversionError::RowCount {
-                        column: None,
-                        expected: rows,
-                        actual: e.row as usize + 1,
-                    })),
-                );
-            }
-            row_errors.push(RowError {
-                row: e.row as usize,
-                message: e.message,
-            });
-        }
-        row_errors.sort_by_key(|e| e.row);
+        // The instance goes back to the pool now, reset before its next use.
+        drop(instance);
+        let row_errors = self.row_errors(output.row_errors, rows)?;
         let batch = columns::from_wit(output.batch, &self.description.outputs, &self.output_schema, rows)
             .map_err(|e| self.error(TransformErrorKind::Output(e)))?;
         let batch = if row_errors.is_empty() {
@@ -270,6 +259,42 @@ impl Transform {
         Ok(TransformOutput { batch, row_errors })
     }
 
+    /// The guest's row errors, checked and bounded: each names a row of the
+    /// batch (else the whole call fails: the guest is broken), one per row
+    /// (the first kept), each message at most [`MAX_ERROR_MESSAGE_BYTES`],
+    /// and their text together at most [`MAX_ROW_ERROR_TEXT_PER_CALL`]: past
+    /// it, rows keep their error with a short marker instead of the message.
+    fn row_errors(&self, raw: Vec<wit::RowError>, rows: usize) -> Result<Vec<RowError>, TransformError> {
+        if let Some(bad) = raw.iter().find(|e| e.row as usize >= rows) {
+            return Err(
+                self.error(TransformErrorKind::Output(ConversionError::RowErrorOutOfRange {
+                    row: bad.row,
+                    rows,
+                })),
+            );
+        }
+        let mut errors: Vec<RowError> = raw
+            .into_iter()
+            .map(|e| RowError {
+                row: e.row as usize,
+                message: e.message,
+            })
+            .collect();
+        errors.sort_by_key(|e| e.row);
+        errors.dedup_by_key(|e| e.row);
+        let mut text = 0;
+        for error in &mut errors {
+            let message = cap_message(std::mem::take(&mut error.message));
+            text += message.len();
+            error.message = if text <= MAX_ROW_ERROR_TEXT_PER_CALL {
+                message
+            } else {
+                ROW_ERROR_TEXT_SPENT.to_string()
+            };
+        }
+        Ok(errors)
+    }
+
     fn error(&self, kind: TransformErrorKind) -> TransformError {
         TransformError {
             view: self.view.clone(),
@@ -277,38 +302,34 @@ impl Transform {
         }
     }
 
-    fn checkout(&self) -> Result<Instance, TransformError> {
-        if let Some(instance) = self.idle.lock().expect("pool lock").pop() {
-            return Ok(instance);
-        }
-        self.instantiate()
-    }
-
-    fn checkin(&self, instance: Instance) {
-        let mut idle = self.idle.lock().expect("pool lock");
-        if idle.len() < MAX_IDLE_INSTANCES {
-            idle.push(instance);
-        }
+    /// A store for one call, its deadline `timeout` from now.
+    fn new_store(&self, timeout: Duration) -> Store<HostState> {
+        let mut store = Store::new(&self.engine, HostState::new(&self.limits));
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(ticks(timeout));
+        store
     }
 
     fn instantiate(&self) -> Result<Instance, TransformError> {
-        let mut store = Store::new(&self.engine, HostState::new(&self.limits));
-        store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(self.limits.deadline_ticks());
-        let fail = |e: wasmtime::Error| self.error(TransformErrorKind::Instantiate(format!("{e:#}")));
+        self.instantiate_within(self.limits.timeout())
+    }
+
+    /// A fresh instance in the component's initial state.
+    fn instantiate_within(&self, timeout: Duration) -> Result<Instance, TransformError> {
+        let mut store = self.new_store(timeout);
+        let fail = |e: wasmtime::Error| {
+            if e.is::<wasmtime::PoolConcurrencyLimitError>() {
+                return self.error(TransformErrorKind::TooManyCalls {
+                    limit: MAX_CONCURRENT_CALLS,
+                });
+            }
+            self.error(TransformErrorKind::Instantiate(format!("{e:#}")))
+        };
         let instance = self.pre.instance_pre().instantiate(&mut store).map_err(fail)?;
-        let bindings = wit::Transformer::new(&mut store, &instance).map_err(fail)?;
-        let missing = || fail(wasmtime::format_err!("no `run` export in {}", self.interface));
-        let interface = instance
-            .get_export_index(&mut store, None, &self.interface)
-            .ok_or_else(missing)?;
-        let run_index = instance
-            .get_export_index(&mut store, Some(&interface), "run")
-            .ok_or_else(missing)?;
-        let run = instance.get_func(&mut store, run_index).ok_or_else(missing)?;
-        run.typed::<(columns::BatchRef<'static>,), (Result<wit::Output, String>,)>(&store)
-            .map_err(fail)?;
-        Ok(Instance { store, bindings, run })
+        let run = instance
+            .get_func(&mut store, self.run_export)
+            .ok_or_else(|| fail(wasmtime::format_err!("the component has no `run` function")))?;
+        Ok(Instance { store, run })
     }
 }
 
@@ -330,7 +351,10 @@ fn classify_trap(
             limit_mib: limits.memory_mib,
         };
     }
-    let stderr = String::from_utf8_lossy(&instance.store.data().stderr.contents())
+    let stderr = instance
+        .store
+        .data()
+        .stderr()
         .lines()
         // Guests cannot see the environment, so Rust's hint to set RUST_BACKTRACE only misleads.
         .filter(|line| !line.starts_with("note: run with `RUST_BACKTRACE"))
@@ -343,6 +367,26 @@ fn classify_trap(
         None => error.root_cause().to_string(),
     };
     TransformErrorKind::Trap { message, stderr }
+}
+
+/// What replaces a row's message once a call's error text is spent.
+const ROW_ERROR_TEXT_SPENT: &str = "(message dropped: the call's row errors passed their size limit)";
+
+/// `message`, cut to at most [`MAX_ERROR_MESSAGE_BYTES`] on a character
+/// boundary, with a marker saying how much was cut.
+fn cap_message(mut message: String) -> String {
+    if message.len() <= MAX_ERROR_MESSAGE_BYTES {
+        return message;
+    }
+    let marker_room = 64;
+    let mut cut = MAX_ERROR_MESSAGE_BYTES - marker_room;
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = message.len() - cut;
+    message.truncate(cut);
+    message.push_str(&format!("... [{dropped} more bytes truncated]"));
+    message
 }
 
 /// A guest must null the outputs of failed rows (the SDK does); the host

@@ -6,7 +6,7 @@ wasmtime::component::bindgen!({
     world: "transformer",
 });
 
-pub(crate) use skewless::transform::types::{Batch, Column, DataType, Field, Output, Values};
+pub(crate) use skewless::transform::types::{Batch, Column, DataType, Field, Output, RowError, Values};
 
 /// The interface every transform exports, without its version.
 pub(crate) const INTERFACE: &str = "skewless:transform/transform";

@@ -51,6 +51,7 @@ impl ApiError {
         let (status, code) = match &error.kind {
             TransformErrorKind::Timeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "transform_timeout"),
             TransformErrorKind::MemoryLimit { .. } => (StatusCode::SERVICE_UNAVAILABLE, "transform_memory_limit"),
+            TransformErrorKind::TooManyCalls { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "transform_failed"),
         };
         tracing::warn!("{error}");

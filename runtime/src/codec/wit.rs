@@ -7,6 +7,8 @@
 //! that arrive in a unit other than microseconds. On the way back every
 //! buffer the guest returns is checked (type, length, offsets, UTF-8) before
 //! it becomes an Arrow array: a guest is never trusted to be well formed.
+//! Float outputs leave with their NaNs canonicalized, in the same pass
+//! ([`crate::determinism`]).
 
 use std::sync::Arc;
 
@@ -256,12 +258,14 @@ pub(crate) fn column_from_wit(
             check_len(v.len())?;
             Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls))
         }
-        (wit::Values::Float32(v), FeatureType::Float32) => {
+        (wit::Values::Float32(mut v), FeatureType::Float32) => {
             check_len(v.len())?;
+            crate::determinism::canonicalize_f32(&mut v);
             Arc::new(Float32Array::new(ScalarBuffer::from(v), nulls))
         }
-        (wit::Values::Float64(v), FeatureType::Float64) => {
+        (wit::Values::Float64(mut v), FeatureType::Float64) => {
             check_len(v.len())?;
+            crate::determinism::canonicalize_f64(&mut v);
             Arc::new(Float64Array::new(ScalarBuffer::from(v), nulls))
         }
         (wit::Values::Timestamp(v), FeatureType::Timestamp) => {

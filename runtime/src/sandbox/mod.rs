@@ -16,7 +16,7 @@ use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::limits::Limits;
+use crate::limits::{Limits, MAX_TABLE_ELEMENTS};
 
 mod nonblocking_io;
 
@@ -33,17 +33,24 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
 const STDERR_CAPACITY: usize = 16 * 1024;
 
 /// Per-store host state: WASI (deny-all), its resource table, and limits.
+///
+/// A store lives for one guest call, so the WASI context is made on the
+/// guest's first WASI call only: most transforms never make one, and a call
+/// then pays nothing for it.
 pub(crate) struct HostState {
-    wasi: WasiCtx,
+    wasi: Option<(WasiCtx, MemoryOutputPipe)>,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
-    pub(crate) stderr: MemoryOutputPipe,
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (ctx, _) = self.wasi.get_or_insert_with(|| {
+            let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+            (deterministic_wasi(stderr.clone()), stderr)
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }
@@ -66,22 +73,28 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
 
 impl HostState {
     pub(crate) fn new(limits: &Limits) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         HostState {
-            wasi: deterministic_wasi(stderr.clone()),
+            wasi: None,
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
                 max_bytes: limits.memory_bytes(),
                 hit: false,
             },
-            stderr,
         }
+    }
+
+    /// What the guest wrote to stderr (a panic message), if anything.
+    pub(crate) fn stderr(&self) -> String {
+        self.wasi
+            .as_ref()
+            .map(|(_, stderr)| String::from_utf8_lossy(&stderr.contents()).into_owned())
+            .unwrap_or_default()
     }
 }
 
