@@ -52,7 +52,7 @@ fn main() {
         let repo = common::TempRepo::with_data("driver_stats", common::FIXED_END);
         let catalog = Catalog::load(Repo::open(repo.path()).unwrap(), &runtime).unwrap();
         let store = Store::open(&catalog.repo.store_path).unwrap();
-        apply::apply(apply::plan(&catalog, &store).unwrap(), &store).unwrap();
+        apply::apply(apply::plan(&catalog, &store, &Default::default()).unwrap(), &store).unwrap();
         let started = Instant::now();
         let summary = backfill(&catalog, &store, &BackfillOptions::default(), &ProgressBar::hidden()).unwrap();
         ours.push(started.elapsed());

@@ -10,8 +10,9 @@ use arrow_array::TimestampMicrosecondArray;
 use clap::{Parser, Subcommand};
 use indexmap::IndexMap;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use skewless_runtime::apply::AllowBatchDependent;
 use skewless_runtime::online::{self, RawColumn, ReadSpec, Status};
-use skewless_runtime::{Views, Workspace, backfill, dataset, samples, time};
+use skewless_runtime::{Views, Workspace, backfill, dataset, invariance, samples, time};
 use skewless_server::{GetOnlineFeaturesResponse, Server, ServerLimits};
 use skewless_toolchain as toolchain;
 
@@ -42,6 +43,10 @@ enum Command {
         /// Show the plan without recording it.
         #[arg(long)]
         dry_run: bool,
+        /// Record these views (comma-separated; all views if none is named) even though their
+        /// transform's output for a row depends on the other rows of its batch.
+        #[arg(long, value_name = "VIEW", num_args = 0.., value_delimiter = ',')]
+        allow_batch_dependent: Option<Vec<String>>,
     },
     /// Run materialized views over their file sources and store every value.
     Backfill {
@@ -108,11 +113,15 @@ enum Command {
         allow_mixed_digests: bool,
     },
     /// Prove online/offline parity: read sampled entities through the server's path and the
-    /// dataset's path and compare bit for bit; report stale materializations.
+    /// dataset's path and compare bit for bit; report stale materializations; probe every
+    /// transform for batch invariance and state. Exits non-zero on any difference.
     Verify {
         /// Entities sampled per materialized view.
         #[arg(long, default_value_t = 1_000)]
         samples: usize,
+        /// Seed for where the probes split batches (default: a new one each run, printed).
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Serve features over HTTP: Feast's API, on-demand views, push; until Ctrl-C or SIGTERM.
     Serve {
@@ -192,7 +201,17 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Apply { dry_run } => cmd_apply(&cli.repo, dry_run),
+        Command::Apply {
+            dry_run,
+            allow_batch_dependent,
+        } => {
+            let allow = match allow_batch_dependent {
+                None => AllowBatchDependent::None,
+                Some(views) if views.is_empty() => AllowBatchDependent::All,
+                Some(views) => AllowBatchDependent::Views(views),
+            };
+            cmd_apply(&cli.repo, dry_run, &allow)
+        }
         Command::Backfill {
             views,
             start,
@@ -272,7 +291,7 @@ fn run(cli: Cli) -> Result<()> {
                 },
             )
         }
-        Command::Verify { samples } => cmd_verify(&cli.repo, samples),
+        Command::Verify { samples, seed } => cmd_verify(&cli.repo, samples, seed),
         Command::Serve { addr, limits } => cmd_serve(&cli.repo, &addr, limits.into(), None),
         Command::Ls => cmd_ls(&cli.repo),
         Command::Describe { name } => cmd_describe(&cli.repo, &name),
@@ -319,9 +338,9 @@ fn paint(text: &str, style: &str) -> String {
     }
 }
 
-fn cmd_apply(dir: &Path, dry_run: bool) -> Result<()> {
+fn cmd_apply(dir: &Path, dry_run: bool, allow: &AllowBatchDependent) -> Result<()> {
     let workspace = Workspace::create(dir)?;
-    let plan = workspace.plan()?;
+    let plan = workspace.plan(allow)?;
     for warning in &plan.warnings {
         eprintln!("{} {warning}", paint("warning:", "1;33"));
     }
@@ -433,12 +452,58 @@ fn cmd_dataset(dir: &Path, options: &dataset::DatasetOptions) -> Result<()> {
     Ok(())
 }
 
-fn cmd_verify(dir: &Path, samples: usize) -> Result<()> {
-    let report = Workspace::open(dir, Views::All)?.verify(samples)?;
-    if report.compared == 0 && report.is_clean() {
+fn cmd_verify(dir: &Path, samples: usize, seed: Option<u64>) -> Result<()> {
+    let seed = seed.unwrap_or_else(|| time::now_micros() as u64);
+    let report = Workspace::open(dir, Views::All)?.verify(samples, seed)?;
+    if report.compared == 0 && report.stale.is_empty() {
         bail!(
             "nothing to verify: no stored values of this repo's views; run `skewless apply` and `skewless backfill` first"
         );
+    }
+    let (ok, failed, allowed) = (paint("ok", "1;32"), paint("FAILED", "1;31"), paint("allowed", "1;33"));
+    for probe in &report.probes {
+        let view = &probe.view;
+        println!("view {view}");
+        let (compared, differing) = report.compared_in(view);
+        if compared > 0 {
+            let verdict = if differing == 0 { &ok } else { &failed };
+            println!(
+                "  {:<18} {verdict:<6} {differing} of {compared} sampled values differ between the server's path and the dataset's",
+                "online = offline"
+            );
+        }
+        if report.views.contains(view) {
+            let stale = report.stale.iter().find(|s| &s.view == view);
+            let (verdict, text) = match stale {
+                None => (
+                    &ok,
+                    "every stored value was computed by the repo's component".to_string(),
+                ),
+                Some(s) => (
+                    &failed,
+                    format!("values computed by another component than {}", s.current.short()),
+                ),
+            };
+            println!("  {:<18} {verdict:<6} {text}", "staleness");
+        }
+        match &probe.result {
+            Ok(probed) => {
+                println!("  {:<18} {ok:<6} {probed}", "batch invariance");
+                println!(
+                    "  {:<18} {ok:<6} every call started afresh: the same rows gave the same values in every call",
+                    "state"
+                );
+            }
+            Err(found) => {
+                let verdict = if probe.allowed { &allowed } else { &failed };
+                let check = if found.how == invariance::Arrangement::Again {
+                    "state"
+                } else {
+                    "batch invariance"
+                };
+                println!("  {check:<18} {verdict:<6} {found}");
+            }
+        }
     }
     const SHOWN: usize = 20;
     for d in report.differences.iter().take(SHOWN) {
@@ -482,20 +547,37 @@ fn cmd_verify(dir: &Path, samples: usize) -> Result<()> {
             s.view
         );
     }
+    let failing: Vec<&str> = report
+        .probes
+        .iter()
+        .filter(|p| p.fails())
+        .map(|p| p.view.as_str())
+        .collect();
+    if !failing.is_empty() {
+        eprintln!(
+            "{} {} depend on their batch or on earlier calls: a served value would differ from the trained one \
+             (`skewless apply --allow-batch-dependent VIEW` records a known case)",
+            paint("batch-dependent:", "1;31"),
+            failing.join(", ")
+        );
+    }
     if !report.is_clean() {
         bail!(
-            "{} differences in {} values compared, {} stale views",
+            "{} differences in {} values compared, {} stale views, {} views failing the batch probe (seed {seed})",
             report.differences.len(),
             report.compared,
-            report.stale.len()
+            report.stale.len(),
+            failing.len()
         );
     }
     status(
         "Verified",
         &format!(
-            "{} values of {} views: online (server) and offline (dataset) paths agree bit for bit; nothing stale",
+            "{} values of {} views: online (server) and offline (dataset) paths agree bit for bit; nothing stale; \
+             {} transforms batch-invariant and stateless (seed {seed})",
             report.compared,
-            report.views.len()
+            report.views.len(),
+            report.probes.iter().filter(|p| p.result.is_ok()).count()
         ),
     );
     Ok(())
@@ -664,7 +746,7 @@ fn cmd_demo(examples: Option<PathBuf>) -> Result<()> {
     for path in samples::generate("driver_stats", &repo_dir, end).map_err(anyhow::Error::msg)? {
         status("Generated", &format!("{} (1,000 drivers x 720 hours)", path.display()));
     }
-    cmd_apply(&repo_dir, false)?;
+    cmd_apply(&repo_dir, false, &AllowBatchDependent::None)?;
     cmd_backfill(&repo_dir, &backfill::BackfillOptions::default())?;
     status(
         "Reading",

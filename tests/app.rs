@@ -22,7 +22,7 @@ fn state() -> (TempRepo, AppState) {
     let repo = TempRepo::new("driver_stats");
     repo.add_hostile_views();
     let workspace = Workspace::create(repo.path()).unwrap();
-    workspace.apply(workspace.plan().unwrap()).unwrap();
+    workspace.apply(workspace.plan(&Default::default()).unwrap()).unwrap();
     drop(workspace);
     let limits = ServerLimits {
         max_rows: 100,

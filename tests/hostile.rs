@@ -161,7 +161,7 @@ fn guest_error_text_is_bounded_and_a_bad_row_index_is_named() {
     assert_eq!(many.batch.column(0).null_count(), 300);
     let text: usize = many.row_errors.iter().map(|e| e.message.len()).sum();
     let capped = many.row_errors.iter().filter(|e| e.message.starts_with("mmmm")).count();
-    assert!(capped >= 10 && capped <= 16, "{capped} messages kept whole");
+    assert!((10..=16).contains(&capped), "{capped} messages kept whole");
     assert!(
         text < skewless_runtime::MAX_ROW_ERROR_TEXT_PER_CALL + 300 * 100,
         "{text} bytes of error text"

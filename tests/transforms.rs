@@ -329,3 +329,30 @@ fn a_second_load_comes_from_the_compile_cache() {
         "the entry was rewritten"
     );
 }
+
+#[test]
+fn every_example_transform_passes_the_batch_invariance_probe_on_edge_case_rows() {
+    use skewless_runtime::invariance::{self, SampleOrigin};
+    let runtime = runtime();
+    for name in [
+        "driver_hourly_stats",
+        "transformed_conv_rate",
+        "fraud_features",
+        "ride_eta",
+    ] {
+        let transform = example(&runtime, name);
+        for seed in [1, 2, 3] {
+            let rows = invariance::generated(&transform.description().inputs, invariance::PROBE_ROWS, seed);
+            let probed = invariance::probe(&transform, &rows, SampleOrigin::Generated, seed)
+                .unwrap_or_else(|found| panic!("{found}"));
+            assert_eq!(probed.rows + probed.failing_alone, invariance::PROBE_ROWS, "{name}");
+            assert!(!probed.splits.is_empty(), "{name}");
+        }
+    }
+    // And the probe does catch a guest that reads its batch.
+    let batch_size = test_component(&runtime, "batch_size", Limits::default());
+    let rows = invariance::generated(&batch_size.description().inputs, 50, 9);
+    let found = invariance::probe(&batch_size, &rows, SampleOrigin::Generated, 9).unwrap_err();
+    assert_eq!(found.how, invariance::Arrangement::OneRowAtATime);
+    assert_eq!((found.together.as_str(), found.apart.as_str()), ("50", "1"), "{found}");
+}

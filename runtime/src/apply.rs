@@ -11,9 +11,10 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
+use crate::invariance::{self, Dependence};
 use crate::repo::{FileSource, RepoError, SourceKind};
-use crate::source;
-use crate::store::{Registry, Store, StoreError};
+use crate::source::{self, SourceError};
+use crate::store::{Invariance, Registry, Store, StoreError};
 use crate::types::FeatureType;
 
 /// What happens to one registry object.
@@ -87,10 +88,51 @@ pub enum ApplyError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A view's transform gives a row a value that depends on its batch.
+    #[error(
+        "{0}.\nServing calls a transform with one row and backfill with thousands, so this view would serve \
+         values it was not trained on. Compute each row from that row alone; or, if this is intended, \
+         record it with `skewless apply --allow-batch-dependent {view}`",
+        view = .0.view
+    )]
+    BatchDependent(Box<Dependence>),
+    /// A view's probe rows could not be read from its file source.
+    #[error("view `{view}`: cannot read rows to check the transform with: {error}")]
+    Sample {
+        /// The view.
+        view: String,
+        /// What failed.
+        error: SourceError,
+    },
 }
 
-/// Computes what `apply` would change.
-pub fn plan(catalog: &Catalog, store: &Store) -> Result<Plan, ApplyError> {
+/// Which views may be batch-dependent (`--allow-batch-dependent`).
+#[derive(Debug, Clone, Default)]
+pub enum AllowBatchDependent {
+    /// None: every transform must pass the probe.
+    #[default]
+    None,
+    /// These views.
+    Views(Vec<String>),
+    /// Every view.
+    All,
+}
+
+impl AllowBatchDependent {
+    fn allows(&self, view: &str) -> bool {
+        match self {
+            AllowBatchDependent::None => false,
+            AllowBatchDependent::Views(views) => views.iter().any(|v| v == view),
+            AllowBatchDependent::All => true,
+        }
+    }
+}
+
+/// Computes what `apply` would change. Every view whose transform is new or
+/// changed is probed for batch invariance ([`crate::invariance`]) and
+/// refused if it fails, unless `allow` names it; then the difference found
+/// is recorded with the view.
+pub fn plan(catalog: &Catalog, store: &Store, allow: &AllowBatchDependent) -> Result<Plan, ApplyError> {
     let repo = &catalog.repo;
     let mut warnings = Vec::new();
     check_sources(catalog, &mut warnings)?;
@@ -146,6 +188,7 @@ pub fn plan(catalog: &Catalog, store: &Store) -> Result<Plan, ApplyError> {
             record.transform,
             record.digest.short()
         );
+        record.invariance = check_batch_invariance(catalog, view, old.views.get(&view.name), allow)?;
         let change = match old.views.get(&view.name) {
             None => Change::Add,
             Some(previous) => {
@@ -204,6 +247,36 @@ pub fn plan(catalog: &Catalog, store: &Store) -> Result<Plan, ApplyError> {
         warnings,
         registry,
     })
+}
+
+/// Probes `view`'s transform unless the registry already holds the same
+/// component, checked or allowed.
+fn check_batch_invariance(
+    catalog: &Catalog,
+    view: &crate::repo::View,
+    previous: Option<&crate::store::ViewRecord>,
+    allow: &AllowBatchDependent,
+) -> Result<Invariance, ApplyError> {
+    let transform = catalog.transform(&view.name).expect("apply loads every view");
+    if let Some(previous) = previous.filter(|p| p.digest == transform.digest()) {
+        match &previous.invariance {
+            Invariance::Checked => return Ok(Invariance::Checked),
+            // Allowed once for this component, it stays allowed.
+            allowed @ Invariance::Allowed(_) => return Ok(allowed.clone()),
+            Invariance::Unchecked => {}
+        }
+    }
+    let seed = u64::from_str_radix(&transform.digest().hex()[..16], 16).expect("hex digits");
+    let (rows, origin) =
+        invariance::sample(&catalog.repo, view, transform, seed).map_err(|error| ApplyError::Sample {
+            view: view.name.clone(),
+            error,
+        })?;
+    match invariance::probe(transform, &rows, origin, seed) {
+        Ok(_) => Ok(Invariance::Checked),
+        Err(dependence) if allow.allows(&view.name) => Ok(Invariance::Allowed(dependence)),
+        Err(dependence) => Err(ApplyError::BatchDependent(dependence)),
+    }
 }
 
 /// The plan line of one entity, source or service: records are compared in

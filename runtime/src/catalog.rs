@@ -13,8 +13,8 @@ use indexmap::IndexMap;
 
 use crate::engine::Runtime;
 use crate::repo::{Repo, RepoError, SourceKind, View, ViewKind};
-use crate::store::ViewRecord;
 use crate::store::layout::DEFAULT_BUCKET_MICROS;
+use crate::store::{Invariance, ViewRecord};
 use crate::transform::Transform;
 use crate::types::{FeatureType, FieldSpec};
 
@@ -68,7 +68,7 @@ impl Catalog {
                 message,
             };
             let transform = runtime
-                .load(&view.name, &view.transform, view.limits)
+                .load_with(&view.name, &view.transform, view.limits, view.determinism)
                 .map_err(|error| RepoError::Component {
                     path: repo.config_path.clone(),
                     line: view.line,
@@ -217,6 +217,7 @@ impl Catalog {
             bucket_micros: DEFAULT_BUCKET_MICROS,
             last_commit: None,
             definition: view.clone(),
+            invariance: Invariance::Unchecked,
         })
     }
 }

@@ -31,6 +31,7 @@ mod file_format;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod invariance;
 mod limits;
 mod materialize;
 pub mod online;

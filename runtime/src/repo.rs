@@ -24,6 +24,7 @@
 //! ttl = "1d"
 //! features = { conv_rate = "float32" } # optional: which outputs to store, with types
 //! limits = { timeout_ms = 5000, memory_mib = 512 }
+//! determinism = "strict"              # optional; also at the top, for every view
 //!
 //! [views.transformed_conv_rate]
 //! kind = "on_demand"
@@ -46,6 +47,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::determinism::Determinism;
 use crate::file_format::FileFormat;
 use crate::limits::Limits;
 use crate::types::{FeatureType, FieldSpec};
@@ -114,6 +116,9 @@ pub enum RepoError {
 struct RawRepo {
     project: String,
     store: Option<String>,
+    /// The default for every view.
+    #[serde(default)]
+    determinism: Determinism,
     #[serde(default)]
     entities: IndexMap<String, Spanned<RawEntity>>,
     #[serde(default)]
@@ -181,6 +186,7 @@ struct RawView {
     features: Option<Spanned<IndexMap<String, FeatureType>>>,
     #[serde(default)]
     limits: Limits,
+    determinism: Option<Determinism>,
 }
 
 fn yes() -> bool {
@@ -314,6 +320,9 @@ pub struct View {
     pub features: Option<Vec<FieldSpec>>,
     /// Per-call limits.
     pub limits: Limits,
+    /// How the component is compiled (the view's, else the repo's setting).
+    #[serde(default)]
+    pub determinism: Determinism,
     /// Line of the view in the config, for later errors.
     #[serde(skip)]
     pub line: usize,
@@ -728,6 +737,7 @@ impl Repo {
                     tags: view.tags.clone(),
                     features,
                     limits: view.limits,
+                    determinism: view.determinism.unwrap_or(raw.determinism),
                     line: line_of(text, start),
                 },
             );

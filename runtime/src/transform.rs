@@ -323,6 +323,13 @@ impl Transform {
                     limit: MAX_CONCURRENT_CALLS,
                 });
             }
+            // Start functions run under the call's deadline too.
+            if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                return self.error(TransformErrorKind::Timeout {
+                    limit: timeout,
+                    caller: timeout < self.limits.timeout(),
+                });
+            }
             self.error(TransformErrorKind::Instantiate(format!("{e:#}")))
         };
         let instance = self.pre.instance_pre().instantiate(&mut store).map_err(fail)?;

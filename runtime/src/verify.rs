@@ -8,25 +8,26 @@
 //! as `skewless dataset` builds training rows (history, [`AsOf::Rows`]). The
 //! two must agree bit for bit (floats by their bits) and in status; every
 //! difference is reported. It also reports views whose stored values were
-//! produced by a transform other than the one the repo names now.
+//! produced by a transform other than the one the repo names now, and probes
+//! every view's transform for batch invariance and state kept across calls
+//! ([`crate::invariance`]), on rows of its file source where it has one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
 };
-use arrow_schema::DataType as ArrowType;
 use indexmap::IndexMap;
 
 use crate::catalog::Catalog;
 use crate::digest::Digest;
+use crate::invariance::{self, Dependence, Probed};
 use crate::online::{self, AsOf, OnlineError, OnlineRequest, OnlineResponse};
 use crate::repo::{FeatureRef, ViewKind};
+use crate::source::SourceError;
 use crate::store::layout::{KeyValue, decode_entity_key};
-use crate::store::{Store, StoreError, ViewRecord};
+use crate::store::{Invariance, Store, StoreError, ViewRecord};
 use crate::types::{FeatureType, UTC};
 
 /// One value that differs between the two paths.
@@ -64,7 +65,7 @@ pub struct Stale {
 /// What `verify` found.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
-    /// Views checked.
+    /// Materialized views whose stored values were compared.
     pub views: Vec<String>,
     /// (entity, feature) values compared.
     pub compared: usize,
@@ -72,12 +73,41 @@ pub struct Report {
     pub differences: Vec<Difference>,
     /// Views with stale materializations.
     pub stale: Vec<Stale>,
+    /// Every view's transform, probed for batch invariance and state.
+    pub probes: Vec<ViewProbe>,
+    /// Values compared per view (a view's own and those of on-demand views over it).
+    pub compared_by_view: BTreeMap<String, usize>,
+}
+
+/// The batch-invariance and state probe of one view ([`crate::invariance`]).
+#[derive(Debug, Clone)]
+pub struct ViewProbe {
+    /// The view.
+    pub view: String,
+    /// What the probe found now.
+    pub result: Result<Probed, Box<Dependence>>,
+    /// Whether `apply` recorded the view as allowed to depend on its batch
+    /// (`--allow-batch-dependent`): a difference is then reported, not failed.
+    pub allowed: bool,
+}
+
+impl ViewProbe {
+    /// Failed, and not allowed at apply.
+    pub fn fails(&self) -> bool {
+        self.result.is_err() && !self.allowed
+    }
 }
 
 impl Report {
-    /// No difference and nothing stale.
+    /// No difference, nothing stale, and every probe passed (or was allowed).
     pub fn is_clean(&self) -> bool {
-        self.differences.is_empty() && self.stale.is_empty()
+        self.differences.is_empty() && self.stale.is_empty() && !self.probes.iter().any(ViewProbe::fails)
+    }
+
+    /// Values of `view` compared, and how many differed.
+    pub fn compared_in(&self, view: &str) -> (usize, usize) {
+        let differences = self.differences.iter().filter(|d| d.view == view).count();
+        (self.compared_by_view.get(view).copied().unwrap_or(0), differences)
     }
 }
 
@@ -91,14 +121,41 @@ pub enum VerifyError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A view's probe rows could not be read from its file source.
+    #[error("view `{view}`: cannot read rows to probe the transform with: {error}")]
+    Sample {
+        /// The view.
+        view: String,
+        /// What failed.
+        error: SourceError,
+    },
 }
 
-/// Checks up to `samples` entities per materialized view of `catalog`.
-pub fn verify(catalog: &Catalog, store: &Store, samples: usize) -> Result<Report, VerifyError> {
+/// Checks up to `samples` entities per materialized view of `catalog`, and
+/// probes every view's transform; `seed` picks the probes' split points.
+pub fn verify(catalog: &Catalog, store: &Store, samples: usize, seed: u64) -> Result<Report, VerifyError> {
     let repo = &catalog.repo;
     let records = store.views()?;
     let digests = store.digests()?;
     let mut report = Report::default();
+    for view in repo.views.values() {
+        let Some(transform) = catalog.transform(&view.name) else {
+            continue;
+        };
+        let (rows, origin) = invariance::sample(repo, view, transform, seed).map_err(|error| VerifyError::Sample {
+            view: view.name.clone(),
+            error,
+        })?;
+        let allowed = matches!(
+            records.get(&view.name).map(|r| &r.invariance),
+            Some(Invariance::Allowed(_))
+        );
+        report.probes.push(ViewProbe {
+            view: view.name.clone(),
+            result: invariance::probe(transform, &rows, origin, seed),
+            allowed,
+        });
+    }
     for view in repo.views.values().filter(|v| v.is_materialized()) {
         let Some(record) = records.get(&view.name) else {
             continue;
@@ -256,13 +313,17 @@ fn compare(online: &OnlineResponse, offline: &OnlineResponse, row: usize, key: &
             continue;
         };
         report.compared += 1;
-        let (va, vb) = (value_bits(a.values.as_ref(), 0), value_bits(b.values.as_ref(), row));
+        *report.compared_by_view.entry(view.clone()).or_default() += 1;
+        let (va, vb) = (
+            crate::codec::value_bits(a.values.as_ref(), 0),
+            crate::codec::value_bits(b.values.as_ref(), row),
+        );
         if va != vb || a.statuses[0] != b.statuses[row] {
             let show = |array: &dyn Array, r: usize, status: online::Status| {
                 let status = serde_json::to_value(status).expect("statuses serialize");
                 format!(
                     "{} ({})",
-                    crate::codec::json::value_json(array, r),
+                    crate::codec::value_text(array, r),
                     status.as_str().unwrap_or_default()
                 )
             };
@@ -275,34 +336,4 @@ fn compare(online: &OnlineResponse, offline: &OnlineResponse, row: usize, key: &
             });
         }
     }
-}
-
-/// A value as bytes: floats by their bits, so NaN payloads and -0.0 count.
-fn value_bits(array: &dyn Array, row: usize) -> Option<Vec<u8>> {
-    if array.is_null(row) {
-        return None;
-    }
-    Some(match array.data_type() {
-        ArrowType::Boolean => vec![u8::from(array.as_boolean().value(row))],
-        ArrowType::Int64 => array.as_primitive::<Int64Type>().value(row).to_le_bytes().to_vec(),
-        ArrowType::Float32 => array
-            .as_primitive::<Float32Type>()
-            .value(row)
-            .to_bits()
-            .to_le_bytes()
-            .to_vec(),
-        ArrowType::Float64 => array
-            .as_primitive::<Float64Type>()
-            .value(row)
-            .to_bits()
-            .to_le_bytes()
-            .to_vec(),
-        ArrowType::Utf8 => array.as_string::<i32>().value(row).as_bytes().to_vec(),
-        ArrowType::Timestamp(..) => array
-            .as_primitive::<TimestampMicrosecondType>()
-            .value(row)
-            .to_le_bytes()
-            .to_vec(),
-        other => format!("{other}").into_bytes(),
-    })
 }

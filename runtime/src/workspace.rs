@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 
-use crate::apply::{self, ApplyError, Plan};
+use crate::apply::{self, AllowBatchDependent, ApplyError, Plan};
 use crate::backfill::{self, BackfillError, BackfillOptions, ViewSummary};
 use crate::catalog::Catalog;
 use crate::dataset::{self, DatasetError, DatasetOptions, DatasetSummary};
@@ -142,8 +142,8 @@ impl Workspace {
     }
 
     /// What `apply` would change.
-    pub fn plan(&self) -> Result<Plan, ApplyError> {
-        apply::plan(&self.catalog, &self.store)
+    pub fn plan(&self, allow: &AllowBatchDependent) -> Result<Plan, ApplyError> {
+        apply::plan(&self.catalog, &self.store, allow)
     }
 
     /// Records `plan` in the registry.
@@ -174,9 +174,10 @@ impl Workspace {
         dataset::build(&self.catalog, &self.store, options, progress)
     }
 
-    /// Compares the online and offline paths on `samples` entities per view.
-    pub fn verify(&self, samples: usize) -> Result<Report, VerifyError> {
-        verify::verify(&self.catalog, &self.store, samples)
+    /// Compares the online and offline paths on `samples` entities per view,
+    /// and probes every transform (`seed` picks where batches are split).
+    pub fn verify(&self, samples: usize, seed: u64) -> Result<Report, VerifyError> {
+        verify::verify(&self.catalog, &self.store, samples, seed)
     }
 }
 

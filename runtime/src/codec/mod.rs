@@ -19,6 +19,68 @@ pub mod json;
 pub mod row;
 pub(crate) mod wit;
 
+use arrow_array::Array;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow_schema::DataType as ArrowType;
+
+/// A value as bytes, `None` for null: floats by their bits, so NaN payloads
+/// and -0.0 count. What "bit-identical" means wherever values are compared.
+pub(crate) fn value_bits(array: &dyn Array, row: usize) -> Option<Vec<u8>> {
+    if array.is_null(row) {
+        return None;
+    }
+    Some(match array.data_type() {
+        ArrowType::Boolean => vec![u8::from(array.as_boolean().value(row))],
+        ArrowType::Int64 => array.as_primitive::<Int64Type>().value(row).to_le_bytes().to_vec(),
+        ArrowType::Float32 => array
+            .as_primitive::<Float32Type>()
+            .value(row)
+            .to_bits()
+            .to_le_bytes()
+            .to_vec(),
+        ArrowType::Float64 => array
+            .as_primitive::<Float64Type>()
+            .value(row)
+            .to_bits()
+            .to_le_bytes()
+            .to_vec(),
+        ArrowType::Utf8 => array.as_string::<i32>().value(row).as_bytes().to_vec(),
+        ArrowType::Timestamp(..) => array
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(row)
+            .to_le_bytes()
+            .to_vec(),
+        other => format!("{other}").into_bytes(),
+    })
+}
+
+/// A value for a message: as JSON ([`json::value_json`]), except floats that
+/// JSON cannot hold or that only their bits tell apart (NaN, infinities,
+/// -0.0), which are shown with their bits.
+pub(crate) fn value_text(array: &dyn Array, row: usize) -> String {
+    let bits = |value: f64, bits: String| {
+        if value.is_finite() && !(value == 0.0 && value.is_sign_negative()) {
+            None
+        } else {
+            Some(format!("{value} (bits {bits})"))
+        }
+    };
+    let special = match array.data_type() {
+        _ if array.is_null(row) => None,
+        ArrowType::Float32 => {
+            let value = array.as_primitive::<Float32Type>().value(row);
+            bits(value as f64, format!("{:#010x}", value.to_bits()))
+        }
+        ArrowType::Float64 => {
+            let value = array.as_primitive::<Float64Type>().value(row);
+            bits(value, format!("{:#018x}", value.to_bits()))
+        }
+        _ => None,
+    };
+    special.unwrap_or_else(|| json::value_json(array, row).to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

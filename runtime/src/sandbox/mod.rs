@@ -136,7 +136,15 @@ impl wasmtime_wasi::HostMonotonicClock for FixedClock {
 }
 
 /// A seeded generator (SplitMix64): the same bytes on every run.
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
+
+impl SplitMix64 {
+    /// The next value.
+    pub(crate) fn next(&mut self) -> u64 {
+        let Ok(value) = rand::TryRng::try_next_u64(self);
+        value
+    }
+}
 
 impl rand::TryRng for SplitMix64 {
     type Error = std::convert::Infallible;

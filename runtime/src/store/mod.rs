@@ -29,7 +29,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use registry::Kind;
-pub use registry::{Registry, ViewRecord};
+pub use registry::{Invariance, Registry, ViewRecord};
 
 use crate::codec::row::{Value, decode_values};
 use crate::digest::Digest;

@@ -15,6 +15,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::invariance::Dependence;
 use crate::repo::{Entity, Service, Source, SourceKind, View, ViewKind};
 use crate::types::FieldSpec;
 
@@ -89,6 +90,34 @@ pub struct ViewRecord {
     pub last_commit: Option<u64>,
     /// The whole view definition, as the repo declares it.
     pub definition: View,
+    /// Whether `apply` found the transform batch-invariant.
+    #[serde(default)]
+    pub invariance: Invariance,
+}
+
+/// What `apply` found when it probed a view's transform for batch invariance
+/// ([`crate::invariance`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Invariance {
+    /// Not probed (recorded before probing existed).
+    #[default]
+    Unchecked,
+    /// Probed, and every row's outputs were the same in every arrangement.
+    Checked,
+    /// Probed, found to depend on its batch, and allowed
+    /// (`--allow-batch-dependent`): what was found.
+    Allowed(Box<Dependence>),
+}
+
+impl fmt::Display for Invariance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Invariance::Unchecked => f.write_str("not checked (run `skewless verify`)"),
+            Invariance::Checked => f.write_str("checked at apply"),
+            Invariance::Allowed(found) => write!(f, "NOT batch-invariant, allowed at apply: {found}"),
+        }
+    }
 }
 
 impl ViewRecord {
@@ -154,6 +183,8 @@ impl fmt::Display for ViewRecord {
             self.last_commit
                 .map_or("never backfilled".to_string(), |c| format!("#{c}"))
         )?;
+        writeln!(f, "  determinism: {}", definition.determinism)?;
+        writeln!(f, "  batch invariance: {}", self.invariance)?;
         fields(f, "inputs", &self.inputs)?;
         fields(f, "features", &self.features)
     }

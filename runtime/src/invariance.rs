@@ -1,0 +1,454 @@
+//! Batch invariance, checked: a transform's output for a row must depend on
+//! that row alone, not on the other rows of its batch. Online reads call a
+//! transform with one row, backfill with 65,536: a guest that looks at its
+//! batch (its size, a mean over it) gives one value in training and another
+//! in serving, which is the skew this product exists to rule out.
+//!
+//! Wasm cannot stop a guest from reading its whole batch, so the host checks
+//! it instead ([`probe`]): the same rows run as one batch, one row at a time,
+//! split at random points, and as one batch again (a fresh instance every
+//! call, so the last also shows state kept across calls). Every output value
+//! (by its bits) and every row error must agree. `apply` refuses a view whose
+//! transform fails the probe unless told otherwise, and `verify` probes again.
+//!
+//! Rows come from the view's file source when it has one ([`sample`]),
+//! else they are generated from the declared input types: edge values first
+//! (nulls, zeros, extremes, NaN, infinities, subnormals, empty and non-ASCII
+//! strings, pre-1970 times), then seeded random values.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow_array::{
+    ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::repo::{Repo, SourceKind, View, ViewKind};
+use crate::source::{self, SourceError};
+use crate::transform::{Transform, TransformOutput};
+use crate::types::{FeatureType, FieldSpec, UTC};
+
+/// Rows a probe runs (a transform is called once per row, plus a few batches).
+pub const PROBE_ROWS: usize = 200;
+
+/// Random split points per probe.
+const SPLITS: usize = 3;
+
+/// How the probe's rows were obtained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SampleOrigin {
+    /// Read from the view's file source.
+    File(String),
+    /// Generated from the transform's declared input types.
+    Generated,
+}
+
+/// What a passed probe did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probed {
+    /// Rows compared.
+    pub rows: usize,
+    /// Rows left out because they fail the whole batch on their own (such a
+    /// row fails every batch it is in, so it proves nothing either way).
+    pub failing_alone: usize,
+    /// Where the split runs cut the rows.
+    pub splits: Vec<usize>,
+    /// Where the rows came from.
+    pub origin: SampleOrigin,
+}
+
+impl fmt::Display for Probed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let origin = match &self.origin {
+            SampleOrigin::File(path) => format!("from {path}"),
+            SampleOrigin::Generated => "generated".to_string(),
+        };
+        write!(
+            f,
+            "{} rows {origin}: one batch, one row at a time, split at {:?}, and the batch again agree",
+            self.rows, self.splits
+        )?;
+        if self.failing_alone > 0 {
+            write!(f, " ({} rows that fail on their own left out)", self.failing_alone)?;
+        }
+        Ok(())
+    }
+}
+
+/// A row whose outcome depends on the rest of its batch, or on earlier calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dependence {
+    /// The view.
+    pub view: String,
+    /// The row of the probe sample, counted from 0.
+    pub row: usize,
+    /// The row's input values, `name=value` pairs.
+    pub input: String,
+    /// The output column, or `row error`, or `the batch` when a whole call failed.
+    pub output: String,
+    /// What the row gave in one batch with the others.
+    pub together: String,
+    /// What it gave the other way.
+    pub apart: String,
+    /// The other way.
+    pub how: Arrangement,
+}
+
+/// How the probe's rows were run, besides as one batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arrangement {
+    /// One call per row (what online reads do).
+    OneRowAtATime,
+    /// In batches cut at these rows.
+    Split(Vec<usize>),
+    /// As the same batch again: a difference here is state kept across calls.
+    Again,
+}
+
+impl fmt::Display for Arrangement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Arrangement::OneRowAtATime => f.write_str("one row at a time"),
+            Arrangement::Split(at) => write!(f, "in a batch split at rows {at:?}"),
+            Arrangement::Again => f.write_str("in the same batch run again"),
+        }
+    }
+}
+
+impl fmt::Display for Dependence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "view `{}`: for probe row {} ({}), {} is {} in one batch of all rows but {} {}",
+            self.view, self.row, self.input, self.output, self.together, self.apart, self.how
+        )
+    }
+}
+
+/// The rows to probe `transform` with: read from `view`'s file source (or
+/// its push source's batch source) when there is one, else generated.
+pub fn sample(
+    repo: &Repo,
+    view: &View,
+    transform: &Transform,
+    seed: u64,
+) -> Result<(RecordBatch, SampleOrigin), SourceError> {
+    let inputs = &transform.description().inputs;
+    if let Some((path, format)) = file_of(repo, view) {
+        let mut opened = source::open(&path, format, inputs)?;
+        if let Some(first) = opened.batches.next().transpose()?
+            && first.num_rows() > 0
+        {
+            // An even spread over the first batch read.
+            let step = first.num_rows().div_ceil(PROBE_ROWS).max(1);
+            let rows = arrow_array::UInt32Array::from_iter_values((0..first.num_rows() as u32).step_by(step));
+            let picked = arrow_select::take::take_record_batch(&first, &rows).expect("rows are in range");
+            return Ok((picked, SampleOrigin::File(path.display().to_string())));
+        }
+    }
+    Ok((generated(inputs, PROBE_ROWS, seed), SampleOrigin::Generated))
+}
+
+fn file_of(repo: &Repo, view: &View) -> Option<(std::path::PathBuf, crate::FileFormat)> {
+    let ViewKind::Materialized { source, .. } = &view.kind else {
+        return None;
+    };
+    let mut source = repo.sources.get(source)?;
+    if let SourceKind::Push { batch_source } = &source.kind {
+        source = repo.sources.get(batch_source)?;
+    }
+    match &source.kind {
+        SourceKind::File(file) => Some((file.path.clone(), file.format)),
+        _ => None,
+    }
+}
+
+/// Runs `transform` on `rows` in every arrangement and compares; `seed`
+/// picks the split points. A call that fails where the same rows succeeded
+/// in another arrangement is a difference too.
+pub fn probe(
+    transform: &Transform,
+    rows: &RecordBatch,
+    origin: SampleOrigin,
+    seed: u64,
+) -> Result<Probed, Box<Dependence>> {
+    let n = rows.num_rows();
+    // One row at a time; a row that fails its call alone fails any batch.
+    let mut alone = Vec::with_capacity(n);
+    let mut keep = Vec::with_capacity(n);
+    for row in 0..n {
+        if let Ok(output) = transform.run(&rows.slice(row, 1)) {
+            alone.push(output);
+            keep.push(row as u32);
+        }
+    }
+    let failing_alone = n - keep.len();
+    let rows = if failing_alone == 0 {
+        rows.clone()
+    } else {
+        arrow_select::take::take_record_batch(rows, &arrow_array::UInt32Array::from(keep)).expect("rows are in range")
+    };
+    let n = rows.num_rows();
+    let input = |row: usize| describe_row(&rows, row);
+    let dependence = |row: usize, output: String, together: String, apart: String, how: Arrangement| {
+        Box::new(Dependence {
+            view: transform.view().to_string(),
+            row,
+            input: input(row),
+            output,
+            together,
+            apart,
+            how,
+        })
+    };
+    if n == 0 {
+        return Ok(Probed {
+            rows: 0,
+            failing_alone,
+            splits: vec![],
+            origin,
+        });
+    }
+
+    let together = match transform.run(&rows) {
+        Ok(output) => output,
+        Err(error) => {
+            return Err(dependence(
+                0,
+                "the call".into(),
+                format!("a failure ({})", error.kind),
+                "a success for every row".into(),
+                Arrangement::OneRowAtATime,
+            ));
+        }
+    };
+    for (row, one) in alone.iter().enumerate() {
+        if let Some((output, a, b)) = first_difference(&together, row, one, 0) {
+            return Err(dependence(row, output, a, b, Arrangement::OneRowAtATime));
+        }
+    }
+
+    let mut rng = crate::sandbox::SplitMix64(seed);
+    let mut splits: Vec<usize> = (0..SPLITS.min(n.saturating_sub(1)))
+        .map(|_| 1 + (rng.next() % (n as u64 - 1)) as usize)
+        .collect();
+    splits.sort_unstable();
+    splits.dedup();
+    let how = Arrangement::Split(splits.clone());
+    let mut start = 0;
+    for end in splits.iter().copied().chain([n]) {
+        let part = match transform.run(&rows.slice(start, end - start)) {
+            Ok(part) => part,
+            Err(error) => {
+                return Err(dependence(
+                    start,
+                    "the call".into(),
+                    "a success".into(),
+                    format!("a failure ({})", error.kind),
+                    how.clone(),
+                ));
+            }
+        };
+        for row in start..end {
+            if let Some((output, a, b)) = first_difference(&together, row, &part, row - start) {
+                return Err(dependence(row, output, a, b, how.clone()));
+            }
+        }
+        start = end;
+    }
+
+    let again = transform.run(&rows).map_err(|error| {
+        dependence(
+            0,
+            "the call".into(),
+            "a success".into(),
+            format!("a failure ({})", error.kind),
+            Arrangement::Again,
+        )
+    })?;
+    for row in 0..n {
+        if let Some((output, a, b)) = first_difference(&together, row, &again, row) {
+            return Err(dependence(row, output, a, b, Arrangement::Again));
+        }
+    }
+    Ok(Probed {
+        rows: n,
+        failing_alone,
+        splits,
+        origin,
+    })
+}
+
+/// The first output (column or row error) where row `a_row` of `a` and row
+/// `b_row` of `b` differ, with both values as text.
+fn first_difference(
+    a: &TransformOutput,
+    a_row: usize,
+    b: &TransformOutput,
+    b_row: usize,
+) -> Option<(String, String, String)> {
+    let error = |output: &TransformOutput, row: usize| {
+        output
+            .row_errors
+            .iter()
+            .find(|e| e.row == row)
+            .map(|e| e.message.clone())
+    };
+    let (ea, eb) = (error(a, a_row), error(b, b_row));
+    if ea != eb {
+        let show = |e: Option<String>| e.map_or("no error".to_string(), |m| format!("error {m:?}"));
+        return Some(("the row error".into(), show(ea), show(eb)));
+    }
+    for (index, field) in a.batch.schema().fields().iter().enumerate() {
+        let (x, y) = (a.batch.column(index), b.batch.column(index));
+        if codec::value_bits(x.as_ref(), a_row) != codec::value_bits(y.as_ref(), b_row) {
+            return Some((
+                format!("`{}`", field.name()),
+                codec::value_text(x.as_ref(), a_row),
+                codec::value_text(y.as_ref(), b_row),
+            ));
+        }
+    }
+    None
+}
+
+fn describe_row(rows: &RecordBatch, row: usize) -> String {
+    rows.schema()
+        .fields()
+        .iter()
+        .zip(rows.columns())
+        .map(|(field, column)| format!("{}={}", field.name(), codec::value_text(column.as_ref(), row)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `rows` rows of `inputs`: each column starts with its type's edge values
+/// (at a different offset per column, so edges meet in different
+/// combinations), then seeded random values, with some nulls throughout.
+pub fn generated(inputs: &[FieldSpec], rows: usize, seed: u64) -> RecordBatch {
+    let mut rng = crate::sandbox::SplitMix64(seed);
+    let columns: Vec<(String, ArrayRef)> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, field)| {
+            let mut draw = || rng.next();
+            let pick = |row: usize, edges: usize| (row + index * 3) % edges.max(1);
+            let is_null = |row: usize, r: u64| row % 17 == index % 17 || r.is_multiple_of(23);
+            let array: ArrayRef = match field.data_type {
+                FeatureType::Bool => Arc::new(BooleanArray::from_iter((0..rows).map(|row| {
+                    let r = draw();
+                    (!is_null(row, r)).then_some(r % 2 == 0)
+                }))),
+                FeatureType::Int64 => {
+                    let edges = [0, 1, -1, 2, i64::MAX, i64::MIN, 1_000_000, -1_000_000];
+                    Arc::new(Int64Array::from_iter((0..rows).map(|row| {
+                        let r = draw();
+                        let value = if row < edges.len() * 2 {
+                            edges[pick(row, edges.len())]
+                        } else {
+                            (r % 20_001) as i64 - 10_000
+                        };
+                        (!is_null(row, r)).then_some(value)
+                    })))
+                }
+                FeatureType::Float64 => {
+                    let edges = [
+                        0.0,
+                        -0.0,
+                        1.0,
+                        -1.5,
+                        f64::NAN,
+                        f64::from_bits(0xfff8_0000_0000_0001),
+                        f64::INFINITY,
+                        f64::NEG_INFINITY,
+                        f64::MIN_POSITIVE,
+                        f64::from_bits(1),
+                        f64::MAX,
+                        f64::MIN,
+                    ];
+                    Arc::new(Float64Array::from_iter((0..rows).map(|row| {
+                        let r = draw();
+                        let value = if row < edges.len() * 2 {
+                            edges[pick(row, edges.len())]
+                        } else {
+                            (r % 2_000_001) as f64 / 1000.0 - 1000.0
+                        };
+                        (!is_null(row, r)).then_some(value)
+                    })))
+                }
+                FeatureType::Float32 => {
+                    let edges = [
+                        0.0,
+                        -0.0,
+                        1.0,
+                        -1.5,
+                        f32::NAN,
+                        f32::from_bits(0xffc0_0001),
+                        f32::INFINITY,
+                        f32::NEG_INFINITY,
+                        f32::MIN_POSITIVE,
+                        f32::from_bits(1),
+                        f32::MAX,
+                        f32::MIN,
+                    ];
+                    Arc::new(Float32Array::from_iter((0..rows).map(|row| {
+                        let r = draw();
+                        let value = if row < edges.len() * 2 {
+                            edges[pick(row, edges.len())]
+                        } else {
+                            (r % 2_000_001) as f32 / 1000.0 - 1000.0
+                        };
+                        (!is_null(row, r)).then_some(value)
+                    })))
+                }
+                FeatureType::Utf8 => {
+                    let long = "x".repeat(300);
+                    let edges = ["", "a", "Zürich", "日本語", " leading space", long.as_str()];
+                    Arc::new(StringArray::from_iter((0..rows).map(|row| {
+                        let r = draw();
+                        let value = if row < edges.len() * 2 {
+                            edges[pick(row, edges.len())].to_string()
+                        } else {
+                            format!("value-{}", r % 1000)
+                        };
+                        (!is_null(row, r)).then_some(value)
+                    })))
+                }
+                FeatureType::Timestamp => {
+                    let edges = [
+                        0,
+                        -1,
+                        1_767_225_600_000_000,
+                        -62_135_596_800_000_000,
+                        253_402_300_799_999_999,
+                    ];
+                    Arc::new(
+                        TimestampMicrosecondArray::from_iter((0..rows).map(|row| {
+                            let r = draw();
+                            let value = if row < edges.len() * 2 {
+                                edges[pick(row, edges.len())]
+                            } else {
+                                1_700_000_000_000_000 + (r % 100_000_000_000_000) as i64
+                            };
+                            (!is_null(row, r)).then_some(value)
+                        }))
+                        .with_timezone(UTC),
+                    )
+                }
+            };
+            (field.name.clone(), array)
+        })
+        .collect();
+    if columns.is_empty() {
+        return RecordBatch::try_new_with_options(
+            Arc::new(arrow_schema::Schema::empty()),
+            vec![],
+            &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .expect("an empty schema with a row count");
+    }
+    RecordBatch::try_from_iter(columns).expect("columns of one length")
+}
