@@ -1,6 +1,8 @@
 //! Each example transform through its Wasm component against the same
 //! logic compiled natively, at 1, 64, 4,096 and 65,536 rows per call,
-//! side by side in one run.
+//! side by side in one run; the component compiled both ways
+//! (`determinism` default: NaNs canonicalized at the boundary; `strict`:
+//! after every float operation too).
 //!
 //! Both sides do the same work per call: Arrow columns in, the transform's
 //! typed columns, Arrow columns out. Wasm: `Transform::run` (the product's
@@ -23,7 +25,7 @@ use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicroseco
 use arrow_array::{Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::DataType;
-use skewless_runtime::{Transform, samples};
+use skewless_runtime::{Determinism, Limits, Transform, samples};
 use skewless_sdk::{Batch, Column, Transform as SdkTransform, Values};
 
 /// Arrow -> SDK columns, copying each buffer once (what the host does for a guest).
@@ -96,29 +98,48 @@ fn native<T: SdkTransform>(batch: &RecordBatch, names: &[&str]) -> usize {
     to_arrow(output).len()
 }
 
-/// Times `wasm` and `native` in alternating rounds (so machine noise hits
-/// both alike) until `budget` is spent; returns the median time per call of
-/// each and the median of the per-round ratios.
-fn compare(budget: Duration, mut wasm: impl FnMut(), mut native: impl FnMut()) -> (Duration, Duration, f64) {
-    wasm();
-    native();
-    let (mut w, mut n, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    let started = Instant::now();
-    while started.elapsed() < budget || ratios.len() < 5 {
-        let t = Instant::now();
-        wasm();
-        let a = t.elapsed();
-        let t = Instant::now();
-        native();
-        let b = t.elapsed();
-        w.push(a);
-        n.push(b);
-        ratios.push(a.as_secs_f64() / b.as_secs_f64());
+/// Median time per call of each contender, and the median of the per-round
+/// ratios of each to the last one (native).
+struct Timings {
+    per_call: Vec<Duration>,
+    to_last: Vec<f64>,
+}
+
+/// Times `contenders` in alternating rounds (so machine noise hits all alike)
+/// until `budget` is spent.
+fn compare(budget: Duration, contenders: &mut [&mut dyn FnMut()]) -> Timings {
+    for run in contenders.iter_mut() {
+        run();
     }
-    w.sort();
-    n.sort();
-    ratios.sort_by(f64::total_cmp);
-    (w[w.len() / 2], n[n.len() / 2], ratios[ratios.len() / 2])
+    let n = contenders.len();
+    let (mut times, mut ratios) = (vec![Vec::new(); n], vec![Vec::new(); n]);
+    let started = Instant::now();
+    while started.elapsed() < budget || times[0].len() < 5 {
+        let round: Vec<Duration> = contenders
+            .iter_mut()
+            .map(|run| {
+                let t = Instant::now();
+                run();
+                t.elapsed()
+            })
+            .collect();
+        for (i, time) in round.iter().enumerate() {
+            times[i].push(*time);
+            ratios[i].push(time.as_secs_f64() / round[n - 1].as_secs_f64());
+        }
+    }
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let median_ratio = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Timings {
+        per_call: times.into_iter().map(median).collect(),
+        to_last: ratios.into_iter().map(median_ratio).collect(),
+    }
 }
 
 fn main() {
@@ -165,37 +186,53 @@ fn main() {
         ),
     ];
     println!(
-        "| transform | rows/call | wasm per call | native per call | wasm ns/row | native ns/row | wasm/native | wasm Mrows/s |"
+        "| transform | rows/call | wasm per call | strict per call | native per call | wasm ns/row | native ns/row | wasm/native | strict/native | wasm Mrows/s |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let only = std::env::var("BENCH_FILTER").unwrap_or_default();
     for (name, batch, inputs, native) in cases {
         if !name.contains(&only) {
             continue;
         }
         let transform: Transform = common::example(&runtime, name);
+        let strict = runtime
+            .load_with(
+                name,
+                &common::example_components().join(format!("{name}.wasm")),
+                Limits::default(),
+                Determinism::Strict,
+            )
+            .unwrap();
         let sizes: Vec<usize> = match std::env::var("BENCH_ROWS") {
             Ok(rows) => rows.split(',').filter_map(|r| r.parse().ok()).collect(),
             Err(_) => vec![1, 64, 4_096, 65_536],
         };
         for rows in sizes {
             let slice = batch.slice(0, rows);
-            let (wasm, nat, ratio) = compare(
+            let t = compare(
                 budget,
-                || {
-                    black_box(transform.run(black_box(&slice)).unwrap());
-                },
-                || {
-                    black_box(native(black_box(&slice), inputs));
-                },
+                &mut [
+                    &mut || {
+                        black_box(transform.run(black_box(&slice)).unwrap());
+                    },
+                    &mut || {
+                        black_box(strict.run(black_box(&slice)).unwrap());
+                    },
+                    &mut || {
+                        black_box(native(black_box(&slice), inputs));
+                    },
+                ],
             );
+            let (wasm, strict_time, nat) = (t.per_call[0], t.per_call[1], t.per_call[2]);
             println!(
-                "| {name} | {rows} | {:.2?} | {:.2?} | {:.1} | {:.1} | {:.2}x | {:.1} |",
+                "| {name} | {rows} | {:.2?} | {:.2?} | {:.2?} | {:.1} | {:.1} | {:.2}x | {:.2}x | {:.1} |",
                 wasm,
+                strict_time,
                 nat,
                 wasm.as_nanos() as f64 / rows as f64,
                 nat.as_nanos() as f64 / rows as f64,
-                ratio,
+                t.to_last[0],
+                t.to_last[1],
                 rows as f64 / wasm.as_secs_f64() / 1e6,
             );
         }
