@@ -397,3 +397,16 @@ fn a_guest_that_waits_is_stopped_at_once_and_stderr_needs_no_runtime() {
     check(sleep.run(&xs(&[0, -1])), started.elapsed());
     assert_eq!(doubled(&sleep, &[7]), vec![7]);
 }
+
+#[test]
+fn the_batch_probe_of_a_guest_that_loops_on_some_rows_takes_a_bounded_time() {
+    use skewless_runtime::invariance::{self, SampleOrigin};
+    let runtime = runtime();
+    let spin = test_component(&runtime, "spin", Limits::default());
+    let rows = invariance::generated(&spin.description().inputs, invariance::PROBE_ROWS, 5);
+    let started = Instant::now();
+    let probed = invariance::probe(&spin, &rows, SampleOrigin::Generated, 5).expect("no row depends on its batch");
+    // Not 5 s (the view's limit) per looping row: 100 ms each, three at most.
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(probed.rows > 0 && probed.failing_alone > 0, "{probed}");
+}

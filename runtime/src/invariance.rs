@@ -25,6 +25,7 @@ use arrow_array::{
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+use crate::error::TransformErrorKind;
 use crate::repo::{Repo, SourceKind, View, ViewKind};
 use crate::source::{self, SourceError};
 use crate::transform::{Transform, TransformOutput};
@@ -35,6 +36,12 @@ pub const PROBE_ROWS: usize = 200;
 
 /// Random split points per probe.
 const SPLITS: usize = 3;
+
+/// Time limit of a probe's one-row calls (or the view's, if shorter).
+const PROBE_ROW_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// One-row calls that may time out before the rest are left out.
+const PROBE_MAX_TIMEOUTS: usize = 3;
 
 /// How the probe's rows were obtained.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +58,8 @@ pub struct Probed {
     /// Rows compared.
     pub rows: usize,
     /// Rows left out because they fail the whole batch on their own (such a
-    /// row fails every batch it is in, so it proves nothing either way).
+    /// row fails every batch it is in, so it proves nothing either way), or
+    /// were not run after too many one-row calls timed out.
     pub failing_alone: usize,
     /// Where the split runs cut the rows.
     pub splits: Vec<usize>,
@@ -71,7 +79,11 @@ impl fmt::Display for Probed {
             self.rows, self.splits
         )?;
         if self.failing_alone > 0 {
-            write!(f, " ({} rows that fail on their own left out)", self.failing_alone)?;
+            write!(
+                f,
+                " ({} rows left out: they fail alone, or one-row calls timed out)",
+                self.failing_alone
+            )?;
         }
         Ok(())
     }
@@ -129,7 +141,8 @@ impl fmt::Display for Dependence {
 }
 
 /// The rows to probe `transform` with: read from `view`'s file source (or
-/// its push source's batch source) when there is one, else generated.
+/// its push source's batch source) when there is one and it exists, else
+/// generated.
 pub fn sample(
     repo: &Repo,
     view: &View,
@@ -137,7 +150,8 @@ pub fn sample(
     seed: u64,
 ) -> Result<(RecordBatch, SampleOrigin), SourceError> {
     let inputs = &transform.description().inputs;
-    if let Some((path, format)) = file_of(repo, view) {
+    // A source file not there yet (it may come later) is no reason to probe less.
+    if let Some((path, format)) = file_of(repo, view).filter(|(path, _)| path.exists()) {
         let mut opened = source::open(&path, format, inputs)?;
         if let Some(first) = opened.batches.next().transpose()?
             && first.num_rows() > 0
@@ -177,12 +191,25 @@ pub fn probe(
 ) -> Result<Probed, Box<Dependence>> {
     let n = rows.num_rows();
     // One row at a time; a row that fails its call alone fails any batch.
-    let mut alone = Vec::with_capacity(n);
-    let mut keep = Vec::with_capacity(n);
+    // A row that runs past [`PROBE_ROW_TIMEOUT`] counts as failing (a guest
+    // that loops on some input would otherwise hold `apply` for its whole
+    // time limit per row), and after [`PROBE_MAX_TIMEOUTS`] of them the
+    // rows not yet run are left out too.
+    let row_limit = PROBE_ROW_TIMEOUT.min(transform.limits().timeout());
+    let (mut alone, mut keep, mut timeouts) = (Vec::with_capacity(n), Vec::with_capacity(n), 0);
     for row in 0..n {
-        if let Ok(output) = transform.run(&rows.slice(row, 1)) {
-            alone.push(output);
-            keep.push(row as u32);
+        match transform.run_within(&rows.slice(row, 1), row_limit) {
+            Ok(output) => {
+                alone.push(output);
+                keep.push(row as u32);
+            }
+            Err(error) if matches!(error.kind, TransformErrorKind::Timeout { .. }) => {
+                timeouts += 1;
+                if timeouts == PROBE_MAX_TIMEOUTS {
+                    break;
+                }
+            }
+            Err(_) => {}
         }
     }
     let failing_alone = n - keep.len();
