@@ -920,6 +920,36 @@ features = ["hourly:conv_rate", "plus"]
     }
 
     #[test]
+    fn determinism_is_set_for_the_repo_and_overridden_per_view() {
+        use crate::determinism::Determinism;
+        let repo = parse(GOOD).unwrap();
+        assert_eq!(repo.views["hourly"].determinism, Determinism::Default);
+        let strict_repo = GOOD.replacen("project = \"p\"", "project = \"p\"\ndeterminism = \"strict\"", 1);
+        let repo = parse(&strict_repo).unwrap();
+        assert!(repo.views.values().all(|v| v.determinism == Determinism::Strict));
+        let one_view = GOOD.replacen(
+            "transform = \"plus.wasm\"",
+            "transform = \"plus.wasm\"\ndeterminism = \"strict\"",
+            1,
+        );
+        let repo = parse(&one_view).unwrap();
+        assert_eq!(repo.views["hourly"].determinism, Determinism::Default);
+        assert_eq!(repo.views["plus"].determinism, Determinism::Strict);
+        let error = parse(&GOOD.replacen(
+            "transform = \"plus.wasm\"",
+            "transform = \"plus.wasm\"\ndeterminism = \"exact\"",
+            1,
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.starts_with("/repo/skewless.toml:30: ")
+                && error.contains("unknown variant `exact`, expected `default` or `strict`"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn the_good_repo_parses() {
         let repo = parse(GOOD).unwrap();
         assert_eq!(repo.project, "p");
