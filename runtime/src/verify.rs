@@ -146,10 +146,10 @@ pub fn verify(catalog: &Catalog, store: &Store, samples: usize, seed: u64) -> Re
             view: view.name.clone(),
             error,
         })?;
-        let allowed = matches!(
-            records.get(&view.name).map(|r| &r.invariance),
-            Some(Invariance::Allowed(_))
-        );
+        // Allowed for the component recorded, not for another one swapped in since.
+        let allowed = records
+            .get(&view.name)
+            .is_some_and(|r| r.digest == transform.digest() && matches!(r.invariance, Invariance::Allowed(_)));
         report.probes.push(ViewProbe {
             view: view.name.clone(),
             result: invariance::probe(transform, &rows, origin, seed),
