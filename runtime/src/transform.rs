@@ -235,8 +235,9 @@ impl Transform {
         let rows = input.num_rows();
         let mut instance = self.instantiate_within(timeout)?;
         let result = columns::with_wit_batch(input, &self.description.inputs, |batch| {
-            // SAFETY: `instantiate` type-checked `run` against `RunFunc`; the
-            // lifetime parameter does not change the component-level type.
+            // SAFETY: `Transform::new` type-checked `run` against `RunFunc`
+            // (every instance is of the same component); the lifetime
+            // parameter does not change the component-level type.
             let run: RunFunc<'_> = unsafe { TypedFunc::new_unchecked(instance.run) };
             run.call(&mut instance.store, (batch,)).map(|(result,)| result)
         });
