@@ -193,16 +193,7 @@ impl Runtime {
             path: path.to_path_buf(),
             message: format!("{e:#}"),
         })?;
-        Transform::new(
-            view,
-            path,
-            digest,
-            host.engine.clone(),
-            pre,
-            interface,
-            limits,
-            determinism,
-        )
+        Transform::new(view, path, digest, pre, interface, limits, determinism)
     }
 
     /// Where `digest` compiled for `determinism` is cached (the engine's

@@ -90,12 +90,10 @@ pub struct Transform {
 }
 
 impl Transform {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         view: &str,
         path: &Path,
         digest: Digest,
-        engine: Engine,
         pre: wit::TransformerPre<HostState>,
         interface: String,
         limits: Limits,
@@ -110,6 +108,7 @@ impl Transform {
             message: format!("no `run` export in {interface}"),
         };
         let component = pre.instance_pre().component();
+        let engine = component.engine().clone();
         let exported = component.get_export_index(None, &interface).ok_or_else(no_run)?;
         let run_export = component.get_export_index(Some(&exported), "run").ok_or_else(no_run)?;
         let mut transform = Transform {
