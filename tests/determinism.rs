@@ -165,6 +165,11 @@ fn a_batch_dependent_guest_is_refused_at_apply_recorded_when_allowed_and_reporte
     assert!(refused.contains("--allow-batch-dependent counted"), "{refused}");
     assert!(!repo.ok(&["ls"]).contains("counted"), "nothing was recorded");
 
+    let typo = repo.fails(&["apply", "--allow-batch-dependent", "counter"]);
+    assert!(
+        typo.contains("names view `counter`, which the repo does not have (its views: counted, live)"),
+        "{typo}"
+    );
     // Allowed for one view, the other still stops the apply.
     let still = repo.fails(&["apply", "--allow-batch-dependent", "counted"]);
     assert!(still.contains("view `live`"), "{still}");

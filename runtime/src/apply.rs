@@ -96,6 +96,14 @@ pub enum ApplyError {
         view = .0.view
     )]
     BatchDependent(Box<Dependence>),
+    /// `--allow-batch-dependent` names a view the repo does not have.
+    #[error("--allow-batch-dependent names view `{view}`, which the repo does not have (its views: {known})")]
+    UnknownView {
+        /// The name given.
+        view: String,
+        /// The repo's views.
+        known: String,
+    },
     /// A view's probe rows could not be read from its file source.
     #[error("view `{view}`: cannot read rows to check the transform with: {error}")]
     Sample {
@@ -134,6 +142,14 @@ impl AllowBatchDependent {
 /// is recorded with the view.
 pub fn plan(catalog: &Catalog, store: &Store, allow: &AllowBatchDependent) -> Result<Plan, ApplyError> {
     let repo = &catalog.repo;
+    if let AllowBatchDependent::Views(views) = allow
+        && let Some(unknown) = views.iter().find(|v| !repo.views.contains_key(*v))
+    {
+        return Err(ApplyError::UnknownView {
+            view: unknown.clone(),
+            known: repo.views.keys().cloned().collect::<Vec<_>>().join(", "),
+        });
+    }
     let mut warnings = Vec::new();
     check_sources(catalog, &mut warnings)?;
 

@@ -363,28 +363,26 @@ pub fn generated(inputs: &[FieldSpec], rows: usize, seed: u64) -> RecordBatch {
         .iter()
         .enumerate()
         .map(|(index, field)| {
-            let mut draw = || rng.next();
-            let pick = |row: usize, edges: usize| (row + index * 3) % edges.max(1);
-            let is_null = |row: usize, r: u64| row % 17 == index % 17 || r.is_multiple_of(23);
             let array: ArrayRef = match field.data_type {
-                FeatureType::Bool => Arc::new(BooleanArray::from_iter((0..rows).map(|row| {
-                    let r = draw();
-                    (!is_null(row, r)).then_some(r % 2 == 0)
-                }))),
-                FeatureType::Int64 => {
-                    let edges = [0, 1, -1, 2, i64::MAX, i64::MIN, 1_000_000, -1_000_000];
-                    Arc::new(Int64Array::from_iter((0..rows).map(|row| {
-                        let r = draw();
-                        let value = if row < edges.len() * 2 {
-                            edges[pick(row, edges.len())]
-                        } else {
-                            (r % 20_001) as i64 - 10_000
-                        };
-                        (!is_null(row, r)).then_some(value)
-                    })))
-                }
-                FeatureType::Float64 => {
-                    let edges = [
+                FeatureType::Bool => Arc::new(BooleanArray::from(edge_column(
+                    rows,
+                    index,
+                    &mut rng,
+                    &[true, false],
+                    |r| r % 2 == 0,
+                ))),
+                FeatureType::Int64 => Arc::new(Int64Array::from(edge_column(
+                    rows,
+                    index,
+                    &mut rng,
+                    &[0, 1, -1, 2, i64::MAX, i64::MIN, 1_000_000, -1_000_000],
+                    |r| (r % 20_001) as i64 - 10_000,
+                ))),
+                FeatureType::Float64 => Arc::new(Float64Array::from(edge_column(
+                    rows,
+                    index,
+                    &mut rng,
+                    &[
                         0.0,
                         -0.0,
                         1.0,
@@ -397,19 +395,14 @@ pub fn generated(inputs: &[FieldSpec], rows: usize, seed: u64) -> RecordBatch {
                         f64::from_bits(1),
                         f64::MAX,
                         f64::MIN,
-                    ];
-                    Arc::new(Float64Array::from_iter((0..rows).map(|row| {
-                        let r = draw();
-                        let value = if row < edges.len() * 2 {
-                            edges[pick(row, edges.len())]
-                        } else {
-                            (r % 2_000_001) as f64 / 1000.0 - 1000.0
-                        };
-                        (!is_null(row, r)).then_some(value)
-                    })))
-                }
-                FeatureType::Float32 => {
-                    let edges = [
+                    ],
+                    |r| (r % 2_000_001) as f64 / 1000.0 - 1000.0,
+                ))),
+                FeatureType::Float32 => Arc::new(Float32Array::from(edge_column(
+                    rows,
+                    index,
+                    &mut rng,
+                    &[
                         0.0,
                         -0.0,
                         1.0,
@@ -422,51 +415,33 @@ pub fn generated(inputs: &[FieldSpec], rows: usize, seed: u64) -> RecordBatch {
                         f32::from_bits(1),
                         f32::MAX,
                         f32::MIN,
-                    ];
-                    Arc::new(Float32Array::from_iter((0..rows).map(|row| {
-                        let r = draw();
-                        let value = if row < edges.len() * 2 {
-                            edges[pick(row, edges.len())]
-                        } else {
-                            (r % 2_000_001) as f32 / 1000.0 - 1000.0
-                        };
-                        (!is_null(row, r)).then_some(value)
-                    })))
-                }
+                    ],
+                    |r| (r % 2_000_001) as f32 / 1000.0 - 1000.0,
+                ))),
                 FeatureType::Utf8 => {
                     let long = "x".repeat(300);
+                    let words: Vec<String> = (0..1000).map(|i| format!("value-{i}")).collect();
                     let edges = ["", "a", "Zürich", "日本語", " leading space", long.as_str()];
-                    Arc::new(StringArray::from_iter((0..rows).map(|row| {
-                        let r = draw();
-                        let value = if row < edges.len() * 2 {
-                            edges[pick(row, edges.len())].to_string()
-                        } else {
-                            format!("value-{}", r % 1000)
-                        };
-                        (!is_null(row, r)).then_some(value)
+                    Arc::new(StringArray::from(edge_column(rows, index, &mut rng, &edges, |r| {
+                        words[(r % 1000) as usize].as_str()
                     })))
                 }
-                FeatureType::Timestamp => {
-                    let edges = [
-                        0,
-                        -1,
-                        1_767_225_600_000_000,
-                        -62_135_596_800_000_000,
-                        253_402_300_799_999_999,
-                    ];
-                    Arc::new(
-                        TimestampMicrosecondArray::from_iter((0..rows).map(|row| {
-                            let r = draw();
-                            let value = if row < edges.len() * 2 {
-                                edges[pick(row, edges.len())]
-                            } else {
-                                1_700_000_000_000_000 + (r % 100_000_000_000_000) as i64
-                            };
-                            (!is_null(row, r)).then_some(value)
-                        }))
-                        .with_timezone(UTC),
-                    )
-                }
+                FeatureType::Timestamp => Arc::new(
+                    TimestampMicrosecondArray::from(edge_column(
+                        rows,
+                        index,
+                        &mut rng,
+                        &[
+                            0,
+                            -1,
+                            1_767_225_600_000_000,
+                            -62_135_596_800_000_000,
+                            253_402_300_799_999_999,
+                        ],
+                        |r| 1_700_000_000_000_000 + (r % 100_000_000_000_000) as i64,
+                    ))
+                    .with_timezone(UTC),
+                ),
             };
             (field.name.clone(), array)
         })
@@ -480,4 +455,29 @@ pub fn generated(inputs: &[FieldSpec], rows: usize, seed: u64) -> RecordBatch {
         .expect("an empty schema with a row count");
     }
     RecordBatch::try_from_iter(columns).expect("columns of one length")
+}
+
+/// One generated column: `edges` twice over (from an offset of the column's
+/// own, so edges of different columns meet in different rows), then `random`
+/// of a fresh draw per row; a null every 17 rows (offset by the column) and
+/// on about one draw in 23.
+fn edge_column<T: Copy>(
+    rows: usize,
+    index: usize,
+    rng: &mut crate::sandbox::SplitMix64,
+    edges: &[T],
+    random: impl Fn(u64) -> T,
+) -> Vec<Option<T>> {
+    (0..rows)
+        .map(|row| {
+            let r = rng.next();
+            let value = if row < edges.len() * 2 {
+                edges[(row + index * 3) % edges.len()]
+            } else {
+                random(r)
+            };
+            let null = row % 17 == index % 17 || r.is_multiple_of(23);
+            (!null).then_some(value)
+        })
+        .collect()
 }

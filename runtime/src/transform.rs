@@ -128,22 +128,21 @@ impl Transform {
             limits,
             determinism,
         };
-        // `run` has the signature the calls assume (checked once, here).
+        // One instance at load: `describe`, and a check that `run` has the
+        // signature every call assumes (done once, here).
+        let mut store = transform.new_store(limits.timeout());
         let instance = transform
-            .instantiate()
-            .map_err(|e| describe_error(e.kind.to_string()))?;
-        instance
-            .run
-            .typed::<(columns::BatchRef<'static>,), (Result<wit::Output, String>,)>(&instance.store)
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .map_err(|e| describe_error(format!("{e:#}")))?;
+        let run = instance.get_func(&mut store, run_export).ok_or_else(no_run)?;
+        run.typed::<(columns::BatchRef<'static>,), (Result<wit::Output, String>,)>(&store)
             .map_err(|e| LoadError::Instantiate {
                 path: path.to_path_buf(),
                 message: format!("{e:#}"),
             })?;
-
-        let mut store = transform.new_store(limits.timeout());
-        let raw = transform
-            .pre
-            .instantiate(&mut store)
+        let raw = wit::Transformer::new(&mut store, &instance)
             .and_then(|bindings| bindings.skewless_transform_transform().call_describe(&mut store))
             .map_err(|e| describe_error(format!("{e:#}")))?;
         let description = Description {
@@ -308,10 +307,6 @@ impl Transform {
         store.limiter(|state| &mut state.limiter);
         store.set_epoch_deadline(ticks(timeout));
         store
-    }
-
-    fn instantiate(&self) -> Result<Instance, TransformError> {
-        self.instantiate_within(self.limits.timeout())
     }
 
     /// A fresh instance in the component's initial state.
