@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use indicatif::ProgressBar;
 
+use crate::aggregate::IdMode;
 use crate::catalog::{Catalog, NotApplied};
 use crate::materialize::{MaterializeError, Materializer};
 use crate::repo::View;
 use crate::source::{self, SourceError};
-use crate::store::{PendingRows, Store, StoreError, ViewRecord, WriteTo};
+use crate::store::{Store, StoreError, ViewRecord, WriteTo};
 
 /// What to backfill.
 #[derive(Debug, Clone)]
@@ -154,13 +155,8 @@ fn backfill_view(
     progress: &ProgressBar,
 ) -> Result<ViewSummary, BackfillError> {
     let started = Instant::now();
-    let digest_id = store.digest_id(
-        &catalog
-            .transform(&view.name)
-            .expect("applied views are loaded")
-            .digest(),
-    )?;
-    let materializer = Materializer::new(catalog, view, record, digest_id)?;
+    let digest_id = store.digest_id(&record.digest)?;
+    let materializer = Materializer::new(catalog, view, record, digest_id, IdMode::Replace)?;
     let path = &materializer.source.path;
     let source_error = |source: SourceError| BackfillError::Source {
         view: view.name.clone(),
@@ -175,7 +171,7 @@ fn backfill_view(
         view: view.name.clone(),
         ..ViewSummary::default()
     };
-    let mut pending = PendingRows::default();
+    let mut pending = materializer.pending();
     for batch in opened.batches {
         let batch = batch.map_err(source_error)?;
         let batch_start = summary.rows_read;

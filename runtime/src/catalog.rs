@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
+use crate::aggregate::{AggregationSpec, Plan};
 use crate::engine::Runtime;
 use crate::repo::{Repo, RepoError, SourceKind, View, ViewKind};
 use crate::store::layout::DEFAULT_BUCKET_MICROS;
@@ -33,6 +34,8 @@ pub struct Catalog {
     /// The repo as parsed.
     pub repo: Repo,
     transforms: IndexMap<String, Arc<Transform>>,
+    /// Aggregation views, compiled.
+    plans: IndexMap<String, Arc<Plan>>,
     features: IndexMap<String, Vec<FieldSpec>>,
     /// Join keys and request fields by name (every read types its columns with these).
     request_columns: IndexMap<String, FeatureType>,
@@ -48,6 +51,7 @@ impl Catalog {
     /// those read), and checks them against the repo.
     pub fn load_views(repo: Repo, runtime: &Runtime, wanted: impl Fn(&View) -> bool) -> Result<Catalog, RepoError> {
         let mut transforms = IndexMap::new();
+        let mut plans = IndexMap::new();
         let mut features: IndexMap<String, Vec<FieldSpec>> = IndexMap::new();
         let needed: Vec<&View> = repo
             .views
@@ -67,14 +71,30 @@ impl Catalog {
                 key: format!("views.{}.{key}", view.name),
                 message,
             };
-            let transform = runtime
-                .load_with(&view.name, &view.transform, view.limits, view.determinism)
-                .map_err(|error| RepoError::Component {
-                    path: repo.config_path.clone(),
-                    line: view.line,
-                    key: format!("views.{}.transform", view.name),
-                    error: Box::new(error),
-                })?;
+            let transform = match &view.transform {
+                None => None,
+                Some(path) => Some(
+                    runtime
+                        .load_with(&view.name, path, view.limits, view.determinism)
+                        .map_err(|error| RepoError::Component {
+                            path: repo.config_path.clone(),
+                            line: view.line,
+                            key: format!("views.{}.transform", view.name),
+                            error: Box::new(error),
+                        })?,
+                ),
+            };
+            if let ViewKind::Aggregation { aggregations, .. } = &view.kind {
+                let plan = plan_aggregations(&repo, view, aggregations, transform.as_ref())?;
+                features.insert(view.name.clone(), plan.fields());
+                plans.insert(view.name.clone(), Arc::new(plan));
+                if let Some(transform) = transform {
+                    transforms.insert(view.name.clone(), Arc::new(transform));
+                }
+                continue;
+            }
+            let transform = transform.expect("materialized and on-demand views have a transform (checked by the repo)");
+            let transform_path = view.transform.as_deref().expect("checked just above");
             let outputs = &transform.description().outputs;
             let stored = match &view.features {
                 None => outputs.clone(),
@@ -87,7 +107,7 @@ impl Catalog {
                                     format!(
                                         "`{}` is not an output of {} (its outputs: {})",
                                         field.name,
-                                        display_path(&view.transform),
+                                        display_path(transform_path),
                                         field_list(outputs)
                                     ),
                                 ));
@@ -163,8 +183,14 @@ impl Catalog {
             request_columns: repo.request_columns(),
             repo,
             transforms,
+            plans,
             features,
         })
+    }
+
+    /// The compiled aggregations of an aggregation view.
+    pub fn plan(&self, view: &str) -> Option<&Arc<Plan>> {
+        self.plans.get(view)
     }
 
     /// The type of every join key and request field, by name.
@@ -203,6 +229,27 @@ impl Catalog {
 
     /// A registry record for a loaded view (storage id 0: not yet assigned).
     pub fn view_record(&self, view: &View) -> Option<ViewRecord> {
+        if let (Some(plan), ViewKind::Aggregation { aggregations, .. }) = (self.plans.get(&view.name), &view.kind) {
+            let transform = self.transforms.get(&view.name);
+            return Some(ViewRecord {
+                name: view.name.clone(),
+                id: 0,
+                materialized: true,
+                join_keys: self.repo.join_keys(view),
+                features: self.features[&view.name].clone(),
+                inputs: plan.inputs.clone(),
+                digest: plan.digest(aggregations, transform.map(|t| t.digest()).as_ref()),
+                transform: match transform {
+                    Some(t) => format!("aggregation after {} {}", t.description().name, t.description().version),
+                    None => "aggregation".to_string(),
+                },
+                ttl_secs: None,
+                bucket_micros: crate::aggregate::window::HOUR,
+                last_commit: None,
+                definition: view.clone(),
+                invariance: Invariance::Unchecked,
+            });
+        }
         let transform = self.transforms.get(&view.name)?;
         Some(ViewRecord {
             name: view.name.clone(),
@@ -220,6 +267,62 @@ impl Catalog {
             invariance: Invariance::Unchecked,
         })
     }
+}
+
+/// Compiles an aggregation view: each input column is typed by the row
+/// transform's outputs, else the view's declared `inputs`, else the
+/// Parquet schema of its file source.
+fn plan_aggregations(
+    repo: &Repo,
+    view: &View,
+    aggregations: &[AggregationSpec],
+    transform: Option<&Transform>,
+) -> Result<Plan, RepoError> {
+    let ViewKind::Aggregation { inputs: declared, .. } = &view.kind else {
+        unreachable!("an aggregation view")
+    };
+    let file = repo.file_source(view);
+    let file_columns: Vec<(String, FeatureType)> = match file {
+        Some(f) if f.format == crate::FileFormat::Parquet && f.path.exists() => {
+            crate::source::columns(&f.path, f.format)
+                .map(|cols| {
+                    cols.into_iter()
+                        .filter_map(|(n, t)| FeatureType::from_arrow(&t).map(|t| (n, t)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    let type_of = |column: &str| -> Option<FeatureType> {
+        let outputs = transform
+            .map(|t| t.description().outputs.as_slice())
+            .unwrap_or_default();
+        outputs
+            .iter()
+            .chain(declared)
+            .find(|f| f.name == column)
+            .map(|f| f.data_type)
+            .or_else(|| file_columns.iter().find(|(n, _)| n == column).map(|(_, t)| *t))
+    };
+    Plan::new(aggregations, type_of).map_err(|(i, message)| {
+        let spec = &aggregations[i];
+        let message = if type_of(spec.input.as_deref().unwrap_or_default()).is_none() {
+            format!(
+                "{message}: it is neither an output of the view's transform nor a column of its source file; \
+                 if the source is CSV or does not exist yet, declare it: inputs = {{ {} = \"float64\" }}",
+                spec.input.as_deref().unwrap_or_default()
+            )
+        } else {
+            message
+        };
+        RepoError::Invalid {
+            path: repo.config_path.clone(),
+            line: spec.line,
+            key: format!("views.{}.aggregations.{}", view.name, spec.name),
+            message,
+        }
+    })
 }
 
 fn display_path(path: &Path) -> String {

@@ -278,12 +278,15 @@ pub fn build(
         if views.contains_key(&r.view) {
             continue;
         }
-        let transform = catalog.transform(&r.view).expect("resolved against the catalog");
+        let digest = catalog
+            .view_record(&catalog.repo.views[&r.view])
+            .expect("resolved against the catalog")
+            .digest;
         let record = records.get(&r.view);
         views.insert(
             r.view.clone(),
             ViewLineage {
-                digest: transform.digest(),
+                digest,
                 produced_by: produced_by
                     .get(&r.view)
                     .map(|ids| ids.iter().filter_map(|id| digests.get(id).copied()).collect())

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::TransformErrorKind;
-use crate::repo::{Repo, SourceKind, View, ViewKind};
+use crate::repo::{Repo, View};
 use crate::source::{self, SourceError};
 use crate::transform::{Transform, TransformOutput};
 use crate::types::{FeatureType, FieldSpec, UTC};
@@ -167,17 +167,7 @@ pub fn sample(
 }
 
 fn file_of(repo: &Repo, view: &View) -> Option<(std::path::PathBuf, crate::FileFormat)> {
-    let ViewKind::Materialized { source, .. } = &view.kind else {
-        return None;
-    };
-    let mut source = repo.sources.get(source)?;
-    if let SourceKind::Push { batch_source } = &source.kind {
-        source = repo.sources.get(batch_source)?;
-    }
-    match &source.kind {
-        SourceKind::File(file) => Some((file.path.clone(), file.format)),
-        _ => None,
-    }
+    repo.file_source(view).map(|f| (f.path.clone(), f.format))
 }
 
 /// Runs `transform` on `rows` in every arrangement and compares; `seed`

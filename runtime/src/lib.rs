@@ -18,6 +18,7 @@
 
 #![deny(missing_docs)]
 
+pub mod aggregate;
 pub mod apply;
 pub mod backfill;
 mod catalog;

@@ -1,18 +1,25 @@
-//! The one path from source rows of a materialized view to rows ready for
-//! the store, shared by backfill (rows from files) and push (rows from the
-//! server): which columns to read, which rows can be stored, and running the
-//! view's transform ([`crate::Transform::run`]) and encoding its output
-//! ([`crate::codec::row`]).
+//! The one path from source rows of a stored view to what the store
+//! keeps, shared by backfill (rows from files) and push (rows from the
+//! server): which columns to read, which rows can be stored, running the
+//! view's transform ([`crate::Transform::run`]) and encoding its output:
+//! feature rows ([`crate::codec::row`]) for a materialized view, events
+//! ([`crate::aggregate`]) for an aggregation view.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::{Array, BooleanArray, RecordBatch};
+
+use crate::aggregate::layout::Event;
+use crate::aggregate::{IdMode, PendingEvents, Plan};
 
 use crate::catalog::Catalog;
 use crate::codec::row::{ColumnMismatch, KeyEncoder, RowEncoder};
 use crate::error::TransformError;
 use crate::repo::{FileSource, View};
-use crate::store::{PendingRows, ViewRecord};
+use crate::store::{Pending, PendingRows, ViewRecord};
 use crate::transform::{RowError, Transform};
 use crate::types::{FeatureType, FieldSpec};
 
@@ -44,14 +51,25 @@ pub enum MaterializeError {
     Transform(#[from] TransformError),
 }
 
-/// The one path from source rows of a materialized view to rows ready for
-/// the store, shared by backfill (rows from files) and push (rows from the
-/// server): which columns to read, which rows can be stored, and running
-/// the view's transform ([`crate::Transform::run`]) and encoding its output.
+/// How an aggregation view's rows become events: which ids they get.
+struct EventIds {
+    mode: IdMode,
+    /// Backfill: identical rows seen so far in this run, by (entity, time,
+    /// row hash), so the n-th copy gets occurrence n on every rerun.
+    seen: RefCell<HashMap<(u64, i64, u64), u32>>,
+}
+
+/// The one path from source rows of a stored view to what the store
+/// keeps, shared by backfill (rows from files) and push (rows from the
+/// server): which columns to read, which rows can be stored, running the
+/// view's transform ([`crate::Transform::run`]) and encoding its output.
 pub(crate) struct Materializer<'a> {
     view: &'a View,
     record: &'a ViewRecord,
-    transform: &'a Transform,
+    transform: Option<&'a Transform>,
+    /// An aggregation view's plan: rows become events.
+    plan: Option<Arc<Plan>>,
+    ids: EventIds,
     /// The file source behind the view (a push source's batch source).
     pub source: &'a FileSource,
     digest_id: u32,
@@ -60,16 +78,23 @@ pub(crate) struct Materializer<'a> {
 }
 
 impl<'a> Materializer<'a> {
+    /// `mode` says how event ids are completed (aggregation views only):
+    /// [`IdMode::Replace`] for backfill, [`IdMode::Append`] for push.
     pub fn new(
         catalog: &'a Catalog,
         view: &'a View,
         record: &'a ViewRecord,
         digest_id: u32,
+        mode: IdMode,
     ) -> Result<Self, MaterializeError> {
-        let transform = catalog.transform(&view.name).ok_or_else(|| MaterializeError::View {
-            view: view.name.clone(),
-            message: "its transform is not loaded".into(),
-        })?;
+        let plan = catalog.plan(&view.name).cloned();
+        let transform = catalog.transform(&view.name).map(Arc::as_ref);
+        if transform.is_none() && plan.is_none() {
+            return Err(MaterializeError::View {
+                view: view.name.clone(),
+                message: "its transform is not loaded".into(),
+            });
+        }
         let source = catalog
             .repo
             .file_source(view)
@@ -97,20 +122,44 @@ impl<'a> Materializer<'a> {
             nullable: true,
         };
         need(time_field(&source.timestamp_column))?;
-        if let Some(created) = &source.created_column {
+        if let Some(created) = &source.created_column
+            && plan.is_none()
+        {
             need(time_field(created))?;
         }
-        for input in &transform.description().inputs {
+        let outputs = transform
+            .map(|t| t.description().outputs.as_slice())
+            .unwrap_or_default();
+        for input in transform.map(|t| t.description().inputs.as_slice()).unwrap_or_default() {
             need(input.clone())?;
+        }
+        // Event columns the transform does not produce come from the source.
+        for input in plan.iter().flat_map(|p| &p.inputs) {
+            if !outputs.iter().any(|o| o.name == input.name) {
+                need(input.clone())?;
+            }
         }
         Ok(Materializer {
             view,
             record,
             transform,
+            plan,
+            ids: EventIds {
+                mode,
+                seen: RefCell::default(),
+            },
             source,
             digest_id,
             needed,
         })
+    }
+
+    /// An empty batch of what this view stores.
+    pub fn pending(&self) -> Pending {
+        match &self.plan {
+            Some(plan) => Pending::Events(PendingEvents::new(plan.clone())),
+            None => Pending::Rows(PendingRows::default()),
+        }
     }
 
     /// Which rows of `batch` can be stored: those with an event time in
@@ -150,13 +199,26 @@ impl<'a> Materializer<'a> {
     pub fn add(
         &self,
         batch: &RecordBatch,
-        pending: &mut PendingRows,
+        pending: &mut Pending,
         timeout: Option<Duration>,
     ) -> Result<Vec<RowError>, MaterializeError> {
-        let output = match timeout {
-            Some(timeout) => self.transform.run_within(batch, timeout)?,
-            None => self.transform.run(batch)?,
+        let output = match (self.transform, timeout) {
+            (Some(t), Some(timeout)) => Some(t.run_within(batch, timeout)?),
+            (Some(t), None) => Some(t.run(batch)?),
+            (None, _) => None,
         };
+        let pending = match pending {
+            Pending::Rows(rows) => rows,
+            Pending::Events(events) => {
+                let (output, row_errors) = match output {
+                    Some(o) => (Some(o.batch), o.row_errors),
+                    None => (None, Vec::new()),
+                };
+                self.add_events(batch, output.as_ref(), events)?;
+                return Ok(row_errors);
+            }
+        };
+        let output = output.expect("materialized views have a transform");
         let event_time = micros_column(batch, &self.source.timestamp_column);
         let created = self.source.created_column.as_ref().map(|c| micros_column(batch, c));
         let keys = self.keys(batch)?;
@@ -182,6 +244,73 @@ impl<'a> Materializer<'a> {
             );
         }
         Ok(output.row_errors)
+    }
+}
+
+impl Materializer<'_> {
+    /// Adds one event per row of `batch`: its entity key, event time, id,
+    /// and the plan's inputs, each from the transform's `output` when it
+    /// has the column, else from the source row.
+    fn add_events(
+        &self,
+        batch: &RecordBatch,
+        output: Option<&RecordBatch>,
+        pending: &mut PendingEvents,
+    ) -> Result<(), MaterializeError> {
+        let plan = self.plan.as_ref().expect("an aggregation view");
+        let event_time = micros_column(batch, &self.source.timestamp_column);
+        let keys = self.keys(batch)?;
+        let mut columns = Vec::with_capacity(plan.inputs.len());
+        for input in &plan.inputs {
+            let array = output
+                .and_then(|o| o.column_by_name(&input.name))
+                .or_else(|| batch.column_by_name(&input.name))
+                .expect("needed columns are in the batch");
+            columns.push(array.clone());
+        }
+        let values_batch =
+            crate::codec::row::decode_columns(&columns, &plan.inputs).map_err(|error| MaterializeError::Columns {
+                view: self.view.name.clone(),
+                of: "event columns",
+                error,
+            })?;
+        let mut seen = self.ids.seen.borrow_mut();
+        let mut bytes = Vec::new();
+        for (row, values) in values_batch.into_iter().enumerate() {
+            let mut entity = Vec::new();
+            keys.write(row, &mut entity);
+            let time = event_time.value(row);
+            // The row's canonical bytes: entity, time and inputs.
+            bytes.clear();
+            bytes.extend_from_slice(&entity);
+            bytes.extend_from_slice(&time.to_le_bytes());
+            let event = Event {
+                time,
+                id: [0; 12],
+                values,
+            };
+            crate::aggregate::layout::write_event(&mut bytes, &event, &plan.inputs);
+            let hash = crate::aggregate::stable_hash(&bytes);
+            let occurrence = match self.ids.mode {
+                IdMode::Append => 0,
+                IdMode::Replace => {
+                    let n = seen
+                        .entry((crate::aggregate::stable_hash(&entity), time, hash))
+                        .or_insert(0);
+                    *n += 1;
+                    *n - 1
+                }
+            };
+            pending.events.push((
+                entity,
+                Event {
+                    id: crate::aggregate::event_id(hash, occurrence),
+                    ..event
+                },
+                self.ids.mode,
+            ));
+        }
+        Ok(())
     }
 }
 

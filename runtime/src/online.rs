@@ -376,7 +376,7 @@ pub fn get_online_features(
     for view in requested.keys() {
         let definition = &repo.views[view];
         let upstream: Vec<String> = match &definition.kind {
-            ViewKind::Materialized { .. } => vec![view.clone()],
+            ViewKind::Materialized { .. } | ViewKind::Aggregation { .. } => vec![view.clone()],
             ViewKind::OnDemand { sources } => sources
                 .iter()
                 .filter(|s| repo.views.contains_key(*s))
@@ -398,10 +398,11 @@ pub fn get_online_features(
         digests.insert(view.clone(), record.digest);
         let ttl = repo.views[view].ttl.map(|d| d.as_micros() as i64);
         let started = std::time::Instant::now();
-        values.insert(
-            view.clone(),
-            read_view(record, reader, &request.entities, rows, &request.as_of, now, ttl)?,
-        );
+        let read = match catalog.plan(view) {
+            Some(plan) => read_aggregation(record, plan, reader, &request.entities, rows, &request.as_of, now)?,
+            None => read_view(record, reader, &request.entities, rows, &request.as_of, now, ttl)?,
+        };
+        values.insert(view.clone(), read);
         timings.push(ViewTiming {
             view: view.clone(),
             transform: false,
@@ -533,15 +534,12 @@ fn check_lengths(entities: &IndexMap<String, ArrayRef>) -> Result<usize, OnlineE
     Ok(array.len())
 }
 
-fn read_view(
+/// The entity key of every request row (`None` where a key is null).
+fn entity_keys(
     record: &ViewRecord,
-    reader: &StoreReader,
     entities: &IndexMap<String, ArrayRef>,
     rows: usize,
-    as_of: &AsOf,
-    now: i64,
-    ttl: Option<i64>,
-) -> Result<ViewValues, OnlineError> {
+) -> Result<Vec<Option<Vec<u8>>>, OnlineError> {
     let mut key_arrays = Vec::new();
     for key in &record.join_keys {
         let array = entities.get(&key.name).ok_or_else(|| OnlineError::MissingJoinKey {
@@ -559,6 +557,88 @@ fn read_view(
     }
     let key_batch = batch_of(&record.join_keys, key_arrays, rows);
     let keys = KeyEncoder::new(&key_batch, &record.join_keys).expect("types checked above");
+    Ok((0..rows)
+        .map(|row| {
+            (!keys.is_null(row)).then(|| {
+                let mut key = Vec::new();
+                keys.write(row, &mut key);
+                key
+            })
+        })
+        .collect())
+}
+
+/// Values of an aggregation view: each row's features at its instant (now
+/// for a latest read, the same instant for every row), through the one
+/// fold ([`crate::aggregate::fold::evaluate`]). The instant is the
+/// values' event timestamp, so a client can ask `dataset` for the same bits.
+fn read_aggregation(
+    record: &ViewRecord,
+    plan: &crate::aggregate::Plan,
+    reader: &StoreReader,
+    entities: &IndexMap<String, ArrayRef>,
+    rows: usize,
+    as_of: &AsOf,
+    now: i64,
+) -> Result<ViewValues, OnlineError> {
+    let keys = entity_keys(record, entities, rows)?;
+    let times: Vec<i64> = (0..rows).map(|row| as_of.time(row).unwrap_or(now)).collect();
+    // Rows by entity, so each entity's tiles are read once for all its instants.
+    let mut by_entity: BTreeMap<&[u8], Vec<usize>> = BTreeMap::new();
+    for (row, key) in keys.iter().enumerate() {
+        if let Some(key) = key {
+            by_entity.entry(key.as_slice()).or_default().push(row);
+        }
+    }
+    let mut values: Vec<Option<Vec<crate::codec::row::Value>>> = vec![None; rows];
+    let mut instants = Vec::new();
+    for (key, entity_rows) in by_entity {
+        instants.clear();
+        instants.extend(entity_rows.iter().map(|&r| times[r]));
+        let data = reader.aggregate_data(record, plan, key, &instants)?;
+        for &row in &entity_rows {
+            values[row] = Some(crate::aggregate::fold::evaluate(plan, &data, times[row]));
+        }
+    }
+    let mut builders: Vec<ValueBuilder> = record
+        .features
+        .iter()
+        .map(|f| ValueBuilder::new(f.data_type, rows))
+        .collect();
+    let mut statuses = Vec::with_capacity(rows);
+    for row_values in values {
+        match row_values {
+            None => {
+                statuses.push(Some(Status::NotFound));
+                builders.iter_mut().for_each(ValueBuilder::push_null);
+            }
+            Some(row_values) => {
+                statuses.push(None);
+                for (builder, value) in builders.iter_mut().zip(row_values) {
+                    builder.push(value);
+                }
+            }
+        }
+    }
+    let arrays = builders.into_iter().map(ValueBuilder::finish).collect();
+    Ok(ViewValues {
+        batch: batch_of(&record.features, arrays, rows),
+        statuses,
+        event_timestamps: keys.iter().zip(&times).map(|(k, t)| k.as_ref().map(|_| *t)).collect(),
+        digest_ids: BTreeSet::new(),
+    })
+}
+
+fn read_view(
+    record: &ViewRecord,
+    reader: &StoreReader,
+    entities: &IndexMap<String, ArrayRef>,
+    rows: usize,
+    as_of: &AsOf,
+    now: i64,
+    ttl: Option<i64>,
+) -> Result<ViewValues, OnlineError> {
+    let keys = entity_keys(record, entities, rows)?;
     let mut builders: Vec<ValueBuilder> = record
         .features
         .iter()
@@ -567,17 +647,13 @@ fn read_view(
     let mut statuses = Vec::with_capacity(rows);
     let mut event_timestamps = Vec::with_capacity(rows);
     let mut digest_ids = BTreeSet::new();
-    let mut key = Vec::new();
-    for row in 0..rows {
-        let found = if keys.is_null(row) {
-            None
-        } else {
-            key.clear();
-            keys.write(row, &mut key);
-            match as_of.time(row) {
-                None => reader.latest(record, &key)?,
-                Some(t) => reader.as_of(record, &key, t)?,
-            }
+    for (row, key) in keys.iter().enumerate() {
+        let found = match key {
+            None => None,
+            Some(key) => match as_of.time(row) {
+                None => reader.latest(record, key)?,
+                Some(t) => reader.as_of(record, key, t)?,
+            },
         };
         match found {
             None => {

@@ -11,14 +11,15 @@ use std::time::Duration;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use indexmap::IndexMap;
 
+use crate::aggregate::IdMode;
 use crate::catalog::Catalog;
 use crate::codec;
 use crate::codec::json::WrongValue;
 use crate::error::TransformError;
 use crate::materialize::{MaterializeError, Materializer};
-use crate::repo::{SourceKind, ViewKind};
+use crate::repo::SourceKind;
 use crate::store::StoreError;
-use crate::store::{PendingRows, Store, ViewRecord, WriteTo};
+use crate::store::{Pending, Store, ViewRecord, WriteTo};
 use crate::transform::RowError;
 use crate::types::arrow_schema;
 
@@ -117,7 +118,7 @@ pub struct Prepared {
     /// Rows received.
     pub rows: usize,
     /// Encoded rows per view.
-    pub views: Vec<(ViewRecord, PendingRows)>,
+    pub views: Vec<(ViewRecord, Pending)>,
     /// The side of the store they go to.
     pub to: WriteTo,
     /// Rows the transforms reported as failed, by view.
@@ -167,11 +168,7 @@ pub fn prepare(
             });
         }
     }
-    let views: Vec<_> = repo
-        .views
-        .values()
-        .filter(|v| matches!(&v.kind, ViewKind::Materialized { source: s, .. } if s == source))
-        .collect();
+    let views: Vec<_> = repo.views.values().filter(|v| v.source() == Some(source)).collect();
     if views.is_empty() {
         return Err(PushError::NoViews(source.to_string()));
     }
@@ -195,12 +192,8 @@ pub fn prepare(
         let record = records
             .get(&view.name)
             .ok_or_else(|| PushError::NotApplied(view.name.clone()))?;
-        let digest = catalog
-            .transform(&view.name)
-            .ok_or_else(|| PushError::NotApplied(view.name.clone()))?
-            .digest();
-        let digest_id = store.digest_id(&digest)?;
-        let materializer = Materializer::new(catalog, view, record, digest_id)?;
+        let digest_id = store.digest_id(&record.digest)?;
+        let materializer = Materializer::new(catalog, view, record, digest_id, IdMode::Append)?;
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(materializer.needed.len());
         for field in &materializer.needed {
             let array = match df.get(&field.name) {
@@ -237,7 +230,7 @@ pub fn prepare(
                 .unwrap_or_default();
             return Err(PushError::NullKey { row, column });
         }
-        let mut rows_out = PendingRows::default();
+        let mut rows_out = materializer.pending();
         let errors = materializer.add(&batch, &mut rows_out, timeout)?;
         row_errors.extend(errors.into_iter().map(|e| (view.name.clone(), e)));
         pending.push((record.clone(), rows_out));

@@ -163,6 +163,7 @@ enum RawKind {
     #[default]
     Materialized,
     OnDemand,
+    Aggregation,
 }
 
 #[derive(Deserialize)]
@@ -173,7 +174,10 @@ struct RawView {
     entities: Option<Spanned<Vec<String>>>,
     source: Option<Spanned<String>>,
     sources: Option<Spanned<Vec<String>>>,
-    transform: Spanned<String>,
+    transform: Option<Spanned<String>>,
+    aggregations: Option<Spanned<Vec<Spanned<RawAggregation>>>>,
+    /// Types of event columns an aggregation view reads without a transform.
+    inputs: Option<IndexMap<String, FeatureType>>,
     ttl: Option<Spanned<String>>,
     #[serde(default = "yes")]
     online: bool,
@@ -187,6 +191,15 @@ struct RawView {
     #[serde(default)]
     limits: Limits,
     determinism: Option<Determinism>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAggregation {
+    name: String,
+    function: String,
+    input: Option<String>,
+    window: String,
 }
 
 fn yes() -> bool {
@@ -294,6 +307,18 @@ pub enum ViewKind {
         /// Materialized views and request sources it reads.
         sources: Vec<String>,
     },
+    /// Windowed aggregations over the events of a file or push source
+    /// ([`crate::aggregate`]); events and tiles are stored.
+    Aggregation {
+        /// Entities, whose join keys identify an event's group.
+        entities: Vec<String>,
+        /// The file or push source of events.
+        source: String,
+        /// The aggregations, one feature each.
+        aggregations: Vec<crate::aggregate::AggregationSpec>,
+        /// Declared types of event columns (for CSV sources without a transform).
+        inputs: Vec<FieldSpec>,
+    },
 }
 
 /// A named set of features for one entity.
@@ -303,8 +328,9 @@ pub struct View {
     pub name: String,
     /// Materialized or on-demand, with inputs.
     pub kind: ViewKind,
-    /// Absolute path of the component.
-    pub transform: PathBuf,
+    /// Absolute path of the component (optional for aggregation views:
+    /// their row transform).
+    pub transform: Option<PathBuf>,
     /// Values older than this (relative to the time asked about) are not served.
     #[serde(with = "duration_secs")]
     pub ttl: Option<Duration>,
@@ -329,9 +355,31 @@ pub struct View {
 }
 
 impl View {
-    /// Whether values are stored (materialized) rather than computed at read time.
+    /// Whether values are stored (materialized, or aggregated from stored
+    /// events) rather than computed at read time.
     pub fn is_materialized(&self) -> bool {
-        matches!(self.kind, ViewKind::Materialized { .. })
+        !matches!(self.kind, ViewKind::OnDemand { .. })
+    }
+
+    /// Whether this is an aggregation view.
+    pub fn is_aggregation(&self) -> bool {
+        matches!(self.kind, ViewKind::Aggregation { .. })
+    }
+
+    /// The source of a stored view (materialized or aggregation).
+    pub fn source(&self) -> Option<&str> {
+        match &self.kind {
+            ViewKind::Materialized { source, .. } | ViewKind::Aggregation { source, .. } => Some(source),
+            ViewKind::OnDemand { .. } => None,
+        }
+    }
+
+    /// The entities of a stored view.
+    pub fn entities(&self) -> &[String] {
+        match &self.kind {
+            ViewKind::Materialized { entities, .. } | ViewKind::Aggregation { entities, .. } => entities,
+            ViewKind::OnDemand { .. } => &[],
+        }
     }
 }
 
@@ -613,7 +661,7 @@ impl Repo {
             let (view_entities, entities_at) = listed(&view.entities);
             let (view_sources, sources_at) = listed(&view.sources);
             let kind = match view.kind {
-                RawKind::Materialized => {
+                RawKind::Materialized | RawKind::Aggregation => {
                     let Some(source) = &view.source else {
                         return Err(invalid(
                             start,
@@ -664,9 +712,35 @@ impl Repo {
                             "`sources` is for on-demand views; use `source`".into(),
                         ));
                     }
-                    ViewKind::Materialized {
-                        entities: view_entities,
-                        source: source.get_ref().clone(),
+                    if view.kind == RawKind::Aggregation {
+                        ViewKind::Aggregation {
+                            entities: view_entities,
+                            source: source.get_ref().clone(),
+                            aggregations: parse_aggregations(view, name, &invalid, |at| line_of(text, at))?,
+                            inputs: view
+                                .inputs
+                                .iter()
+                                .flatten()
+                                .map(|(n, t)| FieldSpec {
+                                    name: n.clone(),
+                                    data_type: *t,
+                                    nullable: true,
+                                })
+                                .collect(),
+                        }
+                    } else {
+                        if view.aggregations.is_some() || view.inputs.is_some() {
+                            return Err(invalid(
+                                start,
+                                key("aggregations"),
+                                "`aggregations` and `inputs` are for aggregation views: add `kind = \"aggregation\"`"
+                                    .into(),
+                            ));
+                        }
+                        ViewKind::Materialized {
+                            entities: view_entities,
+                            source: source.get_ref().clone(),
+                        }
                     }
                 }
                 RawKind::OnDemand => {
@@ -697,7 +771,26 @@ impl Repo {
                             "on-demand views take `sources` only (their entities come from the views they read)".into(),
                         ));
                     }
+                    if view.aggregations.is_some() || view.inputs.is_some() {
+                        return Err(invalid(
+                            start,
+                            key("aggregations"),
+                            "`aggregations` and `inputs` are for aggregation views: use `kind = \"aggregation\"`"
+                                .into(),
+                        ));
+                    }
                     ViewKind::OnDemand { sources: view_sources }
+                }
+            };
+            let transform = match (&view.transform, &kind) {
+                (Some(path), _) => Some(root.join(path.get_ref())),
+                (None, ViewKind::Aggregation { .. }) => None,
+                (None, _) => {
+                    return Err(invalid(
+                        start,
+                        key("transform"),
+                        "this view needs a `transform` (the path of its .wasm component)".into(),
+                    ));
                 }
             };
             let ttl = match &view.ttl {
@@ -729,7 +822,7 @@ impl Repo {
                 View {
                     name: name.clone(),
                     kind,
-                    transform: root.join(view.transform.get_ref()),
+                    transform,
                     ttl,
                     online: view.online,
                     owner: view.owner.clone(),
@@ -791,11 +884,9 @@ impl Repo {
         })
     }
 
-    /// The file source behind a materialized view (through a push source if need be).
+    /// The file source behind a stored view (through a push source if need be).
     pub fn file_source(&self, view: &View) -> Option<&FileSource> {
-        let ViewKind::Materialized { source, .. } = &view.kind else {
-            return None;
-        };
+        let source = view.source()?;
         let name = match &self.sources.get(source)?.kind {
             SourceKind::Push { batch_source } => batch_source,
             _ => source,
@@ -820,7 +911,7 @@ impl Repo {
     /// The join keys of a materialized view: its entities' keys, in order.
     pub fn join_keys(&self, view: &View) -> Vec<FieldSpec> {
         match &view.kind {
-            ViewKind::Materialized { entities, .. } => entities
+            ViewKind::Materialized { entities, .. } | ViewKind::Aggregation { entities, .. } => entities
                 .iter()
                 .flat_map(|e| self.entities[e].join_keys.clone())
                 .collect(),
@@ -839,6 +930,70 @@ impl Repo {
             }
         }
     }
+}
+
+/// An aggregation view's `aggregations`, checked: known functions, windows
+/// that parse, one feature per name.
+fn parse_aggregations(
+    view: &RawView,
+    name: &str,
+    invalid: &impl Fn(usize, String, String) -> RepoError,
+    line: impl Fn(usize) -> usize,
+) -> Result<Vec<crate::aggregate::AggregationSpec>, RepoError> {
+    use crate::aggregate::{AggregationSpec, Function, Window};
+    let key = format!("views.{name}.aggregations");
+    let Some(list) = view.aggregations.as_ref().filter(|l| !l.get_ref().is_empty()) else {
+        return Err(invalid(
+            view.source.as_ref().map_or(0, |s| s.span().start),
+            key,
+            "an aggregation view needs `aggregations`, e.g. [{ name = \"txn_count_1h\", function = \"count\", window = \"1h\" }]".into(),
+        ));
+    };
+    let mut specs: Vec<AggregationSpec> = Vec::new();
+    for item in list.get_ref() {
+        let at = item.span().start;
+        let raw = item.get_ref();
+        let function = Function::parse(&raw.function).ok_or_else(|| {
+            let known: Vec<&str> = Function::ALL.iter().map(|f| f.name()).collect();
+            let hint = if raw.function.ends_with(".wasm") {
+                " (user-defined Wasm aggregations are not supported yet)"
+            } else {
+                ""
+            };
+            invalid(
+                at,
+                format!("{key}.{}", raw.name),
+                format!(
+                    "unknown function `{}`{hint} (functions: {})",
+                    raw.function,
+                    known.join(", ")
+                ),
+            )
+        })?;
+        let window = Window::parse(&raw.window).map_err(|e| invalid(at, format!("{key}.{}", raw.name), e))?;
+        if specs.iter().any(|s| s.name == raw.name) {
+            return Err(invalid(
+                at,
+                format!("{key}.{}", raw.name),
+                format!("feature `{}` is declared twice", raw.name),
+            ));
+        }
+        if raw.input.is_none() && function != Function::Count {
+            return Err(invalid(
+                at,
+                format!("{key}.{}", raw.name),
+                format!("`{}` needs an `input` column", function.name()),
+            ));
+        }
+        specs.push(AggregationSpec {
+            name: raw.name.clone(),
+            function,
+            input: raw.input.clone(),
+            window,
+            line: line(at),
+        });
+    }
+    Ok(specs)
 }
 
 fn names<V>(map: &IndexMap<String, V>) -> String {

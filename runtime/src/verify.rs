@@ -77,6 +77,21 @@ pub struct Report {
     pub probes: Vec<ViewProbe>,
     /// Values compared per view (a view's own and those of on-demand views over it).
     pub compared_by_view: BTreeMap<String, usize>,
+    /// Aggregation views: stored tiles recomputed from their events.
+    pub tiles: Vec<TileReport>,
+}
+
+/// The tiles of one aggregation view, recomputed and compared.
+#[derive(Debug, Clone)]
+pub struct TileReport {
+    /// The view.
+    pub view: String,
+    /// Tiles compared.
+    pub tiles: u64,
+    /// Events read.
+    pub events: u64,
+    /// Tiles that differ from their definition.
+    pub mismatches: Vec<String>,
 }
 
 /// The batch-invariance and state probe of one view ([`crate::invariance`]).
@@ -101,7 +116,10 @@ impl ViewProbe {
 impl Report {
     /// No difference, nothing stale, and every probe passed (or was allowed).
     pub fn is_clean(&self) -> bool {
-        self.differences.is_empty() && self.stale.is_empty() && !self.probes.iter().any(ViewProbe::fails)
+        self.differences.is_empty()
+            && self.stale.is_empty()
+            && !self.probes.iter().any(ViewProbe::fails)
+            && self.tiles.iter().all(|t| t.mismatches.is_empty())
     }
 
     /// Values of `view` compared, and how many differed.
@@ -161,37 +179,25 @@ pub fn verify(catalog: &Catalog, store: &Store, samples: usize, seed: u64) -> Re
             continue;
         };
         report.views.push(view.name.clone());
-        let entities = store.latest_entities(record)?;
-        let current = catalog.transform(&view.name).expect("loaded").digest();
-        let name = |id: &u32| digests.get(id).map_or_else(|| format!("#{id}"), |d| d.short());
-        let is_current = |id: &u32| digests.get(id) == Some(&current);
-        let mut latest: BTreeMap<String, usize> = BTreeMap::new();
-        for (_, id) in entities.iter().filter(|(_, id)| !is_current(id)) {
-            *latest.entry(name(id)).or_default() += 1;
-        }
-        let history_counts = store.history_digests(record)?;
-        let history: BTreeMap<String, u64> = history_counts
-            .iter()
-            .filter(|(id, _)| !is_current(id))
-            .map(|(id, n)| (name(id), *n))
-            .collect();
-        if !latest.is_empty() || !history.is_empty() {
-            report.stale.push(Stale {
-                view: view.name.clone(),
-                current,
-                latest,
-                entities: entities.len(),
-                history,
-                rows: history_counts.values().sum(),
-            });
-        }
-
+        let entities: Vec<Vec<u8>> = match catalog.plan(&view.name) {
+            Some(plan) => {
+                let check = store.check_aggregates(record, plan)?;
+                report.tiles.push(TileReport {
+                    view: view.name.clone(),
+                    tiles: check.tiles,
+                    events: check.events,
+                    mismatches: check.mismatches,
+                });
+                check.entities
+            }
+            None => stale_check(catalog, store, view, record, &digests, &mut report)?,
+        };
         // An even spread over the entities, deterministic.
         let step = entities.len().div_ceil(samples.max(1)).max(1);
         let sample: Vec<Vec<KeyValue>> = entities
             .iter()
             .step_by(step)
-            .filter_map(|(key, _)| decode_entity_key(key))
+            .filter_map(|key| decode_entity_key(key))
             .collect();
         if sample.is_empty() {
             continue;
@@ -216,23 +222,11 @@ pub fn verify(catalog: &Catalog, store: &Store, samples: usize, seed: u64) -> Re
         let now = crate::time::now_micros();
         let reader = store.reader()?;
 
-        // Offline: one point-in-time join, as `skewless dataset` does.
-        let offline = online::get_online_features(
-            catalog,
-            &records,
-            &reader,
-            &OnlineRequest {
-                features: features.clone(),
-                entities: entities.clone(),
-                full_feature_names: true,
-                as_of: AsOf::Rows(vec![now; sample.len()]),
-                deadline: None,
-            },
-        )?;
         // Online: one read per entity, as the server answers.
-        for (row, key) in sample.iter().enumerate() {
+        let mut online_answers = Vec::with_capacity(sample.len());
+        for row in 0..sample.len() {
             let one: IndexMap<String, ArrayRef> = entities.iter().map(|(k, v)| (k.clone(), v.slice(row, 1))).collect();
-            let online_answer = online::get_online_features(
+            online_answers.push(online::get_online_features(
                 catalog,
                 &records,
                 &reader,
@@ -243,11 +237,81 @@ pub fn verify(catalog: &Catalog, store: &Store, samples: usize, seed: u64) -> Re
                     as_of: AsOf::Latest,
                     deadline: None,
                 },
-            )?;
-            compare(&online_answer, &offline, row, key, &mut report);
+            )?);
+        }
+        // Offline: one point-in-time join, as `skewless dataset` does, at
+        // `now`, or for an aggregation view at the instant each online read
+        // reported (its features' event timestamp).
+        let instants = online_answers
+            .iter()
+            .map(|answer| {
+                let instant = answer
+                    .columns
+                    .iter()
+                    .find(|c| c.view.as_deref() == Some(view.name.as_str()))
+                    .and_then(|c| c.event_timestamps[0]);
+                if view.is_aggregation() {
+                    instant.unwrap_or(now)
+                } else {
+                    now
+                }
+            })
+            .collect();
+        let offline = online::get_online_features(
+            catalog,
+            &records,
+            &reader,
+            &OnlineRequest {
+                features: features.clone(),
+                entities: entities.clone(),
+                full_feature_names: true,
+                as_of: AsOf::Rows(instants),
+                deadline: None,
+            },
+        )?;
+        for (row, (key, online_answer)) in sample.iter().zip(&online_answers).enumerate() {
+            compare(online_answer, &offline, row, key, &mut report);
         }
     }
     Ok(report)
+}
+
+/// Which stored values of a materialized view another component computed;
+/// returns the view's entities (from its latest values), for sampling.
+fn stale_check(
+    catalog: &Catalog,
+    store: &Store,
+    view: &crate::repo::View,
+    record: &ViewRecord,
+    digests: &BTreeMap<u32, crate::Digest>,
+    report: &mut Report,
+) -> Result<Vec<Vec<u8>>, VerifyError> {
+    let entities = store.latest_entities(record)?;
+    let current = catalog.transform(&view.name).expect("loaded").digest();
+    let name = |id: &u32| digests.get(id).map_or_else(|| format!("#{id}"), |d| d.short());
+    let is_current = |id: &u32| digests.get(id) == Some(&current);
+    let mut latest: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, id) in entities.iter().filter(|(_, id)| !is_current(id)) {
+        *latest.entry(name(id)).or_default() += 1;
+    }
+    let history_counts = store.history_digests(record)?;
+    let history: BTreeMap<String, u64> = history_counts
+        .iter()
+        .filter(|(id, _)| !is_current(id))
+        .map(|(id, n)| (name(id), *n))
+        .collect();
+    if !latest.is_empty() || !history.is_empty() {
+        report.stale.push(Stale {
+            view: view.name.clone(),
+            current,
+            latest,
+            entities: entities.len(),
+            history,
+            rows: history_counts.values().sum(),
+        });
+    }
+
+    Ok(entities.into_iter().map(|(key, _)| key).collect())
 }
 
 /// The join keys of the sample, and a deterministic value per row for each

@@ -8,7 +8,7 @@
 //!
 //! A new [`FeatureType`] touches this module in four places, each a
 //! `match` on the type the compiler points at: [`Column`], [`Value`],
-//! [`decode_values`] and [`ValueBuilder`].
+//! [`decode_fields`] and [`ValueBuilder`].
 
 use std::sync::Arc;
 
@@ -125,6 +125,42 @@ impl<'a> RowEncoder<'a> {
     }
 }
 
+/// Reads Arrow columns (typed as `schema` says) into values, row by row:
+/// the events of an aggregation view ([`crate::aggregate`]).
+pub fn decode_columns(columns: &[ArrayRef], schema: &[FieldSpec]) -> Result<Vec<Vec<Value>>, ColumnMismatch> {
+    let typed: Vec<Column<'_>> = columns
+        .iter()
+        .zip(schema)
+        .map(|(array, f)| {
+            Column::new(array, f.data_type).ok_or_else(|| ColumnMismatch::WrongType {
+                column: f.name.clone(),
+                expected: f.data_type,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let rows = columns.first().map_or(0, |c| c.len());
+    Ok((0..rows)
+        .map(|row| {
+            typed
+                .iter()
+                .map(|column| {
+                    if column.array().is_null(row) {
+                        return Value::Null;
+                    }
+                    match column {
+                        Column::Bool(a) => Value::Bool(a.value(row)),
+                        Column::Int64(a) => Value::Int64(a.value(row)),
+                        Column::Timestamp(a) => Value::Timestamp(a.value(row)),
+                        Column::Float32(a) => Value::Float32(a.value(row)),
+                        Column::Float64(a) => Value::Float64(a.value(row)),
+                        Column::Utf8(a) => Value::Utf8(a.value(row).to_string()),
+                    }
+                })
+                .collect()
+        })
+        .collect())
+}
+
 /// Encodes entity keys from a batch's join-key columns.
 pub struct KeyEncoder<'a> {
     columns: Vec<Column<'a>>,
@@ -181,7 +217,17 @@ pub enum Value {
 pub fn decode_values(row: &[u8], schema: &[FieldSpec]) -> Result<Vec<Value>, CorruptRow> {
     let mut rest = row;
     take(&mut rest, ROW_HEADER)?;
-    let validity = take(&mut rest, schema.len().div_ceil(8))?;
+    let values = decode_fields(&mut rest, schema)?;
+    if !rest.is_empty() {
+        return Err(CorruptRow("trailing bytes after the last feature"));
+    }
+    Ok(values)
+}
+
+/// Decodes a validity bitmap and the values after it (a row without its
+/// header), advancing `rest` past them.
+pub fn decode_fields(rest: &mut &[u8], schema: &[FieldSpec]) -> Result<Vec<Value>, CorruptRow> {
+    let validity = take(rest, schema.len().div_ceil(8))?;
     let mut values = Vec::with_capacity(schema.len());
     for (i, field) in schema.iter().enumerate() {
         if validity[i / 8] & (1 << (i % 8)) == 0 {
@@ -191,22 +237,19 @@ pub fn decode_values(row: &[u8], schema: &[FieldSpec]) -> Result<Vec<Value>, Cor
         let eight =
             |rest: &mut &[u8]| -> Result<[u8; 8], CorruptRow> { Ok(take(rest, 8)?.try_into().expect("8 bytes")) };
         values.push(match field.data_type {
-            FeatureType::Bool => Value::Bool(take(&mut rest, 1)?[0] != 0),
-            FeatureType::Int64 => Value::Int64(i64::from_le_bytes(eight(&mut rest)?)),
-            FeatureType::Timestamp => Value::Timestamp(i64::from_le_bytes(eight(&mut rest)?)),
-            FeatureType::Float64 => Value::Float64(f64::from_bits(u64::from_le_bytes(eight(&mut rest)?))),
+            FeatureType::Bool => Value::Bool(take(rest, 1)?[0] != 0),
+            FeatureType::Int64 => Value::Int64(i64::from_le_bytes(eight(rest)?)),
+            FeatureType::Timestamp => Value::Timestamp(i64::from_le_bytes(eight(rest)?)),
+            FeatureType::Float64 => Value::Float64(f64::from_bits(u64::from_le_bytes(eight(rest)?))),
             FeatureType::Float32 => Value::Float32(f32::from_bits(u32::from_le_bytes(
-                take(&mut rest, 4)?.try_into().expect("4 bytes"),
+                take(rest, 4)?.try_into().expect("4 bytes"),
             ))),
             FeatureType::Utf8 => {
-                let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes")) as usize;
-                let text = std::str::from_utf8(take(&mut rest, len)?).map_err(|_| CorruptRow("string is not UTF-8"))?;
+                let len = u32::from_le_bytes(take(rest, 4)?.try_into().expect("4 bytes")) as usize;
+                let text = std::str::from_utf8(take(rest, len)?).map_err(|_| CorruptRow("string is not UTF-8"))?;
                 Value::Utf8(text.to_string())
             }
         });
-    }
-    if !rest.is_empty() {
-        return Err(CorruptRow("trailing bytes after the last feature"));
     }
     Ok(values)
 }

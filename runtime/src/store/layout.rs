@@ -194,6 +194,18 @@ impl<'a> RowWriter<'a> {
         }
     }
 
+    /// Starts the values of a row without its header (an aggregation
+    /// event or state: [`crate::aggregate`]'s layout).
+    pub fn values_only(out: &'a mut Vec<u8>, features: usize) -> Self {
+        let validity_at = out.len();
+        out.resize(validity_at + features.div_ceil(8), 0);
+        RowWriter {
+            out,
+            validity_at,
+            index: 0,
+        }
+    }
+
     #[inline]
     fn present(&mut self) {
         self.out[self.validity_at + self.index / 8] |= 1 << (self.index % 8);

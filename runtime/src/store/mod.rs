@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use registry::Kind;
 pub use registry::{Invariance, Registry, ViewRecord};
 
+use crate::aggregate::PendingEvents;
 use crate::codec::row::{Value, decode_values};
 use crate::digest::Digest;
 use layout::{CorruptRow, RowWriter};
@@ -47,6 +48,8 @@ const DIGESTS: TableDefinition<u32, &[u8]> = TableDefinition::new("digests");
 const DIGEST_IDS: TableDefinition<&[u8], u32> = TableDefinition::new("digest_ids");
 const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
 const LATEST: TableDefinition<&[u8], &[u8]> = TableDefinition::new("latest");
+/// Events and tiles of aggregation views ([`crate::aggregate::layout`]).
+const AGGREGATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("aggregates");
 
 /// The store could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +116,36 @@ pub struct StoredRow {
     pub digest_id: u32,
     /// Values in the view's feature order.
     pub values: Vec<Value>,
+}
+
+/// What a stored view's source rows became, waiting to be written.
+pub enum Pending {
+    /// Feature rows of a materialized view.
+    Rows(PendingRows),
+    /// Events of an aggregation view.
+    Events(PendingEvents),
+}
+
+impl Pending {
+    /// Rows or events waiting.
+    pub fn len(&self) -> usize {
+        match self {
+            Pending::Rows(r) => r.len(),
+            Pending::Events(e) => e.len(),
+        }
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Pending::Rows(r) => r.clear(),
+            Pending::Events(e) => e.events.clear(),
+        }
+    }
 }
 
 /// Rows waiting to be written: entity keys and encoded rows in one arena,
@@ -236,6 +269,7 @@ impl Store {
             txn.open_table(DIGEST_IDS).map_err(|e| store.fail(e))?;
             txn.open_table(HISTORY).map_err(|e| store.fail(e))?;
             txn.open_table(LATEST).map_err(|e| store.fail(e))?;
+            txn.open_table(AGGREGATES).map_err(|e| store.fail(e))?;
         }
         txn.commit().map_err(|e| store.fail(e))?;
         Ok(store)
@@ -456,6 +490,114 @@ impl Store {
         Ok(out)
     }
 
+    /// Recomputes every tile of an aggregation view from what it is defined
+    /// by (an hour's from its events, a day's from its hours, 30 days' from
+    /// their days) and compares the bytes with the stored ones
+    /// (invariant 2 of [`crate::aggregate::layout`]). Also returns the
+    /// view's entities, for sampling.
+    pub fn check_aggregates(
+        &self,
+        view: &ViewRecord,
+        plan: &crate::aggregate::Plan,
+    ) -> Result<AggregateCheck, StoreError> {
+        use crate::aggregate::layout as agg;
+        use crate::aggregate::window::LADDER;
+        use crate::aggregate::{fold, function::State};
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let table = txn.open_table(AGGREGATES).map_err(|e| self.fail(e))?;
+        let prefix = view.id.to_be_bytes();
+        let mut check = AggregateCheck::default();
+        // Per entity: tiles by level and bucket, as recomputed and as stored.
+        let mut entity: Option<Vec<u8>> = None;
+        let mut stored: Vec<BTreeMap<i64, Vec<u8>>> = vec![BTreeMap::new(); LADDER.len()];
+        let mut hours: BTreeMap<i64, Vec<State>> = BTreeMap::new();
+        let corrupt = |e: CorruptRow| self.corrupt(format!("view `{}`: {e}", view.name));
+        let finish = |entity: &[u8],
+                      stored: &mut Vec<BTreeMap<i64, Vec<u8>>>,
+                      hours: &mut BTreeMap<i64, Vec<State>>,
+                      check: &mut AggregateCheck| {
+            let mut below = std::mem::take(hours);
+            for level in 1..LADDER.len() {
+                let ratio = LADDER[level] / LADDER[level - 1];
+                let mut grouped: BTreeMap<i64, Vec<Vec<State>>> = BTreeMap::new();
+                for (bucket, tile) in below {
+                    grouped.entry(bucket.div_euclid(ratio)).or_default().push(tile);
+                }
+                let mut expected: BTreeMap<i64, Vec<State>> = BTreeMap::new();
+                for (bucket, children) in grouped {
+                    let tile = fold::merge_tiles(plan, children.iter().map(Vec::as_slice));
+                    if !fold::is_empty(plan, &tile) {
+                        expected.insert(bucket, tile);
+                    }
+                }
+                let mut bytes = Vec::new();
+                for (bucket, tile) in &expected {
+                    check.tiles += 1;
+                    bytes.clear();
+                    agg::write_tile(&mut bytes, plan, tile);
+                    if stored[level].get(bucket) != Some(&bytes) {
+                        check.mismatches.push(format!(
+                            "entity {}: level {level} tile {bucket} differs from the merge of the tiles inside it",
+                            describe_entity(entity)
+                        ));
+                    }
+                }
+                for bucket in stored[level].keys().filter(|b| !expected.contains_key(b)) {
+                    check.mismatches.push(format!(
+                        "entity {}: level {level} tile {bucket} is stored but no event is inside it",
+                        describe_entity(entity)
+                    ));
+                }
+                stored[level].clear();
+                below = expected;
+            }
+        };
+        let range = table.range(&prefix[..]..).map_err(|e| self.fail(e))?;
+        for item in range {
+            let (key, value) = item.map_err(|e| self.fail(e))?;
+            let key = key.value();
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let (this, level, bucket) = match (key.len().checked_sub(9), agg::bucket_of_key(key)) {
+                (Some(at), Some(bucket)) if at >= 4 => (&key[4..at], key[at] as usize, bucket),
+                _ => return Err(self.corrupt(format!("view `{}`: an aggregate key is too short", view.name))),
+            };
+            if entity.as_deref() != Some(this) {
+                if let Some(done) = &entity {
+                    finish(done, &mut stored, &mut hours, &mut check);
+                }
+                entity = Some(this.to_vec());
+                check.entities.push(this.to_vec());
+            }
+            if level >= LADDER.len() {
+                return Err(self.corrupt(format!("view `{}`: tile level {level} does not exist", view.name)));
+            }
+            if level == 0 {
+                let events = agg::hour_events(value.value(), &plan.inputs).map_err(corrupt)?;
+                let tile = fold::fold_events(plan, &events);
+                let mut bytes = Vec::new();
+                agg::write_tile(&mut bytes, plan, &tile);
+                check.tiles += 1;
+                check.events += events.len() as u64;
+                if agg::hour_tile(value.value()).map_err(corrupt)? != bytes.as_slice() {
+                    check.mismatches.push(format!(
+                        "entity {}: hour {bucket}'s tile differs from the fold of its {} events",
+                        describe_entity(this),
+                        events.len()
+                    ));
+                }
+                hours.insert(bucket, tile);
+            } else {
+                stored[level].insert(bucket, value.value().to_vec());
+            }
+        }
+        if let Some(done) = &entity {
+            finish(done, &mut stored, &mut hours, &mut check);
+        }
+        Ok(check)
+    }
+
     /// How many history rows of `view` each digest id produced.
     pub fn history_digests(&self, view: &ViewRecord) -> Result<BTreeMap<u32, u64>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
@@ -494,18 +636,21 @@ impl Store {
     /// Writes `pending` rows of `view` in one transaction, merging them into
     /// the history blocks and/or the latest values, as `to` says (invariants
     /// in [`layout`]). Returns the commit number. On error nothing is written.
-    pub fn write(&self, view: &ViewRecord, pending: &mut PendingRows, to: WriteTo) -> Result<u64, StoreError> {
+    pub fn write(&self, view: &ViewRecord, pending: &mut Pending, to: WriteTo) -> Result<u64, StoreError> {
         self.write_views(&mut [(view, pending, to)])
     }
 
     /// [`Store::write`] for several batches of rows (of one view or several)
     /// in one transaction: all of them are stored, or none. Batches are
     /// merged in order, so a later one wins a tie on (event time, created).
-    pub fn write_views(&self, views: &mut [(&ViewRecord, &mut PendingRows, WriteTo)]) -> Result<u64, StoreError> {
+    /// Events of aggregation views are merged into their hour entries and
+    /// tiles ([`crate::aggregate::layout`]) in the same transaction.
+    pub fn write_views(&self, views: &mut [(&ViewRecord, &mut Pending, WriteTo)]) -> Result<u64, StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
         let commit = {
             let mut history = txn.open_table(HISTORY).map_err(|e| self.fail(e))?;
             let mut latest = txn.open_table(LATEST).map_err(|e| self.fail(e))?;
+            let mut aggregates = txn.open_table(AGGREGATES).map_err(|e| self.fail(e))?;
             let mut counters = txn.open_table(COUNTERS).map_err(|e| self.fail(e))?;
             let mut registry = txn.open_table(REGISTRY).map_err(|e| self.fail(e))?;
             let commit = counters
@@ -516,7 +661,10 @@ impl Store {
                 + 1;
             counters.insert("commits", commit).map_err(|e| self.fail(e))?;
             for (view, pending, to) in views.iter_mut() {
-                self.merge_rows(view, pending, *to, &mut history, &mut latest)?;
+                match pending {
+                    Pending::Rows(rows) => self.merge_rows(view, rows, *to, &mut history, &mut latest)?,
+                    Pending::Events(events) => self.merge_events(view, events, &mut aggregates)?,
+                }
                 // Only `last_commit` changes, in the registry's own copy: the
                 // writer's may be older (a server started before an `apply`).
                 let key = Kind::View.key(&view.name);
@@ -613,14 +761,125 @@ impl Store {
         Ok(())
     }
 
+    /// Merges events into their hour entries (replacing equal ids, or
+    /// numbering appended copies), then rebuilds every tile above them:
+    /// the hour's from its events, each day's from its hours, each 30 days'
+    /// from its days (invariants in [`crate::aggregate::layout`]).
+    fn merge_events(
+        &self,
+        view: &ViewRecord,
+        pending: &mut PendingEvents,
+        table: &mut redb::Table<&'static [u8], &'static [u8]>,
+    ) -> Result<(), StoreError> {
+        use crate::aggregate::layout::{self as agg, Event};
+        use crate::aggregate::window::{HOUR, LADDER};
+        use crate::aggregate::{IdMode, fold};
+        let plan = pending.plan.clone();
+        let corrupt = |e: CorruptRow| self.corrupt(format!("view `{}`: {e}", view.name));
+        // Stable: among equal ids the later event stays later, and wins.
+        pending
+            .events
+            .sort_by(|a, b| a.0.cmp(&b.0).then(a.1.time.cmp(&b.1.time)).then(a.1.id.cmp(&b.1.id)));
+        let mut entry = Vec::new();
+        let mut start = 0;
+        let events = &pending.events;
+        while start < events.len() {
+            let entity = &events[start].0;
+            let mut end = start;
+            while end < events.len() && &events[end].0 == entity {
+                end += 1;
+            }
+            let mut touched: Vec<i64> = Vec::new();
+            let mut group = start;
+            while group < end {
+                let hour = events[group].1.time.div_euclid(HOUR);
+                let mut group_end = group;
+                while group_end < end && events[group_end].1.time.div_euclid(HOUR) == hour {
+                    group_end += 1;
+                }
+                let key = agg::key(view.id, entity, 0, hour);
+                let mut merged: Vec<Event> = match table.get(key.as_slice()).map_err(|e| self.fail(e))? {
+                    Some(old) => agg::hour_events(old.value(), &plan.inputs).map_err(corrupt)?,
+                    None => Vec::new(),
+                };
+                for (_, event, mode) in &events[group..group_end] {
+                    let mut event = event.clone();
+                    if *mode == IdMode::Append {
+                        // The next occurrence of an identical event.
+                        let copies = merged
+                            .iter()
+                            .filter(|e| e.time == event.time && e.id[..8] == event.id[..8])
+                            .count() as u32;
+                        event.id = crate::aggregate::event_id(
+                            u64::from_be_bytes(event.id[..8].try_into().expect("8 bytes")),
+                            copies,
+                        );
+                    }
+                    let at = merged.partition_point(|e| (e.time, e.id) < (event.time, event.id));
+                    if merged.get(at).is_some_and(|e| (e.time, e.id) == (event.time, event.id)) {
+                        merged[at] = event;
+                    } else {
+                        merged.insert(at, event);
+                    }
+                }
+                let tile = fold::fold_events(&plan, &merged);
+                agg::write_hour(&mut entry, &plan, &tile, &merged);
+                table
+                    .insert(key.as_slice(), entry.as_slice())
+                    .map_err(|e| self.fail(e))?;
+                touched.push(hour);
+                group = group_end;
+            }
+            // Rebuild the tiles above, level by level.
+            for level in 1..LADDER.len() {
+                let ratio = LADDER[level] / LADDER[level - 1];
+                let mut parents: Vec<i64> = touched.iter().map(|b| b.div_euclid(ratio)).collect();
+                parents.dedup();
+                for &parent in &parents {
+                    let low = agg::key(view.id, entity, (level - 1) as u8, parent * ratio);
+                    let high = agg::key(view.id, entity, (level - 1) as u8, parent * ratio + ratio - 1);
+                    let mut children = Vec::new();
+                    for item in table
+                        .range(low.as_slice()..=high.as_slice())
+                        .map_err(|e| self.fail(e))?
+                    {
+                        let (_, value) = item.map_err(|e| self.fail(e))?;
+                        let bytes = if level == 1 {
+                            agg::hour_tile(value.value()).map_err(corrupt)?
+                        } else {
+                            value.value()
+                        };
+                        children.push(agg::read_tile(bytes, &plan).map_err(corrupt)?);
+                    }
+                    let tile = fold::merge_tiles(&plan, children.iter().map(Vec::as_slice));
+                    let key = agg::key(view.id, entity, level as u8, parent);
+                    if fold::is_empty(&plan, &tile) {
+                        table.remove(key.as_slice()).map_err(|e| self.fail(e))?;
+                    } else {
+                        entry.clear();
+                        agg::write_tile(&mut entry, &plan, &tile);
+                        table
+                            .insert(key.as_slice(), entry.as_slice())
+                            .map_err(|e| self.fail(e))?;
+                    }
+                }
+                touched = parents;
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
     /// A consistent read view of the store (a redb read transaction).
     pub fn reader(&self) -> Result<StoreReader, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
         let history = txn.open_table(HISTORY).map_err(|e| self.fail(e))?;
         let latest = txn.open_table(LATEST).map_err(|e| self.fail(e))?;
+        let aggregates = txn.open_table(AGGREGATES).map_err(|e| self.fail(e))?;
         Ok(StoreReader {
             history,
             latest,
+            aggregates,
             path: self.path.clone(),
         })
     }
@@ -630,7 +889,7 @@ impl Store {
     pub fn dump(&self) -> Result<Vec<DumpEntry>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
         let mut out = Vec::new();
-        for (name, def) in [("history", HISTORY), ("latest", LATEST)] {
+        for (name, def) in [("history", HISTORY), ("latest", LATEST), ("aggregates", AGGREGATES)] {
             let table = txn.open_table(def).map_err(|e| self.fail(e))?;
             for item in table.iter().map_err(|e| self.fail(e))? {
                 let (k, v) = item.map_err(|e| self.fail(e))?;
@@ -657,10 +916,31 @@ impl Store {
     }
 }
 
+/// What [`Store::check_aggregates`] found.
+#[derive(Debug, Clone, Default)]
+pub struct AggregateCheck {
+    /// Entity keys with events, in key order.
+    pub entities: Vec<Vec<u8>>,
+    /// Tiles recomputed and compared.
+    pub tiles: u64,
+    /// Events read.
+    pub events: u64,
+    /// Tiles that differ from their definition.
+    pub mismatches: Vec<String>,
+}
+
+fn describe_entity(key: &[u8]) -> String {
+    match layout::decode_entity_key(key) {
+        Some(values) => values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","),
+        None => format!("{key:02x?}"),
+    }
+}
+
 /// Reads feature values from one consistent snapshot.
 pub struct StoreReader {
     history: ReadOnlyTable<&'static [u8], &'static [u8]>,
     latest: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    aggregates: ReadOnlyTable<&'static [u8], &'static [u8]>,
     path: PathBuf,
 }
 
@@ -710,6 +990,64 @@ impl StoreReader {
             }
         }
         Ok(None)
+    }
+}
+
+impl StoreReader {
+    /// What reads of an aggregation view at `times` need of one entity:
+    /// the hour entries and tiles of D(t) for every window, read by one
+    /// range scan per run of consecutive buckets.
+    pub fn aggregate_data(
+        &self,
+        view: &ViewRecord,
+        plan: &crate::aggregate::Plan,
+        entity_key: &[u8],
+        times: &[i64],
+    ) -> Result<crate::aggregate::fold::EntityData, StoreError> {
+        use crate::aggregate::fold;
+        use crate::aggregate::layout as agg;
+        let corrupt = |e: CorruptRow| StoreError::Corrupt {
+            path: self.path.clone(),
+            message: format!("view `{}`: {e}", view.name),
+        };
+        let needed = fold::needed(plan, times);
+        let mut data = fold::EntityData::default();
+        let scan = |level: u8, (lo, hi): (i64, i64), f: &mut dyn FnMut(i64, &[u8]) -> Result<(), StoreError>| {
+            let low = agg::key(view.id, entity_key, level, lo);
+            let high = agg::key(view.id, entity_key, level, hi);
+            for item in self
+                .aggregates
+                .range(low.as_slice()..=high.as_slice())
+                .map_err(|e| storage(&self.path, e))?
+            {
+                let (key, value) = item.map_err(|e| storage(&self.path, e))?;
+                let bucket = agg::bucket_of_key(key.value()).ok_or(corrupt(CorruptRow("short key")))?;
+                f(bucket, value.value())?;
+            }
+            Ok::<(), StoreError>(())
+        };
+        for &range in &needed.events {
+            scan(0, range, &mut |bucket, bytes| {
+                data.events
+                    .insert(bucket, agg::hour_events(bytes, &plan.inputs).map_err(corrupt)?);
+                Ok(())
+            })?;
+        }
+        for (level, ranges) in needed.tiles.iter().enumerate() {
+            for &range in ranges {
+                let tiles = &mut data.tiles[level];
+                scan(level as u8, range, &mut |bucket, bytes| {
+                    let bytes = if level == 0 {
+                        agg::hour_tile(bytes).map_err(corrupt)?
+                    } else {
+                        bytes
+                    };
+                    tiles.insert(bucket, agg::read_tile(bytes, plan).map_err(corrupt)?);
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(data)
     }
 }
 

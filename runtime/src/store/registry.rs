@@ -164,6 +164,21 @@ impl fmt::Display for ViewRecord {
         writeln!(f, "  join keys:   {}", key_list(&self.join_keys))?;
         match &definition.kind {
             ViewKind::Materialized { source, .. } => writeln!(f, "  source:      {source}")?,
+            ViewKind::Aggregation {
+                source, aggregations, ..
+            } => {
+                writeln!(f, "  source:      {source}")?;
+                for a in aggregations {
+                    let input = a.input.as_deref().unwrap_or("*");
+                    writeln!(
+                        f,
+                        "  aggregation: {} = {}({input}) over {}",
+                        a.name,
+                        a.function.name(),
+                        a.window
+                    )?;
+                }
+            }
             ViewKind::OnDemand { sources } => writeln!(f, "  sources:     {}", sources.join(", "))?,
         }
         writeln!(

@@ -1,0 +1,232 @@
+//! Windows and the one decomposition D(t) of a window into raw events and
+//! tiles: what every path (backfill, push, server, `dataset`, `get --at`,
+//! `verify`) folds, in the same order, so values agree bit for bit.
+//!
+//! A window of length W at time t holds the events with
+//! `t - W <= event_time < t` (AGGREGATIONS.md). D(t) depends on t and W
+//! only, never on what is stored:
+//! 1. the raw events of the partial hour at the left edge,
+//! 2. whole aligned tiles from left to right, the largest of the ladder
+//!    (1 hour, 1 day, 30 days, aligned to the Unix epoch) that fit,
+//! 3. the raw events of the partial hour at the right edge.
+//!
+//! A lifetime window starts with every 30-day tile before the first
+//! aligned tile of step 2 (tiles with no events are the identity of the
+//! fold, so the ones never written need not be read).
+
+/// Microseconds in an hour: the finest tile, and the bucket raw events are stored by.
+pub const HOUR: i64 = 3_600_000_000;
+/// Tile sizes from finest to coarsest. Level `i` has size `LADDER[i]`;
+/// each size is a multiple of the one before, so aligned tiles nest.
+pub const LADDER: [i64; 3] = [HOUR, 24 * HOUR, 30 * 24 * HOUR];
+/// The coarsest level, the one a lifetime window reads from the beginning.
+pub const TOP: u8 = (LADDER.len() - 1) as u8;
+const _: () = assert!(LADDER[1] % LADDER[0] == 0 && LADDER[2] % LADDER[1] == 0);
+
+/// A window length: a duration, or no left edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Window {
+    /// The events of the last this-many microseconds.
+    Micros(i64),
+    /// Every event before t.
+    Lifetime,
+}
+
+impl Window {
+    /// Parses `"1h"`, `"30d"`, `"90m"` or `"lifetime"`.
+    pub fn parse(text: &str) -> Result<Window, String> {
+        if text == "lifetime" {
+            return Ok(Window::Lifetime);
+        }
+        let duration = humantime::parse_duration(text).map_err(|e| {
+            format!("`{text}` is not a window: use a duration like \"10m\", \"1h\", \"7d\", or \"lifetime\" ({e})")
+        })?;
+        let micros = i64::try_from(duration.as_micros()).unwrap_or(i64::MAX);
+        if micros <= 0 {
+            return Err(format!("`{text}` is not a window: it must be longer than 0"));
+        }
+        Ok(Window::Micros(micros))
+    }
+
+    /// The window's left edge at `t` (inclusive); `None` for a lifetime window.
+    pub fn start(self, t: i64) -> Option<i64> {
+        match self {
+            Window::Micros(w) => Some(t.saturating_sub(w)),
+            Window::Lifetime => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Window::Lifetime => f.write_str("lifetime"),
+            Window::Micros(m) => {
+                let d = std::time::Duration::from_micros(*m as u64);
+                write!(f, "{}", humantime::format_duration(d))
+            }
+        }
+    }
+}
+
+/// One part of D(t), in fold order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The raw events with `from <= event_time < to`, all in hour `hour`.
+    Events {
+        /// The hour bucket holding them.
+        hour: i64,
+        /// Inclusive.
+        from: i64,
+        /// Exclusive.
+        to: i64,
+    },
+    /// Every stored top-level tile with bucket `< before` (lifetime windows).
+    TopTilesBefore {
+        /// The first top-level bucket not included.
+        before: i64,
+    },
+    /// One aligned tile.
+    Tile {
+        /// Index into [`LADDER`].
+        level: u8,
+        /// `tile start / LADDER[level]`.
+        bucket: i64,
+    },
+}
+
+/// The decomposition D(t) of the window `[start, t)` (`start = None`:
+/// lifetime), in fold order. Pure: the same inputs always give the same parts.
+pub fn decompose(start: Option<i64>, t: i64) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let hour_of = |time: i64| time.div_euclid(HOUR);
+    let (interior_from, left_aligned) = match start {
+        Some(from) if from >= t => return parts,
+        Some(from) => {
+            let aligned = ceil_to(from, HOUR);
+            if aligned >= t {
+                // The whole window lies inside one hour.
+                parts.push(Part::Events {
+                    hour: hour_of(from),
+                    from,
+                    to: t,
+                });
+                return parts;
+            }
+            if aligned > from {
+                parts.push(Part::Events {
+                    hour: hour_of(from),
+                    from,
+                    to: aligned,
+                });
+            }
+            (aligned, true)
+        }
+        None => (floor_to(t, LADDER[TOP as usize]), false),
+    };
+    let interior_to = floor_to(t, HOUR);
+    if !left_aligned {
+        parts.push(Part::TopTilesBefore {
+            before: interior_from.div_euclid(LADDER[TOP as usize]),
+        });
+    }
+    let mut at = interior_from;
+    while at < interior_to {
+        let level = (0..LADDER.len())
+            .rev()
+            .find(|&l| at.rem_euclid(LADDER[l]) == 0 && at + LADDER[l] <= interior_to)
+            .expect("the finest level fits: both ends are hour-aligned");
+        parts.push(Part::Tile {
+            level: level as u8,
+            bucket: at.div_euclid(LADDER[level]),
+        });
+        at += LADDER[level];
+    }
+    if interior_to < t {
+        parts.push(Part::Events {
+            hour: hour_of(interior_to),
+            from: interior_to.max(start.unwrap_or(i64::MIN)),
+            to: t,
+        });
+    }
+    parts
+}
+
+fn floor_to(t: i64, size: i64) -> i64 {
+    t.div_euclid(size) * size
+}
+
+fn ceil_to(t: i64, size: i64) -> i64 {
+    let floor = floor_to(t, size);
+    if floor == t { t } else { floor + size }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parts cover exactly `[start, t)`, in order, without overlap.
+    fn covered(parts: &[Part]) -> Vec<(i64, i64)> {
+        parts
+            .iter()
+            .map(|p| match *p {
+                Part::Events { from, to, hour } => {
+                    assert!(from.div_euclid(HOUR) == hour && (to - 1).div_euclid(HOUR) == hour);
+                    (from, to)
+                }
+                Part::Tile { level, bucket } => {
+                    let size = LADDER[level as usize];
+                    (bucket * size, bucket * size + size)
+                }
+                Part::TopTilesBefore { before } => (i64::MIN, before * LADDER[TOP as usize]),
+            })
+            .collect()
+    }
+
+    fn check(start: Option<i64>, t: i64) {
+        let parts = decompose(start, t);
+        let spans = covered(&parts);
+        let mut at = start.unwrap_or(i64::MIN);
+        for (from, to) in spans {
+            assert_eq!(from, at, "{parts:?}");
+            assert!(to > from);
+            at = to;
+        }
+        if start.is_none_or(|s| s < t) {
+            assert_eq!(at, t, "{parts:?}");
+        }
+        let events = parts.iter().filter(|p| matches!(p, Part::Events { .. })).count();
+        assert!(events <= 2, "at most two partial hours: {parts:?}");
+        assert!(
+            parts.len() <= 2 + 2 * 23 + 2 * 29 + 12 + 1,
+            "bounded: {} parts",
+            parts.len()
+        );
+    }
+
+    #[test]
+    fn windows_decompose_into_exact_covers() {
+        let day = 24 * HOUR;
+        let odd = 1_700_000_123_456_789;
+        for t in [odd, floor_to(odd, HOUR), floor_to(odd, day), -odd, 0, 1, -1] {
+            for w in [1, 600_000_000, HOUR, HOUR + 1, day, 7 * day, 30 * day, 400 * day] {
+                check(Some(t - w), t);
+            }
+            check(None, t);
+        }
+    }
+
+    #[test]
+    fn an_empty_window_has_no_parts() {
+        assert!(decompose(Some(5), 5).is_empty());
+    }
+
+    #[test]
+    fn windows_parse() {
+        assert_eq!(Window::parse("1h"), Ok(Window::Micros(HOUR)));
+        assert_eq!(Window::parse("lifetime"), Ok(Window::Lifetime));
+        assert!(Window::parse("an hour").unwrap_err().contains("not a window"));
+        assert!(Window::parse("0s").unwrap_err().contains("longer than 0"));
+    }
+}
