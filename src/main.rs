@@ -505,6 +505,29 @@ fn cmd_verify(dir: &Path, samples: usize, seed: Option<u64>) -> Result<()> {
             }
         }
     }
+    for tiles in &report.tiles {
+        let view = &tiles.view;
+        if !report.probes.iter().any(|p| &p.view == view) {
+            println!("view {view}");
+            let (compared, differing) = report.compared_in(view);
+            let verdict = if differing == 0 { &ok } else { &failed };
+            println!(
+                "  {:<18} {verdict:<6} {differing} of {compared} sampled values differ between the server's path and the dataset's",
+                "online = offline"
+            );
+        }
+        let verdict = if tiles.mismatches.is_empty() { &ok } else { &failed };
+        println!(
+            "  {:<18} {verdict:<6} {} of {} tiles differ from their recomputation from {} raw events",
+            "tiles",
+            tiles.mismatches.len(),
+            tiles.tiles,
+            tiles.events
+        );
+        for mismatch in tiles.mismatches.iter().take(5) {
+            eprintln!("{} view `{view}`: {mismatch}", paint("tile:", "1;31"));
+        }
+    }
     const SHOWN: usize = 20;
     for d in report.differences.iter().take(SHOWN) {
         eprintln!(
@@ -562,8 +585,10 @@ fn cmd_verify(dir: &Path, samples: usize, seed: Option<u64>) -> Result<()> {
         );
     }
     if !report.is_clean() {
+        let tiles: usize = report.tiles.iter().map(|t| t.mismatches.len()).sum();
         bail!(
-            "{} differences in {} values compared, {} stale views, {} views failing the batch probe (seed {seed})",
+            "{} differences in {} values compared, {} stale views, {} views failing the batch probe, \
+             {tiles} tiles differing from their events (seed {seed})",
             report.differences.len(),
             report.compared,
             report.stale.len(),
@@ -574,10 +599,11 @@ fn cmd_verify(dir: &Path, samples: usize, seed: Option<u64>) -> Result<()> {
         "Verified",
         &format!(
             "{} values of {} views: online (server) and offline (dataset) paths agree bit for bit; nothing stale; \
-             {} transforms batch-invariant and stateless (seed {seed})",
+             {} transforms batch-invariant and stateless; {} aggregation tiles equal their events (seed {seed})",
             report.compared,
             report.views.len(),
-            report.probes.iter().filter(|p| p.result.is_ok()).count()
+            report.probes.iter().filter(|p| p.result.is_ok()).count(),
+            report.tiles.iter().map(|t| t.tiles).sum::<u64>()
         ),
     );
     Ok(())

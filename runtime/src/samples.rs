@@ -136,8 +136,10 @@ pub fn transactions(cards: usize, rows: usize, end: i64, seed: u64) -> RecordBat
     let mut event = Vec::with_capacity(rows);
     let mut amount = Vec::with_capacity(rows);
     let mut category: Vec<Option<String>> = Vec::with_capacity(rows);
+    let mut merchant = Vec::with_capacity(rows);
     for row in 0..rows {
         card.push(format!("card-{:04}", 1 + rng.below(cards as u64)));
+        merchant.push(format!("m-{:04}", rng.below(2_000)));
         event.push(start + row as i64 * 37_000_000);
         let roll = rng.below(1_000);
         amount.push(if roll < 3 {
@@ -158,6 +160,7 @@ pub fn transactions(cards: usize, rows: usize, end: i64, seed: u64) -> RecordBat
         Field::new("created", ts_type(), false),
         Field::new("amount", DataType::Float64, true),
         Field::new("merchant_category", DataType::Utf8, true),
+        Field::new("merchant", DataType::Utf8, true),
     ]));
     RecordBatch::try_new(
         schema,
@@ -167,6 +170,74 @@ pub fn transactions(cards: usize, rows: usize, end: i64, seed: u64) -> RecordBat
             ts(created),
             Arc::new(Float64Array::from(amount)),
             Arc::new(StringArray::from(category)),
+            Arc::new(StringArray::from(merchant)),
+        ],
+    )
+    .expect("columns match the schema")
+}
+
+/// Card transactions for windowed features (the fraud example's
+/// `card_activity` view and its benchmarks): `rows` events over `cards`
+/// cards (ids `card-00001`...) spread over `days` days before `end`, in the
+/// same columns as [`transactions`]. Bursty, as fraud is: 1% of the cards
+/// take a fifth of the events, in bursts of seconds to minutes. About 1
+/// event in 100 is stamped on a whole minute (ties on event time), 1 in
+/// 100 has a null amount. Rows are in time order.
+pub fn card_transactions(cards: usize, rows: usize, days: i64, end: i64, seed: u64) -> RecordBatch {
+    let mut rng = Rng(seed);
+    let span = days * 24 * HOUR;
+    let bursty = (cards / 100).max(1) as u64;
+    let mut events: Vec<(i64, u64)> = Vec::with_capacity(rows);
+    while events.len() < rows {
+        if rng.below(5) == 0 {
+            // A burst: one bursty card, up to 20 events within minutes.
+            let card = rng.below(bursty);
+            let center = end - 1 - rng.below(span as u64) as i64;
+            for _ in 0..(1 + rng.below(20)).min((rows - events.len()) as u64) {
+                let t = (center - rng.below(600_000_000) as i64).max(end - span);
+                events.push((t, card));
+            }
+        } else {
+            let card = bursty + rng.below(cards as u64 - bursty.min(cards as u64 - 1));
+            events.push((end - 1 - rng.below(span as u64) as i64, card));
+        }
+    }
+    events.sort_unstable();
+    let mut card = Vec::with_capacity(rows);
+    let mut event = Vec::with_capacity(rows);
+    let mut amount = Vec::with_capacity(rows);
+    let mut category = Vec::with_capacity(rows);
+    let mut merchant = Vec::with_capacity(rows);
+    const CATEGORIES: [&str; 6] = ["grocery", "fuel", "restaurant", "travel", "electronics", "gift_cards"];
+    for (t, c) in events {
+        card.push(format!("card-{:05}", 1 + c));
+        event.push(if rng.below(100) == 0 { t - t.rem_euclid(60_000_000) } else { t });
+        amount.push(if rng.below(100) == 0 {
+            None
+        } else {
+            Some((rng.unit() * rng.unit() * 500.0 * 100.0).round() / 100.0)
+        });
+        category.push(Some(CATEGORIES[rng.below(CATEGORIES.len() as u64) as usize].to_string()));
+        merchant.push(Some(format!("m-{:05}", rng.below(20_000))));
+    }
+    let created = event.clone();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("card_id", DataType::Utf8, false),
+        Field::new("event_timestamp", ts_type(), false),
+        Field::new("created", ts_type(), false),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("merchant_category", DataType::Utf8, true),
+        Field::new("merchant", DataType::Utf8, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(card)),
+            ts(event),
+            ts(created),
+            Arc::new(Float64Array::from(amount)),
+            Arc::new(StringArray::from(category)),
+            Arc::new(StringArray::from(merchant)),
         ],
     )
     .expect("columns match the schema")

@@ -2,14 +2,14 @@
 //! a hash per value, so the state is the same whatever order the values
 //! arrive in or are merged in (max is commutative and associative).
 //!
-//! 2^12 registers (standard error about 1.6%). Small states are kept
+//! 2^14 registers (standard error about 0.8%). Small states are kept
 //! sparse (the non-zero registers, sorted); the representation is chosen
 //! from the register values alone, so equal sets give equal bytes.
 
 use crate::codec::row::Value;
 
 /// log2 of the number of registers.
-const PRECISION: u32 = 12;
+const PRECISION: u32 = 14;
 const REGISTERS: usize = 1 << PRECISION;
 /// Above this many non-zero registers the dense form is smaller.
 const SPARSE_MAX: usize = REGISTERS / 3;
