@@ -81,7 +81,10 @@ fn feature_value(column: &ArrayRef, row: usize) -> Option<f64> {
 
 fn write_spine(repo: &TempRepo, cards: &[String], times: &[i64]) -> std::path::PathBuf {
     let batch = RecordBatch::try_from_iter([
-        ("card_id", std::sync::Arc::new(StringArray::from(cards.to_vec())) as ArrayRef),
+        (
+            "card_id",
+            std::sync::Arc::new(StringArray::from(cards.to_vec())) as ArrayRef,
+        ),
         (
             "event_timestamp",
             std::sync::Arc::new(TimestampMicrosecondArray::from(times.to_vec()).with_timezone("UTC")) as ArrayRef,
@@ -99,7 +102,8 @@ fn activity_repo(events: &RecordBatch) -> TempRepo {
     // Keep the entity, the sources and the aggregation view.
     let start = text.find("[views.transaction_features]").unwrap();
     let end = text.find("# Windowed features").unwrap();
-    let text = format!("{}{}", &text[..start], &text[end..]).replace("[services.fraud_model]\nfeatures = [\"transaction_features\"]\n", "");
+    let text = format!("{}{}", &text[..start], &text[end..])
+        .replace("[services.fraud_model]\nfeatures = [\"transaction_features\"]\n", "");
     let repo = TempRepo::from_config(&text);
     samples::write_parquet(&repo.path().join("data/transactions.parquet"), events).unwrap();
     repo
@@ -114,8 +118,16 @@ fn dataset_equals_a_brute_force_computation_over_the_raw_events() {
 
     // The events by card, as the oracle reads them.
     let cards = events.column_by_name("card_id").unwrap().as_string::<i32>().clone();
-    let times = events.column_by_name("event_timestamp").unwrap().as_primitive::<TimestampMicrosecondType>().clone();
-    let amounts = events.column_by_name("amount").unwrap().as_primitive::<Float64Type>().clone();
+    let times = events
+        .column_by_name("event_timestamp")
+        .unwrap()
+        .as_primitive::<TimestampMicrosecondType>()
+        .clone();
+    let amounts = events
+        .column_by_name("amount")
+        .unwrap()
+        .as_primitive::<Float64Type>()
+        .clone();
     let merchants = events.column_by_name("merchant").unwrap().as_string::<i32>().clone();
     let mut by_card: HashMap<String, Vec<Txn>> = HashMap::new();
     for row in 0..events.num_rows() {
@@ -159,7 +171,9 @@ fn dataset_equals_a_brute_force_computation_over_the_raw_events() {
     let no_events = Vec::new();
     let mut checked = 0;
     for (feature, window) in windows() {
-        let column = train.column_by_name(feature).unwrap_or_else(|| panic!("no column {feature}"));
+        let column = train
+            .column_by_name(feature)
+            .unwrap_or_else(|| panic!("no column {feature}"));
         for row in 0..train.num_rows() {
             let card_events = by_card.get(&spine_cards[row]).unwrap_or(&no_events);
             let expected = brute_force(card_events, feature, window, spine_times[row]);
@@ -168,11 +182,17 @@ fn dataset_equals_a_brute_force_computation_over_the_raw_events() {
                 (None, None) => true,
                 // HyperLogLog: within 5%, or 3 for small sets (register collisions).
                 (Some(e), Some(g)) if feature.starts_with("merchants") => (g - e).abs() <= (0.05 * e).max(3.0),
-                (Some(e), Some(g)) if feature.starts_with("amount") => (g - e).abs() <= 1e-12 * e.abs().max(1e-300) + 1e-9 * (feature.contains("stddev") as u8 as f64),
+                (Some(e), Some(g)) if feature.starts_with("amount") => {
+                    (g - e).abs() <= 1e-12 * e.abs().max(1e-300) + 1e-9 * (feature.contains("stddev") as u8 as f64)
+                }
                 (Some(e), Some(g)) => e == g,
                 _ => false,
             };
-            assert!(ok, "{feature} for {} at {}: dataset {got:?}, brute force {expected:?}", spine_cards[row], spine_times[row]);
+            assert!(
+                ok,
+                "{feature} for {} at {}: dataset {got:?}, brute force {expected:?}",
+                spine_cards[row], spine_times[row]
+            );
             checked += 1;
         }
     }
@@ -180,4 +200,240 @@ fn dataset_equals_a_brute_force_computation_over_the_raw_events() {
     // Our own paths agree bit for bit, and the stored tiles are their definition.
     let verified = repo.ok(&["verify", "--seed", "5"]);
     assert!(verified.contains("tiles"), "{verified}");
+}
+
+const EDGES_REPO: &str = r#"project = "edges"
+
+[entities.card]
+join_keys = { card_id = "utf8" }
+
+[sources.events]
+type = "file"
+path = "data/events.parquet"
+
+[sources.events_push]
+type = "push"
+batch_source = "events"
+
+[views.w]
+kind = "aggregation"
+entities = ["card"]
+source = "events_push"
+inputs = { amount = "float64", merchant = "utf8" }
+aggregations = [
+  { name = "n_1h",     function = "count", window = "1h" },
+  { name = "sum_1h",   function = "sum",   input = "amount", window = "1h" },
+  { name = "min_1h",   function = "min",   input = "amount", window = "1h" },
+  { name = "mean_1h",  function = "mean",  input = "amount", window = "1h" },
+  { name = "first_1h", function = "first", input = "merchant", window = "1h" },
+  { name = "last_1h",  function = "last",  input = "merchant", window = "1h" },
+  { name = "n_life",   function = "count", window = "lifetime" },
+]
+"#;
+
+fn events_batch(rows: &[(&str, i64, Option<f64>, &str)]) -> RecordBatch {
+    RecordBatch::try_from_iter([
+        (
+            "card_id",
+            std::sync::Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))) as ArrayRef,
+        ),
+        (
+            "event_timestamp",
+            std::sync::Arc::new(
+                TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.1)).with_timezone("UTC"),
+            ) as ArrayRef,
+        ),
+        (
+            "amount",
+            std::sync::Arc::new(arrow_array::Float64Array::from_iter(rows.iter().map(|r| r.2))) as ArrayRef,
+        ),
+        (
+            "merchant",
+            std::sync::Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3))) as ArrayRef,
+        ),
+    ])
+    .unwrap()
+}
+
+fn dataset(repo: &TempRepo, cards: &[&str], times: &[i64]) -> RecordBatch {
+    let cards: Vec<String> = cards.iter().map(|c| c.to_string()).collect();
+    let spine = write_spine(repo, &cards, times);
+    let out = repo.path().join("train.parquet");
+    repo.ok(&[
+        "dataset",
+        "--spine",
+        spine.to_str().unwrap(),
+        "--features",
+        "w",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    read_parquet(&out)
+}
+
+#[test]
+fn window_edges_by_name() {
+    // Pre-1970 on purpose: 1,000 days before the epoch, off the hour.
+    let t = -1_000 * DAY + 17 * MINUTE + 123_456;
+    let h = 60 * MINUTE;
+    let events = events_batch(&[
+        ("a", t - h, Some(1.5), "at t - W: included"),
+        ("a", t - h - 1, Some(100.0), "1 us older: excluded"),
+        ("a", t, Some(1000.0), "at t: excluded"),
+        ("a", t - 10 * MINUTE, None, "tie x"),
+        ("a", t - 10 * MINUTE, Some(2.25), "tie y"),
+    ]);
+    let repo = TempRepo::from_config(EDGES_REPO);
+    samples::write_parquet(&repo.path().join("data/events.parquet"), &events).unwrap();
+    repo.ok(&["apply"]);
+    repo.ok(&["backfill"]);
+    let train = dataset(&repo, &["a", "a", "b"], &[t, t - 5 * h, t]);
+    let int = |name: &str, row: usize| feature_value(train.column_by_name(name).unwrap(), row);
+    let text = |name: &str, row: usize| {
+        let c = train.column_by_name(name).unwrap().as_string::<i32>();
+        c.is_valid(row).then(|| c.value(row).to_string())
+    };
+    // At t: the event at t - W and the two tied ones; not t - W - 1us, not t.
+    assert_eq!(int("n_1h", 0), Some(3.0));
+    assert_eq!(int("sum_1h", 0), Some(1.5 + 2.25), "the null amount is skipped");
+    assert_eq!(int("min_1h", 0), Some(1.5));
+    assert_eq!(int("mean_1h", 0), Some((1.5 + 2.25) / 2.0));
+    assert_eq!(text("first_1h", 0).as_deref(), Some("at t - W: included"));
+    let last = text("last_1h", 0).unwrap();
+    assert!(last == "tie x" || last == "tie y", "{last}");
+    assert_eq!(int("n_life", 0), Some(4.0), "lifetime: everything before t");
+    // An empty window: count and sum 0, the others null; and a card never seen.
+    for row in [1, 2] {
+        assert_eq!(int("n_1h", row), Some(0.0));
+        assert_eq!(int("sum_1h", row), Some(0.0));
+        assert_eq!(int("min_1h", row), None);
+        assert_eq!(int("mean_1h", row), None);
+        assert_eq!(text("first_1h", row), None);
+        assert_eq!(int("n_life", row), Some(0.0));
+    }
+
+    // The tie is broken by the event order, not by arrival: pushing the
+    // events in the other order gives the same `last`.
+    let pushed = TempRepo::from_config(EDGES_REPO);
+    pushed.ok(&["apply"]);
+    let server = pushed.serve(&[]);
+    for row in (0..events.num_rows()).rev() {
+        push_rows_to(&server, &events.slice(row, 1), "events_push");
+    }
+    server.stop();
+    let again = dataset(&pushed, &["a", "a", "b"], &[t, t - 5 * h, t]);
+    common::assert_bit_identical(&train, &again);
+}
+
+#[test]
+fn any_arrival_order_gives_the_same_bits_and_the_server_answers_as_dataset() {
+    // Events from the generator, with the fraud example's windows.
+    let events = samples::card_transactions(50, 3_000, 40, FIXED_END, 9);
+    let events = arrow_select::concat::concat_batches(
+        &events.schema(),
+        // Exact duplicates stay two events.
+        &[events.clone(), events.slice(100, 20)],
+    )
+    .unwrap();
+    let backfilled = activity_repo(&events);
+    backfilled.ok(&["apply"]);
+    backfilled.ok(&["backfill"]);
+
+    // The same events pushed in shuffled order, in batches of 1 to 50 rows
+    // (so later batches hold late events).
+    let pushed = activity_repo(&events);
+    std::fs::remove_file(pushed.path().join("data/transactions.parquet")).unwrap();
+    pushed.ok(&["apply"]);
+    let server = pushed.serve(&[]);
+    let mut rng = split_mix(4);
+    let mut order: Vec<u32> = (0..events.num_rows() as u32).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng(i as u64 + 1) as usize);
+    }
+    let shuffled = arrow_select::take::take_record_batch(&events, &arrow_array::UInt32Array::from(order)).unwrap();
+    let mut at = 0;
+    while at < shuffled.num_rows() {
+        let n = (1 + rng(50) as usize).min(shuffled.num_rows() - at);
+        push_rows_to(&server, &shuffled.slice(at, n), "transactions_push");
+        at += n;
+    }
+
+    // The stored events and tiles are the same bytes.
+    let dump = |repo: &TempRepo| -> Vec<(String, Vec<u8>, Vec<u8>)> {
+        let store = skewless_runtime::Store::open_existing(&repo.store()).unwrap();
+        store
+            .dump()
+            .unwrap()
+            .into_iter()
+            .filter(|(table, _, _)| table == "aggregates")
+            .collect()
+    };
+    // Online, through the socket: the answer at the server's `now`, which
+    // it returns as the features' event timestamp.
+    let cards = ["card-00001", "card-00007", "card-00033", "card-99999"];
+    let mut nows = Vec::new();
+    let mut online = Vec::new();
+    for card in cards {
+        let (status, answer) = server.post(
+            "/get-online-features",
+            &format!(r#"{{"features": ["card_activity"], "entities": {{"card_id": ["{card}"]}}}}"#),
+        );
+        assert_eq!(status, 200, "{answer}");
+        let results = answer["results"].as_array().unwrap();
+        let stamp = results[1]["event_timestamps"][0].as_str().unwrap();
+        nows.push(skewless_runtime::time::parse_timestamp(stamp).unwrap());
+        online.push(
+            results
+                .iter()
+                .skip(1)
+                .map(|r| r["values"][0].clone())
+                .collect::<Vec<_>>(),
+        );
+    }
+    server.stop();
+    assert_eq!(dump(&backfilled), dump(&pushed), "backfilled and pushed stores differ");
+    assert!(!dump(&pushed).is_empty());
+
+    let spine_cards: Vec<String> = cards.iter().map(|c| c.to_string()).collect();
+    let spine = write_spine(&pushed, &spine_cards, &nows);
+    let out = pushed.path().join("at_now.parquet");
+    pushed.ok(&[
+        "dataset",
+        "--spine",
+        spine.to_str().unwrap(),
+        "--features",
+        "card_activity",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let train = read_parquet(&out);
+    for (row, values) in online.iter().enumerate() {
+        for ((name, _), value) in windows().iter().zip(values) {
+            let column = train.column_by_name(name).unwrap();
+            let offline = skewless_runtime::codec::json::value_json(column.as_ref(), row);
+            assert_eq!(&offline, value, "{name} for {} at {}", cards[row], nows[row]);
+        }
+    }
+    // And `verify` agrees, in both stores.
+    backfilled.ok(&["verify", "--seed", "1"]);
+    pushed.ok(&["verify", "--seed", "2"]);
+}
+
+/// Pushes `rows` (every column) to push source `source` through the server.
+fn push_rows_to(server: &common::ServerProcess, rows: &RecordBatch, source: &str) {
+    let column = |name: &str| -> Vec<serde_json::Value> {
+        let array = rows.column_by_name(name).unwrap();
+        (0..rows.num_rows())
+            .map(|r| skewless_runtime::codec::json::value_json(array.as_ref(), r))
+            .collect()
+    };
+    let df: serde_json::Map<String, serde_json::Value> = rows
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), serde_json::Value::Array(column(f.name()))))
+        .collect();
+    let body = serde_json::json!({ "push_source_name": source, "df": df });
+    let (status, answer) = server.post("/push", &body.to_string());
+    assert_eq!(status, 200, "{answer}");
 }

@@ -211,13 +211,19 @@ pub fn card_transactions(cards: usize, rows: usize, days: i64, end: i64, seed: u
     const CATEGORIES: [&str; 6] = ["grocery", "fuel", "restaurant", "travel", "electronics", "gift_cards"];
     for (t, c) in events {
         card.push(format!("card-{:05}", 1 + c));
-        event.push(if rng.below(100) == 0 { t - t.rem_euclid(60_000_000) } else { t });
+        event.push(if rng.below(100) == 0 {
+            t - t.rem_euclid(60_000_000)
+        } else {
+            t
+        });
         amount.push(if rng.below(100) == 0 {
             None
         } else {
             Some((rng.unit() * rng.unit() * 500.0 * 100.0).round() / 100.0)
         });
-        category.push(Some(CATEGORIES[rng.below(CATEGORIES.len() as u64) as usize].to_string()));
+        category.push(Some(
+            CATEGORIES[rng.below(CATEGORIES.len() as u64) as usize].to_string(),
+        ));
         merchant.push(Some(format!("m-{:05}", rng.below(20_000))));
     }
     let created = event.clone();
