@@ -916,6 +916,9 @@ impl Store {
     }
 }
 
+/// Called with each (bucket, value) an aggregate range scan finds.
+type EntryVisitor<'a> = dyn FnMut(i64, &[u8]) -> Result<(), StoreError> + 'a;
+
 /// What [`Store::check_aggregates`] found.
 #[derive(Debug, Clone, Default)]
 pub struct AggregateCheck {
@@ -1012,7 +1015,7 @@ impl StoreReader {
         };
         let needed = fold::needed(plan, times);
         let mut data = fold::EntityData::default();
-        let scan = |level: u8, (lo, hi): (i64, i64), f: &mut dyn FnMut(i64, &[u8]) -> Result<(), StoreError>| {
+        let scan = |level: u8, (lo, hi): (i64, i64), f: &mut EntryVisitor<'_>| {
             let low = agg::key(view.id, entity_key, level, lo);
             let high = agg::key(view.id, entity_key, level, hi);
             for item in self
