@@ -155,6 +155,21 @@ enum Command {
         /// The folder to create; its name names the transform and its view.
         name: PathBuf,
     },
+    /// Write an example repo's sample data (driver_stats, fraud, rides) into `<repo>/data/`,
+    /// ending now. For fraud, `--events` writes that many bursty card transactions instead.
+    SampleData {
+        /// driver_stats, fraud or rides.
+        example: String,
+        /// fraud: card transactions to write (e.g. 1000000).
+        #[arg(long)]
+        events: Option<usize>,
+        /// fraud with --events: cards.
+        #[arg(long, default_value_t = 10_000)]
+        cards: usize,
+        /// fraud with --events: days of history.
+        #[arg(long, default_value_t = 60)]
+        days: i64,
+    },
     /// Run the driver_stats example end to end: build, generate data, apply, backfill, read.
     Demo {
         /// The examples folder (holding transforms/ and repos/).
@@ -294,6 +309,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Verify { samples, seed } => cmd_verify(&cli.repo, samples, seed),
         Command::Serve { addr, limits } => cmd_serve(&cli.repo, &addr, limits.into(), None),
         Command::Ls => cmd_ls(&cli.repo),
+        Command::SampleData {
+            example,
+            events,
+            cards,
+            days,
+        } => cmd_sample_data(&cli.repo, &example, events, cards, days),
         Command::Describe { name } => cmd_describe(&cli.repo, &name),
         Command::Build { path } => {
             let started = Instant::now();
@@ -735,6 +756,27 @@ fn cmd_serve(dir: &Path, addr: &str, limits: ServerLimits, example: Option<&str>
         status("Stopped", "in-flight requests answered, store closed");
         Ok(())
     })
+}
+
+fn cmd_sample_data(dir: &Path, example: &str, events: Option<usize>, cards: usize, days: i64) -> Result<()> {
+    let end = time::now_micros();
+    let paths = match (example, events) {
+        ("fraud", Some(events)) => {
+            if cards == 0 || days <= 0 {
+                bail!("--cards and --days must be greater than 0");
+            }
+            let batch = samples::card_transactions(cards, events, days, end, 7);
+            let path = dir.join("data/transactions.parquet");
+            samples::write_parquet(&path, &batch).with_context(|| format!("cannot write {}", path.display()))?;
+            vec![path]
+        }
+        (_, Some(_)) => bail!("--events is for the fraud example"),
+        (example, None) => samples::generate(example, dir, end).map_err(anyhow::Error::msg)?,
+    };
+    for path in paths {
+        status("Generated", &path.display().to_string());
+    }
+    Ok(())
 }
 
 fn cmd_ls(dir: &Path) -> Result<()> {

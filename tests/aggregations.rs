@@ -80,7 +80,12 @@ fn feature_value(column: &ArrayRef, row: usize) -> Option<f64> {
 }
 
 fn write_spine(repo: &TempRepo, cards: &[String], times: &[i64]) -> std::path::PathBuf {
-    let batch = RecordBatch::try_from_iter([
+    write_spine_with(repo, cards, times, None)
+}
+
+/// A spine of (card, time) rows, with an `amount` request column if given.
+fn write_spine_with(repo: &TempRepo, cards: &[String], times: &[i64], amounts: Option<Vec<f64>>) -> std::path::PathBuf {
+    let mut columns = vec![
         (
             "card_id",
             std::sync::Arc::new(StringArray::from(cards.to_vec())) as ArrayRef,
@@ -89,22 +94,22 @@ fn write_spine(repo: &TempRepo, cards: &[String], times: &[i64]) -> std::path::P
             "event_timestamp",
             std::sync::Arc::new(TimestampMicrosecondArray::from(times.to_vec()).with_timezone("UTC")) as ArrayRef,
         ),
-    ])
-    .unwrap();
+    ];
+    if let Some(amounts) = amounts {
+        columns.push((
+            "amount",
+            std::sync::Arc::new(arrow_array::Float64Array::from(amounts)) as ArrayRef,
+        ));
+    }
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
     let path = repo.path().join("spine.parquet");
     samples::write_parquet(&path, &batch).unwrap();
     path
 }
 
-/// A repo over the example's `card_activity` view alone, with `events`.
+/// The fraud example repo with `events` as its transactions.
 fn activity_repo(events: &RecordBatch) -> TempRepo {
-    let text = std::fs::read_to_string(common::root().join("examples/repos/fraud/skewless.toml")).unwrap();
-    // Keep the entity, the sources and the aggregation view.
-    let start = text.find("[views.transaction_features]").unwrap();
-    let end = text.find("# Windowed features").unwrap();
-    let text = format!("{}{}", &text[..start], &text[end..])
-        .replace("[services.fraud_model]\nfeatures = [\"transaction_features\"]\n", "");
-    let repo = TempRepo::from_config(&text);
+    let repo = TempRepo::new("fraud");
     samples::write_parquet(&repo.path().join("data/transactions.parquet"), events).unwrap();
     repo
 }
@@ -114,7 +119,7 @@ fn dataset_equals_a_brute_force_computation_over_the_raw_events() {
     let events = samples::card_transactions(1_000, 100_000, 60, FIXED_END, 3);
     let repo = activity_repo(&events);
     repo.ok(&["apply"]);
-    repo.ok(&["backfill"]);
+    repo.ok(&["backfill", "--view", "card_activity"]);
 
     // The events by card, as the oracle reads them.
     let cards = events.column_by_name("card_id").unwrap().as_string::<i32>().clone();
@@ -327,8 +332,9 @@ fn window_edges_by_name() {
 
 #[test]
 fn any_arrival_order_gives_the_same_bits_and_the_server_answers_as_dataset() {
-    // Events from the generator, with the fraud example's windows.
-    let events = samples::card_transactions(50, 3_000, 40, FIXED_END, 9);
+    // Events from the generator up to now, so the server's windows hold some.
+    let end = skewless_runtime::time::now_micros();
+    let events = samples::card_transactions(50, 3_000, 40, end, 9);
     let events = arrow_select::concat::concat_batches(
         &events.schema(),
         // Exact duplicates stay two events.
@@ -337,7 +343,7 @@ fn any_arrival_order_gives_the_same_bits_and_the_server_answers_as_dataset() {
     .unwrap();
     let backfilled = activity_repo(&events);
     backfilled.ok(&["apply"]);
-    backfilled.ok(&["backfill"]);
+    backfilled.ok(&["backfill", "--view", "card_activity"]);
 
     // The same events pushed in shuffled order, in batches of 1 to 50 rows
     // (so later batches hold late events).
@@ -369,24 +375,35 @@ fn any_arrival_order_gives_the_same_bits_and_the_server_answers_as_dataset() {
             .collect()
     };
     // Online, through the socket: the answer at the server's `now`, which
-    // it returns as the features' event timestamp.
+    // it returns as the features' event timestamp; with the on-demand view
+    // over the windowed features.
     let cards = ["card-00001", "card-00007", "card-00033", "card-99999"];
     let mut nows = Vec::new();
     let mut online = Vec::new();
     for card in cards {
         let (status, answer) = server.post(
             "/get-online-features",
-            &format!(r#"{{"features": ["card_activity"], "entities": {{"card_id": ["{card}"]}}}}"#),
+            &format!(
+                r#"{{"features": ["card_activity", "amount_vs_usual"], "entities": {{"card_id": ["{card}"], "amount": [250.0]}}}}"#
+            ),
         );
         assert_eq!(status, 200, "{answer}");
+        let names: Vec<String> = answer["metadata"]["feature_names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().to_string())
+            .collect();
         let results = answer["results"].as_array().unwrap();
-        let stamp = results[1]["event_timestamps"][0].as_str().unwrap();
+        let at = names.iter().position(|n| n == "txn_count_1h").unwrap();
+        let stamp = results[at]["event_timestamps"][0].as_str().unwrap();
         nows.push(skewless_runtime::time::parse_timestamp(stamp).unwrap());
         online.push(
-            results
-                .iter()
-                .skip(1)
-                .map(|r| r["values"][0].clone())
+            names
+                .into_iter()
+                .zip(results)
+                .filter(|(name, _)| name != "card_id" && name != "amount")
+                .map(|(name, r)| (name, r["values"][0].clone()))
                 .collect::<Vec<_>>(),
         );
     }
@@ -395,25 +412,32 @@ fn any_arrival_order_gives_the_same_bits_and_the_server_answers_as_dataset() {
     assert!(!dump(&pushed).is_empty());
 
     let spine_cards: Vec<String> = cards.iter().map(|c| c.to_string()).collect();
-    let spine = write_spine(&pushed, &spine_cards, &nows);
+    let spine = write_spine_with(&pushed, &spine_cards, &nows, Some(vec![250.0; cards.len()]));
     let out = pushed.path().join("at_now.parquet");
     pushed.ok(&[
         "dataset",
         "--spine",
         spine.to_str().unwrap(),
         "--features",
-        "card_activity",
+        "card_activity,amount_vs_usual",
         "--out",
         out.to_str().unwrap(),
     ]);
     let train = read_parquet(&out);
     for (row, values) in online.iter().enumerate() {
-        for ((name, _), value) in windows().iter().zip(values) {
+        assert_eq!(values.len(), 14);
+        for (name, value) in values {
             let column = train.column_by_name(name).unwrap();
             let offline = skewless_runtime::codec::json::value_json(column.as_ref(), row);
             assert_eq!(&offline, value, "{name} for {} at {}", cards[row], nows[row]);
         }
     }
+    // The on-demand view read the windowed features: a card with history has a ratio.
+    assert!(
+        online[0].iter().any(|(n, v)| n == "amount_to_mean_7d" && v.is_f64()),
+        "{:?}",
+        online[0]
+    );
     // And `verify` agrees, in both stores.
     backfilled.ok(&["verify", "--seed", "1"]);
     pushed.ok(&["verify", "--seed", "2"]);

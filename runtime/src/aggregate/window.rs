@@ -63,8 +63,17 @@ impl std::fmt::Display for Window {
         match self {
             Window::Lifetime => f.write_str("lifetime"),
             Window::Micros(m) => {
-                let d = std::time::Duration::from_micros(*m as u64);
-                write!(f, "{}", humantime::format_duration(d))
+                // The largest unit that divides it: "30d", "90m", "1500us".
+                let units = [
+                    (86_400_000_000, "d"),
+                    (3_600_000_000, "h"),
+                    (60_000_000, "m"),
+                    (1_000_000, "s"),
+                ];
+                match units.iter().find(|(size, _)| m % size == 0) {
+                    Some((size, unit)) => write!(f, "{}{unit}", m / size),
+                    None => write!(f, "{m}us"),
+                }
             }
         }
     }
@@ -226,6 +235,9 @@ mod tests {
     fn windows_parse() {
         assert_eq!(Window::parse("1h"), Ok(Window::Micros(HOUR)));
         assert_eq!(Window::parse("lifetime"), Ok(Window::Lifetime));
+        for text in ["10m", "1h", "30d", "90s", "lifetime"] {
+            assert_eq!(Window::parse(text).unwrap().to_string(), text);
+        }
         assert!(Window::parse("an hour").unwrap_err().contains("not a window"));
         assert!(Window::parse("0s").unwrap_err().contains("longer than 0"));
     }

@@ -123,7 +123,11 @@ impl fmt::Display for Invariance {
 impl ViewRecord {
     /// `materialized` or `on-demand`.
     pub fn kind_name(&self) -> &'static str {
-        if self.materialized { "materialized" } else { "on-demand" }
+        match &self.definition.kind {
+            ViewKind::Aggregation { .. } => "aggregation",
+            _ if self.materialized => "materialized",
+            _ => "on-demand",
+        }
     }
 }
 
