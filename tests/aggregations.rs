@@ -15,23 +15,47 @@ use skewless_runtime::samples;
 const DAY: i64 = 86_400_000_000;
 const MINUTE: i64 = 60_000_000;
 
-/// The fraud example's `card_activity` windows, as (feature, window in
+/// The fraud example's `card_activity` features, as (feature, window in
 /// micros or None for lifetime).
 fn windows() -> Vec<(&'static str, Option<i64>)> {
+    example_features()
+        .into_iter()
+        .map(|(name, _, _, window)| (name, window))
+        .collect()
+}
+
+/// (feature, function, input, window) of the example's `card_activity`.
+fn example_features() -> Vec<(&'static str, &'static str, &'static str, Option<i64>)> {
     let (m10, h1, d1, d7, d30) = (10 * MINUTE, 60 * MINUTE, DAY, 7 * DAY, 30 * DAY);
     vec![
-        ("txn_count_10m", Some(m10)),
-        ("txn_count_1h", Some(h1)),
-        ("txn_count_1d", Some(d1)),
-        ("txn_count_30d", Some(d30)),
-        ("amount_sum_10m", Some(m10)),
-        ("amount_sum_1h", Some(h1)),
-        ("amount_sum_1d", Some(d1)),
-        ("amount_sum_30d", Some(d30)),
-        ("amount_mean_7d", Some(d7)),
-        ("amount_stddev_7d", Some(d7)),
-        ("merchants_30d", Some(d30)),
-        ("first_seen", None),
+        ("txn_count_10m", "count", "", Some(m10)),
+        ("txn_count_1h", "count", "", Some(h1)),
+        ("txn_count_1d", "count", "", Some(d1)),
+        ("txn_count_30d", "count", "", Some(d30)),
+        ("amount_sum_10m", "sum", "amount", Some(m10)),
+        ("amount_sum_1h", "sum", "amount", Some(h1)),
+        ("amount_sum_1d", "sum", "amount", Some(d1)),
+        ("amount_sum_30d", "sum", "amount", Some(d30)),
+        ("amount_mean_7d", "mean", "amount", Some(d7)),
+        ("amount_stddev_7d", "stddev_samp", "amount", Some(d7)),
+        ("merchants_30d", "approx_count_distinct", "merchant", Some(d30)),
+        ("first_seen", "first", "event_timestamp", None),
+    ]
+}
+
+/// The built-ins the example does not use, in a second view of the test repo.
+fn other_features() -> Vec<(&'static str, &'static str, &'static str, Option<i64>)> {
+    vec![
+        ("amount_n_1d", "count", "amount", Some(DAY)),
+        ("amount_min_1d", "min", "amount", Some(DAY)),
+        ("amount_max_1d", "max", "amount", Some(DAY)),
+        ("amount_first_1d", "first", "amount", Some(DAY)),
+        ("amount_last_1h", "last", "amount", Some(60 * MINUTE)),
+        ("amount_mean_1h", "mean", "amount", Some(60 * MINUTE)),
+        ("amount_var_pop_7d", "var_pop", "amount", Some(7 * DAY)),
+        ("amount_var_samp_7d", "var_samp", "amount", Some(7 * DAY)),
+        ("amount_stddev_pop_7d", "stddev_pop", "amount", Some(7 * DAY)),
+        ("merchant_min_lifetime", "min", "merchant", None),
     ]
 }
 
@@ -41,29 +65,105 @@ struct Txn {
     merchant: String,
 }
 
+/// What the oracle expects of one value.
+#[derive(Debug)]
+enum Expected {
+    Null,
+    /// Integers, extremes, times: exactly.
+    Exact(f64),
+    /// Float sums, means, variances: within 1e-12 relative.
+    Close(f64),
+    /// HyperLogLog: within 5%, or 3 for small sets.
+    Approx(f64),
+    /// first or last with ties on event time: one of the tied values.
+    OneOf(Vec<f64>),
+    /// A string.
+    Text(String),
+}
+
 /// The obvious computation: filter the card's events to the window, then
 /// count, add, average... in event-time order.
-fn brute_force(events: &[Txn], feature: &str, window: Option<i64>, t: i64) -> Option<f64> {
+fn brute_force(events: &[Txn], function: &str, input: &str, window: Option<i64>, t: i64) -> Expected {
     let inside: Vec<&Txn> = events
         .iter()
         .filter(|e| e.time < t && window.is_none_or(|w| e.time >= t - w))
         .collect();
-    let amounts: Vec<f64> = inside.iter().filter_map(|e| e.amount).collect();
+    let with_amount: Vec<&&Txn> = inside.iter().filter(|e| e.amount.is_some()).collect();
+    let amounts: Vec<f64> = with_amount.iter().map(|e| e.amount.unwrap()).collect();
     let n = amounts.len() as f64;
-    match feature.split('_').next().unwrap() {
-        "txn" => Some(inside.len() as f64),
-        "amount" if feature.contains("sum") => Some(amounts.iter().sum()),
-        "amount" if feature.contains("mean") => (n > 0.0).then(|| amounts.iter().sum::<f64>() / n),
-        "amount" => (n > 1.0).then(|| {
-            let mean = amounts.iter().sum::<f64>() / n;
-            (amounts.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>() / (n - 1.0)).sqrt()
-        }),
-        "merchants" => {
-            let distinct: std::collections::HashSet<&str> = inside.iter().map(|e| e.merchant.as_str()).collect();
-            (!distinct.is_empty()).then_some(distinct.len() as f64)
+    let mean = amounts.iter().sum::<f64>() / n;
+    let m2 = amounts.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>();
+    let some = |ok: bool, v: f64| if ok { Expected::Close(v) } else { Expected::Null };
+    match (function, input) {
+        ("count", "") => Expected::Exact(inside.len() as f64),
+        ("count", _) => Expected::Exact(n),
+        ("sum", _) => Expected::Close(amounts.iter().sum()),
+        ("mean", _) => some(n > 0.0, mean),
+        ("var_pop", _) => some(n > 0.0, m2 / n),
+        ("var_samp", _) => some(n > 1.0, m2 / (n - 1.0)),
+        ("stddev_pop", _) => some(n > 0.0, (m2 / n).sqrt()),
+        ("stddev_samp", _) => some(n > 1.0, (m2 / (n - 1.0)).sqrt()),
+        ("min", "amount") => amounts
+            .iter()
+            .copied()
+            .reduce(f64::min)
+            .map_or(Expected::Null, Expected::Exact),
+        ("max", "amount") => amounts
+            .iter()
+            .copied()
+            .reduce(f64::max)
+            .map_or(Expected::Null, Expected::Exact),
+        ("min", "merchant") => inside
+            .iter()
+            .map(|e| &e.merchant)
+            .min()
+            .map_or(Expected::Null, |m| Expected::Text(m.clone())),
+        ("first", "event_timestamp") => inside
+            .iter()
+            .map(|e| e.time)
+            .min()
+            .map_or(Expected::Null, |t| Expected::Exact(t as f64)),
+        ("first" | "last", "amount") => {
+            let edge = if function == "first" {
+                with_amount.iter().map(|e| e.time).min()
+            } else {
+                with_amount.iter().map(|e| e.time).max()
+            };
+            match edge {
+                None => Expected::Null,
+                Some(edge) => Expected::OneOf(
+                    with_amount
+                        .iter()
+                        .filter(|e| e.time == edge)
+                        .map(|e| e.amount.unwrap())
+                        .collect(),
+                ),
+            }
         }
-        "first" => inside.iter().map(|e| e.time).min().map(|t| t as f64),
-        other => panic!("{other}"),
+        ("approx_count_distinct", _) => {
+            let distinct: std::collections::HashSet<&str> = inside.iter().map(|e| e.merchant.as_str()).collect();
+            if distinct.is_empty() {
+                Expected::Null
+            } else {
+                Expected::Approx(distinct.len() as f64)
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn matches(expected: &Expected, column: &ArrayRef, row: usize) -> bool {
+    if let Expected::Text(text) = expected {
+        let c = column.as_string::<i32>();
+        return c.is_valid(row) && c.value(row) == text;
+    }
+    match (expected, feature_value(column, row)) {
+        (Expected::Null, None) => true,
+        (Expected::Exact(e), Some(g)) => *e == g,
+        (Expected::Close(e), Some(g)) => (g - e).abs() <= 1e-12 * e.abs() || (g - e).abs() < 1e-9 && e.abs() < 1e-3,
+        (Expected::Approx(e), Some(g)) => (g - e).abs() <= (0.05 * e).max(3.0),
+        (Expected::OneOf(values), Some(g)) => values.contains(&g),
+        _ => false,
     }
 }
 
@@ -116,10 +216,26 @@ fn activity_repo(events: &RecordBatch) -> TempRepo {
 
 #[test]
 fn dataset_equals_a_brute_force_computation_over_the_raw_events() {
-    let events = samples::card_transactions(1_000, 100_000, 60, FIXED_END, 3);
+    let events = samples::card_transactions(10_000, 1_000_000, 60, FIXED_END, 3);
     let repo = activity_repo(&events);
+    // Every other built-in, in a second view over the same events.
+    let mut config = std::fs::read_to_string(repo.path().join("skewless.toml")).unwrap();
+    config.push_str("\n[views.card_other]\nkind = \"aggregation\"\nentities = [\"card\"]\nsource = \"transactions\"\naggregations = [\n");
+    for (name, function, input, window) in other_features() {
+        let window = match window {
+            None => "lifetime".to_string(),
+            Some(w) if w % DAY == 0 => format!("{}d", w / DAY),
+            Some(w) => format!("{}m", w / MINUTE),
+        };
+        config.push_str(&format!(
+            "  {{ name = \"{name}\", function = \"{function}\", input = \"{input}\", window = \"{window}\" }},\n"
+        ));
+    }
+    config.push_str("]\n");
+    std::fs::write(repo.path().join("skewless.toml"), config).unwrap();
     repo.ok(&["apply"]);
     repo.ok(&["backfill", "--view", "card_activity"]);
+    repo.ok(&["backfill", "--view", "card_other"]);
 
     // The events by card, as the oracle reads them.
     let cards = events.column_by_name("card_id").unwrap().as_string::<i32>().clone();
@@ -148,7 +264,7 @@ fn dataset_equals_a_brute_force_computation_over_the_raw_events() {
     let mut rng = split_mix(11);
     let (mut spine_cards, mut spine_times) = (Vec::new(), Vec::new());
     let edges = [0, 10 * MINUTE, 10 * MINUTE + 1, DAY, DAY + 1, 30 * DAY, 30 * DAY + 1];
-    for i in 0..10_000u64 {
+    for i in 0..100_000u64 {
         let row = rng(events.num_rows() as u64) as usize;
         spine_cards.push(cards.value(row).to_string());
         spine_times.push(if i % 2 == 0 {
@@ -167,7 +283,7 @@ fn dataset_equals_a_brute_force_computation_over_the_raw_events() {
         "--spine",
         spine.to_str().unwrap(),
         "--features",
-        "card_activity",
+        "card_activity,card_other",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -175,33 +291,24 @@ fn dataset_equals_a_brute_force_computation_over_the_raw_events() {
     assert_eq!(train.num_rows(), spine_cards.len());
     let no_events = Vec::new();
     let mut checked = 0;
-    for (feature, window) in windows() {
+    for (feature, function, input, window) in example_features().into_iter().chain(other_features()) {
         let column = train
             .column_by_name(feature)
             .unwrap_or_else(|| panic!("no column {feature}"));
         for row in 0..train.num_rows() {
             let card_events = by_card.get(&spine_cards[row]).unwrap_or(&no_events);
-            let expected = brute_force(card_events, feature, window, spine_times[row]);
-            let got = feature_value(column, row);
-            let ok = match (expected, got) {
-                (None, None) => true,
-                // HyperLogLog: within 5%, or 3 for small sets (register collisions).
-                (Some(e), Some(g)) if feature.starts_with("merchants") => (g - e).abs() <= (0.05 * e).max(3.0),
-                (Some(e), Some(g)) if feature.starts_with("amount") => {
-                    (g - e).abs() <= 1e-12 * e.abs().max(1e-300) + 1e-9 * (feature.contains("stddev") as u8 as f64)
-                }
-                (Some(e), Some(g)) => e == g,
-                _ => false,
-            };
+            let expected = brute_force(card_events, function, input, window, spine_times[row]);
             assert!(
-                ok,
-                "{feature} for {} at {}: dataset {got:?}, brute force {expected:?}",
-                spine_cards[row], spine_times[row]
+                matches(&expected, column, row),
+                "{feature} for {} at {}: dataset {:?}, brute force {expected:?}",
+                spine_cards[row],
+                spine_times[row],
+                skewless_runtime::codec::json::value_json(column.as_ref(), row)
             );
             checked += 1;
         }
     }
-    assert_eq!(checked, 12 * spine_cards.len());
+    assert_eq!(checked, 22 * spine_cards.len());
     // Our own paths agree bit for bit, and the stored tiles are their definition.
     let verified = repo.ok(&["verify", "--seed", "5"]);
     assert!(verified.contains("tiles"), "{verified}");

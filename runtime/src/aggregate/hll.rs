@@ -11,17 +11,31 @@ use crate::codec::row::Value;
 /// log2 of the number of registers.
 const PRECISION: u32 = 14;
 const REGISTERS: usize = 1 << PRECISION;
-/// Above this many non-zero registers the dense form is smaller.
+/// Above this many non-zero registers the dense form is smaller: the
+/// stored form is sparse up to here, dense above, whatever the history.
 const SPARSE_MAX: usize = REGISTERS / 3;
+/// A merge whose sides hold more registers than this works on the dense
+/// form: in place, linear in the smaller side (a 30-day fold merges up to
+/// a hundred tiles into one accumulator).
+const DENSE_MERGE: usize = 512;
 
 /// A HyperLogLog sketch.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Hll {
     /// Sorted `(register, rank)` of the non-zero registers, or (dense) empty.
     sparse: Vec<(u16, u8)>,
     /// All registers, when more than [`SPARSE_MAX`] are non-zero.
     dense: Option<Box<[u8; REGISTERS]>>,
 }
+
+/// Sketches are equal when their registers are, whichever form holds them.
+impl PartialEq for Hll {
+    fn eq(&self, other: &Hll) -> bool {
+        self.registers().eq(other.registers())
+    }
+}
+
+impl Eq for Hll {}
 
 impl Hll {
     /// Whether no value was added.
@@ -58,19 +72,73 @@ impl Hll {
         }
     }
 
-    /// Adds every value of `other`.
+    /// Adds every value of `other`: a linear merge of the sorted sparse
+    /// lists, or register by register once either side is dense.
     pub fn merge(&mut self, other: &Hll) {
-        match &other.dense {
-            Some(dense) => {
-                for (r, &rank) in dense.iter().enumerate() {
-                    if rank > 0 {
-                        self.raise(r as u16, rank);
-                    }
+        match (&mut self.dense, &other.dense) {
+            (Some(mine), Some(theirs)) => {
+                for (r, rank) in mine.iter_mut().zip(theirs.iter()) {
+                    *r = (*r).max(*rank);
                 }
             }
-            None => {
+            (Some(mine), None) => {
                 for &(r, rank) in &other.sparse {
-                    self.raise(r, rank);
+                    let slot = &mut mine[r as usize];
+                    *slot = (*slot).max(rank);
+                }
+            }
+            (None, Some(theirs)) => {
+                let mut dense = theirs.clone();
+                for (r, rank) in self.sparse.drain(..) {
+                    dense[r as usize] = dense[r as usize].max(rank);
+                }
+                self.dense = Some(dense);
+            }
+            (None, None) => {
+                if other.sparse.is_empty() {
+                    return;
+                }
+                if self.sparse.len() + other.sparse.len() > DENSE_MERGE {
+                    let mut dense = Box::new([0u8; REGISTERS]);
+                    for (r, rank) in self.sparse.drain(..).chain(other.sparse.iter().copied()) {
+                        dense[r as usize] = dense[r as usize].max(rank);
+                    }
+                    self.dense = Some(dense);
+                    return;
+                }
+                let (a, b) = (std::mem::take(&mut self.sparse), &other.sparse);
+                let mut merged = Vec::with_capacity(a.len() + b.len());
+                let (mut i, mut j) = (0, 0);
+                while i < a.len() || j < b.len() {
+                    match (a.get(i), b.get(j)) {
+                        (Some(x), Some(y)) if x.0 == y.0 => {
+                            merged.push((x.0, x.1.max(y.1)));
+                            i += 1;
+                            j += 1;
+                        }
+                        (Some(x), Some(y)) if x.0 < y.0 => {
+                            merged.push(*x);
+                            i += 1;
+                        }
+                        (Some(_), Some(y)) | (None, Some(y)) => {
+                            merged.push(*y);
+                            j += 1;
+                        }
+                        (Some(x), None) => {
+                            merged.push(*x);
+                            i += 1;
+                        }
+                        (None, None) => unreachable!("loop condition"),
+                    }
+                }
+                if merged.len() > SPARSE_MAX {
+                    let mut dense = Box::new([0u8; REGISTERS]);
+                    for (r, rank) in merged {
+                        dense[r as usize] = rank;
+                    }
+                    self.dense = Some(dense);
+                } else {
+                    self.sparse = merged;
                 }
             }
         }
@@ -96,9 +164,14 @@ impl Hll {
         let m = REGISTERS as f64;
         let mut zeros = REGISTERS;
         let mut sum = 0.0;
-        for (_, rank) in self.registers() {
+        // 2^-rank exactly, from the exponent bits (rank <= 64 - PRECISION + 1).
+        let mut add = |rank: u8| {
             zeros -= 1;
-            sum += 2f64.powi(-(rank as i32));
+            sum += f64::from_bits((1023 - rank as u64) << 52);
+        };
+        match &self.dense {
+            Some(dense) => dense.iter().filter(|r| **r > 0).for_each(|r| add(*r)),
+            None => self.sparse.iter().for_each(|(_, r)| add(*r)),
         }
         sum += zeros as f64;
         let alpha = 0.7213 / (1.0 + 1.079 / m);
@@ -111,21 +184,27 @@ impl Hll {
         estimate.round() as i64
     }
 
-    /// Appends the state: `0 | count u16 | (register u16, rank u8)*` or `1 | registers`.
+    /// Appends the state: `0 | count u16 | (register u16, rank u8)*` with
+    /// up to [`SPARSE_MAX`] registers, else `1 | registers`: the form
+    /// follows the registers alone, so equal sets give equal bytes.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        match &self.dense {
-            Some(dense) => {
-                out.push(1);
-                out.extend_from_slice(&dense[..]);
+        let nonzero = match &self.dense {
+            Some(dense) => dense.iter().filter(|r| **r > 0).count(),
+            None => self.sparse.len(),
+        };
+        if nonzero > SPARSE_MAX {
+            out.push(1);
+            match &self.dense {
+                Some(dense) => out.extend_from_slice(&dense[..]),
+                None => unreachable!("a sparse form holds at most SPARSE_MAX registers"),
             }
-            None => {
-                out.push(0);
-                out.extend_from_slice(&(self.sparse.len() as u16).to_le_bytes());
-                for (r, rank) in &self.sparse {
-                    out.extend_from_slice(&r.to_le_bytes());
-                    out.push(*rank);
-                }
-            }
+            return;
+        }
+        out.push(0);
+        out.extend_from_slice(&(nonzero as u16).to_le_bytes());
+        for (r, rank) in self.registers() {
+            out.extend_from_slice(&r.to_le_bytes());
+            out.push(rank);
         }
     }
 

@@ -781,30 +781,33 @@ impl Store {
             .events
             .sort_by(|a, b| a.0.cmp(&b.0).then(a.1.time.cmp(&b.1.time)).then(a.1.id.cmp(&b.1.id)));
         let mut entry = Vec::new();
-        let mut start = 0;
-        let events = &pending.events;
-        while start < events.len() {
-            let entity = &events[start].0;
-            let mut end = start;
-            while end < events.len() && &events[end].0 == entity {
-                end += 1;
-            }
+        let mut events = std::mem::take(&mut pending.events).into_iter().peekable();
+        while let Some((entity, first, first_mode)) = events.next() {
             let mut touched: Vec<i64> = Vec::new();
-            let mut group = start;
-            while group < end {
-                let hour = events[group].1.time.div_euclid(HOUR);
-                let mut group_end = group;
-                while group_end < end && events[group_end].1.time.div_euclid(HOUR) == hour {
-                    group_end += 1;
+            let mut next = Some((first, first_mode));
+            while let Some((event, mode)) = next.take() {
+                // One hour of this entity: the new events, merged into the stored ones.
+                let hour = event.time.div_euclid(HOUR);
+                let mut group = vec![(event, mode)];
+                while let Some((e, _, _)) = events.peek() {
+                    if *e != entity {
+                        break;
+                    }
+                    let (_, event, mode) = events.next().expect("peeked");
+                    if event.time.div_euclid(HOUR) == hour {
+                        group.push((event, mode));
+                    } else {
+                        next = Some((event, mode));
+                        break;
+                    }
                 }
-                let key = agg::key(view.id, entity, 0, hour);
+                let key = agg::key(view.id, &entity, 0, hour);
                 let mut merged: Vec<Event> = match table.get(key.as_slice()).map_err(|e| self.fail(e))? {
                     Some(old) => agg::hour_events(old.value(), &plan.inputs).map_err(corrupt)?,
-                    None => Vec::new(),
+                    None => Vec::with_capacity(group.len()),
                 };
-                for (_, event, mode) in &events[group..group_end] {
-                    let mut event = event.clone();
-                    if *mode == IdMode::Append {
+                for (mut event, mode) in group {
+                    if mode == IdMode::Append {
                         // The next occurrence of an identical event.
                         let copies = merged
                             .iter()
@@ -828,8 +831,8 @@ impl Store {
                     .insert(key.as_slice(), entry.as_slice())
                     .map_err(|e| self.fail(e))?;
                 touched.push(hour);
-                group = group_end;
             }
+            let entity = entity.as_slice();
             // Rebuild the tiles above, level by level.
             for level in 1..LADDER.len() {
                 let ratio = LADDER[level] / LADDER[level - 1];
@@ -865,7 +868,6 @@ impl Store {
                 }
                 touched = parents;
             }
-            start = end;
         }
         Ok(())
     }

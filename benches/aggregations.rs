@@ -1,0 +1,233 @@
+//! Windowed features (the fraud example's `card_activity` view, 12 window
+//! features) over 1,000,000 bursty card transactions (10,000 cards, 60
+//! days), side by side with DuckDB computing the same windows with SQL over
+//! the same Parquet file, in the same run:
+//! - backfill of the events into tiles, end to end (a `skewless` process);
+//! - `dataset` for a 100,000-row spine x 12 window features, against
+//!   DuckDB's query of the same windows (its time includes reading the
+//!   Parquet files, as ours does);
+//! - online: 1 card x 12 features over HTTP at 1, 4 and 16 connections;
+//! - a push of 1 event, and a read right after it;
+//! - store size per million events.
+//!
+//! Run: cargo bench --bench aggregations   (needs `pip install duckdb`;
+//! BENCH_EVENTS=1000000, BENCH_SPINE_ROWS=100000, BENCH_RUNS=3, BENCH_SECS=3)
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+use skewless_runtime::samples;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// The same 12 windows as `card_activity`, in DuckDB SQL: events with
+/// `t - W <= event_time < t` per spine row.
+const DUCKDB_QUERY: &str = r#"
+import sys, time, duckdb
+con = duckdb.connect()
+con.execute("SET threads TO 2")
+started = time.perf_counter()
+rows = con.execute("""
+WITH s AS (SELECT row_number() OVER () AS r, card_id, event_timestamp AS t FROM read_parquet(?)),
+e AS (SELECT card_id, event_timestamp AS et, amount, merchant FROM read_parquet(?))
+SELECT s.r,
+  count(e.et) FILTER (WHERE e.et >= s.t - INTERVAL 10 MINUTE),
+  count(e.et) FILTER (WHERE e.et >= s.t - INTERVAL 1 HOUR),
+  count(e.et) FILTER (WHERE e.et >= s.t - INTERVAL 1 DAY),
+  count(e.et) FILTER (WHERE e.et >= s.t - INTERVAL 30 DAY),
+  coalesce(sum(e.amount) FILTER (WHERE e.et >= s.t - INTERVAL 10 MINUTE), 0),
+  coalesce(sum(e.amount) FILTER (WHERE e.et >= s.t - INTERVAL 1 HOUR), 0),
+  coalesce(sum(e.amount) FILTER (WHERE e.et >= s.t - INTERVAL 1 DAY), 0),
+  coalesce(sum(e.amount) FILTER (WHERE e.et >= s.t - INTERVAL 30 DAY), 0),
+  avg(e.amount) FILTER (WHERE e.et >= s.t - INTERVAL 7 DAY),
+  stddev_samp(e.amount) FILTER (WHERE e.et >= s.t - INTERVAL 7 DAY),
+  approx_count_distinct(e.merchant) FILTER (WHERE e.et >= s.t - INTERVAL 30 DAY),
+  (SELECT min(f.event_timestamp) FROM read_parquet(?) f WHERE f.card_id = s.card_id AND f.event_timestamp < s.t)
+FROM s LEFT JOIN e ON e.card_id = s.card_id AND e.et < s.t AND e.et >= s.t - INTERVAL 30 DAY
+GROUP BY s.r, s.card_id, s.t
+""", [sys.argv[1], sys.argv[2], sys.argv[2]]).fetchall()
+print(len(rows), time.perf_counter() - started)
+"#;
+
+fn duckdb(spine: &std::path::Path, events: &std::path::Path) -> Option<(usize, Duration)> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", DUCKDB_QUERY, spine.to_str().unwrap(), events.to_str().unwrap()])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "duckdb: {}",
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default()
+        );
+        return None;
+    }
+    let text = String::from_utf8(out.stdout).ok()?;
+    let mut parts = text.split_whitespace();
+    let rows = parts.next()?.parse().ok()?;
+    let secs: f64 = parts.next()?.parse().ok()?;
+    Some((rows, Duration::from_secs_f64(secs)))
+}
+
+/// Closed-loop reads of one card from `connections` threads for `secs`:
+/// (requests/s, p50, p99) in microseconds.
+fn online(base: &str, connections: usize, secs: u64, cards: usize) -> (f64, f64, f64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let threads: Vec<_> = (0..connections)
+        .map(|c| {
+            let base = base.to_string();
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+                let mut latencies = Vec::new();
+                let mut next = common::split_mix(c as u64);
+                while Instant::now() < deadline {
+                    let card = 1 + next(cards as u64);
+                    let body =
+                        format!(r#"{{"features": ["card_activity"], "entities": {{"card_id": ["card-{card:05}"]}}}}"#);
+                    let started = Instant::now();
+                    let mut response = agent.post(&format!("{base}/get-online-features")).send(&body).unwrap();
+                    response.body_mut().read_to_string().unwrap();
+                    latencies.push(started.elapsed().as_micros() as u64);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    all.sort_unstable();
+    let at = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)] as f64;
+    (all.len() as f64 / secs as f64, at(0.5), at(0.99))
+}
+
+fn main() {
+    let events = env("BENCH_EVENTS", 1_000_000) as usize;
+    let spine_rows = env("BENCH_SPINE_ROWS", 100_000) as usize;
+    let runs = env("BENCH_RUNS", 3) as usize;
+    let secs = env("BENCH_SECS", 3);
+    let cards = 10_000;
+    let end = skewless_runtime::time::now_micros();
+    let repo = common::TempRepo::new("fraud");
+    let data = repo.path().join("data/transactions.parquet");
+    samples::write_parquet(&data, &samples::card_transactions(cards, events, 60, end, 7)).unwrap();
+    repo.ok(&["apply"]);
+
+    // Backfill: a fresh store per run.
+    let mut backfills = Vec::new();
+    for _ in 0..runs {
+        let _ = std::fs::remove_file(repo.store());
+        repo.ok(&["apply"]);
+        let started = Instant::now();
+        repo.ok(&["backfill", "--view", "card_activity"]);
+        backfills.push(started.elapsed());
+    }
+    let backfill = median(backfills);
+    let size = std::fs::metadata(repo.store()).unwrap().len();
+    println!(
+        "backfill {events} events into tiles: {:.2} s ({:.0} events/s); store {:.1} MB ({:.1} MB per million events)",
+        backfill.as_secs_f64(),
+        events as f64 / backfill.as_secs_f64(),
+        size as f64 / 1e6,
+        size as f64 / 1e6 / (events as f64 / 1e6)
+    );
+
+    // Dataset: random cards and instants over the last 30 days.
+    let mut next = common::split_mix(3);
+    let day = 86_400_000_000u64;
+    let (spine_cards, times): (Vec<String>, Vec<i64>) = (0..spine_rows)
+        .map(|_| {
+            (
+                format!("card-{:05}", 1 + next(cards as u64)),
+                end - next(30 * day) as i64,
+            )
+        })
+        .unzip();
+    let spine = RecordBatch::try_from_iter([
+        ("card_id", Arc::new(StringArray::from(spine_cards)) as ArrayRef),
+        (
+            "event_timestamp",
+            Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let spine_path = repo.path().join("spine.parquet");
+    samples::write_parquet(&spine_path, &spine).unwrap();
+    let out = repo.path().join("train.parquet");
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let started = Instant::now();
+        repo.ok(&[
+            "dataset",
+            "--spine",
+            spine_path.to_str().unwrap(),
+            "--features",
+            "card_activity",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        ours.push(started.elapsed());
+        if let Some((rows, elapsed)) = duckdb(&spine_path, &data) {
+            assert_eq!(rows, spine_rows);
+            theirs.push(elapsed);
+        }
+    }
+    let ours = median(ours);
+    match theirs.is_empty() {
+        true => println!(
+            "dataset {spine_rows} rows x 12 windows: {:.2} s (DuckDB not run: pip install duckdb)",
+            ours.as_secs_f64()
+        ),
+        false => {
+            let theirs = median(theirs);
+            println!(
+                "dataset {spine_rows} rows x 12 windows: skewless {:.2} s (process, Parquet in and out), DuckDB {:.2} s (query): {:.2}x",
+                ours.as_secs_f64(),
+                theirs.as_secs_f64(),
+                theirs.as_secs_f64() / ours.as_secs_f64()
+            );
+        }
+    }
+
+    // Online and push, through a real socket.
+    let server = repo.serve(&[]);
+    for connections in [1, 4, 16] {
+        let (rps, p50, p99) = online(&server.base, connections, secs, cards);
+        println!(
+            "online 1 card x 12 windows, {connections:>2} connections: {rps:.0} requests/s, p50 {p50:.0} us, p99 {p99:.0} us"
+        );
+    }
+    let (mut pushes, mut reads) = (Vec::new(), Vec::new());
+    for i in 0..200 {
+        let time = skewless_runtime::time::format_timestamp(skewless_runtime::time::now_micros() - 1_000_000);
+        let body = format!(
+            r#"{{"push_source_name": "transactions_push", "df": {{"card_id": ["card-00042"], "event_timestamp": ["{time}"],
+               "amount": [{i}.5], "merchant": ["m-00001"]}}}}"#
+        );
+        let started = Instant::now();
+        let (status, _) = server.post("/push", &body);
+        assert_eq!(status, 200);
+        pushes.push(started.elapsed());
+        let started = Instant::now();
+        let (status, _) = server.post(
+            "/get-online-features",
+            r#"{"features": ["card_activity"], "entities": {"card_id": ["card-00042"]}}"#,
+        );
+        assert_eq!(status, 200);
+        reads.push(started.elapsed());
+    }
+    server.stop();
+    println!(
+        "push of 1 event (durable): median {:.2} ms; read right after it: median {:.2} ms",
+        median(pushes).as_secs_f64() * 1e3,
+        median(reads).as_secs_f64() * 1e3
+    );
+}
