@@ -241,9 +241,9 @@ fn hash_value(value: &Value) -> u64 {
         Value::Int64(v) | Value::Timestamp(v) => bytes.extend_from_slice(&v.to_le_bytes()),
         Value::Float32(v) => bytes.extend_from_slice(&(*v as f64).to_bits().to_le_bytes()),
         Value::Float64(v) => bytes.extend_from_slice(&v.to_bits().to_le_bytes()),
-        Value::Utf8(s) => return super::stable_hash(s.as_bytes()),
+        Value::Utf8(s) => return super::hash::stable_hash(s.as_bytes()),
     }
-    super::stable_hash(&bytes)
+    super::hash::stable_hash(&bytes)
 }
 
 #[cfg(test)]

@@ -784,6 +784,9 @@ impl Store {
         let mut events = std::mem::take(&mut pending.events).into_iter().peekable();
         while let Some((entity, first, first_mode)) = events.next() {
             let mut touched: Vec<i64> = Vec::new();
+            // Tiles rebuilt in this call, by bucket: their parents merge them
+            // from here rather than decoding what was just written.
+            let mut rebuilt: BTreeMap<i64, Vec<crate::aggregate::function::State>> = BTreeMap::new();
             let mut next = Some((first, first_mode));
             while let Some((event, mode)) = next.take() {
                 // One hour of this entity: the new events, merged into the stored ones.
@@ -831,6 +834,7 @@ impl Store {
                     .insert(key.as_slice(), entry.as_slice())
                     .map_err(|e| self.fail(e))?;
                 touched.push(hour);
+                rebuilt.insert(hour, tile);
             }
             let entity = entity.as_slice();
             // Rebuild the tiles above, level by level.
@@ -838,23 +842,36 @@ impl Store {
                 let ratio = LADDER[level] / LADDER[level - 1];
                 let mut parents: Vec<i64> = touched.iter().map(|b| b.div_euclid(ratio)).collect();
                 parents.dedup();
+                let mut rebuilt_here = BTreeMap::new();
                 for &parent in &parents {
                     let low = agg::key(view.id, entity, (level - 1) as u8, parent * ratio);
                     let high = agg::key(view.id, entity, (level - 1) as u8, parent * ratio + ratio - 1);
-                    let mut children = Vec::new();
+                    let mut stored = Vec::new();
+                    let mut children: Vec<i64> = Vec::new();
                     for item in table
                         .range(low.as_slice()..=high.as_slice())
                         .map_err(|e| self.fail(e))?
                     {
-                        let (_, value) = item.map_err(|e| self.fail(e))?;
+                        let (key, value) = item.map_err(|e| self.fail(e))?;
+                        let bucket = agg::bucket_of_key(key.value()).ok_or_else(|| corrupt(CorruptRow("short key")))?;
+                        children.push(bucket);
+                        if rebuilt.contains_key(&bucket) {
+                            continue;
+                        }
                         let bytes = if level == 1 {
                             agg::hour_tile(value.value()).map_err(corrupt)?
                         } else {
                             value.value()
                         };
-                        children.push(agg::read_tile(bytes, &plan).map_err(corrupt)?);
+                        stored.push((bucket, agg::read_tile(bytes, &plan).map_err(corrupt)?));
                     }
-                    let tile = fold::merge_tiles(&plan, children.iter().map(Vec::as_slice));
+                    let stored: BTreeMap<i64, Vec<_>> = stored.into_iter().collect();
+                    let tile = fold::merge_tiles(
+                        &plan,
+                        children
+                            .iter()
+                            .map(|b| rebuilt.get(b).or_else(|| stored.get(b)).expect("read above").as_slice()),
+                    );
                     let key = agg::key(view.id, entity, level as u8, parent);
                     if fold::is_empty(&plan, &tile) {
                         table.remove(key.as_slice()).map_err(|e| self.fail(e))?;
@@ -865,7 +882,9 @@ impl Store {
                             .insert(key.as_slice(), entry.as_slice())
                             .map_err(|e| self.fail(e))?;
                     }
+                    rebuilt_here.insert(parent, tile);
                 }
+                rebuilt = rebuilt_here;
                 touched = parents;
             }
         }
