@@ -37,6 +37,7 @@ const DUCKDB_QUERY: &str = r#"
 import sys, time, duckdb
 con = duckdb.connect()
 con.execute("SET threads TO 2")
+con.execute("SET enable_progress_bar = false")
 started = time.perf_counter()
 rows = con.execute("""
 WITH s AS (SELECT row_number() OVER () AS r, card_id, event_timestamp AS t FROM read_parquet(?)),

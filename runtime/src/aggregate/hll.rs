@@ -3,14 +3,18 @@
 //! arrive in or are merged in (max is commutative and associative).
 //!
 //! 2^14 registers (standard error about 0.8%). Small states are kept
-//! sparse (the non-zero registers, sorted); the representation is chosen
-//! from the register values alone, so equal sets give equal bytes.
+//! sparse (the non-zero registers, sorted); large ones dense, with a count
+//! of registers per rank kept up to date so the estimate does not walk
+//! them all. The form never shows: equality, the estimate and the stored
+//! bytes depend on the registers alone.
 
 use crate::codec::row::Value;
 
 /// log2 of the number of registers.
 const PRECISION: u32 = 14;
 const REGISTERS: usize = 1 << PRECISION;
+/// Ranks run from 0 (empty) to 64 - PRECISION + 1.
+const RANKS: usize = 66;
 /// Above this many non-zero registers the dense form is smaller: the
 /// stored form is sparse up to here, dense above, whatever the history.
 const SPARSE_MAX: usize = REGISTERS / 3;
@@ -19,13 +23,41 @@ const SPARSE_MAX: usize = REGISTERS / 3;
 /// a hundred tiles into one accumulator).
 const DENSE_MERGE: usize = 512;
 
+/// Every register, and how many registers hold each rank.
+#[derive(Debug, Clone)]
+struct Dense {
+    registers: [u8; REGISTERS],
+    by_rank: [u32; RANKS],
+}
+
+impl Dense {
+    fn new() -> Box<Dense> {
+        let mut by_rank = [0; RANKS];
+        by_rank[0] = REGISTERS as u32;
+        Box::new(Dense {
+            registers: [0; REGISTERS],
+            by_rank,
+        })
+    }
+
+    #[inline]
+    fn raise(&mut self, register: u16, rank: u8) {
+        let slot = &mut self.registers[register as usize];
+        if rank > *slot {
+            self.by_rank[*slot as usize] -= 1;
+            self.by_rank[rank as usize] += 1;
+            *slot = rank;
+        }
+    }
+}
+
 /// A HyperLogLog sketch.
 #[derive(Debug, Clone, Default)]
 pub struct Hll {
     /// Sorted `(register, rank)` of the non-zero registers, or (dense) empty.
     sparse: Vec<(u16, u8)>,
-    /// All registers, when more than [`SPARSE_MAX`] are non-zero.
-    dense: Option<Box<[u8; REGISTERS]>>,
+    /// All registers, once dense.
+    dense: Option<Box<Dense>>,
 }
 
 /// Sketches are equal when their registers are, whichever form holds them.
@@ -53,8 +85,7 @@ impl Hll {
 
     fn raise(&mut self, register: u16, rank: u8) {
         if let Some(dense) = &mut self.dense {
-            let r = &mut dense[register as usize];
-            *r = (*r).max(rank);
+            dense.raise(register, rank);
             return;
         }
         match self.sparse.binary_search_by_key(&register, |(r, _)| *r) {
@@ -62,14 +93,20 @@ impl Hll {
             Err(i) => {
                 self.sparse.insert(i, (register, rank));
                 if self.sparse.len() > SPARSE_MAX {
-                    let mut dense = Box::new([0u8; REGISTERS]);
-                    for (r, rank) in self.sparse.drain(..) {
-                        dense[r as usize] = rank;
-                    }
-                    self.dense = Some(dense);
+                    self.go_dense(&[]);
                 }
             }
         }
+    }
+
+    /// Moves to the dense form, adding `more` registers.
+    fn go_dense(&mut self, more: &[(u16, u8)]) {
+        let mut dense = Dense::new();
+        for &(r, rank) in self.sparse.iter().chain(more) {
+            dense.raise(r, rank);
+        }
+        self.sparse = Vec::new();
+        self.dense = Some(dense);
     }
 
     /// Adds every value of `other`: a linear merge of the sorted sparse
@@ -77,21 +114,16 @@ impl Hll {
     pub fn merge(&mut self, other: &Hll) {
         match (&mut self.dense, &other.dense) {
             (Some(mine), Some(theirs)) => {
-                for (r, rank) in mine.iter_mut().zip(theirs.iter()) {
-                    *r = (*r).max(*rank);
+                for (r, rank) in theirs.registers.iter().enumerate() {
+                    if *rank > 0 {
+                        mine.raise(r as u16, *rank);
+                    }
                 }
             }
-            (Some(mine), None) => {
-                for &(r, rank) in &other.sparse {
-                    let slot = &mut mine[r as usize];
-                    *slot = (*slot).max(rank);
-                }
-            }
+            (Some(mine), None) => other.sparse.iter().for_each(|&(r, rank)| mine.raise(r, rank)),
             (None, Some(theirs)) => {
                 let mut dense = theirs.clone();
-                for (r, rank) in self.sparse.drain(..) {
-                    dense[r as usize] = dense[r as usize].max(rank);
-                }
+                self.sparse.drain(..).for_each(|(r, rank)| dense.raise(r, rank));
                 self.dense = Some(dense);
             }
             (None, None) => {
@@ -99,11 +131,7 @@ impl Hll {
                     return;
                 }
                 if self.sparse.len() + other.sparse.len() > DENSE_MERGE {
-                    let mut dense = Box::new([0u8; REGISTERS]);
-                    for (r, rank) in self.sparse.drain(..).chain(other.sparse.iter().copied()) {
-                        dense[r as usize] = dense[r as usize].max(rank);
-                    }
-                    self.dense = Some(dense);
+                    self.go_dense(&other.sparse);
                     return;
                 }
                 let (a, b) = (std::mem::take(&mut self.sparse), &other.sparse);
@@ -131,14 +159,9 @@ impl Hll {
                         (None, None) => unreachable!("loop condition"),
                     }
                 }
-                if merged.len() > SPARSE_MAX {
-                    let mut dense = Box::new([0u8; REGISTERS]);
-                    for (r, rank) in merged {
-                        dense[r as usize] = rank;
-                    }
-                    self.dense = Some(dense);
-                } else {
-                    self.sparse = merged;
+                self.sparse = merged;
+                if self.sparse.len() > SPARSE_MAX {
+                    self.go_dense(&[]);
                 }
             }
         }
@@ -149,6 +172,7 @@ impl Hll {
         match &self.dense {
             Some(dense) => Box::new(
                 dense
+                    .registers
                     .iter()
                     .enumerate()
                     .filter(|(_, rank)| **rank > 0)
@@ -159,21 +183,24 @@ impl Hll {
     }
 
     /// The estimated number of distinct values (HyperLogLog with linear
-    /// counting for small sets), computed from the registers in order.
+    /// counting for small sets). Registers are counted by rank, then
+    /// `sum(count * 2^-rank)` is added in rank order: exact products in one
+    /// fixed order, whichever form holds the registers.
     pub fn estimate(&self) -> i64 {
         let m = REGISTERS as f64;
-        let mut zeros = REGISTERS;
-        let mut sum = 0.0;
-        // 2^-rank exactly, from the exponent bits (rank <= 64 - PRECISION + 1).
-        let mut add = |rank: u8| {
-            zeros -= 1;
-            sum += f64::from_bits((1023 - rank as u64) << 52);
+        let by_rank = match &self.dense {
+            Some(dense) => dense.by_rank,
+            None => {
+                let mut by_rank = [0u32; RANKS];
+                self.sparse.iter().for_each(|(_, r)| by_rank[*r as usize] += 1);
+                by_rank[0] = (REGISTERS - self.sparse.len()) as u32;
+                by_rank
+            }
         };
-        match &self.dense {
-            Some(dense) => dense.iter().filter(|r| **r > 0).for_each(|r| add(*r)),
-            None => self.sparse.iter().for_each(|(_, r)| add(*r)),
-        }
-        sum += zeros as f64;
+        let zeros = by_rank[0] as usize;
+        let sum: f64 = by_rank.iter().enumerate().fold(0.0, |sum, (rank, n)| {
+            sum + *n as f64 * f64::from_bits((1023 - rank as u64) << 52)
+        });
         let alpha = 0.7213 / (1.0 + 1.079 / m);
         let raw = alpha * m * m / sum;
         let estimate = if raw <= 2.5 * m && zeros > 0 {
@@ -189,13 +216,13 @@ impl Hll {
     /// follows the registers alone, so equal sets give equal bytes.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let nonzero = match &self.dense {
-            Some(dense) => dense.iter().filter(|r| **r > 0).count(),
+            Some(dense) => REGISTERS - dense.by_rank[0] as usize,
             None => self.sparse.len(),
         };
         if nonzero > SPARSE_MAX {
             out.push(1);
             match &self.dense {
-                Some(dense) => out.extend_from_slice(&dense[..]),
+                Some(dense) => out.extend_from_slice(&dense.registers),
                 None => unreachable!("a sparse form holds at most SPARSE_MAX registers"),
             }
             return;
@@ -213,21 +240,34 @@ impl Hll {
         let (&form, rest) = bytes.split_first()?;
         *bytes = rest;
         if form == 1 {
-            let registers: [u8; REGISTERS] = bytes.get(..REGISTERS)?.try_into().ok()?;
+            let registers = bytes.get(..REGISTERS)?;
             *bytes = &bytes[REGISTERS..];
+            let mut dense = Dense::new();
+            for (r, rank) in registers.iter().enumerate() {
+                if *rank as usize >= RANKS {
+                    return None;
+                }
+                dense.raise(r as u16, *rank);
+            }
             return Some(Hll {
                 sparse: Vec::new(),
-                dense: Some(Box::new(registers)),
+                dense: Some(dense),
             });
         }
         let count = u16::from_le_bytes(bytes.get(..2)?.try_into().ok()?) as usize;
         *bytes = &bytes[2..];
         let body = bytes.get(..count * 3)?;
         *bytes = &bytes[count * 3..];
-        let sparse = body
+        let sparse: Vec<(u16, u8)> = body
             .chunks_exact(3)
             .map(|c| (u16::from_le_bytes([c[0], c[1]]), c[2]))
             .collect();
+        if sparse
+            .iter()
+            .any(|(r, rank)| *r as usize >= REGISTERS || *rank as usize >= RANKS)
+        {
+            return None;
+        }
         Some(Hll { sparse, dense: None })
     }
 }
@@ -273,6 +313,22 @@ mod tests {
         ba.merge(&a);
         assert_eq!(ab, ba);
         assert_eq!(ab, sketch(0..6000));
+    }
+
+    #[test]
+    fn the_form_does_not_change_the_estimate_or_the_bytes() {
+        // Merging two large sparse sketches goes dense; adding the same
+        // values one by one stays sparse.
+        let (a, b) = (sketch(0..600), sketch(600..1200));
+        let mut merged = a.clone();
+        merged.merge(&b);
+        let direct = sketch(0..1200);
+        assert!(merged.dense.is_some() && direct.dense.is_none());
+        assert_eq!(merged.estimate(), direct.estimate());
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        merged.encode(&mut x);
+        direct.encode(&mut y);
+        assert_eq!(x, y);
     }
 
     #[test]
