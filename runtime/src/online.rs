@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::catalog::Catalog;
 use crate::codec::json::WrongValue;
-use crate::codec::row::{KeyEncoder, ValueBuilder};
+use crate::codec::row::{KeyEncoder, Value, ValueBuilder};
 use crate::digest::Digest;
 use crate::error::TransformError;
 use crate::repo::{FeatureRef, SourceKind, ViewKind};
@@ -568,6 +568,10 @@ fn entity_keys(
         .collect())
 }
 
+/// Below this many entities in one read, evaluating on one thread is cheaper
+/// than starting others.
+const PARALLEL_ENTITIES: usize = 256;
+
 /// Values of an aggregation view: each row's features at its instant (now
 /// for a latest read, the same instant for every row), through the one
 /// fold ([`crate::aggregate::fold::evaluate`]). The instant is the
@@ -590,14 +594,46 @@ fn read_aggregation(
             by_entity.entry(key.as_slice()).or_default().push(row);
         }
     }
-    let mut values: Vec<Option<Vec<crate::codec::row::Value>>> = vec![None; rows];
-    let mut instants = Vec::new();
-    for (key, entity_rows) in by_entity {
-        instants.clear();
-        instants.extend(entity_rows.iter().map(|&r| times[r]));
-        let data = reader.aggregate_data(record, plan, key, &instants)?;
-        for &row in &entity_rows {
-            values[row] = Some(crate::aggregate::fold::evaluate(plan, &data, times[row]));
+    // Entities are independent: a large read (a `dataset` chunk) splits
+    // them over the machine's cores. Each value comes from the same fold
+    // whichever thread computes it.
+    let entities: Vec<(&[u8], Vec<usize>)> = by_entity.into_iter().collect();
+    let threads = if entities.len() < PARALLEL_ENTITIES {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    // Thread `i` takes every `threads`-th entity: busy entities (whose keys
+    // often sort together) spread evenly.
+    let evaluate = |first: usize| -> Result<Vec<(usize, Vec<Value>)>, OnlineError> {
+        let mut out = Vec::new();
+        let mut instants = Vec::new();
+        for (key, entity_rows) in entities.iter().skip(first).step_by(threads) {
+            instants.clear();
+            instants.extend(entity_rows.iter().map(|&r| times[r]));
+            let data = reader.aggregate_data(record, plan, key, &instants)?;
+            for &row in entity_rows {
+                out.push((row, crate::aggregate::fold::evaluate(plan, &data, times[row])));
+            }
+        }
+        Ok(out)
+    };
+    let parts: Vec<Result<Vec<(usize, Vec<Value>)>, OnlineError>> = if threads == 1 {
+        vec![evaluate(0)]
+    } else {
+        std::thread::scope(|scope| {
+            let evaluate = &evaluate;
+            let handles: Vec<_> = (0..threads).map(|first| scope.spawn(move || evaluate(first))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("evaluation does not panic"))
+                .collect()
+        })
+    };
+    let mut values: Vec<Option<Vec<Value>>> = vec![None; rows];
+    for part in parts {
+        for (row, row_values) in part? {
+            values[row] = Some(row_values);
         }
     }
     let mut builders: Vec<ValueBuilder> = record
