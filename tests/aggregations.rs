@@ -15,15 +15,6 @@ use skewless_runtime::samples;
 const DAY: i64 = 86_400_000_000;
 const MINUTE: i64 = 60_000_000;
 
-/// The fraud example's `card_activity` features, as (feature, window in
-/// micros or None for lifetime).
-fn windows() -> Vec<(&'static str, Option<i64>)> {
-    example_features()
-        .into_iter()
-        .map(|(name, _, _, window)| (name, window))
-        .collect()
-}
-
 /// (feature, function, input, window) of the example's `card_activity`.
 fn example_features() -> Vec<(&'static str, &'static str, &'static str, Option<i64>)> {
     let (m10, h1, d1, d7, d30) = (10 * MINUTE, 60 * MINUTE, DAY, 7 * DAY, 30 * DAY);
@@ -179,10 +170,6 @@ fn feature_value(column: &ArrayRef, row: usize) -> Option<f64> {
     })
 }
 
-fn write_spine(repo: &TempRepo, cards: &[String], times: &[i64]) -> std::path::PathBuf {
-    write_spine_with(repo, cards, times, None)
-}
-
 /// A spine of (card, time) rows, with an `amount` request column if given.
 fn write_spine_with(repo: &TempRepo, cards: &[String], times: &[i64], amounts: Option<Vec<f64>>) -> std::path::PathBuf {
     let mut columns = vec![
@@ -259,16 +246,20 @@ fn dataset_equals_a_brute_force_computation_over_the_raw_events() {
         });
     }
 
-    // Spine rows: random instants, and instants on the window edges of
-    // real events (exactly at an event, W after it, W plus 1 us after it).
+    // Spine rows on random cards (bursty ones included): random instants,
+    // and instants on the window edges of the card's real events (exactly
+    // at an event, W after it, W plus 1 us after it).
     let mut rng = split_mix(11);
+    let mut card_names: Vec<&String> = by_card.keys().collect();
+    card_names.sort();
     let (mut spine_cards, mut spine_times) = (Vec::new(), Vec::new());
     let edges = [0, 10 * MINUTE, 10 * MINUTE + 1, DAY, DAY + 1, 30 * DAY, 30 * DAY + 1];
     for i in 0..100_000u64 {
-        let row = rng(events.num_rows() as u64) as usize;
-        spine_cards.push(cards.value(row).to_string());
+        let card = card_names[rng(card_names.len() as u64) as usize];
+        let card_events = &by_card[card];
+        spine_cards.push(card.clone());
         spine_times.push(if i % 2 == 0 {
-            times.value(row) + edges[rng(edges.len() as u64) as usize]
+            card_events[rng(card_events.len() as u64) as usize].time + edges[rng(edges.len() as u64) as usize]
         } else {
             FIXED_END - rng(61 * DAY as u64) as i64
         });
@@ -276,18 +267,7 @@ fn dataset_equals_a_brute_force_computation_over_the_raw_events() {
     // A card with no event at all: counts and sums 0, the rest null.
     spine_cards.push("card-none".into());
     spine_times.push(FIXED_END);
-    let spine = write_spine(&repo, &spine_cards, &spine_times);
-    let out = repo.path().join("train.parquet");
-    repo.ok(&[
-        "dataset",
-        "--spine",
-        spine.to_str().unwrap(),
-        "--features",
-        "card_activity,card_other",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let train = read_parquet(&out);
+    let train = dataset(&repo, "card_activity,card_other", &spine_cards, &spine_times, None);
     assert_eq!(train.num_rows(), spine_cards.len());
     let no_events = Vec::new();
     let mut checked = 0;
@@ -367,16 +347,17 @@ fn events_batch(rows: &[(&str, i64, Option<f64>, &str)]) -> RecordBatch {
     .unwrap()
 }
 
-fn dataset(repo: &TempRepo, cards: &[&str], times: &[i64]) -> RecordBatch {
-    let cards: Vec<String> = cards.iter().map(|c| c.to_string()).collect();
-    let spine = write_spine(repo, &cards, times);
+/// `skewless dataset` of `features` at (card, time) spine rows, with an
+/// `amount` request column if given.
+fn dataset(repo: &TempRepo, features: &str, cards: &[String], times: &[i64], amounts: Option<Vec<f64>>) -> RecordBatch {
+    let spine = write_spine_with(repo, cards, times, amounts);
     let out = repo.path().join("train.parquet");
     repo.ok(&[
         "dataset",
         "--spine",
         spine.to_str().unwrap(),
         "--features",
-        "w",
+        features,
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -399,7 +380,8 @@ fn window_edges_by_name() {
     samples::write_parquet(&repo.path().join("data/events.parquet"), &events).unwrap();
     repo.ok(&["apply"]);
     repo.ok(&["backfill"]);
-    let train = dataset(&repo, &["a", "a", "b"], &[t, t - 5 * h, t]);
+    let cards: Vec<String> = ["a", "a", "b"].map(String::from).into();
+    let train = dataset(&repo, "w", &cards, &[t, t - 5 * h, t], None);
     let int = |name: &str, row: usize| feature_value(train.column_by_name(name).unwrap(), row);
     let text = |name: &str, row: usize| {
         let c = train.column_by_name(name).unwrap().as_string::<i32>();
@@ -433,7 +415,7 @@ fn window_edges_by_name() {
         push_rows_to(&server, &events.slice(row, 1), "events_push");
     }
     server.stop();
-    let again = dataset(&pushed, &["a", "a", "b"], &[t, t - 5 * h, t]);
+    let again = dataset(&pushed, "w", &cards, &[t, t - 5 * h, t], None);
     common::assert_bit_identical(&train, &again);
 }
 
@@ -519,18 +501,8 @@ fn any_arrival_order_gives_the_same_bits_and_the_server_answers_as_dataset() {
     assert!(!dump(&pushed).is_empty());
 
     let spine_cards: Vec<String> = cards.iter().map(|c| c.to_string()).collect();
-    let spine = write_spine_with(&pushed, &spine_cards, &nows, Some(vec![250.0; cards.len()]));
-    let out = pushed.path().join("at_now.parquet");
-    pushed.ok(&[
-        "dataset",
-        "--spine",
-        spine.to_str().unwrap(),
-        "--features",
-        "card_activity,amount_vs_usual",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let train = read_parquet(&out);
+    let amounts = Some(vec![250.0; cards.len()]);
+    let train = dataset(&pushed, "card_activity,amount_vs_usual", &spine_cards, &nows, amounts);
     for (row, values) in online.iter().enumerate() {
         assert_eq!(values.len(), 14);
         for (name, value) in values {

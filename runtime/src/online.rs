@@ -568,6 +568,9 @@ fn entity_keys(
         .collect())
 }
 
+/// Feature values by request row.
+type RowsValues = Vec<(usize, Vec<Value>)>;
+
 /// Below this many entities in one read, evaluating on one thread is cheaper
 /// than starting others.
 const PARALLEL_ENTITIES: usize = 256;
@@ -605,7 +608,7 @@ fn read_aggregation(
     };
     // Thread `i` takes every `threads`-th entity: busy entities (whose keys
     // often sort together) spread evenly.
-    let evaluate = |first: usize| -> Result<Vec<(usize, Vec<Value>)>, OnlineError> {
+    let evaluate = |first: usize| -> Result<RowsValues, OnlineError> {
         let mut out = Vec::new();
         let mut instants = Vec::new();
         for (key, entity_rows) in entities.iter().skip(first).step_by(threads) {
@@ -618,7 +621,7 @@ fn read_aggregation(
         }
         Ok(out)
     };
-    let parts: Vec<Result<Vec<(usize, Vec<Value>)>, OnlineError>> = if threads == 1 {
+    let parts: Vec<Result<RowsValues, OnlineError>> = if threads == 1 {
         vec![evaluate(0)]
     } else {
         std::thread::scope(|scope| {

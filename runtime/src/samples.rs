@@ -153,6 +153,17 @@ pub fn transactions(cards: usize, rows: usize, end: i64, seed: u64) -> RecordBat
             _ => Some(CATEGORIES[rng.below(CATEGORIES.len() as u64) as usize].to_string()),
         });
     }
+    transactions_batch(card, event, amount.into_iter().map(Some).collect(), category, merchant)
+}
+
+/// The columns of [`transactions`] and [`card_transactions`].
+fn transactions_batch(
+    card: Vec<String>,
+    event: Vec<i64>,
+    amount: Vec<Option<f64>>,
+    category: Vec<Option<String>>,
+    merchant: Vec<String>,
+) -> RecordBatch {
     let created = event.clone();
     let schema = Arc::new(Schema::new(vec![
         Field::new("card_id", DataType::Utf8, false),
@@ -224,29 +235,9 @@ pub fn card_transactions(cards: usize, rows: usize, days: i64, end: i64, seed: u
         category.push(Some(
             CATEGORIES[rng.below(CATEGORIES.len() as u64) as usize].to_string(),
         ));
-        merchant.push(Some(format!("m-{:05}", rng.below(20_000))));
+        merchant.push(format!("m-{:05}", rng.below(20_000)));
     }
-    let created = event.clone();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("card_id", DataType::Utf8, false),
-        Field::new("event_timestamp", ts_type(), false),
-        Field::new("created", ts_type(), false),
-        Field::new("amount", DataType::Float64, true),
-        Field::new("merchant_category", DataType::Utf8, true),
-        Field::new("merchant", DataType::Utf8, true),
-    ]));
-    RecordBatch::try_new(
-        schema,
-        vec![
-            Arc::new(StringArray::from(card)),
-            ts(event),
-            ts(created),
-            Arc::new(Float64Array::from(amount)),
-            Arc::new(StringArray::from(category)),
-            Arc::new(StringArray::from(merchant)),
-        ],
-    )
-    .expect("columns match the schema")
+    transactions_batch(card, event, amount, category, merchant)
 }
 
 /// Completed rides in and around San Francisco: `rows` rides by `riders`

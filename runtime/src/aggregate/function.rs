@@ -267,38 +267,9 @@ impl StateKind {
                 *n += 1;
                 *sum += as_f64(value);
             }
-            State::Extreme(current) => {
-                let better = match current {
-                    None => true,
-                    Some(c) => {
-                        let order = compare(value, c);
-                        if self == StateKind::Min {
-                            order.is_lt()
-                        } else {
-                            order.is_gt()
-                        }
-                    }
-                };
-                if better {
-                    *current = Some(value.clone());
-                }
-            }
-            State::Edge(current) => {
-                let better = match current {
-                    None => true,
-                    Some((t, id, _)) => {
-                        let order = order.cmp(&(*t, *id));
-                        if self == StateKind::First {
-                            order.is_lt()
-                        } else {
-                            order.is_gt()
-                        }
-                    }
-                };
-                if better {
-                    *current = Some((order.0, order.1, value.clone()));
-                }
-            }
+            // One event is a state of its own: merging it is the update.
+            State::Extreme(_) => self.merge(state, &State::Extreme(Some(value.clone()))),
+            State::Edge(_) => self.merge(state, &State::Edge(Some((order.0, order.1, value.clone())))),
             State::Moments { n, mean, m2 } => {
                 let x = as_f64(value);
                 *n += 1;
