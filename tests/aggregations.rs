@@ -540,3 +540,107 @@ fn push_rows_to(server: &common::ServerProcess, rows: &RecordBatch, source: &str
     let (status, answer) = server.post("/push", &body.to_string());
     assert_eq!(status, 200, "{answer}");
 }
+
+#[test]
+fn a_row_transform_runs_on_each_event_before_aggregating() {
+    // The fraud example's transform prepares each event; the windows read
+    // its outputs, and `amount` straight from the source.
+    let events = samples::card_transactions(100, 5_000, 10, FIXED_END, 5);
+    let repo = activity_repo(&events);
+    let mut config = std::fs::read_to_string(repo.path().join("skewless.toml")).unwrap();
+    let component = common::example_components().join("fraud_features.wasm");
+    config.push_str(&format!(
+        r#"
+[views.card_prepared]
+kind = "aggregation"
+entities = ["card"]
+source = "transactions"
+transform = "{}"
+aggregations = [
+  {{ name = "log_sum_1d",    function = "sum",   input = "amount_log", window = "1d" }},
+  {{ name = "risky_1d",      function = "count", input = "is_high_risk_merchant", window = "1d" }},
+  {{ name = "hour_max_7d",   function = "max",   input = "hour_of_day", window = "7d" }},
+  {{ name = "amount_mean_1d", function = "mean", input = "amount", window = "1d" }},
+]
+"#,
+        component.display()
+    ));
+    std::fs::write(repo.path().join("skewless.toml"), config).unwrap();
+    repo.ok(&["apply"]);
+    repo.ok(&["backfill", "--view", "card_prepared"]);
+
+    // The oracle runs the same component on every event, then aggregates.
+    let runtime = common::runtime();
+    let transform = common::example(&runtime, "fraud_features");
+    let input = RecordBatch::try_from_iter(
+        ["amount", "merchant_category", "event_timestamp"].map(|c| (c, events.column_by_name(c).unwrap().clone())),
+    )
+    .unwrap();
+    let output = transform.run(&input).unwrap().batch;
+    let log = output
+        .column_by_name("amount_log")
+        .unwrap()
+        .as_primitive::<Float64Type>()
+        .clone();
+    let risky = output
+        .column_by_name("is_high_risk_merchant")
+        .unwrap()
+        .as_boolean()
+        .clone();
+    let hour = output
+        .column_by_name("hour_of_day")
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .clone();
+    let amount = events
+        .column_by_name("amount")
+        .unwrap()
+        .as_primitive::<Float64Type>()
+        .clone();
+    let cards = events.column_by_name("card_id").unwrap().as_string::<i32>().clone();
+    let times = events
+        .column_by_name("event_timestamp")
+        .unwrap()
+        .as_primitive::<TimestampMicrosecondType>()
+        .clone();
+
+    let mut rng = split_mix(8);
+    let spine_cards: Vec<String> = (0..500).map(|_| format!("card-{:05}", 1 + rng(100))).collect();
+    let spine_times: Vec<i64> = (0..500).map(|_| FIXED_END - rng(11 * DAY as u64) as i64).collect();
+    let train = dataset(&repo, "card_prepared", &spine_cards, &spine_times, None);
+    for row in 0..spine_cards.len() {
+        let (card, t) = (&spine_cards[row], spine_times[row]);
+        let (cards, times) = (&cards, &times);
+        let inside = |w: i64| -> Vec<usize> {
+            (0..events.num_rows())
+                .filter(|&e| cards.value(e) == card && times.value(e) < t && times.value(e) >= t - w)
+                .collect()
+        };
+        let log_sum: f64 = inside(DAY)
+            .into_iter()
+            .filter(|&e| log.is_valid(e))
+            .map(|e| log.value(e))
+            .sum();
+        let risky_n = inside(DAY).into_iter().filter(|&e| risky.is_valid(e)).count() as f64;
+        let hour_max = inside(7 * DAY)
+            .into_iter()
+            .filter(|&e| hour.is_valid(e))
+            .map(|e| hour.value(e))
+            .max();
+        let amounts: Vec<f64> = inside(DAY)
+            .into_iter()
+            .filter(|&e| amount.is_valid(e))
+            .map(|e| amount.value(e))
+            .collect();
+        let got = |name: &str| feature_value(train.column_by_name(name).unwrap(), row);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * a.abs().max(b.abs());
+        assert!(close(got("log_sum_1d").unwrap(), log_sum), "{card} at {t}");
+        assert_eq!(got("risky_1d"), Some(risky_n), "{card} at {t}");
+        assert_eq!(got("hour_max_7d"), hour_max.map(|h| h as f64), "{card} at {t}");
+        match got("amount_mean_1d") {
+            None => assert!(amounts.is_empty()),
+            Some(mean) => assert!(close(mean, amounts.iter().sum::<f64>() / amounts.len() as f64)),
+        }
+    }
+    repo.ok(&["verify", "--seed", "3"]);
+}
