@@ -644,3 +644,46 @@ aggregations = [
     }
     repo.ok(&["verify", "--seed", "3"]);
 }
+
+#[test]
+fn an_event_id_column_makes_retried_pushes_idempotent() {
+    let config = EDGES_REPO
+        .replace(
+            "path = \"data/events.parquet\"",
+            "path = \"data/events.parquet\"\nevent_id_column = \"txn_id\"",
+        )
+        .replace(
+            "inputs = { amount = \"float64\", merchant = \"utf8\" }",
+            "inputs = { amount = \"float64\", merchant = \"utf8\", txn_id = \"utf8\" }",
+        );
+    let repo = TempRepo::from_config(&config);
+    repo.ok(&["apply"]);
+    let server = repo.serve(&[]);
+    let t = FIXED_END - 30 * MINUTE;
+    let push = |id: &str, amount: f64| {
+        let body = serde_json::json!({
+            "push_source_name": "events_push",
+            "df": {
+                "card_id": ["a"], "txn_id": [id], "amount": [amount], "merchant": ["m"],
+                "event_timestamp": [skewless_runtime::time::format_timestamp(t)],
+            },
+        });
+        let (status, answer) = server.post("/push", &body.to_string());
+        assert_eq!(status, 200, "{answer}");
+    };
+    push("t-1", 10.0);
+    push("t-1", 10.0); // a retry: the same event
+    push("t-2", 5.0);
+    push("t-2", 7.0); // a correction: replaces t-2's amount
+    server.stop();
+    let cards = vec!["a".to_string()];
+    let train = dataset(&repo, "w", &cards, &[FIXED_END], None);
+    assert_eq!(feature_value(train.column_by_name("n_1h").unwrap(), 0), Some(2.0));
+    assert_eq!(feature_value(train.column_by_name("sum_1h").unwrap(), 0), Some(17.0));
+    repo.ok(&["verify", "--seed", "4"]);
+
+    // A source column that is not int64 or utf8 is refused at apply, by line.
+    let bad = config.replace("txn_id = \"utf8\"", "txn_id = \"float64\"");
+    let error = TempRepo::from_config(&bad).fails(&["apply"]);
+    assert!(error.contains("event_id_column `txn_id` is float64"), "{error}");
+}

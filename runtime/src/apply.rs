@@ -354,6 +354,7 @@ fn check_sources(catalog: &Catalog, warnings: &mut Vec<String>) -> Result<(), Re
             format,
             timestamp_column,
             created_column,
+            ..
         } = file;
         if !path.exists() {
             warnings.push(format!(
@@ -385,6 +386,12 @@ fn check_sources(catalog: &Catalog, warnings: &mut Vec<String>) -> Result<(), Re
             description
                 .iter()
                 .flat_map(|d| &d.inputs)
+                .map(|f| (f.name.clone(), f.data_type)),
+        );
+        needed.extend(
+            catalog
+                .plan(&view.name)
+                .and_then(|p| p.id_column.as_ref())
                 .map(|f| (f.name.clone(), f.data_type)),
         );
         // Event columns of an aggregation view that its transform does not produce.

@@ -305,7 +305,7 @@ fn plan_aggregations(
             .map(|f| f.data_type)
             .or_else(|| file_columns.iter().find(|(n, _)| n == column).map(|(_, t)| *t))
     };
-    Plan::new(aggregations, type_of).map_err(|(i, message)| {
+    let mut plan = Plan::new(aggregations, type_of).map_err(|(i, message)| {
         let spec = &aggregations[i];
         let message = if type_of(spec.input.as_deref().unwrap_or_default()).is_none() {
             format!(
@@ -322,7 +322,31 @@ fn plan_aggregations(
             key: format!("views.{}.aggregations.{}", view.name, spec.name),
             message,
         }
-    })
+    })?;
+    if let Some(column) = file.and_then(|f| f.event_id_column.as_ref()) {
+        match type_of(column) {
+            Some(data_type @ (FeatureType::Int64 | FeatureType::Utf8)) => {
+                plan.id_column = Some(FieldSpec {
+                    name: column.clone(),
+                    data_type,
+                    nullable: false,
+                });
+            }
+            other => {
+                return Err(RepoError::Invalid {
+                    path: repo.config_path.clone(),
+                    line: view.line,
+                    key: format!("views.{}.source", view.name),
+                    message: format!(
+                        "the source's event_id_column `{column}` is {}: it must be an int64 or utf8 column \
+                         (for CSV or a file that does not exist yet, declare it: inputs = {{ {column} = \"utf8\" }})",
+                        other.map_or("not a known column".to_string(), |t| t.to_string())
+                    ),
+                });
+            }
+        }
+    }
+    Ok(plan)
 }
 
 fn display_path(path: &Path) -> String {

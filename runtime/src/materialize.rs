@@ -134,7 +134,7 @@ impl<'a> Materializer<'a> {
             need(input.clone())?;
         }
         // Event columns the transform does not produce come from the source.
-        for input in plan.iter().flat_map(|p| &p.inputs) {
+        for input in plan.iter().flat_map(|p| p.inputs.iter().chain(&p.id_column)) {
             if !outputs.iter().any(|o| o.name == input.name) {
                 need(input.clone())?;
             }
@@ -274,6 +274,21 @@ impl Materializer<'_> {
                 of: "event columns",
                 error,
             })?;
+        let ids = plan.id_column.as_ref().map(|f| {
+            let array = batch.column_by_name(&f.name).expect("needed columns are in the batch");
+            crate::codec::row::decode_columns(std::slice::from_ref(array), std::slice::from_ref(f))
+        });
+        let ids = match ids {
+            Some(Ok(values)) => Some(values),
+            Some(Err(error)) => {
+                return Err(MaterializeError::Columns {
+                    view: self.view.name.clone(),
+                    of: "source rows",
+                    error,
+                });
+            }
+            None => None,
+        };
         let mut seen = self.ids.seen.borrow_mut();
         let mut bytes = Vec::new();
         for (row, values) in values_batch.into_iter().enumerate() {
@@ -290,6 +305,31 @@ impl Materializer<'_> {
                 values,
             };
             crate::aggregate::layout::write_event(&mut bytes, &event, &plan.inputs);
+            // With an id column the id is its value, and final: the same id replaces.
+            if let Some(ids) = &ids {
+                let id = match &ids[row][0] {
+                    crate::codec::row::Value::Int64(v) => crate::aggregate::stable_hash(&v.to_le_bytes()),
+                    crate::codec::row::Value::Utf8(v) => crate::aggregate::stable_hash(v.as_bytes()),
+                    _ => {
+                        return Err(MaterializeError::View {
+                            view: self.view.name.clone(),
+                            message: format!(
+                                "row {row}: event id column `{}` is null",
+                                plan.id_column.as_ref().expect("set").name
+                            ),
+                        });
+                    }
+                };
+                pending.events.push((
+                    entity,
+                    Event {
+                        id: crate::aggregate::event_id(id, 0),
+                        ..event
+                    },
+                    IdMode::Replace,
+                ));
+                continue;
+            }
             let hash = crate::aggregate::stable_hash(&bytes);
             let occurrence = match self.ids.mode {
                 IdMode::Append => 0,

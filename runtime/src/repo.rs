@@ -12,6 +12,7 @@
 //! path = "data/driver_stats.parquet"  # relative to this file; .parquet or .csv
 //! timestamp_column = "event_timestamp"
 //! created_column = "created"
+//! event_id_column = "transaction_id"  # optional: identifies events (aggregation views)
 //!
 //! [sources.vals_to_add]
 //! type = "request"
@@ -147,6 +148,7 @@ struct RawSource {
     path: Option<Spanned<String>>,
     timestamp_column: Option<String>,
     created_column: Option<String>,
+    event_id_column: Option<String>,
     schema: Option<IndexMap<String, FeatureType>>,
     batch_source: Option<Spanned<String>>,
     #[serde(default)]
@@ -271,6 +273,11 @@ pub struct FileSource {
     pub timestamp_column: String,
     /// Column with each row's creation time (tie-break), if any.
     pub created_column: Option<String>,
+    /// Column identifying each event, for aggregation views: a row whose
+    /// (entity, id) is already stored replaces it, so retried pushes and
+    /// reruns are idempotent (`AGGREGATIONS.md`).
+    #[serde(default)]
+    pub event_id_column: Option<String>,
 }
 
 /// The kinds of source.
@@ -535,6 +542,7 @@ impl Repo {
                     ("path", raw_source.path.is_some()),
                     ("timestamp_column", raw_source.timestamp_column.is_some()),
                     ("created_column", raw_source.created_column.is_some()),
+                    ("event_id_column", raw_source.event_id_column.is_some()),
                     ("schema", raw_source.schema.is_some()),
                     ("batch_source", raw_source.batch_source.is_some()),
                 ];
@@ -549,7 +557,7 @@ impl Repo {
             };
             let kind = match raw_source.kind.get_ref().as_str() {
                 "file" => {
-                    only(&["path", "timestamp_column", "created_column"])?;
+                    only(&["path", "timestamp_column", "created_column", "event_id_column"])?;
                     let file = raw_source
                         .path
                         .as_ref()
@@ -573,6 +581,7 @@ impl Repo {
                             .clone()
                             .unwrap_or_else(default_timestamp_column),
                         created_column: raw_source.created_column.clone(),
+                        event_id_column: raw_source.event_id_column.clone(),
                     })
                 }
                 "request" => {

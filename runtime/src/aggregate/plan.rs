@@ -62,6 +62,9 @@ pub struct Plan {
     pub features: Vec<PlannedFeature>,
     /// Every distinct window, in first-declared order.
     pub windows: Vec<Window>,
+    /// The source's `event_id_column`, typed (int64 or utf8): an event's id
+    /// is its value, and an event with the same id replaces it.
+    pub id_column: Option<FieldSpec>,
 }
 
 impl Plan {
@@ -76,6 +79,7 @@ impl Plan {
             slots: Vec::new(),
             features: Vec::new(),
             windows: Vec::new(),
+            id_column: None,
         };
         for (i, spec) in specs.iter().enumerate() {
             let input_type = match &spec.input {
@@ -142,6 +146,7 @@ impl Plan {
         let text = serde_json::json!({
             "layout": 1,
             "inputs": self.inputs,
+            "id_column": self.id_column,
             "aggregations": specs,
             "transform": transform.map(Digest::hex),
         });
