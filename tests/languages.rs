@@ -128,10 +128,15 @@ fn transactions(end: i64) -> RecordBatch {
         ),
         (
             "merchant_category",
-            Arc::new(StringArray::from_iter(rows.map(|r| match r % 41 {
+            Arc::new(StringArray::from_iter(rows.clone().map(|r| match r % 41 {
                 0 => None,
                 _ => Some(CATEGORIES[random(CATEGORIES.len() as u64) as usize]),
             }))) as ArrayRef,
+        ),
+        // The fraud repo's windowed view counts distinct merchants.
+        (
+            "merchant",
+            Arc::new(StringArray::from_iter_values(rows.map(|r| format!("m-{}", r % 97)))) as ArrayRef,
         ),
     ])
     .unwrap()
