@@ -675,6 +675,16 @@ fn an_event_id_column_makes_retried_pushes_idempotent() {
     push("t-1", 10.0); // a retry: the same event
     push("t-2", 5.0);
     push("t-2", 7.0); // a correction: replaces t-2's amount
+    // A row without an id is refused by name, and nothing of it is stored.
+    let body = r#"{"push_source_name": "events_push", "df": {"card_id": ["a"], "txn_id": [null],
+        "amount": [1.0], "merchant": ["m"], "event_timestamp": ["2025-12-31T23:40:00Z"]}}"#;
+    let (status, answer) = server.post("/push", body);
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("null_key")),
+        "{answer}"
+    );
+    assert!(answer.to_string().contains("txn_id"), "{answer}");
     server.stop();
     let cards = vec!["a".to_string()];
     let train = dataset(&repo, "w", &cards, &[FIXED_END], None);

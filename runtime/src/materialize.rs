@@ -162,8 +162,13 @@ impl<'a> Materializer<'a> {
         }
     }
 
+    /// The event id column of an aggregation view's source, if it has one.
+    pub fn id_column(&self) -> Option<&str> {
+        self.plan.as_ref()?.id_column.as_ref().map(|f| f.name.as_str())
+    }
+
     /// Which rows of `batch` can be stored: those with an event time in
-    /// `[start, end)` and every join key.
+    /// `[start, end)`, every join key and, when the source has one, an event id.
     pub fn keep(
         &self,
         batch: &RecordBatch,
@@ -172,11 +177,15 @@ impl<'a> Materializer<'a> {
     ) -> Result<BooleanArray, MaterializeError> {
         let event_time = micros_column(batch, &self.source.timestamp_column);
         let keys = self.keys(batch)?;
+        let id = self
+            .id_column()
+            .map(|c| batch.column_by_name(c).expect("needed columns are in the batch"));
         Ok((0..batch.num_rows())
             .map(|row| {
                 Some(
                     event_time.is_valid(row)
                         && !keys.is_null(row)
+                        && id.is_none_or(|id| id.is_valid(row))
                         && start.is_none_or(|s| event_time.value(row) >= s)
                         && end.is_none_or(|e| event_time.value(row) < e),
                 )

@@ -64,8 +64,8 @@ pub enum PushError {
         /// Its type.
         data_type: crate::types::FeatureType,
     },
-    /// A row without an event time or a join key.
-    #[error("row {row}: `{column}` is null; every pushed row needs its join keys and event time")]
+    /// A row without an event time, a join key or (when the source has one) an event id.
+    #[error("row {row}: `{column}` is null; every pushed row needs its join keys, event time and event id")]
     NullKey {
         /// The row (0-based).
         row: usize,
@@ -224,10 +224,12 @@ pub fn prepare(
                 .join_keys
                 .iter()
                 .map(|k| &k.name)
-                .chain([&materializer.source.timestamp_column])
+                .map(String::as_str)
+                .chain([materializer.source.timestamp_column.as_str()])
+                .chain(materializer.id_column())
                 .find(|name| batch.column_by_name(name).is_some_and(|c| c.is_null(row)))
-                .cloned()
-                .unwrap_or_default();
+                .unwrap_or_default()
+                .to_string();
             return Err(PushError::NullKey { row, column });
         }
         let mut rows_out = materializer.pending();
