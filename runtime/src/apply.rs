@@ -104,6 +104,21 @@ pub enum ApplyError {
         /// The repo's views.
         known: String,
     },
+    /// A user-defined aggregation function breaks a law the fold relies on.
+    #[error(
+        "view `{view}`: aggregation `{feature}` ({function}) is refused: {error}.\nTiles are merged in one fixed \
+         order whatever the arrival order, so a value would depend on how events were split into tiles"
+    )]
+    AggregatorLaws {
+        /// The view.
+        view: String,
+        /// The feature.
+        feature: String,
+        /// The component.
+        function: String,
+        /// The law broken, with the sample row and both values.
+        error: crate::LawError,
+    },
     /// A view's probe rows could not be read from its file source.
     #[error("view `{view}`: cannot read rows to check the transform with: {error}")]
     Sample {
@@ -205,6 +220,7 @@ pub fn plan(catalog: &Catalog, store: &Store, allow: &AllowBatchDependent) -> Re
             record.digest.short()
         );
         record.invariance = check_batch_invariance(catalog, view, old.views.get(&view.name), allow)?;
+        check_aggregators(catalog, view)?;
         let change = match old.views.get(&view.name) {
             None => Change::Add,
             Some(previous) => {
@@ -300,6 +316,52 @@ fn check_batch_invariance(
         Err(dependence) if allow.allows(&view.name) => Ok(Invariance::Allowed(dependence)),
         Err(dependence) => Err(ApplyError::BatchDependent(dependence)),
     }
+}
+
+/// Checks every user-defined aggregation function of `view` on sample
+/// inputs ([`crate::Aggregator::check_laws`]): the input column's values
+/// from the view's file source when it has that column, then generated
+/// edge and random values of the input's type.
+fn check_aggregators(catalog: &Catalog, view: &crate::repo::View) -> Result<(), ApplyError> {
+    let (Some(plan), crate::repo::ViewKind::Aggregation { aggregations, .. }) = (catalog.plan(&view.name), &view.kind)
+    else {
+        return Ok(());
+    };
+    for (spec, feature) in aggregations.iter().zip(&plan.features) {
+        let crate::aggregate::plan::Finalize::User(user) = feature.finalize else {
+            continue;
+        };
+        let aggregator = &plan.users[user];
+        let input = &plan.inputs[plan.slots[feature.slot].input.expect("user functions take an input")];
+        let mut values = Vec::new();
+        if let Some(file) = catalog.repo.file_source(view).filter(|f| f.path.exists())
+            && let Ok(mut opened) = crate::source::open(&file.path, file.format, std::slice::from_ref(input))
+            && let Some(Ok(batch)) = opened.batches.next()
+            && let Some(column) = batch.column_by_name(&input.name)
+            && let Ok(mut rows) = crate::codec::row::decode_columns(
+                &[column.slice(0, column.len().min(invariance::PROBE_ROWS))],
+                std::slice::from_ref(input),
+            )
+        {
+            values.extend(rows.iter_mut().map(|row| row.swap_remove(0)));
+        }
+        let seed = u64::from_str_radix(&aggregator.digest().hex()[..16], 16).expect("hex digits");
+        let generated = invariance::generated(std::slice::from_ref(input), invariance::PROBE_ROWS, seed);
+        let mut rows = crate::codec::row::decode_columns(generated.columns(), std::slice::from_ref(input))
+            .expect("generated with the input's type");
+        values.extend(rows.iter_mut().map(|row| row.swap_remove(0)));
+        let n = values.iter().filter(|v| !v.is_null()).count();
+        let splits = [1, n / 3, n / 2, 2 * n / 3, n.saturating_sub(1)];
+        aggregator
+            .check_laws(&values, &splits)
+            .map_err(|error| ApplyError::AggregatorLaws {
+                view: view.name.clone(),
+                feature: spec.name.clone(),
+                function: spec.function.to_string(),
+                error,
+            })?;
+    }
+    Ok(())
 }
 
 /// The plan line of one entity, source or service: records are compared in

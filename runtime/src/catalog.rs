@@ -6,12 +6,13 @@
 //! input of an on-demand transform must come, with its type, from exactly
 //! one of the view's sources.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use indexmap::IndexMap;
 
-use crate::aggregate::{AggregationSpec, Plan};
+use crate::aggregate::{AggregateFunction, AggregationSpec, Plan};
+use crate::aggregator::Aggregator;
 use crate::engine::Runtime;
 use crate::repo::{Repo, RepoError, SourceKind, View, ViewKind};
 use crate::store::layout::DEFAULT_BUCKET_MICROS;
@@ -85,7 +86,7 @@ impl Catalog {
                 ),
             };
             if let ViewKind::Aggregation { aggregations, .. } = &view.kind {
-                let plan = plan_aggregations(&repo, view, aggregations, transform.as_ref())?;
+                let plan = plan_aggregations(&repo, runtime, view, aggregations, transform.as_ref())?;
                 features.insert(view.name.clone(), plan.fields());
                 plans.insert(view.name.clone(), Arc::new(plan));
                 if let Some(transform) = transform {
@@ -274,6 +275,7 @@ impl Catalog {
 /// Parquet schema of its file source.
 fn plan_aggregations(
     repo: &Repo,
+    runtime: &Runtime,
     view: &View,
     aggregations: &[AggregationSpec],
     transform: Option<&Transform>,
@@ -305,7 +307,34 @@ fn plan_aggregations(
             .map(|f| f.data_type)
             .or_else(|| file_columns.iter().find(|(n, _)| n == column).map(|(_, t)| *t))
     };
-    let mut plan = Plan::new(aggregations, type_of).map_err(|(i, message)| {
+    // User-defined functions, each loaded once, with the view's limits.
+    let mut users: Vec<(PathBuf, Arc<Aggregator>)> = Vec::new();
+    for spec in aggregations {
+        let AggregateFunction::Wasm(path) = &spec.function else {
+            continue;
+        };
+        if users.iter().any(|(p, _)| p == path) {
+            continue;
+        }
+        let label = format!("{}.{}", view.name, spec.name);
+        let loaded = runtime
+            .load_aggregator(&label, path, view.limits, view.determinism)
+            .map_err(|error| RepoError::Component {
+                path: repo.config_path.clone(),
+                line: spec.line,
+                key: format!("views.{}.aggregations.{}", view.name, spec.name),
+                error: Box::new(error),
+            })?;
+        users.push((path.clone(), Arc::new(loaded)));
+    }
+    let user_of = |path: &Path| {
+        users
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, u)| u.clone())
+            .expect("loaded above")
+    };
+    let mut plan = Plan::new(aggregations, type_of, user_of).map_err(|(i, message)| {
         let spec = &aggregations[i];
         let message = if type_of(spec.input.as_deref().unwrap_or_default()).is_none() {
             format!(

@@ -30,6 +30,7 @@ use crate::digest::Digest;
 use crate::error::LoadError;
 use crate::limits::{EPOCH_TICK, Limits, MAX_CONCURRENT_CALLS, MAX_CORE_INSTANCES_PER_COMPONENT, MAX_TABLE_ELEMENTS};
 use crate::sandbox::{self, HostState};
+use crate::aggregator::Aggregator;
 use crate::transform::Transform;
 use crate::wit;
 
@@ -178,10 +179,50 @@ impl Runtime {
         limits: Limits,
         determinism: Determinism,
     ) -> Result<Transform, LoadError> {
+        let (digest, instance_pre, interface) = self.prepare(path, bytes, wit::INTERFACE, determinism)?;
+        let pre = wit::TransformerPre::new(instance_pre).map_err(|e| LoadError::Instantiate {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        })?;
+        Transform::new(view, path, digest, pre, interface, limits, determinism)
+    }
+
+    /// Loads the user-defined aggregation function at `path` for `label`
+    /// (the view and feature it computes), as [`Runtime::load_with`] loads
+    /// a transform: the same engine, sandbox, limits and compile cache.
+    pub fn load_aggregator(
+        &self,
+        label: &str,
+        path: &Path,
+        limits: Limits,
+        determinism: Determinism,
+    ) -> Result<Aggregator, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            error: source,
+        })?;
+        let (digest, instance_pre, _) = self.prepare(path, &bytes, wit::AGGREGATOR_INTERFACE, determinism)?;
+        let pre = wit::AggregatorComponentPre::new(instance_pre).map_err(|e| LoadError::Instantiate {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        })?;
+        Aggregator::new(label, path, digest, pre, limits)
+    }
+
+    /// Compiles (or takes from the cache) and pre-links a component that
+    /// must export `interface`; returns its digest, the pre-linked instance
+    /// and the exported interface's full name.
+    fn prepare(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        interface: &str,
+        determinism: Determinism,
+    ) -> Result<(Digest, wasmtime::component::InstancePre<HostState>, String), LoadError> {
         let host = self.host(determinism)?;
         let digest = Digest::of(bytes);
         let component = self.compile(host, path, bytes, &digest)?;
-        let interface = check_contract(&host.engine, &component, path)?;
+        let interface = check_contract(&host.engine, &component, path, interface)?;
         let instance_pre = host
             .linker
             .instantiate_pre(&component)
@@ -189,11 +230,7 @@ impl Runtime {
                 path: path.to_path_buf(),
                 message: format!("{e:#}"),
             })?;
-        let pre = wit::TransformerPre::new(instance_pre).map_err(|e| LoadError::Instantiate {
-            path: path.to_path_buf(),
-            message: format!("{e:#}"),
-        })?;
-        Transform::new(view, path, digest, pre, interface, limits, determinism)
+        Ok((digest, instance_pre, interface))
     }
 
     /// Where `digest` compiled for `determinism` is cached (the engine's
@@ -288,10 +325,10 @@ fn write_cache_entry(dir: &Path, target: &Path, component: &Component) -> std::i
     Ok(())
 }
 
-/// Refuses a component that does not export the transform interface at a
-/// compatible version, naming what it found and what is needed. Returns the
-/// exported interface's full name.
-fn check_contract(engine: &Engine, component: &Component, path: &Path) -> Result<String, LoadError> {
+/// Refuses a component that does not export `interface` (the transform or
+/// the aggregator one) at a compatible version, naming what it found and
+/// what is needed. Returns the exported interface's full name.
+fn check_contract(engine: &Engine, component: &Component, path: &Path, needed: &str) -> Result<String, LoadError> {
     let ty = component.component_type();
     let mut found = Vec::new();
     for (name, item) in ty.exports(engine) {
@@ -299,13 +336,13 @@ fn check_contract(engine: &Engine, component: &Component, path: &Path) -> Result
             continue;
         }
         let (interface, version) = name.split_once('@').unwrap_or((name, ""));
-        if interface == wit::INTERFACE {
+        if interface == needed {
             if compatible(version, wit::VERSION) {
                 return Ok(name.to_string());
             }
             return Err(LoadError::WrongVersion {
                 path: path.to_path_buf(),
-                interface: wit::INTERFACE.into(),
+                interface: needed.into(),
                 found: name.to_string(),
                 needed: wit::VERSION.into(),
             });
@@ -314,7 +351,7 @@ fn check_contract(engine: &Engine, component: &Component, path: &Path) -> Result
     }
     Err(LoadError::NotATransform {
         path: path.to_path_buf(),
-        interface: format!("{}@{}", wit::INTERFACE, wit::VERSION),
+        interface: format!("{needed}@{}", wit::VERSION),
         found: found.join(", "),
     })
 }

@@ -193,6 +193,10 @@ pub enum TransformErrorKind {
     /// Wasmtime could not create an instance.
     #[error("cannot instantiate the transform: {0}")]
     Instantiate(String),
+    /// An aggregator returned states that break the contract (too few or
+    /// too many, or one past the state size limit).
+    #[error("aggregator returned unusable states: {0}")]
+    States(String),
     /// Every instance slot was in use (each call has its own instance).
     #[error("more than {limit} transform calls were running at once in this process; retry shortly")]
     TooManyCalls {

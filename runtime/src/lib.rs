@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod aggregate;
+mod aggregator;
 pub mod apply;
 pub mod backfill;
 mod catalog;
@@ -49,13 +50,15 @@ pub mod verify;
 mod wit;
 mod workspace;
 
+pub use aggregator::{Aggregator, AggregatorDescription, LawError};
 pub use catalog::{Catalog, NotApplied};
 pub use determinism::Determinism;
 pub use digest::Digest;
 pub use engine::Runtime;
 pub use error::{ConversionError, LoadError, TransformError, TransformErrorKind};
 pub use file_format::FileFormat;
-pub use limits::{EPOCH_TICK, Limits, MAX_CONCURRENT_CALLS, MAX_ERROR_MESSAGE_BYTES, MAX_ROW_ERROR_TEXT_PER_CALL};
+pub use limits::{
+    EPOCH_TICK, Limits, MAX_AGGREGATOR_STATE_BYTES, MAX_CONCURRENT_CALLS, MAX_ERROR_MESSAGE_BYTES, MAX_ROW_ERROR_TEXT_PER_CALL};
 pub use materialize::MaterializeError;
 pub use repo::{Repo, RepoError};
 pub use store::{Store, StoreError, WriteTo};

@@ -24,6 +24,12 @@ pub const MAX_ERROR_MESSAGE_BYTES: usize = 4 * 1024;
 /// Row-error text kept per guest call, all messages together.
 pub const MAX_ROW_ERROR_TEXT_PER_CALL: usize = 64 * 1024;
 
+/// Largest state a user-defined aggregation function may return: states
+/// are stored in every tile, so an aggregator whose state grows with its
+/// events (a list of every value) is refused rather than filling the store.
+/// Bounded sketches fit easily.
+pub const MAX_AGGREGATOR_STATE_BYTES: usize = 64 * 1024;
+
 /// Core instances, memories and tables per component: a Python component is
 /// several core modules linked together (libc, libpython, the app).
 pub(crate) const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;

@@ -616,7 +616,7 @@ fn read_aggregation(
             instants.extend(entity_rows.iter().map(|&r| times[r]));
             let data = reader.aggregate_data(record, plan, key, &instants)?;
             for &row in entity_rows {
-                out.push((row, crate::aggregate::fold::evaluate(plan, &data, times[row])));
+                out.push((row, crate::aggregate::fold::evaluate(plan, &data, times[row])?));
             }
         }
         Ok(out)

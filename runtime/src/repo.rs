@@ -725,7 +725,7 @@ impl Repo {
                         ViewKind::Aggregation {
                             entities: view_entities,
                             source: source.get_ref().clone(),
-                            aggregations: parse_aggregations(view, name, &invalid, |at| line_of(text, at))?,
+                            aggregations: parse_aggregations(view, name, &root, &invalid, |at| line_of(text, at))?,
                             inputs: view
                                 .inputs
                                 .iter()
@@ -946,10 +946,11 @@ impl Repo {
 fn parse_aggregations(
     view: &RawView,
     name: &str,
+    root: &Path,
     invalid: &impl Fn(usize, String, String) -> RepoError,
     line: impl Fn(usize) -> usize,
 ) -> Result<Vec<crate::aggregate::AggregationSpec>, RepoError> {
-    use crate::aggregate::{AggregationSpec, Function, Window};
+    use crate::aggregate::{AggregateFunction, AggregationSpec, Function, Window};
     let key = format!("views.{name}.aggregations");
     let Some(list) = view.aggregations.as_ref().filter(|l| !l.get_ref().is_empty()) else {
         return Err(invalid(
@@ -962,23 +963,23 @@ fn parse_aggregations(
     for item in list.get_ref() {
         let at = item.span().start;
         let raw = item.get_ref();
-        let function = Function::parse(&raw.function).ok_or_else(|| {
-            let known: Vec<&str> = Function::ALL.iter().map(|f| f.name()).collect();
-            let hint = if raw.function.ends_with(".wasm") {
-                " (user-defined Wasm aggregations are not supported yet)"
-            } else {
-                ""
-            };
-            invalid(
-                at,
-                format!("{key}.{}", raw.name),
-                format!(
-                    "unknown function `{}`{hint} (functions: {})",
-                    raw.function,
-                    known.join(", ")
-                ),
-            )
-        })?;
+        let function = if raw.function.ends_with(".wasm") {
+            AggregateFunction::Wasm(root.join(&raw.function))
+        } else {
+            AggregateFunction::Builtin(Function::parse(&raw.function).ok_or_else(|| {
+                let known: Vec<&str> = Function::ALL.iter().map(|f| f.name()).collect();
+                invalid(
+                    at,
+                    format!("{key}.{}", raw.name),
+                    format!(
+                        "unknown function `{}` (functions: {}, or the path of a user-defined aggregator, \
+                         `aggregators/median.wasm`)",
+                        raw.function,
+                        known.join(", ")
+                    ),
+                )
+            })?)
+        };
         let window = Window::parse(&raw.window).map_err(|e| invalid(at, format!("{key}.{}", raw.name), e))?;
         if specs.iter().any(|s| s.name == raw.name) {
             return Err(invalid(
@@ -987,11 +988,11 @@ fn parse_aggregations(
                 format!("feature `{}` is declared twice", raw.name),
             ));
         }
-        if raw.input.is_none() && function != Function::Count {
+        if raw.input.is_none() && function != AggregateFunction::Builtin(Function::Count) {
             return Err(invalid(
                 at,
                 format!("{key}.{}", raw.name),
-                format!("`{}` needs an `input` column", function.name()),
+                format!("`{function}` needs an `input` column"),
             ));
         }
         specs.push(AggregationSpec {

@@ -243,7 +243,7 @@ impl Transform {
         let output = match result {
             Ok(Ok(output)) => output,
             Ok(Err(message)) => return Err(self.error(TransformErrorKind::Failed(cap_message(message)))),
-            Err(error) => return Err(self.error(classify_trap(error, &instance, &self.limits, timeout))),
+            Err(error) => return Err(self.error(classify_trap(error, &instance.store, &self.limits, timeout))),
         };
         // The instance goes back to the pool now, reset before its next use.
         drop(instance);
@@ -336,9 +336,9 @@ impl Transform {
 }
 
 /// Names what stopped a guest: our time limit, our memory limit, or a trap.
-fn classify_trap(
+pub(crate) fn classify_trap(
     error: wasmtime::Error,
-    instance: &Instance,
+    store: &Store<HostState>,
     limits: &Limits,
     timeout: Duration,
 ) -> TransformErrorKind {
@@ -348,13 +348,12 @@ fn classify_trap(
             caller: timeout < limits.timeout(),
         };
     }
-    if instance.store.data().limiter.hit {
+    if store.data().limiter.hit {
         return TransformErrorKind::MemoryLimit {
             limit_mib: limits.memory_mib,
         };
     }
-    let stderr = instance
-        .store
+    let stderr = store
         .data()
         .stderr()
         .lines()
@@ -376,7 +375,7 @@ const ROW_ERROR_TEXT_SPENT: &str = "(message dropped: the call's row errors pass
 
 /// `message`, cut to at most [`MAX_ERROR_MESSAGE_BYTES`] on a character
 /// boundary, with a marker saying how much was cut.
-fn cap_message(mut message: String) -> String {
+pub(crate) fn cap_message(mut message: String) -> String {
     if message.len() <= MAX_ERROR_MESSAGE_BYTES {
         return message;
     }
@@ -418,7 +417,7 @@ fn null_rows(batch: RecordBatch, errors: &[RowError]) -> RecordBatch {
     RecordBatch::try_new(batch.schema(), columns).expect("same schema and lengths")
 }
 
-fn field_spec(field: wit::Field) -> FieldSpec {
+pub(crate) fn field_spec(field: wit::Field) -> FieldSpec {
     FieldSpec {
         name: field.name,
         data_type: FeatureType::from_wit(field.data_type),

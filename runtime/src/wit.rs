@@ -6,10 +6,25 @@ wasmtime::component::bindgen!({
     world: "transformer",
 });
 
+/// The aggregator world's bindings, sharing the column types above.
+pub(crate) mod aggregator {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "aggregator-component",
+        with: {
+            "skewless:transform/types": super::skewless::transform::types,
+        },
+    });
+}
+
+pub(crate) use aggregator::AggregatorComponentPre;
+
 pub(crate) use skewless::transform::types::{Batch, Column, DataType, Field, Output, RowError, Values};
 
 /// The interface every transform exports, without its version.
 pub(crate) const INTERFACE: &str = "skewless:transform/transform";
+/// The interface every user-defined aggregation function exports.
+pub(crate) const AGGREGATOR_INTERFACE: &str = "skewless:transform/aggregator";
 /// The WIT package version this host implements (see `wit/transform.wit`).
 pub(crate) const VERSION: &str = "0.1.0";
 

@@ -2,7 +2,7 @@
 //! the moves between them and the SDK's own column types. Nothing here copies
 //! a values buffer; `Vec`s change hands.
 
-use crate::{Batch, Column, DataType, Field, Transform, Values};
+use crate::{Aggregate, Batch, Column, DataType, Field, Transform, Values};
 
 #[allow(missing_docs, clippy::all)]
 pub mod bindings {
@@ -15,13 +15,33 @@ pub mod bindings {
     });
 }
 
+/// The aggregator world, sharing the column types of the transformer's.
+#[allow(missing_docs, clippy::all)]
+pub mod aggregator_bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "aggregator-component",
+        pub_export_macro: true,
+        export_macro_name: "__export_aggregator_component",
+        default_bindings_module: "skewless_sdk::__private::aggregator_bindings",
+        with: {
+            "skewless:transform/types@0.1.0": crate::__private::bindings::skewless::transform::types,
+        },
+    });
+}
+
+use aggregator_bindings::exports::skewless::transform::aggregator as wit_aggregator;
 use bindings::exports::skewless::transform::transform as wit_transform;
 use bindings::skewless::transform::types as wit;
 
 pub use wit::Batch as WitBatch;
 pub use wit::Description as WitDescription;
 pub use wit::Output as WitOutput;
+pub use wit_aggregator::AggregatorDescription as WitAggregatorDescription;
+pub use wit_aggregator::Guest as AggregatorGuest;
 pub use wit_transform::Guest;
+
+pub use wit::Column as WitColumn;
 
 fn data_type_to_wit(data_type: DataType) -> wit::DataType {
     match data_type {
@@ -62,27 +82,7 @@ pub fn run<T: Transform>(schema: &crate::Schema, input: WitBatch) -> Result<WitO
     let columns = input
         .columns
         .into_iter()
-        .map(|c| {
-            let values = match c.values {
-                wit::Values::Boolean(bits) => {
-                    return Column {
-                        name: c.name,
-                        values: Values::Boolean(bits),
-                        validity: c.validity,
-                        len: num_rows,
-                    };
-                }
-                wit::Values::Int64(v) => Values::Int64(v),
-                wit::Values::Float32(v) => Values::Float32(v),
-                wit::Values::Float64(v) => Values::Float64(v),
-                wit::Values::Utf8(s) => Values::Utf8 {
-                    offsets: s.offsets,
-                    bytes: s.bytes,
-                },
-                wit::Values::Timestamp(v) => Values::Timestamp(v),
-            };
-            Column::from_owned(c.name, values, c.validity)
-        })
+        .map(|c| column_from_wit(c, num_rows))
         .collect();
     let batch = Batch::new(num_rows, columns);
     let output = crate::run_with_schema::<T>(schema, &batch).map_err(|e| e.0)?;
@@ -94,22 +94,7 @@ pub fn run<T: Transform>(schema: &crate::Schema, input: WitBatch) -> Result<WitO
             message: message.clone(),
         })
         .collect();
-    let columns = output
-        .columns
-        .into_iter()
-        .map(|c| {
-            let (name, values, validity) = c.into_parts();
-            let values = match values {
-                Values::Boolean(bits) => wit::Values::Boolean(bits),
-                Values::Int64(v) => wit::Values::Int64(v),
-                Values::Float32(v) => wit::Values::Float32(v),
-                Values::Float64(v) => wit::Values::Float64(v),
-                Values::Utf8 { offsets, bytes } => wit::Values::Utf8(wit::Utf8Values { offsets, bytes }),
-                Values::Timestamp(v) => wit::Values::Timestamp(v),
-            };
-            wit::Column { name, values, validity }
-        })
-        .collect();
+    let columns = output.columns.into_iter().map(column_to_wit).collect();
     Ok(WitOutput {
         batch: wit::Batch {
             num_rows: num_rows as u32,
@@ -117,4 +102,76 @@ pub fn run<T: Transform>(schema: &crate::Schema, input: WitBatch) -> Result<WitO
         },
         row_errors,
     })
+}
+
+/// A WIT column as an SDK column (the buffers move, nothing is copied).
+fn column_from_wit(c: wit::Column, num_rows: usize) -> Column {
+    let values = match c.values {
+        wit::Values::Boolean(bits) => {
+            return Column {
+                name: c.name,
+                values: Values::Boolean(bits),
+                validity: c.validity,
+                len: num_rows,
+            };
+        }
+        wit::Values::Int64(v) => Values::Int64(v),
+        wit::Values::Float32(v) => Values::Float32(v),
+        wit::Values::Float64(v) => Values::Float64(v),
+        wit::Values::Utf8(s) => Values::Utf8 {
+            offsets: s.offsets,
+            bytes: s.bytes,
+        },
+        wit::Values::Timestamp(v) => Values::Timestamp(v),
+    };
+    Column::from_owned(c.name, values, c.validity)
+}
+
+/// An SDK column as a WIT column.
+fn column_to_wit(c: Column) -> wit::Column {
+    let (name, values, validity) = c.into_parts();
+    let values = match values {
+        Values::Boolean(bits) => wit::Values::Boolean(bits),
+        Values::Int64(v) => wit::Values::Int64(v),
+        Values::Float32(v) => wit::Values::Float32(v),
+        Values::Float64(v) => wit::Values::Float64(v),
+        Values::Utf8 { offsets, bytes } => wit::Values::Utf8(wit::Utf8Values { offsets, bytes }),
+        Values::Timestamp(v) => wit::Values::Timestamp(v),
+    };
+    wit::Column { name, values, validity }
+}
+
+/// The aggregator's `describe`.
+pub fn describe_aggregator<A: Aggregate>() -> WitAggregatorDescription {
+    let (input, output) = crate::aggregate::fields::<A>();
+    let mut fields = fields_to_wit(vec![input, output]);
+    let output = fields.pop().expect("two fields");
+    let input = fields.pop().expect("two fields");
+    WitAggregatorDescription {
+        name: A::NAME.to_string(),
+        version: A::VERSION.to_string(),
+        input,
+        output,
+    }
+}
+
+/// The aggregator's `update`.
+pub fn update<A: Aggregate>(states: Vec<Vec<u8>>, groups: Vec<u32>, input: WitBatch) -> Result<Vec<Vec<u8>>, String> {
+    let rows = input.num_rows as usize;
+    let column = input
+        .columns
+        .into_iter()
+        .next()
+        .ok_or_else(|| "update: the input batch has no column".to_string())?;
+    crate::aggregate::update::<A>(states, &groups, &column_from_wit(column, rows)).map_err(|e| e.0)
+}
+
+/// The aggregator's `merge`.
+pub fn merge<A: Aggregate>(states: Vec<Vec<u8>>, groups: Vec<u32>, parts: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, String> {
+    crate::aggregate::merge::<A>(states, &groups, parts).map_err(|e| e.0)
+}
+
+/// The aggregator's `finalize`.
+pub fn finalize<A: Aggregate>(states: Vec<Vec<u8>>) -> Result<WitColumn, String> {
+    crate::aggregate::finalize::<A>(states).map(column_to_wit).map_err(|e| e.0)
 }

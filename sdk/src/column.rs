@@ -76,6 +76,17 @@ impl Column {
         }
     }
 
+    /// A column named `name` from a builder (or another column).
+    pub fn named(name: &str, column: impl IntoColumn) -> Self {
+        let (values, validity, len) = column.into_column();
+        Column {
+            name: name.to_string(),
+            values,
+            validity,
+            len,
+        }
+    }
+
     /// A boolean column of `len` rows from its bit-packed values.
     pub fn boolean(name: &str, bits: Vec<u8>, len: usize, validity: Option<Bitmap>) -> Self {
         Column {

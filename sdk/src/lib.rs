@@ -52,10 +52,12 @@
 //! `run` is called.
 #![deny(missing_docs)]
 
+pub mod aggregate;
 mod bitmap;
 mod column;
 mod schema;
 
+pub use aggregate::{Aggregate, AggregateValue};
 pub use bitmap::{Bitmap, bitmap_and, bitmap_get};
 pub use column::{
     Batch, BoolBuilder, BoolView, Column, Float32Builder, Float64Builder, Int64Builder, IntoColumn, PrimitiveBuilder,
@@ -107,13 +109,7 @@ impl Output {
 
     /// Adds an output column, built with one of the builders or a [`Column`].
     pub fn column(mut self, name: &str, column: impl IntoColumn) -> Self {
-        let (values, validity, len) = column.into_column();
-        self.columns.push(Column {
-            name: name.to_string(),
-            values,
-            validity,
-            len,
-        });
+        self.columns.push(Column::named(name, column));
         self
     }
 
@@ -182,6 +178,47 @@ macro_rules! export {
                 }
             }
             $crate::__private::bindings::__export_transformer!(__SkewlessGuest with_types_in $crate::__private::bindings);
+        };
+    };
+}
+
+/// Exports an [`Aggregate`] as the component's
+/// `skewless:transform/aggregator` interface (a user-defined aggregation
+/// function, `function = "path/to/it.wasm"` in an aggregation view). Use it
+/// once, in the crate built as the component.
+#[macro_export]
+macro_rules! export_aggregator {
+    ($aggregate:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __SkewlessAggregator;
+            impl $crate::__private::AggregatorGuest for __SkewlessAggregator {
+                fn describe() -> $crate::__private::WitAggregatorDescription {
+                    $crate::__private::describe_aggregator::<$aggregate>()
+                }
+                fn update(
+                    states: ::std::vec::Vec<::std::vec::Vec<u8>>,
+                    groups: ::std::vec::Vec<u32>,
+                    input: $crate::__private::WitBatch,
+                ) -> ::core::result::Result<::std::vec::Vec<::std::vec::Vec<u8>>, ::std::string::String> {
+                    $crate::__private::update::<$aggregate>(states, groups, input)
+                }
+                fn merge(
+                    states: ::std::vec::Vec<::std::vec::Vec<u8>>,
+                    groups: ::std::vec::Vec<u32>,
+                    parts: ::std::vec::Vec<::std::vec::Vec<u8>>,
+                ) -> ::core::result::Result<::std::vec::Vec<::std::vec::Vec<u8>>, ::std::string::String> {
+                    $crate::__private::merge::<$aggregate>(states, groups, parts)
+                }
+                fn finalize(
+                    states: ::std::vec::Vec<::std::vec::Vec<u8>>,
+                ) -> ::core::result::Result<$crate::__private::WitColumn, ::std::string::String> {
+                    $crate::__private::finalize::<$aggregate>(states)
+                }
+            }
+            $crate::__private::aggregator_bindings::__export_aggregator_component!(
+                __SkewlessAggregator with_types_in $crate::__private::aggregator_bindings
+            );
         };
     };
 }

@@ -44,7 +44,11 @@ impl ApiError {
     }
 
     fn store(error: StoreError) -> Self {
-        Self::internal(error)
+        match error {
+            // A user-defined aggregation function failed: the view's fault, not the server's.
+            StoreError::Aggregator(e) => Self::transform(*e),
+            other => Self::internal(other),
+        }
     }
 
     fn transform(error: TransformError) -> Self {

@@ -26,6 +26,9 @@ pub use scaffold::{ScaffoldError, new_project};
 /// The WIT contract every transform is built against.
 pub const WIT: &str = include_str!("../../wit/transform.wit");
 
+/// The aggregator interface, in the same package (user-defined aggregation functions).
+pub const AGGREGATOR_WIT: &str = include_str!("../../wit/aggregator.wit");
+
 /// The world every transform implements.
 pub const WORLD: &str = "transformer";
 
@@ -92,7 +95,7 @@ impl std::str::FromStr for Language {
 pub enum BuildError {
     /// No entry file of any language in the folder.
     #[error(
-        "{}: not a transform project; `skewless build` takes a folder holding Cargo.toml (Rust), transform.py (Python), transform.js (JavaScript) or transform.c (C); `skewless new --lang LANG NAME` makes one",
+        "{}: not a transform project; `skewless build` takes a folder holding Cargo.toml (Rust), transform.py or aggregator.py (Python), transform.js (JavaScript) or transform.c (C); `skewless new --lang LANG NAME` makes one",
         path.display()
     )]
     NotATransform {
@@ -132,6 +135,9 @@ pub enum BuildError {
 /// components it produced. `quiet` keeps the compilers' progress off the terminal.
 pub fn build(dir: &Path, quiet: bool) -> Result<Vec<PathBuf>, BuildError> {
     let dir = &std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    if dir.join(python::AGGREGATOR_ENTRY).is_file() {
+        return python::build_aggregator(dir, quiet).map(|c| vec![c]);
+    }
     match Language::detect(dir) {
         Some(Language::Rust) => build_rust(dir, quiet),
         Some(Language::Python) => python::build(dir, quiet).map(|c| vec![c]),
@@ -152,7 +158,10 @@ fn component_path(dir: &Path) -> PathBuf {
 fn stage_sdk(dir: &Path, files: &[(&str, &[u8])]) -> Result<PathBuf, BuildError> {
     let stage = dir.join("target").join("skewless-sdk");
     std::fs::create_dir_all(stage.join("wit")).map_err(|e| io_error(&stage, e))?;
-    let wit: [(&str, &[u8]); 1] = [("wit/transform.wit", WIT.as_bytes())];
+    let wit: [(&str, &[u8]); 2] = [
+        ("wit/transform.wit", WIT.as_bytes()),
+        ("wit/aggregator.wit", AGGREGATOR_WIT.as_bytes()),
+    ];
     for (name, contents) in files.iter().chain(&wit) {
         let path = stage.join(name);
         // Unchanged files keep their modification time, so make-like tools do not rebuild.

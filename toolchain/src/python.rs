@@ -14,7 +14,20 @@ const SDK: &str = include_str!("../../sdk/python/skewless_sdk.py");
 /// The componentize-py release the SDK is tested with.
 pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
 
+/// The entry file of a user-defined aggregation function in Python.
+pub(super) const AGGREGATOR_ENTRY: &str = "aggregator.py";
+
 pub(super) fn build(dir: &Path, quiet: bool) -> Result<PathBuf, BuildError> {
+    componentize(dir, WORLD, "transform", quiet)
+}
+
+/// An aggregator (`aggregator.py`, world `aggregator-component`).
+pub(super) fn build_aggregator(dir: &Path, quiet: bool) -> Result<PathBuf, BuildError> {
+    componentize(dir, "aggregator-component", "aggregator", quiet)
+}
+
+/// componentize-py over the app module `module` for `world`.
+fn componentize(dir: &Path, world: &str, module: &str, quiet: bool) -> Result<PathBuf, BuildError> {
     let stage = stage_sdk(dir, &[("skewless_sdk.py", SDK.as_bytes())])?;
     let out = component_path(dir);
     let mut command = Command::new("componentize-py");
@@ -22,12 +35,12 @@ pub(super) fn build(dir: &Path, quiet: bool) -> Result<PathBuf, BuildError> {
         .current_dir(dir)
         .arg("-d")
         .arg(stage.join("wit"))
-        .args(["-w", WORLD]);
+        .args(["-w", world]);
     if quiet {
         command.arg("--quiet");
     }
     command
-        .args(["componentize", "transform", "-p"])
+        .args(["componentize", module, "-p"])
         .arg(dir)
         .arg("-p")
         .arg(&stage)

@@ -3,32 +3,75 @@
 //! the tile definitions the writer uses. The server, `dataset`, `get --at`
 //! and `verify` evaluate through [`evaluate`]; backfill and push build
 //! tiles through [`fold_events`] and [`merge_tiles`], the same updates.
+//!
+//! Built-in states are folded here event by event. A user-defined
+//! function's states ([`StateKind::User`]) are folded in the same order but
+//! in batches, one guest call per step ([`crate::Aggregator`]): a tile's
+//! events in one `update`, a tile's children in one `merge`, and for a
+//! read, one `update` for the raw events at both ends of every window, one
+//! `merge` along every window's parts and one `finalize`. A part with no
+//! event (the empty state) is skipped, which the function's laws, checked
+//! at `apply`, make exact.
 
 use std::collections::BTreeMap;
 
 use crate::codec::row::Value;
+use crate::error::TransformError;
 
-use super::function::State;
+use super::function::{State, StateKind};
 use super::layout::Event;
-use super::plan::Plan;
-use super::window::{LADDER, Part, TOP, decompose};
+use super::plan::{Finalize, Plan};
+use super::window::{LADDER, Part, TOP, Window, decompose};
 
 /// The tile of `events` (in event order): each slot updated once per event.
-pub fn fold_events(plan: &Plan, events: &[Event]) -> Vec<State> {
+pub fn fold_events(plan: &Plan, events: &[Event]) -> Result<Vec<State>, TransformError> {
     let mut tile: Vec<State> = plan.slots.iter().map(|s| s.kind.empty()).collect();
     for event in events {
         update(plan, &mut tile, event, None);
     }
-    tile
+    for (i, slot) in plan.slots.iter().enumerate() {
+        let (StateKind::User(user), Some(at)) = (slot.kind, slot.input) else {
+            continue;
+        };
+        let inputs: Vec<&Value> = events.iter().map(|e| &e.values[at]).filter(|v| !v.is_null()).collect();
+        if !inputs.is_empty() {
+            let state = plan.users[user].update(&[Vec::new()], &vec![0; inputs.len()], &inputs)?;
+            tile[i] = State::Bytes(state.into_iter().next().unwrap_or_default());
+        }
+    }
+    Ok(tile)
 }
 
 /// The tile of consecutive tiles (in time order): merged left to right.
-pub fn merge_tiles<'a>(plan: &Plan, tiles: impl Iterator<Item = &'a [State]>) -> Vec<State> {
+pub fn merge_tiles<'a>(plan: &Plan, tiles: impl Iterator<Item = &'a [State]>) -> Result<Vec<State>, TransformError> {
+    let tiles: Vec<&[State]> = tiles.collect();
     let mut tile: Vec<State> = plan.slots.iter().map(|s| s.kind.empty()).collect();
-    for t in tiles {
+    for t in &tiles {
         merge(plan, &mut tile, t, None);
     }
-    tile
+    for (i, slot) in plan.slots.iter().enumerate() {
+        let StateKind::User(user) = slot.kind else {
+            continue;
+        };
+        let parts: Vec<&[u8]> = tiles.iter().map(|t| user_state(&t[i])).filter(|b| !b.is_empty()).collect();
+        tile[i] = State::Bytes(match parts.as_slice() {
+            [] => Vec::new(),
+            [one] => one.to_vec(),
+            _ => {
+                let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
+                let merged = plan.users[user].merge(&[Vec::new()], &vec![0; parts.len()], &parts)?;
+                merged.into_iter().next().unwrap_or_default()
+            }
+        });
+    }
+    Ok(tile)
+}
+
+fn user_state(state: &State) -> &[u8] {
+    match state {
+        State::Bytes(bytes) => bytes,
+        other => unreachable!("a user slot holds bytes, not {other:?}"),
+    }
 }
 
 /// Whether a tile holds no event (then it is not stored).
@@ -113,7 +156,7 @@ fn coalesce(mut ranges: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
 }
 
 /// The value of every feature of `plan` at `t`, in feature order.
-pub fn evaluate(plan: &Plan, data: &EntityData, t: i64) -> Vec<Value> {
+pub fn evaluate(plan: &Plan, data: &EntityData, t: i64) -> Result<Vec<Value>, TransformError> {
     let mut values = vec![Value::Null; plan.features.len()];
     let mut acc: Vec<State> = plan.slots.iter().map(|s| s.kind.empty()).collect();
     let mut used = vec![false; plan.slots.len()];
@@ -149,10 +192,119 @@ pub fn evaluate(plan: &Plan, data: &EntityData, t: i64) -> Vec<Value> {
             }
         }
         for (i, f) in plan.features.iter().enumerate() {
-            if f.window == *window {
-                values[i] = f.function.finalize(&acc[f.slot]);
+            if f.window == *window
+                && let Some(value) = plan.finalize_builtin(i, &acc[f.slot])
+            {
+                values[i] = value;
             }
         }
     }
-    values
+    for (slot, spec) in plan.slots.iter().enumerate() {
+        if let (StateKind::User(user), Some(input)) = (spec.kind, spec.input) {
+            evaluate_user(plan, data, t, slot, user, input, &mut values)?;
+        }
+    }
+    Ok(values)
+}
+
+/// A part of a window for a user function: raw events (by group of the
+/// `update` call) or a stored state.
+enum UserPart<'a> {
+    Events(u32),
+    State(&'a [u8]),
+}
+
+/// The features of user slot `slot` at `t`, in three guest calls: one
+/// `update` (group `g` is the `g`-th run of raw events, at either end of a
+/// window), one `merge` along each window's parts in order (group `w` is
+/// window `w`; a window of one part takes it as it is), one `finalize`.
+fn evaluate_user(
+    plan: &Plan,
+    data: &EntityData,
+    t: i64,
+    slot: usize,
+    user: usize,
+    input: usize,
+    values: &mut [Value],
+) -> Result<(), TransformError> {
+    let aggregator = &plan.users[user];
+    let windows: Vec<Window> = plan
+        .windows
+        .iter()
+        .copied()
+        .filter(|w| plan.features.iter().any(|f| f.slot == slot && f.window == *w))
+        .collect();
+    let mut groups: Vec<u32> = Vec::new();
+    let mut inputs: Vec<&Value> = Vec::new();
+    let mut runs = 0u32;
+    let mut sequences: Vec<Vec<UserPart<'_>>> = Vec::with_capacity(windows.len());
+    for window in &windows {
+        let mut parts = Vec::new();
+        for part in decompose(window.start(t), t) {
+            match part {
+                Part::Events { hour, from, to } => {
+                    let before = inputs.len();
+                    for event in data.events.get(&hour).into_iter().flatten() {
+                        let value = &event.values[input];
+                        if event.time >= from && event.time < to && !value.is_null() {
+                            inputs.push(value);
+                            groups.push(runs);
+                        }
+                    }
+                    if inputs.len() > before {
+                        parts.push(UserPart::Events(runs));
+                        runs += 1;
+                    }
+                }
+                Part::Tile { level, bucket } => {
+                    if let Some(tile) = data.tiles[level as usize].get(&bucket) {
+                        parts.push(UserPart::State(user_state(&tile[slot])));
+                    }
+                }
+                Part::TopTilesBefore { before } => {
+                    for tile in data.tiles[TOP as usize].range(..before).map(|(_, t)| t) {
+                        parts.push(UserPart::State(user_state(&tile[slot])));
+                    }
+                }
+            }
+        }
+        parts.retain(|p| !matches!(p, UserPart::State(s) if s.is_empty()));
+        sequences.push(parts);
+    }
+    let run_states = if inputs.is_empty() {
+        Vec::new()
+    } else {
+        aggregator.update(&vec![Vec::new(); runs as usize], &groups, &inputs)?
+    };
+    let bytes = |part: &UserPart<'_>| -> Vec<u8> {
+        match part {
+            UserPart::Events(run) => run_states[*run as usize].clone(),
+            UserPart::State(state) => state.to_vec(),
+        }
+    };
+    let mut states: Vec<Vec<u8>> = vec![Vec::new(); windows.len()];
+    let (mut merge_groups, mut merge_parts) = (Vec::new(), Vec::new());
+    for (w, parts) in sequences.iter().enumerate() {
+        match parts.as_slice() {
+            [] => {}
+            [one] => states[w] = bytes(one),
+            many => {
+                for part in many {
+                    merge_groups.push(w as u32);
+                    merge_parts.push(bytes(part));
+                }
+            }
+        }
+    }
+    if !merge_parts.is_empty() {
+        states = aggregator.merge(&states, &merge_groups, &merge_parts)?;
+    }
+    let finals = aggregator.finalize(&states)?;
+    for (i, feature) in plan.features.iter().enumerate() {
+        if feature.slot == slot && feature.finalize == Finalize::User(user) {
+            let w = windows.iter().position(|w| *w == feature.window).expect("collected above");
+            values[i] = finals[w].clone();
+        }
+    }
+    Ok(())
 }

@@ -185,6 +185,10 @@ pub enum StateKind {
     Moments,
     /// A HyperLogLog sketch.
     Distinct,
+    /// The opaque state of a user-defined function ([`crate::Aggregator`]),
+    /// by index into [`super::Plan::users`]. Folded in batches by
+    /// [`super::fold`], not event by event here.
+    User(usize),
 }
 
 /// An event's place in the deterministic order: (event time, event id).
@@ -224,6 +228,9 @@ pub enum State {
     },
     /// [`StateKind::Distinct`].
     Distinct(Hll),
+    /// [`StateKind::User`]: bytes only the function reads; empty when no
+    /// event is in it.
+    Bytes(Vec<u8>),
 }
 
 impl StateKind {
@@ -241,11 +248,13 @@ impl StateKind {
                 m2: 0.0,
             },
             StateKind::Distinct => State::Distinct(Hll::default()),
+            StateKind::User(_) => State::Bytes(Vec::new()),
         }
     }
 
     /// Adds one event's input (`None`: the function has no input, as
-    /// `count`). Null inputs are skipped.
+    /// `count`). Null inputs are skipped. User states are left alone: the
+    /// fold updates them a tile at a time, in one guest call.
     pub fn update(self, state: &mut State, order: EventOrder, input: Option<&Value>) {
         let value = match input {
             None => {
@@ -278,11 +287,13 @@ impl StateKind {
                 *m2 += delta * (x - *mean);
             }
             State::Distinct(h) => h.add(value),
+            State::Bytes(_) => {}
         }
     }
 
     /// Merges `later` (the state of events that all follow `state`'s in the
     /// fold) into `state`. The empty state changes nothing, on either side.
+    /// User states are left alone (merged in batches by the fold).
     pub fn merge(self, state: &mut State, later: &State) {
         match (state, later) {
             (State::Count(a), State::Count(b)) => *a += b,
@@ -351,6 +362,7 @@ impl StateKind {
                 *n = total;
             }
             (State::Distinct(a), State::Distinct(b)) => a.merge(b),
+            (State::Bytes(_), State::Bytes(_)) => {}
             (_, State::Extreme(None) | State::Edge(None)) => {}
             (a, b) => unreachable!("merging states of different kinds: {a:?} and {b:?}"),
         }

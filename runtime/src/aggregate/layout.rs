@@ -175,6 +175,10 @@ fn write_state(out: &mut Vec<u8>, state: &State) {
             }
         }
         State::Distinct(h) => h.encode(out),
+        State::Bytes(bytes) => {
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
+        }
     }
 }
 
@@ -225,5 +229,9 @@ fn read_state(rest: &mut &[u8], kind: StateKind, input: Option<FeatureType>) -> 
             })
         }
         StateKind::Distinct => State::Distinct(Hll::decode(rest).ok_or(CorruptRow("truncated sketch"))?),
+        StateKind::User(_) => {
+            let len = u32::from_le_bytes(take(rest, 4)?.try_into().expect("4 bytes"));
+            State::Bytes(take(rest, len as usize)?.to_vec())
+        }
     })
 }

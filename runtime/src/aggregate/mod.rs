@@ -24,5 +24,5 @@ pub mod window;
 pub use events::{IdMode, PendingEvents, event_id};
 pub use function::Function;
 pub use hash::stable_hash;
-pub use plan::{AggregationSpec, Plan};
+pub use plan::{AggregateFunction, AggregationSpec, Plan};
 pub use window::Window;

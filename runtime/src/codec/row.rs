@@ -213,6 +213,13 @@ pub enum Value {
     Timestamp(i64),
 }
 
+impl Value {
+    /// Whether this is [`Value::Null`].
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+}
+
 /// Decodes a row's values in schema order.
 pub fn decode_values(row: &[u8], schema: &[FieldSpec]) -> Result<Vec<Value>, CorruptRow> {
     let mut rest = row;

@@ -340,8 +340,8 @@ fn check_offsets(column: &str, offsets: &[i32], bytes: usize) -> Result<(), Conv
 
 /// The owned WIT batch a guest would receive for `batch`: what lowering
 /// into guest memory and lifting back out gives, without a guest: the codec
-/// round-trip test lifts it with [`from_wit`].
-#[cfg(test)]
+/// round-trip test lifts it with [`from_wit`]; an aggregator call (whose
+/// typed bindings take an owned batch) sends it.
 pub(crate) fn owned(batch: BatchRef<'_>) -> wit::Batch {
     wit::Batch {
         num_rows: batch.num_rows,

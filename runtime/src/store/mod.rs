@@ -95,6 +95,10 @@ pub enum StoreError {
         /// The version the file records.
         found: u64,
     },
+    /// A user-defined aggregation function failed while tiles were being
+    /// built; nothing of the write was committed.
+    #[error("{0}")]
+    Aggregator(Box<crate::TransformError>),
     /// The folder for the store could not be created.
     #[error("cannot create {}: {error}", path.display())]
     Io {
@@ -103,6 +107,11 @@ pub enum StoreError {
         /// I/O error.
         error: std::io::Error,
     },
+}
+
+/// A user function's failure, as a store error.
+fn aggregator(error: crate::TransformError) -> StoreError {
+    StoreError::Aggregator(Box::new(error))
 }
 
 /// A stored row, decoded.
@@ -515,7 +524,8 @@ impl Store {
         let finish = |entity: &[u8],
                       stored: &mut Vec<BTreeMap<i64, Vec<u8>>>,
                       hours: &mut BTreeMap<i64, Vec<State>>,
-                      check: &mut AggregateCheck| {
+                      check: &mut AggregateCheck|
+         -> Result<(), StoreError> {
             let mut below = std::mem::take(hours);
             for level in 1..LADDER.len() {
                 let ratio = LADDER[level] / LADDER[level - 1];
@@ -525,7 +535,7 @@ impl Store {
                 }
                 let mut expected: BTreeMap<i64, Vec<State>> = BTreeMap::new();
                 for (bucket, children) in grouped {
-                    let tile = fold::merge_tiles(plan, children.iter().map(Vec::as_slice));
+                    let tile = fold::merge_tiles(plan, children.iter().map(Vec::as_slice)).map_err(aggregator)?;
                     if !fold::is_empty(plan, &tile) {
                         expected.insert(bucket, tile);
                     }
@@ -551,6 +561,7 @@ impl Store {
                 stored[level].clear();
                 below = expected;
             }
+            Ok(())
         };
         let range = table.range(&prefix[..]..).map_err(|e| self.fail(e))?;
         for item in range {
@@ -565,7 +576,7 @@ impl Store {
             };
             if entity.as_deref() != Some(this) {
                 if let Some(done) = &entity {
-                    finish(done, &mut stored, &mut hours, &mut check);
+                    finish(done, &mut stored, &mut hours, &mut check)?;
                 }
                 entity = Some(this.to_vec());
                 check.entities.push(this.to_vec());
@@ -575,7 +586,7 @@ impl Store {
             }
             if level == 0 {
                 let events = agg::hour_events(value.value(), &plan.inputs).map_err(corrupt)?;
-                let tile = fold::fold_events(plan, &events);
+                let tile = fold::fold_events(plan, &events).map_err(aggregator)?;
                 let mut bytes = Vec::new();
                 agg::write_tile(&mut bytes, plan, &tile);
                 check.tiles += 1;
@@ -593,7 +604,7 @@ impl Store {
             }
         }
         if let Some(done) = &entity {
-            finish(done, &mut stored, &mut hours, &mut check);
+            finish(done, &mut stored, &mut hours, &mut check)?;
         }
         Ok(check)
     }
@@ -828,7 +839,7 @@ impl Store {
                         merged.insert(at, event);
                     }
                 }
-                let tile = fold::fold_events(&plan, &merged);
+                let tile = fold::fold_events(&plan, &merged).map_err(aggregator)?;
                 agg::write_hour(&mut entry, &plan, &tile, &merged);
                 table
                     .insert(key.as_slice(), entry.as_slice())
@@ -871,7 +882,8 @@ impl Store {
                         children
                             .iter()
                             .map(|b| rebuilt.get(b).or_else(|| stored.get(b)).expect("read above").as_slice()),
-                    );
+                    )
+                    .map_err(aggregator)?;
                     let key = agg::key(view.id, entity, level as u8, parent);
                     if fold::is_empty(&plan, &tile) {
                         table.remove(key.as_slice()).map_err(|e| self.fail(e))?;

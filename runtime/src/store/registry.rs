@@ -178,7 +178,7 @@ impl fmt::Display for ViewRecord {
                         f,
                         "  aggregation: {} = {}({input}) over {}",
                         a.name,
-                        a.function.name(),
+                        a.function,
                         a.window
                     )?;
                 }

@@ -1,0 +1,292 @@
+//! A user-defined aggregation function: a component that exports
+//! `skewless:transform/aggregator` (`wit/aggregator.wit`), loaded by
+//! [`crate::Runtime::load_aggregator`] with the same engine, sandbox, limits
+//! and compile cache as a transform.
+//!
+//! The fold ([`crate::aggregate::fold`]) calls it in three vectorized steps,
+//! each on a fresh instance (so a value cannot depend on the calls before
+//! it): [`Aggregator::update`] folds events into states, [`Aggregator::merge`]
+//! folds later states into states, and [`Aggregator::finalize`] turns states
+//! into feature values. The empty byte string is the state of no events.
+//! [`Aggregator::check_laws`] is what `apply` runs on sample inputs before
+//! it accepts the function.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use wasmtime::Store;
+
+use crate::codec::row::{Value, ValueBuilder};
+use crate::codec::wit as columns;
+use crate::digest::Digest;
+use crate::error::{LoadError, TransformError, TransformErrorKind};
+use crate::limits::{Limits, MAX_AGGREGATOR_STATE_BYTES, ticks};
+use crate::sandbox::HostState;
+use crate::transform::{cap_message, classify_trap};
+use crate::types::{FeatureType, FieldSpec};
+
+use crate::wit;
+
+/// What an aggregator says about itself (its `describe`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregatorDescription {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// The type of the one input column (named by the view's `input`).
+    pub input: FieldSpec,
+    /// The feature's type.
+    pub output: FieldSpec,
+}
+
+/// A loaded user-defined aggregation function.
+pub struct Aggregator {
+    /// The view and feature it computes, for messages.
+    label: String,
+    path: PathBuf,
+    digest: Digest,
+    description: AggregatorDescription,
+    pre: wit::AggregatorComponentPre<HostState>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Aggregator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Aggregator")
+            .field("path", &self.path)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Two loads of the same bytes compute the same function.
+impl PartialEq for Aggregator {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+    }
+}
+
+type Guest = wit::aggregator::exports::skewless::transform::aggregator::Guest;
+
+impl Aggregator {
+    pub(crate) fn new(
+        label: &str,
+        path: &Path,
+        digest: Digest,
+        pre: wit::AggregatorComponentPre<HostState>,
+        limits: Limits,
+    ) -> Result<Aggregator, LoadError> {
+        let describe_error = |message: String| LoadError::Describe {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut store = new_store(&pre, &limits, limits.timeout());
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|e| describe_error(format!("{e:#}")))?;
+        let raw = instance
+            .skewless_transform_aggregator()
+            .call_describe(&mut store)
+            .map_err(|e| describe_error(format!("{e:#}")))?;
+        let field = crate::transform::field_spec;
+        let description = AggregatorDescription {
+            name: raw.name,
+            version: raw.version,
+            input: field(raw.input),
+            output: field(raw.output),
+        };
+        if description.input.data_type == FeatureType::Bool {
+            return Err(describe_error("an aggregator input cannot be boolean".into()));
+        }
+        Ok(Aggregator {
+            label: label.to_string(),
+            path: path.to_path_buf(),
+            digest,
+            description,
+            pre,
+            limits,
+        })
+    }
+
+    /// The component's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The digest of the component's bytes.
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    /// What `describe` returned.
+    pub fn description(&self) -> &AggregatorDescription {
+        &self.description
+    }
+
+    /// Folds `inputs[i]` (not null) into `states[groups[i]]`, in order.
+    pub fn update(&self, states: &[Vec<u8>], groups: &[u32], inputs: &[&Value]) -> Result<Vec<Vec<u8>>, TransformError> {
+        let field = &self.description.input;
+        let mut builder = ValueBuilder::new(field.data_type, inputs.len());
+        for value in inputs {
+            builder.push((*value).clone());
+        }
+        let batch = RecordBatch::try_new(
+            crate::types::arrow_schema(std::slice::from_ref(field)),
+            vec![builder.finish()],
+        )
+        .map_err(|e| self.error(TransformErrorKind::Failed(format!("cannot build the input batch: {e}"))))?;
+        let batch = columns::with_wit_batch(&batch, std::slice::from_ref(field), columns::owned)
+            .map_err(|e| self.error(TransformErrorKind::Input(e)))?;
+        let out = self.call(|guest, store| guest.call_update(store, states, groups, &batch))?;
+        self.check_states(out, states.len())
+    }
+
+    /// Folds `parts[i]` into `states[groups[i]]`, in order.
+    pub fn merge(&self, states: &[Vec<u8>], groups: &[u32], parts: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, TransformError> {
+        let out = self.call(|guest, store| guest.call_merge(store, states, groups, parts))?;
+        self.check_states(out, states.len())
+    }
+
+    /// The feature value of each state.
+    pub fn finalize(&self, states: &[Vec<u8>]) -> Result<Vec<Value>, TransformError> {
+        let column = self.call(|guest, store| guest.call_finalize(store, states))?;
+        let output = &self.description.output;
+        let array = columns::column_from_wit(column, output, states.len())
+            .map_err(|e| self.error(TransformErrorKind::Output(e)))?;
+        let rows = crate::codec::row::decode_columns(&[array], std::slice::from_ref(output))
+            .map_err(|e| self.error(TransformErrorKind::States(e.to_string())))?;
+        Ok(rows.into_iter().map(|mut row| row.swap_remove(0)).collect())
+    }
+
+    /// One guest call on a fresh instance, under the view's time and memory limits.
+    fn call<R>(
+        &self,
+        f: impl FnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
+    ) -> Result<R, TransformError> {
+        let timeout = self.limits.timeout();
+        let mut store = new_store(&self.pre, &self.limits, timeout);
+        let instance = match self.pre.instantiate(&mut store) {
+            Ok(instance) => instance,
+            Err(e) => return Err(self.error(classify_trap(e, &store, &self.limits, timeout))),
+        };
+        match f(instance.skewless_transform_aggregator(), &mut store) {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(message)) => Err(self.error(TransformErrorKind::Failed(cap_message(message)))),
+            Err(e) => Err(self.error(classify_trap(e, &store, &self.limits, timeout))),
+        }
+    }
+
+    /// One state per group, none past [`MAX_AGGREGATOR_STATE_BYTES`].
+    fn check_states(&self, states: Vec<Vec<u8>>, groups: usize) -> Result<Vec<Vec<u8>>, TransformError> {
+        if states.len() != groups {
+            return Err(self.error(TransformErrorKind::States(format!(
+                "{} states for {groups} groups",
+                states.len()
+            ))));
+        }
+        if let Some(big) = states.iter().find(|s| s.len() > MAX_AGGREGATOR_STATE_BYTES) {
+            return Err(self.error(TransformErrorKind::States(format!(
+                "a state of {} bytes, past the limit of {MAX_AGGREGATOR_STATE_BYTES} bytes: keep a bounded sketch, \
+                 not the events",
+                big.len()
+            ))));
+        }
+        Ok(states)
+    }
+
+    fn error(&self, kind: TransformErrorKind) -> TransformError {
+        TransformError {
+            view: self.label.clone(),
+            kind,
+        }
+    }
+
+    /// Checks the laws the fold relies on over `inputs` (non-null sample
+    /// values in event order): merging with the empty state changes nothing
+    /// on either side, and for each split point `k` in `splits`, updating
+    /// `inputs[..k]` and `inputs[k..]` separately and merging gives the same
+    /// bytes as updating all of them at once. The first law broken is
+    /// returned with both values.
+    pub fn check_laws(&self, inputs: &[Value], splits: &[usize]) -> Result<(), LawError> {
+        let refs: Vec<&Value> = inputs.iter().filter(|v| !v.is_null()).collect();
+        let whole = self.fold(&refs)?;
+        let empty: Vec<u8> = Vec::new();
+        let merged = self.merge(&[empty.clone(), whole.clone()], &[0, 1], &[whole.clone(), empty])?;
+        for (side, state) in ["empty.merge(state)", "state.merge(empty)"].iter().zip(&merged) {
+            if *state != whole {
+                return Err(self.broken(format!("{side} differs from state"), None, &whole, state)?);
+            }
+        }
+        for &k in splits.iter().filter(|&&k| k > 0 && k < refs.len()) {
+            let left = self.fold(&refs[..k])?;
+            let right = self.fold(&refs[k..])?;
+            let split = self.merge(&[left], &[0], &[right])?.remove(0);
+            if split != whole {
+                return Err(self.broken(
+                    "updating in two parts and merging differs from updating at once".into(),
+                    Some(k),
+                    &whole,
+                    &split,
+                )?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The state of `inputs`, from the empty state.
+    fn fold(&self, inputs: &[&Value]) -> Result<Vec<u8>, TransformError> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.update(&[Vec::new()], &vec![0; inputs.len()], inputs)?.remove(0))
+    }
+
+    fn broken(&self, law: String, row: Option<usize>, expected: &[u8], got: &[u8]) -> Result<LawError, TransformError> {
+        let values = self.finalize(&[expected.to_vec(), got.to_vec()])?;
+        Ok(LawError::Broken {
+            law,
+            row,
+            expected: describe_state(expected, &values[0]),
+            got: describe_state(got, &values[1]),
+        })
+    }
+}
+
+/// A state for a message: its finalized value and its size.
+fn describe_state(state: &[u8], value: &Value) -> String {
+    format!("{value:?} (state of {} bytes)", state.len())
+}
+
+/// Why an aggregator was refused by [`Aggregator::check_laws`].
+#[derive(Debug, thiserror::Error)]
+pub enum LawError {
+    /// A call failed.
+    #[error(transparent)]
+    Call(#[from] TransformError),
+    /// A law does not hold.
+    #[error(
+        "{law}{}: expected {expected}, got {got}. The fold merges tiles in a fixed order, so an aggregator must give \
+         the same bytes however events are split",
+        row.map(|r| format!(" (split before sample row {r})")).unwrap_or_default()
+    )]
+    Broken {
+        /// The law.
+        law: String,
+        /// The split point, for the split law.
+        row: Option<usize>,
+        /// The value (and state size) it should have been.
+        expected: String,
+        /// The value it was.
+        got: String,
+    },
+}
+
+/// A store for one call, its deadline `timeout` from now.
+fn new_store(pre: &wit::AggregatorComponentPre<HostState>, limits: &Limits, timeout: Duration) -> Store<HostState> {
+    let mut store = Store::new(pre.instance_pre().component().engine(), HostState::new(limits));
+    store.limiter(|state| &mut state.limiter);
+    store.set_epoch_deadline(ticks(timeout));
+    store
+}
