@@ -8,7 +8,9 @@
 //!   Parquet files, as ours does);
 //! - online: 1 card x 12 features over HTTP at 1, 4 and 16 connections;
 //! - a push of 1 event, and a read right after it;
-//! - store size per million events.
+//! - store size per million events;
+//! - a user-defined function (the `approx_median` component, 2 windows):
+//!   backfill and `dataset`, next to the built-ins.
 //!
 //! Run: cargo bench --bench aggregations   (needs `pip install duckdb`;
 //! BENCH_EVENTS=1000000, BENCH_SPINE_ROWS=100000, BENCH_RUNS=3, BENCH_SECS=3)
@@ -197,6 +199,29 @@ fn main() {
             );
         }
     }
+
+    // A user-defined function (the approx_median component, 2 windows):
+    // what the Wasm calls cost next to the built-ins above.
+    let started = Instant::now();
+    repo.ok(&["backfill", "--view", "card_amount_median"]);
+    let user_backfill = started.elapsed();
+    let started = Instant::now();
+    repo.ok(&[
+        "dataset",
+        "--spine",
+        spine_path.to_str().unwrap(),
+        "--features",
+        "card_amount_median",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let user_dataset = started.elapsed();
+    println!(
+        "user-defined approx_median (Wasm), 2 windows: backfill {events} events {:.2} s ({:.0} events/s); dataset {spine_rows} rows {:.2} s",
+        user_backfill.as_secs_f64(),
+        events as f64 / user_backfill.as_secs_f64(),
+        user_dataset.as_secs_f64()
+    );
 
     // Online and push, through a real socket.
     let server = repo.serve(&[]);

@@ -433,6 +433,8 @@ fn any_arrival_order_gives_the_same_bits_and_the_server_answers_as_dataset() {
     let backfilled = activity_repo(&events);
     backfilled.ok(&["apply"]);
     backfilled.ok(&["backfill", "--view", "card_activity"]);
+    // The user-defined function (a Wasm component) too.
+    backfilled.ok(&["backfill", "--view", "card_amount_median"]);
 
     // The same events pushed in shuffled order, in batches of 1 to 50 rows
     // (so later batches hold late events).
@@ -473,7 +475,7 @@ fn any_arrival_order_gives_the_same_bits_and_the_server_answers_as_dataset() {
         let (status, answer) = server.post(
             "/get-online-features",
             &format!(
-                r#"{{"features": ["card_activity", "amount_vs_usual"], "entities": {{"card_id": ["{card}"], "amount": [250.0]}}}}"#
+                r#"{{"features": ["card_activity", "amount_vs_usual", "card_amount_median"], "entities": {{"card_id": ["{card}"], "amount": [250.0]}}}}"#
             ),
         );
         assert_eq!(status, 200, "{answer}");
@@ -502,9 +504,15 @@ fn any_arrival_order_gives_the_same_bits_and_the_server_answers_as_dataset() {
 
     let spine_cards: Vec<String> = cards.iter().map(|c| c.to_string()).collect();
     let amounts = Some(vec![250.0; cards.len()]);
-    let train = dataset(&pushed, "card_activity,amount_vs_usual", &spine_cards, &nows, amounts);
+    let train = dataset(
+        &pushed,
+        "card_activity,amount_vs_usual,card_amount_median",
+        &spine_cards,
+        &nows,
+        amounts,
+    );
     for (row, values) in online.iter().enumerate() {
-        assert_eq!(values.len(), 14);
+        assert_eq!(values.len(), 16);
         for (name, value) in values {
             let column = train.column_by_name(name).unwrap();
             let offline = skewless_runtime::codec::json::value_json(column.as_ref(), row);
@@ -517,6 +525,39 @@ fn any_arrival_order_gives_the_same_bits_and_the_server_answers_as_dataset() {
         "{:?}",
         online[0]
     );
+    // The user function's median is within its sketch's 1/64 of the exact
+    // lower median of the window's amounts.
+    let (cards_col, times_col, amount_col) = (
+        events.column_by_name("card_id").unwrap().as_string::<i32>(),
+        events
+            .column_by_name("event_timestamp")
+            .unwrap()
+            .as_primitive::<TimestampMicrosecondType>(),
+        events.column_by_name("amount").unwrap().as_primitive::<Float64Type>(),
+    );
+    for (row, card) in cards.iter().enumerate() {
+        for (feature, window) in [("amount_median_1d", DAY), ("amount_median_7d", 7 * DAY)] {
+            let t = nows[row];
+            let mut inside: Vec<f64> = (0..events.num_rows())
+                .filter(|&e| cards_col.value(e) == *card && amount_col.is_valid(e))
+                .filter(|&e| times_col.value(e) < t && times_col.value(e) >= t - window)
+                .map(|e| amount_col.value(e))
+                .collect();
+            inside.sort_by(f64::total_cmp);
+            let got = online[row].iter().find(|(n, _)| n == feature).unwrap().1.as_f64();
+            match inside.get(inside.len().wrapping_sub(1) / 2) {
+                None => assert_eq!(got, None, "{feature} of {card}"),
+                Some(&exact) => {
+                    let got = got.unwrap();
+                    assert!(
+                        (got - exact).abs() <= exact.abs() / 64.0,
+                        "{feature} of {card}: {got} vs {exact}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(online[0].iter().any(|(n, v)| n == "amount_median_7d" && v.is_f64()));
     // And `verify` agrees, in both stores.
     backfilled.ok(&["verify", "--seed", "1"]);
     pushed.ok(&["verify", "--seed", "2"]);
@@ -696,4 +737,58 @@ fn an_event_id_column_makes_retried_pushes_idempotent() {
     let bad = config.replace("txn_id = \"utf8\"", "txn_id = \"float64\"");
     let error = TempRepo::from_config(&bad).fails(&["apply"]);
     assert!(error.contains("event_id_column `txn_id` is float64"), "{error}");
+}
+
+#[test]
+fn apply_refuses_a_user_aggregation_that_breaks_the_fold_laws_or_its_input_type() {
+    let events = samples::card_transactions(20, 500, 5, FIXED_END, 3);
+    let repo = activity_repo(&events);
+    let base = std::fs::read_to_string(repo.path().join("skewless.toml")).unwrap();
+    let with_view = |function: &std::path::Path, input: &str| {
+        let config = format!(
+            "{base}\n[views.card_custom]\nkind = \"aggregation\"\nentities = [\"card\"]\nsource = \"transactions\"\n\
+             aggregations = [\n  {{ name = \"custom_1d\", function = \"{}\", input = \"{input}\", window = \"1d\" }},\n]\n",
+            function.display()
+        );
+        std::fs::write(repo.path().join("skewless.toml"), &config).unwrap();
+        config.lines().count() - 1
+    };
+
+    // A mean whose merge averages the two means: updating at once and in
+    // two parts disagree, so the fold's fixed tile order would show.
+    with_view(&common::test_components().join("split_sensitive.wasm"), "amount");
+    let refused = repo.fails(&["apply"]);
+    for needed in [
+        "card_custom",
+        "custom_1d",
+        "split_sensitive.wasm",
+        "is refused",
+        "in two parts",
+        "expected Float64(",
+    ] {
+        assert!(refused.contains(needed), "`{needed}` missing from: {refused}");
+    }
+    assert!(
+        !skewless_runtime::Store::open_existing(&repo.store())
+            .map(|s| s.registry().unwrap().views.contains_key("card_custom"))
+            .unwrap_or(false),
+        "a refused view must not reach the registry"
+    );
+
+    // The approx_median example takes float64: a utf8 input is named, with its line.
+    let line = with_view(&common::example_components().join("approx_median.wasm"), "merchant");
+    let wrong = repo.fails(&["apply"]);
+    for needed in [
+        format!("skewless.toml:{line}"),
+        "views.card_custom.aggregations.custom_1d".to_string(),
+        "takes float64 inputs, not utf8".to_string(),
+    ] {
+        assert!(wrong.contains(&needed), "`{needed}` missing from: {wrong}");
+    }
+
+    // The example itself is accepted, and its values verify.
+    with_view(&common::example_components().join("approx_median.wasm"), "amount");
+    repo.ok(&["apply"]);
+    repo.ok(&["backfill", "--view", "card_custom"]);
+    repo.ok(&["verify", "--seed", "5"]);
 }

@@ -565,3 +565,48 @@ fn a_bug_in_a_python_js_or_c_transform_fails_the_batch_with_what_and_where() {
         );
     }
 }
+
+#[test]
+fn a_python_aggregator_gives_the_rust_bits_and_keeps_the_fold_laws() {
+    use skewless_runtime::Determinism;
+    use skewless_runtime::codec::row::Value;
+    let runtime = runtime();
+    let load = |path: &std::path::Path| {
+        runtime
+            .load_aggregator("approx_median", path, Limits::default(), Determinism::Default)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let rust = load(&example_components().join("approx_median.wasm"));
+    let python = load(&language_example("python", "approx_median"));
+    assert_eq!(rust.description(), python.description());
+
+    // Edge-case amounts (NaN, infinities, subnormals, negative zero...) in 97 groups.
+    let mut random = split_mix(21);
+    let values: Vec<Value> = (0..ROWS)
+        .filter_map(|row| amount(row, &mut random))
+        .map(Value::Float64)
+        .collect();
+    let groups: Vec<u32> = (0..values.len()).map(|_| random(97) as u32).collect();
+    let inputs: Vec<&Value> = values.iter().collect();
+    let finals = |aggregator: &skewless_runtime::Aggregator| -> Vec<Option<u64>> {
+        let states = aggregator.update(&vec![Vec::new(); 97], &groups, &inputs).unwrap();
+        let parts: Vec<Vec<u8>> = states.clone();
+        // Each state merged into the next group's: a merge path too.
+        let merged = aggregator
+            .merge(&states, &(0..97).map(|g| (g + 1) % 97).collect::<Vec<u32>>(), &parts)
+            .unwrap();
+        [states, merged]
+            .iter()
+            .flat_map(|s| aggregator.finalize(s).unwrap())
+            .map(|v| match v {
+                Value::Float64(f) => Some(f.to_bits()),
+                Value::Null => None,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let expected = finals(&rust);
+    assert!(expected.iter().filter(|v| v.is_some()).count() >= 150);
+    assert_eq!(finals(&python), expected);
+    python.check_laws(&values[..2_000], &[1, 700, 1_999]).unwrap();
+}

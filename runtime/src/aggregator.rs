@@ -126,7 +126,12 @@ impl Aggregator {
     }
 
     /// Folds `inputs[i]` (not null) into `states[groups[i]]`, in order.
-    pub fn update(&self, states: &[Vec<u8>], groups: &[u32], inputs: &[&Value]) -> Result<Vec<Vec<u8>>, TransformError> {
+    pub fn update(
+        &self,
+        states: &[Vec<u8>],
+        groups: &[u32],
+        inputs: &[&Value],
+    ) -> Result<Vec<Vec<u8>>, TransformError> {
         let field = &self.description.input;
         let mut builder = ValueBuilder::new(field.data_type, inputs.len());
         for value in inputs {

@@ -25,12 +25,12 @@ use std::sync::OnceLock;
 use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
+use crate::aggregator::Aggregator;
 use crate::determinism::Determinism;
 use crate::digest::Digest;
 use crate::error::LoadError;
 use crate::limits::{EPOCH_TICK, Limits, MAX_CONCURRENT_CALLS, MAX_CORE_INSTANCES_PER_COMPONENT, MAX_TABLE_ELEMENTS};
 use crate::sandbox::{self, HostState};
-use crate::aggregator::Aggregator;
 use crate::transform::Transform;
 use crate::wit;
 

@@ -58,7 +58,9 @@ pub use engine::Runtime;
 pub use error::{ConversionError, LoadError, TransformError, TransformErrorKind};
 pub use file_format::FileFormat;
 pub use limits::{
-    EPOCH_TICK, Limits, MAX_AGGREGATOR_STATE_BYTES, MAX_CONCURRENT_CALLS, MAX_ERROR_MESSAGE_BYTES, MAX_ROW_ERROR_TEXT_PER_CALL};
+    EPOCH_TICK, Limits, MAX_AGGREGATOR_STATE_BYTES, MAX_CONCURRENT_CALLS, MAX_ERROR_MESSAGE_BYTES,
+    MAX_ROW_ERROR_TEXT_PER_CALL,
+};
 pub use materialize::MaterializeError;
 pub use repo::{Repo, RepoError};
 pub use store::{Store, StoreError, WriteTo};

@@ -27,10 +27,34 @@ or a column function (`@column_transform`) that takes one list per input and
 returns one list per output. Raise `RowError` to fail one row: its outputs
 become null, the host records the message, and the other rows go on. Any
 other exception fails the whole batch with its message.
+
+A user-defined aggregation function (`wit/aggregator.wit`, in an
+`aggregator.py`) is a class with a typed state: any JSON value (dicts, lists,
+numbers, strings), stored with sorted keys so that equal states are equal
+bytes::
+
+    from skewless_sdk import Float64, aggregator, export_aggregator
+
+    @aggregator(name="max_abs", version="1.0.0", input=Float64, output=Float64)
+    class MaxAbs:
+        def initial(self):                 # the state of no events
+            return None
+        def update(self, state, value):    # value is never None
+            return abs(value) if state is None else max(state, abs(value))
+        def merge(self, state, later):     # later's events come after state's
+            return later if state is None else state if later is None else max(state, later)
+        def finalize(self, state):         # the feature value, None for null
+            return state
+
+    Aggregator = export_aggregator(MaxAbs)  # what componentize-py exports
+
+`skewless apply` checks that merging with `initial()` changes nothing and
+that folding events at once or in two parts gives the same state.
 """
 
 from __future__ import annotations
 
+import json
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -49,6 +73,8 @@ __all__ = [
     "row_transform",
     "column_transform",
     "export",
+    "aggregator",
+    "export_aggregator",
 ]
 
 Boolean = wit.DataType.BOOLEAN
@@ -289,3 +315,91 @@ def export(transform: _Transform) -> type:
             return transform.run(input)
 
     return Transform
+
+
+class _Aggregator:
+    """A declared aggregation function; `export_aggregator` exports it."""
+
+    def __init__(self, impl: Any, name: str, version: str, input: wit.DataType, output: wit.DataType):
+        self.impl, self.name, self.version, self.input, self.output = impl, name, version, input, output
+
+    def _decode(self, state: bytes) -> Any:
+        return self.impl.initial() if len(state) == 0 else json.loads(bytes(state))
+
+    def _encode(self, state: Any) -> bytes:
+        return json.dumps(state, sort_keys=True, separators=(",", ":")).encode()
+
+    def _fold(self, states: list[bytes], groups: list[int], items: list[Any], step: Callable[[Any, Any], Any]) -> list[bytes]:
+        if len(groups) != len(items):
+            raise Err(f"{self.name}: {len(groups)} groups for {len(items)} items")
+        decoded: dict[int, Any] = {}
+        for group, item in zip(groups, items):
+            if group >= len(states):
+                raise Err(f"{self.name}: group {group} of {len(states)}")
+            state = decoded[group] if group in decoded else self._decode(states[group])
+            decoded[group] = step(state, item)
+        return [self._encode(decoded[g]) if g in decoded else bytes(s) for g, s in enumerate(states)]
+
+    def update(self, states: list[bytes], groups: list[int], batch: wit.Batch) -> list[bytes]:
+        if not batch.columns:
+            raise Err(f"{self.name}: the input batch has no column")
+        values = _decode(batch.columns[0], batch.num_rows)
+        return self._fold(states, groups, values, self.impl.update)
+
+    def merge(self, states: list[bytes], groups: list[int], parts: list[bytes]) -> list[bytes]:
+        return self._fold(states, groups, [self._decode(p) for p in parts], self.impl.merge)
+
+    def finalize(self, states: list[bytes]) -> wit.Column:
+        values = [self.impl.finalize(self._decode(s)) for s in states]
+        return _encode("value", self.output, values, set())
+
+
+def aggregator(*, name: str, version: str, input: wit.DataType, output: wit.DataType) -> Callable[[type], _Aggregator]:
+    """Declares a user-defined aggregation function: a class with `initial()`,
+    `update(state, value)`, `merge(state, later)` and `finalize(state)`, each
+    returning the new state (or the value, for `finalize`)."""
+
+    def wrap(cls: type) -> _Aggregator:
+        return _Aggregator(cls(), name, version, input, output)
+
+    return wrap
+
+
+def export_aggregator(declared: _Aggregator) -> type:
+    """The class componentize-py exports as `skewless:transform/aggregator`.
+
+    Bind it to the name `Aggregator` at the top level of `aggregator.py`.
+    """
+    if not isinstance(declared, _Aggregator):
+        raise TypeError("export_aggregator() takes a class decorated with @aggregator")
+    from wit_world.exports.aggregator import AggregatorDescription
+
+    class Aggregator:
+        def describe(self) -> Any:
+            return AggregatorDescription(
+                declared.name,
+                declared.version,
+                wit.Field("input", declared.input, True),
+                wit.Field("value", declared.output, True),
+            )
+
+        def update(self, states: list[bytes], groups: list[int], input: wit.Batch) -> list[bytes]:
+            return _guarded(lambda: declared.update(states, groups, input))
+
+        def merge(self, states: list[bytes], groups: list[int], parts: list[bytes]) -> list[bytes]:
+            return _guarded(lambda: declared.merge(states, groups, parts))
+
+        def finalize(self, states: list[bytes]) -> wit.Column:
+            return _guarded(lambda: declared.finalize(states))
+
+    return Aggregator
+
+
+def _guarded(call: Callable[[], Any]) -> Any:
+    """Runs an aggregator step; an exception fails the call with its message."""
+    try:
+        return call()
+    except Err:
+        raise
+    except Exception as e:
+        raise Err(f"{type(e).__name__}: {e}") from None

@@ -167,11 +167,17 @@ pub fn update<A: Aggregate>(states: Vec<Vec<u8>>, groups: Vec<u32>, input: WitBa
 }
 
 /// The aggregator's `merge`.
-pub fn merge<A: Aggregate>(states: Vec<Vec<u8>>, groups: Vec<u32>, parts: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, String> {
+pub fn merge<A: Aggregate>(
+    states: Vec<Vec<u8>>,
+    groups: Vec<u32>,
+    parts: Vec<Vec<u8>>,
+) -> Result<Vec<Vec<u8>>, String> {
     crate::aggregate::merge::<A>(states, &groups, parts).map_err(|e| e.0)
 }
 
 /// The aggregator's `finalize`.
 pub fn finalize<A: Aggregate>(states: Vec<Vec<u8>>) -> Result<WitColumn, String> {
-    crate::aggregate::finalize::<A>(states).map(column_to_wit).map_err(|e| e.0)
+    crate::aggregate::finalize::<A>(states)
+        .map(column_to_wit)
+        .map_err(|e| e.0)
 }

@@ -143,10 +143,7 @@ pub fn fields<A: Aggregate>() -> (Field, Field) {
         data_type,
         nullable: true,
     };
-    (
-        field(INPUT, A::Input::DATA_TYPE),
-        field(OUTPUT, A::Output::DATA_TYPE),
-    )
+    (field(INPUT, A::Input::DATA_TYPE), field(OUTPUT, A::Output::DATA_TYPE))
 }
 
 fn decode<A: Aggregate>(bytes: &[u8]) -> Result<A::State, Error> {
@@ -200,10 +197,7 @@ pub fn update<A: Aggregate>(states: Vec<Vec<u8>>, groups: &[u32], input: &Column
 
 /// The `merge` export: `parts[i]` into `states[groups[i]]`.
 pub fn merge<A: Aggregate>(states: Vec<Vec<u8>>, groups: &[u32], parts: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, Error> {
-    let parts = parts
-        .iter()
-        .map(|p| decode::<A>(p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let parts = parts.iter().map(|p| decode::<A>(p)).collect::<Result<Vec<_>, _>>()?;
     fold_groups::<A, A::State>(states, groups, parts, A::merge)
 }
 

@@ -53,7 +53,11 @@ pub fn merge_tiles<'a>(plan: &Plan, tiles: impl Iterator<Item = &'a [State]>) ->
         let StateKind::User(user) = slot.kind else {
             continue;
         };
-        let parts: Vec<&[u8]> = tiles.iter().map(|t| user_state(&t[i])).filter(|b| !b.is_empty()).collect();
+        let parts: Vec<&[u8]> = tiles
+            .iter()
+            .map(|t| user_state(&t[i]))
+            .filter(|b| !b.is_empty())
+            .collect();
         tile[i] = State::Bytes(match parts.as_slice() {
             [] => Vec::new(),
             [one] => one.to_vec(),
@@ -302,7 +306,10 @@ fn evaluate_user(
     let finals = aggregator.finalize(&states)?;
     for (i, feature) in plan.features.iter().enumerate() {
         if feature.slot == slot && feature.finalize == Finalize::User(user) {
-            let w = windows.iter().position(|w| *w == feature.window).expect("collected above");
+            let w = windows
+                .iter()
+                .position(|w| *w == feature.window)
+                .expect("collected above");
             values[i] = finals[w].clone();
         }
     }

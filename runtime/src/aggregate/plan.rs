@@ -48,7 +48,9 @@ impl std::fmt::Display for AggregateFunction {
         match self {
             AggregateFunction::Builtin(function) => f.write_str(function.name()),
             AggregateFunction::Wasm(path) => {
-                let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
+                let name = path
+                    .file_name()
+                    .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
                 f.write_str(&name)
             }
         }

@@ -177,9 +177,7 @@ impl fmt::Display for ViewRecord {
                     writeln!(
                         f,
                         "  aggregation: {} = {}({input}) over {}",
-                        a.name,
-                        a.function,
-                        a.window
+                        a.name, a.function, a.window
                     )?;
                 }
             }
