@@ -272,8 +272,7 @@ pub enum LawError {
     Call(#[from] TransformError),
     /// A law does not hold.
     #[error(
-        "{law}{}: expected {expected}, got {got}. The fold merges tiles in a fixed order, so an aggregator must give \
-         the same bytes however events are split",
+        "{law}{}: expected {expected}, got {got}",
         row.map(|r| format!(" (split before sample row {r})")).unwrap_or_default()
     )]
     Broken {

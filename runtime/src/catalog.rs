@@ -240,9 +240,16 @@ impl Catalog {
                 features: self.features[&view.name].clone(),
                 inputs: plan.inputs.clone(),
                 digest: plan.digest(aggregations, transform.map(|t| t.digest()).as_ref()),
-                transform: match transform {
-                    Some(t) => format!("aggregation after {} {}", t.description().name, t.description().version),
-                    None => "aggregation".to_string(),
+                transform: {
+                    let mut what = "windows".to_string();
+                    for user in &plan.users {
+                        let d = user.description();
+                        what.push_str(&format!(" with {} {}", d.name, d.version));
+                    }
+                    if let Some(t) = transform {
+                        what.push_str(&format!(" after {} {}", t.description().name, t.description().version));
+                    }
+                    what
                 },
                 ttl_secs: None,
                 bucket_micros: crate::aggregate::window::HOUR,
