@@ -210,7 +210,8 @@ impl Aggregator {
 
     /// Checks the laws the fold relies on over `inputs` (non-null sample
     /// values in event order): merging with the empty state changes nothing
-    /// on either side, and for each split point `k` in `splits`, updating
+    /// on either side, a group's state does not depend on the other groups
+    /// of a call, and for each split point `k` in `splits`, updating
     /// `inputs[..k]` and `inputs[k..]` separately and merging gives the same
     /// bytes as updating all of them at once. The first law broken is
     /// returned with both values.
@@ -222,6 +223,22 @@ impl Aggregator {
         for (side, state) in ["empty.merge(state)", "state.merge(empty)"].iter().zip(&merged) {
             if *state != whole {
                 return Err(self.broken(format!("{side} differs from state"), None, &whole, state)?);
+            }
+        }
+        // Groups are independent: rows given to two groups in one call (odd
+        // and even rows) give each the state they give on their own.
+        let groups: Vec<u32> = (0..refs.len() as u32).map(|i| i % 2).collect();
+        let together = self.update(&[Vec::new(), Vec::new()], &groups, &refs)?;
+        for (g, state) in together.iter().enumerate() {
+            let alone: Vec<&Value> = refs.iter().skip(g).step_by(2).copied().collect();
+            let alone = self.fold(&alone)?;
+            if *state != alone {
+                return Err(self.broken(
+                    format!("group {g}'s state depends on the other group of the same call"),
+                    None,
+                    &alone,
+                    state,
+                )?);
             }
         }
         for &k in splits.iter().filter(|&&k| k > 0 && k < refs.len()) {

@@ -577,7 +577,7 @@ const PARALLEL_ENTITIES: usize = 256;
 
 /// Values of an aggregation view: each row's features at its instant (now
 /// for a latest read, the same instant for every row), through the one
-/// fold ([`crate::aggregate::fold::evaluate`]). The instant is the
+/// fold ([`crate::aggregate::fold::evaluate_all`]). The instant is the
 /// values' event timestamp, so a client can ask `dataset` for the same bits.
 fn read_aggregation(
     record: &ViewRecord,
@@ -615,9 +615,8 @@ fn read_aggregation(
             instants.clear();
             instants.extend(entity_rows.iter().map(|&r| times[r]));
             let data = reader.aggregate_data(record, plan, key, &instants)?;
-            for &row in entity_rows {
-                out.push((row, crate::aggregate::fold::evaluate(plan, &data, times[row])?));
-            }
+            let values = crate::aggregate::fold::evaluate_all(plan, &data, &instants)?;
+            out.extend(entity_rows.iter().copied().zip(values));
         }
         Ok(out)
     };

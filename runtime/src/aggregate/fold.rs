@@ -1,7 +1,7 @@
 //! The one fold: the value of every feature of an aggregation view for an
 //! entity at an instant, from the parts of D(t) ([`super::window`]), and
 //! the tile definitions the writer uses. The server, `dataset`, `get --at`
-//! and `verify` evaluate through [`evaluate`]; backfill and push build
+//! and `verify` evaluate through [`evaluate_all`]; backfill and push build
 //! tiles through [`fold_events`] and [`merge_tiles`], the same updates.
 //!
 //! Built-in states are folded here event by event. A user-defined
@@ -159,8 +159,23 @@ fn coalesce(mut ranges: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
     out
 }
 
-/// The value of every feature of `plan` at `t`, in feature order.
-pub fn evaluate(plan: &Plan, data: &EntityData, t: i64) -> Result<Vec<Value>, TransformError> {
+/// The value of every feature of `plan` (in feature order) at each of
+/// `times` (one entity's reads): built-ins instant by instant, user
+/// functions in a few guest calls for all instants together
+/// ([`evaluate_user`]). A value depends on its instant alone, never on the
+/// other instants of the call.
+pub fn evaluate_all(plan: &Plan, data: &EntityData, times: &[i64]) -> Result<Vec<Vec<Value>>, TransformError> {
+    let mut rows: Vec<Vec<Value>> = times.iter().map(|&t| evaluate_builtins(plan, data, t)).collect();
+    for (slot, spec) in plan.slots.iter().enumerate() {
+        if let (StateKind::User(user), Some(input)) = (spec.kind, spec.input) {
+            evaluate_user(plan, data, times, slot, user, input, &mut rows)?;
+        }
+    }
+    Ok(rows)
+}
+
+/// The built-in features at `t` (user ones left null).
+fn evaluate_builtins(plan: &Plan, data: &EntityData, t: i64) -> Vec<Value> {
     let mut values = vec![Value::Null; plan.features.len()];
     let mut acc: Vec<State> = plan.slots.iter().map(|s| s.kind.empty()).collect();
     let mut used = vec![false; plan.slots.len()];
@@ -203,12 +218,7 @@ pub fn evaluate(plan: &Plan, data: &EntityData, t: i64) -> Result<Vec<Value>, Tr
             }
         }
     }
-    for (slot, spec) in plan.slots.iter().enumerate() {
-        if let (StateKind::User(user), Some(input)) = (spec.kind, spec.input) {
-            evaluate_user(plan, data, t, slot, user, input, &mut values)?;
-        }
-    }
-    Ok(values)
+    values
 }
 
 /// A part of a window for a user function: raw events (by group of the
@@ -218,18 +228,24 @@ enum UserPart<'a> {
     State(&'a [u8]),
 }
 
-/// The features of user slot `slot` at `t`, in three guest calls: one
-/// `update` (group `g` is the `g`-th run of raw events, at either end of a
-/// window), one `merge` along each window's parts in order (group `w` is
-/// window `w`; a window of one part takes it as it is), one `finalize`.
+/// Bytes of stored states sent in one `merge` call, at most (about): a
+/// large read is evaluated in chunks of instants, so a call's lists stay
+/// well inside the guest's memory limit.
+const USER_CALL_BYTES: usize = 4 << 20;
+
+/// The features of user slot `slot` at each of `times`, in three guest
+/// calls per chunk of instants: one `update` (group `g` is the `g`-th run
+/// of raw events, at either end of a window), one `merge` along each
+/// (instant, window)'s parts in order (a sequence of one part takes it as
+/// it is), one `finalize`.
 fn evaluate_user(
     plan: &Plan,
     data: &EntityData,
-    t: i64,
+    times: &[i64],
     slot: usize,
     user: usize,
     input: usize,
-    values: &mut [Value],
+    rows: &mut [Vec<Value>],
 ) -> Result<(), TransformError> {
     let aggregator = &plan.users[user];
     let windows: Vec<Window> = plan
@@ -238,80 +254,97 @@ fn evaluate_user(
         .copied()
         .filter(|w| plan.features.iter().any(|f| f.slot == slot && f.window == *w))
         .collect();
-    let mut groups: Vec<u32> = Vec::new();
-    let mut inputs: Vec<&Value> = Vec::new();
-    let mut runs = 0u32;
-    let mut sequences: Vec<Vec<UserPart<'_>>> = Vec::with_capacity(windows.len());
-    for window in &windows {
-        let mut parts = Vec::new();
-        for part in decompose(window.start(t), t) {
-            match part {
-                Part::Events { hour, from, to } => {
-                    let before = inputs.len();
-                    for event in data.events.get(&hour).into_iter().flatten() {
-                        let value = &event.values[input];
-                        if event.time >= from && event.time < to && !value.is_null() {
-                            inputs.push(value);
-                            groups.push(runs);
+    let mut first = 0;
+    while first < times.len() {
+        let mut groups: Vec<u32> = Vec::new();
+        let mut inputs: Vec<&Value> = Vec::new();
+        let mut runs = 0u32;
+        let mut bytes = 0;
+        // One sequence per (instant, window), instant-major.
+        let mut sequences: Vec<Vec<UserPart<'_>>> = Vec::new();
+        let mut end = first;
+        while end < times.len() && (end == first || bytes < USER_CALL_BYTES) {
+            let t = times[end];
+            for window in &windows {
+                let mut parts = Vec::new();
+                for part in decompose(window.start(t), t) {
+                    match part {
+                        Part::Events { hour, from, to } => {
+                            let before = inputs.len();
+                            for event in data.events.get(&hour).into_iter().flatten() {
+                                let value = &event.values[input];
+                                if event.time >= from && event.time < to && !value.is_null() {
+                                    inputs.push(value);
+                                    groups.push(runs);
+                                }
+                            }
+                            if inputs.len() > before {
+                                parts.push(UserPart::Events(runs));
+                                runs += 1;
+                            }
+                        }
+                        Part::Tile { level, bucket } => {
+                            if let Some(tile) = data.tiles[level as usize].get(&bucket) {
+                                parts.push(UserPart::State(user_state(&tile[slot])));
+                            }
+                        }
+                        Part::TopTilesBefore { before } => {
+                            for tile in data.tiles[TOP as usize].range(..before).map(|(_, t)| t) {
+                                parts.push(UserPart::State(user_state(&tile[slot])));
+                            }
                         }
                     }
-                    if inputs.len() > before {
-                        parts.push(UserPart::Events(runs));
-                        runs += 1;
-                    }
                 }
-                Part::Tile { level, bucket } => {
-                    if let Some(tile) = data.tiles[level as usize].get(&bucket) {
-                        parts.push(UserPart::State(user_state(&tile[slot])));
-                    }
-                }
-                Part::TopTilesBefore { before } => {
-                    for tile in data.tiles[TOP as usize].range(..before).map(|(_, t)| t) {
-                        parts.push(UserPart::State(user_state(&tile[slot])));
+                parts.retain(|p| !matches!(p, UserPart::State(s) if s.is_empty()));
+                bytes += parts
+                    .iter()
+                    .map(|p| match p {
+                        UserPart::State(s) => s.len(),
+                        UserPart::Events(_) => 64,
+                    })
+                    .sum::<usize>();
+                sequences.push(parts);
+            }
+            end += 1;
+        }
+        let run_states = if inputs.is_empty() {
+            Vec::new()
+        } else {
+            aggregator.update(&vec![Vec::new(); runs as usize], &groups, &inputs)?
+        };
+        let part_bytes = |part: &UserPart<'_>| -> Vec<u8> {
+            match part {
+                UserPart::Events(run) => run_states[*run as usize].clone(),
+                UserPart::State(state) => state.to_vec(),
+            }
+        };
+        let mut states: Vec<Vec<u8>> = vec![Vec::new(); sequences.len()];
+        let (mut merge_groups, mut merge_parts) = (Vec::new(), Vec::new());
+        for (at, parts) in sequences.iter().enumerate() {
+            match parts.as_slice() {
+                [] => {}
+                [one] => states[at] = part_bytes(one),
+                many => {
+                    for part in many {
+                        merge_groups.push(at as u32);
+                        merge_parts.push(part_bytes(part));
                     }
                 }
             }
         }
-        parts.retain(|p| !matches!(p, UserPart::State(s) if s.is_empty()));
-        sequences.push(parts);
-    }
-    let run_states = if inputs.is_empty() {
-        Vec::new()
-    } else {
-        aggregator.update(&vec![Vec::new(); runs as usize], &groups, &inputs)?
-    };
-    let bytes = |part: &UserPart<'_>| -> Vec<u8> {
-        match part {
-            UserPart::Events(run) => run_states[*run as usize].clone(),
-            UserPart::State(state) => state.to_vec(),
+        if !merge_parts.is_empty() {
+            states = aggregator.merge(&states, &merge_groups, &merge_parts)?;
         }
-    };
-    let mut states: Vec<Vec<u8>> = vec![Vec::new(); windows.len()];
-    let (mut merge_groups, mut merge_parts) = (Vec::new(), Vec::new());
-    for (w, parts) in sequences.iter().enumerate() {
-        match parts.as_slice() {
-            [] => {}
-            [one] => states[w] = bytes(one),
-            many => {
-                for part in many {
-                    merge_groups.push(w as u32);
-                    merge_parts.push(bytes(part));
+        let finals = aggregator.finalize(&states)?;
+        for (offset, row) in rows[first..end].iter_mut().enumerate() {
+            for (i, feature) in plan.features.iter().enumerate() {
+                if feature.slot == slot && feature.finalize == Finalize::User(user) {
+                    let w = windows.iter().position(|w| *w == feature.window).expect("collected above");
+                    row[i] = finals[offset * windows.len() + w].clone();
                 }
             }
         }
-    }
-    if !merge_parts.is_empty() {
-        states = aggregator.merge(&states, &merge_groups, &merge_parts)?;
-    }
-    let finals = aggregator.finalize(&states)?;
-    for (i, feature) in plan.features.iter().enumerate() {
-        if feature.slot == slot && feature.finalize == Finalize::User(user) {
-            let w = windows
-                .iter()
-                .position(|w| *w == feature.window)
-                .expect("collected above");
-            values[i] = finals[w].clone();
-        }
+        first = end;
     }
     Ok(())
 }
