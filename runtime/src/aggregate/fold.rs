@@ -23,52 +23,122 @@ use super::layout::Event;
 use super::plan::{Finalize, Plan};
 use super::window::{LADDER, Part, TOP, Window, decompose};
 
+/// Rows or bytes sent to a user function in one writer call, at most
+/// (about): an entity's hours, or its tiles of one level, are folded in
+/// chunks so a call stays well inside the guest's memory limit.
+const USER_CALL_ROWS: usize = 65_536;
+
 /// The tile of `events` (in event order): each slot updated once per event.
 pub fn fold_events(plan: &Plan, events: &[Event]) -> Result<Vec<State>, TransformError> {
-    let mut tile: Vec<State> = plan.slots.iter().map(|s| s.kind.empty()).collect();
-    for event in events {
-        update(plan, &mut tile, event, None);
-    }
+    Ok(fold_hours(plan, &[events])?.swap_remove(0))
+}
+
+/// [`fold_events`] of several hours at once: user functions fold every
+/// hour's events in one `update` call per chunk (group `h` is hour `h`).
+pub fn fold_hours(plan: &Plan, hours: &[&[Event]]) -> Result<Vec<Vec<State>>, TransformError> {
+    let mut tiles: Vec<Vec<State>> = hours
+        .iter()
+        .map(|events| {
+            let mut tile: Vec<State> = plan.slots.iter().map(|s| s.kind.empty()).collect();
+            for event in *events {
+                update(plan, &mut tile, event, None);
+            }
+            tile
+        })
+        .collect();
     for (i, slot) in plan.slots.iter().enumerate() {
         let (StateKind::User(user), Some(at)) = (slot.kind, slot.input) else {
             continue;
         };
-        let inputs: Vec<&Value> = events.iter().map(|e| &e.values[at]).filter(|v| !v.is_null()).collect();
-        if !inputs.is_empty() {
-            let state = plan.users[user].update(&[Vec::new()], &vec![0; inputs.len()], &inputs)?;
-            tile[i] = State::Bytes(state.into_iter().next().unwrap_or_default());
+        let mut first = 0;
+        while first < hours.len() {
+            let (mut groups, mut inputs) = (Vec::new(), Vec::new());
+            let mut end = first;
+            while end < hours.len() && (end == first || inputs.len() < USER_CALL_ROWS) {
+                for value in hours[end].iter().map(|e| &e.values[at]).filter(|v| !v.is_null()) {
+                    groups.push((end - first) as u32);
+                    inputs.push(value);
+                }
+                end += 1;
+            }
+            if !inputs.is_empty() {
+                let states = plan.users[user].update(&vec![Vec::new(); end - first], &groups, &inputs)?;
+                // Only the hours that had inputs: the others stay empty.
+                let mut fed = vec![false; end - first];
+                groups.iter().for_each(|&g| fed[g as usize] = true);
+                for (g, state) in states.into_iter().enumerate() {
+                    if fed[g] {
+                        tiles[first + g][i] = State::Bytes(state);
+                    }
+                }
+            }
+            first = end;
         }
     }
-    Ok(tile)
+    Ok(tiles)
 }
 
 /// The tile of consecutive tiles (in time order): merged left to right.
 pub fn merge_tiles<'a>(plan: &Plan, tiles: impl Iterator<Item = &'a [State]>) -> Result<Vec<State>, TransformError> {
-    let tiles: Vec<&[State]> = tiles.collect();
-    let mut tile: Vec<State> = plan.slots.iter().map(|s| s.kind.empty()).collect();
-    for t in &tiles {
-        merge(plan, &mut tile, t, None);
-    }
+    Ok(merge_tile_groups(plan, &[tiles.collect()])?.swap_remove(0))
+}
+
+/// [`merge_tiles`] of several parents at once: user functions merge every
+/// parent's children in one `merge` call per chunk (group `p` is parent
+/// `p`; a parent with one non-empty child takes it as it is).
+pub fn merge_tile_groups(plan: &Plan, parents: &[Vec<&[State]>]) -> Result<Vec<Vec<State>>, TransformError> {
+    let mut tiles: Vec<Vec<State>> = parents
+        .iter()
+        .map(|children| {
+            let mut tile: Vec<State> = plan.slots.iter().map(|s| s.kind.empty()).collect();
+            for child in children {
+                merge(plan, &mut tile, child, None);
+            }
+            tile
+        })
+        .collect();
     for (i, slot) in plan.slots.iter().enumerate() {
         let StateKind::User(user) = slot.kind else {
             continue;
         };
-        let parts: Vec<&[u8]> = tiles
-            .iter()
-            .map(|t| user_state(&t[i]))
-            .filter(|b| !b.is_empty())
-            .collect();
-        tile[i] = State::Bytes(match parts.as_slice() {
-            [] => Vec::new(),
-            [one] => one.to_vec(),
-            _ => {
-                let parts: Vec<Vec<u8>> = parts.iter().map(|p| p.to_vec()).collect();
-                let merged = plan.users[user].merge(&[Vec::new()], &vec![0; parts.len()], &parts)?;
-                merged.into_iter().next().unwrap_or_default()
+        let mut first = 0;
+        while first < parents.len() {
+            let (mut groups, mut parts, mut bytes) = (Vec::new(), Vec::new(), 0);
+            let mut end = first;
+            while end < parents.len() && (end == first || bytes < USER_CALL_ROWS * 64) {
+                let children: Vec<&[u8]> = parents[end]
+                    .iter()
+                    .map(|t| user_state(&t[i]))
+                    .filter(|b| !b.is_empty())
+                    .collect();
+                match children.as_slice() {
+                    [] => {}
+                    [one] => tiles[end][i] = State::Bytes(one.to_vec()),
+                    many => {
+                        for child in many {
+                            groups.push((end - first) as u32);
+                            parts.push(child.to_vec());
+                            bytes += child.len();
+                        }
+                    }
+                }
+                end += 1;
             }
-        });
+            if !parts.is_empty() {
+                let states = plan.users[user].merge(&vec![Vec::new(); end - first], &groups, &parts)?;
+                // Only the parents that got parts: the others took their one child above.
+                let mut fed = vec![false; end - first];
+                groups.iter().for_each(|&g| fed[g as usize] = true);
+                for (g, state) in states.into_iter().enumerate() {
+                    if fed[g] {
+                        tiles[first + g][i] = State::Bytes(state);
+                    }
+                }
+            }
+            first = end;
+        }
     }
-    Ok(tile)
+    Ok(tiles)
 }
 
 fn user_state(state: &State) -> &[u8] {

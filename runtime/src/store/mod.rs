@@ -798,6 +798,8 @@ impl Store {
             // Tiles rebuilt in this call, by bucket: their parents merge them
             // from here rather than decoding what was just written.
             let mut rebuilt: BTreeMap<i64, Vec<crate::aggregate::function::State>> = BTreeMap::new();
+            // Each touched hour's key and merged events, until their tiles are folded.
+            let mut hours: Vec<(Vec<u8>, Vec<Event>)> = Vec::new();
             let mut next = Some((first, first_mode));
             while let Some((event, mode)) = next.take() {
                 // One hour of this entity: the new events, merged into the stored ones.
@@ -839,12 +841,17 @@ impl Store {
                         merged.insert(at, event);
                     }
                 }
-                let tile = fold::fold_events(&plan, &merged).map_err(aggregator)?;
+                touched.push(hour);
+                hours.push((key, merged));
+            }
+            // Every touched hour's tile at once (one guest call for user functions).
+            let slices: Vec<&[Event]> = hours.iter().map(|(_, events)| events.as_slice()).collect();
+            let tiles = fold::fold_hours(&plan, &slices).map_err(aggregator)?;
+            for (((key, merged), tile), &hour) in hours.drain(..).zip(tiles).zip(&touched) {
                 agg::write_hour(&mut entry, &plan, &tile, &merged);
                 table
                     .insert(key.as_slice(), entry.as_slice())
                     .map_err(|e| self.fail(e))?;
-                touched.push(hour);
                 rebuilt.insert(hour, tile);
             }
             let entity = entity.as_slice();
@@ -853,11 +860,13 @@ impl Store {
                 let ratio = LADDER[level] / LADDER[level - 1];
                 let mut parents: Vec<i64> = touched.iter().map(|b| b.div_euclid(ratio)).collect();
                 parents.dedup();
-                let mut rebuilt_here = BTreeMap::new();
+                // Each parent's children, stored ones decoded; then every
+                // parent's tile at once (one guest call for user functions).
+                let mut children_of: Vec<(Vec<i64>, BTreeMap<i64, Vec<_>>)> = Vec::with_capacity(parents.len());
                 for &parent in &parents {
                     let low = agg::key(view.id, entity, (level - 1) as u8, parent * ratio);
                     let high = agg::key(view.id, entity, (level - 1) as u8, parent * ratio + ratio - 1);
-                    let mut stored = Vec::new();
+                    let mut stored = BTreeMap::new();
                     let mut children: Vec<i64> = Vec::new();
                     for item in table
                         .range(low.as_slice()..=high.as_slice())
@@ -874,16 +883,22 @@ impl Store {
                         } else {
                             value.value()
                         };
-                        stored.push((bucket, agg::read_tile(bytes, &plan).map_err(corrupt)?));
+                        stored.insert(bucket, agg::read_tile(bytes, &plan).map_err(corrupt)?);
                     }
-                    let stored: BTreeMap<i64, Vec<_>> = stored.into_iter().collect();
-                    let tile = fold::merge_tiles(
-                        &plan,
+                    children_of.push((children, stored));
+                }
+                let groups: Vec<Vec<&[crate::aggregate::function::State]>> = children_of
+                    .iter()
+                    .map(|(children, stored)| {
                         children
                             .iter()
-                            .map(|b| rebuilt.get(b).or_else(|| stored.get(b)).expect("read above").as_slice()),
-                    )
-                    .map_err(aggregator)?;
+                            .map(|b| rebuilt.get(b).or_else(|| stored.get(b)).expect("read above").as_slice())
+                            .collect()
+                    })
+                    .collect();
+                let tiles = fold::merge_tile_groups(&plan, &groups).map_err(aggregator)?;
+                let mut rebuilt_here = BTreeMap::new();
+                for (&parent, tile) in parents.iter().zip(tiles) {
                     let key = agg::key(view.id, entity, level as u8, parent);
                     if fold::is_empty(&plan, &tile) {
                         table.remove(key.as_slice()).map_err(|e| self.fail(e))?;
