@@ -119,7 +119,7 @@ pub enum ApplyError {
         /// The component.
         function: String,
         /// The law broken, with the sample row and both values.
-        error: crate::LawError,
+        error: Box<crate::LawError>,
     },
     /// A view's probe rows could not be read from its file source.
     #[error("view `{view}`: cannot read rows to check the transform with: {error}")]
@@ -386,7 +386,7 @@ fn check_aggregators(catalog: &Catalog, view: &crate::repo::View) -> Result<(), 
                     view: view.name.clone(),
                     feature: spec.name.clone(),
                     function: spec.function.to_string(),
-                    error,
+                    error: Box::new(error),
                 })?;
         }
     }

@@ -409,7 +409,10 @@ fn evaluate_user(
         for (offset, row) in rows[first..end].iter_mut().enumerate() {
             for (i, feature) in plan.features.iter().enumerate() {
                 if feature.slot == slot && feature.finalize == Finalize::User(user) {
-                    let w = windows.iter().position(|w| *w == feature.window).expect("collected above");
+                    let w = windows
+                        .iter()
+                        .position(|w| *w == feature.window)
+                        .expect("collected above");
                     row[i] = finals[offset * windows.len() + w].clone();
                 }
             }
