@@ -701,17 +701,18 @@ fn an_event_id_column_makes_retried_pushes_idempotent() {
     repo.ok(&["apply"]);
     let server = repo.serve(&[]);
     let t = FIXED_END - 30 * MINUTE;
-    let push = |id: &str, amount: f64| {
+    let push_at = |id: &str, amount: f64, at: i64| {
         let body = serde_json::json!({
             "push_source_name": "events_push",
             "df": {
                 "card_id": ["a"], "txn_id": [id], "amount": [amount], "merchant": ["m"],
-                "event_timestamp": [skewless_runtime::time::format_timestamp(t)],
+                "event_timestamp": [skewless_runtime::time::format_timestamp(at)],
             },
         });
         let (status, answer) = server.post("/push", &body.to_string());
         assert_eq!(status, 200, "{answer}");
     };
+    let push = |id: &str, amount: f64| push_at(id, amount, t);
     push("t-1", 10.0);
     push("t-1", 10.0); // a retry: the same event
     push("t-2", 5.0);
@@ -726,11 +727,23 @@ fn an_event_id_column_makes_retried_pushes_idempotent() {
         "{answer}"
     );
     assert!(answer.to_string().contains("txn_id"), "{answer}");
-    server.stop();
     let cards = vec!["a".to_string()];
     let train = dataset(&repo, "w", &cards, &[FIXED_END], None);
     assert_eq!(feature_value(train.column_by_name("n_1h").unwrap(), 0), Some(2.0));
     assert_eq!(feature_value(train.column_by_name("sum_1h").unwrap(), 0), Some(17.0));
+
+    // Corrections that move an event: t-1 to three hours earlier (out of
+    // the hour's window, and out of its hour entry), t-2 by a minute within
+    // its hour. Each is still one event.
+    push_at("t-1", 10.0, FIXED_END - 3 * 60 * MINUTE);
+    push_at("t-2", 7.0, t + MINUTE);
+    server.stop();
+    let train = dataset(&repo, "w", &cards, &[FIXED_END], None);
+    assert_eq!(feature_value(train.column_by_name("n_1h").unwrap(), 0), Some(1.0));
+    assert_eq!(feature_value(train.column_by_name("sum_1h").unwrap(), 0), Some(7.0));
+    assert_eq!(feature_value(train.column_by_name("n_life").unwrap(), 0), Some(2.0));
+    let before = dataset(&repo, "w", &cards, &[t + MINUTE], None);
+    assert_eq!(feature_value(before.column_by_name("n_life").unwrap(), 0), Some(1.0));
     repo.ok(&["verify", "--seed", "4"]);
 
     // A source column that is not int64 or utf8 is refused at apply, by line.

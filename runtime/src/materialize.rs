@@ -335,13 +335,13 @@ impl Materializer<'_> {
                         id: crate::aggregate::event_id(id, 0),
                         ..event
                     },
-                    IdMode::Replace,
+                    IdMode::Keyed,
                 ));
                 continue;
             }
             let hash = crate::aggregate::stable_hash(&bytes);
             let occurrence = match self.ids.mode {
-                IdMode::Append => 0,
+                IdMode::Append | IdMode::Keyed | IdMode::Remove => 0,
                 IdMode::Replace => {
                     let n = seen
                         .entry((crate::aggregate::stable_hash(&entity), time, hash))

@@ -14,6 +14,14 @@ pub enum IdMode {
     /// Pushed: the occurrence number is the count of identical events
     /// already stored, so every pushed row is a new event.
     Append,
+    /// The id is the value of the source's `event_id_column`: a stored
+    /// event with the same id is replaced wherever its time was (the store
+    /// keeps an id -> time index for these), so a retry counts once and a
+    /// correction may move an event to another time.
+    Keyed,
+    /// Not an event: removes the stored event with this exact (time, id),
+    /// the old place of a [`IdMode::Keyed`] event that moved.
+    Remove,
 }
 
 /// Events of one aggregation view waiting to be written, with their

@@ -45,6 +45,16 @@ pub struct Event {
     pub values: Vec<Value>,
 }
 
+/// The key of a keyed event's id in the id -> event time index:
+/// `view_id | entity key | id`.
+pub fn id_key(view_id: u32, entity: &[u8], id: &EventId) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + entity.len() + id.len());
+    out.extend_from_slice(&view_id.to_be_bytes());
+    out.extend_from_slice(entity);
+    out.extend_from_slice(id);
+    out
+}
+
 /// `view_id | entity key | level | bucket`.
 pub fn key(view_id: u32, entity: &[u8], level: u8, bucket: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + entity.len() + 9);

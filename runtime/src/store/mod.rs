@@ -11,6 +11,10 @@
 //!   sha256 of every transform that produced a stored row, and its id.
 //! - `history` and `latest` (`&[u8] -> &[u8]`): feature values, laid out as
 //!   [`layout`] describes.
+//! - `aggregates` (`&[u8] -> &[u8]`): the events and tiles of aggregation
+//!   views ([`crate::aggregate::layout`]), and `event_ids` (`&[u8] -> i64`):
+//!   where each event of a source with an `event_id_column` is (made on the
+//!   first write that needs it).
 //!
 //! Every write is one redb transaction: a crash (even `kill -9`) leaves the
 //! store at the last commit, never half-written. Readers never block the
@@ -50,6 +54,11 @@ const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
 const LATEST: TableDefinition<&[u8], &[u8]> = TableDefinition::new("latest");
 /// Events and tiles of aggregation views ([`crate::aggregate::layout`]).
 const AGGREGATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("aggregates");
+
+/// Where each keyed event is (`layout::id_key` -> its event time), for
+/// sources with an `event_id_column`: a correction that moves an event to
+/// another time removes it from its old hour in the same commit.
+const EVENT_IDS: TableDefinition<&[u8], i64> = TableDefinition::new("event_ids");
 
 /// The store could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -662,6 +671,7 @@ impl Store {
             let mut history = txn.open_table(HISTORY).map_err(|e| self.fail(e))?;
             let mut latest = txn.open_table(LATEST).map_err(|e| self.fail(e))?;
             let mut aggregates = txn.open_table(AGGREGATES).map_err(|e| self.fail(e))?;
+            let mut event_ids = txn.open_table(EVENT_IDS).map_err(|e| self.fail(e))?;
             let mut counters = txn.open_table(COUNTERS).map_err(|e| self.fail(e))?;
             let mut registry = txn.open_table(REGISTRY).map_err(|e| self.fail(e))?;
             let commit = counters
@@ -674,7 +684,7 @@ impl Store {
             for (view, pending, to) in views.iter_mut() {
                 match pending {
                     Pending::Rows(rows) => self.merge_rows(view, rows, *to, &mut history, &mut latest)?,
-                    Pending::Events(events) => self.merge_events(view, events, &mut aggregates)?,
+                    Pending::Events(events) => self.merge_events(view, events, &mut aggregates, &mut event_ids)?,
                 }
                 // Only `last_commit` changes, in the registry's own copy: the
                 // writer's may be older (a server started before an `apply`).
@@ -781,12 +791,55 @@ impl Store {
         view: &ViewRecord,
         pending: &mut PendingEvents,
         table: &mut redb::Table<&'static [u8], &'static [u8]>,
+        event_ids: &mut redb::Table<&'static [u8], i64>,
     ) -> Result<(), StoreError> {
         use crate::aggregate::layout::{self as agg, Event};
         use crate::aggregate::window::{HOUR, LADDER};
         use crate::aggregate::{IdMode, fold};
         let plan = pending.plan.clone();
         let corrupt = |e: CorruptRow| self.corrupt(format!("view `{}`: {e}", view.name));
+        // Keyed events: the last of an (entity, id) in this batch wins, and
+        // one stored at another time is removed from there (a `Remove` at its
+        // old place, folded with the rest).
+        if pending.events.iter().any(|(_, _, mode)| *mode == IdMode::Keyed) {
+            let mut last: std::collections::HashMap<(&[u8], agg::EventId), usize> = std::collections::HashMap::new();
+            for (i, (entity, event, mode)) in pending.events.iter().enumerate() {
+                if *mode == IdMode::Keyed {
+                    last.insert((entity.as_slice(), event.id), i);
+                }
+            }
+            let keep: Vec<bool> = pending
+                .events
+                .iter()
+                .enumerate()
+                .map(|(i, (entity, event, mode))| *mode != IdMode::Keyed || last[&(entity.as_slice(), event.id)] == i)
+                .collect();
+            let mut at = 0;
+            pending.events.retain(|_| {
+                at += 1;
+                keep[at - 1]
+            });
+            let mut moved = Vec::new();
+            for (entity, event, mode) in &pending.events {
+                if *mode != IdMode::Keyed {
+                    continue;
+                }
+                let key = agg::id_key(view.id, entity, &event.id);
+                let old = event_ids
+                    .insert(key.as_slice(), event.time)
+                    .map_err(|e| self.fail(e))?
+                    .map(|g| g.value());
+                if let Some(old) = old.filter(|&old| old != event.time) {
+                    let at_old_place = Event {
+                        time: old,
+                        id: event.id,
+                        values: Vec::new(),
+                    };
+                    moved.push((entity.clone(), at_old_place, IdMode::Remove));
+                }
+            }
+            pending.events.extend(moved);
+        }
         // Stable: among equal ids the later event stays later, and wins.
         pending
             .events
@@ -823,6 +876,13 @@ impl Store {
                     None => Vec::with_capacity(group.len()),
                 };
                 for (mut event, mode) in group {
+                    if mode == IdMode::Remove {
+                        let at = merged.partition_point(|e| (e.time, e.id) < (event.time, event.id));
+                        if merged.get(at).is_some_and(|e| (e.time, e.id) == (event.time, event.id)) {
+                            merged.remove(at);
+                        }
+                        continue;
+                    }
                     if mode == IdMode::Append {
                         // The next occurrence of an identical event.
                         let copies = merged
@@ -848,6 +908,11 @@ impl Store {
             let slices: Vec<&[Event]> = hours.iter().map(|(_, events)| events.as_slice()).collect();
             let tiles = fold::fold_hours(&plan, &slices).map_err(aggregator)?;
             for (((key, merged), tile), &hour) in hours.drain(..).zip(tiles).zip(&touched) {
+                if merged.is_empty() {
+                    // Its last event moved away.
+                    table.remove(key.as_slice()).map_err(|e| self.fail(e))?;
+                    continue;
+                }
                 agg::write_hour(&mut entry, &plan, &tile, &merged);
                 table
                     .insert(key.as_slice(), entry.as_slice())
