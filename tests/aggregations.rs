@@ -805,3 +805,73 @@ fn apply_refuses_a_user_aggregation_that_breaks_the_fold_laws_or_its_input_type(
     repo.ok(&["backfill", "--view", "card_custom"]);
     repo.ok(&["verify", "--seed", "5"]);
 }
+
+#[test]
+fn a_user_aggregation_that_traps_fails_the_write_clearly_and_stores_nothing_of_it() {
+    // A count that panics on the amount 13.0, beside a built-in count.
+    let component = common::test_components().join("trap_aggregator.wasm");
+    let config = EDGES_REPO.replace(
+        "  { name = \"n_life\",   function = \"count\", window = \"lifetime\" },",
+        &format!(
+            "  {{ name = \"n_life\",   function = \"count\", window = \"lifetime\" }},\n  \
+             {{ name = \"lucky_1h\", function = \"{}\", input = \"amount\", window = \"1h\" }},",
+            component.display()
+        ),
+    );
+    let repo = TempRepo::from_config(&config);
+    let t = FIXED_END - 30 * MINUTE;
+    let good = events_batch(&[("a", t, Some(5.0), "m"), ("a", t + MINUTE, Some(6.0), "m")]);
+    samples::write_parquet(&repo.path().join("data/events.parquet"), &good).unwrap();
+    repo.ok(&["apply"]);
+    repo.ok(&["backfill"]);
+    let dump = || {
+        skewless_runtime::Store::open_existing(&repo.store())
+            .unwrap()
+            .dump()
+            .unwrap()
+    };
+    let stored = dump();
+
+    // A backfill that reaches 13.0 fails, naming the view, the feature and the guest's panic.
+    let bad = events_batch(&[("a", t + 2 * MINUTE, Some(7.0), "m"), ("b", t, Some(13.0), "m")]);
+    samples::write_parquet(&repo.path().join("data/events.parquet"), &bad).unwrap();
+    let error = repo.fails(&["backfill"]);
+    for needed in ["w.lucky_1h", "trapped", "unlucky amount 13"] {
+        assert!(error.contains(needed), "`{needed}` missing from: {error}");
+    }
+    assert_eq!(dump(), stored, "a failed backfill left something behind");
+
+    // A push of it answers with the transform error and changes nothing; the server goes on.
+    let server = repo.serve(&[]);
+    let push = |amount: f64| {
+        let body = serde_json::json!({
+            "push_source_name": "events_push",
+            "df": {"card_id": ["a"], "amount": [amount], "merchant": ["m"],
+                   "event_timestamp": [skewless_runtime::time::format_timestamp(t + 3 * MINUTE)]},
+        });
+        server.post("/push", &body.to_string())
+    };
+    let (status, answer) = push(13.0);
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (500, Some("transform_failed")),
+        "{answer}"
+    );
+    assert!(answer.to_string().contains("unlucky amount 13"), "{answer}");
+    let (status, answer) = push(8.0);
+    assert_eq!(status, 200, "{answer}");
+    // Pushed at once, so the server commits them together: the poison one
+    // fails alone, the others are stored.
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let pushes: Vec<_> = [1.0, 2.0, 13.0, 3.0, 4.0, 13.0, 5.0, 6.0]
+            .into_iter()
+            .map(|amount| scope.spawn(move || push(amount).0))
+            .collect();
+        pushes.into_iter().map(|p| p.join().unwrap()).collect()
+    });
+    assert_eq!(statuses, [200, 200, 500, 200, 200, 500, 200, 200]);
+    server.stop();
+    let train = dataset(&repo, "w", &["a".to_string()], &[FIXED_END], None);
+    assert_eq!(feature_value(train.column_by_name("lucky_1h").unwrap(), 0), Some(9.0));
+    repo.ok(&["verify", "--seed", "6"]);
+}

@@ -113,7 +113,9 @@ impl From<MaterializeError> for PushError {
 }
 
 /// Rows of one push, run through their views' transforms and encoded,
-/// waiting to be committed through [`Store::write_views`].
+/// waiting to be committed through [`Store::write_views`]. Cloned by the
+/// server's group commit, to retry a push alone when its batch fails.
+#[derive(Clone)]
 pub struct Prepared {
     /// Rows received.
     pub rows: usize,

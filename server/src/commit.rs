@@ -82,23 +82,40 @@ impl Drop for Committer {
 }
 
 fn commit(store: &Store, mut batch: Vec<Job>) {
+    // A push whose commit fails (a user-defined aggregation function that
+    // traps on its events) must not fail the pushes committed with it: a
+    // failed batch is retried one push at a time, from copies (a write
+    // consumes what it writes).
+    let copies: Option<Vec<Prepared>> = (batch.len() > 1).then(|| batch.iter().map(|job| job.push.clone()).collect());
     let started = Instant::now();
-    let result = {
-        let mut writes: Vec<_> = batch
-            .iter_mut()
-            .flat_map(|job| {
-                let to = job.push.to;
-                job.push
-                    .views
-                    .iter_mut()
-                    .map(move |(record, rows)| (&*record, rows, to))
-            })
-            .collect();
-        store.write_views(&mut writes)
-    };
+    let result = write(store, &mut batch);
+    if result.is_err()
+        && let Some(copies) = copies
+    {
+        for (mut job, copy) in batch.into_iter().zip(copies) {
+            job.push = copy;
+            commit(store, vec![job]);
+        }
+        return;
+    }
     let result = result.map(|commit| (commit, started.elapsed())).map_err(Arc::new);
     for job in batch {
         // A request that gave up (client gone) no longer listens: nothing to do.
         let _ = job.reply.send((job.push, result.clone()));
     }
+}
+
+/// Every push of `batch` in one transaction.
+fn write(store: &Store, batch: &mut [Job]) -> Result<u64, StoreError> {
+    let mut writes: Vec<_> = batch
+        .iter_mut()
+        .flat_map(|job| {
+            let to = job.push.to;
+            job.push
+                .views
+                .iter_mut()
+                .map(move |(record, rows)| (&*record, rows, to))
+        })
+        .collect();
+    store.write_views(&mut writes)
 }

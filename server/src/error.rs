@@ -44,14 +44,23 @@ impl ApiError {
     }
 
     fn store(error: StoreError) -> Self {
+        Self::commit(&error)
+    }
+
+    fn transform(error: TransformError) -> Self {
+        Self::transform_ref(&error)
+    }
+
+    /// A push's commit failed: a user-defined aggregation function's error
+    /// is the view's (as a transform's), anything else the server's.
+    pub(crate) fn commit(error: &StoreError) -> Self {
         match error {
-            // A user-defined aggregation function failed: the view's fault, not the server's.
-            StoreError::Aggregator(e) => Self::transform(*e),
+            StoreError::Aggregator(e) => Self::transform_ref(e),
             other => Self::internal(other),
         }
     }
 
-    fn transform(error: TransformError) -> Self {
+    fn transform_ref(error: &TransformError) -> Self {
         let (status, code) = match &error.kind {
             TransformErrorKind::Timeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "transform_timeout"),
             TransformErrorKind::MemoryLimit { .. } => (StatusCode::SERVICE_UNAVAILABLE, "transform_memory_limit"),

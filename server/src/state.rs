@@ -280,7 +280,7 @@ impl Server {
     /// `POST /push`, second half: durable (with other pushes, in one commit).
     pub async fn commit_push(&self, prepared: Prepared) -> Result<PushResponse, ApiError> {
         let (prepared, result) = self.committer.commit(prepared).await;
-        let (commit, elapsed) = result.map_err(|e| ApiError::internal(e.as_ref()))?;
+        let (commit, elapsed) = result.map_err(|e| ApiError::commit(&e))?;
         self.metrics.store_write(elapsed);
         // Reads from now on must see this push.
         self.pushes.fetch_add(1, Ordering::AcqRel);

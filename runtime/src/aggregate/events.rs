@@ -26,7 +26,7 @@ pub enum IdMode {
 
 /// Events of one aggregation view waiting to be written, with their
 /// entity keys.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PendingEvents {
     /// The view's plan (how tiles are encoded).
     pub plan: std::sync::Arc<Plan>,

@@ -6,12 +6,14 @@
 //!
 //! Built-in states are folded here event by event. A user-defined
 //! function's states ([`StateKind::User`]) are folded in the same order but
-//! in batches, one guest call per step ([`crate::Aggregator`]): a tile's
-//! events in one `update`, a tile's children in one `merge`, and for a
-//! read, one `update` for the raw events at both ends of every window, one
-//! `merge` along every window's parts and one `finalize`. A part with no
-//! event (the empty state) is skipped, which the function's laws, checked
-//! at `apply`, make exact.
+//! in batched guest calls ([`crate::Aggregator`]): the writer folds every
+//! touched hour of an entity in one `update` ([`fold_hours`]) and every
+//! parent tile of a level in one `merge` ([`merge_tile_groups`]); a read of
+//! one entity's instants makes one `update` for the raw events at both ends
+//! of every window, one `merge` along every window's parts and one
+//! `finalize` ([`evaluate_all`]). Calls are chunked to stay well inside
+//! guest memory. A part with no event (the empty state) is skipped, which
+//! the function's laws, checked at `apply`, make exact.
 
 use std::collections::BTreeMap;
 

@@ -137,6 +137,7 @@ pub struct StoredRow {
 }
 
 /// What a stored view's source rows became, waiting to be written.
+#[derive(Clone)]
 pub enum Pending {
     /// Feature rows of a materialized view.
     Rows(PendingRows),
@@ -168,7 +169,7 @@ impl Pending {
 
 /// Rows waiting to be written: entity keys and encoded rows in one arena,
 /// so a chunk of a million rows costs two allocations, not two million.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct PendingRows {
     arena: Vec<u8>,
     entries: Vec<Entry>,
