@@ -63,6 +63,18 @@ enum Command {
         #[arg(long, default_value_t = backfill::DEFAULT_ROWS_PER_COMMIT)]
         rows_per_commit: usize,
     },
+    /// Store a view's values computed elsewhere (by skewless.spark / skewless.ray) as backfill would.
+    Import {
+        /// The materialized view the values belong to.
+        #[arg(long)]
+        view: String,
+        /// A Parquet file, or a folder of them (partition folders included).
+        #[arg(long = "from")]
+        from: PathBuf,
+        /// Rows per transaction: the most a crash can lose (rerun to complete).
+        #[arg(long, default_value_t = backfill::DEFAULT_ROWS_PER_COMMIT)]
+        rows_per_commit: usize,
+    },
     /// Read features for entities from the store, computing on-demand views.
     Get {
         /// Entity keys, e.g. driver_id=1001 or driver_id=1001,1002 (repeatable).
@@ -251,6 +263,18 @@ fn run(cli: Cli) -> Result<()> {
             };
             cmd_backfill(&cli.repo, &options)
         }
+        Command::Import {
+            view,
+            from,
+            rows_per_commit,
+        } => cmd_import(
+            &cli.repo,
+            &backfill::ImportOptions {
+                view,
+                from,
+                rows_per_commit: rows_per_commit.max(1),
+            },
+        ),
         Command::Get {
             entities,
             features,
@@ -298,11 +322,13 @@ fn run(cli: Cli) -> Result<()> {
                 &dataset::DatasetOptions {
                     spine,
                     out,
-                    features,
-                    service,
-                    timestamp_column,
-                    full_feature_names,
-                    allow_mixed_digests,
+                    join: dataset::JoinOptions {
+                        features,
+                        service,
+                        timestamp_column,
+                        full_feature_names,
+                        allow_mixed_digests,
+                    },
                 },
             )
         }
@@ -421,6 +447,32 @@ fn cmd_backfill(dir: &Path, options: &backfill::BackfillOptions) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+fn cmd_import(dir: &Path, options: &backfill::ImportOptions) -> Result<()> {
+    let workspace = Workspace::open(dir, Views::Materialized(std::slice::from_ref(&options.view)))?;
+    let progress = rows_progress("Importing");
+    let s = workspace.import(options, &progress)?;
+    progress.finish_and_clear();
+    let secs = s.elapsed.as_secs_f64();
+    status(
+        "Imported",
+        &format!(
+            "{}: {} rows from {} in {:.2}s ({:.0} rows/s), {} commits{}",
+            s.view,
+            s.rows_written,
+            options.from.display(),
+            secs,
+            s.rows_written as f64 / secs.max(1e-9),
+            s.commits.len(),
+            if s.rows_skipped > 0 {
+                format!(", {} rows skipped (no key or time)", s.rows_skipped)
+            } else {
+                String::new()
+            }
+        ),
+    );
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 //! rows. Writing merges by (entity, event time, created), so a rerun, or a
 //! run after a `kill -9`, converges on the same store.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
@@ -15,10 +16,11 @@ use indicatif::ProgressBar;
 
 use crate::aggregate::IdMode;
 use crate::catalog::{Catalog, NotApplied};
+use crate::file_format::FileFormat;
 use crate::materialize::{MaterializeError, Materializer};
 use crate::repo::View;
 use crate::source::{self, SourceError};
-use crate::store::{Store, StoreError, ViewRecord, WriteTo};
+use crate::store::{Pending, Store, StoreError, ViewRecord, WriteTo};
 
 /// What to backfill.
 #[derive(Debug, Clone)]
@@ -158,22 +160,61 @@ fn backfill_view(
     let digest_id = store.digest_id(&record.digest)?;
     let materializer = Materializer::new(catalog, view, record, digest_id, IdMode::Replace)?;
     let path = &materializer.source.path;
-    let source_error = |source: SourceError| BackfillError::Source {
-        view: view.name.clone(),
-        error: source,
-    };
-    let opened = source::open(path, materializer.source.format, &materializer.needed).map_err(source_error)?;
+    let opened = source::open(path, materializer.source.format, &materializer.needed).map_err(|error| {
+        BackfillError::Source {
+            view: view.name.clone(),
+            error,
+        }
+    })?;
     progress.reset();
     progress.set_length(opened.total_rows.unwrap_or(0));
     progress.set_message(view.name.clone());
+    let mut summary = store_batches(
+        store,
+        record,
+        &materializer,
+        opened.batches,
+        Step::RunTransform,
+        options,
+        progress,
+    )?;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
 
+/// What [`store_batches`] does to a batch before storing it.
+#[derive(Clone, Copy, PartialEq)]
+enum Step {
+    /// Source rows: run the view's transform.
+    RunTransform,
+    /// Rows imported with their features computed elsewhere by the same
+    /// component: store them as they are.
+    Imported,
+}
+
+/// The loop backfill and import share: keep the storable rows of each
+/// batch, compute (or take) their features, and commit every
+/// `rows_per_commit` rows.
+fn store_batches(
+    store: &Store,
+    record: &ViewRecord,
+    materializer: &Materializer<'_>,
+    batches: source::Batches,
+    step: Step,
+    options: &BackfillOptions,
+    progress: &ProgressBar,
+) -> Result<ViewSummary, BackfillError> {
+    let path = &materializer.source.path;
     let mut summary = ViewSummary {
-        view: view.name.clone(),
+        view: record.name.clone(),
         ..ViewSummary::default()
     };
     let mut pending = materializer.pending();
-    for batch in opened.batches {
-        let batch = batch.map_err(source_error)?;
+    for batch in batches {
+        let batch = batch.map_err(|error| BackfillError::Source {
+            view: record.name.clone(),
+            error,
+        })?;
         let batch_start = summary.rows_read;
         summary.rows_read += batch.num_rows() as u64;
         progress.inc(batch.num_rows() as u64);
@@ -192,7 +233,14 @@ fn backfill_view(
             (filtered, Some(rows))
         };
 
-        let row_errors = materializer.add(&batch, &mut pending, None)?;
+        let row_errors = match (step, &mut pending) {
+            (Step::RunTransform, pending) => materializer.add(&batch, pending, None)?,
+            (Step::Imported, Pending::Rows(rows)) => {
+                materializer.add_output(&batch, &batch, rows)?;
+                Vec::new()
+            }
+            (Step::Imported, Pending::Events(_)) => unreachable!("import refuses aggregation views"),
+        };
         summary.row_errors += row_errors.len() as u64;
         for error in row_errors
             .iter()
@@ -217,6 +265,204 @@ fn backfill_view(
             .commits
             .push(store.write(record, &mut pending, WriteTo::OnlineAndOffline)?);
     }
+    Ok(summary)
+}
+
+/// The Parquet metadata key (schema or field metadata) naming the digest of
+/// the component that computed a file's features: written by
+/// `skewless.spark.transform` and `skewless.ray.Transform`.
+pub const DIGEST_KEY: &str = "skewless.digest";
+
+/// Spark keeps a DataFrame's column metadata in this Parquet key (JSON).
+const SPARK_SCHEMA_KEY: &str = "org.apache.spark.sql.parquet.row.metadata";
+
+/// What to import.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// The materialized view the values belong to.
+    pub view: String,
+    /// A Parquet file, or a folder of them (searched recursively, as
+    /// Spark and Ray write them, partition folders included).
+    pub from: PathBuf,
+    /// Rows per transaction.
+    pub rows_per_commit: usize,
+}
+
+/// Stores values of a view computed elsewhere by the view's own component
+/// (Spark's `mapInArrow` or Ray's `map_batches` through the Python package),
+/// exactly as backfill would have stored them: the same rows, keys, times
+/// and feature bits, through the same encoder and the same writes. Files
+/// whose recorded digest is not the applied component's are refused before
+/// anything is written.
+pub fn import(
+    catalog: &Catalog,
+    store: &Store,
+    options: &ImportOptions,
+    progress: &ProgressBar,
+) -> Result<ViewSummary, BackfillError> {
+    let started = Instant::now();
+    let fail = |message: String| BackfillError::View {
+        view: options.view.clone(),
+        message,
+    };
+    let view = catalog
+        .repo
+        .views
+        .get(&options.view)
+        .filter(|v| v.is_materialized())
+        .ok_or_else(|| {
+            let known: Vec<_> = catalog
+                .repo
+                .views
+                .values()
+                .filter(|v| v.is_materialized())
+                .map(|v| v.name.as_str())
+                .collect();
+            fail(format!(
+                "no such materialized view (materialized views: {})",
+                known.join(", ")
+            ))
+        })?;
+    let records = store.views()?;
+    let record = catalog.applied_record(view, records.get(&view.name))?;
+    let digest_id = store.digest_id(&record.digest)?;
+    let materializer = Materializer::new(catalog, view, &record, digest_id, IdMode::Replace)?;
+    if materializer.is_aggregation() {
+        return Err(fail(
+            "is an aggregation view: its events are folded as they are written, so there are no \
+             computed values to import; run `skewless backfill` on its source"
+                .into(),
+        ));
+    }
+    let files = parquet_files(&options.from).map_err(|e| fail(e))?;
+    let source_error = |error: SourceError| BackfillError::Source {
+        view: view.name.clone(),
+        error,
+    };
+    let needed = materializer.stored_columns();
+    let mut total_rows = 0;
+    for file in &files {
+        check_digest(file, &record, &view.name).map_err(source_error)?;
+        total_rows += source::open(file, FileFormat::Parquet, &needed)
+            .map_err(source_error)?
+            .total_rows
+            .unwrap_or(0);
+    }
+    progress.reset();
+    progress.set_length(total_rows);
+    progress.set_message(view.name.clone());
+    let batches = files.into_iter().flat_map(move |file| {
+        let opened: source::Batches = match source::open(&file, FileFormat::Parquet, &needed) {
+            Ok(opened) => opened.batches,
+            Err(error) => Box::new(std::iter::once(Err(error))),
+        };
+        opened
+    });
+    let backfill_options = BackfillOptions {
+        rows_per_commit: options.rows_per_commit,
+        ..BackfillOptions::default()
+    };
+    let mut summary = store_batches(
+        store,
+        &record,
+        &materializer,
+        Box::new(batches),
+        Step::Imported,
+        &backfill_options,
+        progress,
+    )?;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// The Parquet files at `from`: the file itself, or every `*.parquet` under
+/// the folder (hidden and `_`-prefixed names, Spark's bookkeeping, skipped),
+/// sorted by path.
+fn parquet_files(from: &Path) -> Result<Vec<PathBuf>, String> {
+    let metadata = std::fs::metadata(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    if metadata.is_file() {
+        return Ok(vec![from.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    let mut folders = vec![from.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let entries = std::fs::read_dir(&folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("{}: {e}", folder.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name.starts_with('_') {
+                continue;
+            }
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if name.ends_with(".parquet") {
+                files.push(path);
+            }
+        }
+    }
+    if files.is_empty() {
+        return Err(format!("{}: no .parquet files in this folder", from.display()));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Refuses `file` unless its metadata records the digest of the component
+/// `record` was applied with.
+fn check_digest(file: &Path, record: &ViewRecord, view: &str) -> Result<(), SourceError> {
+    let fail = |message: String| SourceError {
+        path: file.to_path_buf(),
+        message,
+    };
+    let found = recorded_digest(file)?;
+    let expected = record.digest.to_string();
+    match found {
+        Some(found) if found == expected => Ok(()),
+        Some(found) => Err(fail(format!(
+            "was computed by component {found}, but view `{view}` is applied with {expected} ({}): \
+             rerun the job that wrote it with that component, or, if {found} is the one you want, \
+             point the view's `transform` at it and run `skewless apply` first",
+            record.transform
+        ))),
+        None => Err(fail(format!(
+            "records no `{DIGEST_KEY}` in its metadata, so nothing says which component computed it: \
+             write it with skewless.spark.transform or skewless.ray.Transform (they record it), or run \
+             `skewless backfill --view {view}`"
+        ))),
+    }
+}
+
+/// The digest a file's metadata records: in the Arrow schema's metadata, in
+/// a column's metadata, or in the column metadata Spark writes as JSON.
+fn recorded_digest(file: &Path) -> Result<Option<String>, SourceError> {
+    let fail = |message: String| SourceError {
+        path: file.to_path_buf(),
+        message,
+    };
+    let handle = std::fs::File::open(file).map_err(|e| fail(format!("cannot open: {e}")))?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(handle)
+        .map_err(|e| fail(format!("not a readable Parquet file: {e}")))?;
+    let schema = builder.schema();
+    if let Some(digest) = schema.metadata().get(DIGEST_KEY) {
+        return Ok(Some(digest.clone()));
+    }
+    if let Some(digest) = schema.fields().iter().find_map(|f| f.metadata().get(DIGEST_KEY)) {
+        return Ok(Some(digest.clone()));
+    }
+    let spark = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .into_iter()
+        .flatten()
+        .find(|kv| kv.key == SPARK_SCHEMA_KEY)
+        .and_then(|kv| kv.value.as_deref())
+        .and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok());
+    Ok(spark.and_then(|schema| {
+        schema["fields"]
+            .as_array()?
+            .iter()
+            .find_map(|field| field["metadata"][DIGEST_KEY].as_str().map(str::to_string))
+    }))
 }

@@ -34,13 +34,20 @@ use crate::source::{self, SourceError};
 use crate::store::{Store, StoreError};
 use crate::types::{FeatureType, FieldSpec};
 
-/// What to build.
+/// What to build: a spine file joined into an output file.
 #[derive(Debug, Clone)]
 pub struct DatasetOptions {
     /// The spine: Parquet or CSV (by extension), one row per labelled event.
     pub spine: PathBuf,
     /// The output: Parquet or CSV (by extension).
     pub out: PathBuf,
+    /// What to join onto it.
+    pub join: JoinOptions,
+}
+
+/// What to join onto a spine, wherever the spine comes from.
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
     /// Feature references (`view:feature` or `view`).
     pub features: Vec<String>,
     /// A feature service, instead of or besides `features`.
@@ -161,7 +168,6 @@ pub fn build(
     progress: &ProgressBar,
 ) -> Result<DatasetSummary, DatasetError> {
     let started = Instant::now();
-    let refs = online::resolve_features(catalog, &options.features, options.service.as_deref())?;
     let spine_format = format_of(&options.spine)?;
     let out_format = format_of(&options.out)?;
     let same = |a: &Path, b: &Path| a == b || a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a));
@@ -171,7 +177,106 @@ pub fn build(
             message: "is the spine itself: write the dataset to another file".into(),
         });
     }
+    let columns = source::columns(&options.spine, spine_format)?;
+    let open = |needed: &[FieldSpec]| source::open_all(&options.spine, spine_format, needed);
 
+    let temporary = temporary_path(&options.out);
+    let mut writer: Option<Writer> = None;
+    let sink = |output: RecordBatch| -> Result<(), DatasetError> {
+        let writer = match &mut writer {
+            Some(w) => w,
+            None => writer.insert(Writer::create(&temporary, out_format, output.schema())?),
+        };
+        writer.write(&output)
+    };
+    let joined = join(
+        catalog,
+        store,
+        &options.spine,
+        &columns,
+        open,
+        &options.join,
+        progress,
+        sink,
+    );
+    let (rows, lineage) = match joined {
+        Ok(joined) => joined,
+        Err(error) => {
+            drop(writer);
+            let _ = std::fs::remove_file(&temporary);
+            return Err(error);
+        }
+    };
+    let writer = writer.expect("a spine with rows wrote a batch");
+    writer.finish(&lineage, &options.out)?;
+    std::fs::rename(&temporary, &options.out).map_err(|e| DatasetError::Output {
+        path: options.out.clone(),
+        message: format!("cannot move the finished file into place: {e}"),
+    })?;
+    Ok(DatasetSummary {
+        rows,
+        lineage,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Joins `options` onto a spine held in memory as Arrow batches (the
+/// Python package's DataFrames): the same join as [`build`], output kept
+/// in memory. `label` names the spine in errors and in the lineage.
+pub fn build_in_memory(
+    catalog: &Catalog,
+    store: &Store,
+    label: &str,
+    spine: Vec<RecordBatch>,
+    options: &JoinOptions,
+) -> Result<(Vec<RecordBatch>, Lineage), DatasetError> {
+    let label = Path::new(label);
+    let Some(first) = spine.first() else {
+        return Err(DatasetError::Output {
+            path: label.to_path_buf(),
+            message: "the spine has no rows".into(),
+        });
+    };
+    let schema = first.schema();
+    let columns: Vec<(String, ArrowType)> = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect();
+    let open = |needed: &[FieldSpec]| source::from_batches(label, &schema, spine, needed);
+    let mut outputs = Vec::new();
+    let sink = |output: RecordBatch| -> Result<(), DatasetError> {
+        outputs.push(output);
+        Ok(())
+    };
+    let (_, lineage) = join(
+        catalog,
+        store,
+        label,
+        &columns,
+        open,
+        options,
+        &ProgressBar::hidden(),
+        sink,
+    )?;
+    Ok((outputs, lineage))
+}
+
+/// The join itself: each spine chunk is read, joined by
+/// [`online::get_online_features`] at its rows' own times and handed to
+/// `sink`. Returns the rows joined and the lineage.
+#[allow(clippy::too_many_arguments)]
+fn join(
+    catalog: &Catalog,
+    store: &Store,
+    spine: &Path,
+    spine_columns: &[(String, ArrowType)],
+    open: impl FnOnce(&[FieldSpec]) -> Result<source::OpenedFile, SourceError>,
+    options: &JoinOptions,
+    progress: &ProgressBar,
+    mut sink: impl FnMut(RecordBatch) -> Result<(), DatasetError>,
+) -> Result<(u64, Lineage), DatasetError> {
+    let refs = online::resolve_features(catalog, &options.features, options.service.as_deref())?;
     // The spine columns the join reads: the time, and each join key or request field it has.
     let known = catalog.repo.request_columns();
     let mut needed = vec![FieldSpec {
@@ -179,18 +284,18 @@ pub fn build(
         data_type: FeatureType::Timestamp,
         nullable: true,
     }];
-    for (name, _) in source::columns(&options.spine, spine_format)? {
-        if let Some(data_type) = known.get(&name)
-            && name != options.timestamp_column
+    for (name, _) in spine_columns {
+        if let Some(data_type) = known.get(name)
+            && *name != options.timestamp_column
         {
             needed.push(FieldSpec {
-                name,
+                name: name.clone(),
                 data_type: *data_type,
                 nullable: true,
             });
         }
     }
-    let opened = source::open_all(&options.spine, spine_format, &needed)?;
+    let opened = open(&needed)?;
     progress.set_length(opened.total_rows.unwrap_or(0));
 
     let records = store.views()?;
@@ -199,79 +304,65 @@ pub fn build(
     let digests = store.digests()?;
     let short = |id: &u32| digests.get(id).map_or_else(|| format!("#{id}"), |d| d.short());
 
-    let temporary = temporary_path(&options.out);
-    let mut writer: Option<Writer> = None;
     let mut rows = 0u64;
-    let result = (|| -> Result<(), DatasetError> {
-        for batch in opened.batches {
-            let batch = batch?;
-            let times = micros(batch.column_by_name(&options.timestamp_column).expect("opened with it"));
-            if let Some(row) = (0..times.len()).find(|r| times.is_null(*r)) {
-                return Err(DatasetError::NoTime {
-                    path: options.spine.clone(),
-                    row: rows + row as u64,
-                    column: options.timestamp_column.clone(),
+    for batch in opened.batches {
+        let batch = batch?;
+        let times = micros(batch.column_by_name(&options.timestamp_column).expect("opened with it"));
+        if let Some(row) = (0..times.len()).find(|r| times.is_null(*r)) {
+            return Err(DatasetError::NoTime {
+                path: spine.to_path_buf(),
+                row: rows + row as u64,
+                column: options.timestamp_column.clone(),
+            });
+        }
+        let mut entities = IndexMap::new();
+        for field in &needed[1..] {
+            let column = batch.column_by_name(&field.name).expect("opened with it");
+            let column = match field.data_type {
+                FeatureType::Timestamp => Arc::new(micros(column)) as ArrayRef,
+                _ => column.clone(),
+            };
+            entities.insert(field.name.clone(), column);
+        }
+        let request = OnlineRequest {
+            features: refs.clone(),
+            entities,
+            full_feature_names: options.full_feature_names,
+            as_of: AsOf::Rows(times.values().to_vec()),
+            deadline: None,
+        };
+        let response = online::get_online_features(catalog, &records, &reader, &request)?;
+        for (view, ids) in response.stored_digests {
+            let seen = produced_by.entry(view.clone()).or_default();
+            seen.extend(ids);
+            if seen.len() > 1 && !options.allow_mixed_digests {
+                return Err(DatasetError::MixedDigests {
+                    view,
+                    digests: seen.iter().map(short).collect(),
                 });
             }
-            let mut entities = IndexMap::new();
-            for field in &needed[1..] {
-                let column = batch.column_by_name(&field.name).expect("opened with it");
-                let column = match field.data_type {
-                    FeatureType::Timestamp => Arc::new(micros(column)) as ArrayRef,
-                    _ => column.clone(),
-                };
-                entities.insert(field.name.clone(), column);
-            }
-            let request = OnlineRequest {
-                features: refs.clone(),
-                entities,
-                full_feature_names: options.full_feature_names,
-                as_of: AsOf::Rows(times.values().to_vec()),
-                deadline: None,
-            };
-            let response = online::get_online_features(catalog, &records, &reader, &request)?;
-            for (view, ids) in response.stored_digests {
-                let seen = produced_by.entry(view.clone()).or_default();
-                seen.extend(ids);
-                if seen.len() > 1 && !options.allow_mixed_digests {
-                    return Err(DatasetError::MixedDigests {
-                        view,
-                        digests: seen.iter().map(short).collect(),
-                    });
-                }
-            }
-            let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-            let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-            for column in response.columns.into_iter().filter(|c| c.view.is_some()) {
-                fields.push(Field::new(&column.name, column.values.data_type().clone(), true));
-                columns.push(column.values);
-            }
-            let output =
-                RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| DatasetError::Output {
-                    path: options.out.clone(),
-                    message: format!("a spine column and a feature share a name? {e}"),
-                })?;
-            let writer = match &mut writer {
-                Some(w) => w,
-                None => writer.insert(Writer::create(&temporary, out_format, output.schema())?),
-            };
-            writer.write(&output)?;
-            rows += output.num_rows() as u64;
-            progress.inc(output.num_rows() as u64);
         }
-        Ok(())
-    })();
-    if let Err(error) = result {
-        drop(writer);
-        let _ = std::fs::remove_file(&temporary);
-        return Err(error);
+        let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        for column in response.columns.into_iter().filter(|c| c.view.is_some()) {
+            fields.push(Field::new(&column.name, column.values.data_type().clone(), true));
+            columns.push(column.values);
+        }
+        let output =
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| DatasetError::Output {
+                path: spine.to_path_buf(),
+                message: format!("a spine column and a feature share a name? {e}"),
+            })?;
+        rows += output.num_rows() as u64;
+        progress.inc(output.num_rows() as u64);
+        sink(output)?;
     }
-    let Some(writer) = writer else {
+    if rows == 0 {
         return Err(DatasetError::Output {
-            path: options.spine.clone(),
+            path: spine.to_path_buf(),
             message: "the spine has no rows".into(),
         });
-    };
+    }
 
     let mut views = BTreeMap::new();
     for r in &refs {
@@ -296,20 +387,11 @@ pub fn build(
         );
     }
     let lineage = Lineage {
-        spine: options.spine.display().to_string(),
+        spine: spine.display().to_string(),
         store_commit: store.last_commit()?,
         views,
     };
-    writer.finish(&lineage, &options.out)?;
-    std::fs::rename(&temporary, &options.out).map_err(|e| DatasetError::Output {
-        path: options.out.clone(),
-        message: format!("cannot move the finished file into place: {e}"),
-    })?;
-    Ok(DatasetSummary {
-        rows,
-        lineage,
-        elapsed: started.elapsed(),
-    })
+    Ok((rows, lineage))
 }
 
 fn temporary_path(out: &Path) -> PathBuf {

@@ -60,6 +60,20 @@ impl Host {
         config.relaxed_simd_deterministic(true);
         config.epoch_interruption(true);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling()));
+        if let Some(cap) = address_space_cap() {
+            // A capped address space (`ulimit -v`, Spark's
+            // `spark.executor.pyspark.memory`): the pool and wasmtime's
+            // default 4 GiB reservation per linear memory do not fit. Each
+            // instance then reserves at most the default memory limit, less
+            // on a small cap, with a small guard; a memory that outgrows its
+            // reservation moves, and the view's limit still caps it.
+            let reservation = (Limits::default().memory_bytes() as u64).min(cap / 16);
+            tracing::debug!("address space capped at {cap} bytes: reserving {reservation} bytes per memory");
+            config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+            config.memory_reservation(reservation);
+            config.memory_guard_size(SMALL_GUARD_BYTES);
+            config.memory_reservation_for_growth(SMALL_GUARD_BYTES);
+        }
         let engine = match Engine::new(&config) {
             Ok(engine) => engine,
             // The pool reserves address space up front; where that is refused
@@ -119,6 +133,15 @@ fn pooling() -> PoolingAllocationConfig {
         .table_keep_resident(TABLE_KEEP_RESIDENT);
     pool
 }
+
+/// The process's address-space limit (`RLIMIT_AS`), when it has one.
+fn address_space_cap() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::As).current
+}
+
+/// Guard and growth reservation under a capped address space: wasmtime
+/// then bounds-checks explicitly instead of relying on a large guard.
+const SMALL_GUARD_BYTES: u64 = 64 << 10;
 
 /// Bytes of a slot's memory kept mapped between calls (see [`pooling`]).
 const LINEAR_MEMORY_KEEP_RESIDENT: usize = 4 << 20;

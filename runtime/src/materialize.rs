@@ -228,15 +228,27 @@ impl<'a> Materializer<'a> {
             }
         };
         let output = output.expect("materialized views have a transform");
+        self.add_output(batch, &output.batch, pending)?;
+        Ok(output.row_errors)
+    }
+
+    /// Adds one encoded row per row of `batch` to `pending`, its features
+    /// taken from `output` (the transform's output for those rows, or, for
+    /// an import, the imported rows themselves).
+    pub fn add_output(
+        &self,
+        batch: &RecordBatch,
+        output: &RecordBatch,
+        pending: &mut PendingRows,
+    ) -> Result<(), MaterializeError> {
         let event_time = micros_column(batch, &self.source.timestamp_column);
         let created = self.source.created_column.as_ref().map(|c| micros_column(batch, c));
         let keys = self.keys(batch)?;
-        let features =
-            RowEncoder::new(&output.batch, &self.record.features).map_err(|error| MaterializeError::Columns {
-                view: self.view.name.clone(),
-                of: "transform output",
-                error,
-            })?;
+        let features = RowEncoder::new(output, &self.record.features).map_err(|error| MaterializeError::Columns {
+            view: self.view.name.clone(),
+            of: "transform output",
+            error,
+        })?;
         let width = self.record.features.len();
         for row in 0..batch.num_rows() {
             let created = created
@@ -252,7 +264,27 @@ impl<'a> Materializer<'a> {
                 |out| features.write(row, out),
             );
         }
-        Ok(output.row_errors)
+        Ok(())
+    }
+
+    /// The columns a row of this view is stored from once its transform has
+    /// run: join keys, event time, created time, and the features.
+    pub fn stored_columns(&self) -> Vec<FieldSpec> {
+        let time_field = |name: &str| FieldSpec {
+            name: name.to_string(),
+            data_type: FeatureType::Timestamp,
+            nullable: true,
+        };
+        let mut columns = self.record.join_keys.clone();
+        columns.push(time_field(&self.source.timestamp_column));
+        columns.extend(self.source.created_column.as_deref().map(time_field));
+        columns.extend(self.record.features.iter().cloned());
+        columns
+    }
+
+    /// Whether this is an aggregation view (its rows become events).
+    pub fn is_aggregation(&self) -> bool {
+        self.plan.is_some()
     }
 }
 

@@ -66,6 +66,23 @@ fn open_with(path: &Path, format: FileFormat, needed: &[FieldSpec], keep_all: bo
     }
 }
 
+/// Batches already in memory (a DataFrame from Python), checked as a file
+/// would be: every `needed` column present with a type that maps onto its
+/// declared type; `label` names them in errors. Every column is kept.
+pub fn from_batches(
+    label: &Path,
+    schema: &Schema,
+    batches: Vec<RecordBatch>,
+    needed: &[FieldSpec],
+) -> Result<OpenedFile, SourceError> {
+    check_columns(label, schema, needed)?;
+    let total_rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    Ok(OpenedFile {
+        total_rows: Some(total_rows),
+        batches: Box::new(batches.into_iter().map(Ok)),
+    })
+}
+
 /// The columns of a file and their Arrow types.
 pub fn columns(path: &Path, format: FileFormat) -> Result<Vec<(String, ArrowType)>, SourceError> {
     let file = File::open(path).map_err(|e| fail(path, format!("cannot open: {e}")))?;

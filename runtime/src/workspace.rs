@@ -13,17 +13,19 @@
 
 use std::path::{Path, PathBuf};
 
+use indexmap::IndexMap;
 use indicatif::ProgressBar;
 
 use crate::apply::{self, AllowBatchDependent, ApplyError, Plan};
-use crate::backfill::{self, BackfillError, BackfillOptions, ViewSummary};
+use crate::backfill::{self, BackfillError, BackfillOptions, ImportOptions, ViewSummary};
 use crate::catalog::Catalog;
-use crate::dataset::{self, DatasetError, DatasetOptions, DatasetSummary};
+use crate::dataset::{self, DatasetError, DatasetOptions, DatasetSummary, JoinOptions, Lineage};
 use crate::engine::Runtime;
 use crate::error::LoadError;
 use crate::online::{self, OnlineError, OnlineRequest, OnlineResponse, ReadSpec};
+use crate::push::{self, PushError, PushSummary};
 use crate::repo::{FeatureRef, Repo, RepoError};
-use crate::store::{Registry, Store, StoreError};
+use crate::store::{Registry, Store, StoreError, WriteTo};
 use crate::verify::{self, Report, VerifyError};
 
 /// Which views' components to load: loading compiles (or maps from the
@@ -160,6 +162,11 @@ impl Workspace {
         backfill::backfill(&self.catalog, &self.store, options, progress)
     }
 
+    /// Stores values of a view computed elsewhere by its own component.
+    pub fn import(&self, options: &ImportOptions, progress: &ProgressBar) -> Result<ViewSummary, BackfillError> {
+        backfill::import(&self.catalog, &self.store, options, progress)
+    }
+
     /// One online read (latest, or as of an instant), built from names and
     /// JSON or text columns by [`OnlineRequest::build`], from one snapshot.
     pub fn read(&self, spec: ReadSpec<'_>) -> Result<OnlineResponse, OnlineError> {
@@ -169,9 +176,36 @@ impl Workspace {
         online::get_online_features(&self.catalog, &records, &reader, &request)
     }
 
+    /// Pushes `df` (columns of JSON values) to the push source `source`
+    /// and commits it: what `POST /push` does, without the server's group
+    /// commit.
+    pub fn push(
+        &self,
+        source: &str,
+        df: &IndexMap<String, Vec<serde_json::Value>>,
+        to: WriteTo,
+    ) -> Result<PushSummary, PushError> {
+        let records = self.store.views()?;
+        let mut prepared = push::prepare(&self.catalog, &self.store, &records, source, df, to, None)?;
+        let to = prepared.to;
+        let mut views: Vec<_> = prepared.views.iter_mut().map(|(r, p)| (&*r, p, to)).collect();
+        let commit = self.store.write_views(&mut views)?;
+        Ok(prepared.summary(commit))
+    }
+
     /// Point-in-time correct training data; `progress` counts spine rows.
     pub fn dataset(&self, options: &DatasetOptions, progress: &ProgressBar) -> Result<DatasetSummary, DatasetError> {
         dataset::build(&self.catalog, &self.store, options, progress)
+    }
+
+    /// Point-in-time correct training data for a spine held in memory.
+    pub fn dataset_in_memory(
+        &self,
+        label: &str,
+        spine: Vec<arrow_array::RecordBatch>,
+        options: &JoinOptions,
+    ) -> Result<(Vec<arrow_array::RecordBatch>, Lineage), DatasetError> {
+        dataset::build_in_memory(&self.catalog, &self.store, label, spine, options)
     }
 
     /// Compares the online and offline paths on `samples` entities per view,

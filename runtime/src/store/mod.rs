@@ -1013,6 +1013,20 @@ impl Store {
         Ok(out)
     }
 
+    /// A digest of [`Self::dump`]: two stores with the same logical content
+    /// (whatever wrote it, in whatever commits) have the same one.
+    pub fn content_digest(&self) -> Result<Digest, StoreError> {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        for (table, key, value) in self.dump()? {
+            for part in [table.as_bytes(), &key, &value] {
+                hasher.update((part.len() as u64).to_le_bytes());
+                hasher.update(part);
+            }
+        }
+        Ok(Digest(hasher.finalize().into()))
+    }
+
     /// Number of history blocks and latest values.
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
