@@ -1,8 +1,10 @@
 //! The Python package (`python/`, `import skewless`): the wheel built with
 //! maturin into this build's target folder, installed into a fresh virtual
-//! environment (which sees the pyarrow and pytest `.ci/run` installs), and
-//! `python/tests` run against the example components, with what the Rust
-//! runtime's `Transform::run` gives for the same inputs as the expected bits.
+//! environment (which sees what `.ci/run` installs: pyarrow, polars, pandas,
+//! pyspark, ray, pytest), and `python/tests` run against the example
+//! components, with what the Rust runtime's `Transform::run` gives for the
+//! same inputs as the expected bits, and this build's `skewless` binary
+//! (CLI and server) as the reference for `Repo`, `Client`, Spark and Ray.
 
 mod common;
 
@@ -38,7 +40,7 @@ fn inputs() -> Vec<(&'static str, RecordBatch)> {
 
 fn run(command: &mut Command, what: &str) -> String {
     let output = command.output().unwrap_or_else(|e| {
-        panic!("{what}: {e}; `.ci/run` installs what it needs: pip install maturin==1.16.0 pyarrow pytest")
+        panic!("{what}: {e}; `.ci/run` installs what it needs: pip install maturin==1.16.0 pyarrow pytest polars \"pandas<3\" pyspark ray[data]")
     });
     assert!(
         output.status.success(),
@@ -61,6 +63,10 @@ fn the_python_package_gives_the_rust_runtimes_bits() {
         samples::write_parquet(&expected.join(format!("{name}.input.parquet")), &input).unwrap();
         samples::write_parquet(&expected.join(format!("{name}.output.parquet")), &output).unwrap();
     }
+
+    // The driver_stats example with its sample data, not applied: the
+    // Python tests copy it, and run the CLI and the server on the copies.
+    let repo = common::TempRepo::with_data("driver_stats", common::next_hour());
 
     // The wheel, built in this build's target folder (shared with cargo).
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -101,10 +107,12 @@ fn the_python_package_gives_the_rust_runtimes_bits() {
             .arg(common::root().join("python/tests"))
             .env("SKEWLESS_COMPONENTS", &components)
             .env("SKEWLESS_EXPECTED", &expected)
+            .env("SKEWLESS_BIN", env!("CARGO_BIN_EXE_skewless"))
+            .env("SKEWLESS_REPO", repo.path())
             .env("SKEWLESS_CACHE_DIR", tmp.join("compile-cache"))
             .current_dir(work.path()),
         "pytest python/tests",
     );
     // Every test ran: none skipped, none missing.
-    assert!(report.contains("8 passed") && !report.contains("skipped"), "{report}");
+    assert!(report.contains("16 passed") && !report.contains("skipped"), "{report}");
 }

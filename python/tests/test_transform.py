@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import skewless
+from conftest import same_bits
 
 COMPONENTS = pathlib.Path(os.environ["SKEWLESS_COMPONENTS"])
 EXPECTED = pathlib.Path(os.environ["SKEWLESS_EXPECTED"])
@@ -32,28 +33,18 @@ def test_run_gives_the_rust_runtimes_bits(name):
     assert t.output_schema == expected.schema.remove_metadata()
     # A Table (C stream), a RecordBatch (C array) and a reader give the same bits.
     batches = inputs.to_batches(max_chunksize=333)
-    for data in [inputs, inputs.combine_chunks().to_batches()[0], pa.RecordBatchReader.from_batches(inputs.schema, batches)]:
+    import pandas
+    import polars
+
+    # polars hands strings over as string views, pandas through its own C stream.
+    given = [inputs, inputs.combine_chunks().to_batches()[0], pa.RecordBatchReader.from_batches(inputs.schema, batches),
+             polars.from_arrow(inputs), inputs.to_pandas()]
+    assert isinstance(given[-1], pandas.DataFrame)
+    for data in given:
         got = t.run(data)
         assert got.num_rows == expected.num_rows
         for column in expected.column_names:
             assert same_bits(got.column(column), expected.column(column)), f"{name}.{column}"
-
-
-def same_bits(a, b):
-    """Equal nulls and, where valid, equal value bits (NaN payloads included)."""
-    a, b = a.combine_chunks(), b.combine_chunks()
-    if a.type != b.type or len(a) != len(b) or a.is_null().to_pylist() != b.is_null().to_pylist():
-        return False
-    if not (pa.types.is_floating(a.type) or pa.types.is_integer(a.type) or pa.types.is_timestamp(a.type)):
-        return a.to_pylist() == b.to_pylist()
-    width = a.type.bit_width // 8
-    va, vb = a.buffers()[1].to_pybytes(), b.buffers()[1].to_pybytes()
-    for i in range(len(a)):
-        if a[i].is_valid:
-            x, y = (a.offset + i) * width, (b.offset + i) * width
-            if va[x : x + width] != vb[y : y + width]:
-                return False
-    return True
 
 
 def test_describe_digest_and_row_errors():

@@ -67,12 +67,14 @@ impl Host {
             // instance then reserves at most the default memory limit, less
             // on a small cap, with a small guard; a memory that outgrows its
             // reservation moves, and the view's limit still caps it.
-            let reservation = (Limits::default().memory_bytes() as u64).min(cap / 16);
+            let reservation = (Limits::default().memory_bytes() as u64).min(cap / 64);
             tracing::debug!("address space capped at {cap} bytes: reserving {reservation} bytes per memory");
             config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
             config.memory_reservation(reservation);
             config.memory_guard_size(SMALL_GUARD_BYTES);
             config.memory_reservation_for_growth(SMALL_GUARD_BYTES);
+            // Compiling on one thread: each of the pool's threads reserves a stack.
+            config.parallel_compilation(false);
         }
         let engine = match Engine::new(&config) {
             Ok(engine) => engine,
@@ -91,6 +93,7 @@ impl Host {
         let weak = engine.weak();
         std::thread::Builder::new()
             .name("skewless-epoch".into())
+            .stack_size(EPOCH_THREAD_STACK)
             .spawn(move || {
                 while let Some(engine) = weak.upgrade() {
                     engine.increment_epoch();
@@ -138,6 +141,9 @@ fn pooling() -> PoolingAllocationConfig {
 fn address_space_cap() -> Option<u64> {
     rustix::process::getrlimit(rustix::process::Resource::As).current
 }
+
+/// The epoch thread only sleeps and bumps a counter.
+const EPOCH_THREAD_STACK: usize = 64 << 10;
 
 /// Guard and growth reservation under a capped address space: wasmtime
 /// then bounds-checks explicitly instead of relying on a large guard.

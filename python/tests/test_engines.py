@@ -1,0 +1,87 @@
+"""Spark and Ray run the view's component through the same host code, and
+`skewless import` of what they wrote equals `skewless backfill` bit for bit.
+The jobs are the documented examples (python/examples), run here."""
+
+import importlib.util
+import os
+import pathlib
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+
+import skewless
+from conftest import TEMPLATE, cli, cli_backfilled, copy_repo
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+
+
+def example(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def store_digest(repo):
+    with skewless.Repo(str(repo)) as r:
+        return r.content_digest()
+
+
+def test_spark_output_imported_equals_backfill_and_another_digest_is_refused(tmp_path):
+    expected = store_digest(cli_backfilled(tmp_path))
+    spark_backfill = example("spark_backfill")
+    spark = spark_backfill.session(2)
+    try:
+        repo = copy_repo(tmp_path, "spark")
+        out = tmp_path / "spark_out"
+        spark_backfill.backfill(spark, repo, str(out))
+        # Python workers are reused: each loaded the component once, whatever the batches.
+        loads = (
+            spark.sparkContext.parallelize(range(8), 8)
+            .map(lambda _: (os.getpid(), dict(__import__("skewless._worker")._worker.LOADS)))
+            .collect()
+        )
+    finally:
+        spark.stop()
+    counts = [n for _, by_digest in loads for n in by_digest.values()]
+    assert counts and max(counts) == 1, loads
+    assert any(p.name.startswith("date=") for p in out.iterdir()), "partitioned by date"
+
+    cli(repo, "apply")
+    cli(repo, "import", "--view", "driver_hourly_stats", "--from", str(out))
+    assert store_digest(repo) == expected
+
+    # A file computed by another component is refused, with what to run.
+    other = tmp_path / "other"
+    other.mkdir()
+    part = next(out.rglob("*.parquet"))
+    table = pq.read_table(part)
+    pq.write_table(table.replace_schema_metadata({b"skewless.digest": b"sha256:" + b"0" * 64}), other / "part.parquet")
+    fresh = copy_repo(tmp_path, "refusing")
+    cli(fresh, "apply")
+    with skewless.Repo(str(fresh)) as r:
+        with pytest.raises(skewless.Error, match="was computed by component sha256:0000.*skewless apply"):
+            r.import_materialized("driver_hourly_stats", str(other))
+        with pytest.raises(skewless.Error, match="records no `skewless.digest`"):
+            shutil.copy(TEMPLATE / "data/driver_stats.parquet", other / "part.parquet")
+            r.import_materialized("driver_hourly_stats", str(other))
+
+
+def test_ray_output_imported_equals_backfill(tmp_path):
+    import ray
+
+    expected = store_digest(cli_backfilled(tmp_path))
+    repo = copy_repo(tmp_path, "ray")
+    out = tmp_path / "ray_out"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        example("ray_backfill").backfill(repo, str(out))
+    finally:
+        ray.shutdown()
+    assert any(p.name.startswith("date=") for p in out.iterdir()), "partitioned by date"
+    with skewless.Repo(str(repo)) as r:
+        r.apply()
+        summary = r.import_materialized("driver_hourly_stats", str(out))
+        assert summary["rows_written"] == 720_000
+        assert r.content_digest() == expected
