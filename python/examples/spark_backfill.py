@@ -14,6 +14,7 @@ date, with the component's digest in its metadata.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import sys
 import tomllib
@@ -24,13 +25,16 @@ VIEW = "driver_hourly_stats"
 
 
 def session(cores: int = 2):
-    """A local Spark session set up for Skewless: UTC (components take UTC
+    """A local Spark session set up for Skewless: Python workers on this
+    interpreter (the one with `skewless` installed), UTC (components take UTC
     timestamps) and microsecond timestamps in Parquet."""
     from pyspark.sql import SparkSession
 
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     return (
         SparkSession.builder.master(f"local[{cores}]")
         .appName("skewless-backfill")
+        .config("spark.pyspark.python", sys.executable)
         .config("spark.ui.enabled", "false")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.sql.session.timeZone", "UTC")
