@@ -334,7 +334,7 @@ pub fn import(
                 .into(),
         ));
     }
-    let files = parquet_files(&options.from).map_err(|e| fail(e))?;
+    let files = parquet_files(&options.from).map_err(fail)?;
     let source_error = |error: SourceError| BackfillError::Source {
         view: view.name.clone(),
         error,
