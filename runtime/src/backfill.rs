@@ -7,6 +7,10 @@
 //! path), encode rows and write them in transactions of `rows_per_commit`
 //! rows. Writing merges by (entity, event time, created), so a rerun, or a
 //! run after a `kill -9`, converges on the same store.
+//!
+//! `skewless import` ([`import`]) goes through the same loop with rows whose
+//! features were computed elsewhere by the view's own component (Spark,
+//! Ray): only the transform call is skipped.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -13,6 +13,8 @@
 //! Memory is bounded by the chunk (one read batch of the spine), not by the
 //! spine: chunks are read, joined and written one at a time. The output is
 //! written to a temporary file and renamed into place when complete.
+//! [`build_in_memory`] runs the same join over a spine already in memory
+//! (the Python package's DataFrames) and keeps the output there.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
