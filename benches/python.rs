@@ -1,7 +1,7 @@
 //! The Python package against the CLI, side by side in one run:
 //! - `Transform.run` on a 65,536-row pyarrow batch against the Rust
 //!   runtime's `Transform::run` on the same batch (target within 1.2x);
-//! - the cost of a 1-row call from Python;
+//! - the cost of a 1-row call from Python, against the same call in Rust;
 //! - Spark `local[2]` backfilling driver_stats (720k rows, written as
 //!   Parquet partitioned by date) against `skewless backfill` of the same
 //!   rows in one process;
@@ -44,7 +44,7 @@ fn main() {
     let transform = common::example(&runtime, "driver_hourly_stats");
     let batch = data.slice(0, 65_536);
     transform.run(&batch).unwrap();
-    let mut times: Vec<Duration> = (0..15)
+    let mut times: Vec<Duration> = (0..51)
         .map(|_| {
             let start = Instant::now();
             transform.run(&batch).unwrap();
@@ -53,6 +53,13 @@ fn main() {
         .collect();
     times.sort();
     let rust_batch = times[times.len() / 2];
+    let one = data.slice(0, 1);
+    let calls = 2_000;
+    let start = Instant::now();
+    for _ in 0..calls {
+        transform.run(&one).unwrap();
+    }
+    let rust_one = start.elapsed() / calls;
 
     // The CLI: backfill, and import of what Spark wrote.
     let cli_repo = common::TempRepo::with_data("driver_stats", common::FIXED_END);
@@ -126,9 +133,11 @@ fn main() {
         rust_batch.as_secs_f64() * 1e3,
         python_batch / rust_batch.as_secs_f64()
     );
+    let python_one = report["run_1_row_us"].as_f64().unwrap();
+    let rust_one_us = rust_one.as_secs_f64() * 1e6;
     println!(
-        "| 1-row call from Python | {:.1} us | - | - |",
-        report["run_1_row_us"].as_f64().unwrap()
+        "| 1-row call | {python_one:.1} us | {rust_one_us:.1} us | {:.2}x |",
+        python_one / rust_one_us
     );
     println!(
         "| backfill of driver_stats, {rows:.0} rows | Spark local[2] {spark:.2} s ({:.0} rows/s, to Parquet) | {:.2} s ({:.0} rows/s, to redb) | {:.2}x |",

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import skewless
 
 component, data_path, repo, out = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3]), sys.argv[4]
-runs = 15
+runs = 51
 t = skewless.Transform.load(component)
 data = pq.read_table(data_path)
 batch = data.slice(0, 65_536).combine_chunks()
