@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import skewless
+import skewless.ray
 from conftest import TEMPLATE, cli, cli_backfilled, copy_repo
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
@@ -73,7 +74,26 @@ def test_spark_output_imported_equals_backfill_and_another_digest_is_refused(tmp
             r.import_materialized("driver_hourly_stats", str(other))
 
 
+def template_component():
+    import tomllib
+
+    config = tomllib.loads((TEMPLATE / "skewless.toml").read_text())
+    return TEMPLATE / config["views"]["driver_hourly_stats"]["transform"]
+
+
 def test_ray_output_imported_equals_backfill(tmp_path):
+    # Defined here, so that Ray pickles it by value.
+    class CountingTransform(skewless.ray.Transform):
+        """The example's callable, adding this actor's load count to each batch."""
+
+        def __call__(self, batch):
+            import pyarrow as pa
+
+            from skewless import _worker
+
+            out = super().__call__(batch)
+            return out.append_column("loads", pa.array([sum(_worker.LOADS.values())] * out.num_rows, pa.int64()))
+
     import ray
 
     expected = store_digest(cli_backfilled(tmp_path))
@@ -81,9 +101,19 @@ def test_ray_output_imported_equals_backfill(tmp_path):
     out = tmp_path / "ray_out"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        example("ray_backfill").backfill(repo, str(out))
+        ray_backfill = example("ray_backfill")
+        ray_backfill.backfill(repo, str(out))
+        # Each actor loaded the component once, however many batches it ran.
+        component = str(template_component())
+        loads = (
+            ray.data.read_parquet(str(TEMPLATE / "data/driver_stats.parquet"))
+            .map_batches(CountingTransform, fn_constructor_args=(component,), batch_format="pyarrow",
+                         batch_size=10_000, concurrency=2, num_cpus=0.5)
+            .unique("loads")
+        )
     finally:
         ray.shutdown()
+    assert loads == [1], loads
     assert any(p.name.startswith("date=") for p in out.iterdir()), "partitioned by date"
     with skewless.Repo(str(repo)) as r:
         r.apply()
