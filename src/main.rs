@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use skewless_runtime::apply::AllowBatchDependent;
 use skewless_runtime::online::{self, RawColumn, ReadSpec, Status};
 use skewless_runtime::{Views, Workspace, backfill, dataset, invariance, samples, time};
-use skewless_server::{GetOnlineFeaturesResponse, Server, ServerLimits};
+use skewless_server::{Auth, AuthConfig, GetOnlineFeaturesResponse, Scope, Server, ServerLimits};
 use skewless_toolchain as toolchain;
 
 /// The server allocates a few hundred small buffers per request (JSON,
@@ -142,7 +142,12 @@ enum Command {
         addr: String,
         #[command(flatten)]
         limits: ServeLimits,
+        #[command(flatten)]
+        security: ServeSecurity,
     },
+    /// Manage the server's bearer tokens (the tokens file holds their hashes only).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// List entities, views, features and services recorded in the registry.
     Ls,
     /// Show one entity, source, view or service.
@@ -190,6 +195,50 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token, record its hash in the tokens file, and print it (once: keep it).
+    Add {
+        /// A name for who holds it, e.g. `trainer` or `ingest`.
+        name: String,
+        /// What it grants: read, push, admin (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// The tokens file (default: `[server.auth] tokens` in skewless.toml, else tokens.toml).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+}
+
+/// Who may call the server, and over what.
+#[derive(clap::Args, Default)]
+struct ServeSecurity {
+    /// Tokens file of hashes and scopes (default: `[server.auth] tokens` in skewless.toml).
+    #[arg(long, env = "SKEWLESS_TOKENS", value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// JWKS file of an identity provider's public keys: accept its RS256/ES256 JWTs.
+    #[arg(long, env = "SKEWLESS_JWKS", value_name = "FILE")]
+    jwks: Option<PathBuf>,
+    /// The JWT claim holding scopes (default `scope`).
+    #[arg(long, env = "SKEWLESS_JWT_SCOPES_CLAIM", value_name = "CLAIM")]
+    jwt_scopes_claim: Option<String>,
+    /// Accept only JWTs from this issuer (`iss`).
+    #[arg(long, env = "SKEWLESS_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Accept only JWTs for this audience (`aud`).
+    #[arg(long, env = "SKEWLESS_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// Serve an address other than loopback with no authentication configured.
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+}
+
 /// What one request may ask of the server.
 #[derive(clap::Args)]
 struct ServeLimits {
@@ -202,6 +251,9 @@ struct ServeLimits {
     /// Time limit per request, transform calls included (e.g. 500ms, 2s).
     #[arg(long, default_value_t = ServerLimits::default().request_timeout.into())]
     request_timeout: humantime::Duration,
+    /// Requests worked on at once; more are answered 503 `overloaded` with Retry-After.
+    #[arg(long, default_value_t = ServerLimits::default().max_in_flight)]
+    max_in_flight: usize,
 }
 
 impl From<ServeLimits> for ServerLimits {
@@ -210,6 +262,7 @@ impl From<ServeLimits> for ServerLimits {
             max_body_bytes: l.max_body_bytes,
             max_rows: l.max_rows,
             request_timeout: l.request_timeout.into(),
+            max_in_flight: l.max_in_flight,
         }
     }
 }
@@ -333,7 +386,8 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::Verify { samples, seed } => cmd_verify(&cli.repo, samples, seed),
-        Command::Serve { addr, limits } => cmd_serve(&cli.repo, &addr, limits.into(), None),
+        Command::Serve { addr, limits, security } => cmd_serve(&cli.repo, &addr, limits.into(), &security, None),
+        Command::Token(TokenCommand::Add { name, scopes, file }) => cmd_token_add(&cli.repo, &name, &scopes, file),
         Command::Ls => cmd_ls(&cli.repo),
         Command::SampleData {
             example,
@@ -782,32 +836,94 @@ fn cmd_get(dir: &Path, read: &Read) -> Result<()> {
 
 /// Serves the repo until Ctrl-C or SIGTERM; `example` is a request body to
 /// print as a ready-to-paste curl line once listening.
-fn cmd_serve(dir: &Path, addr: &str, limits: ServerLimits, example: Option<&str>) -> Result<()> {
+fn cmd_serve(
+    dir: &Path,
+    addr: &str,
+    limits: ServerLimits,
+    security: &ServeSecurity,
+    example: Option<&str>,
+) -> Result<()> {
     let started = Instant::now();
-    let state = Server::new(Workspace::open(dir, Views::All)?, limits)?;
+    let workspace = Workspace::open(dir, Views::All)?;
+    let auth = load_auth(&workspace.catalog().repo.server.auth, security)?;
+    let loopback_only = std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .with_context(|| format!("--addr {addr} is not HOST:PORT"))?
+        .all(|a| a.ip().is_loopback());
+    if !auth.enabled() && !loopback_only && !security.insecure_no_auth {
+        bail!(
+            "refusing to serve {addr} without authentication: anyone who can reach it could read every \
+             feature and push values into any of them.\n  Make a token: `skewless token add NAME --scopes read` \
+             and set `[server.auth] tokens = \"tokens.toml\"` in skewless.toml (or --tokens / --jwks),\n  or \
+             serve 127.0.0.1, or pass --insecure-no-auth if something in front of the server authenticates"
+        );
+    }
+    let auth_summary = if auth.enabled() { "bearer auth" } else { "no auth" };
+    let state = Server::new(workspace, limits, auth)?;
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     tokio.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (is another server running? choose one with --addr)"))?;
         let local = listener.local_addr()?;
+        let scheme = if security.tls_cert.is_some() { "https" } else { "http" };
         let repo = &state.catalog().repo;
         status(
             "Serving",
             &format!(
-                "{} on http://{local} ({} views) after {:.0} ms; Ctrl-C to stop",
+                "{} on {scheme}://{local} ({} views, {auth_summary}) after {:.0} ms; Ctrl-C to stop",
                 repo.project,
                 repo.views.len(),
                 started.elapsed().as_secs_f64() * 1e3
             ),
         );
         if let Some(body) = example {
-            eprintln!("\nTry:\n  curl -s -X POST http://{local}/get-online-features -d '{body}'\n");
+            eprintln!("\nTry:\n  curl -s -X POST {scheme}://{local}/get-online-features -d '{body}'\n");
         }
-        skewless_server::serve(listener, state, skewless_server::shutdown_signal()).await?;
+        let shutdown = skewless_server::shutdown_signal();
+        match (&security.tls_cert, &security.tls_key) {
+            (Some(cert), Some(key)) => skewless_server::serve_tls(listener, state, cert, key, shutdown).await?,
+            _ => skewless_server::serve(listener, state, shutdown).await?,
+        }
         status("Stopped", "in-flight requests answered, store closed");
         Ok(())
     })
+}
+
+/// The server's credentials: flags and environment over `[server.auth]`.
+fn load_auth(settings: &skewless_runtime::repo::AuthSettings, flags: &ServeSecurity) -> Result<Auth> {
+    let config = AuthConfig {
+        tokens: flags.tokens.clone().or_else(|| settings.tokens.clone()),
+        jwks: flags.jwks.clone().or_else(|| settings.jwks.clone()),
+        scopes_claim: (flags.jwt_scopes_claim.clone())
+            .or_else(|| settings.scopes_claim.clone())
+            .unwrap_or_else(|| "scope".into()),
+        issuer: flags.jwt_issuer.clone().or_else(|| settings.issuer.clone()),
+        audience: flags.jwt_audience.clone().or_else(|| settings.audience.clone()),
+    };
+    Ok(Auth::load(&config)?)
+}
+
+fn cmd_token_add(dir: &Path, name: &str, scopes: &[String], file: Option<PathBuf>) -> Result<()> {
+    let scopes = scopes
+        .iter()
+        .map(|s| Scope::parse(s.trim()).with_context(|| format!("unknown scope `{s}`: read, push or admin")))
+        .collect::<Result<Vec<_>>>()?;
+    let configured = skewless_runtime::Repo::open(dir)
+        .ok()
+        .and_then(|r| r.server.auth.tokens);
+    let path = file.or(configured.clone()).unwrap_or_else(|| dir.join("tokens.toml"));
+    let token = skewless_server::auth::add_token(&path, name, scopes)?;
+    status("Added", &format!("token `{name}` to {}", path.display()));
+    if configured.is_none() {
+        eprintln!(
+            "note: skewless.toml names no tokens file; add\n\n  [server.auth]\n  tokens = \"{}\"\n\nor pass `skewless serve --tokens {}`",
+            path.strip_prefix(dir).unwrap_or(&path).display(),
+            path.display()
+        );
+    }
+    eprintln!("The token (shown once; send it as `Authorization: Bearer TOKEN`):");
+    println!("{token}");
+    Ok(())
 }
 
 fn cmd_sample_data(dir: &Path, example: &str, events: Option<usize>, cards: usize, days: i64) -> Result<()> {
@@ -899,5 +1015,11 @@ fn cmd_demo(examples: Option<PathBuf>) -> Result<()> {
     );
     // The same read over HTTP, Feast's way.
     let example = r#"{"feature_service": "driver_activity", "entities": {"driver_id": [1001, 1002], "val_to_add": [1000, 1001]}}"#;
-    cmd_serve(&repo_dir, "127.0.0.1:6566", ServerLimits::default(), Some(example))
+    cmd_serve(
+        &repo_dir,
+        "127.0.0.1:6566",
+        ServerLimits::default(),
+        &ServeSecurity::default(),
+        Some(example),
+    )
 }

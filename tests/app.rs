@@ -11,7 +11,7 @@ use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use skewless_runtime::{Views, Workspace};
-use skewless_server::{AppState, Server, ServerLimits, app};
+use skewless_server::{AppState, Auth, Server, ServerLimits, app};
 use tower::ServiceExt;
 
 use common::TempRepo;
@@ -28,8 +28,9 @@ fn state() -> (TempRepo, AppState) {
         max_rows: 100,
         max_body_bytes: 20_000,
         request_timeout: std::time::Duration::from_millis(300),
+        ..ServerLimits::default()
     };
-    let server = Server::new(Workspace::open(repo.path(), Views::All).unwrap(), limits).unwrap();
+    let server = Server::new(Workspace::open(repo.path(), Views::All).unwrap(), limits, Auth::none()).unwrap();
     (repo, server)
 }
 

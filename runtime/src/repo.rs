@@ -128,6 +128,8 @@ struct RawRepo {
     views: IndexMap<String, Spanned<RawView>>,
     #[serde(default)]
     services: IndexMap<String, Spanned<RawService>>,
+    #[serde(default)]
+    server: ServerSettings,
 }
 
 #[derive(Deserialize)]
@@ -238,6 +240,34 @@ pub struct Repo {
     pub views: IndexMap<String, View>,
     /// Feature services by name, in file order.
     pub services: IndexMap<String, Service>,
+    /// `[server]`: settings of `skewless serve` (paths made absolute).
+    pub server: ServerSettings,
+}
+
+/// `[server]` in `skewless.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// `[server.auth]`.
+    #[serde(default)]
+    pub auth: AuthSettings,
+}
+
+/// `[server.auth]`: who may call the server. `skewless serve --tokens/--jwks`
+/// and their environment variables override it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Tokens file (hashes and scopes), made by `skewless token add`.
+    pub tokens: Option<PathBuf>,
+    /// JWKS file of an identity provider's public keys, for JWTs.
+    pub jwks: Option<PathBuf>,
+    /// The JWT claim holding scopes (default `scope`).
+    pub scopes_claim: Option<String>,
+    /// Required JWT issuer (`iss`).
+    pub issuer: Option<String>,
+    /// Required JWT audience (`aud`).
+    pub audience: Option<String>,
 }
 
 /// What features describe, with typed join keys.
@@ -881,6 +911,10 @@ impl Repo {
         }
 
         let store_path = root.join(raw.store.as_deref().unwrap_or(DEFAULT_STORE));
+        let mut server = raw.server;
+        for path in [&mut server.auth.tokens, &mut server.auth.jwks].into_iter().flatten() {
+            *path = root.join(&*path);
+        }
         Ok(Repo {
             root,
             config_path: path.to_path_buf(),
@@ -890,6 +924,7 @@ impl Repo {
             sources,
             views,
             services,
+            server,
         })
     }
 

@@ -4,13 +4,14 @@
 //! fault: 5xx, with the transform's own message (it is the user's code).
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use skewless_runtime::online::OnlineError;
 use skewless_runtime::push::PushError;
 use skewless_runtime::{StoreError, TransformError, TransformErrorKind};
 
 use crate::api::{ErrorBody, ErrorDetail};
+use crate::auth::Denied;
 
 /// An error answered as `{"error": {"code", "message"}}`.
 #[derive(Debug)]
@@ -30,6 +31,15 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             code,
             message: message.into(),
+        }
+    }
+
+    /// 503 with `Retry-After`: too much work in flight.
+    pub(crate) fn overloaded(message: String) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "overloaded",
+            message,
         }
     }
 
@@ -89,6 +99,20 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        match (self.status, self.code) {
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded") => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            (StatusCode::UNAUTHORIZED, code) => {
+                let challenge = format!("Bearer realm=\"skewless\", error=\"{code}\"");
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::try_from(challenge).expect("ASCII"),
+                );
+            }
+            _ => {}
+        }
         response.extensions_mut().insert(ErrorCode(self.code));
         response
     }
@@ -138,5 +162,22 @@ impl From<PushError> for ApiError {
             }
         };
         ApiError::bad_request(code, error.to_string())
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        match denied {
+            Denied::Unauthenticated(message) => ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                code: "invalid_token",
+                message,
+            },
+            Denied::Forbidden(message) => ApiError {
+                status: StatusCode::FORBIDDEN,
+                code: "insufficient_scope",
+                message,
+            },
+        }
     }
 }

@@ -18,6 +18,7 @@
 #![deny(missing_docs)]
 
 mod api;
+pub mod auth;
 mod commit;
 mod error;
 mod metrics;
@@ -30,6 +31,7 @@ pub use api::{
     ErrorBody, ErrorDetail, FeatureColumn, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest,
     PushResponse, ResponseMetadata, RowErrorBody,
 };
+pub use auth::{Auth, AuthConfig, Scope};
 pub use error::ApiError;
 pub use routes::{app, openapi_json};
 pub use state::{AppState, Server, ServerLimits, StartError};
@@ -43,6 +45,36 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// As [`serve`], over TLS with the PEM certificate chain and private key
+/// at `cert` and `key` (rustls; TLS 1.2 and 1.3, HTTP/1.1).
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("TLS certificate {} or key {}: {e}", cert.display(), key.display()),
+            )
+        })?;
+    let handle = axum_server::Handle::new();
+    let stopping = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        // As axum::serve's graceful shutdown: stop accepting, finish what is in flight.
+        stopping.graceful_shutdown(None);
+    });
+    axum_server::from_tcp_rustls(listener.into_std()?, config)?
+        .handle(handle)
+        .serve(app(state).into_make_service())
+        .await
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -19,6 +19,7 @@ use crate::api::{
     ErrorBody, ErrorDetail, FeatureColumn, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest,
     PushResponse, ResponseMetadata, RowErrorBody,
 };
+use crate::auth::Scope;
 use crate::error::{ApiError, ErrorCode};
 use crate::state::{AppState, Inline, Server};
 
@@ -33,6 +34,8 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), admit))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .with_state(state)
@@ -97,6 +100,44 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
     }
     tracing::debug!(%method, route, status, micros = elapsed.as_micros() as u64, "request");
     response
+}
+
+/// Lets a request through if its bearer token grants the route's scope
+/// (module `auth`); with no credentials configured, everyone may.
+async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !state.auth.enabled() {
+        return next.run(request).await;
+    }
+    let path = request.extensions().get::<MatchedPath>().map_or("", |p| p.as_str());
+    let Some(needed) = Scope::for_route(path) else {
+        return next.run(request).await;
+    };
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match state.auth.check(header, needed) {
+        Ok(()) => next.run(request).await,
+        Err(denied) => ApiError::from(denied).into_response(),
+    }
+}
+
+/// Admits a request if fewer than `--max-in-flight` are being worked on;
+/// else answers 503 `overloaded` at once. Queueing the excess instead would
+/// make every request late once load passes capacity; shedding keeps the
+/// admitted ones as fast as before and tells the rest when to retry.
+async fn admit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.uri().path() == "/health" {
+        return next.run(request).await;
+    }
+    match state.in_flight.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => ApiError::overloaded(format!(
+            "{} requests are in flight (`skewless serve --max-in-flight`); retry after a second",
+            state.limits.max_in_flight
+        ))
+        .into_response(),
+    }
 }
 
 /// Reads a JSON body: 413 past the size limit, 400 naming line and column

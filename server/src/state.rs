@@ -14,6 +14,7 @@ use skewless_runtime::store::{StoreReader, ViewRecord};
 use skewless_runtime::{Catalog, NotApplied, Store, StoreError, TransformErrorKind, Workspace};
 
 use crate::api::{GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest, PushResponse};
+use crate::auth::Auth;
 use crate::commit::Committer;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -27,6 +28,10 @@ pub struct ServerLimits {
     pub max_rows: usize,
     /// Time for one request, transform calls included (`--request-timeout`).
     pub request_timeout: Duration,
+    /// Requests being worked on at once (`--max-in-flight`); one more is
+    /// answered 503 `overloaded` at once rather than queued, so admitted
+    /// requests keep their latency. `/health` is not counted.
+    pub max_in_flight: usize,
 }
 
 impl Default for ServerLimits {
@@ -35,6 +40,7 @@ impl Default for ServerLimits {
             max_body_bytes: 4 << 20,
             max_rows: 10_000,
             request_timeout: Duration::from_secs(2),
+            max_in_flight: 64,
         }
     }
 }
@@ -59,6 +65,9 @@ pub struct Server {
     records: BTreeMap<String, ViewRecord>,
     pub(crate) limits: ServerLimits,
     pub(crate) metrics: Metrics,
+    pub(crate) auth: Auth,
+    /// One permit per request in flight ([`ServerLimits::max_in_flight`]).
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     started: Instant,
     snapshot: Mutex<Option<Snapshot>>,
     /// Pushes committed: a snapshot taken before the latest is stale.
@@ -119,8 +128,9 @@ pub type AppState = Arc<Server>;
 
 impl Server {
     /// A server for an opened repo (its catalog and store), provided every
-    /// view is applied as the repo declares it now (else: run `skewless apply`).
-    pub fn new(workspace: Workspace, limits: ServerLimits) -> Result<AppState, StartError> {
+    /// view is applied as the repo declares it now (else: run `skewless apply`);
+    /// `auth` says who may call what ([`Auth::none`]: anyone).
+    pub fn new(workspace: Workspace, limits: ServerLimits, auth: Auth) -> Result<AppState, StartError> {
         let (catalog, store) = workspace.into_parts();
         let records = store.views()?;
         for view in catalog.repo.views.values() {
@@ -132,8 +142,10 @@ impl Server {
             committer: Committer::start(store.clone()),
             store,
             records,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight)),
             limits,
             metrics: Metrics::default(),
+            auth,
             started: Instant::now(),
             snapshot: Mutex::new(None),
             pushes: AtomicU64::new(0),

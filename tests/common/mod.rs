@@ -228,15 +228,14 @@ impl TempRepo {
     /// Starts `skewless serve --addr 127.0.0.1:0 ARGS` on this repo and waits
     /// until it listens.
     pub fn serve(&self, args: &[&str]) -> ServerProcess {
+        self.serve_on("127.0.0.1:0", args)
+    }
+
+    /// Starts `skewless serve --addr ADDR ARGS` and waits until it listens.
+    pub fn serve_on(&self, addr: &str, args: &[&str]) -> ServerProcess {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_skewless"))
-            .args([
-                "--repo",
-                self.path().to_str().unwrap(),
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-            ])
+            .args(["--repo", self.path().to_str().unwrap(), "serve", "--addr", addr])
             .args(args)
             .env(
                 "SKEWLESS_CACHE_DIR",
@@ -251,16 +250,18 @@ impl TempRepo {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("on http://").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+                if let Some((_, rest)) = line.split_once(" on http") {
+                    // `s://HOST:PORT` or `://HOST:PORT`.
+                    let url = format!("http{}", rest.split_whitespace().next().unwrap_or_default());
+                    let _ = tx.send(url);
                 }
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
                 log.push('\n');
             }
         });
-        let addr = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
-            Ok(addr) => addr,
+        let base = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(base) => base,
             Err(_) => {
                 let _ = child.kill();
                 panic!("the server did not start:\n{}", log.lock().unwrap());
@@ -269,7 +270,7 @@ impl TempRepo {
         let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         ServerProcess {
             child,
-            base: format!("http://{addr}"),
+            base,
             log,
             agent,
         }
@@ -287,9 +288,17 @@ impl ServerProcess {
 
     /// As [`ServerProcess::post`], with the body as the server wrote it.
     pub fn post_text(&self, path: &str, body: &str) -> (u16, String) {
-        let mut response = self
-            .agent
-            .post(&format!("{}{path}", self.base))
+        self.post_as(None, path, body)
+    }
+
+    /// POSTs `body` with `Authorization: Bearer TOKEN` if a token is given:
+    /// the status and the body as text.
+    pub fn post_as(&self, token: Option<&str>, path: &str, body: &str) -> (u16, String) {
+        let mut request = self.agent.post(&format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = request
             .send(body)
             .unwrap_or_else(|e| panic!("POST {path}: {e}\nserver log:\n{}", self.log()));
         let status = response.status().as_u16();
@@ -304,11 +313,16 @@ impl ServerProcess {
 
     /// GETs `path`: the status and the body as text.
     pub fn get(&self, path: &str) -> (u16, String) {
-        let mut response = self
-            .agent
-            .get(&format!("{}{path}", self.base))
-            .call()
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        self.get_as(None, path)
+    }
+
+    /// GETs `path` with `Authorization: Bearer TOKEN` if a token is given.
+    pub fn get_as(&self, token: Option<&str>, path: &str) -> (u16, String) {
+        let mut request = self.agent.get(&format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = request.call().unwrap_or_else(|e| panic!("GET {path}: {e}"));
         (
             response.status().as_u16(),
             response.body_mut().read_to_string().unwrap(),

@@ -1,0 +1,358 @@
+//! Who may call what. A request carries `Authorization: Bearer TOKEN`; the
+//! token is either one of ours (its sha256 is in the tokens file, which holds
+//! hashes only, never a token) or a JWT signed by an identity provider whose
+//! public keys are in a JWKS file (RS256 or ES256). Either way it grants
+//! scopes: `read` (features, catalog, API document), `push` and `admin`
+//! (metrics and everything else; it implies the other two). `/health` is open.
+//!
+//! Refusals use RFC 6750's codes: 401 `invalid_token` (missing, unknown,
+//! expired or badly signed) and 403 `insufficient_scope`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// `/get-online-features`, `/v1/catalog`, `/openapi.json`.
+    Read,
+    /// `/push`.
+    Push,
+    /// `/metrics` and the rest; implies `read` and `push`.
+    Admin,
+}
+
+impl Scope {
+    /// `read`, `push` or `admin`.
+    pub fn parse(text: &str) -> Option<Scope> {
+        match text {
+            "read" => Some(Scope::Read),
+            "push" => Some(Scope::Push),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+
+    /// The scope a route needs; `None` for the open ones.
+    pub(crate) fn for_route(path: &str) -> Option<Scope> {
+        match path {
+            "/health" => None,
+            "/get-online-features" | "/v1/catalog" | "/openapi.json" => Some(Scope::Read),
+            "/push" => Some(Scope::Push),
+            _ => Some(Scope::Admin),
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scope::Read => "read",
+            Scope::Push => "push",
+            Scope::Admin => "admin",
+        })
+    }
+}
+
+/// Where the server's credentials come from (`[server.auth]` in
+/// `skewless.toml`, or `skewless serve --tokens/--jwks`).
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// The tokens file (TOML: `[tokens.NAME] sha256 = "..." scopes = [...]`).
+    pub tokens: Option<PathBuf>,
+    /// A JWKS file with the identity provider's public keys.
+    pub jwks: Option<PathBuf>,
+    /// The JWT claim holding scopes: a space-separated string or a list.
+    pub scopes_claim: String,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+}
+
+/// The tokens file, as written by `skewless token add`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensFile {
+    /// Token name -> its hash and scopes.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, TokenEntry>,
+}
+
+/// One token, by hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// Lowercase hex sha256 of the token.
+    pub sha256: String,
+    /// What it grants.
+    pub scopes: Vec<Scope>,
+}
+
+/// The credentials cannot be loaded; the server does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A file cannot be read.
+    #[error("cannot read {path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A file does not hold what it should.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        message: String,
+    },
+}
+
+/// Why a request was refused.
+#[derive(Debug)]
+pub(crate) enum Denied {
+    /// 401: no token, or one that is not valid.
+    Unauthenticated(String),
+    /// 403: a valid token without the scope.
+    Forbidden(String),
+}
+
+/// A token's hash; tokens are 256-bit random strings, so a fast hash is
+/// enough, and comparing hashes leaks nothing about the token.
+pub fn token_hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct JwtKey {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+/// The loaded credentials; [`Auth::none`] lets every request through.
+#[derive(Default)]
+pub struct Auth {
+    /// Hash -> (name, scopes).
+    tokens: HashMap<String, (String, Vec<Scope>)>,
+    jwt_keys: Vec<JwtKey>,
+    scopes_claim: String,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl Auth {
+    /// No authentication: for loopback, or `--insecure-no-auth`.
+    pub fn none() -> Auth {
+        Auth::default()
+    }
+
+    /// Whether any credential is configured (else every request passes).
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty() || !self.jwt_keys.is_empty()
+    }
+
+    /// Loads the files `config` names.
+    pub fn load(config: &AuthConfig) -> Result<Auth, AuthError> {
+        let mut auth = Auth {
+            scopes_claim: config.scopes_claim.clone(),
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            ..Auth::default()
+        };
+        if let Some(path) = &config.tokens {
+            let file = read_tokens(path)?;
+            if file.tokens.is_empty() {
+                return Err(invalid(
+                    path,
+                    "no tokens; add one with `skewless token add NAME --scopes read`",
+                ));
+            }
+            for (name, entry) in file.tokens {
+                let hash = entry.sha256.to_ascii_lowercase();
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(invalid(path, format!("tokens.{name}.sha256 is not 64 hex digits")));
+                }
+                auth.tokens.insert(hash, (name, entry.scopes));
+            }
+        }
+        if let Some(path) = &config.jwks {
+            let text = std::fs::read_to_string(path).map_err(|error| AuthError::Read {
+                path: path.clone(),
+                error,
+            })?;
+            let set: JwkSet = serde_json::from_str(&text)
+                .map_err(|e| invalid(path, format!("not a JWKS document (RFC 7517): {e}")))?;
+            for jwk in &set.keys {
+                let (algorithm, key) = match &jwk.algorithm {
+                    AlgorithmParameters::RSA(rsa) => {
+                        (Algorithm::RS256, DecodingKey::from_rsa_components(&rsa.n, &rsa.e))
+                    }
+                    AlgorithmParameters::EllipticCurve(ec) => {
+                        (Algorithm::ES256, DecodingKey::from_ec_components(&ec.x, &ec.y))
+                    }
+                    _ => continue,
+                };
+                let key = key.map_err(|e| invalid(path, format!("key {:?}: {e}", jwk.common.key_id)))?;
+                auth.jwt_keys.push(JwtKey {
+                    kid: jwk.common.key_id.clone(),
+                    algorithm,
+                    key,
+                });
+            }
+            if auth.jwt_keys.is_empty() {
+                return Err(invalid(path, "no RSA or P-256 key (RS256 and ES256 are supported)"));
+            }
+        }
+        Ok(auth)
+    }
+
+    /// Checks an `Authorization` header value against the scope a route needs.
+    pub(crate) fn check(&self, header: Option<&str>, needed: Scope) -> Result<(), Denied> {
+        let Some(header) = header else {
+            return Err(Denied::Unauthenticated(
+                "this server requires `Authorization: Bearer TOKEN`".into(),
+            ));
+        };
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or_else(|| Denied::Unauthenticated("the Authorization header is not `Bearer TOKEN`".into()))?;
+        let (who, scopes) = match self.tokens.get(&token_hash(token)) {
+            Some((name, scopes)) => (format!("token `{name}`"), scopes.clone()),
+            None if token.matches('.').count() == 2 && !self.jwt_keys.is_empty() => self.verify_jwt(token)?,
+            None => return Err(Denied::Unauthenticated("unknown token".into())),
+        };
+        if scopes.contains(&needed) || scopes.contains(&Scope::Admin) {
+            Ok(())
+        } else {
+            let held: Vec<String> = scopes.iter().map(Scope::to_string).collect();
+            Err(Denied::Forbidden(format!(
+                "{who} has scopes [{}]; this route needs `{needed}`",
+                held.join(", ")
+            )))
+        }
+    }
+
+    fn verify_jwt(&self, token: &str) -> Result<(String, Vec<Scope>), Denied> {
+        let bad = |why: String| Denied::Unauthenticated(format!("invalid JWT: {why}"));
+        let header = jsonwebtoken::decode_header(token).map_err(|e| bad(e.to_string()))?;
+        let candidates = self
+            .jwt_keys
+            .iter()
+            .filter(|k| k.algorithm == header.alg && (header.kid.is_none() || k.kid == header.kid));
+        let mut last = format!("no key in the JWKS file for alg {:?} kid {:?}", header.alg, header.kid);
+        for candidate in candidates {
+            let mut validation = Validation::new(candidate.algorithm);
+            validation.set_required_spec_claims(&["exp"]);
+            match &self.audience {
+                Some(aud) => validation.set_audience(&[aud]),
+                None => validation.validate_aud = false,
+            }
+            if let Some(iss) = &self.issuer {
+                validation.set_issuer(&[iss]);
+            }
+            match jsonwebtoken::decode::<serde_json::Value>(token, &candidate.key, &validation) {
+                Ok(data) => {
+                    let subject = data.claims.get("sub").and_then(|s| s.as_str()).unwrap_or("?");
+                    let scopes = scopes_of(data.claims.get(&self.scopes_claim));
+                    return Ok((format!("JWT subject `{subject}`"), scopes));
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(bad(last))
+    }
+}
+
+/// Scopes from a claim: `"read push"` or `["read", "push"]`; unknown ones are ignored
+/// (identity providers put their own scopes beside ours).
+fn scopes_of(claim: Option<&serde_json::Value>) -> Vec<Scope> {
+    match claim {
+        Some(serde_json::Value::String(s)) => s.split_whitespace().filter_map(Scope::parse).collect(),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str())
+            .filter_map(Scope::parse)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Reads a tokens file; a missing file is an empty one (for `skewless token add`).
+pub fn read_tokens(path: &Path) -> Result<TokensFile, AuthError> {
+    let text = std::fs::read_to_string(path).map_err(|error| AuthError::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    toml::from_str(&text).map_err(|e| invalid(path, e.to_string()))
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> AuthError {
+    AuthError::Invalid {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Makes a new token with `scopes`, records its hash as `name` in the tokens
+/// file at `path` (created, readable by its owner only), and returns the
+/// token: the only time it exists outside the caller's hands.
+pub fn add_token(path: &Path, name: &str, scopes: Vec<Scope>) -> Result<String, AuthError> {
+    use std::io::{Read, Write};
+    let mut file = if path.exists() {
+        read_tokens(path)?
+    } else {
+        TokensFile::default()
+    };
+    if file.tokens.contains_key(name) {
+        return Err(invalid(
+            path,
+            format!("a token named `{name}` exists; remove its entry first"),
+        ));
+    }
+    let mut secret = [0u8; 32];
+    let io = |error| AuthError::Read {
+        path: "/dev/urandom".into(),
+        error,
+    };
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut secret))
+        .map_err(io)?;
+    let token = format!("skw_{}", secret.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    file.tokens.insert(
+        name.to_string(),
+        TokenEntry {
+            sha256: token_hash(&token),
+            scopes,
+        },
+    );
+    let text = toml::to_string(&file).expect("a tokens file serializes");
+    let written = (|| {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        out.write_all(b"# Hashes of `skewless serve` bearer tokens; made by `skewless token add`.\n")?;
+        out.write_all(text.as_bytes())?;
+        out.sync_all()
+    })();
+    written.map_err(|error| AuthError::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    Ok(token)
+}
