@@ -135,6 +135,13 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Write a consistent copy of the store (one commit's state) while servers and backfills
+    /// carry on: to keep, or to seed another server replica.
+    Backup {
+        /// The copy to write (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Serve features over HTTP: Feast's API, on-demand views, push; until Ctrl-C or SIGTERM.
     Serve {
         /// Address to listen on.
@@ -386,6 +393,7 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::Verify { samples, seed } => cmd_verify(&cli.repo, samples, seed),
+        Command::Backup { out } => cmd_backup(&cli.repo, &out),
         Command::Serve { addr, limits, security } => cmd_serve(&cli.repo, &addr, limits.into(), &security, None),
         Command::Token(TokenCommand::Add { name, scopes, file }) => cmd_token_add(&cli.repo, &name, &scopes, file),
         Command::Ls => cmd_ls(&cli.repo),
@@ -576,6 +584,27 @@ fn cmd_dataset(dir: &Path, options: &dataset::DatasetOptions) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn cmd_backup(dir: &Path, out: &Path) -> Result<()> {
+    let repo = skewless_runtime::Repo::open(dir)?;
+    let store = skewless_runtime::Store::open_existing(&repo.store_path)?;
+    let backup = store.backup(out)?;
+    status(
+        "Backed up",
+        &format!(
+            "{} as of commit {} to {} ({} entries, {:.1} MB) in {:.2}s; serve it with `store = \"{}\"` in a \
+             copy of skewless.toml",
+            repo.store_path.display(),
+            backup.commit,
+            backup.path.display(),
+            backup.entries,
+            backup.bytes as f64 / 1e6,
+            backup.elapsed.as_secs_f64(),
+            backup.path.display()
+        ),
+    );
     Ok(())
 }
 

@@ -189,3 +189,122 @@ fn past_capacity_the_server_sheds_load_and_keeps_its_latency() {
     assert_eq!(status, 200);
     assert!(text.contains("overloaded"), "shed requests are counted by code");
 }
+
+/// A push of one commit, online and offline: `avg_daily_trips = value` for
+/// each driver, at `micros`.
+fn push_body(drivers: &[i64], value: i64, micros: i64) -> String {
+    let time = skewless_runtime::time::format_timestamp(micros);
+    let n = drivers.len();
+    format!(
+        r#"{{"push_source_name": "driver_stats_push_source",
+            "df": {{"driver_id": {drivers:?}, "event_timestamp": {times:?}, "created": {times:?},
+                   "conv_rate": {conv:?}, "acc_rate": {conv:?}, "avg_daily_trips": {trips:?}}},
+            "to": "online_and_offline"}}"#,
+        times = vec![time; n],
+        conv = vec![0.5; n],
+        trips = vec![value; n],
+    )
+}
+
+/// The repo's config, serving the store at `store` instead of its own.
+fn serving_copy(repo: &TempRepo, store: &std::path::Path) -> TempRepo {
+    let text = std::fs::read_to_string(repo.path().join("skewless.toml")).unwrap();
+    let data = repo.path().join("data");
+    let text = text
+        .replacen("\n", &format!("\nstore = \"{}\"\n", store.display()), 1)
+        .replace("path = \"data/", &format!("path = \"{}/", data.display()));
+    TempRepo::from_config(&text)
+}
+
+#[test]
+fn a_backup_taken_while_pushes_commit_holds_exactly_one_commit() {
+    use skewless_runtime::time::now_micros;
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    let repo = fresh_driver_repo();
+    let server = repo.serve(&[]);
+    let stop = AtomicBool::new(false);
+    let acknowledged = AtomicI64::new(0);
+    let backups = tempfile::tempdir().unwrap();
+    let during = backups.path().join("during.redb");
+    let (before, after) = std::thread::scope(|scope| {
+        // One writer sets drivers 1001 and 1002 to the same value in each commit.
+        scope.spawn(|| {
+            for value in 1.. {
+                let (status, text) = server.post_text("/push", &push_body(&[1001, 1002], value, now_micros()));
+                assert_eq!(status, 200, "{text}");
+                acknowledged.store(value, Ordering::SeqCst);
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+        });
+        // Others keep the committer busy.
+        for thread in 0..4_i64 {
+            let (stop, server) = (&stop, &server);
+            scope.spawn(move || {
+                for value in 1.. {
+                    let drivers = [1003 + thread * 2, 1004 + thread * 2];
+                    assert_eq!(
+                        server.post_text("/push", &push_body(&drivers, value, now_micros())).0,
+                        200
+                    );
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let before = acknowledged.load(Ordering::SeqCst);
+        let printed = repo.run(&["backup", "--out", during.to_str().unwrap()]);
+        let after = acknowledged.load(Ordering::SeqCst);
+        stop.store(true, Ordering::SeqCst);
+        let log = String::from_utf8_lossy(&printed.stderr).into_owned();
+        assert!(printed.status.success(), "{log}");
+        assert!(log.contains("as of commit") && log.contains("during.redb"), "{log}");
+        (before, after)
+    });
+    assert!(before > 0, "no push was acknowledged before the backup");
+
+    // The copy serves one commit's state: both drivers hold the same value,
+    // one acknowledged while the backup ran (or the one in flight).
+    let copy = serving_copy(&repo, &during);
+    let printed: serde_json::Value = serde_json::from_str(&copy.ok(&[
+        "get",
+        "--entity",
+        "driver_id=1001,1002",
+        "--features",
+        "driver_hourly_stats:avg_daily_trips",
+        "--json",
+    ]))
+    .unwrap();
+    let values = &printed["results"][1]["values"];
+    let (first, second) = (values[0].as_i64().unwrap(), values[1].as_i64().unwrap());
+    assert_eq!(first, second, "the backup holds half of a commit");
+    assert!(
+        (before..=after + 1).contains(&first),
+        "the backup holds value {first}, not one acknowledged while it ran ({before}..={after})"
+    );
+    copy.ok(&["verify", "--samples", "200", "--seed", "7"]);
+
+    // Quiet, a second backup holds exactly what the store holds.
+    drop(server);
+    let quiet = backups.path().join("quiet.redb");
+    repo.ok(&["backup", "--out", quiet.to_str().unwrap()]);
+    let digest = |path: &std::path::Path| {
+        skewless_runtime::Store::open_existing(path)
+            .unwrap()
+            .content_digest()
+            .unwrap()
+    };
+    assert_eq!(digest(&quiet), digest(&repo.store()));
+    assert_ne!(
+        digest(&during),
+        digest(&repo.store()),
+        "pushes went on after the first backup"
+    );
+
+    // An existing file is never overwritten.
+    let refused = repo.fails(&["backup", "--out", quiet.to_str().unwrap()]);
+    assert!(refused.contains("the backup file exists"), "{refused}");
+}

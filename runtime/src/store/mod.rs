@@ -21,6 +21,7 @@
 //! writer and see only committed data. Several processes may hold the store
 //! open at once (a server and a backfill): writes take turns, reads follow.
 
+mod backup;
 pub mod layout;
 pub mod registry;
 
@@ -32,6 +33,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use backup::BackupSummary;
 use registry::Kind;
 pub use registry::{Invariance, Registry, ViewRecord};
 
