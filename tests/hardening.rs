@@ -438,3 +438,136 @@ fn kill_9_under_push_load_loses_no_acknowledged_push() {
 fn kill_9_with_a_backfill_beside_loses_nothing_either() {
     crash_drill(0x5EED_0002, 20, true);
 }
+
+/// A size-limited tmpfs mounted for one test (as root, or through sudo);
+/// unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let root = current_uid() == 0;
+        let mut command = std::process::Command::new(if root { "mount" } else { "sudo" });
+        if !root {
+            command.args(["-n", "mount"]);
+        }
+        let status = command
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "the disk-full drill mounts a small tmpfs: run the tests as root or with passwordless sudo"
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let out = std::process::Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(self.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let root = current_uid() == 0;
+        let mut command = std::process::Command::new(if root { "umount" } else { "sudo" });
+        if !root {
+            command.args(["-n", "umount"]);
+        }
+        let _ = command.arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+fn current_uid() -> u32 {
+    let out = std::process::Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_is_freed() {
+    let disk = SmallDisk::mount(128);
+    let mut repo = common::TempRepo::with_data("driver_stats", common::next_hour());
+    let reserve: u64 = 24 << 20;
+    repo.env.push(("SKEWLESS_MIN_FREE_BYTES".into(), reserve.to_string()));
+    let config = repo.path().join("skewless.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let store = disk.path().join("store.redb");
+    std::fs::write(
+        &config,
+        text.replacen("\n", &format!("\nstore = \"{}\"\n", store.display()), 1),
+    )
+    .unwrap();
+    repo.ok(&["apply"]);
+    repo.ok(&["backfill"]);
+    let server = repo.serve(&[]);
+    let now = skewless_runtime::time::now_micros;
+    let read = |driver: i64| {
+        let (status, answer) = server.post(
+            "/get-online-features",
+            &format!(
+                r#"{{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {{"driver_id": [{driver}]}}}}"#
+            ),
+        );
+        assert_eq!(status, 200, "{answer}");
+        answer["results"][1]["values"][0].as_i64()
+    };
+    assert_eq!(server.post_text("/push", &push_body(&[1001], 111, now())).0, 200);
+    assert_eq!(read(1001), Some(111));
+
+    // Fill the disk to just under the reserve.
+    let filler = disk.path().join("filler");
+    let fill = disk.free_bytes() - reserve / 2;
+    std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
+
+    let (status, text) = server.post_text("/push", &push_body(&[1001], 222, now()));
+    assert_eq!(status, 507, "{text}");
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["error"]["code"], "storage_full");
+    assert!(
+        text.contains("MB free") && text.contains("nothing of this request was stored"),
+        "{text}"
+    );
+    assert_eq!(read(1001), Some(111), "reads go on, with what was acknowledged");
+    assert_eq!(server.get("/health").0, 200);
+    let refused = repo.fails(&["backfill"]);
+    assert!(refused.contains("MB free on its file system"), "{refused}");
+    // A new server (a restart) opens the full store and reads.
+    let second = repo.serve(&[]);
+    assert_eq!(
+        second
+            .post(
+                "/get-online-features",
+                r#"{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {"driver_id": [1001]}}"#
+            )
+            .0,
+        200
+    );
+    drop(second);
+
+    // Space freed: writes work again, without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let (status, text) = server.post_text("/push", &push_body(&[1001], 333, now()));
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(read(1001), Some(333));
+    drop(server);
+    repo.ok(&["backfill"]);
+    repo.ok(&["verify", "--samples", "200", "--seed", "11"]);
+}

@@ -66,6 +66,14 @@ impl ApiError {
     pub(crate) fn commit(error: &StoreError) -> Self {
         match error {
             StoreError::Aggregator(e) => Self::transform_ref(e),
+            StoreError::StorageFull { .. } => {
+                tracing::error!("{error}");
+                ApiError {
+                    status: StatusCode::INSUFFICIENT_STORAGE,
+                    code: "storage_full",
+                    message: format!("{error}; nothing of this request was stored, reads go on"),
+                }
+            }
             other => Self::internal(other),
         }
     }

@@ -70,6 +70,8 @@ pub const FIXED_END: i64 = 1_767_225_600_000_000;
 /// with its component paths pointing at the built examples.
 pub struct TempRepo {
     pub dir: tempfile::TempDir,
+    /// Environment variables for every `skewless` this repo runs.
+    pub env: Vec<(String, String)>,
 }
 
 impl TempRepo {
@@ -82,14 +84,14 @@ impl TempRepo {
         );
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("skewless.toml"), text).unwrap();
-        TempRepo { dir }
+        TempRepo { dir, env: Vec::new() }
     }
 
     /// A throwaway repo with the given `skewless.toml` text.
     pub fn from_config(text: &str) -> TempRepo {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("skewless.toml"), text).unwrap();
-        TempRepo { dir }
+        TempRepo { dir, env: Vec::new() }
     }
 
     /// Adds the hostile test components as on-demand views `trapping` (traps
@@ -124,7 +126,9 @@ impl TempRepo {
 
     /// Runs `skewless --repo <this repo> ARGS`.
     pub fn run(&self, args: &[&str]) -> Output {
-        skewless(&[&["--repo", self.path().to_str().unwrap()], args].concat())
+        let mut command = skewless_command(&[&["--repo", self.path().to_str().unwrap()], args].concat());
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command.output().expect("skewless runs")
     }
 
     /// Runs and asserts success, returning stdout.
@@ -152,14 +156,17 @@ impl TempRepo {
 
 /// Runs the `skewless` binary built for these tests.
 pub fn skewless(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_skewless"))
-        .args(args)
-        .env(
-            "SKEWLESS_CACHE_DIR",
-            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
-        )
-        .output()
-        .expect("skewless runs")
+    skewless_command(args).output().expect("skewless runs")
+}
+
+/// The `skewless` binary built for these tests, with the shared compile cache.
+fn skewless_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_skewless"));
+    command.args(args).env(
+        "SKEWLESS_CACHE_DIR",
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
+    );
+    command
 }
 
 /// One value as its type and bits (floats as hex bits and as a number),
@@ -236,6 +243,7 @@ impl TempRepo {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_skewless"))
             .args(["--repo", self.path().to_str().unwrap(), "serve", "--addr", addr])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(args)
             .env(
                 "SKEWLESS_CACHE_DIR",

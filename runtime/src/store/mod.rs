@@ -110,6 +110,21 @@ pub enum StoreError {
     /// built; nothing of the write was committed.
     #[error("{0}")]
     Aggregator(Box<crate::TransformError>),
+    /// Too little space is left where the store is: the write was refused
+    /// before it began, so the store is untouched and stays readable.
+    #[error(
+        "store {}: only {} MB free on its file system, below the {} MB kept free so that a write never \
+         fails half-way; free some space (or lower SKEWLESS_MIN_FREE_BYTES) and retry",
+        path.display(), free / 1_000_000, reserve / 1_000_000
+    )]
+    StorageFull {
+        /// Store file.
+        path: PathBuf,
+        /// Bytes available to us.
+        free: u64,
+        /// Bytes kept free ([`MIN_FREE_BYTES`]).
+        reserve: u64,
+    },
     /// The folder for the store could not be created.
     #[error("cannot create {}: {error}", path.display())]
     Io {
@@ -119,6 +134,14 @@ pub enum StoreError {
         error: std::io::Error,
     },
 }
+
+/// Space kept free on the store's file system: a write transaction does
+/// not begin below it (`SKEWLESS_MIN_FREE_BYTES` overrides it). redb fails
+/// every later operation, reads included, once a write has hit a full disk
+/// (until the file is reopened), so the check must come first; the reserve
+/// must exceed what one transaction writes (a backfill commit of the default
+/// size writes well under 64 MB).
+pub const MIN_FREE_BYTES: u64 = 128 << 20;
 
 /// A user function's failure, as a store error.
 fn aggregator(error: crate::TransformError) -> StoreError {
@@ -282,7 +305,32 @@ impl Store {
             path: path.to_path_buf(),
         };
         store.check_version()?;
-        let txn = store.db.begin_write().map_err(|e| store.fail(e))?;
+        // Only a new (or older) file needs its tables made: opening an
+        // existing store writes nothing, so it opens on a full disk too.
+        let has_tables = {
+            let txn = store.db.begin_read().map_err(|e| store.fail(e))?;
+            let names: Vec<String> = txn
+                .list_tables()
+                .map_err(|e| store.fail(e))?
+                .map(|t| redb::TableHandle::name(&t).to_string())
+                .collect();
+            use redb::TableHandle;
+            [
+                REGISTRY.name(),
+                COUNTERS.name(),
+                DIGESTS.name(),
+                DIGEST_IDS.name(),
+                HISTORY.name(),
+                LATEST.name(),
+                AGGREGATES.name(),
+            ]
+            .iter()
+            .all(|t| names.iter().any(|n| n == t))
+        };
+        if has_tables {
+            return Ok(store);
+        }
+        let txn = store.begin_write()?;
         {
             txn.open_table(REGISTRY).map_err(|e| store.fail(e))?;
             txn.open_table(COUNTERS).map_err(|e| store.fail(e))?;
@@ -311,7 +359,7 @@ impl Store {
                 Some(version) => version,
                 None => {
                     drop(txn);
-                    let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+                    let txn = self.begin_write()?;
                     txn.open_table(META)
                         .map_err(|e| self.fail(e))?
                         .insert("format_version", FORMAT_VERSION)
@@ -343,6 +391,33 @@ impl Store {
     /// The store file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Begins a write transaction if the store's file system has more than
+    /// [`MIN_FREE_BYTES`] free (see there for why).
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let folder = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let stat = rustix::fs::statvfs(folder).map_err(|e| StoreError::Io {
+            path: folder.to_path_buf(),
+            error: e.into(),
+        })?;
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        let reserve = std::env::var("SKEWLESS_MIN_FREE_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(MIN_FREE_BYTES);
+        if free < reserve {
+            return Err(StoreError::StorageFull {
+                path: self.path.clone(),
+                free,
+                reserve,
+            });
+        }
+        self.db.begin_write().map_err(|e| self.fail(e))
     }
 
     fn fail(&self, error: impl Into<redb::Error>) -> StoreError {
@@ -401,7 +476,7 @@ impl Store {
     /// Replaces the registry with `registry` in one transaction, assigning
     /// storage ids to views whose id is 0. Returns the registry as stored.
     pub fn replace_registry(&self, mut registry: Registry) -> Result<Registry, StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let txn = self.begin_write()?;
         {
             let mut table = txn.open_table(REGISTRY).map_err(|e| self.fail(e))?;
             let mut counters = txn.open_table(COUNTERS).map_err(|e| self.fail(e))?;
@@ -455,7 +530,7 @@ impl Store {
                 return Ok(id.value());
             }
         }
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let txn = self.begin_write()?;
         let id = {
             let mut ids = txn.open_table(DIGEST_IDS).map_err(|e| self.fail(e))?;
             let existing = ids.get(&digest.0[..]).map_err(|e| self.fail(e))?.map(|g| g.value());
@@ -669,7 +744,7 @@ impl Store {
     /// Events of aggregation views are merged into their hour entries and
     /// tiles ([`crate::aggregate::layout`]) in the same transaction.
     pub fn write_views(&self, views: &mut [(&ViewRecord, &mut Pending, WriteTo)]) -> Result<u64, StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let txn = self.begin_write()?;
         let commit = {
             let mut history = txn.open_table(HISTORY).map_err(|e| self.fail(e))?;
             let mut latest = txn.open_table(LATEST).map_err(|e| self.fail(e))?;
