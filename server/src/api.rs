@@ -60,8 +60,8 @@ pub struct ResponseMetadata {
 /// One column: a value, a status and an event time per entity row.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FeatureColumn {
-    /// Values (`null` when not present).
-    #[schema(value_type = Vec<Object>)]
+    /// Values (`null` when not present): numbers, strings, booleans, lists.
+    #[schema(value_type = Vec<Value>)]
     pub values: Vec<serde_json::Value>,
     /// `PRESENT`, `NULL_VALUE`, `NOT_FOUND` or `OUTSIDE_MAX_AGE`.
     #[schema(value_type = Vec<String>)]

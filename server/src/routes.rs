@@ -43,6 +43,7 @@ pub fn app(state: AppState) -> Router {
 
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&BearerAuth),
     info(
         title = "Skewless feature server",
         description = "Feast-compatible online features, computed by the same WebAssembly components as training data."
@@ -62,6 +63,65 @@ pub fn app(state: AppState) -> Router {
     ))
 )]
 struct ApiDoc;
+
+/// The bearer scheme of module `auth`, and what every guarded route may
+/// answer besides its own responses: 401, 403 and 503 `overloaded`.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A token from `skewless token add` or a JWT from the identity provider; \
+                         needed only when the server is configured with tokens or a JWKS file",
+                    ))
+                    .build(),
+            ),
+        );
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ErrorBody"))))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let Some(scope) = Scope::for_route(path) else { continue };
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                // Either a bearer token, or none when the server has no credentials configured.
+                operation.security = Some(vec![
+                    SecurityRequirement::new("bearer", [scope.to_string()]),
+                    SecurityRequirement::default(),
+                ]);
+                let responses = &mut operation.responses.responses;
+                responses.insert(
+                    "401".into(),
+                    error("`invalid_token`: no, unknown, expired or badly signed token"),
+                );
+                responses.insert(
+                    "403".into(),
+                    error("`insufficient_scope`: the token lacks this route's scope"),
+                );
+                responses
+                    .entry("503".into())
+                    .or_insert_with(|| error("`overloaded`: too many requests in flight; retry after `Retry-After`"));
+            }
+        }
+    }
+}
 
 /// The OpenAPI document, generated from the handlers and types above.
 pub fn openapi_json() -> String {
@@ -181,7 +241,7 @@ type Answer<T> = Result<Json<T>, ApiError>;
         (status = 400, description = "Malformed JSON, unknown feature or view, wrong key type, missing field, too many rows", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 500, description = "An on-demand transform failed", body = ErrorBody),
-        (status = 503, description = "An on-demand transform, or the request, ran out of time or memory", body = ErrorBody),
+        (status = 503, description = "`overloaded` (retry after `Retry-After`), or an on-demand transform ran out of time or memory", body = ErrorBody),
     )
 )]
 async fn get_online_features(
@@ -222,6 +282,8 @@ async fn blocking<T: Send + 'static>(
         (status = 400, description = "Malformed JSON, unknown source, missing column, wrong type, too many rows", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 500, description = "A transform failed the batch; nothing was stored", body = ErrorBody),
+        (status = 503, description = "`overloaded` (retry after `Retry-After`), or a transform ran out of time or memory", body = ErrorBody),
+        (status = 507, description = "`storage_full`: too little disk space left; nothing was stored", body = ErrorBody),
     )
 )]
 async fn push(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Answer<PushResponse> {
