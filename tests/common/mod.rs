@@ -337,6 +337,11 @@ impl ServerProcess {
         )
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the server printed so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
