@@ -1,7 +1,8 @@
 //! Load on `skewless serve` over loopback, beside a bare axum JSON handler
 //! measured in the same run: requests/s and p50/p99 latency at 1, 4 and 16
 //! connections for 1 entity with the on-demand view, 100 entities, and a
-//! push of 1 row; and the server's cold start (process start to first
+//! push of 1 row; the on-demand read with a bearer token and with an RS256
+//! JWT; and the server's cold start (process start to first
 //! answer, compile cache warm).
 //!
 //! The load generator is this process: HTTP/1.1 keep-alive connections
@@ -56,7 +57,7 @@ fn spread(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
 
 /// Closed-loop load: `connections` keep-alive connections, each sending
 /// `body` to `path` as soon as the previous answer arrived, for `duration`.
-fn load(addr: &str, path: &str, body: &str, connections: usize, duration: Duration) -> Point {
+fn load(addr: &str, path: &str, body: &str, auth: Option<&str>, connections: usize, duration: Duration) -> Point {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -66,6 +67,7 @@ fn load(addr: &str, path: &str, body: &str, connections: usize, duration: Durati
         let mut tasks = Vec::new();
         for _ in 0..connections {
             let (addr, path, body) = (addr.to_string(), path.to_string(), Bytes::from(body.to_string()));
+            let auth = auth.map(|token| format!("Bearer {token}"));
             tasks.push(tokio::spawn(async move {
                 let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
                 stream.set_nodelay(true).unwrap();
@@ -75,11 +77,13 @@ fn load(addr: &str, path: &str, body: &str, connections: usize, duration: Durati
                 tokio::spawn(connection);
                 let (mut latencies, mut errors) = (Vec::with_capacity(1 << 16), 0);
                 while Instant::now() < deadline {
-                    let request = Request::post(path.as_str())
+                    let mut request = Request::post(path.as_str())
                         .header("host", addr.as_str())
-                        .header("content-type", "application/json")
-                        .body(Full::new(body.clone()))
-                        .unwrap();
+                        .header("content-type", "application/json");
+                    if let Some(auth) = &auth {
+                        request = request.header("authorization", auth.as_str());
+                    }
+                    let request = request.body(Full::new(body.clone())).unwrap();
                     let started = Instant::now();
                     let response = sender.send_request(request).await.unwrap();
                     let ok = response.status().is_success();
@@ -182,12 +186,71 @@ fn main() {
         assert_eq!(status, 200, "{response}");
     }
 
-    let workloads: [(&str, &str, &str, &str); 5] = [
-        (BARE, &bare_addr, "/get-online-features", &one),
-        ("1 entity, 3 stored features", &ours, "/get-online-features", &stored),
-        ("1 entity + on-demand view", &ours, "/get-online-features", &one),
-        ("100 entities, 3 features", &ours, "/get-online-features", &hundred),
-        ("push 1 row, durable", &ours, "/push", &push),
+    // The same server with auth: a bearer token (a hash lookup) and an RS256 JWT
+    // (verified once, then cached until it expires).
+    let token = repo
+        .ok(&["token", "add", "bench", "--scopes", "admin"])
+        .trim()
+        .to_string();
+    let fixtures = common::root().join("tests/fixtures");
+    let jwk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("jwt_rs256_test_key.jwk.json")).unwrap()).unwrap();
+    let jwks = repo.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({"keys": [jwk]}).to_string()).unwrap();
+    let tokens = repo.path().join("tokens.toml");
+    let authed = repo.serve(&["--tokens", tokens.to_str().unwrap(), "--jwks", jwks.to_str().unwrap()]);
+    let authed_addr = authed.base.trim_start_matches("http://").to_string();
+    let jwt = {
+        let key =
+            jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(fixtures.join("jwt_rs256_test_key.pem")).unwrap())
+                .unwrap();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some("test-rsa".into());
+        let exp = skewless_runtime::time::now_micros() / 1_000_000 + 3600;
+        jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({"sub": "bench", "exp": exp, "scope": "read"}),
+            &key,
+        )
+        .unwrap()
+    };
+    for auth in [&token, &jwt] {
+        let (status, response) = authed.post_as(Some(auth), "/get-online-features", &one);
+        assert_eq!(status, 200, "{response}");
+    }
+
+    let workloads: [(&str, &str, &str, &str, Option<&str>); 7] = [
+        (BARE, &bare_addr, "/get-online-features", &one, None),
+        (
+            "1 entity, 3 stored features",
+            &ours,
+            "/get-online-features",
+            &stored,
+            None,
+        ),
+        ("1 entity + on-demand view", &ours, "/get-online-features", &one, None),
+        (
+            "1 entity + on-demand view, bearer token",
+            &authed_addr,
+            "/get-online-features",
+            &one,
+            Some(&token),
+        ),
+        (
+            "1 entity + on-demand view, RS256 JWT",
+            &authed_addr,
+            "/get-online-features",
+            &one,
+            Some(&jwt),
+        ),
+        (
+            "100 entities, 3 features",
+            &ours,
+            "/get-online-features",
+            &hundred,
+            None,
+        ),
+        ("push 1 row, durable", &ours, "/push", &push, None),
     ];
     // The floor runs in every round, beside the workloads chosen: the
     // machine's speed drifts, so ratios are taken within a round.
@@ -195,17 +258,17 @@ fn main() {
         .iter()
         .filter(|(name, ..)| *name == BARE || name.contains(&filter))
         .collect();
-    for (_, addr, path, body) in &chosen {
-        load(addr, path, body, 4, Duration::from_millis(300)); // warm-up
+    for (_, addr, path, body, auth) in &chosen {
+        load(addr, path, body, *auth, 4, Duration::from_millis(300)); // warm-up
     }
     let mut points: Vec<Vec<Vec<Point>>> = chosen
         .iter()
         .map(|_| connection_counts.iter().map(|_| Vec::new()).collect())
         .collect();
     for _ in 0..rounds {
-        for (w, (_, addr, path, body)) in chosen.iter().enumerate() {
+        for (w, (_, addr, path, body, auth)) in chosen.iter().enumerate() {
             for (c, connections) in connection_counts.iter().enumerate() {
-                points[w][c].push(load(addr, path, body, *connections, duration));
+                points[w][c].push(load(addr, path, body, *auth, *connections, duration));
             }
         }
     }
@@ -242,6 +305,7 @@ fn main() {
     let _ = bare.kill();
     let _ = bare.wait();
     drop(server);
+    drop(authed);
 
     // Cold start: process start to the first answered request, cache warm.
     if "cold start".contains(&filter) || filter.is_empty() {

@@ -58,11 +58,17 @@ fn main() {
     let results: Vec<Mutex<Interval>> = (0..intervals).map(|_| Mutex::new(Interval::default())).collect();
     let rss_start = rss_kib(pid);
     let started = Instant::now();
-    eprintln!("soak: {total:?} at 16 connections, 1 push in 10; server RSS at start {} MiB", rss_start / 1024);
+    eprintln!(
+        "soak: {total:?} at 16 connections, 1 push in 10; server RSS at start {} MiB",
+        rss_start / 1024
+    );
 
     std::thread::scope(|scope| {
         let load = scope.spawn(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             runtime.block_on(async {
                 let mut tasks = Vec::new();
                 for connection in 0..16u64 {
@@ -70,8 +76,9 @@ fn main() {
                     tasks.push(async move {
                         let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
                         stream.set_nodelay(true).unwrap();
-                        let (mut sender, connection_task) =
-                            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+                        let (mut sender, connection_task) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                            .await
+                            .unwrap();
                         tokio::spawn(connection_task);
                         let mut random = common::split_mix(connection + 1);
                         let mut n = 0u64;

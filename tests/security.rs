@@ -137,6 +137,24 @@ fn serving_beyond_loopback_needs_auth_or_an_explicit_flag() {
     let server = repo.serve_on("0.0.0.0:0", &["--tokens", tokens.to_str().unwrap()]);
     assert_eq!(server.post("/get-online-features", READ).0, 401);
     assert_eq!(server.post_as(Some(&token), "/get-online-features", READ).0, 200);
+    let curl = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-d",
+            READ,
+        ])
+        .arg(format!("{}/get-online-features", server.base))
+        .output()
+        .expect("curl runs");
+    let printed = String::from_utf8_lossy(&curl.stdout);
+    assert!(
+        printed.ends_with("\n200") && printed.contains("\"feature_names\""),
+        "{printed}"
+    );
 
     // A broken tokens file stops the server before it listens, naming the file.
     std::fs::write(&tokens, "[tokens.x]\nsha256 = \"abc\"\nscopes = [\"read\"]\n").unwrap();

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -148,7 +149,22 @@ pub struct Auth {
     scopes_claim: String,
     issuer: Option<String>,
     audience: Option<String>,
+    /// JWTs already verified, by token hash, until they expire: a client
+    /// sends the same JWT with every request, and an RS256 check costs
+    /// tens of microseconds, more than a whole read.
+    verified: Mutex<HashMap<String, Verified>>,
 }
+
+/// A verified JWT: who, what it grants, and until when (Unix seconds).
+#[derive(Clone)]
+struct Verified {
+    who: String,
+    scopes: Vec<Scope>,
+    expires: u64,
+}
+
+/// Verified JWTs kept at most; the cache starts over when full.
+const MAX_VERIFIED_JWTS: usize = 10_000;
 
 impl Auth {
     /// No authentication: for loopback, or `--insecure-no-auth`.
@@ -228,9 +244,34 @@ impl Auth {
             .or_else(|| header.strip_prefix("bearer "))
             .map(str::trim)
             .ok_or_else(|| Denied::Unauthenticated("the Authorization header is not `Bearer TOKEN`".into()))?;
-        let (who, scopes) = match self.tokens.get(&token_hash(token)) {
+        let hash = token_hash(token);
+        let (who, scopes) = match self.tokens.get(&hash) {
             Some((name, scopes)) => (format!("token `{name}`"), scopes.clone()),
-            None if token.matches('.').count() == 2 && !self.jwt_keys.is_empty() => self.verify_jwt(token)?,
+            None if token.matches('.').count() == 2 && !self.jwt_keys.is_empty() => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let cached = self
+                    .verified
+                    .lock()
+                    .unwrap()
+                    .get(&hash)
+                    .filter(|v| v.expires > now)
+                    .cloned();
+                let verified = match cached {
+                    Some(verified) => verified,
+                    None => {
+                        let verified = self.verify_jwt(token)?;
+                        let mut cache = self.verified.lock().unwrap();
+                        if cache.len() >= MAX_VERIFIED_JWTS {
+                            cache.clear();
+                        }
+                        cache.insert(hash, verified.clone());
+                        verified
+                    }
+                };
+                (verified.who, verified.scopes)
+            }
             None => return Err(Denied::Unauthenticated("unknown token".into())),
         };
         if scopes.contains(&needed) || scopes.contains(&Scope::Admin) {
@@ -244,7 +285,7 @@ impl Auth {
         }
     }
 
-    fn verify_jwt(&self, token: &str) -> Result<(String, Vec<Scope>), Denied> {
+    fn verify_jwt(&self, token: &str) -> Result<Verified, Denied> {
         let bad = |why: String| Denied::Unauthenticated(format!("invalid JWT: {why}"));
         let header = jsonwebtoken::decode_header(token).map_err(|e| bad(e.to_string()))?;
         let candidates = self
@@ -265,8 +306,11 @@ impl Auth {
             match jsonwebtoken::decode::<serde_json::Value>(token, &candidate.key, &validation) {
                 Ok(data) => {
                     let subject = data.claims.get("sub").and_then(|s| s.as_str()).unwrap_or("?");
-                    let scopes = scopes_of(data.claims.get(&self.scopes_claim));
-                    return Ok((format!("JWT subject `{subject}`"), scopes));
+                    return Ok(Verified {
+                        who: format!("JWT subject `{subject}`"),
+                        scopes: scopes_of(data.claims.get(&self.scopes_claim)),
+                        expires: data.claims.get("exp").and_then(|e| e.as_u64()).unwrap_or(0),
+                    });
                 }
                 Err(e) => last = e.to_string(),
             }
