@@ -937,9 +937,11 @@ fn cmd_token_add(dir: &Path, name: &str, scopes: &[String], file: Option<PathBuf
         .iter()
         .map(|s| Scope::parse(s.trim()).with_context(|| format!("unknown scope `{s}`: read, push or admin")))
         .collect::<Result<Vec<_>>>()?;
-    let configured = skewless_runtime::Repo::open(dir)
-        .ok()
-        .and_then(|r| r.server.auth.tokens);
+    // Outside a repo, tokens.toml here; in one, the file it names.
+    let configured = match dir.join("skewless.toml").exists() {
+        true => skewless_runtime::Repo::open(dir)?.server.auth.tokens,
+        false => None,
+    };
     let path = file.or(configured.clone()).unwrap_or_else(|| dir.join("tokens.toml"));
     let token = skewless_server::auth::add_token(&path, name, scopes)?;
     status("Added", &format!("token `{name}` to {}", path.display()));

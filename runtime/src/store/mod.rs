@@ -138,10 +138,11 @@ pub enum StoreError {
 /// Space kept free on the store's file system: a write transaction does
 /// not begin below it (`SKEWLESS_MIN_FREE_BYTES` overrides it). redb fails
 /// every later operation, reads included, once a write has hit a full disk
-/// (until the file is reopened), so the check must come first; the reserve
-/// must exceed what one transaction writes (a backfill commit of the default
-/// size writes well under 64 MB).
-pub const MIN_FREE_BYTES: u64 = 128 << 20;
+/// (until the file is reopened), so the check must come first, and the
+/// reserve must exceed what one transaction writes: a push, kilobytes; a
+/// backfill commit of the default 1M rows, about 50 MB for driver_stats and
+/// about 140 MB for an aggregation view's events (`--rows-per-commit` lowers it).
+pub const MIN_FREE_BYTES: u64 = 256 << 20;
 
 /// A user function's failure, as a store error.
 fn aggregator(error: crate::TransformError) -> StoreError {
@@ -308,13 +309,13 @@ impl Store {
         // Only a new (or older) file needs its tables made: opening an
         // existing store writes nothing, so it opens on a full disk too.
         let has_tables = {
+            use redb::TableHandle;
             let txn = store.db.begin_read().map_err(|e| store.fail(e))?;
             let names: Vec<String> = txn
                 .list_tables()
                 .map_err(|e| store.fail(e))?
-                .map(|t| redb::TableHandle::name(&t).to_string())
+                .map(|t| t.name().to_string())
                 .collect();
-            use redb::TableHandle;
             [
                 REGISTRY.name(),
                 COUNTERS.name(),
