@@ -1,7 +1,8 @@
 //! Soak: `skewless serve` under 16 connections of mixed reads and pushes for
 //! 10 minutes (one push in ten; reads of 1 entity with the on-demand view),
 //! reporting per minute the requests/s, p50 and p99 and errors, and the
-//! server's resident memory at start and at each minute. Halfway through, a
+//! server's resident memory and the store file's size at start and at each
+//! minute (redb caches pages of a growing store). Halfway through, a
 //! `skewless backup` runs beside the load. Run on demand, not in CI:
 //!
 //!   cargo bench --bench soak            (SOAK_SECS=600, SOAK_INTERVAL_SECS=60)
@@ -131,13 +132,13 @@ fn main() {
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
-            rss.push(rss_kib(pid));
+            rss.push((rss_kib(pid), std::fs::metadata(repo.store()).map_or(0, |m| m.len())));
         }
         load.join().unwrap();
 
-        println!("| interval | requests/s | p50 ms | p99 ms | errors | server RSS MiB |");
-        println!("|---|---|---|---|---|---|");
-        for (i, (result, rss)) in results.iter().zip(&rss).enumerate() {
+        println!("| interval | requests/s | p50 ms | p99 ms | errors | server RSS MiB | store file MB |");
+        println!("|---|---|---|---|---|---|---|");
+        for (i, (result, (rss, store))) in results.iter().zip(&rss).enumerate() {
             let mut result = result.lock().unwrap();
             result.latencies.sort_unstable();
             let at = |q: f64| {
@@ -145,19 +146,20 @@ fn main() {
                 l[((l.len() as f64 * q) as usize).min(l.len().saturating_sub(1))] as f64 / 1e3
             };
             println!(
-                "| {} | {:.0} | {:.2} | {:.2} | {} | {:.1} |",
+                "| {} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {:.1} |",
                 i + 1,
                 result.latencies.len() as f64 / interval.as_secs_f64(),
                 at(0.5),
                 at(0.99),
                 result.errors,
-                *rss as f64 / 1024.0
+                *rss as f64 / 1024.0,
+                *store as f64 / 1e6
             );
         }
         println!(
             "server RSS: {:.1} MiB at start, {:.1} MiB at the end",
             rss_start as f64 / 1024.0,
-            *rss.last().unwrap() as f64 / 1024.0
+            rss.last().unwrap().0 as f64 / 1024.0
         );
     });
     server.stop();
