@@ -267,22 +267,19 @@ fn jwts_signed_by_the_identity_provider_carry_scopes() {
 
 #[test]
 fn tls_serves_https_with_the_given_certificate() {
-    let repo = applied_repo();
+    let mut repo = applied_repo();
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert = repo.path().join("cert.pem");
     let key = repo.path().join("key.pem");
     std::fs::write(&cert, certified.cert.pem()).unwrap();
     std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
     let reader = add_token(&repo, "reader", "read");
+    // Tokens by environment this time.
     let tokens = repo.path().join("tokens.toml");
-    let server = repo.serve(&[
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-        "--tokens",
-        tokens.to_str().unwrap(),
-    ]);
+    repo.env
+        .push(("SKEWLESS_TOKENS".into(), tokens.to_str().unwrap().into()));
+    let server = repo.serve(&["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    assert!(server.log().contains("bearer auth"), "{}", server.log());
     assert!(server.base.starts_with("https://"), "{}", server.base);
     let addr = server.base.trim_start_matches("https://").to_string();
 
