@@ -66,13 +66,7 @@ pub fn fold_hours(plan: &Plan, hours: &[&[Event]]) -> Result<Vec<Vec<State>>, Tr
             if !inputs.is_empty() {
                 let states = plan.users[user].update(&vec![Vec::new(); end - first], &groups, &inputs)?;
                 // Only the hours that had inputs: the others stay empty.
-                let mut fed = vec![false; end - first];
-                groups.iter().for_each(|&g| fed[g as usize] = true);
-                for (g, state) in states.into_iter().enumerate() {
-                    if fed[g] {
-                        tiles[first + g][i] = State::Bytes(state);
-                    }
-                }
+                store_fed(&mut tiles, first..end, i, &groups, states);
             }
             first = end;
         }
@@ -129,18 +123,31 @@ pub fn merge_tile_groups(plan: &Plan, parents: &[Vec<&[State]>]) -> Result<Vec<V
             if !parts.is_empty() {
                 let states = plan.users[user].merge(&vec![Vec::new(); end - first], &groups, &parts)?;
                 // Only the parents that got parts: the others took their one child above.
-                let mut fed = vec![false; end - first];
-                groups.iter().for_each(|&g| fed[g as usize] = true);
-                for (g, state) in states.into_iter().enumerate() {
-                    if fed[g] {
-                        tiles[first + g][i] = State::Bytes(state);
-                    }
-                }
+                store_fed(&mut tiles, first..end, i, &groups, states);
             }
             first = end;
         }
     }
     Ok(tiles)
+}
+
+/// Writes a user function's answer for the tiles `range` (group `g` is
+/// tile `range.start + g`) into their slot `slot`, for the groups that were
+/// fed in the call; the others keep what they hold.
+fn store_fed(
+    tiles: &mut [Vec<State>],
+    range: std::ops::Range<usize>,
+    slot: usize,
+    groups: &[u32],
+    states: Vec<Vec<u8>>,
+) {
+    let mut fed = vec![false; range.len()];
+    groups.iter().for_each(|&g| fed[g as usize] = true);
+    for (g, state) in states.into_iter().enumerate() {
+        if fed[g] {
+            tiles[range.start + g][slot] = State::Bytes(state);
+        }
+    }
 }
 
 fn user_state(state: &State) -> &[u8] {
