@@ -13,7 +13,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -213,7 +213,8 @@ impl Auth {
                     AlgorithmParameters::RSA(rsa) => {
                         (Algorithm::RS256, DecodingKey::from_rsa_components(&rsa.n, &rsa.e))
                     }
-                    AlgorithmParameters::EllipticCurve(ec) => {
+                    // ES256 is P-256; other curves' keys are skipped like other key types.
+                    AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
                         (Algorithm::ES256, DecodingKey::from_ec_components(&ec.x, &ec.y))
                     }
                     _ => continue,

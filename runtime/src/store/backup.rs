@@ -6,18 +6,14 @@
 //! commit's state, whatever commits after it) and written into a new
 //! database beside the destination, compacted, synced, and renamed into
 //! place, so the destination is either absent or a whole copy.
+//!
+//! This module knows redb, not the store's tables: `Store::backup` names
+//! them, so the store depends on this module and not the other way round.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use redb::{
-    Database, Key, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, Value,
-    WriteTransaction,
-};
-
-use super::{
-    AGGREGATES, COUNTERS, DIGEST_IDS, DIGESTS, EVENT_IDS, HISTORY, LATEST, META, REGISTRY, Store, StoreError, storage,
-};
+use redb::{Database, Key, ReadTransaction, ReadableTable, TableDefinition, TableHandle, Value, WriteTransaction};
 
 /// What a backup holds.
 #[derive(Debug, Clone)]
@@ -35,140 +31,123 @@ pub struct BackupSummary {
     pub elapsed: Duration,
 }
 
+/// Why a copy failed; the store maps it to its own error.
+#[derive(Debug)]
+pub(crate) enum CopyError {
+    /// Reading the store failed.
+    Source(redb::Error),
+    /// Writing the copy (at the path) failed.
+    Copy(PathBuf, redb::Error),
+    /// The store holds a table the caller did not name.
+    UnknownTable(String),
+    /// A file operation failed.
+    Io(PathBuf, std::io::Error),
+}
+
+/// A table to copy: any redb table definition.
+pub(crate) trait CopyTable {
+    /// Copies the table (if the snapshot has it): its name and entry count.
+    fn copy(&self, snapshot: &ReadTransaction, copy: &Database, path: &Path) -> Result<(String, u64), CopyError>;
+}
+
 /// Entries per write transaction of the copy: bounds its memory.
 const ENTRIES_PER_COMMIT: u64 = 100_000;
 
-impl Store {
-    /// Writes a copy of the store as of one commit to `out`, which must not
-    /// exist. Other readers and writers (a server, a backfill) carry on.
-    pub fn backup(&self, out: &Path) -> Result<BackupSummary, StoreError> {
-        let started = Instant::now();
-        if out.exists() {
-            return Err(StoreError::Io {
-                path: out.to_path_buf(),
-                error: std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "the backup file exists; choose another name or remove it",
-                ),
-            });
-        }
-        let io = |path: &Path, error: std::io::Error| StoreError::Io {
-            path: path.to_path_buf(),
-            error,
-        };
-        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
-        }
-        let partial = out.with_extension("redb.partial");
-        let _ = std::fs::remove_file(&partial);
-        let snapshot = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let copy = Database::create(&partial).map_err(|e| storage(&partial, e))?;
-        let result = copy_tables(&snapshot, &copy).map_err(|e| match e {
-            CopyError::Source(e) => self.fail(e),
-            CopyError::Copy(e) => storage(&partial, e),
-            CopyError::UnknownTable(name) => self.corrupt(format!(
-                "table `{name}` is not one this build knows how to back up; use the build that wrote it"
-            )),
-        });
-        let entries = match result {
-            Ok(entries) => entries,
-            Err(e) => {
-                drop(copy);
-                let _ = std::fs::remove_file(&partial);
-                return Err(e);
-            }
-        };
-        let commit = snapshot
-            .open_table(COUNTERS)
-            .map_err(|e| self.fail(e))?
-            .get("commits")
-            .map_err(|e| self.fail(e))?
-            .map_or(0, |v| v.value());
-        drop(snapshot);
-        let mut copy = copy;
-        copy.compact().map_err(|e| storage(&partial, e))?;
-        drop(copy);
-        std::fs::File::open(&partial)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io(&partial, e))?;
-        std::fs::rename(&partial, out).map_err(|e| io(out, e))?;
-        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::File::open(parent)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io(parent, e))?;
-        }
-        let bytes = std::fs::metadata(out).map_err(|e| io(out, e))?.len();
-        Ok(BackupSummary {
-            path: out.to_path_buf(),
-            commit,
-            entries,
-            bytes,
-            elapsed: started.elapsed(),
-        })
+/// Writes `tables` as `snapshot` holds them to `out`, which must not exist:
+/// the entries copied and the size of the file. A table of the snapshot
+/// that `tables` does not name fails the copy, so a table added to the
+/// store without being added to its backup fails loudly, not silently.
+pub(crate) fn write(
+    snapshot: &ReadTransaction,
+    tables: &[&dyn CopyTable],
+    out: &Path,
+) -> Result<(u64, u64), CopyError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| CopyError::Io(path, error)
+    };
+    if out.exists() {
+        let exists = std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "the backup file exists; choose another name or remove it",
+        );
+        return Err(CopyError::Io(out.to_path_buf(), exists));
     }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let partial = out.with_extension("redb.partial");
+    let _ = std::fs::remove_file(&partial);
+    let result = copy_all(snapshot, tables, &partial);
+    let entries = match result {
+        Ok(entries) => entries,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::File::open(&partial)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&partial))?;
+    std::fs::rename(&partial, out).map_err(io(out))?;
+    std::fs::File::open(parent)
+        .and_then(|f| f.sync_all())
+        .map_err(io(parent))?;
+    let bytes = std::fs::metadata(out).map_err(io(out))?.len();
+    Ok((entries, bytes))
 }
 
-enum CopyError {
-    Source(redb::Error),
-    Copy(redb::Error),
-    UnknownTable(String),
-}
-
-/// Copies every table of the store; a table it does not name is an error,
-/// so a table added to the store without being added here fails loudly
-/// rather than being left out of backups.
-fn copy_tables(snapshot: &ReadTransaction, copy: &Database) -> Result<u64, CopyError> {
-    let copied = [
-        copy_table(snapshot, copy, META)?,
-        copy_table(snapshot, copy, REGISTRY)?,
-        copy_table(snapshot, copy, COUNTERS)?,
-        copy_table(snapshot, copy, DIGESTS)?,
-        copy_table(snapshot, copy, DIGEST_IDS)?,
-        copy_table(snapshot, copy, HISTORY)?,
-        copy_table(snapshot, copy, LATEST)?,
-        copy_table(snapshot, copy, AGGREGATES)?,
-        copy_table(snapshot, copy, EVENT_IDS)?,
-    ];
+/// Copies every table into a new database at `partial`, then compacts it.
+fn copy_all(snapshot: &ReadTransaction, tables: &[&dyn CopyTable], partial: &Path) -> Result<u64, CopyError> {
+    let copy_error = |e: redb::Error| CopyError::Copy(partial.to_path_buf(), e);
+    let mut copy = Database::create(partial).map_err(|e| copy_error(e.into()))?;
+    let mut copied = Vec::new();
+    for table in tables {
+        copied.push(table.copy(snapshot, &copy, partial)?);
+    }
     for table in snapshot.list_tables().map_err(|e| CopyError::Source(e.into()))? {
-        if !copied.iter().any(|(name, _)| *name == table.name()) {
+        if !copied.iter().any(|(name, _)| name == table.name()) {
             return Err(CopyError::UnknownTable(table.name().to_string()));
         }
     }
+    copy.compact().map_err(|e| copy_error(e.into()))?;
     Ok(copied.iter().map(|(_, entries)| entries).sum())
 }
 
-/// Copies one table (if the store has it) in commits of [`ENTRIES_PER_COMMIT`].
-fn copy_table<K: Key + 'static, V: Value + 'static>(
-    snapshot: &ReadTransaction,
-    copy: &Database,
-    definition: TableDefinition<'static, K, V>,
-) -> Result<(String, u64), CopyError> {
-    let name = definition.name().to_string();
-    let source = match snapshot.open_table(definition) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok((name, 0)),
-        Err(e) => return Err(CopyError::Source(e.into())),
-    };
-    let begin = || copy.begin_write().map_err(|e| CopyError::Copy(e.into()));
-    let commit = |txn: WriteTransaction| txn.commit().map_err(|e| CopyError::Copy(e.into()));
-    let mut txn = begin()?;
-    // Created even when empty: the copy has the same tables as the store.
-    txn.open_table(definition).map_err(|e| CopyError::Copy(e.into()))?;
-    let mut copied = 0;
-    for item in source.iter().map_err(|e| CopyError::Source(e.into()))? {
-        let (key, value) = item.map_err(|e| CopyError::Source(e.into()))?;
-        {
-            let mut table = txn.open_table(definition).map_err(|e| CopyError::Copy(e.into()))?;
-            table
-                .insert(key.value(), value.value())
-                .map_err(|e| CopyError::Copy(e.into()))?;
+impl<K: Key + 'static, V: Value + 'static> CopyTable for TableDefinition<'static, K, V> {
+    /// In commits of [`ENTRIES_PER_COMMIT`].
+    fn copy(&self, snapshot: &ReadTransaction, copy: &Database, path: &Path) -> Result<(String, u64), CopyError> {
+        let definition = *self;
+        let name = definition.name().to_string();
+        let copy_error = |e: redb::Error| CopyError::Copy(path.to_path_buf(), e);
+        let source = match snapshot.open_table(definition) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((name, 0)),
+            Err(e) => return Err(CopyError::Source(e.into())),
+        };
+        let begin = || copy.begin_write().map_err(|e| copy_error(e.into()));
+        let commit = |txn: WriteTransaction| txn.commit().map_err(|e| copy_error(e.into()));
+        let mut txn = begin()?;
+        // Created even when empty: the copy has the same tables as the store.
+        txn.open_table(definition).map_err(|e| copy_error(e.into()))?;
+        let mut copied = 0;
+        for item in source.iter().map_err(|e| CopyError::Source(e.into()))? {
+            let (key, value) = item.map_err(|e| CopyError::Source(e.into()))?;
+            {
+                let mut table = txn.open_table(definition).map_err(|e| copy_error(e.into()))?;
+                table
+                    .insert(key.value(), value.value())
+                    .map_err(|e| copy_error(e.into()))?;
+            }
+            copied += 1;
+            if copied % ENTRIES_PER_COMMIT == 0 {
+                commit(txn)?;
+                txn = begin()?;
+            }
         }
-        copied += 1;
-        if copied % ENTRIES_PER_COMMIT == 0 {
-            commit(txn)?;
-            txn = begin()?;
-        }
+        commit(txn)?;
+        Ok((name, copied))
     }
-    commit(txn)?;
-    Ok((name, copied))
 }

@@ -1105,6 +1105,46 @@ impl Store {
         Ok(Digest(hasher.finalize().into()))
     }
 
+    /// Writes a copy of the store as of one commit to `out`, which must not
+    /// exist; other readers and writers (a server, a backfill) carry on
+    /// ([`backup`] says how). Every table is named here.
+    pub fn backup(&self, out: &Path) -> Result<BackupSummary, StoreError> {
+        let started = std::time::Instant::now();
+        let snapshot = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let commit = snapshot
+            .open_table(COUNTERS)
+            .map_err(|e| self.fail(e))?
+            .get("commits")
+            .map_err(|e| self.fail(e))?
+            .map_or(0, |v| v.value());
+        let tables: [&dyn backup::CopyTable; 9] = [
+            &META,
+            &REGISTRY,
+            &COUNTERS,
+            &DIGESTS,
+            &DIGEST_IDS,
+            &HISTORY,
+            &LATEST,
+            &AGGREGATES,
+            &EVENT_IDS,
+        ];
+        let (entries, bytes) = backup::write(&snapshot, &tables, out).map_err(|e| match e {
+            backup::CopyError::Source(e) => self.fail(e),
+            backup::CopyError::Copy(path, e) => storage(&path, e),
+            backup::CopyError::UnknownTable(name) => self.corrupt(format!(
+                "table `{name}` is not one this build knows how to back up; use the build that wrote it"
+            )),
+            backup::CopyError::Io(path, error) => StoreError::Io { path, error },
+        })?;
+        Ok(BackupSummary {
+            path: out.to_path_buf(),
+            commit,
+            entries,
+            bytes,
+            elapsed: started.elapsed(),
+        })
+    }
+
     /// Number of history blocks and latest values.
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
