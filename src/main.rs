@@ -259,7 +259,8 @@ struct ServeLimits {
     #[arg(long, default_value_t = ServerLimits::default().request_timeout.into())]
     request_timeout: humantime::Duration,
     /// Requests worked on at once; more are answered 503 `overloaded` with Retry-After.
-    #[arg(long, default_value_t = ServerLimits::default().max_in_flight)]
+    #[arg(long, default_value_t = ServerLimits::default().max_in_flight,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     max_in_flight: usize,
 }
 

@@ -156,6 +156,10 @@ fn serving_beyond_loopback_needs_auth_or_an_explicit_flag() {
         "{printed}"
     );
 
+    // A server that would admit nothing is refused too.
+    let refused = repo.fails(&["serve", "--max-in-flight", "0"]);
+    assert!(refused.contains("invalid value '0' for '--max-in-flight"), "{refused}");
+
     // A broken tokens file stops the server before it listens, naming the file.
     std::fs::write(&tokens, "[tokens.x]\nsha256 = \"abc\"\nscopes = [\"read\"]\n").unwrap();
     let refused = repo.fails(&["serve", "--tokens", tokens.to_str().unwrap()]);
