@@ -258,14 +258,18 @@ impl TempRepo {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                // The line goes into the log before the address is announced, so a
+                // test that reads the log once the server is up finds that line.
+                {
+                    let mut log = sink.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
                 if let Some((_, rest)) = line.split_once(" on http") {
                     // `s://HOST:PORT` or `://HOST:PORT`.
                     let url = format!("http{}", rest.split_whitespace().next().unwrap_or_default());
                     let _ = tx.send(url);
                 }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
             }
         });
         let base = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
