@@ -64,9 +64,9 @@ pub fn stored_row(data: &[u8]) {
     let _ = layout::newest_row_at(rest, &schema, i64::MAX);
     if let Ok(rows) = layout::block_rows(rest, &schema) {
         let mut sorted = Vec::new();
-        if layout::merge_block(None, &rows, &schema, &mut sorted).is_ok() {
+        if layout::merge_block(None, &rows, &schema, &mut sorted, |_| {}).is_ok() {
             let mut again = Vec::new();
-            layout::merge_block(Some(&sorted), &rows, &schema, &mut again).expect("a merged block merges");
+            layout::merge_block(Some(&sorted), &rows, &schema, &mut again, |_| {}).expect("a merged block merges");
             assert_eq!(sorted, again, "merging the same rows again changed the block");
         }
     }

@@ -42,6 +42,7 @@ pub mod repo;
 pub mod samples;
 mod sandbox;
 mod source;
+pub mod stats;
 pub mod store;
 pub mod time;
 mod transform;

@@ -16,7 +16,7 @@ pub mod events;
 pub mod fold;
 pub mod function;
 mod hash;
-mod hll;
+pub(crate) mod hll;
 pub mod layout;
 pub mod plan;
 pub mod window;

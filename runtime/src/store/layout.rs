@@ -357,12 +357,14 @@ pub fn block_rows<'b>(block: &'b [u8], schema: &[FieldSpec]) -> Result<Vec<&'b [
 
 /// Merges `new` rows (sorted by (event_time, created); on equal pairs the
 /// last one wins) into an existing block, enforcing invariant 2, and
-/// writes the merged block to `out`.
-pub fn merge_block(
+/// writes the merged block to `out`. `added` sees each new row the block
+/// did not already hold byte for byte (what the statistics count).
+pub fn merge_block<'n>(
     existing: Option<&[u8]>,
-    new: &[&[u8]],
+    new: &[&'n [u8]],
     schema: &[FieldSpec],
     out: &mut Vec<u8>,
+    mut added: impl FnMut(&'n [u8]),
 ) -> Result<(), CorruptRow> {
     let old = match existing {
         Some(block) => block_rows(block, schema)?,
@@ -386,10 +388,18 @@ pub fn merge_block(
                 let (po, pn) = (pair(o)?, pair(n)?);
                 if po == pn {
                     i += 1; // replaced by the new row
+                    if o != n {
+                        added(n);
+                    }
+                } else if pn < po {
+                    added(n);
                 }
                 pn <= po
             }
-            (None, Some(_)) => true,
+            (None, Some(n)) => {
+                added(n);
+                true
+            }
             (Some(_), None) => false,
             (None, None) => unreachable!("loop condition"),
         };
@@ -485,7 +495,7 @@ mod tests {
         assert!(block_rows(&block, &schema()).is_err());
         assert!(newest_row_at(&block, &schema(), i64::MAX).is_err());
         let mut out = Vec::new();
-        assert!(merge_block(Some(&block), &[], &schema(), &mut out).is_err());
+        assert!(merge_block(Some(&block), &[], &schema(), &mut out, |_| {}).is_err());
     }
 
     #[test]
@@ -496,15 +506,15 @@ mod tests {
             row(3, 0, Some(3.0), "c"),
         );
         let mut first = Vec::new();
-        merge_block(None, &[&r1, &r3], &schema(), &mut first).unwrap();
+        merge_block(None, &[&r1, &r3], &schema(), &mut first, |_| {}).unwrap();
         let r3b = row(3, 0, Some(33.0), "c2");
         let mut second = Vec::new();
-        merge_block(Some(&first), &[&r2, &r3b], &schema(), &mut second).unwrap();
+        merge_block(Some(&first), &[&r2, &r3b], &schema(), &mut second, |_| {}).unwrap();
         let rows = block_rows(&second, &schema()).unwrap();
         assert_eq!(rows, vec![&r1[..], &r2[..], &r3b[..]]);
         // Idempotent: merging the same rows again changes nothing.
         let mut third = Vec::new();
-        merge_block(Some(&second), &[&r2, &r3b], &schema(), &mut third).unwrap();
+        merge_block(Some(&second), &[&r2, &r3b], &schema(), &mut third, |_| {}).unwrap();
         assert_eq!(second, third);
     }
 }

@@ -40,6 +40,7 @@ pub use registry::{Invariance, Registry, ViewRecord};
 use crate::aggregate::PendingEvents;
 use crate::codec::row::{Value, decode_values};
 use crate::digest::Digest;
+use crate::stats::Statistics;
 use layout::{CorruptRow, RowWriter};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -61,6 +62,11 @@ const AGGREGATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("aggregat
 /// sources with an `event_id_column`: a correction that moves an event to
 /// another time removes it from its old hour in the same commit.
 const EVENT_IDS: TableDefinition<&[u8], i64> = TableDefinition::new("event_ids");
+
+/// Each materialized view's feature statistics as of its last commit
+/// (view id -> [`Statistics::to_json`]), updated in the transaction that
+/// writes its rows, from the rows that transaction added or changed.
+const STATS: TableDefinition<u32, &str> = TableDefinition::new("stats");
 
 /// The store could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -716,6 +722,46 @@ impl Store {
         Ok(out)
     }
 
+    /// A materialized view's feature statistics as of its last commit
+    /// (`None` before its first rows, and for aggregation views).
+    pub fn statistics(&self, view: &ViewRecord) -> Result<Option<Statistics>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let table = match txn.open_table(STATS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.fail(e)),
+        };
+        let Some(text) = table.get(view.id).map_err(|e| self.fail(e))? else {
+            return Ok(None);
+        };
+        Statistics::from_json(text.value())
+            .map(Some)
+            .map_err(|e| self.corrupt(format!("statistics of view `{}`: {e}", view.name)))
+    }
+
+    /// The feature statistics of the stored rows of a view with event times
+    /// in `from..to` (microseconds), read from its history in one
+    /// transaction.
+    pub fn statistics_between(&self, view: &ViewRecord, from: i64, to: i64) -> Result<Statistics, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let table = txn.open_table(HISTORY).map_err(|e| self.fail(e))?;
+        let start = layout::latest_key(view.id, &[]);
+        let mut stats = Statistics::new(&view.features);
+        for item in table.range(start.as_slice()..).map_err(|e| self.fail(e))? {
+            let (key, block) = item.map_err(|e| self.fail(e))?;
+            if !key.value().starts_with(&start) {
+                break;
+            }
+            for row in layout::block_rows(block.value(), &view.features).map_err(|e| self.corrupt(e))? {
+                let header = layout::row_header(row).map_err(|e| self.corrupt(e))?;
+                if (from..to).contains(&header.event_time) {
+                    stats.add_row(&decode_values(row, &view.features).map_err(|e| self.corrupt(e))?);
+                }
+            }
+        }
+        Ok(stats)
+    }
+
     /// Every registered digest by id.
     pub fn digests(&self) -> Result<BTreeMap<u32, Digest>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
@@ -753,6 +799,7 @@ impl Store {
             let mut event_ids = txn.open_table(EVENT_IDS).map_err(|e| self.fail(e))?;
             let mut counters = txn.open_table(COUNTERS).map_err(|e| self.fail(e))?;
             let mut registry = txn.open_table(REGISTRY).map_err(|e| self.fail(e))?;
+            let mut stats = txn.open_table(STATS).map_err(|e| self.fail(e))?;
             let commit = counters
                 .get("commits")
                 .map_err(|e| self.fail(e))?
@@ -762,7 +809,20 @@ impl Store {
             counters.insert("commits", commit).map_err(|e| self.fail(e))?;
             for (view, pending, to) in views.iter_mut() {
                 match pending {
-                    Pending::Rows(rows) => self.merge_rows(view, rows, *to, &mut history, &mut latest)?,
+                    Pending::Rows(rows) => {
+                        let mut added = Statistics::new(&view.features);
+                        self.merge_rows(view, rows, *to, &mut history, &mut latest, &mut added)?;
+                        if added.rows > 0 {
+                            let stored = stats.get(view.id).map_err(|e| self.fail(e))?.map(|g| g.value().to_string());
+                            if let Some(stored) = stored {
+                                let stored = Statistics::from_json(&stored)
+                                    .map_err(|e| self.corrupt(format!("statistics of view `{}`: {e}", view.name)))?;
+                                added.merge(&stored);
+                            }
+                            added.commit = Some(commit);
+                            stats.insert(view.id, added.to_json().as_str()).map_err(|e| self.fail(e))?;
+                        }
+                    }
                     Pending::Events(events) => self.merge_events(view, events, &mut aggregates, &mut event_ids)?,
                 }
                 // Only `last_commit` changes, in the registry's own copy: the
@@ -798,8 +858,14 @@ impl Store {
         to: WriteTo,
         history: &mut redb::Table<&'static [u8], &'static [u8]>,
         latest: &mut redb::Table<&'static [u8], &'static [u8]>,
+        added: &mut Statistics,
     ) -> Result<(), StoreError> {
         let PendingRows { arena, entries } = pending;
+        let mut observe = |row: &[u8]| -> Result<(), StoreError> {
+            let values = decode_values(row, &view.features).map_err(|e| self.corrupt(e))?;
+            added.add_row(&values);
+            Ok(())
+        };
         let key_of = |e: &Entry| &arena[e.key.0..e.key.1];
         // Stable: among equal (key, bucket, event_time, created) the later row stays later, and wins.
         entries.sort_by(|a, b| {
@@ -832,8 +898,14 @@ impl Store {
                     }
                     let key = layout::history_key(view.id, entity, bucket);
                     let existing = history.get(key.as_slice()).map_err(|e| self.fail(e))?;
-                    layout::merge_block(existing.as_ref().map(|g| g.value()), &rows, schema, &mut block)
-                        .map_err(|e| self.corrupt(e))?;
+                    let mut new_rows = Vec::new();
+                    layout::merge_block(existing.as_ref().map(|g| g.value()), &rows, schema, &mut block, |row| {
+                        new_rows.push(row)
+                    })
+                    .map_err(|e| self.corrupt(e))?;
+                    for row in new_rows {
+                        observe(row)?;
+                    }
                     drop(existing);
                     history
                         .insert(key.as_slice(), block.as_slice())
@@ -844,13 +916,18 @@ impl Store {
                     let newest = &entries[end - 1];
                     let newest_row = &arena[newest.row.0..newest.row.1];
                     let key = layout::latest_key(view.id, entity);
-                    let replace = match latest.get(key.as_slice()).map_err(|e| self.fail(e))? {
-                        None => true,
+                    let (replace, same) = match latest.get(key.as_slice()).map_err(|e| self.fail(e))? {
+                        None => (true, false),
                         Some(old) => {
+                            let same = old.value() == newest_row;
                             let old = layout::row_header(old.value()).map_err(|e| self.corrupt(e))?;
-                            (newest.event_time, newest.created) >= (old.event_time, old.created)
+                            ((newest.event_time, newest.created) >= (old.event_time, old.created), same)
                         }
                     };
+                    if replace && !same && !to.offline() {
+                        // An online-only write: the statistics see what it serves.
+                        observe(newest_row)?;
+                    }
                     if replace {
                         latest.insert(key.as_slice(), newest_row).map_err(|e| self.fail(e))?;
                     }
@@ -1117,7 +1194,7 @@ impl Store {
             .get("commits")
             .map_err(|e| self.fail(e))?
             .map_or(0, |v| v.value());
-        let tables: [&dyn backup::CopyTable; 9] = [
+        let tables: [&dyn backup::CopyTable; 10] = [
             &META,
             &REGISTRY,
             &COUNTERS,
@@ -1127,6 +1204,7 @@ impl Store {
             &LATEST,
             &AGGREGATES,
             &EVENT_IDS,
+            &STATS,
         ];
         let (entries, bytes) = backup::write(&snapshot, &tables, out).map_err(|e| match e {
             backup::CopyError::Source(e) => self.fail(e),
