@@ -16,6 +16,8 @@ use skewless_runtime::{Views, Workspace, backfill, dataset, invariance, samples,
 use skewless_server::{Auth, AuthConfig, GetOnlineFeaturesResponse, Scope, Server, ServerLimits};
 use skewless_toolchain as toolchain;
 
+mod monitor;
+
 /// The server allocates a few hundred small buffers per request (JSON,
 /// Arrow arrays, guest lowering); mimalloc's per-thread free lists make that
 /// markedly cheaper than glibc's malloc (see BENCHMARKS.md).
@@ -134,6 +136,21 @@ enum Command {
         /// Seed for where the probes split batches (default: a new one each run, printed).
         #[arg(long)]
         seed: Option<u64>,
+    },
+    /// Show the statistics of a materialized view's features (count, nulls, min, max, mean,
+    /// stddev, quantiles, histogram, distinct values, most frequent strings).
+    Stats {
+        /// VIEW or VIEW:FEATURE (one feature in detail).
+        target: String,
+        /// Only stored rows with event time at or after this (read from the store's history).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only stored rows with event time before this.
+        #[arg(long)]
+        to: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a consistent copy of the store (one commit's state) while servers and backfills
     /// carry on: to keep, or to seed another server replica.
@@ -394,6 +411,9 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::Verify { samples, seed } => cmd_verify(&cli.repo, samples, seed),
+        Command::Stats { target, from, to, json } => {
+            monitor::cmd_stats(&cli.repo, &target, from.as_deref(), to.as_deref(), json)
+        }
         Command::Backup { out } => cmd_backup(&cli.repo, &out),
         Command::Serve { addr, limits, security } => cmd_serve(&cli.repo, &addr, limits.into(), &security, None),
         Command::Token(TokenCommand::Add { name, scopes, file }) => cmd_token_add(&cli.repo, &name, &scopes, file),

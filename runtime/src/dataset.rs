@@ -33,6 +33,7 @@ use crate::digest::Digest;
 use crate::file_format::FileFormat;
 use crate::online::{self, AsOf, OnlineError, OnlineRequest};
 use crate::source::{self, SourceError};
+use crate::stats::Statistics;
 use crate::store::{Store, StoreError};
 use crate::types::{FeatureType, FieldSpec};
 
@@ -184,7 +185,13 @@ pub fn build(
 
     let temporary = temporary_path(&options.out);
     let mut writer: Option<Writer> = None;
+    let mut statistics: Option<Statistics> = None;
     let sink = |output: RecordBatch| -> Result<(), DatasetError> {
+        let stats = statistics.get_or_insert_with(|| Statistics::for_schema(&output.schema()));
+        stats.add_batch(&output).map_err(|e| DatasetError::Output {
+            path: options.out.clone(),
+            message: format!("statistics: {e}"),
+        })?;
         let writer = match &mut writer {
             Some(w) => w,
             None => writer.insert(Writer::create(&temporary, out_format, output.schema())?),
@@ -210,7 +217,8 @@ pub fn build(
         }
     };
     let writer = writer.expect("a spine with rows wrote a batch");
-    writer.finish(&lineage, &options.out)?;
+    let statistics = statistics.expect("a spine with rows wrote a batch");
+    writer.finish(&lineage, &statistics, &options.out)?;
     std::fs::rename(&temporary, &options.out).map_err(|e| DatasetError::Output {
         path: options.out.clone(),
         message: format!("cannot move the finished file into place: {e}"),
@@ -454,13 +462,16 @@ impl Writer {
         }
     }
 
-    /// Closes the file, recording `lineage` (in the Parquet metadata, or in
-    /// `<out>.lineage.json` beside a CSV file).
-    fn finish(self, lineage: &Lineage, out: &Path) -> Result<(), DatasetError> {
+    /// Closes the file, recording `lineage` and the `statistics` of every
+    /// column (in the Parquet metadata, or in `<out>.lineage.json` and
+    /// `<out>.stats.json` beside a CSV file).
+    fn finish(self, lineage: &Lineage, statistics: &Statistics, out: &Path) -> Result<(), DatasetError> {
         let json = serde_json::to_string(lineage).expect("lineage serializes");
+        let stats = statistics.to_json();
         match self {
             Writer::Parquet(mut w, path) => {
                 w.append_key_value_metadata(parquet::file::metadata::KeyValue::new(LINEAGE_KEY.to_string(), json));
+                w.append_key_value_metadata(parquet::file::metadata::KeyValue::new(STATS_KEY.to_string(), stats));
                 w.close().map_err(|e| DatasetError::Output {
                     path,
                     message: e.to_string(),
@@ -468,12 +479,14 @@ impl Writer {
             }
             Writer::Csv(w, path) => {
                 drop(w);
-                let mut name = out.file_name().unwrap_or_default().to_os_string();
-                name.push(".lineage.json");
-                std::fs::write(out.with_file_name(name), json).map_err(|e| DatasetError::Output {
-                    path: path.clone(),
-                    message: format!("cannot write the lineage file: {e}"),
-                })?;
+                for (suffix, text) in [(".lineage.json", json), (".stats.json", stats)] {
+                    let mut name = out.file_name().unwrap_or_default().to_os_string();
+                    name.push(suffix);
+                    std::fs::write(out.with_file_name(name), text).map_err(|e| DatasetError::Output {
+                        path: path.clone(),
+                        message: format!("cannot write {suffix}: {e}"),
+                    })?;
+                }
             }
         }
         Ok(())
@@ -482,6 +495,10 @@ impl Writer {
 
 /// The Parquet key-value metadata key holding a dataset's [`Lineage`] (JSON).
 pub const LINEAGE_KEY: &str = "skewless.lineage";
+
+/// The Parquet key-value metadata key holding the [`Statistics`] of every
+/// column of a dataset (JSON): the baseline `skewless drift` compares with.
+pub const STATS_KEY: &str = "skewless.stats";
 
 /// Timestamp columns as RFC 3339 text for CSV (UTC, microseconds): Arrow's
 /// CSV writer formats named time zones only with its time-zone database.

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::aggregate::hll::Hll;
-use crate::codec::row::Value;
+use crate::codec::row::{ColumnMismatch, Value, decode_columns};
 use crate::types::{FeatureType, FieldSpec};
 pub use exact_sum::ExactSum;
 pub use sketch::{QuantileSketch, RELATIVE_ERROR};
@@ -281,12 +281,47 @@ impl Statistics {
         }
     }
 
-    /// Adds columns of values (one `Vec` per feature, in order).
-    pub fn add_columns(&mut self, columns: &[Vec<Value>]) {
-        self.rows += columns.first().map_or(0, |c| c.len() as u64);
-        for (stats, column) in self.features.values_mut().zip(columns) {
-            column.iter().for_each(|v| stats.add(v));
+    /// Empty statistics for every column of `schema` of a feature type
+    /// (others, such as lists, are left out).
+    pub fn for_schema(schema: &arrow_schema::Schema) -> Self {
+        let fields: Vec<FieldSpec> = schema
+            .fields()
+            .iter()
+            .filter_map(|f| {
+                FeatureType::from_arrow(f.data_type()).map(|data_type| FieldSpec {
+                    name: f.name().clone(),
+                    data_type,
+                    nullable: true,
+                })
+            })
+            .collect();
+        Statistics::new(&fields)
+    }
+
+    /// Adds the rows of `batch`, reading each feature's column by name.
+    pub fn add_batch(&mut self, batch: &arrow_array::RecordBatch) -> Result<(), ColumnMismatch> {
+        let fields: Vec<FieldSpec> = self
+            .features
+            .iter()
+            .map(|(name, stats)| FieldSpec {
+                name: name.clone(),
+                data_type: stats.data_type,
+                nullable: true,
+            })
+            .collect();
+        let columns = fields
+            .iter()
+            .map(|f| {
+                batch
+                    .column_by_name(&f.name)
+                    .cloned()
+                    .ok_or_else(|| ColumnMismatch::Missing(f.name.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for row in decode_columns(&columns, &fields)? {
+            self.add_row(&row);
         }
+        Ok(())
     }
 
     /// Adds everything `other` has seen; features it has and these
@@ -314,6 +349,77 @@ impl Statistics {
     /// From [`Statistics::to_json`]'s text.
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
+    }
+}
+
+/// What `skewless stats`, the UI and `drift` show of one feature: the
+/// figures read out of [`FeatureStats`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The feature.
+    pub name: String,
+    /// Its type.
+    pub data_type: FeatureType,
+    /// Values, nulls included.
+    pub count: u64,
+    /// Nulls.
+    pub nulls: u64,
+    /// NaNs and infinities.
+    pub not_finite: u64,
+    /// The approximate number of distinct non-null values.
+    pub distinct: i64,
+    /// Numbers: smallest.
+    pub min: Option<f64>,
+    /// Numbers: largest.
+    pub max: Option<f64>,
+    /// Numbers: mean.
+    pub mean: Option<f64>,
+    /// Numbers: sample standard deviation.
+    pub stddev: Option<f64>,
+    /// Numbers: `(q, value)` for each of [`QUANTILES`], within [`RELATIVE_ERROR`].
+    pub quantiles: Vec<(f64, f64)>,
+    /// Numbers: `(low, high, count)`, 20 equal-width bins.
+    pub histogram: Vec<(f64, f64, u64)>,
+    /// Strings: the 10 most frequent values and their counts (empty when
+    /// there are more than [`MAX_COUNTED_VALUES`] distinct values).
+    pub top: Vec<(String, u64)>,
+}
+
+/// Bins in a [`Summary`]'s histogram.
+pub const HISTOGRAM_BINS: usize = 20;
+
+impl FeatureStats {
+    /// The figures shown of this feature.
+    pub fn summary(&self, name: &str) -> Summary {
+        let numeric = self.numeric.as_ref().filter(|n| n.count > 0);
+        Summary {
+            name: name.to_string(),
+            data_type: self.data_type,
+            count: self.count,
+            nulls: self.nulls,
+            not_finite: self.not_finite,
+            distinct: self.distinct_estimate(),
+            min: numeric.map(|n| n.min),
+            max: numeric.map(|n| n.max),
+            mean: numeric.map(NumericStats::mean),
+            stddev: numeric.and_then(NumericStats::stddev),
+            quantiles: numeric
+                .map(|n| QUANTILES.iter().filter_map(|&q| Some((q, n.sketch.quantile(q)?))).collect())
+                .unwrap_or_default(),
+            histogram: numeric.map(|n| n.histogram(HISTOGRAM_BINS)).unwrap_or_default(),
+            top: self
+                .values
+                .as_ref()
+                .map(|v| v.top(10).into_iter().map(|(v, n)| (v.to_string(), n)).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl Statistics {
+    /// Every feature's [`Summary`], in order.
+    pub fn summaries(&self) -> Vec<Summary> {
+        self.features.iter().map(|(name, s)| s.summary(name)).collect()
     }
 }
 
