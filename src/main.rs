@@ -152,6 +152,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare served values (the server's logs) or stored values with a training set, per
+    /// feature: PSI, Kolmogorov-Smirnov, null rate. Exits 2 when a threshold of
+    /// `[monitoring.drift]` is crossed, so a scheduler can act on it.
+    Drift {
+        /// The training set (Parquet, as `skewless dataset` writes it).
+        #[arg(long, value_name = "TRAINING.parquet")]
+        baseline: PathBuf,
+        /// Only values served at or after this time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Compare stored values with event time at or after this instead of served ones.
+        #[arg(long)]
+        from: Option<String>,
+        /// Compare stored values with event time before this instead of served ones.
+        #[arg(long)]
+        to: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a consistent copy of the store (one commit's state) while servers and backfills
     /// carry on: to keep, or to seed another server replica.
     Backup {
@@ -413,6 +433,21 @@ fn run(cli: Cli) -> Result<()> {
         Command::Verify { samples, seed } => cmd_verify(&cli.repo, samples, seed),
         Command::Stats { target, from, to, json } => {
             monitor::cmd_stats(&cli.repo, &target, from.as_deref(), to.as_deref(), json)
+        }
+        Command::Drift {
+            baseline,
+            since,
+            from,
+            to,
+            json,
+        } => {
+            let drifted =
+                monitor::cmd_drift(&cli.repo, &baseline, since.as_deref(), (from.as_deref(), to.as_deref()), json)?;
+            if drifted {
+                eprintln!("{} a feature crossed its drift threshold", paint("drift:", "1;33"));
+                std::process::exit(2);
+            }
+            Ok(())
         }
         Command::Backup { out } => cmd_backup(&cli.repo, &out),
         Command::Serve { addr, limits, security } => cmd_serve(&cli.repo, &addr, limits.into(), &security, None),

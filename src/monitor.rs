@@ -172,3 +172,115 @@ fn detail(s: &Summary) -> String {
     }
     out
 }
+
+/// Where `skewless drift` writes its latest findings, for the server's
+/// gauges and the UI.
+pub fn drift_report_path(repo: &Repo) -> std::path::PathBuf {
+    repo.store_path.with_file_name("drift.json")
+}
+
+/// `skewless drift`: exits 2 when a feature crossed a threshold.
+pub fn cmd_drift(
+    dir: &Path,
+    baseline_path: &Path,
+    since: Option<&str>,
+    stored: (Option<&str>, Option<&str>),
+    json: bool,
+) -> Result<bool> {
+    use skewless_runtime::codec::row::Value;
+    use skewless_runtime::drift::{self, DriftReport};
+    let repo = Repo::open(dir)?;
+    let baseline = drift::read_baseline(baseline_path).map_err(anyhow::Error::msg)?;
+    let parse = |flag: &str, text: Option<&str>| -> Result<Option<i64>> {
+        text.map(time::parse_timestamp)
+            .transpose()
+            .map_err(anyhow::Error::msg)
+            .with_context(|| flag.to_string())
+    };
+    let since = parse("--since", since)?;
+    let (from, to) = (parse("--from", stored.0)?, parse("--to", stored.1)?);
+    let mut compared: std::collections::BTreeMap<(String, String), Vec<Value>> = Default::default();
+    let what = if from.is_some() || to.is_some() {
+        let (from, to) = (from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX));
+        let store = Store::open_existing(&repo.store_path)?;
+        for view in store.views()?.values().filter(|v| v.kind_name() == "materialized") {
+            store.for_each_row_between(view, from, to, |_, values| {
+                for (field, value) in view.features.iter().zip(values) {
+                    compared
+                        .entry((view.name.clone(), field.name.clone()))
+                        .or_default()
+                        .push(value);
+                }
+            })?;
+        }
+        format!(
+            "stored values with event times in {} .. {}",
+            time::format_timestamp(from.max(0)),
+            if to == i64::MAX { "now".to_string() } else { time::format_timestamp(to) }
+        )
+    } else {
+        let folder = &repo.monitoring.log_folder;
+        compared = skewless_runtime::served_log::read_served(folder, since)?;
+        if compared.is_empty() {
+            bail!(
+                "no served values logged in {}{}: `skewless serve` logs a sample of its answers there \
+                 (`[monitoring] log_sample_rate`); or compare stored values with --from/--to",
+                folder.display(),
+                since.map(|s| format!(" since {}", time::format_timestamp(s))).unwrap_or_default()
+            );
+        }
+        format!(
+            "served values logged in {}{}",
+            folder.display(),
+            since.map(|s| format!(" since {}", time::format_timestamp(s))).unwrap_or_default()
+        )
+    };
+    let mut features = Vec::new();
+    for ((view, feature), values) in &compared {
+        let column = baseline.get(&format!("{view}__{feature}")).or_else(|| baseline.get(feature));
+        if let Some(column) = column {
+            features.push(drift::feature_drift(view, feature, column, values, &repo.monitoring.drift));
+        }
+    }
+    if features.is_empty() {
+        bail!(
+            "no feature of {what} is a column of {} (columns: {}); name its columns `feature` or `view__feature`, as \
+             `skewless dataset` does",
+            baseline_path.display(),
+            baseline.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let report = DriftReport {
+        baseline: baseline_path.display().to_string(),
+        compared: what,
+        computed_at: time::now_micros(),
+        features,
+    };
+    let path = drift_report_path(&repo);
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        status("Compared", &format!("{} with {}", report.compared, report.baseline));
+        let show = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.4}"));
+        println!(
+            "{:<40} {:>9} {:>9} {:>8} {:>8} {:>15}  drifted",
+            "feature", "baseline", "compared", "psi", "ks", "null rate"
+        );
+        for f in &report.features {
+            println!(
+                "{:<40} {:>9} {:>9} {:>8} {:>8} {:>6.1}%->{:>5.1}%  {}",
+                format!("{}:{}", f.view, f.feature),
+                f.baseline_rows,
+                f.compared_rows,
+                show(f.psi),
+                show(f.ks),
+                f.baseline_null_rate * 100.0,
+                f.compared_null_rate * 100.0,
+                if f.crossed.is_empty() { "no".to_string() } else { format!("YES: {}", f.crossed.join("; ")) }
+            );
+        }
+    }
+    Ok(report.drifted())
+}

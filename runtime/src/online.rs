@@ -111,6 +111,9 @@ pub struct OnlineResponse {
     /// Time spent per view: store reads of materialized views, transform
     /// calls of on-demand views (the server's per-view metrics).
     pub timings: Vec<ViewTiming>,
+    /// The wall clock the read counted TTLs back from for [`AsOf::Latest`]
+    /// (microseconds UTC): the instant the offline path re-reads it at.
+    pub now: i64,
 }
 
 /// Where a read spent its time, per view.
@@ -492,6 +495,7 @@ pub fn get_online_features(
     }
     let stored_digests = values.iter().map(|(v, s)| (v.clone(), s.digest_ids.clone())).collect();
     Ok(OnlineResponse {
+        now,
         columns,
         row_errors,
         digests,

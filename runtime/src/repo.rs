@@ -130,6 +130,7 @@ struct RawRepo {
     services: IndexMap<String, Spanned<RawService>>,
     #[serde(default)]
     server: ServerSettings,
+    monitoring: Option<Spanned<MonitoringSettings>>,
 }
 
 #[derive(Deserialize)]
@@ -242,6 +243,8 @@ pub struct Repo {
     pub services: IndexMap<String, Service>,
     /// `[server]`: settings of `skewless serve` (paths made absolute).
     pub server: ServerSettings,
+    /// `[monitoring]`: served-value logs, the skew monitor, drift thresholds.
+    pub monitoring: MonitoringSettings,
 }
 
 /// `[server]` in `skewless.toml`.
@@ -251,6 +254,90 @@ pub struct ServerSettings {
     /// `[server.auth]`.
     #[serde(default)]
     pub auth: AuthSettings,
+}
+
+/// `[monitoring]` in `skewless.toml`: what the server samples, and when
+/// `skewless drift` fails.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringSettings {
+    /// The share of answers logged to Parquet (0 turns logging off).
+    pub log_sample_rate: f64,
+    /// The folder of served-value logs, relative to the repo.
+    pub log_folder: PathBuf,
+    /// The most the logs may take, in megabytes: the oldest files go first.
+    pub log_max_megabytes: u64,
+    /// The share of answers the skew monitor reads again through the
+    /// offline path (0 turns it off).
+    pub skew_sample_rate: f64,
+    /// `[monitoring.drift]`: thresholds.
+    pub drift: DriftThresholds,
+}
+
+impl Default for MonitoringSettings {
+    fn default() -> Self {
+        MonitoringSettings {
+            log_sample_rate: 0.1,
+            log_folder: PathBuf::from("logs/served"),
+            log_max_megabytes: 512,
+            skew_sample_rate: 0.01,
+            drift: DriftThresholds::default(),
+        }
+    }
+}
+
+/// `[monitoring.drift]`: when `skewless drift` reports a feature as drifted.
+/// `[monitoring.drift.features."VIEW:FEATURE"]` overrides any of them for
+/// one feature.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftThresholds {
+    /// Population stability index of numbers (10 bins on the baseline's
+    /// deciles) and of strings (by value): 0.1 is a change to look at,
+    /// 0.2 a significant one (the usual reading).
+    pub psi: f64,
+    /// Kolmogorov-Smirnov distance between the two distributions of numbers.
+    pub ks: f64,
+    /// Change in the share of nulls, absolute.
+    pub null_rate: f64,
+    /// Per feature overrides, by `VIEW:FEATURE`.
+    pub features: IndexMap<String, DriftOverride>,
+}
+
+impl Default for DriftThresholds {
+    fn default() -> Self {
+        DriftThresholds {
+            psi: 0.2,
+            ks: 0.2,
+            null_rate: 0.05,
+            features: IndexMap::new(),
+        }
+    }
+}
+
+/// One feature's thresholds, where they differ from `[monitoring.drift]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftOverride {
+    /// See [`DriftThresholds::psi`].
+    pub psi: Option<f64>,
+    /// See [`DriftThresholds::ks`].
+    pub ks: Option<f64>,
+    /// See [`DriftThresholds::null_rate`].
+    pub null_rate: Option<f64>,
+}
+
+impl DriftThresholds {
+    /// The thresholds of `view:feature`: `(psi, ks, null_rate)`.
+    pub fn of(&self, view: &str, feature: &str) -> (f64, f64, f64) {
+        let own = self.features.get(&format!("{view}:{feature}"));
+        let own = own.cloned().unwrap_or_default();
+        (
+            own.psi.unwrap_or(self.psi),
+            own.ks.unwrap_or(self.ks),
+            own.null_rate.unwrap_or(self.null_rate),
+        )
+    }
 }
 
 /// `[server.auth]`: who may call the server. `skewless serve --tokens/--jwks`
@@ -915,6 +1002,23 @@ impl Repo {
         for path in [&mut server.auth.tokens, &mut server.auth.jwks].into_iter().flatten() {
             *path = root.join(&*path);
         }
+        let (monitoring_at, mut monitoring) = match raw.monitoring {
+            Some(m) => (m.span().start, m.into_inner()),
+            None => (0, MonitoringSettings::default()),
+        };
+        for (key, rate) in [
+            ("log_sample_rate", monitoring.log_sample_rate),
+            ("skew_sample_rate", monitoring.skew_sample_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(invalid(
+                    monitoring_at,
+                    format!("monitoring.{key}"),
+                    format!("{rate} is not a share between 0 and 1 (e.g. 0.1 for one answer in ten)"),
+                ));
+            }
+        }
+        monitoring.log_folder = root.join(&monitoring.log_folder);
         Ok(Repo {
             root,
             config_path: path.to_path_buf(),
@@ -925,6 +1029,7 @@ impl Repo {
             views,
             services,
             server,
+            monitoring,
         })
     }
 

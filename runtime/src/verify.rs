@@ -270,7 +270,65 @@ pub fn verify(catalog: &Catalog, store: &Store, samples: usize, seed: u64) -> Re
             },
         )?;
         for (row, (key, online_answer)) in sample.iter().zip(&online_answers).enumerate() {
-            compare(online_answer, &offline, row, key, &mut report);
+            let entity = || key.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(",");
+            compare((online_answer, 0), (&offline, row), &entity, &mut report);
+        }
+    }
+    Ok(report)
+}
+
+/// The skew monitor's check of one served answer: reads `request` again
+/// through the offline path (the training-data join, [`AsOf::Rows`]) on
+/// the same store snapshot, each view at the instant the online read
+/// counted from (its `now`, or for an aggregation view the event time it
+/// served), and compares value bits and statuses. Returns the report of
+/// values compared and the differences, which must be none.
+pub fn recheck(
+    catalog: &Catalog,
+    records: &BTreeMap<String, ViewRecord>,
+    reader: &crate::store::StoreReader,
+    request: &OnlineRequest,
+    online: &OnlineResponse,
+) -> Result<Report, OnlineError> {
+    let mut report = Report::default();
+    let rows = request.entities.values().next().map_or(0, |c| c.len());
+    let entity = |row: usize| {
+        request
+            .entities
+            .iter()
+            .map(|(name, column)| format!("{name}={}", crate::codec::value_text(column.as_ref(), row)))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut views: Vec<&str> = request.features.iter().map(|f| f.view.as_str()).collect();
+    views.dedup();
+    for view in views {
+        let features: Vec<FeatureRef> = request.features.iter().filter(|f| f.view == view).cloned().collect();
+        let aggregation = catalog.repo.views.get(view).is_some_and(|v| v.is_aggregation());
+        let served = online.columns.iter().find(|c| c.view.as_deref() == Some(view));
+        let instants = (0..rows)
+            .map(|row| match served {
+                Some(column) if aggregation => column.event_timestamps[row].unwrap_or(online.now),
+                _ => online.now,
+            })
+            .collect();
+        let offline = online::get_online_features(
+            catalog,
+            records,
+            reader,
+            &OnlineRequest {
+                features,
+                entities: request.entities.clone(),
+                full_feature_names: request.full_feature_names,
+                as_of: AsOf::Rows(instants),
+                deadline: None,
+            },
+        )?;
+        // The served columns of this view, in the same order as the re-read's.
+        let mut served_view = online.clone();
+        served_view.columns.retain(|c| c.view.as_deref() == Some(view));
+        for row in 0..rows {
+            compare((&served_view, row), (&offline, row), &|| entity(row), &mut report);
         }
     }
     Ok(report)
@@ -370,19 +428,27 @@ fn request_values(data_type: FeatureType, rows: usize) -> ArrayRef {
 }
 
 /// Compares row `row` of `offline` with the one-row `online` answer.
-fn compare(online: &OnlineResponse, offline: &OnlineResponse, row: usize, key: &[KeyValue], report: &mut Report) {
-    let entity = || key.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(",");
-    for (a, b) in online.columns.iter().zip(&offline.columns) {
+/// Compares row `at` of an online answer with row `row` of the offline
+/// answer to the same features, value bits and status, column by column.
+fn compare(
+    (online, at): (&OnlineResponse, usize),
+    (offline, row): (&OnlineResponse, usize),
+    entity: &dyn Fn() -> String,
+    report: &mut Report,
+) {
+    let online_columns = online.columns.iter().filter(|c| c.view.is_some());
+    let offline_columns = offline.columns.iter().filter(|c| c.view.is_some());
+    for (a, b) in online_columns.zip(offline_columns) {
         let Some(view) = &a.view else {
             continue;
         };
         report.compared += 1;
         *report.compared_by_view.entry(view.clone()).or_default() += 1;
         let (va, vb) = (
-            crate::codec::value_bits(a.values.as_ref(), 0),
+            crate::codec::value_bits(a.values.as_ref(), at),
             crate::codec::value_bits(b.values.as_ref(), row),
         );
-        if va != vb || a.statuses[0] != b.statuses[row] {
+        if va != vb || a.statuses[at] != b.statuses[row] {
             let show = |array: &dyn Array, r: usize, status: online::Status| {
                 let status = serde_json::to_value(status).expect("statuses serialize");
                 format!(
@@ -395,7 +461,7 @@ fn compare(online: &OnlineResponse, offline: &OnlineResponse, row: usize, key: &
                 view: view.clone(),
                 feature: a.name.split_once("__").map_or(a.name.as_str(), |(_, f)| f).to_string(),
                 entity: entity(),
-                online: show(a.values.as_ref(), 0, a.statuses[0]),
+                online: show(a.values.as_ref(), at, a.statuses[at]),
                 offline: show(b.values.as_ref(), row, b.statuses[row]),
             });
         }

@@ -256,6 +256,9 @@ pub struct Statistics {
     pub commit: Option<u64>,
     /// Rows seen.
     pub rows: u64,
+    /// The newest event time seen (microseconds UTC): a view's freshness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_event_time: Option<i64>,
     /// By feature name, in the view's order.
     pub features: indexmap::IndexMap<String, FeatureStats>,
 }
@@ -266,11 +269,17 @@ impl Statistics {
         Statistics {
             commit: None,
             rows: 0,
+            newest_event_time: None,
             features: features
                 .iter()
                 .map(|f| (f.name.clone(), FeatureStats::new(f.data_type)))
                 .collect(),
         }
+    }
+
+    /// Counts `time` (if any) towards the newest event time.
+    pub fn saw_event_time(&mut self, time: Option<i64>) {
+        self.newest_event_time = self.newest_event_time.max(time);
     }
 
     /// Adds one row, its values in the order of the features.
@@ -328,6 +337,7 @@ impl Statistics {
     /// statistics lack are added as they are.
     pub fn merge(&mut self, other: &Statistics) {
         self.rows += other.rows;
+        self.saw_event_time(other.newest_event_time);
         for (name, theirs) in &other.features {
             match self.features.get_mut(name) {
                 Some(mine) if mine.data_type == theirs.data_type => mine.merge(theirs),

@@ -740,13 +740,29 @@ impl Store {
     }
 
     /// The feature statistics of the stored rows of a view with event times
-    /// in `from..to` (microseconds), read from its history in one
-    /// transaction.
+    /// in `from..to` (microseconds), read from its history.
     pub fn statistics_between(&self, view: &ViewRecord, from: i64, to: i64) -> Result<Statistics, StoreError> {
+        let mut stats = Statistics::new(&view.features);
+        self.for_each_row_between(view, from, to, |time, values| {
+            stats.add_row(&values);
+            stats.saw_event_time(Some(time));
+        })?;
+        Ok(stats)
+    }
+
+    /// Calls `f` with the event time and values of every stored row of a
+    /// view with event time in `from..to` (microseconds), from its history,
+    /// in one read transaction.
+    pub fn for_each_row_between(
+        &self,
+        view: &ViewRecord,
+        from: i64,
+        to: i64,
+        mut f: impl FnMut(i64, Vec<Value>),
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
         let table = txn.open_table(HISTORY).map_err(|e| self.fail(e))?;
         let start = layout::latest_key(view.id, &[]);
-        let mut stats = Statistics::new(&view.features);
         for item in table.range(start.as_slice()..).map_err(|e| self.fail(e))? {
             let (key, block) = item.map_err(|e| self.fail(e))?;
             if !key.value().starts_with(&start) {
@@ -755,11 +771,11 @@ impl Store {
             for row in layout::block_rows(block.value(), &view.features).map_err(|e| self.corrupt(e))? {
                 let header = layout::row_header(row).map_err(|e| self.corrupt(e))?;
                 if (from..to).contains(&header.event_time) {
-                    stats.add_row(&decode_values(row, &view.features).map_err(|e| self.corrupt(e))?);
+                    f(header.event_time, decode_values(row, &view.features).map_err(|e| self.corrupt(e))?);
                 }
             }
         }
-        Ok(stats)
+        Ok(())
     }
 
     /// Every registered digest by id.
@@ -808,22 +824,24 @@ impl Store {
                 + 1;
             counters.insert("commits", commit).map_err(|e| self.fail(e))?;
             for (view, pending, to) in views.iter_mut() {
+                let mut added = Statistics::new(&view.features);
                 match pending {
-                    Pending::Rows(rows) => {
-                        let mut added = Statistics::new(&view.features);
-                        self.merge_rows(view, rows, *to, &mut history, &mut latest, &mut added)?;
-                        if added.rows > 0 {
-                            let stored = stats.get(view.id).map_err(|e| self.fail(e))?.map(|g| g.value().to_string());
-                            if let Some(stored) = stored {
-                                let stored = Statistics::from_json(&stored)
-                                    .map_err(|e| self.corrupt(format!("statistics of view `{}`: {e}", view.name)))?;
-                                added.merge(&stored);
-                            }
-                            added.commit = Some(commit);
-                            stats.insert(view.id, added.to_json().as_str()).map_err(|e| self.fail(e))?;
-                        }
+                    Pending::Rows(rows) => self.merge_rows(view, rows, *to, &mut history, &mut latest, &mut added)?,
+                    Pending::Events(events) => {
+                        // Events are not feature values: only their times count (freshness).
+                        added.saw_event_time(events.events.iter().map(|(_, e, _)| e.time).max());
+                        self.merge_events(view, events, &mut aggregates, &mut event_ids)?
                     }
-                    Pending::Events(events) => self.merge_events(view, events, &mut aggregates, &mut event_ids)?,
+                }
+                if added.rows > 0 || added.newest_event_time.is_some() {
+                    let stored = stats.get(view.id).map_err(|e| self.fail(e))?.map(|g| g.value().to_string());
+                    if let Some(stored) = stored {
+                        let stored = Statistics::from_json(&stored)
+                            .map_err(|e| self.corrupt(format!("statistics of view `{}`: {e}", view.name)))?;
+                        added.merge(&stored);
+                    }
+                    added.commit = Some(commit);
+                    stats.insert(view.id, added.to_json().as_str()).map_err(|e| self.fail(e))?;
                 }
                 // Only `last_commit` changes, in the registry's own copy: the
                 // writer's may be older (a server started before an `apply`).
@@ -864,6 +882,7 @@ impl Store {
         let mut observe = |row: &[u8]| -> Result<(), StoreError> {
             let values = decode_values(row, &view.features).map_err(|e| self.corrupt(e))?;
             added.add_row(&values);
+            added.saw_event_time(Some(layout::row_header(row).map_err(|e| self.corrupt(e))?.event_time));
             Ok(())
         };
         let key_of = |e: &Entry| &arena[e.key.0..e.key.1];
