@@ -188,6 +188,8 @@ enum Command {
         limits: ServeLimits,
         #[command(flatten)]
         security: ServeSecurity,
+        #[command(flatten)]
+        monitoring: ServeMonitoring,
     },
     /// Manage the server's bearer tokens (the tokens file holds their hashes only).
     #[command(subcommand)]
@@ -281,6 +283,17 @@ struct ServeSecurity {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert", value_name = "FILE")]
     tls_key: Option<PathBuf>,
+}
+
+/// What the server samples of its answers (over `[monitoring]`).
+#[derive(clap::Args, Default)]
+struct ServeMonitoring {
+    /// Share of answers logged to Parquet in `[monitoring] log_folder` (0: none; default 0.1).
+    #[arg(long, value_name = "SHARE")]
+    log_sample_rate: Option<f64>,
+    /// Share of answers the skew monitor reads again through the offline path (0: none; default 0.01).
+    #[arg(long, value_name = "SHARE")]
+    skew_sample_rate: Option<f64>,
 }
 
 /// What one request may ask of the server.
@@ -441,8 +454,13 @@ fn run(cli: Cli) -> Result<()> {
             to,
             json,
         } => {
-            let drifted =
-                monitor::cmd_drift(&cli.repo, &baseline, since.as_deref(), (from.as_deref(), to.as_deref()), json)?;
+            let drifted = monitor::cmd_drift(
+                &cli.repo,
+                &baseline,
+                since.as_deref(),
+                (from.as_deref(), to.as_deref()),
+                json,
+            )?;
             if drifted {
                 eprintln!("{} a feature crossed its drift threshold", paint("drift:", "1;33"));
                 std::process::exit(2);
@@ -450,7 +468,12 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Backup { out } => cmd_backup(&cli.repo, &out),
-        Command::Serve { addr, limits, security } => cmd_serve(&cli.repo, &addr, limits.into(), &security, None),
+        Command::Serve {
+            addr,
+            limits,
+            security,
+            monitoring,
+        } => cmd_serve(&cli.repo, &addr, limits.into(), &security, &monitoring, None),
         Command::Token(TokenCommand::Add { name, scopes, file }) => cmd_token_add(&cli.repo, &name, &scopes, file),
         Command::Ls => cmd_ls(&cli.repo),
         Command::SampleData {
@@ -926,6 +949,7 @@ fn cmd_serve(
     addr: &str,
     limits: ServerLimits,
     security: &ServeSecurity,
+    sampling: &ServeMonitoring,
     example: Option<&str>,
 ) -> Result<()> {
     let started = Instant::now();
@@ -943,7 +967,33 @@ fn cmd_serve(
         );
     }
     let auth_summary = if auth.enabled() { "bearer auth" } else { "no auth" };
-    let state = Server::new(workspace, limits, auth)?;
+    let monitoring = &workspace.catalog().repo.monitoring;
+    let mut settings = skewless_server::monitor::MonitorSettings {
+        log_sample_rate: monitoring.log_sample_rate,
+        log_folder: monitoring.log_folder.clone(),
+        log_max_bytes: monitoring.log_max_megabytes.saturating_mul(1 << 20),
+        skew_sample_rate: monitoring.skew_sample_rate,
+    };
+    for (flag, rate, setting) in [
+        (
+            "--log-sample-rate",
+            sampling.log_sample_rate,
+            &mut settings.log_sample_rate,
+        ),
+        (
+            "--skew-sample-rate",
+            sampling.skew_sample_rate,
+            &mut settings.skew_sample_rate,
+        ),
+    ] {
+        if let Some(rate) = rate {
+            if !(0.0..=1.0).contains(&rate) {
+                bail!("{flag} {rate}: a share between 0 and 1 (e.g. 0.1 for one answer in ten)");
+            }
+            *setting = rate;
+        }
+    }
+    let state = Server::with_monitoring(workspace, limits, auth, &settings)?;
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     tokio.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -966,10 +1016,14 @@ fn cmd_serve(
         }
         let shutdown = skewless_server::shutdown_signal();
         match (&security.tls_cert, &security.tls_key) {
-            (Some(cert), Some(key)) => skewless_server::serve_tls(listener, state, cert, key, shutdown).await?,
-            _ => skewless_server::serve(listener, state, shutdown).await?,
+            (Some(cert), Some(key)) => skewless_server::serve_tls(listener, state.clone(), cert, key, shutdown).await?,
+            _ => skewless_server::serve(listener, state.clone(), shutdown).await?,
         }
-        status("Stopped", "in-flight requests answered, store closed");
+        state.finish_monitoring();
+        status(
+            "Stopped",
+            "in-flight requests answered, served-value logs written, store closed",
+        );
         Ok(())
     })
 }
@@ -1107,6 +1161,7 @@ fn cmd_demo(examples: Option<PathBuf>) -> Result<()> {
         "127.0.0.1:6566",
         ServerLimits::default(),
         &ServeSecurity::default(),
+        &ServeMonitoring::default(),
         Some(example),
     )
 }

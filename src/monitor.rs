@@ -30,7 +30,11 @@ pub fn cmd_stats(dir: &Path, target: &str, from: Option<&str>, to: Option<&str>,
             "view `{view_name}` is {} view: its feature values exist only at a point in time, so it has no stored \
              statistics; its features' statistics are in the training sets `skewless dataset` writes and in the \
              served-value logs",
-            if view.kind_name() == "aggregation" { "an aggregation" } else { "an on-demand" }
+            if view.kind_name() == "aggregation" {
+                "an aggregation"
+            } else {
+                "an on-demand"
+            }
         );
     }
     let parse = |flag: &str, text: Option<&str>| -> Result<Option<i64>> {
@@ -44,8 +48,12 @@ pub fn cmd_stats(dir: &Path, target: &str, from: Option<&str>, to: Option<&str>,
         let (from, to) = (from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX));
         let scope = format!(
             "stored rows with event times in {} .. {}",
-            from.ne(&i64::MIN).then(|| time::format_timestamp(from)).unwrap_or_else(|| "-".into()),
-            to.ne(&i64::MAX).then(|| time::format_timestamp(to)).unwrap_or_else(|| "-".into())
+            from.ne(&i64::MIN)
+                .then(|| time::format_timestamp(from))
+                .unwrap_or_else(|| "-".into()),
+            to.ne(&i64::MAX)
+                .then(|| time::format_timestamp(to))
+                .unwrap_or_else(|| "-".into())
         );
         (store.statistics_between(view, from, to)?, scope)
     } else {
@@ -63,7 +71,11 @@ pub fn cmd_stats(dir: &Path, target: &str, from: Option<&str>, to: Option<&str>,
         if summaries.is_empty() {
             bail!(
                 "view `{view_name}` has no feature `{feature}`; its features are: {}",
-                view.features.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                view.features
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }
@@ -71,7 +83,10 @@ pub fn cmd_stats(dir: &Path, target: &str, from: Option<&str>, to: Option<&str>,
         println!("{}", serde_json::to_string_pretty(&summaries)?);
         return Ok(());
     }
-    status("Statistics", &format!("of view `{view_name}`, {scope}: {} rows", stats.rows));
+    status(
+        "Statistics",
+        &format!("of view `{view_name}`, {scope}: {} rows", stats.rows),
+    );
     if feature.is_some() {
         print!("{}", detail(&summaries[0]));
     } else {
@@ -84,19 +99,22 @@ pub fn cmd_stats(dir: &Path, target: &str, from: Option<&str>, to: Option<&str>,
 pub fn shown(summary: &Summary, value: Option<f64>) -> String {
     match value {
         None => "-".to_string(),
-        Some(v) if summary.data_type == skewless_runtime::FeatureType::Timestamp => {
-            time::format_timestamp(v as i64)
-        }
-        Some(v) => format!("{v:.6}").trim_end_matches('0').trim_end_matches('.').to_string(),
+        Some(v) if summary.data_type == skewless_runtime::FeatureType::Timestamp => time::format_timestamp(v as i64),
+        Some(v) => format!("{v:.6}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string(),
     }
 }
 
 fn table(summaries: &[Summary]) -> String {
-    let mut rows = vec![[
-        "feature", "type", "count", "nulls", "distinct", "min", "p50", "max", "mean", "stddev",
-    ]
-    .map(String::from)
-    .to_vec()];
+    let mut rows = vec![
+        [
+            "feature", "type", "count", "nulls", "distinct", "min", "p50", "max", "mean", "stddev",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
     for s in summaries {
         let median = s.quantiles.iter().find(|(q, _)| *q == 0.5).map(|(_, v)| *v);
         rows.push(vec![
@@ -173,12 +191,6 @@ fn detail(s: &Summary) -> String {
     out
 }
 
-/// Where `skewless drift` writes its latest findings, for the server's
-/// gauges and the UI.
-pub fn drift_report_path(repo: &Repo) -> std::path::PathBuf {
-    repo.store_path.with_file_name("drift.json")
-}
-
 /// `skewless drift`: exits 2 when a feature crossed a threshold.
 pub fn cmd_drift(
     dir: &Path,
@@ -216,7 +228,11 @@ pub fn cmd_drift(
         format!(
             "stored values with event times in {} .. {}",
             time::format_timestamp(from.max(0)),
-            if to == i64::MAX { "now".to_string() } else { time::format_timestamp(to) }
+            if to == i64::MAX {
+                "now".to_string()
+            } else {
+                time::format_timestamp(to)
+            }
         )
     } else {
         let folder = &repo.monitoring.log_folder;
@@ -226,20 +242,32 @@ pub fn cmd_drift(
                 "no served values logged in {}{}: `skewless serve` logs a sample of its answers there \
                  (`[monitoring] log_sample_rate`); or compare stored values with --from/--to",
                 folder.display(),
-                since.map(|s| format!(" since {}", time::format_timestamp(s))).unwrap_or_default()
+                since
+                    .map(|s| format!(" since {}", time::format_timestamp(s)))
+                    .unwrap_or_default()
             );
         }
         format!(
             "served values logged in {}{}",
             folder.display(),
-            since.map(|s| format!(" since {}", time::format_timestamp(s))).unwrap_or_default()
+            since
+                .map(|s| format!(" since {}", time::format_timestamp(s)))
+                .unwrap_or_default()
         )
     };
     let mut features = Vec::new();
     for ((view, feature), values) in &compared {
-        let column = baseline.get(&format!("{view}__{feature}")).or_else(|| baseline.get(feature));
+        let column = baseline
+            .get(&format!("{view}__{feature}"))
+            .or_else(|| baseline.get(feature));
         if let Some(column) = column {
-            features.push(drift::feature_drift(view, feature, column, values, &repo.monitoring.drift));
+            features.push(drift::feature_drift(
+                view,
+                feature,
+                column,
+                values,
+                &repo.monitoring.drift,
+            ));
         }
     }
     if features.is_empty() {
@@ -256,7 +284,7 @@ pub fn cmd_drift(
         computed_at: time::now_micros(),
         features,
     };
-    let path = drift_report_path(&repo);
+    let path = drift::report_path(&repo);
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
     if json {
@@ -278,7 +306,11 @@ pub fn cmd_drift(
                 show(f.ks),
                 f.baseline_null_rate * 100.0,
                 f.compared_null_rate * 100.0,
-                if f.crossed.is_empty() { "no".to_string() } else { format!("YES: {}", f.crossed.join("; ")) }
+                if f.crossed.is_empty() {
+                    "no".to_string()
+                } else {
+                    format!("YES: {}", f.crossed.join("; "))
+                }
             );
         }
     }

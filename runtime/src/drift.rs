@@ -67,6 +67,18 @@ impl DriftReport {
     }
 }
 
+/// Where `skewless drift` keeps its latest report (beside the store), for
+/// the server's gauges and its UI.
+pub fn report_path(repo: &crate::Repo) -> std::path::PathBuf {
+    repo.store_path.with_file_name("drift.json")
+}
+
+/// The latest report, if `skewless drift` has run.
+pub fn latest_report(repo: &crate::Repo) -> Option<DriftReport> {
+    let text = std::fs::read_to_string(report_path(repo)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// A training set's columns that hold feature values, read whole: by column name.
 pub fn read_baseline(path: &Path) -> Result<BTreeMap<String, Vec<Value>>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;

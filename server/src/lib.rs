@@ -22,6 +22,7 @@ pub mod auth;
 mod commit;
 mod error;
 mod metrics;
+pub mod monitor;
 mod routes;
 mod state;
 

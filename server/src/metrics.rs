@@ -1,12 +1,14 @@
 //! Prometheus metrics (`GET /metrics`, text format): requests, errors and
 //! latency per route; reads, errors, store time and transform time per view;
-//! store write time for pushes.
+//! store write time for pushes; and what the monitor sees: skew checks and
+//! mismatches, logged rows, each view's freshness, the latest drift figures.
 
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -45,6 +47,14 @@ struct ViewLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeatureLabels {
+    view: String,
+    feature: String,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabels {
     view: String,
     stage: &'static str,
@@ -60,6 +70,15 @@ pub struct Metrics {
     view_errors: Family<ViewLabels, Counter>,
     view_seconds: Latency<StageLabels>,
     store_write_seconds: Histogram,
+    skew_checked: Family<ViewLabels, Counter>,
+    skew_mismatches: Family<ViewLabels, Counter>,
+    served_log_rows: Counter,
+    monitor_dropped: Counter,
+    freshness: Family<ViewLabels, FloatGauge>,
+    drift_psi: Family<FeatureLabels, FloatGauge>,
+    drift_ks: Family<FeatureLabels, FloatGauge>,
+    drift_null_rate: Family<FeatureLabels, FloatGauge>,
+    drift_crossed: Family<FeatureLabels, FloatGauge>,
 }
 
 impl Default for Metrics {
@@ -99,7 +118,70 @@ impl Default for Metrics {
             "Time to commit a push durably",
             store_write_seconds.clone(),
         );
+        let skew_checked = Family::default();
+        let skew_mismatches = Family::default();
+        let served_log_rows = Counter::default();
+        let monitor_dropped = Counter::default();
+        let freshness = Family::default();
+        let drift_psi = Family::default();
+        let drift_ks = Family::default();
+        let drift_null_rate = Family::default();
+        let drift_crossed = Family::default();
+        registry.register(
+            "skew_checked",
+            "Served values read again through the offline path by the skew monitor, by view",
+            skew_checked.clone(),
+        );
+        registry.register(
+            "skew_mismatches",
+            "Served values that differed from the offline path at the same instant (expected: 0)",
+            skew_mismatches.clone(),
+        );
+        registry.register(
+            "served_log_rows",
+            "Rows written to the served-value logs",
+            served_log_rows.clone(),
+        );
+        registry.register(
+            "monitor_dropped",
+            "Sampled answers dropped because the monitor's queue was full",
+            monitor_dropped.clone(),
+        );
+        registry.register(
+            "view_freshness_seconds",
+            "Age of the newest event time stored for the view",
+            freshness.clone(),
+        );
+        registry.register(
+            "drift_psi",
+            "Population stability index at the latest `skewless drift`",
+            drift_psi.clone(),
+        );
+        registry.register(
+            "drift_ks",
+            "Kolmogorov-Smirnov distance at the latest `skewless drift`",
+            drift_ks.clone(),
+        );
+        registry.register(
+            "drift_null_rate_change",
+            "Change in the share of nulls at the latest `skewless drift`",
+            drift_null_rate.clone(),
+        );
+        registry.register(
+            "drift_threshold_crossed",
+            "1 when the feature crossed a threshold at the latest `skewless drift`",
+            drift_crossed.clone(),
+        );
         Metrics {
+            skew_checked,
+            skew_mismatches,
+            served_log_rows,
+            monitor_dropped,
+            freshness,
+            drift_psi,
+            drift_ks,
+            drift_null_rate,
+            drift_crossed,
             registry,
             requests,
             errors,
@@ -155,6 +237,58 @@ impl Metrics {
     /// One durable push commit.
     pub fn store_write(&self, elapsed: Duration) {
         self.store_write_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Values of `view` read again by the skew monitor.
+    pub fn skew_checked(&self, view: &str, values: u64) {
+        let labels = ViewLabels { view: view.to_string() };
+        self.skew_checked.get_or_create(&labels).inc_by(values);
+        // Shown from the first check on, at 0: a flat line is the good news.
+        drop(self.skew_mismatches.get_or_create(&labels));
+    }
+
+    /// A served value that the offline path reads differently.
+    pub fn skew_mismatch(&self, view: &str) {
+        self.skew_mismatches
+            .get_or_create(&ViewLabels { view: view.to_string() })
+            .inc();
+    }
+
+    /// Rows written to a served-value log file.
+    pub fn served_log_rows(&self, rows: u64) {
+        self.served_log_rows.inc_by(rows);
+    }
+
+    /// A sampled answer the monitor had no room for.
+    pub fn monitor_dropped(&self) {
+        self.monitor_dropped.inc();
+    }
+
+    /// The age of a view's newest stored event time.
+    pub fn freshness(&self, view: &str, seconds: f64) {
+        self.freshness
+            .get_or_create(&ViewLabels { view: view.to_string() })
+            .set(seconds);
+    }
+
+    /// One feature's figures from the latest drift report.
+    pub fn drift(&self, f: &skewless_runtime::drift::FeatureDrift) {
+        let labels = FeatureLabels {
+            view: f.view.clone(),
+            feature: f.feature.clone(),
+        };
+        if let Some(psi) = f.psi {
+            self.drift_psi.get_or_create(&labels).set(psi);
+        }
+        if let Some(ks) = f.ks {
+            self.drift_ks.get_or_create(&labels).set(ks);
+        }
+        self.drift_null_rate
+            .get_or_create(&labels)
+            .set(f.compared_null_rate - f.baseline_null_rate);
+        self.drift_crossed
+            .get_or_create(&labels)
+            .set(if f.crossed.is_empty() { 0.0 } else { 1.0 });
     }
 
     /// The Prometheus text exposition.

@@ -305,7 +305,7 @@ async fn health(State(state): State<AppState>) -> Answer<Health> {
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.encode(),
+        state.metrics_text(),
     )
 }
 

@@ -18,6 +18,7 @@ use crate::auth::Auth;
 use crate::commit::Committer;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::monitor::{Monitor, MonitorSettings};
 
 /// Limits on what one request may ask; each refusal is a 4xx that names the flag.
 #[derive(Debug, Clone)]
@@ -52,6 +53,9 @@ pub enum StartError {
     /// A view differs from what `skewless apply` recorded.
     #[error(transparent)]
     NotApplied(#[from] NotApplied),
+    /// The served-value log folder cannot be made.
+    #[error(transparent)]
+    Log(#[from] skewless_runtime::served_log::LogError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -59,12 +63,14 @@ pub enum StartError {
 
 /// Everything a request needs, shared by all of them.
 pub struct Server {
-    catalog: Catalog,
+    catalog: Arc<Catalog>,
     store: Arc<Store>,
     committer: Committer,
-    records: BTreeMap<String, ViewRecord>,
+    records: Arc<BTreeMap<String, ViewRecord>>,
     pub(crate) limits: ServerLimits,
-    pub(crate) metrics: Metrics,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Samples answers for the served-value logs and the skew monitor.
+    monitor: Monitor,
     pub(crate) auth: Auth,
     /// One permit per request in flight ([`ServerLimits::max_in_flight`]).
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
@@ -131,20 +137,41 @@ impl Server {
     /// view is applied as the repo declares it now (else: run `skewless apply`);
     /// `auth` says who may call what ([`Auth::none`]: anyone).
     pub fn new(workspace: Workspace, limits: ServerLimits, auth: Auth) -> Result<AppState, StartError> {
+        let monitoring = &workspace.catalog().repo.monitoring;
+        let settings = MonitorSettings {
+            log_sample_rate: monitoring.log_sample_rate,
+            log_folder: monitoring.log_folder.clone(),
+            log_max_bytes: monitoring.log_max_megabytes.saturating_mul(1 << 20),
+            skew_sample_rate: monitoring.skew_sample_rate,
+        };
+        Server::with_monitoring(workspace, limits, auth, &settings)
+    }
+
+    /// As [`Server::new`], sampling answers as `monitoring` says rather
+    /// than as the repo's `[monitoring]` does.
+    pub fn with_monitoring(
+        workspace: Workspace,
+        limits: ServerLimits,
+        auth: Auth,
+        monitoring: &MonitorSettings,
+    ) -> Result<AppState, StartError> {
         let (catalog, store) = workspace.into_parts();
         let records = store.views()?;
         for view in catalog.repo.views.values() {
             catalog.applied_record(view, records.get(&view.name))?;
         }
         let store = Arc::new(store);
+        let (catalog, records, metrics) = (Arc::new(catalog), Arc::new(records), Arc::new(Metrics::default()));
+        let monitor = Monitor::start(monitoring, catalog.clone(), records.clone(), metrics.clone())?;
         Ok(Arc::new(Server {
             catalog,
             committer: Committer::start(store.clone()),
             store,
             records,
+            monitor,
             in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight)),
             limits,
-            metrics: Metrics::default(),
+            metrics,
             auth,
             started: Instant::now(),
             snapshot: Mutex::new(None),
@@ -247,7 +274,10 @@ impl Server {
         )?;
         let reader = self.snapshot()?;
         let response = match online::get_online_features(&self.catalog, &self.records, &reader, &read) {
-            Ok(response) => response,
+            Ok(response) => {
+                self.monitor.answered(&read, &response, &reader, &self.metrics);
+                response
+            }
             Err(online::OnlineError::Transform(t)) => {
                 // `caller`: the budget, not the view's own shorter limit, stopped it.
                 if budget.is_some() && matches!(t.kind, TransformErrorKind::Timeout { caller: true, .. }) {
@@ -297,6 +327,34 @@ impl Server {
         // Reads from now on must see this push.
         self.pushes.fetch_add(1, Ordering::AcqRel);
         Ok(prepared.summary(commit).into())
+    }
+
+    /// Stops sampling answers and writes the served-value logs held in
+    /// memory; called once the server has stopped answering.
+    pub fn finish_monitoring(&self) {
+        self.monitor.finish();
+    }
+
+    /// `GET /metrics`: the Prometheus text, with each view's freshness and
+    /// the latest drift report read at this moment.
+    pub fn metrics_text(&self) -> String {
+        let now = skewless_runtime::time::now_micros();
+        for record in self.records.values() {
+            if let Ok(Some(stats)) = self.store.statistics(record)
+                && let Some(newest) = stats.newest_event_time
+            {
+                self.metrics.freshness(&record.name, (now - newest) as f64 / 1e6);
+            }
+        }
+        if let Some(report) = skewless_runtime::drift::latest_report(&self.catalog.repo) {
+            report.features.iter().for_each(|f| self.metrics.drift(f));
+        }
+        self.metrics.encode()
+    }
+
+    /// The store, for the UI's reads.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 
     /// `GET /health`: the store answers a read.

@@ -231,7 +231,11 @@ impl FeatureStats {
 
     /// The share of values that are null.
     pub fn null_rate(&self) -> f64 {
-        if self.count == 0 { 0.0 } else { self.nulls as f64 / self.count as f64 }
+        if self.count == 0 {
+            0.0
+        } else {
+            self.nulls as f64 / self.count as f64
+        }
     }
 
     /// The approximate number of distinct non-null values.
@@ -414,7 +418,12 @@ impl FeatureStats {
             mean: numeric.map(NumericStats::mean),
             stddev: numeric.and_then(NumericStats::stddev),
             quantiles: numeric
-                .map(|n| QUANTILES.iter().filter_map(|&q| Some((q, n.sketch.quantile(q)?))).collect())
+                .map(|n| {
+                    QUANTILES
+                        .iter()
+                        .filter_map(|&q| Some((q, n.sketch.quantile(q)?)))
+                        .collect()
+                })
                 .unwrap_or_default(),
             histogram: numeric.map(|n| n.histogram(HISTOGRAM_BINS)).unwrap_or_default(),
             top: self
@@ -467,7 +476,11 @@ mod tests {
         let fields = [field("x", FeatureType::Float64), field("s", FeatureType::Utf8)];
         let rows: Vec<Vec<Value>> = (0..500)
             .map(|i| {
-                let x = if i % 17 == 0 { Value::Null } else { Value::Float64((i as f64).sin() * 1e3) };
+                let x = if i % 17 == 0 {
+                    Value::Null
+                } else {
+                    Value::Float64((i as f64).sin() * 1e3)
+                };
                 vec![x, Value::Utf8(format!("v{}", i % 7))]
             })
             .collect();
@@ -485,7 +498,10 @@ mod tests {
         let x = &whole.features["x"];
         assert_eq!(x.nulls, 30);
         let n = x.numeric.as_ref().unwrap();
-        let values: Vec<f64> = (0..500).filter(|i| i % 17 != 0).map(|i| (i as f64).sin() * 1e3).collect();
+        let values: Vec<f64> = (0..500)
+            .filter(|i| i % 17 != 0)
+            .map(|i| (i as f64).sin() * 1e3)
+            .collect();
         let mean = values.iter().sum::<f64>() / values.len() as f64;
         assert!((n.mean() - mean).abs() < 1e-9, "{} {mean}", n.mean());
         assert_eq!(whole.features["s"].values.as_ref().unwrap().top(1), vec![("v0", 72)]);

@@ -122,7 +122,9 @@ mod tests {
 
     #[test]
     fn quantiles_within_the_stated_error_and_merge_in_any_order() {
-        let values: Vec<f64> = (1..=10_000).map(|i| ((i * 7919) % 10_007) as f64 * 0.37 - 900.0).collect();
+        let values: Vec<f64> = (1..=10_000)
+            .map(|i| ((i * 7919) % 10_007) as f64 * 0.37 - 900.0)
+            .collect();
         let mut sorted = values.clone();
         sorted.sort_by(f64::total_cmp);
         let mut whole = QuantileSketch::default();

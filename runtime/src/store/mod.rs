@@ -771,7 +771,10 @@ impl Store {
             for row in layout::block_rows(block.value(), &view.features).map_err(|e| self.corrupt(e))? {
                 let header = layout::row_header(row).map_err(|e| self.corrupt(e))?;
                 if (from..to).contains(&header.event_time) {
-                    f(header.event_time, decode_values(row, &view.features).map_err(|e| self.corrupt(e))?);
+                    f(
+                        header.event_time,
+                        decode_values(row, &view.features).map_err(|e| self.corrupt(e))?,
+                    );
                 }
             }
         }
@@ -834,14 +837,19 @@ impl Store {
                     }
                 }
                 if added.rows > 0 || added.newest_event_time.is_some() {
-                    let stored = stats.get(view.id).map_err(|e| self.fail(e))?.map(|g| g.value().to_string());
+                    let stored = stats
+                        .get(view.id)
+                        .map_err(|e| self.fail(e))?
+                        .map(|g| g.value().to_string());
                     if let Some(stored) = stored {
                         let stored = Statistics::from_json(&stored)
                             .map_err(|e| self.corrupt(format!("statistics of view `{}`: {e}", view.name)))?;
                         added.merge(&stored);
                     }
                     added.commit = Some(commit);
-                    stats.insert(view.id, added.to_json().as_str()).map_err(|e| self.fail(e))?;
+                    stats
+                        .insert(view.id, added.to_json().as_str())
+                        .map_err(|e| self.fail(e))?;
                 }
                 // Only `last_commit` changes, in the registry's own copy: the
                 // writer's may be older (a server started before an `apply`).
@@ -879,7 +887,9 @@ impl Store {
         added: &mut Statistics,
     ) -> Result<(), StoreError> {
         let PendingRows { arena, entries } = pending;
-        let mut observe = |row: &[u8]| -> Result<(), StoreError> {
+        // The statistics describe the history (what training data reads):
+        // rows it did not hold before, byte for byte.
+        let observe = |added: &mut Statistics, row: &[u8]| -> Result<(), StoreError> {
             let values = decode_values(row, &view.features).map_err(|e| self.corrupt(e))?;
             added.add_row(&values);
             added.saw_event_time(Some(layout::row_header(row).map_err(|e| self.corrupt(e))?.event_time));
@@ -923,7 +933,7 @@ impl Store {
                     })
                     .map_err(|e| self.corrupt(e))?;
                     for row in new_rows {
-                        observe(row)?;
+                        observe(added, row)?;
                     }
                     drop(existing);
                     history
@@ -940,12 +950,16 @@ impl Store {
                         Some(old) => {
                             let same = old.value() == newest_row;
                             let old = layout::row_header(old.value()).map_err(|e| self.corrupt(e))?;
-                            ((newest.event_time, newest.created) >= (old.event_time, old.created), same)
+                            (
+                                (newest.event_time, newest.created) >= (old.event_time, old.created),
+                                same,
+                            )
                         }
                     };
                     if replace && !same && !to.offline() {
-                        // An online-only write: the statistics see what it serves.
-                        observe(newest_row)?;
+                        // An online-only write: not in the history the statistics
+                        // describe, but the view is fresher.
+                        added.saw_event_time(Some(newest.event_time));
                     }
                     if replace {
                         latest.insert(key.as_slice(), newest_row).map_err(|e| self.fail(e))?;
