@@ -236,7 +236,7 @@ pub fn cmd_drift(
         )
     } else {
         let folder = &repo.monitoring.log_folder;
-        compared = skewless_runtime::served_log::read_served(folder, since)?;
+        compared = skewless_runtime::served_log::read_served(folder, since, None)?;
         if compared.is_empty() {
             bail!(
                 "no served values logged in {}{}: `skewless serve` logs a sample of its answers there \

@@ -500,6 +500,22 @@ pub const LINEAGE_KEY: &str = "skewless.lineage";
 /// column of a dataset (JSON): the baseline `skewless drift` compares with.
 pub const STATS_KEY: &str = "skewless.stats";
 
+/// The statistics `dataset` recorded in a Parquet training set, `None`
+/// when the file cannot be read or holds none (written by another tool).
+pub fn recorded_statistics(path: &Path) -> Option<Statistics> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(File::open(path).ok()?).ok()?;
+    let text = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()?
+        .iter()
+        .find(|kv| kv.key == STATS_KEY)?
+        .value
+        .clone()?;
+    Statistics::from_json(&text).ok()
+}
+
 /// Timestamp columns as RFC 3339 text for CSV (UTC, microseconds): Arrow's
 /// CSV writer formats named time zones only with its time-zone database.
 fn text_timestamps(batch: &RecordBatch) -> RecordBatch {

@@ -291,13 +291,18 @@ pub fn log_files(folder: &Path) -> Result<Vec<(PathBuf, u64)>, LogError> {
 /// Served values read back from the logs, by `(view, feature)`.
 pub type ServedValues = BTreeMap<(String, String), Vec<Value>>;
 
-/// Reads every log file in `folder` with rows whose `now` is at or after
-/// `since`: each feature's served values, a null for a row not `PRESENT`.
-pub fn read_served(folder: &Path, since: Option<i64>) -> Result<ServedValues, LogError> {
+/// Reads the log files in `folder`, newest first, with rows whose `now` is
+/// at or after `since`, until `max_rows` rows are read (whole files): each
+/// feature's served values, a null for a row not `PRESENT`.
+pub fn read_served(folder: &Path, since: Option<i64>, max_rows: Option<usize>) -> Result<ServedValues, LogError> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Float64Type, TimestampMicrosecondType};
     let mut out = ServedValues::new();
+    let mut read = 0;
     for (path, _) in log_files(folder)? {
+        if max_rows.is_some_and(|max| read >= max) {
+            break;
+        }
         let fail = |message: String| LogError {
             path: path.clone(),
             message,
@@ -308,6 +313,7 @@ pub fn read_served(folder: &Path, since: Option<i64>) -> Result<ServedValues, Lo
             .map_err(|e| fail(format!("not a served-value log: {e}")))?;
         for batch in reader {
             let batch = batch.map_err(|e| fail(e.to_string()))?;
+            read += batch.num_rows();
             let column = |name: &str| {
                 batch
                     .column_by_name(name)

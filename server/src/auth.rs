@@ -44,8 +44,9 @@ impl Scope {
     /// The scope a route needs; `None` for the open ones.
     pub(crate) fn for_route(path: &str) -> Option<Scope> {
         match path {
-            "/health" => None,
-            "/get-online-features" | "/v1/catalog" | "/openapi.json" => Some(Scope::Read),
+            // The UI's page and assets hold no data; its overview does.
+            "/health" | "/ui" | "/ui/app.js" | "/ui/style.css" => None,
+            "/get-online-features" | "/v1/catalog" | "/openapi.json" | "/ui/api/overview" => Some(Scope::Read),
             "/push" => Some(Scope::Push),
             _ => Some(Scope::Admin),
         }

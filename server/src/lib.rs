@@ -25,6 +25,7 @@ mod metrics;
 pub mod monitor;
 mod routes;
 mod state;
+mod ui;
 
 use std::future::Future;
 

@@ -79,6 +79,8 @@ pub struct Metrics {
     drift_ks: Family<FeatureLabels, FloatGauge>,
     drift_null_rate: Family<FeatureLabels, FloatGauge>,
     drift_crossed: Family<FeatureLabels, FloatGauge>,
+    /// The skew counters by view, readable (for the UI): (checked, mismatches).
+    skew: std::sync::Mutex<std::collections::BTreeMap<String, (u64, u64)>>,
 }
 
 impl Default for Metrics {
@@ -173,6 +175,7 @@ impl Default for Metrics {
             drift_crossed.clone(),
         );
         Metrics {
+            skew: Default::default(),
             skew_checked,
             skew_mismatches,
             served_log_rows,
@@ -243,15 +246,22 @@ impl Metrics {
     pub fn skew_checked(&self, view: &str, values: u64) {
         let labels = ViewLabels { view: view.to_string() };
         self.skew_checked.get_or_create(&labels).inc_by(values);
+        self.skew.lock().expect("skew counts").entry(view.to_string()).or_default().0 += values;
         // Shown from the first check on, at 0: a flat line is the good news.
         drop(self.skew_mismatches.get_or_create(&labels));
     }
 
     /// A served value that the offline path reads differently.
     pub fn skew_mismatch(&self, view: &str) {
+        self.skew.lock().expect("skew counts").entry(view.to_string()).or_default().1 += 1;
         self.skew_mismatches
             .get_or_create(&ViewLabels { view: view.to_string() })
             .inc();
+    }
+
+    /// The skew counters by view: (values checked, mismatches).
+    pub fn skew_counts(&self) -> std::collections::BTreeMap<String, (u64, u64)> {
+        self.skew.lock().expect("skew counts").clone()
     }
 
     /// Rows written to a served-value log file.

@@ -32,6 +32,10 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/catalog", get(catalog))
         .route("/openapi.json", get(openapi))
+        .route("/ui", get(ui_page))
+        .route("/ui/app.js", get(ui_script))
+        .route("/ui/style.css", get(ui_style))
+        .route("/ui/api/overview", get(ui_overview))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), admit))
@@ -144,6 +148,7 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
             "/metrics" => "/metrics",
             "/v1/catalog" => "/v1/catalog",
             "/openapi.json" => "/openapi.json",
+            "/ui/api/overview" => "/ui/api/overview",
             _ => "other",
         });
     let method = request.method().clone();
@@ -298,6 +303,27 @@ async fn push(State(state): State<AppState>, body: Result<Bytes, BytesRejection>
 #[utoipa::path(get, path = "/health", responses((status = 200, body = Health), (status = 500, body = ErrorBody)))]
 async fn health(State(state): State<AppState>) -> Answer<Health> {
     Ok(Json(state.health()?))
+}
+
+/// The web UI's page ([`crate::ui`]).
+async fn ui_page() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], crate::ui::INDEX_HTML)
+}
+
+async fn ui_script() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], crate::ui::APP_JS)
+}
+
+async fn ui_style() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], crate::ui::STYLE_CSS)
+}
+
+/// What the web UI shows, in one document.
+async fn ui_overview(State(state): State<AppState>) -> Answer<serde_json::Value> {
+    let overview = tokio::task::spawn_blocking(move || crate::ui::overview(&state))
+        .await
+        .map_err(|e| ApiError::internal(format!("the UI overview failed: {e}")))??;
+    Ok(Json(overview))
 }
 
 /// Prometheus metrics, text format.

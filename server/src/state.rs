@@ -357,6 +357,11 @@ impl Server {
         &self.store
     }
 
+    /// What `skewless apply` recorded of each view.
+    pub(crate) fn records(&self) -> &BTreeMap<String, ViewRecord> {
+        &self.records
+    }
+
     /// `GET /health`: the store answers a read.
     pub fn health(&self) -> Result<Health, ApiError> {
         self.store.reader().map_err(online::OnlineError::from)?;

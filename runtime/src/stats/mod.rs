@@ -129,20 +129,29 @@ impl NumericStats {
     /// sketch's buckets (each bucket's count in the bin of its value).
     pub fn histogram(&self, bins: usize) -> Vec<(f64, f64, u64)> {
         let width = (self.max - self.min) / bins as f64;
+        self.counts_over(self.min, self.max, bins)
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (self.min + width * i as f64, self.min + width * (i + 1) as f64, n))
+            .collect()
+    }
+
+    /// Counts in `bins` equal-width bins over `low..=high` (values outside
+    /// count in the first or last bin), from the sketch's buckets: so two
+    /// distributions can be drawn on the same bins.
+    pub fn counts_over(&self, low: f64, high: f64, bins: usize) -> Vec<u64> {
+        let width = (high - low) / bins as f64;
         let mut counts = vec![0u64; bins];
         for (value, n) in self.sketch.buckets() {
+            let value = value.clamp(self.min, self.max);
             let at = if width > 0.0 {
-                (((value - self.min) / width).floor().max(0.0) as usize).min(bins - 1)
+                (((value - low) / width).floor().max(0.0) as usize).min(bins - 1)
             } else {
                 0
             };
             counts[at] += n;
         }
         counts
-            .into_iter()
-            .enumerate()
-            .map(|(i, n)| (self.min + width * i as f64, self.min + width * (i + 1) as f64, n))
-            .collect()
     }
 }
 
