@@ -46,15 +46,14 @@ pub fn cmd_stats(dir: &Path, target: &str, from: Option<&str>, to: Option<&str>,
     let (from, to) = (parse("--from", from)?, parse("--to", to)?);
     let (stats, scope) = if from.is_some() || to.is_some() {
         let (from, to) = (from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX));
-        let scope = format!(
-            "stored rows with event times in {} .. {}",
-            from.ne(&i64::MIN)
-                .then(|| time::format_timestamp(from))
-                .unwrap_or_else(|| "-".into()),
-            to.ne(&i64::MAX)
-                .then(|| time::format_timestamp(to))
-                .unwrap_or_else(|| "-".into())
-        );
+        let shown = |t: i64| {
+            if t == i64::MIN || t == i64::MAX {
+                "-".to_string()
+            } else {
+                time::format_timestamp(t)
+            }
+        };
+        let scope = format!("stored rows with event times in {} .. {}", shown(from), shown(to));
         (store.statistics_between(view, from, to)?, scope)
     } else {
         match store.statistics(view)? {

@@ -49,14 +49,24 @@ impl Browser {
         let mut line = String::new();
         let endpoint = loop {
             line.clear();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "chromium exited before listening");
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "chromium exited before listening"
+            );
             if let Some(at) = line.find("ws://") {
                 break line[at..].trim().to_string();
             }
         };
         // Keep draining its log so it never blocks on a full pipe.
         std::thread::spawn(move || for _ in stderr.lines() {});
-        let port = endpoint.split(':').nth(2).unwrap().split('/').next().unwrap().to_string();
+        let port = endpoint
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
         let pages: Value = serde_json::from_str(
             &ureq::get(&format!("http://127.0.0.1:{port}/json/list"))
                 .call()
@@ -137,7 +147,11 @@ impl Browser {
         self.call("Page.navigate", json!({"url": url}));
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.eval(ready) != json!(true) {
-            assert!(Instant::now() < deadline, "{url}: `{ready}` never held; errors: {:?}", self.errors);
+            assert!(
+                Instant::now() < deadline,
+                "{url}: `{ready}` never held; errors: {:?}",
+                self.errors
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -187,7 +201,11 @@ fn the_ui_lists_the_catalog_and_draws_distributions_in_headless_chromium() {
     );
     std::thread::sleep(Duration::from_millis(200));
     browser.eval("1");
-    assert!(browser.errors.iter().any(|e| e.contains("undefinedFunction")), "{:?}", browser.errors);
+    assert!(
+        browser.errors.iter().any(|e| e.contains("undefinedFunction")),
+        "{:?}",
+        browser.errors
+    );
     browser.errors.clear();
 
     for example in ["driver_stats", "fraud"] {
@@ -198,7 +216,8 @@ fn the_ui_lists_the_catalog_and_draws_distributions_in_headless_chromium() {
             // Served values in the logs, and a drift report against a training set.
             let server = repo.serve(&["--log-sample-rate", "1"]);
             for driver in 1001..=1200 {
-                let body = format!(r#"{{"features": ["driver_hourly_stats"], "entities": {{"driver_id": [{driver}]}}}}"#);
+                let body =
+                    format!(r#"{{"features": ["driver_hourly_stats"], "entities": {{"driver_id": [{driver}]}}}}"#);
                 assert_eq!(server.post("/get-online-features", &body).0, 200);
             }
             server.stop();
@@ -233,7 +252,8 @@ fn the_ui_lists_the_catalog_and_draws_distributions_in_headless_chromium() {
         let catalog: Value = serde_json::from_str(&server.get("/v1/catalog").1).unwrap();
         let mut expected: Vec<String> = catalog["views"].as_object().unwrap().keys().cloned().collect();
         expected.sort();
-        let listed = browser.eval("[...document.querySelectorAll('#views tr td:first-child')].map(td => td.textContent)");
+        let listed =
+            browser.eval("[...document.querySelectorAll('#views tr td:first-child')].map(td => td.textContent)");
         let mut listed: Vec<String> = serde_json::from_value(listed).unwrap();
         listed.sort();
         assert_eq!(listed, expected, "{example}");
@@ -251,14 +271,21 @@ fn the_ui_lists_the_catalog_and_draws_distributions_in_headless_chromium() {
             }
             let drift_rows = browser.eval("document.querySelectorAll('#drift-table tr').length");
             assert_eq!(drift_rows, json!(4), "a heading and three features");
-            let freshness = browser.eval("document.querySelector('#health tr:nth-child(2) td:nth-child(4)').textContent");
-            assert!(freshness.as_str().unwrap().ends_with(" h") || freshness.as_str().unwrap().ends_with(" min"), "{freshness}");
+            let freshness =
+                browser.eval("document.querySelector('#health tr:nth-child(2) td:nth-child(4)').textContent");
+            assert!(
+                freshness.as_str().unwrap().ends_with(" h") || freshness.as_str().unwrap().ends_with(" min"),
+                "{freshness}"
+            );
         }
 
         // The screenshot is a page, not a blank.
         let png = browser.screenshot();
         let (distinct, inked) = colours(&png);
-        assert!(distinct > 20 && inked > 0.05, "{example}: {distinct} colours, {inked:.3} inked");
+        assert!(
+            distinct > 20 && inked > 0.05,
+            "{example}: {distinct} colours, {inked:.3} inked"
+        );
         if let Ok(folder) = std::env::var("SKEWLESS_SCREENSHOTS") {
             // For the README: the catalog, then the plots.
             let folder = std::path::Path::new(&folder);

@@ -246,14 +246,24 @@ impl Metrics {
     pub fn skew_checked(&self, view: &str, values: u64) {
         let labels = ViewLabels { view: view.to_string() };
         self.skew_checked.get_or_create(&labels).inc_by(values);
-        self.skew.lock().expect("skew counts").entry(view.to_string()).or_default().0 += values;
+        self.skew
+            .lock()
+            .expect("skew counts")
+            .entry(view.to_string())
+            .or_default()
+            .0 += values;
         // Shown from the first check on, at 0: a flat line is the good news.
         drop(self.skew_mismatches.get_or_create(&labels));
     }
 
     /// A served value that the offline path reads differently.
     pub fn skew_mismatch(&self, view: &str) {
-        self.skew.lock().expect("skew counts").entry(view.to_string()).or_default().1 += 1;
+        self.skew
+            .lock()
+            .expect("skew counts")
+            .entry(view.to_string())
+            .or_default()
+            .1 += 1;
         self.skew_mismatches
             .get_or_create(&ViewLabels { view: view.to_string() })
             .inc();

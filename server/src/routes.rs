@@ -307,15 +307,24 @@ async fn health(State(state): State<AppState>) -> Answer<Health> {
 
 /// The web UI's page ([`crate::ui`]).
 async fn ui_page() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], crate::ui::INDEX_HTML)
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        crate::ui::INDEX_HTML,
+    )
 }
 
 async fn ui_script() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], crate::ui::APP_JS)
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        crate::ui::APP_JS,
+    )
 }
 
 async fn ui_style() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], crate::ui::STYLE_CSS)
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        crate::ui::STYLE_CSS,
+    )
 }
 
 /// What the web UI shows, in one document.

@@ -161,9 +161,7 @@ pub fn overview(server: &Server) -> Result<serde_json::Value, ApiError> {
                     .map(|v| v.name.clone())
                     .collect(),
                 stored_rows: stats.filter(|s| !s.features.is_empty()).map(|s| s.rows),
-                freshness_secs: stats
-                    .and_then(|s| s.newest_event_time)
-                    .map(|t| (now - t) as f64 / 1e6),
+                freshness_secs: stats.and_then(|s| s.newest_event_time).map(|t| (now - t) as f64 / 1e6),
                 skew_checked: checked,
                 skew_mismatches: mismatches,
             }
@@ -259,7 +257,10 @@ fn distribution(
                 .map(|i| (low + width * i as f64, low + width * (i + 1) as f64))
                 .collect()
         },
-        series: numeric.iter().map(|(k, n)| (*k, n.counts_over(low, high, BINS))).collect(),
+        series: numeric
+            .iter()
+            .map(|(k, n)| (*k, n.counts_over(low, high, BINS)))
+            .collect(),
         top: series
             .iter()
             .filter_map(|(k, s)| {
@@ -280,7 +281,12 @@ fn served_statistics(server: &Server) -> BTreeMap<(String, String), FeatureStats
     values
         .into_iter()
         .filter_map(|((view, feature), values)| {
-            let data_type = records.get(&view)?.features.iter().find(|f| f.name == feature)?.data_type;
+            let data_type = records
+                .get(&view)?
+                .features
+                .iter()
+                .find(|f| f.name == feature)?
+                .data_type;
             let mut stats = FeatureStats::new(data_type);
             values.iter().for_each(|v| stats.add(v));
             Some(((view, feature), stats))
