@@ -2,7 +2,9 @@
 //! (720k rows): Parquet read, the Wasm transform, redb write and commit.
 //! Beside it, in the same run, a bare redb insert of the same rows (one
 //! entry per row, 20-byte values) in key order and in arrival order, the
-//! floor a row-per-entry layout would start from.
+//! floor a row-per-entry layout would start from. And the cost of the
+//! feature statistics kept at every write: the same backfill with
+//! `[monitoring] statistics` on and off, run after run.
 //!
 //! Run: cargo bench --bench backfill
 
@@ -48,16 +50,26 @@ fn main() {
     let rows = data.num_rows() as f64;
 
     let mut ours = Vec::new();
+    let mut without_statistics = Vec::new();
     for _ in 0..runs {
-        let repo = common::TempRepo::with_data("driver_stats", common::FIXED_END);
-        let catalog = Catalog::load(Repo::open(repo.path()).unwrap(), &runtime).unwrap();
-        let store = Store::open(&catalog.repo.store_path).unwrap();
-        apply::apply(apply::plan(&catalog, &store, &Default::default()).unwrap(), &store).unwrap();
-        let started = Instant::now();
-        let summary = backfill(&catalog, &store, &BackfillOptions::default(), &ProgressBar::hidden()).unwrap();
-        ours.push(started.elapsed());
-        assert_eq!(summary[0].rows_written, 720_000);
+        for statistics in [true, false] {
+            let repo = common::TempRepo::with_data("driver_stats", common::FIXED_END);
+            let catalog = Catalog::load(Repo::open(repo.path()).unwrap(), &runtime).unwrap();
+            let mut store = Store::open(&catalog.repo.store_path).unwrap();
+            store.keep_statistics(statistics);
+            apply::apply(apply::plan(&catalog, &store, &Default::default()).unwrap(), &store).unwrap();
+            let started = Instant::now();
+            let summary = backfill(&catalog, &store, &BackfillOptions::default(), &ProgressBar::hidden()).unwrap();
+            let times = if statistics { &mut ours } else { &mut without_statistics };
+            times.push(started.elapsed());
+            assert_eq!(summary[0].rows_written, 720_000);
+        }
     }
+    let pairs: Vec<f64> = ours
+        .iter()
+        .zip(&without_statistics)
+        .map(|(on, off)| on.as_secs_f64() / off.as_secs_f64())
+        .collect();
 
     // Bare redb: key = driver_id | event time, in arrival order (by hour) and in key order.
     let ids = data.column(0).as_primitive::<Int64Type>();
@@ -77,10 +89,14 @@ fn main() {
     let arrival_order = median((0..runs).map(|_| bare_redb(&keys, &arrival)).collect());
 
     let ours = median(ours);
+    let without_statistics = median(without_statistics);
+    let mut pairs = pairs;
+    pairs.sort_by(f64::total_cmp);
     println!("| workload (720,000 rows, median of {runs}) | time | rows/s |");
     println!("|---|---:|---:|");
     for (name, time) in [
         ("skewless backfill: Parquet -> Wasm transform -> redb, committed", ours),
+        ("the same, feature statistics off", without_statistics),
         ("bare redb insert, one entry per row, key order, one txn", key_order),
         (
             "bare redb insert, one entry per row, arrival order, one txn",
@@ -93,4 +109,10 @@ fn main() {
             rows / time.as_secs_f64() / 1e6
         );
     }
+    println!(
+        "\nStatistics cost: backfill time with them / without, run by run: median {:.3}x [{:.3}-{:.3}]",
+        pairs[pairs.len() / 2],
+        pairs[0],
+        pairs[pairs.len() - 1]
+    );
 }

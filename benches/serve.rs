@@ -2,8 +2,10 @@
 //! measured in the same run: requests/s and p50/p99 latency at 1, 4 and 16
 //! connections for 1 entity with the on-demand view, 100 entities, and a
 //! push of 1 row; the on-demand read with a bearer token and with an RS256
-//! JWT; and the server's cold start (process start to first
-//! answer, compile cache warm).
+//! JWT; the same reads with the monitor off (no served-value logging, no
+//! skew checks) against its defaults (10% logged, 1% re-read), A/B round by
+//! round; and the server's cold start (process start to first answer,
+//! compile cache warm).
 //!
 //! The load generator is this process: HTTP/1.1 keep-alive connections
 //! (hyper), closed loop, all on one thread, so it takes one of the
@@ -152,8 +154,11 @@ fn main() {
         .collect();
 
     let repo = common::fresh_driver_repo();
+    // The repo's defaults: 10% of answers logged, 1% re-read by the skew monitor.
     let server = repo.serve(&[]);
     let ours = server.base.trim_start_matches("http://").to_string();
+    let quiet = repo.serve(&["--log-sample-rate", "0", "--skew-sample-rate", "0"]);
+    let quiet_addr = quiet.base.trim_start_matches("http://").to_string();
     let mut bare = std::process::Command::new(std::env::current_exe().unwrap())
         .env(BARE_SERVER, "1")
         .stderr(std::process::Stdio::piped())
@@ -219,7 +224,7 @@ fn main() {
         assert_eq!(status, 200, "{response}");
     }
 
-    let workloads: [(&str, &str, &str, &str, Option<&str>); 7] = [
+    let workloads: [(&str, &str, &str, &str, Option<&str>); 9] = [
         (BARE, &bare_addr, "/get-online-features", &one, None),
         (
             "1 entity, 3 stored features",
@@ -229,6 +234,20 @@ fn main() {
             None,
         ),
         ("1 entity + on-demand view", &ours, "/get-online-features", &one, None),
+        (
+            "1 entity, 3 stored features, monitor off",
+            &quiet_addr,
+            "/get-online-features",
+            &stored,
+            None,
+        ),
+        (
+            "1 entity + on-demand view, monitor off",
+            &quiet_addr,
+            "/get-online-features",
+            &one,
+            None,
+        ),
         (
             "1 entity + on-demand view, bearer token",
             &authed_addr,
@@ -302,9 +321,28 @@ fn main() {
             );
         }
     }
+    println!("\nThe monitor at its defaults against off, round by round (median [range]):\n");
+    println!("| workload | connections | requests/s, defaults vs off | p99, defaults vs off |");
+    println!("|---|---:|---:|---:|");
+    for (w, (name, ..)) in chosen.iter().enumerate() {
+        let off = format!("{name}, monitor off");
+        let Some(o) = chosen.iter().position(|(n, ..)| *n == off) else {
+            continue;
+        };
+        for (c, connections) in connection_counts.iter().enumerate() {
+            let pairs = || points[w][c].iter().zip(&points[o][c]);
+            let rps = spread(pairs().map(|(on, off)| on.requests_per_second() / off.requests_per_second()));
+            let p99 = spread(pairs().map(|(on, off)| on.percentile(0.99) / off.percentile(0.99)));
+            println!(
+                "| {name} | {connections} | {:.3}x [{:.3}-{:.3}] | {:.2}x [{:.2}-{:.2}] |",
+                rps.1, rps.0, rps.2, p99.1, p99.0, p99.2
+            );
+        }
+    }
     let _ = bare.kill();
     let _ = bare.wait();
     drop(server);
+    drop(quiet);
     drop(authed);
 
     // Cold start: process start to the first answered request, cache warm.

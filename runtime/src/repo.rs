@@ -261,6 +261,8 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MonitoringSettings {
+    /// Whether writes keep each view's feature statistics (`skewless stats`).
+    pub statistics: bool,
     /// The share of answers logged to Parquet (0 turns logging off).
     pub log_sample_rate: f64,
     /// The folder of served-value logs, relative to the repo.
@@ -277,6 +279,7 @@ pub struct MonitoringSettings {
 impl Default for MonitoringSettings {
     fn default() -> Self {
         MonitoringSettings {
+            statistics: true,
             log_sample_rate: 0.1,
             log_folder: PathBuf::from("logs/served"),
             log_max_megabytes: 512,

@@ -94,11 +94,12 @@ impl Workspace {
         let runtime = Runtime::new(Some(cache_dir(&repo.root)))?;
         let wanted = wanted_views(&repo, views);
         let catalog = Catalog::load_views(repo, &runtime, |v| wanted.as_ref().is_none_or(|w| w.contains(&v.name)))?;
-        let store = if create_store {
+        let mut store = if create_store {
             Store::open(&catalog.repo.store_path)?
         } else {
             Store::open_existing(&catalog.repo.store_path)?
         };
+        store.keep_statistics(catalog.repo.monitoring.statistics);
         Ok(Workspace {
             catalog,
             store,

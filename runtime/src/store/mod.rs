@@ -289,6 +289,8 @@ pub type DumpEntry = (String, Vec<u8>, Vec<u8>);
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Whether writes keep the views' statistics (`[monitoring] statistics`).
+    statistics: bool,
 }
 
 impl Store {
@@ -310,6 +312,7 @@ impl Store {
         let store = Store {
             db,
             path: path.to_path_buf(),
+            statistics: true,
         };
         store.check_version()?;
         // Only a new (or older) file needs its tables made: opening an
@@ -393,6 +396,13 @@ impl Store {
             });
         }
         Store::open(path)
+    }
+
+    /// Whether writes update each view's statistics (they do unless told
+    /// otherwise: `[monitoring] statistics = false`). Turned off, the stored
+    /// statistics stop at the last write that kept them.
+    pub fn keep_statistics(&mut self, keep: bool) {
+        self.statistics = keep;
     }
 
     /// The store file.
@@ -829,14 +839,17 @@ impl Store {
             for (view, pending, to) in views.iter_mut() {
                 let mut added = Statistics::new(&view.features);
                 match pending {
-                    Pending::Rows(rows) => self.merge_rows(view, rows, *to, &mut history, &mut latest, &mut added)?,
+                    Pending::Rows(rows) => {
+                        let added = self.statistics.then_some(&mut added);
+                        self.merge_rows(view, rows, *to, &mut history, &mut latest, added)?
+                    }
                     Pending::Events(events) => {
                         // Events are not feature values: only their times count (freshness).
                         added.saw_event_time(events.events.iter().map(|(_, e, _)| e.time).max());
                         self.merge_events(view, events, &mut aggregates, &mut event_ids)?
                     }
                 }
-                if added.rows > 0 || added.newest_event_time.is_some() {
+                if self.statistics && (added.rows > 0 || added.newest_event_time.is_some()) {
                     let stored = stats
                         .get(view.id)
                         .map_err(|e| self.fail(e))?
@@ -884,7 +897,7 @@ impl Store {
         to: WriteTo,
         history: &mut redb::Table<&'static [u8], &'static [u8]>,
         latest: &mut redb::Table<&'static [u8], &'static [u8]>,
-        added: &mut Statistics,
+        mut added: Option<&mut Statistics>,
     ) -> Result<(), StoreError> {
         let PendingRows { arena, entries } = pending;
         // The statistics describe the history (what training data reads):
@@ -928,12 +941,17 @@ impl Store {
                     let key = layout::history_key(view.id, entity, bucket);
                     let existing = history.get(key.as_slice()).map_err(|e| self.fail(e))?;
                     let mut new_rows = Vec::new();
+                    let keep = added.is_some();
                     layout::merge_block(existing.as_ref().map(|g| g.value()), &rows, schema, &mut block, |row| {
-                        new_rows.push(row)
+                        if keep {
+                            new_rows.push(row)
+                        }
                     })
                     .map_err(|e| self.corrupt(e))?;
-                    for row in new_rows {
-                        observe(added, row)?;
+                    if let Some(added) = added.as_deref_mut() {
+                        for row in new_rows {
+                            observe(added, row)?;
+                        }
                     }
                     drop(existing);
                     history
@@ -956,7 +974,11 @@ impl Store {
                             )
                         }
                     };
-                    if replace && !same && !to.offline() {
+                    if replace
+                        && !same
+                        && !to.offline()
+                        && let Some(added) = added.as_deref_mut()
+                    {
                         // An online-only write: not in the history the statistics
                         // describe, but the view is fresher.
                         added.saw_event_time(Some(newest.event_time));
