@@ -40,6 +40,18 @@ pub enum Status {
     OutsideMaxAge,
 }
 
+impl Status {
+    /// The name Feast uses (and JSON carries).
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Present => "PRESENT",
+            Status::NullValue => "NULL_VALUE",
+            Status::NotFound => "NOT_FOUND",
+            Status::OutsideMaxAge => "OUTSIDE_MAX_AGE",
+        }
+    }
+}
+
 /// An online read.
 #[derive(Debug, Clone)]
 pub struct OnlineRequest {

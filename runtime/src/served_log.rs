@@ -157,6 +157,10 @@ impl LogWriter {
                 };
                 decode_columns(std::slice::from_ref(&column.values), &[spec]).ok()
             });
+            let numbers: Vec<Option<f64>> = match &values {
+                Some(rows) => rows.iter().map(|row| number(&row[0])).collect(),
+                None => vec![None; entities.len()],
+            };
             for (row, entity) in entities.iter().enumerate() {
                 let r = &mut self.rows;
                 r.len += 1;
@@ -166,12 +170,10 @@ impl LogWriter {
                 r.entity.append_value(entity);
                 r.view.append_value(view);
                 r.feature.append_value(feature);
-                let status = serde_json::to_value(column.statuses[row]).expect("statuses serialize");
-                r.status.append_value(status.as_str().unwrap_or_default());
+                r.status.append_value(column.statuses[row].name());
                 let json = crate::codec::json::value_json(column.values.as_ref(), row);
                 r.value.append_option((!json.is_null()).then(|| json.to_string()));
-                let value = values.as_ref().map(|v| &v[row][0]);
-                r.value_number.append_option(value.and_then(number));
+                r.value_number.append_option(numbers[row]);
                 r.event_timestamp.append_option(column.event_timestamps[row]);
                 r.digest.append_option(digest.as_deref());
             }
