@@ -274,16 +274,29 @@ impl Hll {
 
 /// A stable hash of a value (sketches are stored, so it must not change).
 fn hash_value(value: &Value) -> u64 {
-    let mut bytes = Vec::with_capacity(16);
-    match value {
-        Value::Null => bytes.push(0),
-        Value::Bool(b) => bytes.extend_from_slice(&[1, *b as u8]),
-        Value::Int64(v) | Value::Timestamp(v) => bytes.extend_from_slice(&v.to_le_bytes()),
-        Value::Float32(v) => bytes.extend_from_slice(&(*v as f64).to_bits().to_le_bytes()),
-        Value::Float64(v) => bytes.extend_from_slice(&v.to_bits().to_le_bytes()),
+    // The bytes hashed, on the stack (this runs for every value a sketch sees).
+    let mut bytes = [0u8; 8];
+    let len = match value {
+        Value::Null => 1,
+        Value::Bool(b) => {
+            bytes[..2].copy_from_slice(&[1, *b as u8]);
+            2
+        }
+        Value::Int64(v) | Value::Timestamp(v) => {
+            bytes.copy_from_slice(&v.to_le_bytes());
+            8
+        }
+        Value::Float32(v) => {
+            bytes.copy_from_slice(&(*v as f64).to_bits().to_le_bytes());
+            8
+        }
+        Value::Float64(v) => {
+            bytes.copy_from_slice(&v.to_bits().to_le_bytes());
+            8
+        }
         Value::Utf8(s) => return super::hash::stable_hash(s.as_bytes()),
-    }
-    super::hash::stable_hash(&bytes)
+    };
+    super::hash::stable_hash(&bytes[..len])
 }
 
 #[cfg(test)]

@@ -28,9 +28,69 @@ pub const RELATIVE_ERROR: f64 = 0.01;
 /// Counts of values by bucket; merged by adding counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuantileSketch {
-    positive: BTreeMap<i32, u64>,
-    negative: BTreeMap<i32, u64>,
+    positive: Buckets,
+    negative: Buckets,
     zeros: u64,
+}
+
+/// Counts by bucket index, held densely from the lowest index seen (a
+/// value's bucket is an index into a vector, not a search of a map);
+/// stored as `{index: count}` of the non-zero buckets.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(from = "BTreeMap<i32, u64>", into = "BTreeMap<i32, u64>")]
+struct Buckets {
+    first: i32,
+    counts: Vec<u64>,
+}
+
+impl Buckets {
+    fn add(&mut self, bucket: i32, n: u64) {
+        if self.counts.is_empty() {
+            self.first = bucket;
+        } else if bucket < self.first {
+            let grow = (self.first - bucket) as usize;
+            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            self.first = bucket;
+        }
+        let at = (bucket - self.first) as usize;
+        if at >= self.counts.len() {
+            self.counts.resize(at + 1, 0);
+        }
+        self.counts[at] += n;
+    }
+
+    /// Non-zero buckets, in increasing order.
+    fn iter(&self) -> impl DoubleEndedIterator<Item = (i32, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, &n)| (self.first + i as i32, n))
+    }
+}
+
+impl PartialEq for Buckets {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Buckets {}
+
+impl From<BTreeMap<i32, u64>> for Buckets {
+    fn from(map: BTreeMap<i32, u64>) -> Self {
+        let mut buckets = Buckets::default();
+        for (b, n) in map {
+            buckets.add(b, n);
+        }
+        buckets
+    }
+}
+
+impl From<Buckets> for BTreeMap<i32, u64> {
+    fn from(buckets: Buckets) -> Self {
+        buckets.iter().collect()
+    }
 }
 
 impl QuantileSketch {
@@ -39,33 +99,33 @@ impl QuantileSketch {
         if x.abs() < f64::MIN_POSITIVE {
             self.zeros += 1;
         } else if x > 0.0 {
-            *self.positive.entry(bucket_of(x)).or_default() += 1;
+            self.positive.add(bucket_of(x), 1);
         } else {
-            *self.negative.entry(bucket_of(-x)).or_default() += 1;
+            self.negative.add(bucket_of(-x), 1);
         }
     }
 
     /// Adds every value of `other`.
     pub fn merge(&mut self, other: &QuantileSketch) {
-        for (&b, &n) in &other.positive {
-            *self.positive.entry(b).or_default() += n;
+        for (b, n) in other.positive.iter() {
+            self.positive.add(b, n);
         }
-        for (&b, &n) in &other.negative {
-            *self.negative.entry(b).or_default() += n;
+        for (b, n) in other.negative.iter() {
+            self.negative.add(b, n);
         }
         self.zeros += other.zeros;
     }
 
     /// Values added.
     pub fn count(&self) -> u64 {
-        self.zeros + self.positive.values().sum::<u64>() + self.negative.values().sum::<u64>()
+        self.zeros + self.positive.counts.iter().sum::<u64>() + self.negative.counts.iter().sum::<u64>()
     }
 
     /// Each bucket's representative value and count, in increasing order.
     pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
-        let negative = self.negative.iter().rev().map(|(&b, &n)| (-bucket_value(b), n));
+        let negative = self.negative.iter().rev().map(|(b, n)| (-bucket_value(b), n));
         let zeros = (self.zeros > 0).then_some((0.0, self.zeros));
-        let positive = self.positive.iter().map(|(&b, &n)| (bucket_value(b), n));
+        let positive = self.positive.iter().map(|(b, n)| (bucket_value(b), n));
         negative.chain(zeros).chain(positive)
     }
 
