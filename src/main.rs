@@ -967,13 +967,7 @@ fn cmd_serve(
         );
     }
     let auth_summary = if auth.enabled() { "bearer auth" } else { "no auth" };
-    let monitoring = &workspace.catalog().repo.monitoring;
-    let mut settings = skewless_server::monitor::MonitorSettings {
-        log_sample_rate: monitoring.log_sample_rate,
-        log_folder: monitoring.log_folder.clone(),
-        log_max_bytes: monitoring.log_max_megabytes.saturating_mul(1 << 20),
-        skew_sample_rate: monitoring.skew_sample_rate,
-    };
+    let mut settings = skewless_server::monitor::MonitorSettings::from(&workspace.catalog().repo.monitoring);
     for (flag, rate, setting) in [
         (
             "--log-sample-rate",

@@ -12,7 +12,6 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int64Type};
 use arrow_array::{Array, ArrayRef, Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use common::*;
-use redb::ReadableTable;
 use serde_json::Value;
 use skewless_runtime::samples;
 use skewless_runtime::time::format_timestamp;
@@ -482,26 +481,7 @@ fn the_skew_monitor_counts_no_mismatch_under_load_and_one_for_a_value_corrupted_
         drop(server);
 
         // Flip a bit of driver 1001's served conv_rate in the store file (as the verify test does).
-        {
-            let latest: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("latest");
-            let db = redb::Database::open(repo.store()).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let mut table = txn.open_table(latest).unwrap();
-                let mut key = 1u32.to_be_bytes().to_vec();
-                key.push(0x01);
-                key.extend_from_slice(&((1001i64 as u64) ^ (1 << 63)).to_be_bytes());
-                let mut row = table
-                    .get(key.as_slice())
-                    .unwrap()
-                    .expect("driver 1001 is stored")
-                    .value()
-                    .to_vec();
-                row[21] ^= 0x01;
-                table.insert(key.as_slice(), row.as_slice()).unwrap();
-            }
-            txn.commit().unwrap();
-        }
+        flip_served_conv_rate(&repo, 1001);
         let server = repo.serve(&["--skew-sample-rate", "1"]);
         for driver in [1002, 1001, 1003] {
             let body = format!(

@@ -3,8 +3,6 @@
 
 mod common;
 
-use redb::ReadableTable;
-
 use common::*;
 
 /// Data up to the current hour: none of it in the future, where the server
@@ -39,28 +37,7 @@ fn verify_says_when_there_is_nothing_to_verify() {
 #[test]
 fn a_corrupted_stored_value_is_reported() {
     let repo = backfilled("driver_stats");
-    {
-        // Flip a bit of driver 1001's served conv_rate (row layout: event_time 8, created 8,
-        // digest id 4, validity 1, then conv_rate as f32 LE; see runtime/src/store/layout.rs).
-        let latest: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("latest");
-        let db = redb::Database::open(repo.store()).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut table = txn.open_table(latest).unwrap();
-            let mut key = 1u32.to_be_bytes().to_vec();
-            key.push(0x01);
-            key.extend_from_slice(&((1001i64 as u64) ^ (1 << 63)).to_be_bytes());
-            let mut row = table
-                .get(key.as_slice())
-                .unwrap()
-                .expect("driver 1001 is stored")
-                .value()
-                .to_vec();
-            row[21] ^= 0x01;
-            table.insert(key.as_slice(), row.as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    flip_served_conv_rate(&repo, 1001);
     let stderr = repo.fails(&["verify", "--samples", "100000"]);
     assert!(
         stderr.contains("difference: `driver_hourly_stats:conv_rate` for 1001"),

@@ -69,6 +69,18 @@ pub struct OnlineRequest {
     pub deadline: Option<std::time::Instant>,
 }
 
+impl OnlineRequest {
+    /// Entity row `row` as text for logs and messages: every join key and
+    /// request field, `driver_id=1001,val_to_add=10`.
+    pub fn entity_text(&self, row: usize) -> String {
+        self.entities
+            .iter()
+            .map(|(name, column)| format!("{name}={}", crate::codec::value_text(column.as_ref(), row)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 /// The time an online read looks at, per entity row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AsOf {

@@ -131,16 +131,7 @@ impl LogWriter {
             self.first_at = Some(Instant::now());
             self.first_now = response.now;
         }
-        let entities: Vec<String> = (0..rows)
-            .map(|row| {
-                request
-                    .entities
-                    .iter()
-                    .map(|(name, column)| format!("{name}={}", crate::codec::value_text(column.as_ref(), row)))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .collect();
+        let entities: Vec<String> = (0..rows).map(|row| request.entity_text(row)).collect();
         for column in &response.columns {
             let Some(view) = &column.view else { continue };
             let feature = column

@@ -292,14 +292,6 @@ pub fn recheck(
 ) -> Result<Report, OnlineError> {
     let mut report = Report::default();
     let rows = request.entities.values().next().map_or(0, |c| c.len());
-    let entity = |row: usize| {
-        request
-            .entities
-            .iter()
-            .map(|(name, column)| format!("{name}={}", crate::codec::value_text(column.as_ref(), row)))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
     let mut views: Vec<&str> = request.features.iter().map(|f| f.view.as_str()).collect();
     views.dedup();
     for view in views {
@@ -328,7 +320,12 @@ pub fn recheck(
         let mut served_view = online.clone();
         served_view.columns.retain(|c| c.view.as_deref() == Some(view));
         for row in 0..rows {
-            compare((&served_view, row), (&offline, row), &|| entity(row), &mut report);
+            compare(
+                (&served_view, row),
+                (&offline, row),
+                &|| request.entity_text(row),
+                &mut report,
+            );
         }
     }
     Ok(report)

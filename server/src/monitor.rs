@@ -46,6 +46,18 @@ pub struct MonitorSettings {
     pub skew_sample_rate: f64,
 }
 
+impl From<&skewless_runtime::repo::MonitoringSettings> for MonitorSettings {
+    /// The repo's `[monitoring]`.
+    fn from(m: &skewless_runtime::repo::MonitoringSettings) -> Self {
+        MonitorSettings {
+            log_sample_rate: m.log_sample_rate,
+            log_folder: m.log_folder.clone(),
+            log_max_bytes: m.log_max_megabytes.saturating_mul(1 << 20),
+            skew_sample_rate: m.skew_sample_rate,
+        }
+    }
+}
+
 struct Sample {
     id: u64,
     request: OnlineRequest,

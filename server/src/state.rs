@@ -137,13 +137,7 @@ impl Server {
     /// view is applied as the repo declares it now (else: run `skewless apply`);
     /// `auth` says who may call what ([`Auth::none`]: anyone).
     pub fn new(workspace: Workspace, limits: ServerLimits, auth: Auth) -> Result<AppState, StartError> {
-        let monitoring = &workspace.catalog().repo.monitoring;
-        let settings = MonitorSettings {
-            log_sample_rate: monitoring.log_sample_rate,
-            log_folder: monitoring.log_folder.clone(),
-            log_max_bytes: monitoring.log_max_megabytes.saturating_mul(1 << 20),
-            skew_sample_rate: monitoring.skew_sample_rate,
-        };
+        let settings = MonitorSettings::from(&workspace.catalog().repo.monitoring);
         Server::with_monitoring(workspace, limits, auth, &settings)
     }
 

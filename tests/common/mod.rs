@@ -460,3 +460,30 @@ pub fn split_mix(seed: u64) -> impl FnMut(u64) -> u64 {
         (z ^ (z >> 31)) % bound
     }
 }
+
+/// Flips one bit of a driver's served conv_rate in a driver_stats store
+/// file, behind the store's back (row layout: event_time 8, created 8,
+/// digest id 4, validity 1, then conv_rate as f32 LE; see
+/// runtime/src/store/layout.rs): the damage `verify` and the skew monitor
+/// must find.
+pub fn flip_served_conv_rate(repo: &TempRepo, driver: i64) {
+    use redb::ReadableTable;
+    let latest: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("latest");
+    let db = redb::Database::open(repo.store()).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(latest).unwrap();
+        let mut key = 1u32.to_be_bytes().to_vec();
+        key.push(0x01);
+        key.extend_from_slice(&((driver as u64) ^ (1 << 63)).to_be_bytes());
+        let mut row = table
+            .get(key.as_slice())
+            .unwrap()
+            .expect("the driver is stored")
+            .value()
+            .to_vec();
+        row[21] ^= 0x01;
+        table.insert(key.as_slice(), row.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
