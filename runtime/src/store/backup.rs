@@ -23,6 +23,9 @@ pub struct BackupSummary {
     /// The store's commit counter at the copied state: the copy holds
     /// exactly commits `1..=commit`.
     pub commit: u64,
+    /// The replication-log position the copy includes (0: none): a replica
+    /// started from it replays the log after this message.
+    pub log_sequence: u64,
     /// Entries copied, over all tables.
     pub entries: u64,
     /// Size of the copy, in bytes.

@@ -67,6 +67,13 @@ const EVENT_IDS: TableDefinition<&[u8], i64> = TableDefinition::new("event_ids")
 /// (view id -> [`Statistics::to_json`]), updated in the transaction that
 /// writes its rows, from the rows that transaction added or changed.
 const STATS: TableDefinition<u32, &str> = TableDefinition::new("stats");
+/// Replicated serving: messages of the replication log that were recorded
+/// and skipped (stream sequence → why), identically on every replica.
+const SKIPPED: TableDefinition<u64, &str> = TableDefinition::new("skipped_messages");
+/// Key in `counters`: the stream sequence of the last replication-log
+/// message applied. Written in the transaction that applies it, so a
+/// message is applied exactly once, across restarts and crashes.
+const LOG_SEQUENCE: &str = "log_sequence";
 
 /// The store could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +137,21 @@ pub enum StoreError {
         free: u64,
         /// Bytes kept free ([`MIN_FREE_BYTES`]).
         reserve: u64,
+    },
+    /// A replication-log message at or before the one last applied was
+    /// written again: the applier lost its place (a bug, not bad input).
+    #[error(
+        "store {}: replication-log message {sequence} is at or before {applied}, the last one applied; \
+         nothing was written",
+        path.display()
+    )]
+    AlreadyApplied {
+        /// Store file.
+        path: PathBuf,
+        /// The message's stream sequence.
+        sequence: u64,
+        /// The last one applied.
+        applied: u64,
     },
     /// The folder for the store could not be created.
     #[error("cannot create {}: {error}", path.display())]
@@ -284,6 +306,17 @@ impl WriteTo {
 
 /// One stored entry: table name, key, value.
 pub type DumpEntry = (String, Vec<u8>, Vec<u8>);
+
+/// Where a write stands in a replication log ([`Store::write_views_at`]).
+#[derive(Debug, Clone, Default)]
+pub struct LogPosition {
+    /// The stream sequence of the last message the write applies.
+    pub sequence: u64,
+    /// Messages up to `sequence` that are recorded and skipped: (stream
+    /// sequence, why). A poison message fails the same way everywhere, so
+    /// every replica skips the same ones.
+    pub skipped: Vec<(u64, String)>,
+}
 
 /// The embedded store.
 pub struct Store {
@@ -585,6 +618,33 @@ impl Store {
             .map_or(0, |g| g.value()))
     }
 
+    /// The stream sequence of the last replication-log message applied
+    /// (0: none), as of the latest commit: what a replica replays after.
+    pub fn log_sequence(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let counters = txn.open_table(COUNTERS).map_err(|e| self.fail(e))?;
+        Ok(counters
+            .get(LOG_SEQUENCE)
+            .map_err(|e| self.fail(e))?
+            .map_or(0, |g| g.value()))
+    }
+
+    /// Replication-log messages skipped (stream sequence, why), in order.
+    pub fn skipped_messages(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let table = match txn.open_table(SKIPPED) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.fail(e)),
+        };
+        let mut out = Vec::new();
+        for item in table.iter().map_err(|e| self.fail(e))? {
+            let (sequence, why) = item.map_err(|e| self.fail(e))?;
+            out.push((sequence.value(), why.value().to_string()));
+        }
+        Ok(out)
+    }
+
     /// Every entity of `view` in the latest table, with the digest id of the
     /// row stored for it: what `verify` samples and checks for staleness.
     pub fn latest_entities(&self, view: &ViewRecord) -> Result<Vec<(Vec<u8>, u32)>, StoreError> {
@@ -820,6 +880,19 @@ impl Store {
     /// Events of aggregation views are merged into their hour entries and
     /// tiles ([`crate::aggregate::layout`]) in the same transaction.
     pub fn write_views(&self, views: &mut [(&ViewRecord, &mut Pending, WriteTo)]) -> Result<u64, StoreError> {
+        self.write_views_at(views, None)
+    }
+
+    /// [`Store::write_views`] for replicated serving: the rows of
+    /// replication-log messages up to `at.sequence`, with the position and
+    /// the messages skipped on the way recorded in the same transaction.
+    /// Refused (nothing written) unless `at.sequence` comes after the last
+    /// position recorded: a message is applied once.
+    pub fn write_views_at(
+        &self,
+        views: &mut [(&ViewRecord, &mut Pending, WriteTo)],
+        at: Option<&LogPosition>,
+    ) -> Result<u64, StoreError> {
         let txn = self.begin_write()?;
         let commit = {
             let mut history = txn.open_table(HISTORY).map_err(|e| self.fail(e))?;
@@ -836,6 +909,24 @@ impl Store {
                 .unwrap_or(0)
                 + 1;
             counters.insert("commits", commit).map_err(|e| self.fail(e))?;
+            if let Some(at) = at {
+                let applied = counters
+                    .get(LOG_SEQUENCE)
+                    .map_err(|e| self.fail(e))?
+                    .map_or(0, |g| g.value());
+                if at.sequence <= applied {
+                    return Err(StoreError::AlreadyApplied {
+                        path: self.path.clone(),
+                        sequence: at.sequence,
+                        applied,
+                    });
+                }
+                counters.insert(LOG_SEQUENCE, at.sequence).map_err(|e| self.fail(e))?;
+                let mut skipped = txn.open_table(SKIPPED).map_err(|e| self.fail(e))?;
+                for (sequence, why) in &at.skipped {
+                    skipped.insert(*sequence, why.as_str()).map_err(|e| self.fail(e))?;
+                }
+            }
             for (view, pending, to) in views.iter_mut() {
                 let mut added = Statistics::new(&view.features);
                 match pending {
@@ -1243,13 +1334,13 @@ impl Store {
     pub fn backup(&self, out: &Path) -> Result<BackupSummary, StoreError> {
         let started = std::time::Instant::now();
         let snapshot = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let commit = snapshot
-            .open_table(COUNTERS)
-            .map_err(|e| self.fail(e))?
-            .get("commits")
-            .map_err(|e| self.fail(e))?
-            .map_or(0, |v| v.value());
-        let tables: [&dyn backup::CopyTable; 10] = [
+        let counters = snapshot.open_table(COUNTERS).map_err(|e| self.fail(e))?;
+        let counter = |name: &str| -> Result<u64, StoreError> {
+            Ok(counters.get(name).map_err(|e| self.fail(e))?.map_or(0, |v| v.value()))
+        };
+        let (commit, log_sequence) = (counter("commits")?, counter(LOG_SEQUENCE)?);
+        drop(counters);
+        let tables: [&dyn backup::CopyTable; 11] = [
             &META,
             &REGISTRY,
             &COUNTERS,
@@ -1260,6 +1351,7 @@ impl Store {
             &AGGREGATES,
             &EVENT_IDS,
             &STATS,
+            &SKIPPED,
         ];
         let (entries, bytes) = backup::write(&snapshot, &tables, out).map_err(|e| match e {
             backup::CopyError::Source(e) => self.fail(e),
@@ -1272,6 +1364,7 @@ impl Store {
         Ok(BackupSummary {
             path: out.to_path_buf(),
             commit,
+            log_sequence,
             entries,
             bytes,
             elapsed: started.elapsed(),
