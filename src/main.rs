@@ -190,6 +190,8 @@ enum Command {
         security: ServeSecurity,
         #[command(flatten)]
         monitoring: ServeMonitoring,
+        #[command(flatten)]
+        replication: ServeReplication,
     },
     /// Manage the server's bearer tokens (the tokens file holds their hashes only).
     #[command(subcommand)]
@@ -294,6 +296,24 @@ struct ServeMonitoring {
     /// Share of answers the skew monitor reads again through the offline path (0: none; default 0.01).
     #[arg(long, value_name = "SHARE")]
     skew_sample_rate: Option<f64>,
+}
+
+/// Replicated serving: many servers fed by one NATS JetStream stream.
+#[derive(clap::Args, Default)]
+struct ServeReplication {
+    /// Publish pushes to this NATS JetStream log (nats://HOST:PORT) and apply
+    /// the log, in order, to this server's store; start every replica with it.
+    #[arg(long, value_name = "URL")]
+    log: Option<String>,
+    /// The JetStream stream (created if missing, on subject STREAM.push).
+    #[arg(long, default_value = "skewless", requires = "log")]
+    stream: String,
+    /// Answer a push once the log stored it, not once this replica applied it.
+    #[arg(long, requires = "log")]
+    ack_on_log: bool,
+    /// /health is ready while at most this many log messages are not applied yet.
+    #[arg(long, default_value_t = 100, requires = "log")]
+    max_lag: u64,
 }
 
 /// What one request may ask of the server.
@@ -473,7 +493,16 @@ fn run(cli: Cli) -> Result<()> {
             limits,
             security,
             monitoring,
-        } => cmd_serve(&cli.repo, &addr, limits.into(), &security, &monitoring, None),
+            replication,
+        } => cmd_serve(
+            &cli.repo,
+            &addr,
+            limits.into(),
+            &security,
+            &monitoring,
+            &replication,
+            None,
+        ),
         Command::Token(TokenCommand::Add { name, scopes, file }) => cmd_token_add(&cli.repo, &name, &scopes, file),
         Command::Ls => cmd_ls(&cli.repo),
         Command::SampleData {
@@ -673,10 +702,14 @@ fn cmd_backup(dir: &Path, out: &Path) -> Result<()> {
     status(
         "Backed up",
         &format!(
-            "{} as of commit {} to {} ({} entries, {:.1} MB) in {:.2}s; serve it with `store = \"{}\"` in a \
+            "{} as of commit {}{} to {} ({} entries, {:.1} MB) in {:.2}s; serve it with `store = \"{}\"` in a \
              copy of skewless.toml",
             repo.store_path.display(),
             backup.commit,
+            match backup.log_sequence {
+                0 => String::new(),
+                n => format!(" and replication-log message {n} (a replica started from it replays the log after it)"),
+            },
             backup.path.display(),
             backup.entries,
             backup.bytes as f64 / 1e6,
@@ -805,6 +838,20 @@ fn cmd_verify(dir: &Path, samples: usize, seed: Option<u64>) -> Result<()> {
             s.view
         );
     }
+    // Replicas compare this line: the same values give the same digest.
+    let store = skewless_runtime::Store::open_existing(&skewless_runtime::Repo::open(dir)?.store_path)?;
+    let skipped = store.skipped_messages()?;
+    println!(
+        "store\n  {:<18} {} (log message {}, {} skipped{})",
+        "content digest",
+        store.content_digest()?.hex(),
+        store.log_sequence()?,
+        skipped.len(),
+        skipped
+            .iter()
+            .map(|(sequence, _)| format!(" #{sequence}"))
+            .collect::<String>()
+    );
     let failing: Vec<&str> = report
         .probes
         .iter()
@@ -950,6 +997,7 @@ fn cmd_serve(
     limits: ServerLimits,
     security: &ServeSecurity,
     sampling: &ServeMonitoring,
+    replication: &ServeReplication,
     example: Option<&str>,
 ) -> Result<()> {
     let started = Instant::now();
@@ -987,9 +1035,29 @@ fn cmd_serve(
             *setting = rate;
         }
     }
-    let state = Server::with_monitoring(workspace, limits, auth, &settings)?;
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     tokio.block_on(async {
+        let (state, replicated) = match &replication.log {
+            None => (Server::with_monitoring(workspace, limits, auth, &settings)?, String::new()),
+            Some(url) => {
+                let applied = workspace.store().log_sequence()?;
+                let log = skewless_server::LogSettings {
+                    url: url.clone(),
+                    stream: replication.stream.clone(),
+                    ack_on_log: replication.ack_on_log,
+                    max_lag: replication.max_lag,
+                };
+                let state = Server::replicated(workspace, limits, auth, &settings, log).await?;
+                (
+                    state,
+                    format!(
+                        ", replica of {url} stream `{}` from message {}",
+                        replication.stream,
+                        applied + 1
+                    ),
+                )
+            }
+        };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (is another server running? choose one with --addr)"))?;
@@ -999,7 +1067,7 @@ fn cmd_serve(
         status(
             "Serving",
             &format!(
-                "{} on {scheme}://{local} ({} views, {auth_summary}) after {:.0} ms; Ctrl-C to stop",
+                "{} on {scheme}://{local} ({} views, {auth_summary}{replicated}) after {:.0} ms; Ctrl-C to stop",
                 repo.project,
                 repo.views.len(),
                 started.elapsed().as_secs_f64() * 1e3
@@ -1156,6 +1224,7 @@ fn cmd_demo(examples: Option<PathBuf>) -> Result<()> {
         ServerLimits::default(),
         &ServeSecurity::default(),
         &ServeMonitoring::default(),
+        &ServeReplication::default(),
         Some(example),
     )
 }

@@ -138,10 +138,20 @@ pub struct PushResponse {
     pub rows: usize,
     /// Feature views written.
     pub views: Vec<String>,
-    /// The store commit holding them.
-    pub commit: u64,
+    /// The store commit holding them (on this server); null when a
+    /// replicated server answers on the log's ack (`--ack-on-log`) or the
+    /// push repeats one applied earlier.
+    pub commit: Option<u64>,
     /// Rows whose transform failed: stored with null features.
     pub row_errors: Vec<RowErrorBody>,
+    /// Replicated serving: the push's message in the replication log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_sequence: Option<u64>,
+    /// Replicated serving: the log already held this push (same
+    /// Idempotency-Key, or same body, within its duplicate window); it is
+    /// stored once.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 /// A row a transform reported as failed.
@@ -160,7 +170,9 @@ impl From<PushSummary> for PushResponse {
         PushResponse {
             rows: summary.rows,
             views: summary.views,
-            commit: summary.commit,
+            commit: Some(summary.commit),
+            log_sequence: None,
+            duplicate: false,
             row_errors: summary
                 .row_errors
                 .into_iter()
@@ -185,6 +197,20 @@ pub struct Health {
     pub views: usize,
     /// Seconds since the server started.
     pub uptime_secs: u64,
+    /// Replicated serving: where this replica stands in the log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationHealth>,
+}
+
+/// Where a replica stands in the replication log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplicationHealth {
+    /// The last message applied to this replica's store.
+    pub applied_sequence: u64,
+    /// The stream's last message, when last read.
+    pub stream_sequence: u64,
+    /// Messages not applied yet.
+    pub lag: u64,
 }
 
 /// Every error: `{"error": {"code": ..., "message": ...}}`.

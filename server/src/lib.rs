@@ -23,6 +23,7 @@ mod commit;
 mod error;
 mod metrics;
 pub mod monitor;
+mod replication;
 mod routes;
 mod state;
 mod ui;
@@ -31,10 +32,11 @@ use std::future::Future;
 
 pub use api::{
     ErrorBody, ErrorDetail, FeatureColumn, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest,
-    PushResponse, ResponseMetadata, RowErrorBody,
+    PushResponse, ReplicationHealth, ResponseMetadata, RowErrorBody,
 };
 pub use auth::{Auth, AuthConfig, Scope};
 pub use error::ApiError;
+pub use replication::{LogError, LogSettings};
 pub use routes::{app, openapi_json};
 pub use state::{AppState, Server, ServerLimits, StartError};
 

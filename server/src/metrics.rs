@@ -79,6 +79,9 @@ pub struct Metrics {
     drift_ks: Family<FeatureLabels, FloatGauge>,
     drift_null_rate: Family<FeatureLabels, FloatGauge>,
     drift_crossed: Family<FeatureLabels, FloatGauge>,
+    replication_lag: Gauge,
+    replication_applied: Gauge,
+    replication_skipped: Counter,
     /// The skew counters by view, readable (for the UI): (checked, mismatches).
     skew: std::sync::Mutex<std::collections::BTreeMap<String, (u64, u64)>>,
 }
@@ -174,7 +177,27 @@ impl Default for Metrics {
             "1 when the feature crossed a threshold at the latest `skewless drift`",
             drift_crossed.clone(),
         );
+        let (replication_lag, replication_applied, replication_skipped) =
+            (Gauge::default(), Gauge::default(), Counter::default());
+        registry.register(
+            "replication_lag_messages",
+            "Replicated serving: messages in the log this replica has not applied yet",
+            replication_lag.clone(),
+        );
+        registry.register(
+            "replication_applied_sequence",
+            "Replicated serving: stream sequence of the last log message applied",
+            replication_applied.clone(),
+        );
+        registry.register(
+            "replication_skipped_messages",
+            "Replicated serving: log messages recorded and skipped (they fail on every replica)",
+            replication_skipped.clone(),
+        );
         Metrics {
+            replication_lag,
+            replication_applied,
+            replication_skipped,
             skew: Default::default(),
             skew_checked,
             skew_mismatches,
@@ -285,6 +308,15 @@ impl Metrics {
     }
 
     /// The age of a view's newest stored event time.
+    pub fn replication(&self, applied: u64, lag: u64) {
+        self.replication_applied.set(applied as i64);
+        self.replication_lag.set(lag as i64);
+    }
+
+    pub fn replication_skipped(&self) {
+        self.replication_skipped.inc();
+    }
+
     pub fn freshness(&self, view: &str, seconds: f64) {
         self.freshness
             .get_or_create(&ViewLabels { view: view.to_string() })

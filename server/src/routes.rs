@@ -7,17 +7,18 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 use utoipa::OpenApi;
 
 use crate::api::{
     ErrorBody, ErrorDetail, FeatureColumn, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest,
-    PushResponse, ResponseMetadata, RowErrorBody,
+    PushResponse, ReplicationHealth, ResponseMetadata, RowErrorBody,
 };
 use crate::auth::Scope;
 use crate::error::{ApiError, ErrorCode};
@@ -62,6 +63,7 @@ pub fn app(state: AppState) -> Router {
         PushResponse,
         RowErrorBody,
         Health,
+        ReplicationHealth,
         ErrorBody,
         ErrorDetail
     ))
@@ -208,7 +210,12 @@ async fn admit(State(state): State<AppState>, request: Request, next: Next) -> R
 /// Reads a JSON body: 413 past the size limit, 400 naming line and column
 /// for malformed JSON or a field of the wrong shape.
 fn parse<T: DeserializeOwned>(state: &Server, body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let body = body.map_err(|rejection| {
+    from_json(&body_bytes(state, body)?)
+}
+
+/// The body: 413 past the size limit.
+fn body_bytes(state: &Server, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError {
                 status: StatusCode::PAYLOAD_TOO_LARGE,
@@ -221,8 +228,12 @@ fn parse<T: DeserializeOwned>(state: &Server, body: Result<Bytes, BytesRejection
         } else {
             ApiError::bad_request("bad_body", rejection.body_text())
         }
-    })?;
-    serde_json::from_slice(&body).map_err(|e| {
+    })
+}
+
+/// A JSON body: 400 naming line and column.
+fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             ApiError::bad_request(
                 "invalid_request",
@@ -291,12 +302,29 @@ async fn blocking<T: Send + 'static>(
         (status = 507, description = "`storage_full`: too little disk space left; nothing was stored", body = ErrorBody),
     )
 )]
-async fn push(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Answer<PushResponse> {
+async fn push(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer<PushResponse> {
     let started = Instant::now();
-    let request: PushRequest = parse(&state, body)?;
+    let body = body_bytes(&state, body)?;
+    let request: PushRequest = from_json(&body)?;
     let preparing = state.clone();
     let prepared = blocking(move || preparing.prepare_push(request, started)).await?;
-    Ok(Json(state.commit_push(prepared).await?))
+    if !state.is_replicated() {
+        return Ok(Json(state.commit_push(prepared).await?));
+    }
+    // The log stores one message per de-duplication id: the client's key
+    // when it gives one, else the body's digest (the same push sent twice).
+    let id = match headers.get("idempotency-key") {
+        Some(key) => key
+            .to_str()
+            .map_err(|_| ApiError::bad_request("bad_idempotency_key", "the Idempotency-Key header is not ASCII text"))?
+            .to_string(),
+        None => format!("{:x}", Sha256::digest(&body)),
+    };
+    Ok(Json(state.push_to_log(prepared, &id, body, started).await?))
 }
 
 /// Whether the server is up and its store answers.

@@ -13,12 +13,17 @@ use skewless_runtime::push::{self, Prepared};
 use skewless_runtime::store::{StoreReader, ViewRecord};
 use skewless_runtime::{Catalog, NotApplied, Store, StoreError, TransformErrorKind, Workspace};
 
-use crate::api::{GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest, PushResponse};
+use axum::body::Bytes;
+
+use crate::api::{
+    GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest, PushResponse, ReplicationHealth,
+};
 use crate::auth::Auth;
 use crate::commit::Committer;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, MonitorSettings};
+use crate::replication::{self, Halt, LogSettings, Outcome, Replication};
 
 /// Limits on what one request may ask; each refusal is a 4xx that names the flag.
 #[derive(Debug, Clone)]
@@ -56,6 +61,9 @@ pub enum StartError {
     /// The served-value log folder cannot be made.
     #[error(transparent)]
     Log(#[from] skewless_runtime::served_log::LogError),
+    /// The replication log cannot be used.
+    #[error(transparent)]
+    ReplicationLog(#[from] replication::LogError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -75,6 +83,9 @@ pub struct Server {
     /// One permit per request in flight ([`ServerLimits::max_in_flight`]).
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     started: Instant,
+    /// Replicated serving: pushes go through the log, which this replica
+    /// follows ([`crate::replication`]).
+    replication: Option<Arc<Replication>>,
     snapshot: Mutex<Option<Snapshot>>,
     /// Pushes committed: a snapshot taken before the latest is stale.
     pushes: AtomicU64,
@@ -150,6 +161,41 @@ impl Server {
         monitoring: &MonitorSettings,
     ) -> Result<AppState, StartError> {
         let (catalog, store) = workspace.into_parts();
+        Server::assemble(catalog, store, limits, auth, monitoring, None)
+    }
+
+    /// As [`Server::with_monitoring`], replicated: pushes are published to
+    /// the log `log` names, and this replica applies the log from the
+    /// message after the last one its store holds.
+    pub async fn replicated(
+        workspace: Workspace,
+        limits: ServerLimits,
+        auth: Auth,
+        monitoring: &MonitorSettings,
+        log: LogSettings,
+    ) -> Result<AppState, StartError> {
+        let (catalog, store) = workspace.into_parts();
+        let applied = store.log_sequence()?;
+        let replication = Arc::new(Replication::connect(log, applied).await?);
+        let server = Server::assemble(catalog, store, limits, auth, monitoring, Some(replication.clone()))?;
+        let following = Arc::downgrade(&server);
+        replication.start(server.metrics.clone(), move |messages| {
+            let server = following
+                .upgrade()
+                .ok_or_else(|| Halt::Retry("the server is stopping".into()))?;
+            server.apply_log(messages)
+        });
+        Ok(server)
+    }
+
+    fn assemble(
+        catalog: Catalog,
+        store: Store,
+        limits: ServerLimits,
+        auth: Auth,
+        monitoring: &MonitorSettings,
+        replication: Option<Arc<Replication>>,
+    ) -> Result<AppState, StartError> {
         let records = store.views()?;
         for view in catalog.repo.views.values() {
             catalog.applied_record(view, records.get(&view.name))?;
@@ -168,6 +214,7 @@ impl Server {
             metrics,
             auth,
             started: Instant::now(),
+            replication,
             snapshot: Mutex::new(None),
             pushes: AtomicU64::new(0),
             inline_paused_until: AtomicU64::new(0),
@@ -245,6 +292,9 @@ impl Server {
         started: Instant,
         budget: Option<Instant>,
     ) -> Result<GetOnlineFeaturesResponse, Refusal> {
+        if let Some(log) = &self.replication {
+            log.refuse_if_stale()?;
+        }
         self.check_rows(
             request.entities.values().map(Vec::len).max().unwrap_or(0),
             "entity rows",
@@ -294,6 +344,9 @@ impl Server {
     /// `POST /push`, first half: checks, transform calls and encoding, on
     /// the calling thread. [`Server::commit_push`] then makes them durable.
     pub fn prepare_push(&self, request: PushRequest, started: Instant) -> Result<Prepared, ApiError> {
+        if let Some(log) = &self.replication {
+            log.refuse_if_stale()?;
+        }
         self.check_rows(request.df.values().map(Vec::len).max().unwrap_or(0), "rows")?;
         let budget = self.limits.request_timeout.saturating_sub(started.elapsed());
         push::prepare(
@@ -321,6 +374,71 @@ impl Server {
         // Reads from now on must see this push.
         self.pushes.fetch_add(1, Ordering::AcqRel);
         Ok(prepared.summary(commit).into())
+    }
+
+    /// Whether pushes go through a replication log ([`Server::push_to_log`]).
+    pub fn is_replicated(&self) -> bool {
+        self.replication.is_some()
+    }
+
+    /// `POST /push`, second half, replicated: publishes `body` (the request
+    /// as received, checked by [`Server::prepare_push`]) to the log with
+    /// de-duplication id `id`, then answers once this replica has applied
+    /// it (a client reads its own writes here), or on the log's ack with
+    /// `--ack-on-log`.
+    pub async fn push_to_log(
+        &self,
+        prepared: Prepared,
+        id: &str,
+        body: Bytes,
+        started: Instant,
+    ) -> Result<PushResponse, ApiError> {
+        let log = self.replication.as_ref().expect("push_to_log is called on replicated servers");
+        let (sequence, duplicate) = log.publish(id, body).await?;
+        let mut response = PushResponse::from(prepared.summary(0));
+        (response.commit, response.log_sequence, response.duplicate) = (None, Some(sequence), duplicate);
+        if log.settings().ack_on_log {
+            return Ok(response);
+        }
+        let wait = self.limits.request_timeout.saturating_sub(started.elapsed());
+        match log.wait_applied(sequence, wait).await {
+            Some(Some(Outcome::Applied(commit))) => response.commit = Some(commit),
+            // Applied before this server started, or long ago: a duplicate.
+            Some(None) => {}
+            Some(Some(Outcome::Skipped(why))) => {
+                return Err(ApiError::internal(format!("log message {sequence} was skipped: {why}")));
+            }
+            None => {
+                return Err(ApiError {
+                    status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    code: "apply_pending",
+                    message: format!(
+                        "the push is stored in the replication log as message {sequence}, but this replica has \
+                         applied only up to {} after {wait:?}; it will be applied (other replicas may have it \
+                         already). Retrying with the same body or Idempotency-Key is safe",
+                        log.applied()
+                    ),
+                });
+            }
+        }
+        Ok(response)
+    }
+
+    /// Applies consecutive log messages ([`replication::apply`]); reads
+    /// from now on see them.
+    fn apply_log(&self, messages: &[(u64, Bytes)]) -> Result<Vec<(u64, Outcome)>, Halt> {
+        let log = self.replication.as_deref().expect("a replicated server applies the log");
+        let started = Instant::now();
+        let outcomes = replication::apply(&self.catalog, &self.store, &self.records, log, messages)?;
+        self.metrics.store_write(started.elapsed());
+        for (sequence, outcome) in &outcomes {
+            if let Outcome::Skipped(why) = outcome {
+                tracing::warn!("replication: log message {sequence} recorded and skipped: {why}");
+                self.metrics.replication_skipped();
+            }
+        }
+        self.pushes.fetch_add(1, Ordering::AcqRel);
+        Ok(outcomes)
     }
 
     /// Stops sampling answers and writes the served-value logs held in
@@ -356,10 +474,24 @@ impl Server {
         &self.records
     }
 
-    /// `GET /health`: the store answers a read.
+    /// `GET /health`: the store answers a read and, when replicated, the
+    /// replica is within `--max-lag` of the log (else 503 `catching_up`,
+    /// or `stale_replica` when it can no longer catch up).
     pub fn health(&self) -> Result<Health, ApiError> {
         self.store.reader().map_err(online::OnlineError::from)?;
+        let replication = match &self.replication {
+            Some(log) => {
+                let (applied_sequence, stream_sequence, lag) = log.readiness()?;
+                Some(ReplicationHealth {
+                    applied_sequence,
+                    stream_sequence,
+                    lag,
+                })
+            }
+            None => None,
+        };
         Ok(Health {
+            replication,
             status: "ok",
             project: self.catalog.repo.project.clone(),
             views: self.catalog.repo.views.len(),
