@@ -187,7 +187,7 @@ enum Command {
         #[command(flatten)]
         limits: ServeLimits,
         #[command(flatten)]
-        security: ServeSecurity,
+        security: Box<ServeSecurity>,
         #[command(flatten)]
         monitoring: ServeMonitoring,
         #[command(flatten)]
@@ -1038,7 +1038,10 @@ fn cmd_serve(
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     tokio.block_on(async {
         let (state, replicated) = match &replication.log {
-            None => (Server::with_monitoring(workspace, limits, auth, &settings)?, String::new()),
+            None => (
+                Server::with_monitoring(workspace, limits, auth, &settings)?,
+                String::new(),
+            ),
             Some(url) => {
                 let applied = workspace.store().log_sequence()?;
                 let log = skewless_server::LogSettings {

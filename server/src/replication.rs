@@ -121,9 +121,7 @@ pub(crate) struct Replication {
 
 /// The connection to the log could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "cannot use the replication log {url}: {error}; give it as nats://HOST:PORT of a nats-server started with -js"
-)]
+#[error("cannot use the replication log {url}: {error}; give it as nats://HOST:PORT of a nats-server started with -js")]
 pub struct LogError {
     url: String,
     error: String,
@@ -218,7 +216,14 @@ impl Replication {
             .await
             .ok()?
             .ok()?;
-        Some(self.status.lock().expect("status lock").outcomes.get(&sequence).cloned())
+        Some(
+            self.status
+                .lock()
+                .expect("status lock")
+                .outcomes
+                .get(&sequence)
+                .cloned(),
+        )
     }
 
     /// 503 `stale_replica` when this replica can no longer catch up.
@@ -275,7 +280,10 @@ impl Replication {
                         return;
                     }
                     Halt::Retry(why) => {
-                        tracing::warn!("replication: {why}; following the log again from message {}", follower.applied() + 1);
+                        tracing::warn!(
+                            "replication: {why}; following the log again from message {}",
+                            follower.applied() + 1
+                        );
                         follower.set_phase(Phase::Connecting(why));
                         tokio::time::sleep(RETRY).await;
                     }
@@ -422,7 +430,7 @@ impl Replication {
             "this replica's store has applied the replication log up to message {applied}, but stream `{stream}` \
              on {url} now holds messages {first}..={last}: message {next} is gone (trimmed by the stream's limits, \
              or the stream was recreated), so this store cannot catch up and serves nothing. Re-bootstrap it: run \
-             `skewless backup FILE` against a healthy replica's repo, copy FILE to this repo's .skewless/store.redb, \
+             `skewless backup --out FILE` in a healthy replica's repo, copy FILE to this repo's .skewless/store.redb, \
              and start `skewless serve --log` again",
             applied = next - 1,
             stream = self.settings.stream,
@@ -442,7 +450,9 @@ pub(crate) fn apply(
     log: &Replication,
     messages: &[(u64, Bytes)],
 ) -> Result<Vec<(u64, Outcome)>, Halt> {
-    let Some(&(last, _)) = messages.last() else { return Ok(Vec::new()) };
+    let Some(&(last, _)) = messages.last() else {
+        return Ok(Vec::new());
+    };
     let mut prepared = Vec::new();
     let mut skipped = Vec::new();
     for (sequence, body) in messages {
@@ -478,7 +488,10 @@ pub(crate) fn apply(
             "the store already holds message {applied}; following again from there"
         ))),
         Err(e) if copies.is_some() => {
-            tracing::debug!("a batch of {} log messages failed ({e}); applying them one at a time", messages.len());
+            tracing::debug!(
+                "a batch of {} log messages failed ({e}); applying them one at a time",
+                messages.len()
+            );
             let mut outcomes = Vec::new();
             for message in messages {
                 outcomes.extend(apply(catalog, store, records, log, std::slice::from_ref(message))?);
@@ -518,8 +531,8 @@ fn prepare(
     records: &BTreeMap<String, ViewRecord>,
     body: &[u8],
 ) -> Result<push::Prepared, Failure> {
-    let request: PushRequest = serde_json::from_slice(body)
-        .map_err(|e| Failure::Deterministic(format!("not a push request: {e}")))?;
+    let request: PushRequest =
+        serde_json::from_slice(body).map_err(|e| Failure::Deterministic(format!("not a push request: {e}")))?;
     push::prepare(
         catalog,
         store,

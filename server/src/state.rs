@@ -393,7 +393,10 @@ impl Server {
         body: Bytes,
         started: Instant,
     ) -> Result<PushResponse, ApiError> {
-        let log = self.replication.as_ref().expect("push_to_log is called on replicated servers");
+        let log = self
+            .replication
+            .as_ref()
+            .expect("push_to_log is called on replicated servers");
         let (sequence, duplicate) = log.publish(id, body).await?;
         let mut response = PushResponse::from(prepared.summary(0));
         (response.commit, response.log_sequence, response.duplicate) = (None, Some(sequence), duplicate);
@@ -427,7 +430,10 @@ impl Server {
     /// Applies consecutive log messages ([`replication::apply`]); reads
     /// from now on see them.
     fn apply_log(&self, messages: &[(u64, Bytes)]) -> Result<Vec<(u64, Outcome)>, Halt> {
-        let log = self.replication.as_deref().expect("a replicated server applies the log");
+        let log = self
+            .replication
+            .as_deref()
+            .expect("a replicated server applies the log");
         let started = Instant::now();
         let outcomes = replication::apply(&self.catalog, &self.store, &self.records, log, messages)?;
         self.metrics.store_write(started.elapsed());

@@ -1,0 +1,395 @@
+//! Replicated serving against a real `nats-server -js` (Debian's) on a free
+//! loopback port: replicas bootstrapped from `skewless backup` snapshots,
+//! pushes through the log read on every replica, the log going down and
+//! coming back, a trimmed stream, poison messages skipped identically, and
+//! the replicas' store digests equal at the end. Each wait is bounded.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A free loopback port (bound, then released for the child to take).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `nats-server -js` on a loopback port with its JetStream files in `dir`;
+/// killed when dropped.
+struct Nats {
+    child: Child,
+    port: u16,
+}
+
+impl Nats {
+    fn start(dir: &Path, port: u16) -> Nats {
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs (Debian package nats-server; .ci/run installs it)");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "nats-server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nats { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Sends raw NATS protocol `commands` and waits for the server's PONG
+    /// (and, when `reply` is set, the reply message to `_INBOX.test`).
+    fn raw(&self, commands: &str, reply: bool) {
+        let stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap(); // INFO
+        let mut writer = stream;
+        let subscribe = if reply { "SUB _INBOX.test 1\r\n" } else { "" };
+        write!(writer, "CONNECT {{\"verbose\":false}}\r\n{subscribe}{commands}PING\r\n").unwrap();
+        let mut seen_reply = !reply;
+        let mut pong = false;
+        while !(pong && seen_reply) {
+            line.clear();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "nats-server closed the connection"
+            );
+            assert!(!line.starts_with("-ERR"), "{line}");
+            if line.starts_with("PONG") {
+                pong = true;
+            } else if let Some(size) = line.strip_prefix("MSG ").and_then(|l| l.split_whitespace().last()) {
+                let mut payload = vec![0; size.trim().parse::<usize>().unwrap() + 2];
+                reader.read_exact(&mut payload).unwrap();
+                seen_reply = true;
+            }
+        }
+    }
+
+    /// Publishes `payload` straight to the stream, as a client bypassing the
+    /// servers' validation would.
+    fn publish(&self, payload: &str) {
+        self.raw(&format!("PUB skewless.push {}\r\n{payload}\r\n", payload.len()), false);
+    }
+
+    /// Removes every message from the stream (as its limits would trim them).
+    fn purge(&self) {
+        self.raw("PUB $JS.API.STREAM.PURGE.skewless _INBOX.test 0\r\n\r\n", true);
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn push_body(driver: i64, trips: i64) -> String {
+    let time = skewless_runtime::time::format_timestamp(next_hour() - 3_600_000_000);
+    format!(
+        r#"{{"push_source_name": "driver_stats_push_source",
+            "df": {{"driver_id": [{driver}], "event_timestamp": ["{time}"], "created": ["{time}"],
+                   "conv_rate": [0.5], "acc_rate": [0.25], "avg_daily_trips": [{trips}]}},
+            "to": "online_and_offline"}}"#
+    )
+}
+
+/// A push that traps in the `doubled` view's transform (trap.wasm panics on 13).
+fn poison_body() -> String {
+    r#"{"push_source_name": "numbers_push", "df": {"id": [1], "event_timestamp": ["2026-01-01T00:00:00Z"], "x": [13]}}"#
+        .into()
+}
+
+/// The driver_stats repo with data ending now, plus a view `doubled` over a
+/// push source `numbers_push` whose transform traps on 13; applied and
+/// backfilled.
+fn primary_repo() -> TempRepo {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, TimestampMicrosecondArray};
+
+    let repo = TempRepo::with_data("driver_stats", next_hour());
+    let config = repo.path().join("skewless.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[entities.number]\njoin_keys = {{ id = \"int64\" }}\n\
+         [sources.numbers]\ntype = \"file\"\npath = \"data/numbers.parquet\"\n\
+         [sources.numbers_push]\ntype = \"push\"\nbatch_source = \"numbers\"\n\
+         [views.doubled]\nentities = [\"number\"]\nsource = \"numbers_push\"\ntransform = \"{}\"\n",
+        test_components().join("trap.wasm").display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let batch = RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from_iter_values(0..10)) as ArrayRef),
+        (
+            "event_timestamp",
+            Arc::new(TimestampMicrosecondArray::from_iter_values(0..10).with_timezone("UTC")) as ArrayRef,
+        ),
+        ("x", Arc::new(Int64Array::from_iter_values(0..10)) as ArrayRef),
+    ])
+    .unwrap();
+    skewless_runtime::samples::write_parquet(&repo.path().join("data/numbers.parquet"), &batch).unwrap();
+    repo.ok(&["apply"]);
+    repo.ok(&["backfill"]);
+    repo
+}
+
+/// Another replica's repo: the primary's config and data, its store a copy
+/// of `snapshot` (a `skewless backup` of the primary).
+fn replica_repo(primary: &TempRepo, snapshot: &Path) -> TempRepo {
+    let text = std::fs::read_to_string(primary.path().join("skewless.toml"))
+        .unwrap()
+        .replace(
+            "path = \"data/",
+            &format!("path = \"{}/data/", primary.path().display()),
+        );
+    let replica = TempRepo::from_config(&text);
+    std::fs::create_dir_all(replica.path().join(".skewless")).unwrap();
+    std::fs::copy(snapshot, replica.store()).unwrap();
+    replica
+}
+
+fn health(server: &ServerProcess) -> (u16, serde_json::Value) {
+    let (status, text) = server.get("/health");
+    (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}")))
+}
+
+/// Waits (at most 60 s) until `server` has applied message `sequence`.
+fn wait_applied(server: &ServerProcess, sequence: u64) {
+    let started = Instant::now();
+    loop {
+        let (_, health) = health(server);
+        if health["replication"]["applied_sequence"].as_u64() >= Some(sequence) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "message {sequence} not applied: {health}\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn trips(server: &ServerProcess, driver: i64) -> serde_json::Value {
+    let (status, answer) = server.post(
+        "/get-online-features",
+        &format!(r#"{{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {{"driver_id": [{driver}]}}}}"#),
+    );
+    assert_eq!(status, 200, "{answer}");
+    answer["results"][1]["values"][0].clone()
+}
+
+/// `skewless verify`'s store line: the content digest, the log position
+/// and the messages skipped.
+fn store_line(repo: &TempRepo) -> String {
+    let out = repo.run(&["verify", "--samples", "20"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    stdout
+        .lines()
+        .find(|l| l.contains("content digest"))
+        .unwrap_or_else(|| panic!("no digest line:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr)))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn replicas_bootstrapped_from_a_snapshot_apply_every_push_once_skip_poison_alike_and_end_equal() {
+    let js = tempfile::tempdir().unwrap();
+    let nats = Nats::start(js.path(), free_port());
+    let log = nats.url();
+    let primary = primary_repo();
+    let a = primary.serve(&["--log", &log]);
+    wait_applied(&a, 0);
+    assert_eq!(a.post("/push", &push_body(1001, 1)).0, 200);
+
+    // B bootstraps from a snapshot taken while pushes flow into A.
+    let snapshots = tempfile::tempdir().unwrap();
+    let snapshot = snapshots.path().join("snapshot.redb");
+    let pushing = std::thread::scope(|scope| {
+        let pusher = scope.spawn(|| {
+            (0..40)
+                .map(|i| a.post("/push", &push_body(1002, 100 + i)).0)
+                .filter(|s| *s == 200)
+                .count()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        primary.ok(&["backup", "--out", snapshot.to_str().unwrap()]);
+        pusher.join().unwrap()
+    });
+    assert_eq!(pushing, 40);
+    let b_repo = replica_repo(&primary, &snapshot);
+    let b = b_repo.serve(&["--log", &log]);
+    wait_applied(&b, 41);
+    assert_eq!(trips(&b, 1002), 139, "B replayed the log after its snapshot");
+
+    // Push to A, read from B, and the other way round: the receiving
+    // replica answers after its own apply, so it reads its own write.
+    let (status, answer) = a.post("/push", &push_body(1003, 4242));
+    assert_eq!(status, 200, "{answer}");
+    let sequence = answer["log_sequence"].as_u64().unwrap();
+    assert_eq!(trips(&a, 1003), 4242);
+    wait_applied(&b, sequence);
+    assert_eq!(trips(&b, 1003), 4242);
+    let (status, answer) = b.post("/push", &push_body(1004, 77));
+    assert_eq!((status, trips(&b, 1004)), (200, serde_json::json!(77)), "{answer}");
+
+    // The same push twice (same body; then the same Idempotency-Key) is stored once.
+    let (_, first) = a.post("/push", &push_body(1005, 5));
+    let (_, again) = b.post("/push", &push_body(1005, 5));
+    assert_eq!(again["log_sequence"], first["log_sequence"]);
+    assert_eq!(again["duplicate"], true, "{again}");
+
+    // Poison: a body no server would accept, published straight to the log,
+    // and a push whose transform traps. Recorded and skipped everywhere.
+    nats.publish("not json");
+    nats.publish(&poison_body());
+    let (status, answer) = a.post("/push", &push_body(1006, 6));
+    assert_eq!(status, 200, "after poison messages the log goes on: {answer}");
+    let last = answer["log_sequence"].as_u64().unwrap();
+    wait_applied(&b, last);
+    assert_eq!(trips(&b, 1006), 6);
+    let metrics = b.get("/metrics").1;
+    assert!(
+        metrics.contains("skewless_replication_skipped_messages_total 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("skewless_replication_lag_messages 0"), "{metrics}");
+
+    // Kill -9 B while pushes flow into A: restarted, it converges.
+    let b_pid = b.pid();
+    let late = std::thread::scope(|scope| {
+        let pusher = scope.spawn(|| {
+            (0..60)
+                .filter_map(|i| {
+                    let (status, answer) = a.post("/push", &push_body(1007, 1_000 + i));
+                    (status == 200).then(|| answer["log_sequence"].as_u64().unwrap())
+                })
+                .max()
+        });
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(
+            Command::new("kill")
+                .args(["-9", &b_pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        pusher.join().unwrap().unwrap()
+    });
+    drop(b);
+    let b = b_repo.serve(&["--log", &log]);
+    wait_applied(&b, late);
+    assert_eq!(trips(&b, 1007), 1_059);
+
+    let a_log = a.stop().1;
+    assert!(a_log.contains("skipped"), "A logs the skipped messages:\n{a_log}");
+    b.stop();
+    let (a_line, b_line) = (store_line(&primary), store_line(&b_repo));
+    assert_eq!(a_line, b_line, "the replicas hold different values");
+    assert!(a_line.contains(&format!("log message {late}, 2 skipped")), "{a_line}");
+}
+
+#[test]
+fn with_the_log_down_pushes_answer_503_and_reads_go_on_then_pushes_resume() {
+    let js = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let nats = Nats::start(js.path(), port);
+    let repo = fresh_driver_repo();
+    let server = repo.serve(&["--log", &nats.url()]);
+    wait_applied(&server, 0);
+    assert_eq!(server.post("/push", &push_body(1001, 11)).0, 200);
+
+    drop(nats);
+    let started = Instant::now();
+    let answer = loop {
+        let (status, answer) = server.post("/push", &push_body(1001, 12));
+        if status == 503 {
+            break answer;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "push still {status} with the log down"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(answer["error"]["code"], "log_unavailable", "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("Idempotency-Key"));
+    assert_eq!(trips(&server, 1001), 11, "reads go on with the log down");
+    assert_eq!(health(&server).0, 200, "a replica that was in sync stays ready");
+
+    let _nats = Nats::start(js.path(), port);
+    let started = Instant::now();
+    loop {
+        let (status, answer) = server.post("/push", &push_body(1001, 13));
+        if status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "pushes did not resume: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(trips(&server, 1001), 13);
+}
+
+#[test]
+fn a_replica_whose_next_message_was_trimmed_refuses_to_serve_and_says_how_to_rebootstrap() {
+    let js = tempfile::tempdir().unwrap();
+    let nats = Nats::start(js.path(), free_port());
+    let repo = fresh_driver_repo();
+    let snapshots = tempfile::tempdir().unwrap();
+    let snapshot = snapshots.path().join("old.redb");
+    repo.ok(&["backup", "--out", snapshot.to_str().unwrap()]);
+    let server = repo.serve(&["--log", &nats.url()]);
+    for i in 0..3 {
+        assert_eq!(server.post("/push", &push_body(1001, i)).0, 200);
+    }
+    nats.purge();
+
+    let old = replica_repo(&repo, &snapshot);
+    let stale = old.serve(&["--log", &nats.url()]);
+    let started = Instant::now();
+    let (status, answer) = loop {
+        let (status, answer) = health(&stale);
+        if answer["error"]["code"] == "stale_replica" {
+            break (status, answer);
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{answer}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status, 503);
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("message 1 is gone") && message.contains("skewless backup --out"),
+        "{message}"
+    );
+    let (status, text) = stale.post_text(
+        "/get-online-features",
+        r#"{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {"driver_id": [1001]}}"#,
+    );
+    assert!(
+        status == 503 && text.contains("stale_replica"),
+        "stale values served: {status} {text}"
+    );
+
+    // The replica that had applied everything goes on.
+    assert_eq!(server.post("/push", &push_body(1001, 9)).0, 200);
+    assert_eq!(trips(&server, 1001), 9);
+}
