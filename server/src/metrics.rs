@@ -307,16 +307,18 @@ impl Metrics {
         self.monitor_dropped.inc();
     }
 
-    /// The age of a view's newest stored event time.
+    /// Where this replica stands in the replication log.
     pub fn replication(&self, applied: u64, lag: u64) {
         self.replication_applied.set(applied as i64);
         self.replication_lag.set(lag as i64);
     }
 
+    /// One log message recorded and skipped.
     pub fn replication_skipped(&self) {
         self.replication_skipped.inc();
     }
 
+    /// The age of a view's newest stored event time.
     pub fn freshness(&self, view: &str, seconds: f64) {
         self.freshness
             .get_or_create(&ViewLabels { view: view.to_string() })

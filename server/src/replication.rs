@@ -143,6 +143,14 @@ impl Replication {
             url: settings.url.clone(),
             error,
         };
+        // JetStream refuses other names only once connected, which would
+        // leave the server retrying in the background: say it now.
+        let name = &settings.stream;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(fail(format!(
+                "`{name}` is not a usable --stream name: use letters, digits, `_` and `-`"
+            )));
+        }
         let client = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
             .name("skewless serve")
@@ -194,6 +202,21 @@ impl Replication {
         // maybe sent later: refuse at once instead.
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(unavailable("not connected".into()));
+        }
+        // The log takes messages up to its max_payload (1 MB by default),
+        // which may be less than this server's body limit.
+        let max_payload = self.client.server_info().max_payload;
+        if body.len() > max_payload {
+            return Err(ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "body_too_large",
+                message: format!(
+                    "the push is {} bytes and the replication log {} takes messages up to {max_payload} bytes \
+                     (nats-server's max_payload): split it into smaller pushes, or raise max_payload",
+                    body.len(),
+                    self.settings.url
+                ),
+            });
         }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
