@@ -15,8 +15,7 @@
 //! Run: cargo bench --bench aggregations   (needs `pip install duckdb`;
 //! BENCH_EVENTS=1000000, BENCH_SPINE_ROWS=100000, BENCH_RUNS=3, BENCH_SECS=3)
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use skewless_testkit as kit;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,7 +91,7 @@ fn online(base: &str, connections: usize, secs: u64, cards: usize) -> (f64, f64,
             std::thread::spawn(move || {
                 let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
                 let mut latencies = Vec::new();
-                let mut next = common::split_mix(c as u64);
+                let mut next = kit::split_mix(c as u64);
                 while Instant::now() < deadline {
                     let card = 1 + next(cards as u64);
                     let body =
@@ -119,7 +118,7 @@ fn main() {
     let secs = env("BENCH_SECS", 3);
     let cards = 10_000;
     let end = skewless_runtime::time::now_micros();
-    let repo = common::TempRepo::new("fraud");
+    let repo = kit::TempRepo::new("fraud");
     let data = repo.path().join("data/transactions.parquet");
     samples::write_parquet(&data, &samples::card_transactions(cards, events, 60, end, 7)).unwrap();
     repo.ok(&["apply"]);
@@ -144,7 +143,7 @@ fn main() {
     );
 
     // Dataset: random cards and instants over the last 30 days.
-    let mut next = common::split_mix(3);
+    let mut next = kit::split_mix(3);
     let day = 86_400_000_000u64;
     let (spine_cards, times): (Vec<String>, Vec<i64>) = (0..spine_rows)
         .map(|_| {

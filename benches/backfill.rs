@@ -8,8 +8,7 @@
 //!
 //! Run: cargo bench --bench backfill
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use skewless_testkit as kit;
 
 use std::time::{Duration, Instant};
 
@@ -45,15 +44,15 @@ fn bare_redb(keys: &[[u8; 16]], order: &[usize]) -> Duration {
 
 fn main() {
     let runs = 5;
-    let runtime = common::runtime();
-    let data = samples::driver_stats(1_000, 720, common::FIXED_END, 42);
+    let runtime = kit::runtime();
+    let data = samples::driver_stats(1_000, 720, kit::FIXED_END, 42);
     let rows = data.num_rows() as f64;
 
     let mut ours = Vec::new();
     let mut without_statistics = Vec::new();
     for _ in 0..runs {
         for statistics in [true, false] {
-            let repo = common::TempRepo::with_data("driver_stats", common::FIXED_END);
+            let repo = kit::TempRepo::with_data("driver_stats", kit::FIXED_END);
             let catalog = Catalog::load(Repo::open(repo.path()).unwrap(), &runtime).unwrap();
             let mut store = Store::open(&catalog.repo.store_path).unwrap();
             store.keep_statistics(statistics);

@@ -7,8 +7,7 @@
 //! Run: cargo bench --bench dataset   (BENCH_RUNS=5; BENCH_SPINE_ROWS=100000; BENCH_KEEP=1 keeps
 //! the repo and spine for measuring by hand)
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use skewless_testkit as kit;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,14 +24,14 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(100_000);
-    let repo = common::TempRepo::with_data("driver_stats", common::FIXED_END);
+    let repo = kit::TempRepo::with_data("driver_stats", kit::FIXED_END);
     repo.ok(&["apply"]);
     repo.ok(&["backfill"]);
 
     // Random drivers and instants over the data's 720 hours.
     let hour = 3_600_000_000i64;
-    let start = common::FIXED_END - 720 * hour;
-    let mut next = common::split_mix(11);
+    let start = kit::FIXED_END - 720 * hour;
+    let mut next = kit::split_mix(11);
     let (drivers, times): (Vec<i64>, Vec<i64>) = (0..spine_rows)
         .map(|_| (1001 + next(1_000) as i64, start + next(720 * hour as u64) as i64))
         .unzip();

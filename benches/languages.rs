@@ -11,8 +11,7 @@
 //! Run: cargo bench --bench languages (BENCH_MS=3000 per measurement;
 //! BENCH_FILTER=fraud_features for one transform)
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use skewless_testkit as kit;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,8 +24,8 @@ const LANGUAGES: [&str; 4] = ["rust", "python", "js", "c"];
 
 fn component(language: &str, name: &str) -> PathBuf {
     match language {
-        "rust" => common::example_components().join(format!("{name}.wasm")),
-        other => common::language_example(other, name),
+        "rust" => kit::example_components().join(format!("{name}.wasm")),
+        other => kit::language_example(other, name),
     }
 }
 
@@ -97,7 +96,7 @@ fn main() {
     let only = std::env::var("BENCH_FILTER").unwrap_or_default();
     const ROWS: usize = 65_536;
 
-    let drivers = samples::driver_stats(1_000, 720, common::FIXED_END, 42);
+    let drivers = samples::driver_stats(1_000, 720, kit::FIXED_END, 42);
     let conv = RecordBatch::try_from_iter([
         ("conv_rate", drivers.column_by_name("conv_rate").unwrap().slice(0, ROWS)),
         (
@@ -106,7 +105,7 @@ fn main() {
         ),
     ])
     .unwrap();
-    let fraud = samples::transactions(500, ROWS, common::FIXED_END, 7);
+    let fraud = samples::transactions(500, ROWS, kit::FIXED_END, 7);
     let fraud = fraud.project(&[1, 3, 4]).unwrap();
 
     println!(
@@ -120,7 +119,7 @@ fn main() {
         let paths: Vec<PathBuf> = LANGUAGES.iter().map(|l| component(l, name)).collect();
         let one_row = batch.slice(0, 1);
         let loads: Vec<Load> = paths.iter().map(|p| load_times(p, name, &one_row)).collect();
-        let runtime = common::runtime();
+        let runtime = kit::runtime();
         let transforms: Vec<Transform> = paths
             .iter()
             .map(|p| runtime.load(name, p, limits()).expect("loads"))

@@ -10,8 +10,7 @@
 //! Needs what `.ci/run` installs (maturin, pyarrow, pyspark, Java).
 //! Run: cargo bench --bench python
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use skewless_testkit as kit;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -28,20 +27,20 @@ fn run(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn timed(repo: &common::TempRepo, args: &[&str]) -> Duration {
+fn timed(repo: &kit::TempRepo, args: &[&str]) -> Duration {
     let start = Instant::now();
     repo.ok(args);
     start.elapsed()
 }
 
 fn main() {
-    let components = common::example_components();
+    let components = kit::example_components();
     let component = components.join("driver_hourly_stats.wasm");
-    let data = samples::driver_stats(1_000, 720, common::FIXED_END, 42);
+    let data = samples::driver_stats(1_000, 720, kit::FIXED_END, 42);
 
     // The Rust side: the same 65,536 rows through Transform::run.
-    let runtime = common::runtime();
-    let transform = common::example(&runtime, "driver_hourly_stats");
+    let runtime = kit::runtime();
+    let transform = kit::example(&runtime, "driver_hourly_stats");
     let batch = data.slice(0, 65_536);
     transform.run(&batch).unwrap();
     let mut times: Vec<Duration> = (0..51)
@@ -62,18 +61,17 @@ fn main() {
     let rust_one = start.elapsed() / calls;
 
     // The CLI: backfill, and import of what Spark wrote.
-    let cli_repo = common::TempRepo::with_data("driver_stats", common::FIXED_END);
+    let cli_repo = kit::TempRepo::with_data("driver_stats", kit::FIXED_END);
     cli_repo.ok(&["apply"]);
     let cli_backfill = timed(&cli_repo, &["backfill"]);
 
     // The Python side, with the wheel built here.
     let work = tempfile::tempdir().unwrap();
-    let target =
-        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| common::root().join("target").display().to_string());
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| kit::root().join("target").display().to_string());
     run(Command::new("maturin")
         .args(["build", "--release", "--quiet", "-o"])
         .arg(work.path().join("wheels"))
-        .current_dir(common::root().join("python"))
+        .current_dir(kit::root().join("python"))
         .env("CARGO_TARGET_DIR", &target));
     let wheel = std::fs::read_dir(work.path().join("wheels"))
         .unwrap()
@@ -89,10 +87,10 @@ fn main() {
     run(Command::new(&python)
         .args(["-m", "pip", "install", "--quiet", "--no-deps"])
         .arg(&wheel));
-    let spark_repo = common::TempRepo::with_data("driver_stats", common::FIXED_END);
+    let spark_repo = kit::TempRepo::with_data("driver_stats", kit::FIXED_END);
     let spark_out = work.path().join("spark_out");
     let report = run(Command::new(&python)
-        .arg(common::root().join("python/benches/bench_python.py"))
+        .arg(kit::root().join("python/benches/bench_python.py"))
         .arg(&component)
         .arg(spark_repo.path().join("data/driver_stats.parquet"))
         .arg(spark_repo.path())
@@ -110,7 +108,7 @@ fn main() {
             spark_out.to_str().unwrap(),
         ],
     );
-    let digest = |repo: &common::TempRepo| {
+    let digest = |repo: &kit::TempRepo| {
         skewless_runtime::Store::open_existing(&repo.store())
             .unwrap()
             .content_digest()

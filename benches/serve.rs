@@ -7,8 +7,8 @@
 //! round; and the server's cold start (process start to first answer,
 //! compile cache warm).
 //!
-//! The load generator is this process: HTTP/1.1 keep-alive connections
-//! (hyper), closed loop, all on one thread, so it takes one of the
+//! The load generator is this process (the test kit's `load`): HTTP/1.1
+//! keep-alive connections (hyper), closed loop, all on one thread, so it takes one of the
 //! machine's cores and the server the rest, as wrk would.
 //!
 //! Run: cargo bench --bench serve
@@ -19,15 +19,11 @@
 //! too small to see through this machine's noise at 10% is measured at
 //! 100% and scaled)
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use skewless_testkit as kit;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
+use kit::load::{Load, Request, on_one_thread};
 
 /// The floor every workload is compared with.
 const BARE: &str = "bare axum JSON echo (floor)";
@@ -63,59 +59,18 @@ fn spread(values: impl Iterator<Item = f64>) -> (f64, f64, f64) {
 /// Closed-loop load: `connections` keep-alive connections, each sending
 /// `body` to `path` as soon as the previous answer arrived, for `duration`.
 fn load(addr: &str, path: &str, body: &str, auth: Option<&str>, connections: usize, duration: Duration) -> Point {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let deadline = Instant::now() + duration;
-        let mut tasks = Vec::new();
-        for _ in 0..connections {
-            let (addr, path, body) = (addr.to_string(), path.to_string(), Bytes::from(body.to_string()));
-            let auth = auth.map(|token| format!("Bearer {token}"));
-            tasks.push(tokio::spawn(async move {
-                let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-                stream.set_nodelay(true).unwrap();
-                let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .unwrap();
-                tokio::spawn(connection);
-                let (mut latencies, mut errors) = (Vec::with_capacity(1 << 16), 0);
-                while Instant::now() < deadline {
-                    let mut request = Request::post(path.as_str())
-                        .header("host", addr.as_str())
-                        .header("content-type", "application/json");
-                    if let Some(auth) = &auth {
-                        request = request.header("authorization", auth.as_str());
-                    }
-                    let request = request.body(Full::new(body.clone())).unwrap();
-                    let started = Instant::now();
-                    let response = sender.send_request(request).await.unwrap();
-                    let ok = response.status().is_success();
-                    response.into_body().collect().await.unwrap();
-                    latencies.push(started.elapsed().as_micros() as u32);
-                    errors += usize::from(!ok);
-                }
-                (latencies, errors)
-            }));
-        }
-        let started = Instant::now();
-        let mut point = Point {
-            requests: 0,
-            errors: 0,
-            elapsed: Duration::ZERO,
-            latencies: Vec::new(),
-        };
-        for task in tasks {
-            let (latencies, errors) = task.await.unwrap();
-            point.errors += errors;
-            point.latencies.extend(latencies);
-        }
-        point.elapsed = started.elapsed();
-        point.requests = point.latencies.len();
-        point.latencies.sort_unstable();
-        point
-    })
+    let request = Request::post(path, body.to_string()).with_token(auth);
+    let started = Instant::now();
+    let answers = on_one_thread(Load::new(addr).closed(connections, duration, move |_, _| request.clone()));
+    let elapsed = started.elapsed();
+    let mut latencies: Vec<u32> = answers.iter().map(|a| a.latency.as_micros() as u32).collect();
+    latencies.sort_unstable();
+    Point {
+        requests: answers.len(),
+        errors: answers.iter().filter(|a| !a.is_success()).count(),
+        elapsed,
+        latencies,
+    }
 }
 
 /// The floor: an axum handler that parses the JSON body and echoes it.
@@ -156,7 +111,7 @@ fn main() {
         .map(|c| c.trim().parse().expect("BENCH_CONNECTIONS: numbers, e.g. 1,4,16"))
         .collect();
 
-    let repo = common::fresh_driver_repo();
+    let repo = kit::fresh_driver_repo();
     // The repo's defaults: 10% of answers logged, 1% re-read by the skew monitor.
     let loud = std::env::var("LOUD_ARGS").unwrap_or_default();
     let loud: Vec<&str> = loud.split(' ').filter(|a| !a.is_empty()).collect();
@@ -202,7 +157,7 @@ fn main() {
         .ok(&["token", "add", "bench", "--scopes", "admin"])
         .trim()
         .to_string();
-    let fixtures = common::root().join("tests/fixtures");
+    let fixtures = kit::root().join("tests/fixtures");
     let jwk: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixtures.join("jwt_rs256_test_key.jwk.json")).unwrap()).unwrap();
     let jwks = repo.path().join("jwks.json");

@@ -7,16 +7,11 @@
 //!
 //!   cargo bench --bench soak            (SOAK_SECS=600, SOAK_INTERVAL_SECS=60)
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
+use kit::load::{Load, Request, on_one_thread};
+use skewless_testkit as kit;
 
 /// Latencies (µs) and errors of one interval.
 #[derive(Default)]
@@ -38,7 +33,7 @@ fn env_secs(name: &str, default: u64) -> u64 {
 fn main() {
     let total = Duration::from_secs(env_secs("SOAK_SECS", 600));
     let interval = Duration::from_secs(env_secs("SOAK_INTERVAL_SECS", 60));
-    let repo = common::fresh_driver_repo();
+    let repo = kit::fresh_driver_repo();
     let server = repo.serve(&[]);
     let addr = server.base.trim_start_matches("http://").to_string();
     let pid = server.pid();
@@ -66,56 +61,21 @@ fn main() {
 
     std::thread::scope(|scope| {
         let load = scope.spawn(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let mut tasks = Vec::new();
-                for connection in 0..16u64 {
-                    let (addr, results, read, push) = (addr.clone(), &results, &read, &push);
-                    tasks.push(async move {
-                        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-                        stream.set_nodelay(true).unwrap();
-                        let (mut sender, connection_task) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                            .await
-                            .unwrap();
-                        tokio::spawn(connection_task);
-                        let mut random = common::split_mix(connection + 1);
-                        let mut n = 0u64;
-                        loop {
-                            let elapsed = started.elapsed();
-                            if elapsed >= total {
-                                break;
-                            }
-                            n += 1;
-                            let (path, body) = if random(10) == 0 {
-                                ("/push", push(random(1000), n))
-                            } else {
-                                ("/get-online-features", read(random(1000)))
-                            };
-                            let request = Request::post(path)
-                                .header("host", addr.as_str())
-                                .body(Full::new(Bytes::from(body)))
-                                .unwrap();
-                            let sent = Instant::now();
-                            let ok = match sender.send_request(request).await {
-                                Ok(response) => {
-                                    let ok = response.status().is_success();
-                                    response.into_body().collect().await.is_ok() && ok
-                                }
-                                Err(_) => false,
-                            };
-                            let micros = sent.elapsed().as_micros() as u32;
-                            let slot = ((elapsed.as_secs_f64() / interval.as_secs_f64()) as usize).min(intervals - 1);
-                            let mut result = results[slot].lock().unwrap();
-                            result.latencies.push(micros);
-                            result.errors += usize::from(!ok);
-                        }
-                    });
+            let next = move |connection: usize, n: u64| {
+                let mut random = kit::split_mix((connection as u64 + 1) << 32 | n);
+                if random(10) == 0 {
+                    Request::post("/push", push(random(1000), n))
+                } else {
+                    Request::post("/get-online-features", read(random(1000)))
                 }
-                futures_join_all(tasks).await;
-            })
+            };
+            for answer in on_one_thread(Load::new(&addr).closed(16, total, next)) {
+                let at = answer.sent.saturating_duration_since(started);
+                let slot = ((at.as_secs_f64() / interval.as_secs_f64()) as usize).min(intervals - 1);
+                let mut result = results[slot].lock().unwrap();
+                result.latencies.push(answer.latency.as_micros() as u32);
+                result.errors += usize::from(!answer.is_success());
+            }
         });
 
         // Halfway: a backup beside the load. Each interval: memory.
@@ -163,18 +123,4 @@ fn main() {
         );
     });
     server.stop();
-}
-
-/// Awaits every future (tokio's current-thread runtime drives them together).
-async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
-    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    std::future::poll_fn(|cx| {
-        pinned.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if pinned.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
 }

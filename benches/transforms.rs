@@ -13,8 +13,7 @@
 //! (BENCH_FILTER=ride_eta for one transform, BENCH_ROWS=1,4096 for some sizes,
 //! BENCH_MS=1000 for longer samples)
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use skewless_testkit as kit;
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -143,20 +142,20 @@ fn compare(budget: Duration, contenders: &mut [&mut dyn FnMut()]) -> Timings {
 }
 
 fn main() {
-    let runtime = common::runtime();
+    let runtime = kit::runtime();
     let budget = Duration::from_millis(
         std::env::var("BENCH_MS")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(400),
     );
-    let drivers = samples::driver_stats(1_000, 720, common::FIXED_END, 42);
+    let drivers = samples::driver_stats(1_000, 720, kit::FIXED_END, 42);
     let vals: ArrayRef = Arc::new(Int64Array::from_iter_values(
         (0..drivers.num_rows() as i64).map(|i| i % 100),
     ));
     let conv = RecordBatch::try_from_iter([("conv_rate", drivers.column(3).clone()), ("val_to_add", vals)]).unwrap();
-    let fraud = samples::transactions(500, 70_000, common::FIXED_END, 7);
-    let rides = samples::rides(2_000, 70_000, common::FIXED_END, 11);
+    let fraud = samples::transactions(500, 70_000, kit::FIXED_END, 7);
+    let rides = samples::rides(2_000, 70_000, kit::FIXED_END, 11);
 
     type Native = fn(&RecordBatch, &[&str]) -> usize;
     let cases: [(&str, &RecordBatch, &[&str], Native); 4] = [
@@ -194,11 +193,11 @@ fn main() {
         if !name.contains(&only) {
             continue;
         }
-        let transform: Transform = common::example(&runtime, name);
+        let transform: Transform = kit::example(&runtime, name);
         let strict = runtime
             .load_with(
                 name,
-                &common::example_components().join(format!("{name}.wasm")),
+                &kit::example_components().join(format!("{name}.wasm")),
                 Limits::default(),
                 Determinism::Strict,
             )

@@ -2,14 +2,14 @@
 //! checked against a brute-force computation over the raw events, at the
 //! window edges by name, in any arrival order, and through a real server.
 
-mod common;
+use skewless_testkit as kit;
 
 use std::collections::HashMap;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
-use common::{FIXED_END, TempRepo, read_parquet, split_mix};
+use kit::{FIXED_END, TempRepo, read_parquet, split_mix};
 use skewless_runtime::samples;
 
 const DAY: i64 = 86_400_000_000;
@@ -416,7 +416,7 @@ fn window_edges_by_name() {
     }
     server.stop();
     let again = dataset(&pushed, "w", &cards, &[t, t - 5 * h, t], None);
-    common::assert_bit_identical(&train, &again);
+    kit::assert_bit_identical(&train, &again);
 }
 
 #[test]
@@ -564,7 +564,7 @@ fn any_arrival_order_gives_the_same_bits_and_the_server_answers_as_dataset() {
 }
 
 /// Pushes `rows` (every column) to push source `source` through the server.
-fn push_rows_to(server: &common::ServerProcess, rows: &RecordBatch, source: &str) {
+fn push_rows_to(server: &kit::ServerProcess, rows: &RecordBatch, source: &str) {
     let column = |name: &str| -> Vec<serde_json::Value> {
         let array = rows.column_by_name(name).unwrap();
         (0..rows.num_rows())
@@ -589,7 +589,7 @@ fn a_row_transform_runs_on_each_event_before_aggregating() {
     let events = samples::card_transactions(100, 5_000, 10, FIXED_END, 5);
     let repo = activity_repo(&events);
     let mut config = std::fs::read_to_string(repo.path().join("skewless.toml")).unwrap();
-    let component = common::example_components().join("fraud_features.wasm");
+    let component = kit::example_components().join("fraud_features.wasm");
     config.push_str(&format!(
         r#"
 [views.card_prepared]
@@ -611,8 +611,8 @@ aggregations = [
     repo.ok(&["backfill", "--view", "card_prepared"]);
 
     // The oracle runs the same component on every event, then aggregates.
-    let runtime = common::runtime();
-    let transform = common::example(&runtime, "fraud_features");
+    let runtime = kit::runtime();
+    let transform = kit::example(&runtime, "fraud_features");
     let input = RecordBatch::try_from_iter(
         ["amount", "merchant_category", "event_timestamp"].map(|c| (c, events.column_by_name(c).unwrap().clone())),
     )
@@ -769,7 +769,7 @@ fn apply_refuses_a_user_aggregation_that_breaks_the_fold_laws_or_its_input_type(
 
     // A mean whose merge averages the two means: updating at once and in
     // two parts disagree, so the fold's fixed tile order would show.
-    with_view(&common::test_components().join("split_sensitive.wasm"), "amount");
+    with_view(&kit::test_components().join("split_sensitive.wasm"), "amount");
     let refused = repo.fails(&["apply"]);
     for needed in [
         "card_custom",
@@ -789,7 +789,7 @@ fn apply_refuses_a_user_aggregation_that_breaks_the_fold_laws_or_its_input_type(
     );
 
     // The approx_median example takes float64: a utf8 input is named, with its line.
-    let line = with_view(&common::example_components().join("approx_median.wasm"), "merchant");
+    let line = with_view(&kit::example_components().join("approx_median.wasm"), "merchant");
     let wrong = repo.fails(&["apply"]);
     for needed in [
         format!("skewless.toml:{line}"),
@@ -800,7 +800,7 @@ fn apply_refuses_a_user_aggregation_that_breaks_the_fold_laws_or_its_input_type(
     }
 
     // The example itself is accepted, and its values verify.
-    with_view(&common::example_components().join("approx_median.wasm"), "amount");
+    with_view(&kit::example_components().join("approx_median.wasm"), "amount");
     repo.ok(&["apply"]);
     repo.ok(&["backfill", "--view", "card_custom"]);
     repo.ok(&["verify", "--seed", "5"]);
@@ -809,7 +809,7 @@ fn apply_refuses_a_user_aggregation_that_breaks_the_fold_laws_or_its_input_type(
 #[test]
 fn a_user_aggregation_that_traps_fails_the_write_clearly_and_stores_nothing_of_it() {
     // A count that panics on the amount 13.0, beside a built-in count.
-    let component = common::test_components().join("trap_aggregator.wasm");
+    let component = kit::test_components().join("trap_aggregator.wasm");
     let config = EDGES_REPO.replace(
         "  { name = \"n_life\",   function = \"count\", window = \"lifetime\" },",
         &format!(

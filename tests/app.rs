@@ -4,7 +4,7 @@
 //! loop (`cargo test --release --test app`); `tests/serve.rs` drives the
 //! same cases through a real server on a real socket.
 
-mod common;
+use skewless_testkit as kit;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -14,7 +14,7 @@ use skewless_runtime::{Views, Workspace};
 use skewless_server::{AppState, Auth, Server, ServerLimits, app};
 use tower::ServiceExt;
 
-use common::TempRepo;
+use kit::TempRepo;
 
 /// The driver_stats repo with the hostile test components as on-demand
 /// views, applied (through the library, not the binary), nothing stored.

@@ -2,12 +2,12 @@
 //! idempotent, crash-safe under SIGKILL, and clear about bad input without
 //! losing what is stored.
 
-mod common;
+use skewless_testkit as kit;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use kit::*;
 use skewless_runtime::Store;
 
 fn dump(repo: &TempRepo) -> Vec<(String, Vec<u8>, Vec<u8>)> {

@@ -2,9 +2,9 @@
 //! `skewless get` prints equals the newest source row per entity, computed
 //! here by a brute-force scan of the generated data.
 
-mod common;
+use skewless_testkit as kit;
 
-use common::*;
+use kit::*;
 use skewless_runtime::samples;
 
 #[test]

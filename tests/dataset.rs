@@ -1,7 +1,7 @@
 //! `skewless dataset`: point-in-time correct training data, checked on
 //! hand-built edge cases and against a brute-force scan of driver_stats.
 
-mod common;
+use skewless_testkit as kit;
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicroseco
 use arrow_array::{
     Array, ArrayRef, Float32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
 };
-use common::*;
+use kit::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use skewless_runtime::samples;
 

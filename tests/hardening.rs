@@ -2,12 +2,13 @@
 //! full disk, and backups taken while serving. Each drill is seeded and
 //! bounded in time. (Overload is in `overload.rs`, alone in its binary.)
 
-mod common;
+use kit::tier::Tier;
+use skewless_testkit as kit;
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{TempRepo, fresh_driver_repo};
+use kit::{TempRepo, fresh_driver_repo};
 
 /// A push of one commit, online and offline: `avg_daily_trips = value` for
 /// each driver, at `micros`.
@@ -146,7 +147,7 @@ const PAIR: i64 = 10_000_000;
 fn crash_drill(seed: u64, rounds: usize, with_backfill: bool) {
     use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
     let repo = fresh_driver_repo();
-    let mut random = common::split_mix(seed);
+    let mut random = kit::split_mix(seed);
     let mut server = repo.serve(&[]);
     let base = Mutex::new(server.base.clone());
     let stop = AtomicBool::new(false);
@@ -250,11 +251,17 @@ fn crash_drill(seed: u64, rounds: usize, with_backfill: bool) {
 
 #[test]
 fn kill_9_under_push_load_loses_no_acknowledged_push() {
+    if !Tier::Drills.enter() {
+        return;
+    }
     crash_drill(0x5EED_0001, 20, false);
 }
 
 #[test]
 fn kill_9_with_a_backfill_beside_loses_nothing_either() {
+    if !Tier::Drills.enter() {
+        return;
+    }
     crash_drill(0x5EED_0002, 20, true);
 }
 
@@ -322,8 +329,11 @@ fn current_uid() -> u32 {
 
 #[test]
 fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_is_freed() {
+    if !Tier::Drills.enter() {
+        return;
+    }
     let disk = SmallDisk::mount(128);
-    let mut repo = common::TempRepo::with_data("driver_stats", common::next_hour());
+    let mut repo = kit::TempRepo::with_data("driver_stats", kit::next_hour());
     let reserve: u64 = 24 << 20;
     repo.env.push(("SKEWLESS_MIN_FREE_BYTES".into(), reserve.to_string()));
     let config = repo.path().join("skewless.toml");

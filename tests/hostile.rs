@@ -2,13 +2,13 @@
 //! failure is a clear error naming the view, and the process (and the same
 //! loaded transform) carries on serving good calls afterwards.
 
-mod common;
+use skewless_testkit as kit;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
-use common::*;
+use kit::*;
 use skewless_runtime::{Determinism, Limits, LoadError, TransformErrorKind};
 
 fn xs(values: &[i64]) -> RecordBatch {
@@ -271,7 +271,7 @@ fn hostile_calls_on_many_threads_leave_good_calls_unaffected() {
 fn guests_see_a_deny_all_deterministic_sandbox_with_canonical_nans() {
     let runtime = runtime();
     let probe = test_component(&runtime, "probe", Limits::default());
-    let again = test_component(&common::runtime(), "probe", Limits::default());
+    let again = test_component(&kit::runtime(), "probe", Limits::default());
     let input =
         RecordBatch::try_from_iter([("x", Arc::new(Float64Array::from(vec![1.5, -2.0, 0.0])) as ArrayRef)]).unwrap();
     let (a, b) = (probe.run(&input).unwrap().batch, again.run(&input).unwrap().batch);

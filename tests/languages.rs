@@ -6,7 +6,8 @@
 //! test run, with the function `skewless build` calls; `skewless new` then
 //! `skewless build` then `apply`/`backfill` is checked in each language too.
 
-mod common;
+use kit::tier::Tier;
+use skewless_testkit as kit;
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::{
     ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use common::*;
+use kit::*;
 use skewless_runtime::{Limits, Transform, samples};
 
 const ROWS: usize = 10_000;
@@ -215,6 +216,9 @@ fn assert_every_language_matches_rust(name: &str, input: &RecordBatch) {
 
 #[test]
 fn every_language_gives_the_rust_bits_on_10k_edge_case_rows() {
+    if !Tier::Languages.enter() {
+        return;
+    }
     let transactions = transactions(FIXED_END);
     let input = transactions.project(&[1, 3, 4]).unwrap();
     assert_every_language_matches_rust("fraud_features", &input);
@@ -315,6 +319,9 @@ fn answers(repo: &TempRepo, spine: &RecordBatch, features: &str, request: &str) 
 
 #[test]
 fn every_language_gives_the_rust_bits_through_backfill_dataset_and_the_server() {
+    if !Tier::Languages.enter() {
+        return;
+    }
     let end = next_hour();
     let batch = transactions(end);
     // Spine: every transaction's own card and time (so each row's own features, before-1970 rows included).
@@ -417,6 +424,9 @@ fn build_project(language: &str, project: &std::path::Path) {
 
 #[test]
 fn skewless_new_then_build_then_apply_and_backfill_works_in_every_language() {
+    if !Tier::Languages.enter() {
+        return;
+    }
     for language in ["rust", "python", "js", "c"] {
         let parent = tempfile::tempdir().unwrap();
         let project = parent.path().join(format!("trips_{language}"));
@@ -517,6 +527,9 @@ fn a_missing_toolchain_or_a_non_project_is_named_with_what_to_do() {
 
 #[test]
 fn a_bug_in_a_python_js_or_c_transform_fails_the_batch_with_what_and_where() {
+    if !Tier::Languages.enter() {
+        return;
+    }
     // Each language's trip speed, edited so that a long trip hits a bug.
     let bugs = [
         (
@@ -568,6 +581,9 @@ fn a_bug_in_a_python_js_or_c_transform_fails_the_batch_with_what_and_where() {
 
 #[test]
 fn a_python_aggregator_gives_the_rust_bits_and_keeps_the_fold_laws() {
+    if !Tier::Languages.enter() {
+        return;
+    }
     use skewless_runtime::Determinism;
     use skewless_runtime::codec::row::Value;
     let runtime = runtime();

@@ -4,14 +4,14 @@
 //! not), served-value logs, and the skew monitor (no mismatch under load, a
 //! mismatch for a value corrupted on disk).
 
-mod common;
+use skewless_testkit as kit;
 
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int64Type};
 use arrow_array::{Array, ArrayRef, Float32Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
-use common::*;
+use kit::*;
 use serde_json::Value;
 use skewless_runtime::samples;
 use skewless_runtime::time::format_timestamp;

@@ -6,14 +6,15 @@
 //! same inputs as the expected bits, and this build's `skewless` binary
 //! (CLI and server) as the reference for `Repo`, `Client`, Spark and Ray.
 
-mod common;
+use kit::tier::Tier;
+use skewless_testkit as kit;
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
-use common::{FIXED_END, split_mix};
+use kit::{FIXED_END, split_mix};
 use skewless_runtime::samples;
 
 /// Input batches of each example transform (extra columns are ignored).
@@ -53,20 +54,23 @@ fn run(command: &mut Command, what: &str) -> String {
 
 #[test]
 fn the_python_package_gives_the_rust_runtimes_bits() {
-    let components = common::example_components();
-    let runtime = common::runtime();
+    if !Tier::Python.enter() {
+        return;
+    }
+    let components = kit::example_components();
+    let runtime = kit::runtime();
     let work = tempfile::tempdir().unwrap();
     let expected = work.path().join("expected");
     std::fs::create_dir_all(&expected).unwrap();
     for (name, input) in inputs() {
-        let output = common::example(&runtime, name).run(&input).unwrap().batch;
+        let output = kit::example(&runtime, name).run(&input).unwrap().batch;
         samples::write_parquet(&expected.join(format!("{name}.input.parquet")), &input).unwrap();
         samples::write_parquet(&expected.join(format!("{name}.output.parquet")), &output).unwrap();
     }
 
     // The driver_stats example with its sample data, not applied: the
     // Python tests copy it, and run the CLI and the server on the copies.
-    let repo = common::TempRepo::with_data("driver_stats", common::next_hour());
+    let repo = kit::TempRepo::with_data("driver_stats", kit::next_hour());
 
     // The wheel, built in this build's target folder (shared with cargo).
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -75,7 +79,7 @@ fn the_python_package_gives_the_rust_runtimes_bits() {
         Command::new("maturin")
             .args(["build", "--release", "--quiet", "-o"])
             .arg(&wheels)
-            .current_dir(common::root().join("python"))
+            .current_dir(kit::root().join("python"))
             .env("CARGO_TARGET_DIR", tmp.parent().unwrap()),
         "maturin build",
     );
@@ -104,7 +108,7 @@ fn the_python_package_gives_the_rust_runtimes_bits() {
     let report = run(
         Command::new(&python)
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-            .arg(common::root().join("python/tests"))
+            .arg(kit::root().join("python/tests"))
             .env("SKEWLESS_COMPONENTS", &components)
             .env("SKEWLESS_EXPECTED", &expected)
             .env("SKEWLESS_BIN", env!("CARGO_BIN_EXE_skewless"))

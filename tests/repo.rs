@@ -1,8 +1,8 @@
 //! Malformed feature repos: every error names the file, the line and the key.
 
-mod common;
+use skewless_testkit as kit;
 
-use common::*;
+use kit::*;
 
 /// Writes `text` as a repo's skewless.toml and returns `apply`'s error output.
 fn apply_error(text: &str) -> String {

@@ -4,11 +4,11 @@
 //! only their request; serving during a backfill in another process; and a
 //! graceful SIGTERM.
 
-mod common;
+use skewless_testkit as kit;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use kit::*;
 use serde_json::{Value, json};
 
 /// The driver_stats example plus on-demand views over the hostile test

@@ -3,7 +3,7 @@
 //! outputs to the same rows in 1-row calls, and every type makes the round
 //! trip with nulls, empty batches, sliced arrays and unicode.
 
-mod common;
+use skewless_testkit as kit;
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use arrow_array::{
     TimestampMicrosecondArray, TimestampNanosecondArray,
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use common::*;
+use kit::*;
 use proptest::prelude::*;
 use skewless_runtime::{Limits, Transform, samples};
 

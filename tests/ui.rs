@@ -4,7 +4,8 @@
 //! checks the catalog lists every view, distribution plots render (in the
 //! DOM, and a screenshot that is not blank), and the console has no error.
 
-mod common;
+use kit::tier::Tier;
+use skewless_testkit as kit;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -12,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::*;
+use kit::*;
 use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
 
@@ -193,6 +194,9 @@ fn colours(png_bytes: &[u8]) -> (usize, f64) {
 
 #[test]
 fn the_ui_lists_the_catalog_and_draws_distributions_in_headless_chromium() {
+    if !Tier::Ui.enter() {
+        return;
+    }
     let mut browser = Browser::launch();
     // The console check is real: a page that throws is caught.
     browser.open(

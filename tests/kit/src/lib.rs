@@ -1,7 +1,20 @@
-//! Shared test harness: builds the example and test components from source
-//! (once per test binary), makes throwaway feature repos with generated
-//! data, runs the `skewless` binary, and compares batches bit for bit.
-#![allow(dead_code)]
+//! The test kit, shared by every test tier and bench: builds the example
+//! and test components from source (once per process), makes throwaway
+//! feature repos with generated data, runs the `skewless` binary and server
+//! as real processes, and compares batches bit for bit.
+//!
+//! - [`tier`]: which tier a test belongs to, and what it needs installed;
+//! - [`golden`]: text users read, checked against files in `tests/golden/`;
+//! - [`load`]: the one HTTP load generator of the serve, soak and overload
+//!   benches and tests.
+//!
+//! It is a library, not a `#[path]` include, so it is compiled once and
+//! finds the `skewless` binary and the target folder beside the test or
+//! bench executable that links it, as cargo lays them out.
+
+pub mod golden;
+pub mod load;
+pub mod tier;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,7 +29,44 @@ use skewless_toolchain as toolchain;
 
 /// The project root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("the kit lives in tests/kit")
+        .to_path_buf()
+}
+
+/// The profile folder of this build (`target/release`): the test or bench
+/// executable lives in its `deps/`, and cargo builds the `skewless` binary
+/// into it for integration tests and benches.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let deps = exe.parent().expect("the executable's folder");
+    match deps.file_name() {
+        Some(name) if name == "deps" => deps.parent().expect("the profile folder").to_path_buf(),
+        _ => deps.to_path_buf(),
+    }
+}
+
+/// The `skewless` binary of this build (`SKEWLESS_BIN` overrides it).
+pub fn skewless_bin() -> PathBuf {
+    match std::env::var_os("SKEWLESS_BIN") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => profile_dir().join("skewless"),
+    }
+}
+
+/// A folder for files that outlive one test, as cargo's `CARGO_TARGET_TMPDIR`
+/// (`target/tmp`).
+pub fn target_tmpdir() -> PathBuf {
+    let dir = profile_dir().parent().expect("the target folder").join("tmp");
+    std::fs::create_dir_all(&dir).expect("target/tmp");
+    dir
+}
+
+/// The compile cache every test and every `skewless` it runs share.
+pub fn compile_cache() -> PathBuf {
+    target_tmpdir().join("compile-cache")
 }
 
 fn build_once(cell: &'static OnceLock<PathBuf>, dir: &str) -> PathBuf {
@@ -42,7 +92,7 @@ pub fn test_components() -> PathBuf {
 
 /// A runtime whose compile cache is shared by the tests.
 pub fn runtime() -> Runtime {
-    Runtime::new(Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"))).expect("runtime")
+    Runtime::new(Some(compile_cache())).expect("runtime")
 }
 
 /// Loads an example component (`driver_hourly_stats`, `fraud_features`...).
@@ -142,7 +192,8 @@ impl TempRepo {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// Runs and asserts failure, returning stderr.
+    /// Runs and asserts failure, returning what it printed: stdout (a
+    /// report, where the command prints one), then stderr (the error).
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert!(
@@ -150,7 +201,11 @@ impl TempRepo {
             "skewless {args:?} should fail but printed:\n{}",
             String::from_utf8_lossy(&out.stdout)
         );
-        String::from_utf8(out.stderr).unwrap()
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     }
 }
 
@@ -161,11 +216,8 @@ pub fn skewless(args: &[&str]) -> Output {
 
 /// The `skewless` binary built for these tests, with the shared compile cache.
 fn skewless_command(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_skewless"));
-    command.args(args).env(
-        "SKEWLESS_CACHE_DIR",
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
-    );
+    let mut command = Command::new(skewless_bin());
+    command.args(args).env("SKEWLESS_CACHE_DIR", compile_cache());
     command
 }
 
@@ -241,14 +293,11 @@ impl TempRepo {
     /// Starts `skewless serve --addr ADDR ARGS` and waits until it listens.
     pub fn serve_on(&self, addr: &str, args: &[&str]) -> ServerProcess {
         use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_skewless"))
+        let mut child = Command::new(skewless_bin())
             .args(["--repo", self.path().to_str().unwrap(), "serve", "--addr", addr])
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(args)
-            .env(
-                "SKEWLESS_CACHE_DIR",
-                PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("compile-cache"),
-            )
+            .env("SKEWLESS_CACHE_DIR", compile_cache())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("skewless serve starts");
