@@ -2,11 +2,11 @@
 //! identity provider's JWKS file, the refusal to serve beyond loopback
 //! without either, and TLS. Real server processes on real sockets.
 
-mod common;
+use skewless_testkit as kit;
 
 use std::path::Path;
 
-use common::{TempRepo, next_hour};
+use kit::{TempRepo, next_hour};
 use serde_json::{Value, json};
 
 const READ: &str = r#"{"features": ["driver_hourly_stats:conv_rate"], "entities": {"driver_id": [1001]}}"#;
@@ -114,6 +114,33 @@ fn tokens_grant_their_scopes_and_nothing_else() {
     assert_eq!(body["results"][1]["values"], json!([0.25]));
 }
 
+/// Found as a new user: `token add` wrote tokens.toml into the repo, and
+/// the next `serve` ran with no auth, taking an unauthenticated push.
+#[test]
+fn a_token_made_with_token_add_is_enforced_by_the_next_serve_with_no_further_step() {
+    let repo = applied_repo();
+    let open = repo.serve(&[]);
+    assert!(open.log().contains("no auth"), "{}", open.log());
+    drop(open);
+
+    let reader = add_token(&repo, "reader", "read");
+    let ingest = add_token(&repo, "ingest", "push");
+    assert!(repo.path().join("tokens.toml").exists());
+    let server = repo.serve(&[]);
+    assert!(server.log().contains("bearer auth"), "{}", server.log());
+    let (status, text) = server.post_as(None, "/push", &push_body());
+    assert_eq!((status, error_code(&text).as_str()), (401, "invalid_token"), "{text}");
+    let (status, text) = server.post_as(Some(&reader), "/push", &push_body());
+    assert_eq!(
+        (status, error_code(&text).as_str()),
+        (403, "insufficient_scope"),
+        "{text}"
+    );
+    assert_eq!(server.post_as(Some(&ingest), "/push", &push_body()).0, 200);
+    assert_eq!(server.post_as(None, "/get-online-features", READ).0, 401);
+    assert_eq!(server.post_as(Some(&reader), "/get-online-features", READ).0, 200);
+}
+
 #[test]
 fn serving_beyond_loopback_needs_auth_or_an_explicit_flag() {
     let repo = applied_repo();
@@ -180,7 +207,7 @@ fn jwt(algorithm: jsonwebtoken::Algorithm, kid: &str, key: &jsonwebtoken::Encodi
 /// signing keys.
 fn identity_provider(dir: &Path) -> (jsonwebtoken::EncodingKey, jsonwebtoken::EncodingKey) {
     use base64::Engine;
-    let fixtures = common::root().join("tests/fixtures");
+    let fixtures = kit::root().join("tests/fixtures");
     let rsa_pem = std::fs::read(fixtures.join("jwt_rs256_test_key.pem")).unwrap();
     let rsa_jwk: Value =
         serde_json::from_slice(&std::fs::read(fixtures.join("jwt_rs256_test_key.jwk.json")).unwrap()).unwrap();

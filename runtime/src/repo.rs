@@ -343,6 +343,11 @@ impl DriftThresholds {
     }
 }
 
+/// The tokens file of a repo whose `[server.auth]` names none: `skewless
+/// token add` writes it, and once it exists `skewless serve` enforces it.
+/// A token a user made is never silently ignored.
+pub const DEFAULT_TOKENS_FILE: &str = "tokens.toml";
+
 /// `[server.auth]`: who may call the server. `skewless serve --tokens/--jwks`
 /// and their environment variables override it.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -1004,6 +1009,11 @@ impl Repo {
         let mut server = raw.server;
         for path in [&mut server.auth.tokens, &mut server.auth.jwks].into_iter().flatten() {
             *path = root.join(&*path);
+        }
+        // Secure by default: the file `skewless token add` writes is the one
+        // `serve` enforces, with no further step (see DEFAULT_TOKENS_FILE).
+        if server.auth.tokens.is_none() && root.join(DEFAULT_TOKENS_FILE).exists() {
+            server.auth.tokens = Some(root.join(DEFAULT_TOKENS_FILE));
         }
         let (monitoring_at, mut monitoring) = match raw.monitoring {
             Some(m) => (m.span().start, m.into_inner()),

@@ -164,6 +164,11 @@ struct Verified {
     expires: u64,
 }
 
+/// Clock skew allowed between the identity provider and this server when
+/// checking `exp` (as jsonwebtoken's default). A cached JWT is honoured
+/// only until its `exp` itself.
+const JWT_LEEWAY_SECS: u64 = 60;
+
 /// Verified JWTs kept at most; the cache starts over when full.
 const MAX_VERIFIED_JWTS: usize = 10_000;
 
@@ -236,6 +241,15 @@ impl Auth {
 
     /// Checks an `Authorization` header value against the scope a route needs.
     pub(crate) fn check(&self, header: Option<&str>, needed: Scope) -> Result<(), Denied> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.check_at(header, needed, now)
+    }
+
+    /// As [`Auth::check`] at `now` (Unix seconds): one clock for the cache
+    /// of verified JWTs and for their expiry, so a test can move it.
+    fn check_at(&self, header: Option<&str>, needed: Scope, now: u64) -> Result<(), Denied> {
         let Some(header) = header else {
             return Err(Denied::Unauthenticated(
                 "this server requires `Authorization: Bearer TOKEN`".into(),
@@ -250,9 +264,6 @@ impl Auth {
         let (who, scopes) = match self.tokens.get(&hash) {
             Some((name, scopes)) => (format!("token `{name}`"), scopes.clone()),
             None if token.matches('.').count() == 2 && !self.jwt_keys.is_empty() => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
                 let cached = self
                     .verified
                     .lock()
@@ -263,7 +274,7 @@ impl Auth {
                 let verified = match cached {
                     Some(verified) => verified,
                     None => {
-                        let verified = self.verify_jwt(token)?;
+                        let verified = self.verify_jwt(token, now)?;
                         let mut cache = self.verified.lock().unwrap();
                         if cache.len() >= MAX_VERIFIED_JWTS {
                             cache.clear();
@@ -287,7 +298,7 @@ impl Auth {
         }
     }
 
-    fn verify_jwt(&self, token: &str) -> Result<Verified, Denied> {
+    fn verify_jwt(&self, token: &str, now: u64) -> Result<Verified, Denied> {
         let bad = |why: String| Denied::Unauthenticated(format!("invalid JWT: {why}"));
         let header = jsonwebtoken::decode_header(token).map_err(|e| bad(e.to_string()))?;
         let candidates = self
@@ -298,6 +309,8 @@ impl Auth {
         for candidate in candidates {
             let mut validation = Validation::new(candidate.algorithm);
             validation.set_required_spec_claims(&["exp"]);
+            // Expiry is checked below against `now`, the clock of the cache too.
+            validation.validate_exp = false;
             match &self.audience {
                 Some(aud) => validation.set_audience(&[aud]),
                 None => validation.validate_aud = false,
@@ -308,10 +321,14 @@ impl Auth {
             match jsonwebtoken::decode::<serde_json::Value>(token, &candidate.key, &validation) {
                 Ok(data) => {
                     let subject = data.claims.get("sub").and_then(|s| s.as_str()).unwrap_or("?");
+                    let expires = data.claims.get("exp").and_then(|e| e.as_u64()).unwrap_or(0);
+                    if expires.saturating_add(JWT_LEEWAY_SECS) <= now {
+                        return Err(bad(format!("it expired at {expires} (Unix seconds); get a new one")));
+                    }
                     return Ok(Verified {
                         who: format!("JWT subject `{subject}`"),
                         scopes: scopes_of(data.claims.get(&self.scopes_claim)),
-                        expires: data.claims.get("exp").and_then(|e| e.as_u64()).unwrap_or(0),
+                        expires,
                     });
                 }
                 Err(e) => last = e.to_string(),
@@ -401,4 +418,203 @@ pub fn add_token(path: &Path, name: &str, scopes: Vec<Scope>) -> Result<String, 
         error,
     })?;
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The auth policy without a server: token scopes, and JWTs signed with
+    //! the test key in `tests/fixtures` (expiry, issuer, audience, scope
+    //! claims, and the cache of verified JWTs past their expiry).
+
+    use super::*;
+    use serde_json::json;
+
+    const NOW: u64 = 1_800_000_000;
+    const PEM: &str = include_str!("../../tests/fixtures/jwt_rs256_test_key.pem");
+    const JWKS_KEY: &str = include_str!("../../tests/fixtures/jwt_rs256_test_key.jwk.json");
+
+    fn bearer(token: &str) -> String {
+        format!("Bearer {token}")
+    }
+
+    /// Auth over a tokens file holding `reader` (read), `ingest` (push) and
+    /// `root` (admin): the tokens, in that order.
+    fn with_tokens() -> (Auth, [String; 3], tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        let tokens = [("reader", Scope::Read), ("ingest", Scope::Push), ("root", Scope::Admin)]
+            .map(|(name, scope)| add_token(&path, name, vec![scope]).unwrap());
+        let auth = Auth::load(&AuthConfig {
+            tokens: Some(path),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        (auth, tokens, dir)
+    }
+
+    /// Auth over the test JWKS, requiring `issuer` and `audience` if given.
+    fn with_jwks(issuer: Option<&str>, audience: Option<&str>, scopes_claim: &str) -> (Auth, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, format!("{{\"keys\": [{JWKS_KEY}]}}")).unwrap();
+        let auth = Auth::load(&AuthConfig {
+            jwks: Some(path),
+            scopes_claim: scopes_claim.to_string(),
+            issuer: issuer.map(str::to_string),
+            audience: audience.map(str::to_string),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        (auth, dir)
+    }
+
+    fn jwt(claims: serde_json::Value) -> String {
+        let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+        header.kid = Some("test-rsa".into());
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(PEM.as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    }
+
+    fn unauthenticated(result: Result<(), Denied>) -> String {
+        match result {
+            Err(Denied::Unauthenticated(why)) => why,
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+
+    fn forbidden(result: Result<(), Denied>) -> String {
+        match result {
+            Err(Denied::Forbidden(why)) => why,
+            other => panic!("expected 403, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_token_grants_its_scopes_and_admin_grants_all() {
+        let (auth, [reader, ingest, root], _dir) = with_tokens();
+        assert!(auth.enabled());
+        assert!(auth.check_at(Some(&bearer(&reader)), Scope::Read, NOW).is_ok());
+        let why = forbidden(auth.check_at(Some(&bearer(&reader)), Scope::Push, NOW));
+        assert_eq!(why, "token `reader` has scopes [read]; this route needs `push`");
+        assert!(auth.check_at(Some(&bearer(&ingest)), Scope::Push, NOW).is_ok());
+        forbidden(auth.check_at(Some(&bearer(&ingest)), Scope::Read, NOW));
+        for scope in [Scope::Read, Scope::Push, Scope::Admin] {
+            assert!(auth.check_at(Some(&bearer(&root)), scope, NOW).is_ok());
+        }
+        forbidden(auth.check_at(Some(&bearer(&reader)), Scope::Admin, NOW));
+    }
+
+    #[test]
+    fn a_missing_malformed_or_unknown_credential_is_401() {
+        let (auth, [reader, ..], _dir) = with_tokens();
+        assert!(unauthenticated(auth.check_at(None, Scope::Read, NOW)).contains("Authorization: Bearer TOKEN"));
+        assert!(unauthenticated(auth.check_at(Some(&reader), Scope::Read, NOW)).contains("is not `Bearer TOKEN`"));
+        let wrong = format!("{}0", &reader[..reader.len() - 1]);
+        assert_eq!(
+            unauthenticated(auth.check_at(Some(&bearer(&wrong)), Scope::Read, NOW)),
+            "unknown token"
+        );
+        // No JWKS configured: a JWT is just an unknown token.
+        let token = jwt(json!({"sub": "a", "exp": NOW + 60, "scope": "read"}));
+        assert_eq!(
+            unauthenticated(auth.check_at(Some(&bearer(&token)), Scope::Read, NOW)),
+            "unknown token"
+        );
+    }
+
+    #[test]
+    fn no_credentials_configured_is_auth_turned_off() {
+        // The router skips the check when auth is off (see routes' tests).
+        assert!(!Auth::load(&AuthConfig::default()).unwrap().enabled());
+        let (auth, _, _dir) = with_tokens();
+        assert!(auth.enabled());
+    }
+
+    #[test]
+    fn a_tokens_file_with_no_token_or_a_bad_hash_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        std::fs::write(&path, "").unwrap();
+        let config = AuthConfig {
+            tokens: Some(path.clone()),
+            ..AuthConfig::default()
+        };
+        let error = Auth::load(&config).err().unwrap().to_string();
+        assert!(
+            error.contains("tokens.toml: no tokens") && error.contains("skewless token add"),
+            "{error}"
+        );
+        std::fs::write(&path, "[tokens.x]\nsha256 = \"abc\"\nscopes = [\"read\"]\n").unwrap();
+        let error = Auth::load(&config).err().unwrap().to_string();
+        assert!(error.contains("tokens.x.sha256 is not 64 hex digits"), "{error}");
+        assert!(
+            add_token(&path, "x", vec![Scope::Read]).is_err(),
+            "the bad file is not overwritten"
+        );
+    }
+
+    #[test]
+    fn a_jwt_grants_the_scopes_of_its_claim_as_a_string_or_a_list() {
+        let (auth, _dir) = with_jwks(None, None, "scope");
+        let token = jwt(json!({"sub": "svc", "exp": NOW + 600, "scope": "openid read"}));
+        assert!(auth.check_at(Some(&bearer(&token)), Scope::Read, NOW).is_ok());
+        let why = forbidden(auth.check_at(Some(&bearer(&token)), Scope::Push, NOW));
+        assert_eq!(why, "JWT subject `svc` has scopes [read]; this route needs `push`");
+
+        let (auth, _dir) = with_jwks(None, None, "permissions");
+        let token = jwt(json!({"sub": "svc", "exp": NOW + 600, "permissions": ["push", "other"]}));
+        assert!(auth.check_at(Some(&bearer(&token)), Scope::Push, NOW).is_ok());
+        forbidden(auth.check_at(Some(&bearer(&token)), Scope::Read, NOW));
+    }
+
+    #[test]
+    fn an_expired_jwt_is_refused_past_the_leeway() {
+        let (auth, _dir) = with_jwks(None, None, "scope");
+        let token = jwt(json!({"sub": "svc", "exp": NOW - JWT_LEEWAY_SECS - 1, "scope": "read"}));
+        let why = unauthenticated(auth.check_at(Some(&bearer(&token)), Scope::Read, NOW));
+        assert!(why.contains("invalid JWT") && why.contains("expired"), "{why}");
+        let within = jwt(json!({"sub": "svc", "exp": NOW - 1, "scope": "read"}));
+        assert!(auth.check_at(Some(&bearer(&within)), Scope::Read, NOW).is_ok());
+        let without = jwt(json!({"sub": "svc", "scope": "read"}));
+        assert!(unauthenticated(auth.check_at(Some(&bearer(&without)), Scope::Read, NOW)).contains("exp"));
+    }
+
+    #[test]
+    fn a_cached_jwt_is_not_honoured_past_its_expiry() {
+        let (auth, _dir) = with_jwks(None, None, "scope");
+        let exp = NOW + 30;
+        let token = jwt(json!({"sub": "svc", "exp": exp, "scope": "read"}));
+        assert!(auth.check_at(Some(&bearer(&token)), Scope::Read, NOW).is_ok());
+        assert_eq!(auth.verified.lock().unwrap().len(), 1, "verified once, then cached");
+        assert!(auth.check_at(Some(&bearer(&token)), Scope::Read, exp - 1).is_ok());
+        let why = unauthenticated(auth.check_at(Some(&bearer(&token)), Scope::Read, exp + JWT_LEEWAY_SECS));
+        assert!(why.contains("expired"), "{why}");
+    }
+
+    #[test]
+    fn issuer_and_audience_are_required_when_configured() {
+        let (auth, _dir) = with_jwks(Some("https://idp.example"), Some("skewless"), "scope");
+        let claims =
+            |iss: &str, aud: &str| jwt(json!({"sub": "s", "exp": NOW + 60, "scope": "read", "iss": iss, "aud": aud}));
+        let good = claims("https://idp.example", "skewless");
+        assert!(auth.check_at(Some(&bearer(&good)), Scope::Read, NOW).is_ok());
+        let why = unauthenticated(auth.check_at(Some(&bearer(&claims("https://other", "skewless"))), Scope::Read, NOW));
+        assert!(why.contains("InvalidIssuer"), "{why}");
+        let why =
+            unauthenticated(auth.check_at(Some(&bearer(&claims("https://idp.example", "other"))), Scope::Read, NOW));
+        assert!(why.contains("InvalidAudience"), "{why}");
+    }
+
+    #[test]
+    fn a_jwt_signed_by_another_key_is_refused() {
+        let (auth, _dir) = with_jwks(None, None, "scope");
+        let token = jwt(json!({"sub": "svc", "exp": NOW + 60, "scope": "read"}));
+        let (head, rest) = token.split_once('.').unwrap();
+        let (payload, signature) = rest.split_once('.').unwrap();
+        let mut forged: Vec<char> = signature.chars().collect();
+        forged[10] = if forged[10] == 'A' { 'B' } else { 'A' };
+        let forged = format!("{head}.{payload}.{}", forged.into_iter().collect::<String>());
+        let why = unauthenticated(auth.check_at(Some(&bearer(&forged)), Scope::Read, NOW));
+        assert!(why.contains("invalid JWT"), "{why}");
+    }
 }

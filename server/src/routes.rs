@@ -408,3 +408,105 @@ async fn method_not_allowed(request: Request) -> ApiError {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Admission and auth through the whole router, in process (`oneshot`),
+    //! over a repo with no views: no component to build, no socket.
+
+    use super::*;
+    use crate::auth::{AuthConfig, add_token};
+    use crate::state::ServerLimits;
+    use axum::body::Body;
+    use skewless_runtime::Workspace;
+    use tower::ServiceExt;
+
+    /// A server over an empty repo in `dir`, admitting `max_in_flight`.
+    fn server(dir: &std::path::Path, max_in_flight: usize, auth: crate::Auth) -> AppState {
+        std::fs::write(
+            dir.join("skewless.toml"),
+            "project = \"empty\"\n[entities.rider]\njoin_keys = { rider_id = \"int64\" }\n",
+        )
+        .unwrap();
+        let workspace = Workspace::create(dir).unwrap();
+        let plan = workspace.plan(&Default::default()).unwrap();
+        workspace.apply(plan).unwrap();
+        let limits = ServerLimits {
+            max_in_flight,
+            ..ServerLimits::default()
+        };
+        Server::new(workspace, limits, auth).unwrap()
+    }
+
+    async fn get(state: &AppState, path: &str, token: Option<&str>) -> Response {
+        let mut request = Request::get(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        app(state.clone())
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    async fn code_of(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        body["error"]["code"].as_str().unwrap_or_default().to_string()
+    }
+
+    #[tokio::test]
+    async fn past_max_in_flight_a_request_is_shed_with_retry_after_and_health_still_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = server(dir.path(), 2, crate::Auth::none());
+        let held: Vec<_> = (0..2)
+            .map(|_| state.in_flight.clone().try_acquire_owned().unwrap())
+            .collect();
+
+        let shed = get(&state, "/metrics", None).await;
+        assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            shed.headers().contains_key(header::RETRY_AFTER),
+            "a shed request says when to retry"
+        );
+        assert_eq!(code_of(shed).await, "overloaded");
+        assert_eq!(
+            get(&state, "/health", None).await.status(),
+            StatusCode::OK,
+            "health is never shed"
+        );
+
+        drop(held);
+        assert_eq!(get(&state, "/metrics", None).await.status(), StatusCode::OK);
+        assert_eq!(state.in_flight.available_permits(), 2, "every permit came back");
+    }
+
+    #[tokio::test]
+    async fn auth_runs_before_admission_and_answers_401_then_403() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens.toml");
+        let reader = add_token(&tokens, "reader", vec![Scope::Read]).unwrap();
+        let auth = crate::Auth::load(&AuthConfig {
+            tokens: Some(tokens),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        let state = server(dir.path(), 1, auth);
+        let response = get(&state, "/v1/catalog", None).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(code_of(response).await, "invalid_token");
+        assert_eq!(get(&state, "/v1/catalog", Some(&reader)).await.status(), StatusCode::OK);
+        let response = get(&state, "/metrics", Some(&reader)).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "metrics need admin");
+        assert_eq!(code_of(response).await, "insufficient_scope");
+        assert_eq!(
+            get(&state, "/health", None).await.status(),
+            StatusCode::OK,
+            "health needs no token"
+        );
+        // A refused request is refused before admission: it holds no permit.
+        let _held = state.in_flight.clone().try_acquire_owned().unwrap();
+        let response = get(&state, "/v1/catalog", None).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+}
