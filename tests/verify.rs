@@ -1,9 +1,9 @@
 //! `skewless verify`: zero differences on every example repo; a corrupted
 //! stored value and a swapped component are reported.
 
-mod common;
+use skewless_testkit as kit;
 
-use common::*;
+use kit::*;
 
 /// Data up to the current hour: none of it in the future, where the server
 /// (newest value) and a training row at "now" (no value from after now)

@@ -313,16 +313,20 @@ impl Repo {
 
     /// `skewless verify`: compares the online and offline paths on
     /// `samples` entities per view, checks staleness and probes every
-    /// transform. Returns a report; `report["ok"]` is what the CLI's exit
-    /// code says.
+    /// transform. Returns the CLI's report: `report["text"]` is what
+    /// `skewless verify` prints, `report["ok"]` what its exit code says,
+    /// and `report["tiles"]` each aggregation view's tiles and mismatches.
     #[pyo3(signature = (samples = 100, seed = 0))]
     fn verify<'py>(&self, py: Python<'py>, samples: usize, seed: u64) -> PyResult<Bound<'py, PyDict>> {
         let report = self.with(false, |workspace| {
             py.detach(|| workspace.verify(samples, seed))
                 .map_err(|e| Error::new_err(message(&e)))
         })?;
+        // The CLI's own report: the same type, the same text, the same verdict.
         let d = PyDict::new(py);
         d.set_item("ok", report.is_clean())?;
+        d.set_item("summary", report.summary())?;
+        d.set_item("text", report.to_string())?;
         d.set_item("compared", report.compared)?;
         let differences: Vec<String> = report
             .differences
@@ -337,13 +341,15 @@ impl Repo {
         d.set_item("differences", differences)?;
         let stale: Vec<&str> = report.stale.iter().map(|s| s.view.as_str()).collect();
         d.set_item("stale", stale)?;
-        let failed: Vec<&str> = report
-            .probes
+        d.set_item("failed_probes", report.failing_probes())?;
+        let tiles: Vec<(String, u64, Vec<String>)> = report
+            .tiles
             .iter()
-            .filter(|p| p.fails())
-            .map(|p| p.view.as_str())
+            .map(|t| (t.view.clone(), t.tiles, t.mismatches.clone()))
             .collect();
-        d.set_item("failed_probes", failed)?;
+        d.set_item("tiles", tiles)?;
+        d.set_item("tile_mismatches", report.tile_mismatches())?;
+        d.set_item("content_digest", report.store.as_ref().map(|s| s.digest.hex()))?;
         Ok(d)
     }
 

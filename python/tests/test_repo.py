@@ -61,6 +61,19 @@ def test_apply_backfill_and_verify_equal_the_cli(tmp_path):
         assert ours == cli_repo.content_digest()
 
 
+def test_verify_returns_the_clis_report(tmp_path):
+    """The same report type as `skewless verify`: the same text, line for
+    line (tiles and the store's digest included), and the same verdict."""
+    repo_dir = cli_backfilled(tmp_path)
+    printed = cli(repo_dir, "verify", "--samples", "40", "--seed", "11")
+    with skewless.Repo(str(repo_dir)) as repo:
+        report = repo.verify(samples=40, seed=11)
+    assert report["ok"] and report["tile_mismatches"] == 0, report
+    assert report["text"] == printed
+    assert "content digest" in report["text"] and report["content_digest"] in printed
+    assert report["summary"].endswith("(seed 11)")
+
+
 def test_get_historical_features_equals_skewless_dataset(tmp_path):
     repo_dir = cli_backfilled(tmp_path)
     rows = spine()

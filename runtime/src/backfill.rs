@@ -71,6 +71,47 @@ pub struct ViewSummary {
     pub elapsed: Duration,
 }
 
+/// `VIEW: N rows in Ts (R rows/s), C commits[, S rows skipped]`: the line
+/// `backfill` and `import` print per view.
+impl std::fmt::Display for ViewSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        write!(
+            f,
+            "{}: {} rows in {secs:.2}s ({:.0} rows/s), {} commits",
+            self.view,
+            self.rows_written,
+            self.rows_written as f64 / secs.max(1e-9),
+            self.commits.len()
+        )?;
+        if self.rows_skipped > 0 {
+            write!(
+                f,
+                ", {} rows skipped (no key or time, or outside --start/--end)",
+                self.rows_skipped
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl ViewSummary {
+    /// Rows whose transform call failed, with the first few located: what
+    /// a user must hear about, though the backfill succeeded.
+    pub fn row_error_warning(&self) -> Option<String> {
+        (self.row_errors > 0).then(|| {
+            let mut text = format!(
+                "view `{}`: {} rows failed in the transform and were stored with null features; first:",
+                self.view, self.row_errors
+            );
+            for e in &self.first_errors {
+                text.push_str(&format!("\n    {e}"));
+            }
+            text
+        })
+    }
+}
+
 /// A backfill that could not complete. What was committed before stays
 /// committed and consistent; rerunning completes the work.
 #[derive(Debug, thiserror::Error)]

@@ -98,6 +98,37 @@ pub struct DatasetSummary {
     pub elapsed: Duration,
 }
 
+/// `N rows in Ts (R rows/s)`.
+impl std::fmt::Display for DatasetSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        write!(
+            f,
+            "{} rows in {secs:.2}s ({:.0} rows/s)",
+            self.rows,
+            self.rows as f64 / secs.max(1e-9)
+        )
+    }
+}
+
+impl DatasetSummary {
+    /// Views whose stored values another build of their component produced
+    /// than the repo names now, each with what to run.
+    pub fn stale_warnings(&self) -> Vec<String> {
+        self.lineage
+            .views
+            .iter()
+            .filter(|(_, l)| !l.produced_by.is_empty() && l.produced_by.iter().any(|d| *d != l.digest))
+            .map(|(view, _)| {
+                format!(
+                    "view `{view}`: stored values were produced by another build of its component than the repo \
+                     names now; `skewless backfill --view {view}` rematerializes them"
+                )
+            })
+            .collect()
+    }
+}
+
 /// A dataset that could not be built. No output file is left behind.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -256,3 +256,169 @@ mod tests {
         assert_eq!(moved[0].0, "a");
     }
 }
+
+/// What `skewless drift` compares with a training set.
+#[derive(Debug, Clone, Default)]
+pub struct DriftQuery {
+    /// The training set (Parquet, as `skewless dataset` writes it).
+    pub baseline: std::path::PathBuf,
+    /// Served values logged at or after this time (microseconds).
+    pub since: Option<i64>,
+    /// Stored values with event time at or after this, instead of served ones.
+    pub from: Option<i64>,
+    /// Stored values with event time before this, instead of served ones.
+    pub to: Option<i64>,
+}
+
+/// Drift cannot be computed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriftError {
+    /// The training set cannot be read.
+    #[error("{0}")]
+    Baseline(String),
+    /// Nothing was served and logged to compare.
+    #[error(
+        "no served values logged in {folder}{since}: `skewless serve` logs a sample of its answers there \
+         (`[monitoring] log_sample_rate`); or compare stored values with --from/--to"
+    )]
+    NothingServed {
+        /// The log folder.
+        folder: String,
+        /// ` since TIME`, or nothing.
+        since: String,
+    },
+    /// No compared feature is a column of the training set.
+    #[error(
+        "no feature of {compared} is a column of {baseline} (columns: {columns}); name its columns `feature` or \
+         `view__feature`, as `skewless dataset` does"
+    )]
+    NoCommonFeature {
+        /// What was compared.
+        compared: String,
+        /// The training set.
+        baseline: String,
+        /// Its columns, comma-separated.
+        columns: String,
+    },
+    /// The served-value logs cannot be read.
+    #[error(transparent)]
+    Log(#[from] crate::served_log::LogError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The report cannot be kept beside the store.
+    #[error("cannot write {path}: {error}")]
+    Write {
+        /// The report's file.
+        path: std::path::PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+}
+
+/// Compares what `query` names with its training set, per feature, and
+/// keeps the report beside the store ([`report_path`]) for the server's
+/// gauges and UI.
+pub fn compare(repo: &crate::Repo, store: &crate::Store, query: &DriftQuery) -> Result<DriftReport, DriftError> {
+    let baseline = read_baseline(&query.baseline).map_err(DriftError::Baseline)?;
+    let since_text = query
+        .since
+        .map(|s| format!(" since {}", crate::time::format_timestamp(s)))
+        .unwrap_or_default();
+    let (compared, what) = if query.from.is_some() || query.to.is_some() {
+        let (from, to) = (query.from.unwrap_or(i64::MIN), query.to.unwrap_or(i64::MAX));
+        let mut compared: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
+        for view in store.views()?.values().filter(|v| v.kind_name() == "materialized") {
+            store.for_each_row_between(view, from, to, |_, values| {
+                for (field, value) in view.features.iter().zip(values) {
+                    compared
+                        .entry((view.name.clone(), field.name.clone()))
+                        .or_default()
+                        .push(value);
+                }
+            })?;
+        }
+        let to = if to == i64::MAX {
+            "now".to_string()
+        } else {
+            crate::time::format_timestamp(to)
+        };
+        let what = format!(
+            "stored values with event times in {} .. {to}",
+            crate::time::format_timestamp(from.max(0))
+        );
+        (compared, what)
+    } else {
+        let folder = &repo.monitoring.log_folder;
+        let compared = crate::served_log::read_served(folder, query.since, None)?;
+        if compared.is_empty() {
+            return Err(DriftError::NothingServed {
+                folder: folder.display().to_string(),
+                since: since_text,
+            });
+        }
+        (
+            compared,
+            format!("served values logged in {}{since_text}", folder.display()),
+        )
+    };
+    let mut features = Vec::new();
+    for ((view, feature), values) in &compared {
+        let column = baseline
+            .get(&format!("{view}__{feature}"))
+            .or_else(|| baseline.get(feature));
+        if let Some(column) = column {
+            features.push(feature_drift(view, feature, column, values, &repo.monitoring.drift));
+        }
+    }
+    if features.is_empty() {
+        return Err(DriftError::NoCommonFeature {
+            compared: what,
+            baseline: query.baseline.display().to_string(),
+            columns: baseline.keys().cloned().collect::<Vec<_>>().join(", "),
+        });
+    }
+    let report = DriftReport {
+        baseline: query.baseline.display().to_string(),
+        compared: what,
+        computed_at: crate::time::now_micros(),
+        features,
+    };
+    let path = report_path(repo);
+    let text = serde_json::to_string_pretty(&report).expect("a drift report serializes");
+    std::fs::write(&path, text).map_err(|error| DriftError::Write { path, error })?;
+    Ok(report)
+}
+
+/// One line per feature: sizes, PSI, KS, null rates, and what crossed a
+/// threshold.
+impl std::fmt::Display for DriftReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.4}"));
+        writeln!(
+            f,
+            "{:<40} {:>9} {:>9} {:>8} {:>8} {:>15}  drifted",
+            "feature", "baseline", "compared", "psi", "ks", "null rate"
+        )?;
+        for d in &self.features {
+            writeln!(
+                f,
+                "{:<40} {:>9} {:>9} {:>8} {:>8} {:>6.1}%->{:>5.1}%  {}",
+                format!("{}:{}", d.view, d.feature),
+                d.baseline_rows,
+                d.compared_rows,
+                show(d.psi),
+                show(d.ks),
+                d.baseline_null_rate * 100.0,
+                d.compared_null_rate * 100.0,
+                if d.crossed.is_empty() {
+                    "no".to_string()
+                } else {
+                    format!("YES: {}", d.crossed.join("; "))
+                }
+            )?;
+        }
+        Ok(())
+    }
+}

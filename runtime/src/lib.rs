@@ -45,6 +45,7 @@ mod sandbox;
 pub mod served_log;
 mod source;
 pub mod stats;
+pub mod stats_report;
 pub mod store;
 pub mod time;
 mod transform;

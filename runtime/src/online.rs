@@ -140,6 +140,50 @@ pub struct OnlineResponse {
     pub now: i64,
 }
 
+impl OnlineResponse {
+    /// The answer as `skewless get` prints it: a table, one row per entity.
+    /// Arrow names a time zone only with its database; every timestamp
+    /// here is UTC, so it is shown without one.
+    pub fn table(&self) -> Result<String, arrow_schema::ArrowError> {
+        use arrow_array::TimestampMicrosecondArray;
+        let columns: Vec<ArrayRef> = self
+            .columns
+            .iter()
+            .map(
+                |c| match c.values.as_any().downcast_ref::<TimestampMicrosecondArray>() {
+                    Some(ts) => Arc::new(ts.clone().with_timezone_opt(None::<String>)) as ArrayRef,
+                    None => c.values.clone(),
+                },
+            )
+            .collect();
+        let fields: Vec<Field> = self
+            .columns
+            .iter()
+            .zip(&columns)
+            .map(|(c, a)| Field::new(&c.name, a.data_type().clone(), true))
+            .collect();
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        Ok(arrow_cast::pretty::pretty_format_batches(&[batch])?.to_string())
+    }
+
+    /// What a reader of the table must know: values not found or past
+    /// their TTL, and rows whose on-demand transform failed.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for column in &self.columns {
+            for (row, status) in column.statuses.iter().enumerate() {
+                if matches!(status, Status::NotFound | Status::OutsideMaxAge) {
+                    notes.push(format!("row {row}: `{}` is {}", column.name, status.name()));
+                }
+            }
+        }
+        for (view, e) in &self.row_errors {
+            notes.push(format!("view `{view}`: row {}: {}", e.row, e.message));
+        }
+        notes
+    }
+}
+
 /// Where a read spent its time, per view.
 #[derive(Debug, Clone)]
 pub struct ViewTiming {

@@ -292,8 +292,46 @@ pub fn rides(riders: usize, rows: usize, end: i64, seed: u64) -> RecordBatch {
     .expect("columns match the schema")
 }
 
+/// The example repos that have sample data.
+pub const EXAMPLES: [&str; 3] = ["driver_stats", "fraud", "rides"];
+
+/// How many bursty card transactions `skewless sample-data fraud --events`
+/// writes (the aggregation benchmark's data).
+#[derive(Debug, Clone, Copy)]
+pub struct CardEvents {
+    /// Transactions.
+    pub events: usize,
+    /// Cards.
+    pub cards: usize,
+    /// Days of history.
+    pub days: i64,
+}
+
+/// `skewless sample-data`: `example`'s data into `repo/data/`, ending at
+/// `end`; for `fraud` with `events`, that many card transactions instead.
+pub fn sample_data(
+    example: &str,
+    repo: &Path,
+    events: Option<CardEvents>,
+    end: i64,
+) -> Result<Vec<std::path::PathBuf>, String> {
+    match (example, events) {
+        ("fraud", Some(CardEvents { events, cards, days })) => {
+            if cards == 0 || days <= 0 {
+                return Err("--cards and --days must be greater than 0".into());
+            }
+            let batch = card_transactions(cards, events, days, end, 7);
+            let path = repo.join("data/transactions.parquet");
+            write_parquet(&path, &batch).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(vec![path])
+        }
+        (_, Some(_)) => Err("--events is for the fraud example".into()),
+        (example, None) => generate(example, repo, end),
+    }
+}
+
 /// Generates the data of an example repo into `repo/data/`, ending at `end`.
-/// Knows `driver_stats`, `fraud` and `rides`.
+/// Knows the [`EXAMPLES`].
 pub fn generate(example: &str, repo: &Path, end: i64) -> Result<Vec<std::path::PathBuf>, String> {
     let (file, batch) = match example {
         "driver_stats" => ("driver_stats.parquet", driver_stats(1_000, 720, end, 42)),

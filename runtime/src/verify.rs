@@ -79,6 +79,21 @@ pub struct Report {
     pub compared_by_view: BTreeMap<String, usize>,
     /// Aggregation views: stored tiles recomputed from their events.
     pub tiles: Vec<TileReport>,
+    /// The seed the probes split batches with (print it to rerun the same probes).
+    pub seed: u64,
+    /// The store as a whole; `None` for the skew monitor's recheck.
+    pub store: Option<StoreFingerprint>,
+}
+
+/// What replicas compare: the same values give the same digest.
+#[derive(Debug, Clone)]
+pub struct StoreFingerprint {
+    /// [`Store::content_digest`].
+    pub digest: Digest,
+    /// The replication-log message the store has applied (0: none).
+    pub log_sequence: u64,
+    /// Log messages skipped as poison, by sequence.
+    pub skipped: Vec<u64>,
 }
 
 /// The tiles of one aggregation view, recomputed and compared.
@@ -122,6 +137,52 @@ impl Report {
             && self.tiles.iter().all(|t| t.mismatches.is_empty())
     }
 
+    /// No stored value of the repo's views to verify: `apply` and
+    /// `backfill` have not run.
+    pub fn is_empty(&self) -> bool {
+        self.compared == 0 && self.stale.is_empty()
+    }
+
+    /// Views whose transform failed the probe and was not allowed to.
+    pub fn failing_probes(&self) -> Vec<&str> {
+        self.probes
+            .iter()
+            .filter(|p| p.fails())
+            .map(|p| p.view.as_str())
+            .collect()
+    }
+
+    /// Tiles that differ from their events, over every aggregation view.
+    pub fn tile_mismatches(&self) -> usize {
+        self.tiles.iter().map(|t| t.mismatches.len()).sum()
+    }
+
+    /// One line: what failed, or what was proven.
+    pub fn summary(&self) -> String {
+        let seed = self.seed;
+        if self.is_clean() {
+            format!(
+                "{} values of {} views: online (server) and offline (dataset) paths agree bit for bit; nothing \
+                 stale; {} transforms batch-invariant and stateless; {} aggregation tiles equal their events \
+                 (seed {seed})",
+                self.compared,
+                self.views.len(),
+                self.probes.iter().filter(|p| p.result.is_ok()).count(),
+                self.tiles.iter().map(|t| t.tiles).sum::<u64>()
+            )
+        } else {
+            format!(
+                "{} differences in {} values compared, {} stale views, {} views failing the batch probe, {} tiles \
+                 differing from their events (seed {seed})",
+                self.differences.len(),
+                self.compared,
+                self.stale.len(),
+                self.failing_probes().len(),
+                self.tile_mismatches()
+            )
+        }
+    }
+
     /// Values of `view` compared, and how many differed.
     pub fn compared_in(&self, view: &str) -> (usize, usize) {
         let differences = self.differences.iter().filter(|d| d.view == view).count();
@@ -155,7 +216,10 @@ pub fn verify(catalog: &Catalog, store: &Store, samples: usize, seed: u64) -> Re
     let repo = &catalog.repo;
     let records = store.views()?;
     let digests = store.digests()?;
-    let mut report = Report::default();
+    let mut report = Report {
+        seed,
+        ..Report::default()
+    };
     for view in repo.views.values() {
         let Some(transform) = catalog.transform(&view.name) else {
             continue;
@@ -274,6 +338,15 @@ pub fn verify(catalog: &Catalog, store: &Store, samples: usize, seed: u64) -> Re
             compare((online_answer, 0), (&offline, row), &entity, &mut report);
         }
     }
+    report.store = Some(StoreFingerprint {
+        digest: store.content_digest()?,
+        log_sequence: store.log_sequence()?,
+        skipped: store
+            .skipped_messages()?
+            .into_iter()
+            .map(|(sequence, _)| sequence)
+            .collect(),
+    });
     Ok(report)
 }
 
@@ -462,5 +535,146 @@ fn compare(
                 offline: show(b.values.as_ref(), row, b.statuses[row]),
             });
         }
+    }
+}
+
+/// Differences shown at most; the rest are counted.
+const SHOWN_DIFFERENCES: usize = 20;
+
+/// The report as `skewless verify` prints it, and as the Python package's
+/// `Repo.verify()` returns it (`report["text"]`): per view, each check with
+/// its verdict, then what differs, what is stale, and the store's digest.
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = |ok: bool| if ok { "ok" } else { "FAILED" };
+        let online_offline = |f: &mut std::fmt::Formatter<'_>, view: &str| {
+            let (compared, differing) = self.compared_in(view);
+            writeln!(
+                f,
+                "  {:<18} {:<6} {differing} of {compared} sampled values differ between the server's path and the \
+                 dataset's",
+                "online = offline",
+                verdict(differing == 0)
+            )
+        };
+        for probe in &self.probes {
+            let view = &probe.view;
+            writeln!(f, "view {view}")?;
+            if self.compared_in(view).0 > 0 {
+                online_offline(f, view)?;
+            }
+            if self.views.contains(view) {
+                match self.stale.iter().find(|s| &s.view == view) {
+                    None => writeln!(
+                        f,
+                        "  {:<18} {:<6} every stored value was computed by the repo's component",
+                        "staleness", "ok"
+                    )?,
+                    Some(s) => writeln!(
+                        f,
+                        "  {:<18} {:<6} values computed by another component than {}",
+                        "staleness",
+                        "FAILED",
+                        s.current.short()
+                    )?,
+                }
+            }
+            match &probe.result {
+                Ok(probed) => {
+                    writeln!(f, "  {:<18} {:<6} {probed}", "batch invariance", "ok")?;
+                    writeln!(
+                        f,
+                        "  {:<18} {:<6} every call started afresh: the same rows gave the same values in every call",
+                        "state", "ok"
+                    )?;
+                }
+                Err(found) => {
+                    let shown = if probe.allowed { "allowed" } else { "FAILED" };
+                    let check = match found.how {
+                        invariance::Arrangement::Again => "state",
+                        invariance::Arrangement::OneRowAtATime | invariance::Arrangement::Split(_) => {
+                            "batch invariance"
+                        }
+                    };
+                    writeln!(f, "  {check:<18} {shown:<6} {found}")?;
+                }
+            }
+        }
+        for tiles in &self.tiles {
+            let view = &tiles.view;
+            if !self.probes.iter().any(|p| &p.view == view) {
+                writeln!(f, "view {view}")?;
+                online_offline(f, view)?;
+            }
+            writeln!(
+                f,
+                "  {:<18} {:<6} {} of {} tiles differ from their recomputation from {} raw events",
+                "tiles",
+                verdict(tiles.mismatches.is_empty()),
+                tiles.mismatches.len(),
+                tiles.tiles,
+                tiles.events
+            )?;
+            for mismatch in tiles.mismatches.iter().take(5) {
+                writeln!(f, "    tile: {mismatch}")?;
+            }
+        }
+        for d in self.differences.iter().take(SHOWN_DIFFERENCES) {
+            writeln!(
+                f,
+                "difference: `{}:{}` for {}: online {} but offline {}",
+                d.view, d.feature, d.entity, d.online, d.offline
+            )?;
+        }
+        if self.differences.len() > SHOWN_DIFFERENCES {
+            writeln!(
+                f,
+                "... and {} more differences",
+                self.differences.len() - SHOWN_DIFFERENCES
+            )?;
+        }
+        for s in &self.stale {
+            let by = |counts: Vec<String>| counts.join(", ");
+            let mut parts = Vec::new();
+            if !s.latest.is_empty() {
+                let counts = s.latest.iter().map(|(d, n)| format!("{n} by {d}")).collect();
+                parts.push(format!("of {} entities' served values, {}", s.entities, by(counts)));
+            }
+            if !s.history.is_empty() {
+                let counts = s.history.iter().map(|(d, n)| format!("{n} by {d}")).collect();
+                parts.push(format!("of {} stored rows (training data), {}", s.rows, by(counts)));
+            }
+            writeln!(
+                f,
+                "stale: view `{}`: {} (the repo's component is {}); run `skewless backfill --view {}` to \
+                 rematerialize",
+                s.view,
+                parts.join("; "),
+                s.current.short(),
+                s.view
+            )?;
+        }
+        if let Some(store) = &self.store {
+            // Replicas compare this line: the same values give the same digest.
+            let skipped: String = store.skipped.iter().map(|s| format!(" #{s}")).collect();
+            writeln!(
+                f,
+                "store\n  {:<18} {} (log message {}, {} skipped{skipped})",
+                "content digest",
+                store.digest.hex(),
+                store.log_sequence,
+                store.skipped.len()
+            )?;
+        }
+        let failing = self.failing_probes();
+        if !failing.is_empty() {
+            writeln!(
+                f,
+                "batch-dependent: {} depend on their batch or on earlier calls: a served value would differ from \
+                 the trained one (`skewless apply --allow-batch-dependent VIEW` records a known case)",
+                failing.join(", ")
+            )?;
+        }
+        Ok(())
     }
 }

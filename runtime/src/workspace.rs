@@ -20,12 +20,14 @@ use crate::apply::{self, AllowBatchDependent, ApplyError, Plan};
 use crate::backfill::{self, BackfillError, BackfillOptions, ImportOptions, ViewSummary};
 use crate::catalog::Catalog;
 use crate::dataset::{self, DatasetError, DatasetOptions, DatasetSummary, JoinOptions, Lineage};
+use crate::drift::{self, DriftError, DriftQuery, DriftReport};
 use crate::engine::Runtime;
 use crate::error::LoadError;
 use crate::online::{self, OnlineError, OnlineRequest, OnlineResponse, ReadSpec};
 use crate::push::{self, PushError, PushSummary};
 use crate::repo::{FeatureRef, Repo, RepoError};
-use crate::store::{Registry, Store, StoreError, WriteTo};
+use crate::stats_report::{StatsError, StatsQuery, StatsReport};
+use crate::store::{BackupSummary, Registry, Store, StoreError, WriteTo};
 use crate::verify::{self, Report, VerifyError};
 
 /// Which views' components to load: loading compiles (or maps from the
@@ -34,6 +36,9 @@ use crate::verify::{self, Report, VerifyError};
 pub enum Views<'a> {
     /// Every view.
     All,
+    /// No view: for commands that read the store only (`stats`, `drift`,
+    /// `backup`).
+    None,
     /// These materialized views, or every materialized view when empty.
     Materialized(&'a [String]),
     /// The views these feature references and this service read.
@@ -214,12 +219,28 @@ impl Workspace {
     pub fn verify(&self, samples: usize, seed: u64) -> Result<Report, VerifyError> {
         verify::verify(&self.catalog, &self.store, samples, seed)
     }
+
+    /// `skewless stats`: a view's statistics, or one feature's.
+    pub fn stats(&self, query: &StatsQuery) -> Result<StatsReport, StatsError> {
+        crate::stats_report::report(&self.store, query)
+    }
+
+    /// `skewless drift`: served or stored values against a training set.
+    pub fn drift(&self, query: &DriftQuery) -> Result<DriftReport, DriftError> {
+        drift::compare(&self.catalog.repo, &self.store, query)
+    }
+
+    /// `skewless backup`: a consistent copy of the store at `out`.
+    pub fn backup(&self, out: &Path) -> Result<BackupSummary, StoreError> {
+        self.store.backup(out)
+    }
 }
 
 /// The views whose components `views` needs, `None` for all of them.
 fn wanted_views(repo: &Repo, views: Views<'_>) -> Option<Vec<String>> {
     match views {
         Views::All => None,
+        Views::None => Some(Vec::new()),
         Views::Materialized(names) => Some(
             repo.views
                 .values()

@@ -25,6 +25,7 @@ pub struct GetOnlineFeaturesRequest {
     pub features: Vec<String>,
     /// A feature service, instead of or besides `features`.
     #[serde(default)]
+    #[schema(min_length = 1)]
     pub feature_service: Option<String>,
     /// Join-key columns and request-field columns, one value per entity row.
     #[serde(default)]
@@ -117,6 +118,7 @@ impl GetOnlineFeaturesResponse {
 }))]
 pub struct PushRequest {
     /// A source with `type = "push"`.
+    #[schema(min_length = 1)]
     pub push_source_name: String,
     /// Columns of rows: join keys, the event-time column, the transform's inputs.
     #[schema(value_type = Object)]

@@ -20,6 +20,7 @@
 mod api;
 pub mod auth;
 mod commit;
+mod config;
 mod error;
 mod metrics;
 pub mod monitor;
@@ -35,6 +36,7 @@ pub use api::{
     PushResponse, ReplicationHealth, ResponseMetadata, RowErrorBody,
 };
 pub use auth::{Auth, AuthConfig, Scope};
+pub use config::{AuthOverrides, DEFAULT_ADDR, Listening, ServeConfig, ServeError, TlsFiles, serve_repo, tokens_file};
 pub use error::ApiError;
 pub use replication::{LogError, LogSettings};
 pub use routes::{app, openapi_json};

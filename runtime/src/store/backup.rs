@@ -34,6 +34,29 @@ pub struct BackupSummary {
     pub elapsed: Duration,
 }
 
+/// `as of commit N to PATH (E entries, X MB) in Ts; serve it with ...`.
+impl std::fmt::Display for BackupSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "as of commit {}", self.commit)?;
+        if self.log_sequence > 0 {
+            write!(
+                f,
+                " and replication-log message {} (a replica started from it replays the log after it)",
+                self.log_sequence
+            )?;
+        }
+        write!(
+            f,
+            " to {} ({} entries, {:.1} MB) in {:.2}s; serve it with `store = \"{}\"` in a copy of skewless.toml",
+            self.path.display(),
+            self.entries,
+            self.bytes as f64 / 1e6,
+            self.elapsed.as_secs_f64(),
+            self.path.display()
+        )
+    }
+}
+
 /// Why a copy failed; the store maps it to its own error.
 #[derive(Debug)]
 pub(crate) enum CopyError {
