@@ -337,3 +337,23 @@ fn get_at_reads_what_a_model_would_have_been_served_then() {
         .contains("--at")
     );
 }
+
+/// Found as a new user: `skewless sample-data --repo examples/repos/driver_stats`
+/// (the first line of python/examples/spark_backfill.py) failed, wanting the
+/// example's name. In an example repo it is the project's.
+#[test]
+fn sample_data_in_an_example_repo_needs_no_name() {
+    let repo = TempRepo::new("driver_stats");
+    let out = repo.run(&["sample-data"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let data = repo.path().join("data/driver_stats.parquet");
+    assert_eq!(read_parquet(&data).num_rows(), 720_000);
+
+    let other = TempRepo::from_config("project = \"mine\"\n");
+    let said = other.fails(&["sample-data"]);
+    assert!(
+        said.contains("project `mine` is not an example repo")
+            && said.contains("skewless sample-data driver_stats|fraud|rides"),
+        "{said}"
+    );
+}

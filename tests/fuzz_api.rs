@@ -3,10 +3,9 @@
 //! every answer against it: no server error, every status and body as
 //! documented. Seeded and bounded in examples per operation.
 //!
-//! One check is left out: `positive_data_acceptance` expects every
-//! schema-valid request to succeed, but which views, features and push
-//! sources exist is data of the repo, not of the schema (`{"features": []}`
-//! is well-formed and still names nothing to read).
+//! Every check is on, `positive_data_acceptance` included: a request valid
+//! by the document is accepted (2xx), or refused only as the document says
+//! (401, 403, 404 for names the repo does not have).
 //!
 //! Findings, each kept below as a regression test:
 //! - feature values were documented as objects, but are numbers, strings,
@@ -34,8 +33,6 @@ fn schemathesis(schema: &std::path::Path, base: &str, token: Option<&str>, examp
         "20261201",
         "--checks",
         "all",
-        "--exclude-checks",
-        "positive_data_acceptance",
         "--no-color",
     ]);
     if let Some(token) = token {
@@ -76,18 +73,50 @@ fn schemathesis_finds_nothing_against_our_openapi_document() {
 
     // With a token that may do everything: every operation, in depth.
     let (passed, report) = schemathesis(&schema, &server.base, Some(&token), 100);
+    let unexplained = findings_beyond_equal_lengths(&report);
     assert!(
-        passed,
-        "schemathesis found problems:\n{report}\nserver log:\n{}",
+        unexplained.is_empty(),
+        "schemathesis found problems:\n{}\n\nthe whole report:\n{report}\nserver log:\n{}",
+        unexplained.join("\n"),
         server.log()
     );
-    assert!(report.contains("No issues found"), "{report}");
+    assert!(passed || report.contains("length_mismatch"), "{report}");
     // Without one: every answer is the documented 401.
     let (passed, report) = schemathesis(&schema, &server.base, None, 10);
     assert!(passed, "without a token:\n{report}");
 
     assert!(!server.log().contains("internal error"), "{}", server.log());
     assert_eq!(server.get("/health").0, 200);
+}
+
+/// The findings of a report other than schema-valid requests refused for
+/// columns of unequal lengths: every column of `entities` (or of a push's
+/// `df`) holds one value per row, a rule JSON Schema cannot state across
+/// properties, so the document says it in words and the server answers
+/// 400 `length_mismatch`. Every other finding, of any check, is returned.
+fn findings_beyond_equal_lengths(report: &str) -> Vec<String> {
+    report
+        .split("Test Case ID:")
+        .skip(1)
+        .map(|case| case.split("Reproduce with:").next().unwrap_or(case).trim().to_string())
+        .filter(|case| {
+            let only_positive_acceptance = case.matches("- ST").count() == 1 && case.contains("- ST202 ");
+            !(only_positive_acceptance && case.contains("\"code\":\"length_mismatch\""))
+        })
+        .collect()
+}
+
+#[test]
+fn the_report_filter_keeps_every_finding_but_unequal_lengths() {
+    let report = "1. Test Case ID: a\n\n- ST202 Schema-valid request rejected\n[400]\n`{\"error\":{\"code\":\"length_mismatch\"}}`\nReproduce with: x\n\
+                  2. Test Case ID: b\n\n- ST202 Schema-valid request rejected\n[400]\n`{\"error\":{\"code\":\"no_features\"}}`\nReproduce with: y\n\
+                  3. Test Case ID: c\n\n- ST101 Server error\n[500]\nReproduce with: z\n";
+    let found = findings_beyond_equal_lengths(report);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].contains("no_features") && found[1].contains("ST101"),
+        "{found:?}"
+    );
 }
 
 /// Finding: `values` items are any JSON value, not objects (a read of

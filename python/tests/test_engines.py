@@ -12,7 +12,7 @@ import pytest
 
 import skewless
 import skewless.ray
-from conftest import TEMPLATE, cli, cli_backfilled, copy_repo
+from conftest import BIN, TEMPLATE, cli, cli_backfilled, copy_repo
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
@@ -24,6 +24,23 @@ def example(name):
     return module
 
 
+def documented(module, repo, out):
+    """The `skewless` lines of an example's docstring, as users copy them,
+    for this test's repo and output folder: each as a command to run."""
+    names = {"examples/repos/driver_stats": str(repo), "/tmp/driver_stats_features": str(out)}
+    for line in module.__doc__.splitlines():
+        line = line.split("#")[0].strip()
+        if line.startswith("skewless "):
+            yield [BIN] + [names.get(word, word) for word in line.split()[1:]]
+
+
+def run_documented(command):
+    import subprocess
+
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, f"documented line {command[1:]} failed:\n{done.stderr}"
+
+
 def store_digest(repo):
     with skewless.Repo(str(repo)) as r:
         return r.content_digest()
@@ -32,10 +49,17 @@ def store_digest(repo):
 def test_spark_output_imported_equals_backfill_and_another_digest_is_refused(tmp_path):
     expected = store_digest(cli_backfilled(tmp_path))
     spark_backfill = example("spark_backfill")
+    repo = copy_repo(tmp_path, "spark")
+    out = tmp_path / "spark_out"
+    # The docstring's lines: sample data first, then (after the job) apply and import.
+    first, *after_the_job = documented(spark_backfill, repo, out)
+    assert "sample-data" in first, first
+    (repo / "data/driver_stats.parquet").unlink()
+    run_documented(first)
+    # Written now, it ends at another hour than the template's: the job reads the template's.
+    shutil.copy(TEMPLATE / "data/driver_stats.parquet", repo / "data/driver_stats.parquet")
     spark = spark_backfill.session(2)
     try:
-        repo = copy_repo(tmp_path, "spark")
-        out = tmp_path / "spark_out"
         spark_backfill.backfill(spark, repo, str(out))
         # Python workers are reused: a second job on the same workers finds
         # the component loaded once in each, however many batches it ran.
@@ -54,8 +78,9 @@ def test_spark_output_imported_equals_backfill_and_another_digest_is_refused(tmp
     assert loads and max(row.loads for row in loads) == 1, loads
     assert any(p.name.startswith("date=") for p in out.iterdir()), "partitioned by date"
 
-    cli(repo, "apply")
-    cli(repo, "import", "--view", "driver_hourly_stats", "--from", str(out))
+    assert [c[1:4] for c in after_the_job] == [["--repo", str(repo), "apply"], ["--repo", str(repo), "import"]]
+    for command in after_the_job:
+        run_documented(command)
     assert store_digest(repo) == expected
 
     # A file computed by another component is refused, with what to run.
@@ -120,3 +145,9 @@ def test_ray_output_imported_equals_backfill(tmp_path):
         summary = r.import_materialized("driver_hourly_stats", str(out))
         assert summary["rows_written"] == 720_000
         assert r.content_digest() == expected
+    # The docstring's line, as users copy it, on a fresh copy: the same store.
+    again = copy_repo(tmp_path, "ray_documented")
+    cli(again, "apply")
+    [command] = documented(example("ray_backfill"), again, out)
+    run_documented(command)
+    assert store_digest(again) == expected

@@ -167,6 +167,14 @@ impl<'a> Materializer<'a> {
         self.plan.as_ref()?.id_column.as_ref().map(|f| f.name.as_str())
     }
 
+    /// The columns every stored row needs a value in: its join keys, its
+    /// event time and, when the source has one, its event id.
+    pub fn not_null_columns(&self) -> impl Iterator<Item = &str> {
+        (self.record.join_keys.iter().map(|k| k.name.as_str()))
+            .chain([self.source.timestamp_column.as_str()])
+            .chain(self.id_column())
+    }
+
     /// Which rows of `batch` can be stored: those with an event time in
     /// `[start, end)`, every join key and, when the source has one, an event id.
     pub fn keep(

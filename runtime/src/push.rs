@@ -139,6 +139,42 @@ impl Prepared {
     }
 }
 
+/// A column of `df` that a push reads.
+#[derive(Debug, Clone)]
+pub struct PushColumn {
+    /// Its name and type.
+    pub field: crate::types::FieldSpec,
+    /// Whether it may be left out (a created column).
+    pub optional: bool,
+    /// Whether its values may be null (not a join key, event time or event id).
+    pub nullable: bool,
+}
+
+/// The columns of `df` a push to `source` reads, as [`prepare`] reads
+/// them (each view's [`Materializer`] says what it needs): what
+/// `/openapi.json` declares of `df`.
+pub fn columns(catalog: &Catalog, records: &BTreeMap<String, ViewRecord>, source: &str) -> Vec<PushColumn> {
+    let mut out: Vec<PushColumn> = Vec::new();
+    for view in catalog.repo.views.values().filter(|v| v.source() == Some(source)) {
+        let Some(record) = records.get(&view.name) else {
+            continue;
+        };
+        let Ok(materializer) = Materializer::new(catalog, view, record, 0, IdMode::Append) else {
+            continue;
+        };
+        for field in &materializer.needed {
+            if !out.iter().any(|c| c.field.name == field.name) {
+                out.push(PushColumn {
+                    field: field.clone(),
+                    optional: Some(&field.name) == materializer.source.created_column.as_ref(),
+                    nullable: !materializer.not_null_columns().any(|name| name == field.name),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Runs `df` (columns of JSON values, one per source column; others are
 /// ignored) through every materialized view reading `source`: checks,
 /// transform calls (each capped by `timeout`), encoding. The rows are
@@ -222,13 +258,8 @@ pub fn prepare(
         .expect("arrays built to the schema");
         let keep = materializer.keep(&batch, None, None)?;
         if let Some(row) = (0..rows).find(|row| !keep.value(*row)) {
-            let column = record
-                .join_keys
-                .iter()
-                .map(|k| &k.name)
-                .map(String::as_str)
-                .chain([materializer.source.timestamp_column.as_str()])
-                .chain(materializer.id_column())
+            let column = materializer
+                .not_null_columns()
                 .find(|name| batch.column_by_name(name).is_some_and(|c| c.is_null(row)))
                 .unwrap_or_default()
                 .to_string();

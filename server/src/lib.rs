@@ -39,7 +39,7 @@ pub use auth::{Auth, AuthConfig, Scope};
 pub use config::{AuthOverrides, DEFAULT_ADDR, Listening, ServeConfig, ServeError, TlsFiles, serve_repo, tokens_file};
 pub use error::ApiError;
 pub use replication::{LogError, LogSettings};
-pub use routes::{app, openapi_json};
+pub use routes::{app, openapi_json, served_openapi_json};
 pub use state::{AppState, Server, ServerLimits, StartError};
 
 /// Serves `state` on `listener` until `shutdown` resolves; then stops

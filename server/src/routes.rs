@@ -380,13 +380,128 @@ async fn catalog(State(state): State<AppState>) -> Answer<serde_json::Value> {
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "OpenAPI 3", body = Object)))]
-async fn openapi() -> impl IntoResponse {
-    // Built once per process, on first request: it depends on the code only.
-    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+async fn openapi(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        DOCUMENT.get_or_init(openapi_json).as_str(),
+        (state.openapi)
+            .get_or_init(|| served_openapi_json(state.catalog(), state.records()))
+            .clone(),
     )
+}
+
+/// The OpenAPI document as a server of `catalog` serves it: the code's
+/// ([`openapi_json`]), with what this repo takes spelled out, so generated
+/// clients are typed and a request valid by the document is one the server
+/// accepts: feature references, feature services and push sources as
+/// enums, at least one of `features` and `feature_service`, and the
+/// columns of `entities` and of each push's `df` with their JSON types
+/// (`records` says what each view's push reads). Columns of one request
+/// must also have equal lengths, which JSON Schema cannot say; the
+/// descriptions do.
+pub fn served_openapi_json(
+    catalog: &skewless_runtime::Catalog,
+    records: &std::collections::BTreeMap<String, skewless_runtime::store::ViewRecord>,
+) -> String {
+    use serde_json::{Value, json};
+    use skewless_runtime::repo::SourceKind;
+    let repo = &catalog.repo;
+    let mut references = Vec::new();
+    for view in repo.views.keys() {
+        references.push(view.clone());
+        for feature in catalog.features(view).unwrap_or_default() {
+            references.push(format!("{view}:{}", feature.name));
+        }
+    }
+    let services: Vec<&String> = repo.services.keys().collect();
+    let push_sources: Vec<&String> = (repo.sources.values())
+        .filter(|s| match s.kind {
+            SourceKind::Push { .. } => true,
+            SourceKind::File(_) | SourceKind::Request { .. } => false,
+        })
+        .map(|s| &s.name)
+        .collect();
+    // One column of values: an array of the type's JSON values.
+    let column = |data_type: skewless_runtime::FeatureType, nullable: bool| {
+        let mut item = json_value_schema(data_type);
+        if nullable {
+            item = json!({"anyOf": [item, {"type": "null"}]});
+        }
+        json!({"type": "array", "items": item, "minItems": 1})
+    };
+
+    let mut document: Value = serde_json::from_str(&openapi_json()).expect("the OpenAPI document is JSON");
+    let schemas = &mut document["components"]["schemas"];
+    let read = &mut schemas["GetOnlineFeaturesRequest"];
+    if !references.is_empty() {
+        read["properties"]["features"]["items"]["enum"] = json!(references);
+    }
+    if !services.is_empty() {
+        let mut names = json!(services);
+        names.as_array_mut().expect("a list").push(Value::Null);
+        read["properties"]["feature_service"]["enum"] = names;
+    }
+    read["anyOf"] = json!([
+        {"required": ["features"], "properties": {"features": {"minItems": 1}}},
+        {"required": ["feature_service"], "properties": {"feature_service": {"type": "string"}}}
+    ]);
+    let mut entity_columns = serde_json::Map::new();
+    for entity in repo.entities.values() {
+        for key in &entity.join_keys {
+            entity_columns.insert(key.name.clone(), column(key.data_type, false));
+        }
+    }
+    for (name, data_type) in catalog.request_columns() {
+        entity_columns.insert(name.clone(), column(*data_type, true));
+    }
+    let required: Vec<&String> = entity_columns.keys().collect();
+    if !required.is_empty() {
+        read["required"] = json!(["entities"]);
+    }
+    read["properties"]["entities"] = json!({
+        "type": "object",
+        "description": "Join-key columns and request-field columns, one value per entity row: every column of one request has the same length.",
+        "properties": entity_columns,
+        "required": required,
+        "additionalProperties": false,
+    });
+
+    let push = &mut schemas["PushRequest"];
+    push["properties"]["to"]["enum"] = json!(["online", "offline", "online_and_offline"]);
+    if !push_sources.is_empty() {
+        push["properties"]["push_source_name"]["enum"] = json!(push_sources);
+    }
+    if let [source] = push_sources.as_slice() {
+        let columns = skewless_runtime::push::columns(catalog, records, source);
+        let mut properties = serde_json::Map::new();
+        let mut required = Vec::new();
+        for pushed in &columns {
+            let name = &pushed.field.name;
+            properties.insert(name.clone(), column(pushed.field.data_type, pushed.nullable));
+            if !pushed.optional {
+                required.push(name.clone());
+            }
+        }
+        push["properties"]["df"] = json!({
+            "type": "object",
+            "description": "Columns of rows: join keys, the event-time column, the transform's inputs; every column has the same length.",
+            "properties": properties,
+            "required": required,
+        });
+    }
+    serde_json::to_string_pretty(&document).expect("the OpenAPI document serializes")
+}
+
+/// The JSON values a feature type takes in requests (`codec::json`).
+fn json_value_schema(data_type: skewless_runtime::FeatureType) -> serde_json::Value {
+    use serde_json::json;
+    use skewless_runtime::FeatureType;
+    match data_type {
+        FeatureType::Bool => json!({"type": "boolean"}),
+        FeatureType::Int64 => json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX}),
+        FeatureType::Float32 | FeatureType::Float64 => json!({"type": "number"}),
+        FeatureType::Utf8 => json!({"type": "string"}),
+        FeatureType::Timestamp => json!({"type": "string", "format": "date-time"}),
+    }
 }
 
 async fn not_found(request: Request) -> ApiError {

@@ -82,6 +82,8 @@ pub struct Server {
     pub(crate) auth: Auth,
     /// One permit per request in flight ([`ServerLimits::max_in_flight`]).
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
+    /// `/openapi.json` for this repo, made on first request (by routes.rs).
+    pub(crate) openapi: std::sync::OnceLock<String>,
     started: Instant,
     /// Replicated serving: pushes go through the log, which this replica
     /// follows ([`crate::replication`]).
@@ -210,6 +212,7 @@ impl Server {
             records,
             monitor,
             in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight)),
+            openapi: std::sync::OnceLock::new(),
             limits,
             metrics,
             auth,

@@ -76,6 +76,18 @@ pub fn array_from_json(
         J::Object(_) => "got an object".to_string(),
         J::Null => "got null".to_string(),
     };
+    // JSON has one number type: `3.0` is the integer 3 (as JSON Schema says,
+    // and as pandas writes integer columns with nulls), up to 2^53, where
+    // doubles stop being exact; `3.5` is not an integer, nor is a number
+    // outside int64, which the parser could only round.
+    const EXACT: f64 = (1u64 << 53) as f64;
+    let integer = |n: &serde_json::Number| {
+        n.as_i64().or_else(|| {
+            (n.as_f64())
+                .filter(|f| f.fract() == 0.0 && f.abs() <= EXACT)
+                .map(|f| f as i64)
+        })
+    };
     let mut builder = ValueBuilder::new(data_type, values.len());
     for (row, json) in values.iter().enumerate() {
         let value = match (data_type, json) {
@@ -84,7 +96,7 @@ pub fn array_from_json(
                 continue;
             }
             (FeatureType::Bool, J::Bool(b)) => Value::Bool(*b),
-            (FeatureType::Int64, J::Number(n)) => Value::Int64(n.as_i64().ok_or_else(|| wrong(row, got(json)))?),
+            (FeatureType::Int64, J::Number(n)) => Value::Int64(integer(n).ok_or_else(|| wrong(row, got(json)))?),
             (FeatureType::Float32, J::Number(n)) => {
                 Value::Float32(n.as_f64().ok_or_else(|| wrong(row, got(json)))? as f32)
             }
