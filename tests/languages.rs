@@ -626,3 +626,25 @@ fn a_python_aggregator_gives_the_rust_bits_and_keeps_the_fold_laws() {
     assert_eq!(finals(&python), expected);
     python.check_laws(&values[..2_000], &[1, 700, 1_999]).unwrap();
 }
+
+/// "Four commands take it from an empty folder to a served feature", in
+/// Python as the README shows them (the languages tier: componentize-py).
+#[test]
+fn four_commands_take_a_python_transform_from_nothing_to_a_served_feature() {
+    if !Tier::Languages.enter() {
+        return;
+    }
+    let readme = std::fs::read_to_string(kit::root().join("README.md")).unwrap();
+    let blocks = kit::docs::blocks_of_section(&readme, "## Transforms in Python, JavaScript and C");
+    let block = blocks
+        .iter()
+        .find(|b| b.language == "sh" && b.text.contains("skewless new --lang python"))
+        .expect("the four commands' shell block");
+    let work = tempfile::tempdir().unwrap();
+    let mut terminal = kit::docs::Terminal::open(work.path());
+    for line in kit::docs::command_lines(block) {
+        terminal.type_line(&line);
+    }
+    let shown = terminal.output.lock().unwrap().clone();
+    assert!(shown.contains("speed_kmh"), "`get` printed no feature:\n{shown}");
+}

@@ -4,6 +4,7 @@
 //! as real processes, and compares batches bit for bit.
 //!
 //! - [`tier`]: which tier a test belongs to, and what it needs installed;
+//! - [`docs`]: the README's code blocks, and a shell to type its lines into;
 //! - [`golden`]: text users read, checked against files in `tests/golden/`;
 //! - [`load`]: the one HTTP load generator of the serve, soak and overload
 //!   benches and tests.
@@ -12,6 +13,7 @@
 //! finds the `skewless` binary and the target folder beside the test or
 //! bench executable that links it, as cargo lays them out.
 
+pub mod docs;
 pub mod golden;
 pub mod load;
 pub mod tier;
