@@ -225,8 +225,13 @@ pub struct DatasetArgs {
 /// `skewless stats`'s arguments.
 #[derive(clap::Args)]
 pub struct StatsArgs {
-    /// VIEW or VIEW:FEATURE (one feature in detail).
-    pub target: String,
+    /// VIEW or VIEW:FEATURE (one feature in detail); with --rebuild, the view (default: every one).
+    #[arg(required_unless_present = "rebuild")]
+    pub target: Option<String>,
+    /// Recompute the statistics from the stored history and keep them (for a store written
+    /// before statistics were kept, with them off, or after a crash).
+    #[arg(long, conflicts_with_all = ["from", "to", "json"])]
+    pub rebuild: bool,
     /// Only stored rows with event time at or after this (read from the store's history).
     #[arg(long)]
     pub from: Option<String>,
@@ -485,7 +490,7 @@ impl StatsArgs {
         Ok(StatsQuery {
             from: timestamp("--from", self.from.as_deref())?,
             to: timestamp("--to", self.to.as_deref())?,
-            ..StatsQuery::parse_target(&self.target)
+            ..StatsQuery::parse_target(self.target.as_deref().unwrap_or_default())
         })
     }
 }

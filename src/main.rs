@@ -98,6 +98,17 @@ fn run(cli: Cli) -> Result<Exit> {
             }
             status("Verified", &report.summary());
         }
+        Command::Stats(stats) if stats.rebuild => {
+            let rebuilt = Workspace::open(dir, Views::None)?.rebuild_statistics(stats.target.as_deref())?;
+            for (view, kept) in rebuilt {
+                let commit = kept.commit.unwrap_or_default();
+                let rows = kept.rows;
+                status(
+                    "Rebuilt",
+                    &format!("statistics of view `{view}`: {rows} stored rows, as of commit {commit}"),
+                );
+            }
+        }
         Command::Stats(stats) => {
             let report = Workspace::open(dir, Views::None)?.stats(&stats.query()?)?;
             if stats.json {

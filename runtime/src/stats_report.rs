@@ -3,6 +3,7 @@
 //! table of every feature, or one feature in detail) and whose
 //! [`StatsReport::summaries`] are what `--json` prints.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::store::{Store, StoreError, ViewRecord};
@@ -93,26 +94,45 @@ pub struct StatsReport {
     pub detail: bool,
 }
 
-/// Reads the statistics `query` asks for from `store`.
-pub fn report(store: &Store, query: &StatsQuery) -> Result<StatsReport, StatsError> {
-    let views = store.views()?;
-    let view: &ViewRecord = views.get(&query.view).ok_or_else(|| StatsError::NoSuchView {
-        view: query.view.clone(),
+/// The registry record of `name`, a view that keeps statistics.
+fn stored_view<'a>(views: &'a BTreeMap<String, ViewRecord>, name: &str) -> Result<&'a ViewRecord, StatsError> {
+    let view = views.get(name).ok_or_else(|| StatsError::NoSuchView {
+        view: name.to_string(),
         views: views.keys().cloned().collect::<Vec<_>>().join(", "),
     })?;
     match view.kind_name() {
-        "materialized" => {}
-        kind => {
-            return Err(StatsError::NotStored {
-                view: query.view.clone(),
-                kind: if kind == "aggregation" {
-                    "an aggregation"
-                } else {
-                    "an on-demand"
-                },
-            });
-        }
+        "materialized" => Ok(view),
+        kind => Err(StatsError::NotStored {
+            view: name.to_string(),
+            kind: if kind == "aggregation" {
+                "an aggregation"
+            } else {
+                "an on-demand"
+            },
+        }),
     }
+}
+
+/// `skewless stats --rebuild [VIEW]`: recomputes the statistics of `view`
+/// (or of every materialized view) from the stored history and keeps them
+/// ([`Store::rebuild_statistics`]); the views and what they now hold.
+pub fn rebuild(store: &Store, view: Option<&str>) -> Result<Vec<(String, Statistics)>, StatsError> {
+    let views = store.views()?;
+    let chosen: Vec<&ViewRecord> = match view {
+        Some(name) => vec![stored_view(&views, name)?],
+        None => views.values().filter(|v| v.kind_name() == "materialized").collect(),
+    };
+    let mut out = Vec::new();
+    for view in chosen {
+        out.push((view.name.clone(), store.rebuild_statistics(view)?));
+    }
+    Ok(out)
+}
+
+/// Reads the statistics `query` asks for from `store`.
+pub fn report(store: &Store, query: &StatsQuery) -> Result<StatsReport, StatsError> {
+    let views = store.views()?;
+    let view = stored_view(&views, &query.view)?;
     let (stats, scope) = if query.from.is_some() || query.to.is_some() {
         let (from, to) = (query.from.unwrap_or(i64::MIN), query.to.unwrap_or(i64::MAX));
         let shown = |t: i64| {

@@ -26,6 +26,7 @@ use crate::error::LoadError;
 use crate::online::{self, OnlineError, OnlineRequest, OnlineResponse, ReadSpec};
 use crate::push::{self, PushError, PushSummary};
 use crate::repo::{FeatureRef, Repo, RepoError};
+use crate::stats::Statistics;
 use crate::stats_report::{StatsError, StatsQuery, StatsReport};
 use crate::store::{BackupSummary, Registry, Store, StoreError, WriteTo};
 use crate::verify::{self, Report, VerifyError};
@@ -223,6 +224,12 @@ impl Workspace {
     /// `skewless stats`: a view's statistics, or one feature's.
     pub fn stats(&self, query: &StatsQuery) -> Result<StatsReport, StatsError> {
         crate::stats_report::report(&self.store, query)
+    }
+
+    /// `skewless stats --rebuild [VIEW]`: statistics recomputed from the
+    /// stored history and kept.
+    pub fn rebuild_statistics(&self, view: Option<&str>) -> Result<Vec<(String, Statistics)>, StatsError> {
+        crate::stats_report::rebuild(&self.store, view)
     }
 
     /// `skewless drift`: served or stored values against a training set.

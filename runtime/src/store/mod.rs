@@ -820,6 +820,44 @@ impl Store {
         Ok(stats)
     }
 
+    /// Recomputes a view's statistics from its stored history and keeps
+    /// them, as of the latest commit: for a store written before statistics
+    /// were kept, with them off, or after a crash. The history holds each
+    /// row once, as the kept statistics count it, so the two agree bit for
+    /// bit. Online-only pushes are not in the history: the freshness they
+    /// moved is kept. A commit that lands meanwhile makes it start over.
+    pub fn rebuild_statistics(&self, view: &ViewRecord) -> Result<Statistics, StoreError> {
+        loop {
+            let commit = self.last_commit()?;
+            let mut rebuilt = self.statistics_between(view, i64::MIN, i64::MAX)?;
+            let txn = self.begin_write()?;
+            {
+                let counters = txn.open_table(COUNTERS).map_err(|e| self.fail(e))?;
+                let now = counters
+                    .get("commits")
+                    .map_err(|e| self.fail(e))?
+                    .map_or(0, |g| g.value());
+                if now != commit {
+                    continue;
+                }
+                let mut stats = txn.open_table(STATS).map_err(|e| self.fail(e))?;
+                let kept = stats
+                    .get(view.id)
+                    .map_err(|e| self.fail(e))?
+                    .map(|g| g.value().to_string());
+                if let Some(kept) = kept.and_then(|text| Statistics::from_json(&text).ok()) {
+                    rebuilt.newest_event_time = rebuilt.newest_event_time.max(kept.newest_event_time);
+                }
+                rebuilt.commit = Some(commit);
+                stats
+                    .insert(view.id, rebuilt.to_json().as_str())
+                    .map_err(|e| self.fail(e))?;
+            }
+            txn.commit().map_err(|e| self.fail(e))?;
+            return Ok(rebuilt);
+        }
+    }
+
     /// Calls `f` with the event time and values of every stored row of a
     /// view with event time in `from..to` (microseconds), from its history,
     /// in one read transaction.
@@ -1299,33 +1337,41 @@ impl Store {
         })
     }
 
-    /// Every history and latest entry, in key order: the store's logical
-    /// content, for comparing two stores.
+    /// Every history, latest and aggregate entry, in key order: the store's
+    /// logical content, for comparing two stores.
     pub fn dump(&self) -> Result<Vec<DumpEntry>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
         let mut out = Vec::new();
-        for (name, def) in [("history", HISTORY), ("latest", LATEST), ("aggregates", AGGREGATES)] {
-            let table = txn.open_table(def).map_err(|e| self.fail(e))?;
-            for item in table.iter().map_err(|e| self.fail(e))? {
-                let (k, v) = item.map_err(|e| self.fail(e))?;
-                out.push((name.to_string(), k.value().to_vec(), v.value().to_vec()));
-            }
-        }
+        self.for_each_logical_entry(|table, key, value| out.push((table.to_string(), key.to_vec(), value.to_vec())))?;
         Ok(out)
     }
 
     /// A digest of [`Self::dump`]: two stores with the same logical content
-    /// (whatever wrote it, in whatever commits) have the same one.
+    /// (whatever wrote it, in whatever commits) have the same one. Streams:
+    /// one entry in memory at a time, however large the store.
     pub fn content_digest(&self) -> Result<Digest, StoreError> {
         use sha2::Digest as _;
         let mut hasher = sha2::Sha256::new();
-        for (table, key, value) in self.dump()? {
-            for part in [table.as_bytes(), &key, &value] {
+        self.for_each_logical_entry(|table, key, value| {
+            for part in [table.as_bytes(), key, value] {
                 hasher.update((part.len() as u64).to_le_bytes());
                 hasher.update(part);
             }
-        }
+        })?;
         Ok(Digest(hasher.finalize().into()))
+    }
+
+    /// Calls `visit(table, key, value)` for every entry of the logical
+    /// content, table by table in key order, under one read transaction.
+    fn for_each_logical_entry(&self, mut visit: impl FnMut(&str, &[u8], &[u8])) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        for (name, def) in [("history", HISTORY), ("latest", LATEST), ("aggregates", AGGREGATES)] {
+            let table = txn.open_table(def).map_err(|e| self.fail(e))?;
+            for item in table.iter().map_err(|e| self.fail(e))? {
+                let (k, v) = item.map_err(|e| self.fail(e))?;
+                visit(name, k.value(), v.value());
+            }
+        }
+        Ok(())
     }
 
     /// Writes a copy of the store as of one commit to `out`, which must not

@@ -330,7 +330,16 @@ impl TempRepo {
                 panic!("the server did not start:\n{}", log.lock().unwrap());
             }
         };
-        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        // A fresh connection per request: a server may close a kept-alive
+        // connection after refusing a request whose body it did not read,
+        // and a reused one then fails at random ("Peer disconnected", seen
+        // once in CI). The load generator (`load`) keeps connections alive.
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
+            .build()
+            .into();
         ServerProcess {
             child,
             base,
