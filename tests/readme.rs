@@ -193,3 +193,47 @@ fn the_windowed_features_path_works_as_written() {
     assert!(train.starts_with("card_id,event_timestamp,txn_count_10m"), "{train}");
     assert_eq!(train.lines().count(), 2, "{train}");
 }
+
+/// The production and monitoring lines, typed in a backfilled driver_stats
+/// repo as a user would in theirs: the tokens, then a plain `skewless
+/// serve` that enforces them (run in the background, on a free port), and
+/// every `skewless stats` line.
+#[test]
+fn the_token_and_stats_lines_work_as_written() {
+    let readme = std::fs::read_to_string(kit::root().join("README.md")).unwrap();
+    let tokens = blocks_of_section(&readme, "## Running it in production");
+    let stats = blocks_of_section(&readme, "## Watching it in production");
+    let pick = |blocks: &[kit::docs::Block], needle: &str| {
+        let block = (blocks.iter())
+            .find(|b| b.language == "sh" && b.text.contains(needle))
+            .unwrap_or_else(|| panic!("no shell block with `{needle}`"));
+        command_lines(block)
+    };
+    let repo = kit::fresh_driver_repo();
+    let mut terminal = Terminal::open(repo.path());
+    let mut served = false;
+    for line in pick(&tokens, "skewless token add")
+        .into_iter()
+        .chain(pick(&stats, "skewless stats"))
+    {
+        let line = match line.split_once('#') {
+            Some((command, _)) if command.trim() == "skewless serve" => {
+                served = true;
+                "skewless serve --addr 127.0.0.1:0 &".to_string()
+            }
+            _ => line,
+        };
+        terminal.type_line(&line);
+    }
+    let shown = terminal.output.lock().unwrap().clone();
+    assert!(served, "the token block no longer starts the server");
+    assert!(
+        shown.contains("bearer auth"),
+        "the server did not enforce the tokens:\n{shown}"
+    );
+    assert!(
+        shown.contains("Rebuilt statistics of view `driver_hourly_stats`"),
+        "{shown}"
+    );
+    assert!(shown.contains("quantiles (within 1%)"), "{shown}");
+}
