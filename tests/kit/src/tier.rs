@@ -43,7 +43,7 @@ struct Tool {
 }
 
 impl Tier {
-    /// Every tier, in the order `.ci/run` runs them.
+    /// Every named tier.
     pub const ALL: [Tier; 5] = [Tier::Languages, Tier::Python, Tier::Ui, Tier::Fuzz, Tier::Drills];
 
     /// The name `SKEWLESS_TEST_TIERS` takes.
