@@ -1,9 +1,17 @@
 //! The shape of the code, checked: no dependency cycle between the files
-//! of a crate. Each file of `runtime/src`, `server/src` and
-//! `toolchain/src` is a module; a reference to `crate::a::b` (or
-//! `super::x`, or a child module by name) is an edge to the longest module
-//! path it names. Unit tests (`#[cfg(test)] mod tests`) are left out: they
-//! may use anything. A cycle fails the test with the files on it.
+//! of a crate, nor between its folders. Each file of `runtime/src`,
+//! `server/src` and `toolchain/src` is a module; a reference to
+//! `crate::a::b` (or `super::x`, or a child module by name) is an edge to
+//! the longest module path it names. Unit tests (`#[cfg(test)] mod tests`)
+//! are left out: they may use anything. A cycle fails the test with the
+//! files (or folders) on it.
+//!
+//! Folders are the crate's top-level modules: `store::rows` and
+//! `store::registry` are both `store`. Files may form no cycle, and
+//! neither may folders: `store::rows -> format::value` and
+//! `format::layout -> store::registry` is no file cycle, but it is the
+//! folder cycle `store <-> format`, which makes the two one module in all
+//! but name.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -159,34 +167,92 @@ fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
     state.found
 }
 
+/// The graph between folders: each module's edges, its path cut to the
+/// first segment (`store::rows` -> `store`), edges inside a folder dropped.
+fn folder_edges(files: &BTreeMap<String, BTreeSet<String>>) -> BTreeMap<String, BTreeSet<String>> {
+    let folder = |m: &str| m.split("::").next().unwrap_or_default().to_string();
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (module, targets) in files {
+        let from = folder(module);
+        let entry = out.entry(from.clone()).or_default();
+        entry.extend(targets.iter().map(|t| folder(t)).filter(|t| *t != from));
+    }
+    for targets in out.clone().into_values() {
+        for t in targets {
+            out.entry(t).or_default();
+        }
+    }
+    out
+}
+
+/// Each cycle as `a -> [b]; b -> [a]`, one per line.
+fn show(graph: &BTreeMap<String, BTreeSet<String>>, found: &[Vec<String>]) -> String {
+    found
+        .iter()
+        .map(|c| {
+            c.iter()
+                .map(|m| {
+                    format!(
+                        "{m} -> {:?}",
+                        graph[m].iter().filter(|t| c.contains(t)).collect::<Vec<_>>()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// What is wrong with the crate at `src`: its file cycles, then its folder
+/// cycles, empty when there are none.
+fn problems(src: &Path) -> Vec<String> {
+    let modules = modules(src);
+    assert!(modules.len() > 3, "{}: no modules found", src.display());
+    let files = edges(&modules);
+    let folders = folder_edges(&files);
+    let mut out = Vec::new();
+    let file_cycles = cycles(&files);
+    if !file_cycles.is_empty() {
+        out.push(format!(
+            "dependency cycles between files:\n{}",
+            show(&files, &file_cycles)
+        ));
+    }
+    let folder_cycles = cycles(&folders);
+    if !folder_cycles.is_empty() {
+        out.push(format!(
+            "dependency cycles between folders:\n{}",
+            show(&folders, &folder_cycles)
+        ));
+    }
+    out
+}
+
 #[test]
-fn no_file_depends_on_itself_through_others() {
+fn no_module_depends_on_itself_through_others() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for krate in ["runtime/src", "server/src", "toolchain/src"] {
-        let modules = modules(&root.join(krate));
-        assert!(modules.len() > 3, "{krate}: no modules found");
-        let graph = edges(&modules);
-        let found = cycles(&graph);
-        let shown: Vec<String> = found
-            .iter()
-            .map(|c| {
-                c.iter()
-                    .map(|m| {
-                        format!(
-                            "{m} -> {:?}",
-                            graph[m].iter().filter(|t| c.contains(t)).collect::<Vec<_>>()
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .collect();
-        assert!(
-            found.is_empty(),
-            "{krate} has dependency cycles between files:\n{}",
-            shown.join("\n")
-        );
+        let found = problems(&root.join(krate));
+        assert!(found.is_empty(), "{krate} has {}", found.join("\n"));
     }
+}
+
+/// The fixture has folders `alpha` and `beta` whose files reach each other
+/// with no file cycle (`alpha::reads -> beta::rows -> alpha::grammar`):
+/// only the folder check catches it.
+#[test]
+fn the_folder_check_finds_a_cycle_files_do_not_show() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/architecture/folder_cycle");
+    let found = problems(&fixture);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("dependency cycles between folders:")
+            && found[0].contains("alpha")
+            && found[0].contains("beta"),
+        "{}",
+        found[0]
+    );
 }
 
 #[test]

@@ -585,7 +585,7 @@ fn a_python_aggregator_gives_the_rust_bits_and_keeps_the_fold_laws() {
         return;
     }
     use skewless_runtime::Determinism;
-    use skewless_runtime::codec::row::Value;
+    use skewless_runtime::format::value::Value;
     let runtime = runtime();
     let load = |path: &std::path::Path| {
         runtime

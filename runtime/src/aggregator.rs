@@ -17,10 +17,10 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use wasmtime::Store;
 
-use crate::codec::row::{Value, ValueBuilder};
 use crate::codec::wit as columns;
 use crate::digest::Digest;
 use crate::error::{LoadError, TransformError, TransformErrorKind};
+use crate::format::value::{Value, ValueBuilder};
 use crate::limits::{Limits, MAX_AGGREGATOR_STATE_BYTES, ticks};
 use crate::sandbox::HostState;
 use crate::transform::{cap_message, classify_trap};
@@ -160,7 +160,7 @@ impl Aggregator {
         let output = &self.description.output;
         let array = columns::column_from_wit(column, output, states.len())
             .map_err(|e| self.error(TransformErrorKind::Output(e)))?;
-        let rows = crate::codec::row::decode_columns(&[array], std::slice::from_ref(output))
+        let rows = crate::format::value::decode_columns(&[array], std::slice::from_ref(output))
             .map_err(|e| self.error(TransformErrorKind::States(e.to_string())))?;
         Ok(rows.into_iter().map(|mut row| row.swap_remove(0)).collect())
     }

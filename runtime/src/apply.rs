@@ -332,7 +332,7 @@ fn check_batch_invariance(
 /// from the view's file source when it has that column, then generated
 /// edge and random values of the input's type.
 fn check_aggregators(catalog: &Catalog, view: &crate::repo::View) -> Result<(), ApplyError> {
-    use crate::codec::row::Value;
+    use crate::format::value::Value;
     let (Some(plan), crate::repo::ViewKind::Aggregation { aggregations, .. }) = (catalog.plan(&view.name), &view.kind)
     else {
         return Ok(());
@@ -348,7 +348,7 @@ fn check_aggregators(catalog: &Catalog, view: &crate::repo::View) -> Result<(), 
             && let Ok(mut opened) = crate::source::open(&file.path, file.format, std::slice::from_ref(input))
             && let Some(Ok(batch)) = opened.batches.next()
             && let Some(column) = batch.column_by_name(&input.name)
-            && let Ok(mut rows) = crate::codec::row::decode_columns(
+            && let Ok(mut rows) = crate::format::value::decode_columns(
                 &[column.slice(0, column.len().min(invariance::PROBE_ROWS))],
                 std::slice::from_ref(input),
             )
@@ -358,7 +358,7 @@ fn check_aggregators(catalog: &Catalog, view: &crate::repo::View) -> Result<(), 
         let from_file = values.clone();
         let seed = u64::from_str_radix(&aggregator.digest().hex()[..16], 16).expect("hex digits");
         let generated = invariance::generated(std::slice::from_ref(input), invariance::PROBE_ROWS, seed);
-        let mut rows = crate::codec::row::decode_columns(generated.columns(), std::slice::from_ref(input))
+        let mut rows = crate::format::value::decode_columns(generated.columns(), std::slice::from_ref(input))
             .expect("generated with the input's type");
         values.extend(rows.iter_mut().map(|row| row.swap_remove(0)));
         // NaN, infinities and extremes make many states NaN however events

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::row::{Value, decode_columns};
+use crate::format::value::{Value, decode_columns};
 use crate::repo::DriftThresholds;
 use crate::served_log::number;
 use crate::types::{FeatureType, FieldSpec};

@@ -13,7 +13,7 @@
 use std::path::Path;
 
 use crate::codec::{row, wit as wit_codec};
-use crate::store::layout;
+use crate::format::layout;
 use crate::types::{FeatureType, FieldSpec, arrow_schema};
 use crate::wit;
 

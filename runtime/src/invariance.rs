@@ -28,6 +28,7 @@ use crate::codec;
 use crate::error::TransformErrorKind;
 use crate::repo::{Repo, View};
 use crate::source::{self, SourceError};
+pub use crate::store::registry::{Arrangement, Dependence};
 use crate::transform::{Transform, TransformOutput};
 use crate::types::{FeatureType, FieldSpec, UTC};
 
@@ -86,57 +87,6 @@ impl fmt::Display for Probed {
             )?;
         }
         Ok(())
-    }
-}
-
-/// A row whose outcome depends on the rest of its batch, or on earlier calls.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Dependence {
-    /// The view.
-    pub view: String,
-    /// The row of the probe sample, counted from 0.
-    pub row: usize,
-    /// The row's input values, `name=value` pairs.
-    pub input: String,
-    /// The output column, or `row error`, or `the batch` when a whole call failed.
-    pub output: String,
-    /// What the row gave in one batch with the others.
-    pub together: String,
-    /// What it gave the other way.
-    pub apart: String,
-    /// The other way.
-    pub how: Arrangement,
-}
-
-/// How the probe's rows were run, besides as one batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Arrangement {
-    /// One call per row (what online reads do).
-    OneRowAtATime,
-    /// In batches cut at these rows.
-    Split(Vec<usize>),
-    /// As the same batch again: a difference here is state kept across calls.
-    Again,
-}
-
-impl fmt::Display for Arrangement {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Arrangement::OneRowAtATime => f.write_str("one row at a time"),
-            Arrangement::Split(at) => write!(f, "in a batch split at rows {at:?}"),
-            Arrangement::Again => f.write_str("in the same batch run again"),
-        }
-    }
-}
-
-impl fmt::Display for Dependence {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "view `{}`: for probe row {} ({}), {} is {} in one batch of all rows but {} {}",
-            self.view, self.row, self.input, self.output, self.together, self.apart, self.how
-        )
     }
 }
 

@@ -31,6 +31,7 @@ pub mod drift;
 mod engine;
 mod error;
 mod file_format;
+pub mod format;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

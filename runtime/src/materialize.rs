@@ -2,7 +2,7 @@
 //! keeps, shared by backfill (rows from files) and push (rows from the
 //! server): which columns to read, which rows can be stored, running the
 //! view's transform ([`crate::Transform::run`]) and encoding its output:
-//! feature rows ([`crate::codec::row`]) for a materialized view, events
+//! feature rows ([`crate::format::value`]) for a materialized view, events
 //! ([`crate::aggregate`]) for an aggregation view.
 
 use std::cell::RefCell;
@@ -16,8 +16,8 @@ use crate::aggregate::layout::Event;
 use crate::aggregate::{IdMode, PendingEvents, Plan};
 
 use crate::catalog::Catalog;
-use crate::codec::row::{ColumnMismatch, KeyEncoder, RowEncoder};
 use crate::error::TransformError;
+use crate::format::value::{ColumnMismatch, KeyEncoder, RowEncoder};
 use crate::repo::{FileSource, View};
 use crate::store::{Pending, PendingRows, ViewRecord};
 use crate::transform::{RowError, Transform};
@@ -317,15 +317,16 @@ impl Materializer<'_> {
                 .expect("needed columns are in the batch");
             columns.push(array.clone());
         }
-        let values_batch =
-            crate::codec::row::decode_columns(&columns, &plan.inputs).map_err(|error| MaterializeError::Columns {
+        let values_batch = crate::format::value::decode_columns(&columns, &plan.inputs).map_err(|error| {
+            MaterializeError::Columns {
                 view: self.view.name.clone(),
                 of: "event columns",
                 error,
-            })?;
+            }
+        })?;
         let ids = plan.id_column.as_ref().map(|f| {
             let array = batch.column_by_name(&f.name).expect("needed columns are in the batch");
-            crate::codec::row::decode_columns(std::slice::from_ref(array), std::slice::from_ref(f))
+            crate::format::value::decode_columns(std::slice::from_ref(array), std::slice::from_ref(f))
         });
         let ids = match ids {
             Some(Ok(values)) => Some(values),
@@ -357,8 +358,8 @@ impl Materializer<'_> {
             // With an id column the id is its value, and final: the same id replaces.
             if let Some(ids) = &ids {
                 let id = match &ids[row][0] {
-                    crate::codec::row::Value::Int64(v) => crate::aggregate::stable_hash(&v.to_le_bytes()),
-                    crate::codec::row::Value::Utf8(v) => crate::aggregate::stable_hash(v.as_bytes()),
+                    crate::format::value::Value::Int64(v) => crate::format::hash::stable_hash(&v.to_le_bytes()),
+                    crate::format::value::Value::Utf8(v) => crate::format::hash::stable_hash(v.as_bytes()),
                     _ => {
                         return Err(MaterializeError::View {
                             view: self.view.name.clone(),
@@ -379,12 +380,12 @@ impl Materializer<'_> {
                 ));
                 continue;
             }
-            let hash = crate::aggregate::stable_hash(&bytes);
+            let hash = crate::format::hash::stable_hash(&bytes);
             let occurrence = match self.ids.mode {
                 IdMode::Append | IdMode::Keyed | IdMode::Remove => 0,
                 IdMode::Replace => {
                     let n = seen
-                        .entry((crate::aggregate::stable_hash(&entity), time, hash))
+                        .entry((crate::format::hash::stable_hash(&entity), time, hash))
                         .or_insert(0);
                     *n += 1;
                     *n - 1

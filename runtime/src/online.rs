@@ -18,9 +18,9 @@ use serde::Serialize;
 
 use crate::catalog::Catalog;
 use crate::codec::json::WrongValue;
-use crate::codec::row::{KeyEncoder, Value, ValueBuilder};
 use crate::digest::Digest;
 use crate::error::TransformError;
+use crate::format::value::{KeyEncoder, Value, ValueBuilder};
 use crate::repo::{FeatureRef, SourceKind, ViewKind};
 use crate::store::{StoreError, StoreReader, ViewRecord};
 use crate::transform::RowError;

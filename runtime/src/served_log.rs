@@ -33,7 +33,7 @@ use arrow_array::builder::{Float64Builder, StringBuilder, TimestampMicrosecondBu
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use crate::codec::row::{Value, decode_columns};
+use crate::format::value::{Value, decode_columns};
 use crate::online::{OnlineRequest, OnlineResponse};
 use crate::types::{FeatureType, FieldSpec, UTC};
 

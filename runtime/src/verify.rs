@@ -22,11 +22,11 @@ use indexmap::IndexMap;
 
 use crate::catalog::Catalog;
 use crate::digest::Digest;
+use crate::format::layout::{KeyValue, decode_entity_key};
 use crate::invariance::{self, Dependence, Probed};
 use crate::online::{self, AsOf, OnlineError, OnlineRequest, OnlineResponse};
 use crate::repo::{FeatureRef, ViewKind};
 use crate::source::SourceError;
-use crate::store::layout::{KeyValue, decode_entity_key};
 use crate::store::{Invariance, Store, StoreError, ViewRecord};
 use crate::types::{FeatureType, UTC};
 

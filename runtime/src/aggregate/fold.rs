@@ -17,8 +17,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::codec::row::Value;
 use crate::error::TransformError;
+use crate::format::value::Value;
 
 use super::function::{State, StateKind};
 use super::layout::Event;

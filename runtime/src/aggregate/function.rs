@@ -13,10 +13,10 @@
 
 use std::cmp::Ordering;
 
-use crate::codec::row::Value;
+use crate::format::value::Value;
 use crate::types::FeatureType;
 
-use super::hll::Hll;
+use crate::stats::hll::Hll;
 
 /// A built-in aggregation function, as named in `skewless.toml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

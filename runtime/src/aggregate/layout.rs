@@ -1,5 +1,5 @@
 //! The on-disk layout of aggregation views: raw events and tiles, in one
-//! redb table, next to (not inside) the row layout of [`crate::store::layout`].
+//! redb table, next to (not inside) the row layout of [`crate::format::layout`].
 //!
 //! ```text
 //! key        := view_id u32 BE | entity key | level u8 | bucket u64 BE, sign bit flipped
@@ -9,7 +9,7 @@
 //!   value    := tile
 //! tile       := each slot's state, in the plan's slot order (state encodings below)
 //! event      := event_time i64 LE | event id [12] | validity + values of the plan's
-//!               inputs, as in a store row (crate::store::layout, without its header)
+//!               inputs, as in a store row (crate::format::layout, without its header)
 //! ```
 //!
 //! Invariants (enforced by [`crate::store::Store::write_views`], checked by
@@ -23,13 +23,13 @@
 //!    arrival order or backfill chunking never reach it.
 //! 3. A tile with no events is not stored (the empty state is the identity).
 
-use crate::codec::row::Value;
-use crate::store::layout::{CorruptRow, RowWriter, take};
+use crate::format::layout::{CorruptRow, RowWriter, take};
+use crate::format::value::Value;
 use crate::types::{FeatureType, FieldSpec};
 
 use super::function::{State, StateKind};
-use super::hll::Hll;
 use super::plan::Plan;
+use crate::stats::hll::Hll;
 
 /// An event id: 12 bytes, compared bytewise after the event time.
 pub type EventId = [u8; 12];
@@ -123,7 +123,7 @@ pub fn hour_events(entry: &[u8], inputs: &[FieldSpec]) -> Result<Vec<Event>, Cor
     for _ in 0..count {
         let time = i64::from_le_bytes(take(&mut rest, 8)?.try_into().expect("8 bytes"));
         let id: EventId = take(&mut rest, 12)?.try_into().expect("12 bytes");
-        let values = crate::codec::row::decode_fields(&mut rest, inputs)?;
+        let values = crate::format::value::decode_fields(&mut rest, inputs)?;
         events.push(Event { time, id, values });
     }
     if !rest.is_empty() {
@@ -207,7 +207,7 @@ fn read_state(rest: &mut &[u8], kind: StateKind, input: Option<FeatureType>) -> 
             data_type: input.ok_or(CorruptRow("a value state without an input"))?,
             nullable: true,
         };
-        Ok(crate::codec::row::decode_fields(rest, std::slice::from_ref(&field))?.remove(0))
+        Ok(crate::format::value::decode_fields(rest, std::slice::from_ref(&field))?.remove(0))
     };
     Ok(match kind {
         StateKind::Count => State::Count(u64_at(rest)?),

@@ -15,14 +15,11 @@
 pub mod events;
 pub mod fold;
 pub mod function;
-mod hash;
-pub(crate) mod hll;
 pub mod layout;
 pub mod plan;
 pub mod window;
 
 pub use events::{IdMode, PendingEvents, event_id};
 pub use function::Function;
-pub use hash::stable_hash;
 pub use plan::{AggregateFunction, AggregationSpec, Plan};
 pub use window::Window;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregator::Aggregator;
-use crate::codec::row::Value;
 use crate::digest::Digest;
+use crate::format::value::Value;
 use crate::types::{FeatureType, FieldSpec};
 
 use super::function::{Function, State, StateKind};

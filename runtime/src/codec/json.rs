@@ -13,7 +13,7 @@ use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicroseco
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType as ArrowType;
 
-use crate::codec::row::{Value, ValueBuilder};
+use crate::format::value::{Value, ValueBuilder};
 use crate::types::FeatureType;
 
 /// A value that is not of its column's type.

@@ -3,8 +3,8 @@
 //!
 //! - [`wit`]: Arrow <-> the WIT batches a transform component takes and
 //!   returns (what [`crate::Transform::run`] calls).
-//! - [`row`]: Arrow <-> the store's rows and entity keys (the byte layout
-//!   itself is [`crate::store::layout`]).
+//! - [`crate::format::value`]: Arrow <-> the store's rows and entity keys (the byte layout
+//!   itself is [`crate::format::layout`]).
 //! - [`json`]: JSON and command-line text <-> Arrow (requests, pushes,
 //!   answers).
 //!
@@ -16,7 +16,7 @@
 //! every codec and fails until each knows the new one.
 
 pub mod json;
-pub mod row;
+
 pub(crate) mod wit;
 
 use arrow_array::Array;
@@ -92,8 +92,9 @@ mod tests {
         TimestampMicrosecondArray,
     };
 
-    use super::{json, row, wit};
-    use crate::store::layout::RowWriter;
+    use super::{json, wit};
+    use crate::format::layout::RowWriter;
+    use crate::format::value as row;
     use crate::types::{FeatureType, FieldSpec, UTC, arrow_schema};
 
     /// Edge values of each type, nulls among them: what every codec must

@@ -16,10 +16,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::aggregate::hll::Hll;
-use crate::codec::row::{ColumnMismatch, Value, decode_columns};
+pub(crate) mod hll;
+use crate::format::value::{ColumnMismatch, Value, decode_columns};
 use crate::types::{FeatureType, FieldSpec};
 pub use exact_sum::ExactSum;
+use hll::Hll;
 pub use sketch::{QuantileSketch, RELATIVE_ERROR};
 
 /// Distinct strings counted exactly before the most frequent values are

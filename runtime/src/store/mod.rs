@@ -22,7 +22,7 @@
 //! open at once (a server and a backfill): writes take turns, reads follow.
 
 mod backup;
-pub mod layout;
+
 pub mod registry;
 
 use std::collections::BTreeMap;
@@ -38,18 +38,15 @@ use registry::Kind;
 pub use registry::{Invariance, Registry, ViewRecord};
 
 use crate::aggregate::PendingEvents;
-use crate::codec::row::{Value, decode_values};
 use crate::digest::Digest;
+use crate::format::layout::{self, CorruptRow, RowWriter};
+use crate::format::value::{Value, decode_values};
 use crate::stats::Statistics;
-use layout::{CorruptRow, RowWriter};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REGISTRY: TableDefinition<&str, &str> = TableDefinition::new("registry");
 
-/// The version of the store's layout (its tables, the key and row layout
-/// in [`layout`], the registry's records) that this build reads and writes.
-/// Bump it with any change an older build would misread.
-pub const FORMAT_VERSION: u64 = 1;
+pub use crate::format::FORMAT_VERSION;
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const DIGESTS: TableDefinition<u32, &[u8]> = TableDefinition::new("digests");
 const DIGEST_IDS: TableDefinition<&[u8], u32> = TableDefinition::new("digest_ids");

@@ -8,7 +8,7 @@
 //! them all. The form never shows: equality, the estimate and the stored
 //! bytes depend on the registers alone.
 
-use crate::codec::row::Value;
+use crate::format::value::Value;
 
 /// log2 of the number of registers.
 const PRECISION: u32 = 14;
@@ -294,9 +294,9 @@ fn hash_value(value: &Value) -> u64 {
             bytes.copy_from_slice(&v.to_bits().to_le_bytes());
             8
         }
-        Value::Utf8(s) => return super::hash::stable_hash(s.as_bytes()),
+        Value::Utf8(s) => return crate::format::hash::stable_hash(s.as_bytes()),
     };
-    super::hash::stable_hash(&bytes[..len])
+    crate::format::hash::stable_hash(&bytes[..len])
 }
 
 #[cfg(test)]

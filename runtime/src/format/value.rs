@@ -1,5 +1,5 @@
 //! Stored rows <-> Arrow: the one conversion between the store's row
-//! format ([`crate::store::layout`] says what the bytes are) and Arrow
+//! format ([`crate::format::layout`] says what the bytes are) and Arrow
 //! columns, both ways. Writers (backfill, push) encode a batch's columns
 //! into rows and entity keys with [`RowEncoder`] and [`KeyEncoder`];
 //! readers (online reads, `dataset`, `verify`) decode rows with
@@ -19,7 +19,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 
-use crate::store::layout::{CorruptRow, ROW_HEADER, RowWriter, push_int_key, push_str_key, take};
+use crate::format::layout::{CorruptRow, ROW_HEADER, RowWriter, push_int_key, push_str_key, take};
 use crate::types::{FeatureType, FieldSpec, UTC};
 
 /// A batch without a column the schema names, or with it of another type.

@@ -419,7 +419,7 @@ pub fn merge_block<'n>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::row::{Value, decode_values};
+    use crate::format::value::{Value, decode_values};
 
     fn schema() -> Vec<FieldSpec> {
         vec![
