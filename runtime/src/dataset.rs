@@ -361,7 +361,11 @@ fn join(
             let column = batch.column_by_name(&field.name).expect("opened with it");
             let column = match field.data_type {
                 FeatureType::Timestamp => Arc::new(micros(column)) as ArrayRef,
-                _ => column.clone(),
+                FeatureType::Bool
+                | FeatureType::Int64
+                | FeatureType::Float32
+                | FeatureType::Float64
+                | FeatureType::Utf8 => column.clone(),
             };
             entities.insert(field.name.clone(), column);
         }

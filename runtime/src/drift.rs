@@ -131,7 +131,12 @@ pub fn feature_drift(
             .iter()
             .filter_map(|v| match v {
                 Value::Utf8(s) => Some(s.clone()),
-                _ => None,
+                Value::Null
+                | Value::Bool(_)
+                | Value::Int64(_)
+                | Value::Float32(_)
+                | Value::Float64(_)
+                | Value::Timestamp(_) => None,
             })
             .collect()
     };

@@ -12,8 +12,9 @@
 
 use std::path::Path;
 
-use crate::codec::{row, wit as wit_codec};
+use crate::codec::wit as wit_codec;
 use crate::format::layout;
+use crate::format::value as row;
 use crate::types::{FeatureType, FieldSpec, arrow_schema};
 use crate::wit;
 

@@ -17,7 +17,7 @@ use crate::aggregate::{IdMode, PendingEvents, Plan};
 
 use crate::catalog::Catalog;
 use crate::error::TransformError;
-use crate::format::value::{ColumnMismatch, KeyEncoder, RowEncoder};
+use crate::format::value::{ColumnMismatch, KeyEncoder, RowEncoder, Value};
 use crate::repo::{FileSource, View};
 use crate::store::{Pending, PendingRows, ViewRecord};
 use crate::transform::{RowError, Transform};
@@ -358,9 +358,12 @@ impl Materializer<'_> {
             // With an id column the id is its value, and final: the same id replaces.
             if let Some(ids) = &ids {
                 let id = match &ids[row][0] {
-                    crate::format::value::Value::Int64(v) => crate::format::hash::stable_hash(&v.to_le_bytes()),
-                    crate::format::value::Value::Utf8(v) => crate::format::hash::stable_hash(v.as_bytes()),
-                    _ => {
+                    Value::Int64(v) => crate::format::hash::stable_hash(&v.to_le_bytes()),
+                    Value::Utf8(v) => crate::format::hash::stable_hash(v.as_bytes()),
+                    Value::Bool(_) | Value::Float32(_) | Value::Float64(_) | Value::Timestamp(_) => {
+                        unreachable!("event id columns are int64 or utf8 (checked by the repo)")
+                    }
+                    Value::Null => {
                         return Err(MaterializeError::View {
                             view: self.view.name.clone(),
                             message: format!(

@@ -457,10 +457,13 @@ fn entity_columns(
                 KeyValue::Utf8(s) => s.clone(),
                 KeyValue::Int64(i) => i.to_string(),
             }))),
-            _ => Arc::new(Int64Array::from_iter_values(sample.iter().map(|k| match &k[index] {
+            FeatureType::Int64 => Arc::new(Int64Array::from_iter_values(sample.iter().map(|k| match &k[index] {
                 KeyValue::Int64(i) => *i,
                 KeyValue::Utf8(_) => 0,
             }))),
+            FeatureType::Bool | FeatureType::Float32 | FeatureType::Float64 | FeatureType::Timestamp => {
+                unreachable!("join keys are int64 or utf8 (checked by the repo)")
+            }
         };
         columns.insert(key.name.clone(), array);
     }

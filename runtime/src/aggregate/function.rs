@@ -372,7 +372,9 @@ impl StateKind {
 fn as_i64(value: &Value) -> i64 {
     match value {
         Value::Int64(v) | Value::Timestamp(v) => *v,
-        other => unreachable!("an int64 state got {other:?} (types are checked at apply)"),
+        other @ (Value::Null | Value::Bool(_) | Value::Float32(_) | Value::Float64(_) | Value::Utf8(_)) => {
+            unreachable!("an int64 state got {other:?} (types are checked at apply)")
+        }
     }
 }
 
@@ -381,7 +383,9 @@ fn as_f64(value: &Value) -> f64 {
         Value::Int64(v) => *v as f64,
         Value::Float32(v) => *v as f64,
         Value::Float64(v) => *v,
-        other => unreachable!("a numeric state got {other:?} (types are checked at apply)"),
+        other @ (Value::Null | Value::Bool(_) | Value::Utf8(_) | Value::Timestamp(_)) => {
+            unreachable!("a numeric state got {other:?} (types are checked at apply)")
+        }
     }
 }
 
@@ -394,7 +398,16 @@ fn compare(a: &Value, b: &Value) -> Ordering {
         (Value::Float64(a), Value::Float64(b)) => a.total_cmp(b),
         (Value::Utf8(a), Value::Utf8(b)) => a.as_bytes().cmp(b.as_bytes()),
         (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
-        (a, b) => unreachable!("comparing {a:?} with {b:?}"),
+        (
+            a @ (Value::Null
+            | Value::Bool(_)
+            | Value::Int64(_)
+            | Value::Float32(_)
+            | Value::Float64(_)
+            | Value::Utf8(_)
+            | Value::Timestamp(_)),
+            b,
+        ) => unreachable!("comparing {a:?} with {b:?}"),
     }
 }
 

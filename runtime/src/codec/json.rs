@@ -11,7 +11,6 @@
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, ArrayRef};
-use arrow_schema::DataType as ArrowType;
 
 use crate::format::value::{Value, ValueBuilder};
 use crate::types::FeatureType;
@@ -105,7 +104,15 @@ pub fn array_from_json(
             (FeatureType::Timestamp, J::String(s)) => {
                 Value::Timestamp(crate::time::parse_timestamp(s).map_err(|e| wrong(row, e.to_string()))?)
             }
-            _ => return Err(wrong(row, got(json))),
+            (
+                FeatureType::Bool
+                | FeatureType::Int64
+                | FeatureType::Float32
+                | FeatureType::Float64
+                | FeatureType::Utf8
+                | FeatureType::Timestamp,
+                J::Bool(_) | J::Number(_) | J::String(_) | J::Array(_) | J::Object(_),
+            ) => return Err(wrong(row, got(json))),
         };
         builder.push(value);
     }
@@ -119,19 +126,22 @@ pub fn value_json(array: &dyn Array, row: usize) -> serde_json::Value {
     if array.is_null(row) {
         return J::Null;
     }
-    match array.data_type() {
-        ArrowType::Boolean => J::Bool(array.as_boolean().value(row)),
-        ArrowType::Int64 => J::from(array.as_primitive::<Int64Type>().value(row)),
-        ArrowType::Float32 => serde_json::Number::from_f64(array.as_primitive::<Float32Type>().value(row) as f64)
-            .map_or(J::Null, J::Number),
-        ArrowType::Float64 => {
+    match FeatureType::from_arrow(array.data_type()) {
+        Some(FeatureType::Bool) => J::Bool(array.as_boolean().value(row)),
+        Some(FeatureType::Int64) => J::from(array.as_primitive::<Int64Type>().value(row)),
+        Some(FeatureType::Float32) => {
+            serde_json::Number::from_f64(array.as_primitive::<Float32Type>().value(row) as f64)
+                .map_or(J::Null, J::Number)
+        }
+        Some(FeatureType::Float64) => {
             serde_json::Number::from_f64(array.as_primitive::<Float64Type>().value(row)).map_or(J::Null, J::Number)
         }
-        ArrowType::Utf8 => J::String(array.as_string::<i32>().value(row).to_string()),
-        ArrowType::Timestamp(..) => match array.as_primitive_opt::<TimestampMicrosecondType>() {
+        Some(FeatureType::Utf8) => J::String(array.as_string::<i32>().value(row).to_string()),
+        Some(FeatureType::Timestamp) => match array.as_primitive_opt::<TimestampMicrosecondType>() {
             Some(ts) => J::String(crate::time::format_timestamp(ts.value(row))),
             None => J::Null,
         },
-        _ => J::Null,
+        // Not a feature type: nothing a codec made.
+        None => J::Null,
     }
 }

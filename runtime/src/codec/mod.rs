@@ -19,40 +19,48 @@ pub mod json;
 
 pub(crate) mod wit;
 
+use crate::types::FeatureType;
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
-use arrow_schema::DataType as ArrowType;
 
 /// A value as bytes, `None` for null: floats by their bits, so NaN payloads
 /// and -0.0 count. What "bit-identical" means wherever values are compared.
+///
+/// Panics on an array of no feature type: every array compared here came
+/// through a codec that checked its type.
 pub(crate) fn value_bits(array: &dyn Array, row: usize) -> Option<Vec<u8>> {
     if array.is_null(row) {
         return None;
     }
-    Some(match array.data_type() {
-        ArrowType::Boolean => vec![u8::from(array.as_boolean().value(row))],
-        ArrowType::Int64 => array.as_primitive::<Int64Type>().value(row).to_le_bytes().to_vec(),
-        ArrowType::Float32 => array
+    Some(match feature_type(array) {
+        FeatureType::Bool => vec![u8::from(array.as_boolean().value(row))],
+        FeatureType::Int64 => array.as_primitive::<Int64Type>().value(row).to_le_bytes().to_vec(),
+        FeatureType::Float32 => array
             .as_primitive::<Float32Type>()
             .value(row)
             .to_bits()
             .to_le_bytes()
             .to_vec(),
-        ArrowType::Float64 => array
+        FeatureType::Float64 => array
             .as_primitive::<Float64Type>()
             .value(row)
             .to_bits()
             .to_le_bytes()
             .to_vec(),
-        ArrowType::Utf8 => array.as_string::<i32>().value(row).as_bytes().to_vec(),
-        ArrowType::Timestamp(..) => array
+        FeatureType::Utf8 => array.as_string::<i32>().value(row).as_bytes().to_vec(),
+        FeatureType::Timestamp => array
             .as_primitive::<TimestampMicrosecondType>()
             .value(row)
             .to_le_bytes()
             .to_vec(),
-        other => format!("{other}").into_bytes(),
     })
+}
+
+/// The feature type of an array a codec made or checked.
+fn feature_type(array: &dyn Array) -> FeatureType {
+    FeatureType::from_arrow(array.data_type())
+        .unwrap_or_else(|| panic!("an array of {} reached a codec unchecked", array.data_type()))
 }
 
 /// A value for a message: as JSON ([`json::value_json`]), except floats that
@@ -66,17 +74,19 @@ pub(crate) fn value_text(array: &dyn Array, row: usize) -> String {
             Some(format!("{value} (bits {bits})"))
         }
     };
-    let special = match array.data_type() {
-        _ if array.is_null(row) => None,
-        ArrowType::Float32 => {
+    if array.is_null(row) {
+        return json::value_json(array, row).to_string();
+    }
+    let special = match feature_type(array) {
+        FeatureType::Float32 => {
             let value = array.as_primitive::<Float32Type>().value(row);
             bits(value as f64, format!("{:#010x}", value.to_bits()))
         }
-        ArrowType::Float64 => {
+        FeatureType::Float64 => {
             let value = array.as_primitive::<Float64Type>().value(row);
             bits(value, format!("{:#018x}", value.to_bits()))
         }
-        _ => None,
+        FeatureType::Bool | FeatureType::Int64 | FeatureType::Utf8 | FeatureType::Timestamp => None,
     };
     special.unwrap_or_else(|| json::value_json(array, row).to_string())
 }

@@ -120,25 +120,26 @@ pub(crate) fn with_wit_batch<R>(
     let mut owned: Vec<Owned> = arrays.iter().map(|_| Owned::default()).collect();
     let mut borrowed_validity = Vec::with_capacity(arrays.len());
     let mut borrowed_bits = Vec::with_capacity(arrays.len());
-    for (array, owned) in arrays.iter().zip(owned.iter_mut()) {
+    for ((array, owned), field) in arrays.iter().zip(owned.iter_mut()).zip(fields) {
         let nulls = array.nulls().filter(|n| n.null_count() > 0);
         borrowed_validity.push(nulls.and_then(|n| bitmap_bytes(n.inner(), &mut owned.validity)));
-        borrowed_bits.push(match array.data_type() {
-            ArrowType::Boolean => bitmap_bytes(array.as_boolean().values(), &mut owned.values),
-            _ => None,
-        });
-        match array.data_type() {
-            ArrowType::Utf8 => {
+        let mut bits = None;
+        match field.data_type {
+            FeatureType::Bool => bits = bitmap_bytes(array.as_boolean().values(), &mut owned.values),
+            FeatureType::Utf8 => {
                 let offsets = array.as_string::<i32>().value_offsets();
                 if offsets[0] != 0 {
                     owned.offsets = Some(offsets.iter().map(|o| o - offsets[0]).collect());
                 }
             }
-            ArrowType::Timestamp(unit, _) if *unit != TimeUnit::Microsecond => {
-                owned.micros = crate::time::micros_array(*array);
+            FeatureType::Timestamp => {
+                if !matches!(array.data_type(), ArrowType::Timestamp(TimeUnit::Microsecond, _)) {
+                    owned.micros = crate::time::micros_array(*array);
+                }
             }
-            _ => {}
+            FeatureType::Int64 | FeatureType::Float32 | FeatureType::Float64 => {}
         }
+        borrowed_bits.push(bits);
     }
     let columns = fields
         .iter()
@@ -146,12 +147,12 @@ pub(crate) fn with_wit_batch<R>(
         .zip(&owned)
         .zip(borrowed_validity.into_iter().zip(borrowed_bits))
         .map(|(((field, array), owned), (validity, bits))| {
-            let values = match array.data_type() {
-                ArrowType::Boolean => ValuesRef::Boolean(bits.or(owned.values.as_deref()).unwrap_or_default()),
-                ArrowType::Int64 => ValuesRef::Int64(array.as_primitive::<Int64Type>().values()),
-                ArrowType::Float32 => ValuesRef::Float32(array.as_primitive::<Float32Type>().values()),
-                ArrowType::Float64 => ValuesRef::Float64(array.as_primitive::<Float64Type>().values()),
-                ArrowType::Utf8 => {
+            let values = match field.data_type {
+                FeatureType::Bool => ValuesRef::Boolean(bits.or(owned.values.as_deref()).unwrap_or_default()),
+                FeatureType::Int64 => ValuesRef::Int64(array.as_primitive::<Int64Type>().values()),
+                FeatureType::Float32 => ValuesRef::Float32(array.as_primitive::<Float32Type>().values()),
+                FeatureType::Float64 => ValuesRef::Float64(array.as_primitive::<Float64Type>().values()),
+                FeatureType::Utf8 => {
                     let strings = array.as_string::<i32>();
                     let offsets = strings.value_offsets();
                     let (first, last) = (offsets[0] as usize, offsets[offsets.len() - 1] as usize);
@@ -160,11 +161,10 @@ pub(crate) fn with_wit_batch<R>(
                         bytes: &strings.values()[first..last],
                     })
                 }
-                ArrowType::Timestamp(..) => ValuesRef::Timestamp(match &owned.micros {
+                FeatureType::Timestamp => ValuesRef::Timestamp(match &owned.micros {
                     Some(micros) => micros.values(),
                     None => array.as_primitive::<TimestampMicrosecondType>().values(),
                 }),
-                other => unreachable!("FeatureType::from_arrow accepted {other}"),
             };
             ColumnRef {
                 name: &field.name,

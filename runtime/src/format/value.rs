@@ -188,7 +188,9 @@ impl<'a> KeyEncoder<'a> {
             match column {
                 Column::Int64(a) => push_int_key(out, a.value(row)),
                 Column::Utf8(a) => push_str_key(out, a.value(row)),
-                _ => unreachable!("join keys are int64 or utf8 (checked by the repo)"),
+                Column::Bool(_) | Column::Float32(_) | Column::Float64(_) | Column::Timestamp(_) => {
+                    unreachable!("join keys are int64 or utf8 (checked by the repo)")
+                }
             }
         }
     }
