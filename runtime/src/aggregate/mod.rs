@@ -17,6 +17,7 @@ pub mod fold;
 pub mod function;
 pub mod layout;
 pub mod plan;
+pub mod tiles;
 pub mod window;
 
 pub use events::{IdMode, PendingEvents, event_id};

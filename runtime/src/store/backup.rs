@@ -7,13 +7,111 @@
 //! database beside the destination, compacted, synced, and renamed into
 //! place, so the destination is either absent or a whole copy.
 //!
-//! This module knows redb, not the store's tables: `Store::backup` names
-//! them, so the store depends on this module and not the other way round.
+//! Also here: the store's logical content ([`Store::dump`],
+//! [`Store::content_digest`]), what two stores are compared by. The copy
+//! itself ([`write`]) knows redb, not the store's tables: [`Store::backup`]
+//! names every one of them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use redb::{Database, Key, ReadTransaction, ReadableTable, TableDefinition, TableHandle, Value, WriteTransaction};
+use redb::{
+    Database, Key, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle, Value,
+    WriteTransaction,
+};
+
+use super::error::{Failure, StoreError};
+use super::file::{
+    AGGREGATES, COMMITS, COUNTERS, DIGEST_IDS, DIGESTS, EVENT_IDS, HISTORY, LATEST, META, REGISTRY, SKIPPED, STATS,
+    Store, counter,
+};
+use super::replication::LOG_SEQUENCE;
+use crate::digest::Digest;
+
+/// One stored entry: table name, key, value.
+pub type DumpEntry = (String, Vec<u8>, Vec<u8>);
+
+impl Store {
+    /// Every history, latest and aggregate entry, in key order: the store's
+    /// logical content, for comparing two stores.
+    pub fn dump(&self) -> Result<Vec<DumpEntry>, StoreError> {
+        let mut out = Vec::new();
+        self.for_each_logical_entry(|table, key, value| out.push((table.to_string(), key.to_vec(), value.to_vec())))?;
+        Ok(out)
+    }
+
+    /// A digest of [`Self::dump`]: two stores with the same logical content
+    /// (whatever wrote it, in whatever commits) have the same one. Streams:
+    /// one entry in memory at a time, however large the store.
+    pub fn content_digest(&self) -> Result<Digest, StoreError> {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        self.for_each_logical_entry(|table, key, value| {
+            for part in [table.as_bytes(), key, value] {
+                hasher.update((part.len() as u64).to_le_bytes());
+                hasher.update(part);
+            }
+        })?;
+        Ok(Digest(hasher.finalize().into()))
+    }
+
+    /// Calls `visit(table, key, value)` for every entry of the logical
+    /// content, table by table in key order, under one read transaction.
+    fn for_each_logical_entry(&self, mut visit: impl FnMut(&str, &[u8], &[u8])) -> Result<(), StoreError> {
+        self.read(|txn| {
+            for (name, def) in [("history", HISTORY), ("latest", LATEST), ("aggregates", AGGREGATES)] {
+                for item in txn.open_table(def)?.iter()? {
+                    let (k, v) = item?;
+                    visit(name, k.value(), v.value());
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes a copy of the store as of one commit to `out`, which must not
+    /// exist; other readers and writers (a server, a backfill) carry on
+    /// ([`write`] says how). Every table is named here.
+    pub fn backup(&self, out: &Path) -> Result<BackupSummary, StoreError> {
+        let started = std::time::Instant::now();
+        let snapshot = self.db.begin_read().map_err(|e| Failure::from(e).at(&self.path))?;
+        let (commit, log_sequence) = (|| {
+            let counters = snapshot.open_table(COUNTERS)?;
+            Ok::<_, Failure>((counter(&counters, COMMITS)?, counter(&counters, LOG_SEQUENCE)?))
+        })()
+        .map_err(|e| e.at(&self.path))?;
+        let tables: [&dyn CopyTable; 11] = [
+            &META,
+            &REGISTRY,
+            &COUNTERS,
+            &DIGESTS,
+            &DIGEST_IDS,
+            &HISTORY,
+            &LATEST,
+            &AGGREGATES,
+            &EVENT_IDS,
+            &STATS,
+            &SKIPPED,
+        ];
+        let (entries, bytes) = write(&snapshot, &tables, out).map_err(|e| match e {
+            CopyError::Source(e) => Failure::Redb(e).at(&self.path),
+            CopyError::Copy(path, e) => Failure::Redb(e).at(&path),
+            CopyError::UnknownTable(name) => Failure::Corrupt(format!(
+                "table `{name}` is not one this build knows how to back up; use the build that wrote it"
+            ))
+            .at(&self.path),
+            CopyError::Io(path, error) => StoreError::Io { path, error },
+        })?;
+        Ok(BackupSummary {
+            path: out.to_path_buf(),
+            commit,
+            log_sequence,
+            entries,
+            bytes,
+            elapsed: started.elapsed(),
+        })
+    }
+}
 
 /// What a backup holds.
 #[derive(Debug, Clone)]
@@ -59,7 +157,7 @@ impl std::fmt::Display for BackupSummary {
 
 /// Why a copy failed; the store maps it to its own error.
 #[derive(Debug)]
-pub(crate) enum CopyError {
+enum CopyError {
     /// Reading the store failed.
     Source(redb::Error),
     /// Writing the copy (at the path) failed.
@@ -71,7 +169,7 @@ pub(crate) enum CopyError {
 }
 
 /// A table to copy: any redb table definition.
-pub(crate) trait CopyTable {
+trait CopyTable {
     /// Copies the table (if the snapshot has it): its name and entry count.
     fn copy(&self, snapshot: &ReadTransaction, copy: &Database, path: &Path) -> Result<(String, u64), CopyError>;
 }
@@ -83,11 +181,7 @@ const ENTRIES_PER_COMMIT: u64 = 100_000;
 /// the entries copied and the size of the file. A table of the snapshot
 /// that `tables` does not name fails the copy, so a table added to the
 /// store without being added to its backup fails loudly, not silently.
-pub(crate) fn write(
-    snapshot: &ReadTransaction,
-    tables: &[&dyn CopyTable],
-    out: &Path,
-) -> Result<(u64, u64), CopyError> {
+fn write(snapshot: &ReadTransaction, tables: &[&dyn CopyTable], out: &Path) -> Result<(u64, u64), CopyError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |error| CopyError::Io(path, error)

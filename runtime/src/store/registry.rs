@@ -12,8 +12,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use redb::{ReadableTable, Table};
 use serde::{Deserialize, Serialize};
 
+use super::error::{Failure, StoreError};
+use super::file::{COUNTERS, DIGEST_IDS, DIGESTS, REGISTRY, Store, counter};
 use crate::digest::Digest;
 use crate::repo::{Entity, Service, Source, SourceKind, View, ViewKind};
 use crate::types::FieldSpec;
@@ -82,7 +85,7 @@ pub struct ViewRecord {
     pub transform: String,
     /// TTL in seconds, if any.
     pub ttl_secs: Option<u64>,
-    /// History bucket width (see [`super::layout`]).
+    /// History bucket width (see [`crate::format::layout`]).
     pub bucket_micros: i64,
     /// The last commit that wrote values of this view, if any. Only
     /// [`super::Store::write_views`] changes it, in the commit it names.
@@ -356,4 +359,152 @@ impl fmt::Display for Dependence {
             self.view, self.row, self.input, self.output, self.together, self.apart, self.how
         )
     }
+}
+
+impl Store {
+    /// The whole registry, read in one transaction.
+    pub fn registry(&self) -> Result<Registry, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(REGISTRY)?;
+            let mut registry = Registry::default();
+            for kind in Kind::ALL {
+                let prefix = kind.key("");
+                for item in table.range(prefix.as_str()..)? {
+                    let (key, value) = item?;
+                    let Some(name) = key.value().strip_prefix(prefix.as_str()).map(str::to_string) else {
+                        break;
+                    };
+                    let json = value.value();
+                    let bad = |e: serde_json::Error| Failure::Corrupt(format!("registry record {}: {e}", key.value()));
+                    match kind {
+                        Kind::Entity => registry
+                            .entities
+                            .insert(name, serde_json::from_str(json).map_err(bad)?)
+                            .map(drop),
+                        Kind::Source => registry
+                            .sources
+                            .insert(name, serde_json::from_str(json).map_err(bad)?)
+                            .map(drop),
+                        Kind::View => registry
+                            .views
+                            .insert(name, serde_json::from_str(json).map_err(bad)?)
+                            .map(drop),
+                        Kind::Service => registry
+                            .services
+                            .insert(name, serde_json::from_str(json).map_err(bad)?)
+                            .map(drop),
+                    };
+                }
+            }
+            Ok(registry)
+        })
+    }
+
+    /// Every view record, by name.
+    pub fn views(&self) -> Result<BTreeMap<String, ViewRecord>, StoreError> {
+        Ok(self.registry()?.views)
+    }
+
+    /// Replaces the registry with `registry` in one transaction, assigning
+    /// storage ids to views whose id is 0. Returns the registry as stored.
+    pub fn replace_registry(&self, mut registry: Registry) -> Result<Registry, StoreError> {
+        self.write_txn(|txn| {
+            let mut table = txn.open_table(REGISTRY)?;
+            let mut counters = txn.open_table(COUNTERS)?;
+            table.retain(|_, _| false)?;
+            for view in registry.views.values_mut() {
+                if view.id == 0 {
+                    let next = counter(&counters, "next_view_id")?.max(1);
+                    counters.insert("next_view_id", next + 1)?;
+                    view.id = u32::try_from(next).map_err(|_| Failure::Corrupt("view ids exhausted".into()))?;
+                }
+            }
+            let mut records: Vec<(String, String)> = Vec::new();
+            records.extend(
+                registry
+                    .entities
+                    .iter()
+                    .map(|(n, r)| (Kind::Entity.key(n), record_json(r))),
+            );
+            records.extend(
+                registry
+                    .sources
+                    .iter()
+                    .map(|(n, r)| (Kind::Source.key(n), record_json(r))),
+            );
+            records.extend(registry.views.iter().map(|(n, r)| (Kind::View.key(n), record_json(r))));
+            records.extend(
+                registry
+                    .services
+                    .iter()
+                    .map(|(n, r)| (Kind::Service.key(n), record_json(r))),
+            );
+            for (key, value) in &records {
+                table.insert(key.as_str(), value.as_str())?;
+            }
+            Ok(())
+        })?;
+        Ok(registry)
+    }
+
+    /// The id of `digest`, registering it if new.
+    pub fn digest_id(&self, digest: &Digest) -> Result<u32, StoreError> {
+        // Usually known already: a read, not a (durable, fsynced) write.
+        let known = self.read(|txn| Ok(txn.open_table(DIGEST_IDS)?.get(&digest.0[..])?.map(|g| g.value())))?;
+        if let Some(id) = known {
+            return Ok(id);
+        }
+        self.write_txn(|txn| {
+            let mut ids = txn.open_table(DIGEST_IDS)?;
+            if let Some(id) = ids.get(&digest.0[..])?.map(|g| g.value()) {
+                return Ok(id);
+            }
+            let mut counters = txn.open_table(COUNTERS)?;
+            let next = counter(&counters, "next_digest_id")?.max(1);
+            counters.insert("next_digest_id", next + 1)?;
+            let id = u32::try_from(next).map_err(|_| Failure::Corrupt("digest ids exhausted".into()))?;
+            ids.insert(&digest.0[..], id)?;
+            txn.open_table(DIGESTS)?.insert(id, &digest.0[..])?;
+            Ok(id)
+        })
+    }
+
+    /// Every registered digest by id.
+    pub fn digests(&self) -> Result<BTreeMap<u32, Digest>, StoreError> {
+        self.read(|txn| {
+            let mut out = BTreeMap::new();
+            for item in txn.open_table(DIGESTS)?.iter()? {
+                let (id, bytes) = item?;
+                let digest: [u8; 32] = bytes
+                    .value()
+                    .try_into()
+                    .map_err(|_| Failure::Corrupt("a digest is not 32 bytes".into()))?;
+                out.insert(id.value(), Digest(digest));
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Sets `last_commit` of `view`'s record, in the registry's own copy: the
+/// writer's may be older (a server started before an `apply`).
+pub(super) fn record_commit(
+    registry: &mut Table<'_, &'static str, &'static str>,
+    view: &ViewRecord,
+    commit: u64,
+) -> Result<(), Failure> {
+    let key = Kind::View.key(&view.name);
+    let Some(stored) = registry.get(key.as_str())?.map(|g| g.value().to_string()) else {
+        return Ok(());
+    };
+    let mut record: ViewRecord =
+        serde_json::from_str(&stored).map_err(|e| Failure::Corrupt(format!("registry record {key}: {e}")))?;
+    record.last_commit = Some(commit);
+    registry.insert(key.as_str(), record_json(&record).as_str())?;
+    Ok(())
+}
+
+/// A registry record as its stored JSON.
+fn record_json<T: Serialize>(record: &T) -> String {
+    serde_json::to_string(record).expect("registry records serialize")
 }

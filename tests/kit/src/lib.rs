@@ -524,7 +524,7 @@ pub fn split_mix(seed: u64) -> impl FnMut(u64) -> u64 {
 /// Flips one bit of a driver's served conv_rate in a driver_stats store
 /// file, behind the store's back (row layout: event_time 8, created 8,
 /// digest id 4, validity 1, then conv_rate as f32 LE; see
-/// runtime/src/store/layout.rs): the damage `verify` and the skew monitor
+/// runtime/src/format/layout.rs): the damage `verify` and the skew monitor
 /// must find.
 pub fn flip_served_conv_rate(repo: &TempRepo, driver: i64) {
     use redb::ReadableTable;
