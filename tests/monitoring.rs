@@ -533,3 +533,38 @@ fn the_skew_monitor_counts_no_mismatch_under_load_and_one_for_a_value_corrupted_
         );
     }
 }
+
+/// A large write counts its statistics on a second thread while the
+/// B-tree merge runs; a small one counts them inline. 40,000 rows in one
+/// commit (threaded), in commits of 1,000 (inline), and recomputed from the
+/// history: the same bits, three ways.
+#[test]
+fn statistics_are_the_same_bits_counted_on_a_second_thread_inline_or_rebuilt() {
+    let mut random = split_mix(27);
+    let end = FIXED_END;
+    let rows: Vec<Row> = (0..40_000)
+        .map(|i| {
+            let conv = (random(10) != 0).then(|| random(1_000_000) as f32 / 1e6);
+            (
+                1000 + i % 100,
+                end - (i / 100 + 1) * HOUR,
+                conv,
+                random(1000) as f32 / 1e3,
+                random(5000) as i64 - 100,
+            )
+        })
+        .collect();
+    let kept_after = |rows_per_commit: &str| {
+        let repo = TempRepo::new("driver_stats");
+        write_source(&repo, &rows);
+        repo.ok(&["apply"]);
+        repo.ok(&["backfill", "--rows-per-commit", rows_per_commit]);
+        (kept_statistics(&repo), repo)
+    };
+    let (threaded, repo) = kept_after("1000000");
+    let (inline, _) = kept_after("1000");
+    assert!(threaded.contains("\"rows\":40000"), "{threaded}");
+    assert_eq!(threaded, inline, "one commit (threaded) and commits of 1,000 (inline) differ");
+    repo.ok(&["stats", "--rebuild"]);
+    assert_eq!(kept_statistics(&repo), threaded, "rebuilt statistics differ from the kept ones");
+}
