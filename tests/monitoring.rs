@@ -564,7 +564,14 @@ fn statistics_are_the_same_bits_counted_on_a_second_thread_inline_or_rebuilt() {
     let (threaded, repo) = kept_after("1000000");
     let (inline, _) = kept_after("1000");
     assert!(threaded.contains("\"rows\":40000"), "{threaded}");
-    assert_eq!(threaded, inline, "one commit (threaded) and commits of 1,000 (inline) differ");
+    assert_eq!(
+        threaded, inline,
+        "one commit (threaded) and commits of 1,000 (inline) differ"
+    );
     repo.ok(&["stats", "--rebuild"]);
-    assert_eq!(kept_statistics(&repo), threaded, "rebuilt statistics differ from the kept ones");
+    assert_eq!(
+        kept_statistics(&repo),
+        threaded,
+        "rebuilt statistics differ from the kept ones"
+    );
 }

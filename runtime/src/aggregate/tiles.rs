@@ -15,6 +15,13 @@ use super::window::LADDER;
 use crate::error::TransformError;
 use crate::format::layout::{CorruptRow, decode_entity_key};
 
+/// One tile: a state per slot of the plan.
+pub type Tile = Vec<State>;
+
+/// A parent's children: every bucket inside it that exists, and the tiles
+/// of those not rebuilt in this write, decoded.
+type Children = (Vec<i64>, BTreeMap<i64, Tile>);
+
 /// Why tiles could not be rebuilt or checked.
 #[derive(Debug)]
 pub enum TileError {
@@ -41,15 +48,15 @@ impl From<TransformError> for TileError {
 pub fn rebuild_above<E: From<TransformError>>(
     plan: &Plan,
     mut touched: Vec<i64>,
-    mut rebuilt: BTreeMap<i64, Vec<State>>,
-    mut stored: impl FnMut(u8, i64, i64, &dyn Fn(i64) -> bool) -> Result<Vec<(i64, Option<Vec<State>>)>, E>,
+    mut rebuilt: BTreeMap<i64, Tile>,
+    mut stored: impl FnMut(u8, i64, i64, &dyn Fn(i64) -> bool) -> Result<Vec<(i64, Option<Tile>)>, E>,
     mut put: impl FnMut(u8, i64, Option<&[State]>) -> Result<(), E>,
 ) -> Result<(), E> {
     for level in 1..LADDER.len() {
         let ratio = LADDER[level] / LADDER[level - 1];
         let mut parents: Vec<i64> = touched.iter().map(|b| b.div_euclid(ratio)).collect();
         parents.dedup();
-        let mut children_of: Vec<(Vec<i64>, BTreeMap<i64, Vec<State>>)> = Vec::with_capacity(parents.len());
+        let mut children_of: Vec<Children> = Vec::with_capacity(parents.len());
         for &parent in &parents {
             let skip = |bucket: i64| rebuilt.contains_key(&bucket);
             let found = stored((level - 1) as u8, parent * ratio, parent * ratio + ratio - 1, &skip)?;

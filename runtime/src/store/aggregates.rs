@@ -18,7 +18,7 @@ pub use crate::aggregate::tiles::AggregateCheck;
 use crate::aggregate::tiles::{self, TileCheck, TileError};
 use crate::aggregate::window::HOUR;
 use crate::aggregate::{IdMode, PendingEvents, Plan};
-use crate::format::layout::CorruptRow;
+use crate::format::layout::{CorruptRow, SortKey};
 
 /// Merges events into their hour entries (replacing equal ids, or
 /// numbering appended copies), then rebuilds every tile above them:
@@ -71,10 +71,23 @@ pub(super) fn merge(
         }
         pending.events.extend(moved);
     }
-    // Stable: among equal ids the later event stays later, and wins.
-    pending
-        .events
-        .sort_by(|a, b| a.0.cmp(&b.0).then(a.1.time.cmp(&b.1.time)).then(a.1.id.cmp(&b.1.id)));
+    // By (entity, time, id); among equal ids the later event stays later,
+    // and wins (arrival breaks ties). An index sort: events are large to move.
+    let mut order: Vec<(SortKey, i64, EventId, usize)> = (pending.events.iter().enumerate())
+        .map(|(i, (entity, event, _))| (SortKey::of(entity), event.time, event.id, i))
+        .collect();
+    order.sort_unstable_by(|a, b| {
+        let entity = |i: usize| pending.events[i].0.as_slice();
+        (a.0.cmp(entity(a.3), b.0, entity(b.3)))
+            .then(a.1.cmp(&b.1))
+            .then(a.2.cmp(&b.2))
+            .then(a.3.cmp(&b.3))
+    });
+    let mut arrived: Vec<Option<_>> = std::mem::take(&mut pending.events).into_iter().map(Some).collect();
+    pending.events = order
+        .iter()
+        .map(|o| arrived[o.3].take().expect("each index once"))
+        .collect();
     let mut entry = Vec::new();
     let mut events = std::mem::take(&mut pending.events).into_iter().peekable();
     while let Some((entity, first, first_mode)) = events.next() {

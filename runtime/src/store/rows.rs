@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{Failure, StoreError};
 use super::file::{HISTORY, LATEST, Store};
 use super::registry::ViewRecord;
-use crate::format::layout::{self, CorruptRow, RowWriter};
+use crate::format::layout::{self, CorruptRow, RowWriter, SortKey};
 use crate::format::value::{Value, decode_values};
 use crate::stats::Statistics;
 use crate::types::FieldSpec;
@@ -39,6 +39,10 @@ pub struct PendingRows {
 
 #[derive(Clone, Copy)]
 struct Entry {
+    /// Sorting compares these, not the key's bytes in the arena.
+    sort_key: SortKey,
+    /// Arrival: the later of two equal rows wins.
+    seq: usize,
     key: (usize, usize),
     row: (usize, usize),
     bucket: i64,
@@ -65,6 +69,8 @@ impl PendingRows {
         let mut writer = RowWriter::start(&mut self.arena, event_time, created, digest_id, features);
         values(&mut writer);
         self.entries.push(Entry {
+            sort_key: SortKey::of(&self.arena[key_start..row_start]),
+            seq: self.entries.len(),
             key: (key_start, row_start),
             row: (row_start, self.arena.len()),
             bucket: layout::bucket_of(event_time, bucket_micros),
@@ -143,13 +149,16 @@ pub(super) fn merge(
     added: Option<&mut Statistics>,
 ) -> Result<(), Failure> {
     let PendingRows { arena, entries } = pending;
-    // Stable: among equal (key, bucket, event_time, created) the later row stays later, and wins.
-    entries.sort_by(|a, b| {
+    // By (key, bucket, event_time, created); among equals the later row
+    // stays later, and wins (the entries' order breaks ties: a stable sort
+    // without a stable sort's cost). Keys compare by their prefix first:
+    // comparing arena slices was half of a backfill's time.
+    entries.sort_unstable_by(|a, b| {
         let key_of = |e: &Entry| &arena[e.key.0..e.key.1];
-        key_of(a)
-            .cmp(key_of(b))
+        (a.sort_key.cmp(key_of(a), b.sort_key, key_of(b)))
             .then(a.bucket.cmp(&b.bucket))
             .then((a.event_time, a.created).cmp(&(b.event_time, b.created)))
+            .then(a.seq.cmp(&b.seq))
     });
     let (arena, entries) = (&*arena, &*entries);
     let Some(added) = added else {
