@@ -14,6 +14,12 @@
 //!
 //! Run: cargo bench --bench aggregations   (needs `pip install duckdb`;
 //! BENCH_EVENTS=1000000, BENCH_SPINE_ROWS=100000, BENCH_RUNS=3, BENCH_SECS=3)
+//!
+//! The scale point, `BENCH_SCALE=1 cargo bench --bench aggregations`: the
+//! same backfill and 100,000-row `dataset` at 1M events over 10k cards and
+//! at 10M over 100k cards, side by side, with each process's peak RSS and
+//! the store's bytes per event (the cost should follow the work, not the
+//! store).
 
 use skewless_testkit as kit;
 
@@ -111,7 +117,105 @@ fn online(base: &str, connections: usize, secs: u64, cards: usize) -> (f64, f64,
     (all.len() as f64 / secs as f64, at(0.5), at(0.99))
 }
 
+/// Runs `skewless` in `repo` under `/usr/bin/time`: (wall time, peak RSS
+/// in MB if `time` is there).
+fn timed(repo: &kit::TempRepo, args: &[&str]) -> (Duration, Option<f64>) {
+    let gnu_time = std::path::Path::new("/usr/bin/time").exists();
+    let mut command = if gnu_time {
+        let mut c = std::process::Command::new("/usr/bin/time");
+        c.args(["-f", "peak-rss-kb %M"]).arg(kit::skewless_bin());
+        c
+    } else {
+        std::process::Command::new(kit::skewless_bin())
+    };
+    command.args(args).arg("--repo").arg(repo.path());
+    let started = Instant::now();
+    let out = command.output().unwrap();
+    let elapsed = started.elapsed();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "skewless {args:?}: {said}");
+    let rss = said
+        .lines()
+        .find_map(|l| l.strip_prefix("peak-rss-kb "))
+        .and_then(|kb| kb.trim().parse::<f64>().ok())
+        .map(|kb| kb / 1e3);
+    (elapsed, rss)
+}
+
+/// Backfill and a 100,000-row `dataset` at 1M events / 10k cards and 10M
+/// / 100k cards, in one run.
+fn scale_point(spine_rows: usize) {
+    let end = skewless_runtime::time::now_micros();
+    let mut rows = Vec::new();
+    for (events, cards) in [(1_000_000usize, 10_000usize), (10_000_000, 100_000)] {
+        let repo = kit::TempRepo::new("fraud");
+        let data = repo.path().join("data/transactions.parquet");
+        samples::write_parquet(&data, &samples::card_transactions(cards, events, 60, end, 7)).unwrap();
+        repo.ok(&["apply"]);
+        let (backfill, backfill_rss) = timed(&repo, &["backfill", "--view", "card_activity"]);
+        let size = std::fs::metadata(repo.store()).unwrap().len() as f64;
+        let mut next = kit::split_mix(3);
+        let day = 86_400_000_000u64;
+        let (spine_cards, times): (Vec<String>, Vec<i64>) = (0..spine_rows)
+            .map(|_| {
+                (
+                    format!("card-{:05}", 1 + next(cards as u64)),
+                    end - next(30 * day) as i64,
+                )
+            })
+            .unzip();
+        let spine = RecordBatch::try_from_iter([
+            ("card_id", Arc::new(StringArray::from(spine_cards)) as ArrayRef),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let spine_path = repo.path().join("spine.parquet");
+        samples::write_parquet(&spine_path, &spine).unwrap();
+        let out = repo.path().join("train.parquet");
+        let args = [
+            "dataset",
+            "--spine",
+            spine_path.to_str().unwrap(),
+            "--features",
+            "card_activity",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        let (dataset, dataset_rss) = timed(&repo, &args);
+        let mb = |rss: Option<f64>| rss.map_or("n/a".to_string(), |r| format!("{r:.0} MB"));
+        println!(
+            "{events} events / {cards} cards: backfill {:.2} s ({:.0} events/s, peak {}); store {:.1} bytes/event; \
+             dataset {spine_rows} rows {:.2} s (peak {})",
+            backfill.as_secs_f64(),
+            events as f64 / backfill.as_secs_f64(),
+            mb(backfill_rss),
+            size / events as f64,
+            dataset.as_secs_f64(),
+            mb(dataset_rss)
+        );
+        rows.push((
+            events as f64 / backfill.as_secs_f64(),
+            size / events as f64,
+            dataset.as_secs_f64(),
+        ));
+    }
+    let (small, large) = (rows[0], rows[1]);
+    println!(
+        "10M against 1M: backfill rate {:.2}x (target at least 0.8x), bytes per event {:.2}x (target at most 1x), \
+         dataset time {:.2}x (target at most 1.5x)",
+        large.0 / small.0,
+        large.1 / small.1,
+        large.2 / small.2
+    );
+}
+
 fn main() {
+    if env("BENCH_SCALE", 0) == 1 {
+        return scale_point(env("BENCH_SPINE_ROWS", 100_000) as usize);
+    }
     let events = env("BENCH_EVENTS", 1_000_000) as usize;
     let spine_rows = env("BENCH_SPINE_ROWS", 100_000) as usize;
     let runs = env("BENCH_RUNS", 3) as usize;

@@ -272,3 +272,44 @@ fn the_cycle_finder_finds_cycles() {
     found.sort();
     assert_eq!(found, vec![vec!["engine", "transform"], vec!["store", "store::layout"]]);
 }
+
+/// Each package's enabled features, from `cargo tree` (package -> feature sets).
+fn feature_sets(args: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "--prefix", "none", "-f", "{p} [{f}]"])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut sets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((package, features)) = line.trim_end_matches(" (*)").rsplit_once(" [") else {
+            continue;
+        };
+        sets.entry(package.to_string())
+            .or_default()
+            .insert(features.trim_end_matches(']').to_string());
+    }
+    sets
+}
+
+/// `cargo run --release` (the README's main job) builds every crate with
+/// the features `cargo test --release --workspace` (its test command) built
+/// it with, so one build serves both: `workspace-hack/Cargo.toml` lists the
+/// features only the workspace build would turn on.
+#[test]
+fn the_binary_builds_with_the_workspace_features() {
+    let workspace = feature_sets(&["--workspace", "-e", "normal,build,dev"]);
+    let binary = feature_sets(&["-p", "skewless", "-e", "normal,build"]);
+    let differ: Vec<String> = binary
+        .iter()
+        .filter(|(package, features)| workspace.get(*package) != Some(features))
+        .map(|(package, features)| format!("{package}: {features:?}, in the workspace {:?}", workspace.get(package)))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "add these features to workspace-hack/Cargo.toml:\n{}",
+        differ.join("\n")
+    );
+}
