@@ -36,40 +36,6 @@
 
 use crate::types::{FeatureType, FieldSpec};
 
-/// A key's first 16 bytes, zero-padded, as a big-endian integer: sorting
-/// by it and then by [`SortKey::cmp`] orders keys as their bytes do, while
-/// comparing integers rather than slices (an int64 entity key, 9 bytes,
-/// never needs its bytes compared).
-#[derive(Debug, Clone, Copy)]
-pub struct SortKey {
-    prefix: u128,
-    len: usize,
-}
-
-impl SortKey {
-    /// The sort key of `key`.
-    pub fn of(key: &[u8]) -> SortKey {
-        let mut prefix = [0u8; 16];
-        let known = key.len().min(16);
-        prefix[..known].copy_from_slice(&key[..known]);
-        SortKey {
-            prefix: u128::from_be_bytes(prefix),
-            len: key.len(),
-        }
-    }
-
-    /// The order of the keys `a` and `b` (whose sort keys these are).
-    pub fn cmp(self, a: &[u8], other: SortKey, b: &[u8]) -> std::cmp::Ordering {
-        self.prefix.cmp(&other.prefix).then_with(|| {
-            if self.len <= 16 && other.len <= 16 {
-                self.len.cmp(&other.len)
-            } else {
-                a.cmp(b)
-            }
-        })
-    }
-}
-
 /// Where each row header field sits: `event_time i64 LE | created i64 LE |
 /// digest_id u32 LE`, then the validity bitmap at [`ROW_HEADER`].
 const EVENT_TIME_AT: usize = 0;

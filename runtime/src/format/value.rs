@@ -224,20 +224,35 @@ impl Value {
 
 /// Decodes a row's values in schema order.
 pub fn decode_values(row: &[u8], schema: &[FieldSpec]) -> Result<Vec<Value>, CorruptRow> {
+    let mut values = Vec::with_capacity(schema.len());
+    decode_values_into(row, schema, &mut values)?;
+    Ok(values)
+}
+
+/// [`decode_values`] into `values` (cleared first): a loop over many rows
+/// reuses one vector.
+pub fn decode_values_into(row: &[u8], schema: &[FieldSpec], values: &mut Vec<Value>) -> Result<(), CorruptRow> {
     let mut rest = row;
     take(&mut rest, ROW_HEADER)?;
-    let values = decode_fields(&mut rest, schema)?;
+    values.clear();
+    decode_fields_into(&mut rest, schema, values)?;
     if !rest.is_empty() {
         return Err(CorruptRow("trailing bytes after the last feature"));
     }
-    Ok(values)
+    Ok(())
 }
 
 /// Decodes a validity bitmap and the values after it (a row without its
 /// header), advancing `rest` past them.
 pub fn decode_fields(rest: &mut &[u8], schema: &[FieldSpec]) -> Result<Vec<Value>, CorruptRow> {
-    let validity = take(rest, schema.len().div_ceil(8))?;
     let mut values = Vec::with_capacity(schema.len());
+    decode_fields_into(rest, schema, &mut values)?;
+    Ok(values)
+}
+
+/// [`decode_fields`], appending to `values`.
+fn decode_fields_into(rest: &mut &[u8], schema: &[FieldSpec], values: &mut Vec<Value>) -> Result<(), CorruptRow> {
+    let validity = take(rest, schema.len().div_ceil(8))?;
     for (i, field) in schema.iter().enumerate() {
         if validity[i / 8] & (1 << (i % 8)) == 0 {
             values.push(Value::Null);
@@ -260,7 +275,7 @@ pub fn decode_fields(rest: &mut &[u8], schema: &[FieldSpec]) -> Result<Vec<Value
             }
         });
     }
-    Ok(values)
+    Ok(())
 }
 
 /// Builds an Arrow array of one [`FeatureType`] from decoded store values

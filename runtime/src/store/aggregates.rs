@@ -10,7 +10,7 @@ use redb::{ReadableTable, Table};
 use super::error::{Failure, StoreError};
 use super::file::{AGGREGATES, Store};
 use super::registry::ViewRecord;
-use super::rows::StoreReader;
+use super::rows::{StoreReader, entity_order};
 use crate::aggregate::fold::{self, EntityData};
 use crate::aggregate::function::State;
 use crate::aggregate::layout::{self as agg, Event, EventId};
@@ -18,7 +18,7 @@ pub use crate::aggregate::tiles::AggregateCheck;
 use crate::aggregate::tiles::{self, TileCheck, TileError};
 use crate::aggregate::window::HOUR;
 use crate::aggregate::{IdMode, PendingEvents, Plan};
-use crate::format::layout::{CorruptRow, SortKey};
+use crate::format::layout::CorruptRow;
 
 /// Merges events into their hour entries (replacing equal ids, or
 /// numbering appended copies), then rebuilds every tile above them:
@@ -72,21 +72,15 @@ pub(super) fn merge(
         pending.events.extend(moved);
     }
     // By (entity, time, id); among equal ids the later event stays later,
-    // and wins (arrival breaks ties). An index sort: events are large to move.
-    let mut order: Vec<(SortKey, i64, EventId, usize)> = (pending.events.iter().enumerate())
-        .map(|(i, (entity, event, _))| (SortKey::of(entity), event.time, event.id, i))
-        .collect();
-    order.sort_unstable_by(|a, b| {
-        let entity = |i: usize| pending.events[i].0.as_slice();
-        (a.0.cmp(entity(a.3), b.0, entity(b.3)))
-            .then(a.1.cmp(&b.1))
-            .then(a.2.cmp(&b.2))
-            .then(a.3.cmp(&b.3))
-    });
+    // and wins (arrival breaks ties).
+    let order = {
+        let keys: Vec<&[u8]> = pending.events.iter().map(|(entity, _, _)| entity.as_slice()).collect();
+        entity_order(&keys, |i| (pending.events[i].1.time, pending.events[i].1.id))
+    };
     let mut arrived: Vec<Option<_>> = std::mem::take(&mut pending.events).into_iter().map(Some).collect();
     pending.events = order
         .iter()
-        .map(|o| arrived[o.3].take().expect("each index once"))
+        .map(|&i| arrived[i].take().expect("each index once"))
         .collect();
     let mut entry = Vec::new();
     let mut events = std::mem::take(&mut pending.events).into_iter().peekable();

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::error::{Failure, StoreError};
 use super::file::{HISTORY, LATEST, Store};
 use super::registry::ViewRecord;
-use crate::format::layout::{self, CorruptRow, RowWriter, SortKey};
-use crate::format::value::{Value, decode_values};
+use crate::format::layout::{self, CorruptRow, RowWriter};
+use crate::format::value::{Value, decode_values, decode_values_into};
 use crate::stats::Statistics;
 use crate::types::FieldSpec;
 
@@ -39,10 +39,6 @@ pub struct PendingRows {
 
 #[derive(Clone, Copy)]
 struct Entry {
-    /// Sorting compares these, not the key's bytes in the arena.
-    sort_key: SortKey,
-    /// Arrival: the later of two equal rows wins.
-    seq: usize,
     key: (usize, usize),
     row: (usize, usize),
     bucket: i64,
@@ -69,8 +65,6 @@ impl PendingRows {
         let mut writer = RowWriter::start(&mut self.arena, event_time, created, digest_id, features);
         values(&mut writer);
         self.entries.push(Entry {
-            sort_key: SortKey::of(&self.arena[key_start..row_start]),
-            seq: self.entries.len(),
             key: (key_start, row_start),
             row: (row_start, self.arena.len()),
             bucket: layout::bucket_of(event_time, bucket_micros),
@@ -130,11 +124,60 @@ const STATISTICS_CHUNK: usize = 4_096;
 
 /// Adds stored rows (their values and event times) to `stats`.
 fn observe(stats: &mut Statistics, rows: &[&[u8]], schema: &[FieldSpec]) -> Result<(), CorruptRow> {
+    let mut values = Vec::with_capacity(schema.len());
     for row in rows {
-        stats.add_row(&decode_values(row, schema)?);
+        decode_values_into(row, schema, &mut values)?;
+        stats.add_row(&values);
         stats.saw_event_time(Some(layout::row_header(row)?.event_time));
     }
     Ok(())
+}
+
+/// The order of items by entity key, then by `then`, arrival breaking
+/// ties (so the later of two equal items stays later, and wins): the
+/// indices of `keys` (one per item) in that order. Linear, not a
+/// comparison sort of the whole (which was half a backfill's time): each
+/// key gets its rank among the distinct keys, a counting sort by rank
+/// keeps arrival order, and each entity's run is sorted only if it is not
+/// already (sources usually come in time order).
+pub(super) fn entity_order<K: Ord>(keys: &[&[u8]], then: impl Fn(usize) -> K) -> Vec<usize> {
+    let mut ordinal: std::collections::HashMap<&[u8], u32> = std::collections::HashMap::new();
+    let ordinals: Vec<u32> = keys
+        .iter()
+        .map(|key| {
+            let next = ordinal.len() as u32;
+            *ordinal.entry(key).or_insert(next)
+        })
+        .collect();
+    let mut distinct: Vec<(&[u8], u32)> = ordinal.into_iter().collect();
+    distinct.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut rank = vec![0u32; distinct.len()];
+    for (r, (_, o)) in distinct.iter().enumerate() {
+        rank[*o as usize] = r as u32;
+    }
+    // Where each rank's run starts, then each item placed in arrival order.
+    let mut start = vec![0usize; distinct.len() + 1];
+    for &o in &ordinals {
+        start[rank[o as usize] as usize + 1] += 1;
+    }
+    for r in 0..distinct.len() {
+        start[r + 1] += start[r];
+    }
+    let runs = start.clone();
+    let mut order = vec![0usize; keys.len()];
+    for (item, &o) in ordinals.iter().enumerate() {
+        let at = &mut start[rank[o as usize] as usize];
+        order[*at] = item;
+        *at += 1;
+    }
+    for run in runs.windows(2) {
+        let run = &mut order[run[0]..run[1]];
+        if !run.is_sorted_by_key(|&i| then(i)) {
+            // Stable: arrival order breaks ties.
+            run.sort_by_key(|&i| then(i));
+        }
+    }
+    order
 }
 
 /// Merges `pending` rows of `view` into its history blocks and/or latest
@@ -149,17 +192,11 @@ pub(super) fn merge(
     added: Option<&mut Statistics>,
 ) -> Result<(), Failure> {
     let PendingRows { arena, entries } = pending;
-    // By (key, bucket, event_time, created); among equals the later row
-    // stays later, and wins (the entries' order breaks ties: a stable sort
-    // without a stable sort's cost). Keys compare by their prefix first:
-    // comparing arena slices was half of a backfill's time.
-    entries.sort_unstable_by(|a, b| {
-        let key_of = |e: &Entry| &arena[e.key.0..e.key.1];
-        (a.sort_key.cmp(key_of(a), b.sort_key, key_of(b)))
-            .then(a.bucket.cmp(&b.bucket))
-            .then((a.event_time, a.created).cmp(&(b.event_time, b.created)))
-            .then(a.seq.cmp(&b.seq))
+    let keys: Vec<&[u8]> = entries.iter().map(|e| &arena[e.key.0..e.key.1]).collect();
+    let order = entity_order(&keys, |i| {
+        (entries[i].bucket, entries[i].event_time, entries[i].created)
     });
+    *entries = order.iter().map(|&i| entries[i]).collect();
     let (arena, entries) = (&*arena, &*entries);
     let Some(added) = added else {
         return merge_sorted(view, arena, entries, to, history, latest, None);
@@ -168,27 +205,36 @@ pub(super) fn merge(
         return merge_sorted(view, arena, entries, to, history, latest, Some((added, None)));
     }
     let schema = &view.features;
-    std::thread::scope(|scope| {
-        let (chunks, received) = std::sync::mpsc::sync_channel::<Vec<&[u8]>>(8);
-        let counting = scope.spawn(move || {
-            let mut stats = Statistics::new(schema);
-            for chunk in received {
-                observe(&mut stats, &chunk, schema)?;
+    // The merge queues the rows new to the history; a second thread counts
+    // them meanwhile, and this one helps with what is left once it is done.
+    let (chunks, queued) = std::sync::mpsc::channel::<Vec<&[u8]>>();
+    let queued = std::sync::Mutex::new(queued);
+    let count = || -> Result<Statistics, CorruptRow> {
+        let mut stats = Statistics::new(schema);
+        loop {
+            let chunk = queued.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+            match chunk {
+                Ok(chunk) => observe(&mut stats, &chunk, schema)?,
+                Err(std::sync::mpsc::RecvError) => return Ok(stats),
             }
-            Ok::<_, CorruptRow>(stats)
-        });
+        }
+    };
+    std::thread::scope(|scope| {
+        let counting = scope.spawn(count);
         let merged = merge_sorted(view, arena, entries, to, history, latest, Some((added, Some(chunks))));
+        let helped = count();
         let counted = counting.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         merged?;
-        let counted = counted.map_err(Failure::corrupt_in(&view.name))?;
-        added.merge(&counted);
+        for counted in [counted, helped] {
+            added.merge(&counted.map_err(Failure::corrupt_in(&view.name))?);
+        }
         Ok(())
     })
 }
 
 /// Where the rows new to the history go: the statistics, counted here, or
 /// chunks sent to the thread that counts them.
-type Observer<'s, 'a> = (&'s mut Statistics, Option<std::sync::mpsc::SyncSender<Vec<&'a [u8]>>>);
+type Observer<'s, 'a> = (&'s mut Statistics, Option<std::sync::mpsc::Sender<Vec<&'a [u8]>>>);
 
 /// [`merge`] of entries sorted by (entity key, bucket, event time, created).
 fn merge_sorted<'a>(
@@ -241,7 +287,7 @@ fn merge_sorted<'a>(
                 && (new_rows.len() >= STATISTICS_CHUNK || chunks.is_none())
             {
                 match chunks {
-                    // A send fails only if the thread stopped, on a corrupt row it reports.
+                    // A send fails only if the counting stopped, on a corrupt row it reports.
                     Some(chunks) => drop(chunks.send(std::mem::take(&mut new_rows))),
                     None => observe(stats, &std::mem::take(&mut new_rows), schema).map_err(&corrupt)?,
                 }
