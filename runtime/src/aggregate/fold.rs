@@ -207,14 +207,23 @@ pub struct Needed {
 
 /// The ranges the reads of `plan` at `times` touch.
 pub fn needed(plan: &Plan, times: &[i64]) -> Needed {
+    // A bucket right after the last range pushed extends it: the parts of
+    // one window come in time order, so a 30-day window's tiles push one
+    // range per level, not one per tile (and there are fewer to sort).
+    fn push(ranges: &mut Vec<(i64, i64)>, lo: i64, hi: i64) {
+        match ranges.last_mut() {
+            Some(last) if last.0 <= lo && lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+            _ => ranges.push((lo, hi)),
+        }
+    }
     let mut out = Needed::default();
     for &t in times {
         for window in &plan.windows {
             for part in decompose(window.start(t), t) {
                 match part {
-                    Part::Events { hour, .. } => out.events.push((hour, hour)),
-                    Part::Tile { level, bucket } => out.tiles[level as usize].push((bucket, bucket)),
-                    Part::TopTilesBefore { before } => out.tiles[TOP as usize].push((i64::MIN, before - 1)),
+                    Part::Events { hour, .. } => push(&mut out.events, hour, hour),
+                    Part::Tile { level, bucket } => push(&mut out.tiles[level as usize], bucket, bucket),
+                    Part::TopTilesBefore { before } => push(&mut out.tiles[TOP as usize], i64::MIN, before - 1),
                 }
             }
         }
