@@ -117,6 +117,32 @@ fn online(base: &str, connections: usize, secs: u64, cards: usize) -> (f64, f64,
     (all.len() as f64 / secs as f64, at(0.5), at(0.99))
 }
 
+/// A spine of `rows` random (card, instant) pairs over the last 30 days
+/// before `end`, written to `spine.parquet` in `repo`.
+fn write_spine(repo: &kit::TempRepo, cards: usize, rows: usize, end: i64) -> std::path::PathBuf {
+    let mut next = kit::split_mix(3);
+    let day = 86_400_000_000u64;
+    let (spine_cards, times): (Vec<String>, Vec<i64>) = (0..rows)
+        .map(|_| {
+            (
+                format!("card-{:05}", 1 + next(cards as u64)),
+                end - next(30 * day) as i64,
+            )
+        })
+        .unzip();
+    let spine = RecordBatch::try_from_iter([
+        ("card_id", Arc::new(StringArray::from(spine_cards)) as ArrayRef),
+        (
+            "event_timestamp",
+            Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let path = repo.path().join("spine.parquet");
+    samples::write_parquet(&path, &spine).unwrap();
+    path
+}
+
 /// Runs `skewless` in `repo` under `/usr/bin/time`: (wall time, peak RSS
 /// in MB if `time` is there).
 fn timed(repo: &kit::TempRepo, args: &[&str]) -> (Duration, Option<f64>) {
@@ -154,26 +180,7 @@ fn scale_point(spine_rows: usize) {
         repo.ok(&["apply"]);
         let (backfill, backfill_rss) = timed(&repo, &["backfill", "--view", "card_activity"]);
         let size = std::fs::metadata(repo.store()).unwrap().len() as f64;
-        let mut next = kit::split_mix(3);
-        let day = 86_400_000_000u64;
-        let (spine_cards, times): (Vec<String>, Vec<i64>) = (0..spine_rows)
-            .map(|_| {
-                (
-                    format!("card-{:05}", 1 + next(cards as u64)),
-                    end - next(30 * day) as i64,
-                )
-            })
-            .unzip();
-        let spine = RecordBatch::try_from_iter([
-            ("card_id", Arc::new(StringArray::from(spine_cards)) as ArrayRef),
-            (
-                "event_timestamp",
-                Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")) as ArrayRef,
-            ),
-        ])
-        .unwrap();
-        let spine_path = repo.path().join("spine.parquet");
-        samples::write_parquet(&spine_path, &spine).unwrap();
+        let spine_path = write_spine(&repo, cards, spine_rows, end);
         let out = repo.path().join("train.parquet");
         let args = [
             "dataset",
@@ -247,26 +254,7 @@ fn main() {
     );
 
     // Dataset: random cards and instants over the last 30 days.
-    let mut next = kit::split_mix(3);
-    let day = 86_400_000_000u64;
-    let (spine_cards, times): (Vec<String>, Vec<i64>) = (0..spine_rows)
-        .map(|_| {
-            (
-                format!("card-{:05}", 1 + next(cards as u64)),
-                end - next(30 * day) as i64,
-            )
-        })
-        .unzip();
-    let spine = RecordBatch::try_from_iter([
-        ("card_id", Arc::new(StringArray::from(spine_cards)) as ArrayRef),
-        (
-            "event_timestamp",
-            Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")) as ArrayRef,
-        ),
-    ])
-    .unwrap();
-    let spine_path = repo.path().join("spine.parquet");
-    samples::write_parquet(&spine_path, &spine).unwrap();
+    let spine_path = write_spine(&repo, cards, spine_rows, end);
     let out = repo.path().join("train.parquet");
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..runs {

@@ -21,6 +21,24 @@ const HOUR: i64 = 3_600_000_000;
 /// Source rows of driver_stats: (driver, event time, conv_rate, acc_rate, trips).
 type Row = (i64, i64, Option<f32>, f32, i64);
 
+/// `count` rows over `drivers` drivers, an hour apart, back from
+/// `FIXED_END`; a tenth of conv_rate null, some trips negative.
+fn source_rows(seed: u64, count: i64, drivers: i64) -> Vec<Row> {
+    let mut random = split_mix(seed);
+    (0..count)
+        .map(|i| {
+            let conv = (random(10) != 0).then(|| random(1_000_000) as f32 / 1e6);
+            (
+                1000 + i % drivers,
+                FIXED_END - (i / drivers + 1) * HOUR,
+                conv,
+                random(1000) as f32 / 1e3,
+                random(5000) as i64 - 100,
+            )
+        })
+        .collect()
+}
+
 fn write_source(repo: &TempRepo, rows: &[Row]) {
     let times = |f: &dyn Fn(&Row) -> i64| -> ArrayRef {
         Arc::new(TimestampMicrosecondArray::from_iter_values(rows.iter().map(f)).with_timezone("UTC"))
@@ -71,18 +89,7 @@ fn rank(sorted: &[f64], q: f64) -> f64 {
 fn statistics_match_a_direct_computation_whether_rows_were_backfilled_or_pushed_in_any_order() {
     let mut random = split_mix(16);
     let end = FIXED_END;
-    let rows: Vec<Row> = (0..1_500)
-        .map(|i| {
-            let conv = (random(10) != 0).then(|| random(1_000_000) as f32 / 1e6);
-            (
-                1000 + i % 50,
-                end - (i / 50 + 1) * HOUR,
-                conv,
-                random(1000) as f32 / 1e3,
-                random(5000) as i64 - 100,
-            )
-        })
-        .collect();
+    let rows = source_rows(16, 1_500, 50);
 
     let backfilled = TempRepo::new("driver_stats");
     write_source(&backfilled, &rows);
@@ -544,20 +551,7 @@ fn the_skew_monitor_counts_no_mismatch_under_load_and_one_for_a_value_corrupted_
 /// history: the same bits, three ways.
 #[test]
 fn statistics_are_the_same_bits_counted_on_a_second_thread_inline_or_rebuilt() {
-    let mut random = split_mix(27);
-    let end = FIXED_END;
-    let rows: Vec<Row> = (0..40_000)
-        .map(|i| {
-            let conv = (random(10) != 0).then(|| random(1_000_000) as f32 / 1e6);
-            (
-                1000 + i % 100,
-                end - (i / 100 + 1) * HOUR,
-                conv,
-                random(1000) as f32 / 1e3,
-                random(5000) as i64 - 100,
-            )
-        })
-        .collect();
+    let rows = source_rows(27, 40_000, 100);
     let kept_after = |rows_per_commit: &str| {
         let repo = TempRepo::new("driver_stats");
         write_source(&repo, &rows);
