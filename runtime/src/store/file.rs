@@ -27,7 +27,7 @@ pub(super) const AGGREGATES: TableDefinition<&[u8], &[u8]> = TableDefinition::ne
 /// event to another time removes it from its old hour in the same commit.
 pub(super) const EVENT_IDS: TableDefinition<&[u8], i64> = TableDefinition::new("event_ids");
 /// Each materialized view's feature statistics as of its last commit
-/// (view id -> [`Statistics::to_json`]), updated in the transaction that
+/// (view id -> [`crate::stats::Statistics::to_json`]), updated in the transaction that
 /// writes its rows, from the rows that transaction added or changed.
 pub(super) const STATS: TableDefinition<u32, &str> = TableDefinition::new("stats");
 /// Replicated serving: messages of the replication log that were recorded
