@@ -167,7 +167,13 @@ impl Terminal {
         use std::io::Write;
         self.typed += 1;
         let marker = format!("__line_{}_exit_", self.typed);
-        let background = line.trim_end().ends_with('&');
+        // `skewless serve &   # then, ...`: the command before a trailing
+        // comment says whether it runs in the background.
+        let command = line.split(" #").next().unwrap_or(line);
+        let background = command.trim_end().ends_with('&');
+        // A server started in the background is waited for until it says
+        // where it listens, as a user reads that before typing on.
+        let servers_before = self.output.lock().unwrap().matches(" on http://").count();
         writeln!(self.stdin, "{line}").unwrap();
         if !background {
             writeln!(self.stdin, "echo {marker}$?").unwrap();
@@ -175,7 +181,7 @@ impl Terminal {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
         loop {
             let printed = self.output.lock().unwrap().clone();
-            if background && printed.contains(" on http://") && printed.matches(" on http://").count() >= 1 {
+            if background && printed.matches(" on http://").count() > servers_before {
                 return;
             }
             if let Some(at) = printed.find(&marker) {
