@@ -875,3 +875,60 @@ fn a_user_aggregation_that_traps_fails_the_write_clearly_and_stores_nothing_of_i
     assert_eq!(feature_value(train.column_by_name("lucky_1h").unwrap(), 0), Some(9.0));
     repo.ok(&["verify", "--seed", "6"]);
 }
+
+#[test]
+fn a_version_1_store_is_refused_with_the_commands_that_rebuild_it() {
+    // Written by the last version-1 build (tests/fixtures/store_v1/README.md).
+    let fixture = kit::root().join("tests/fixtures/store_v1/store.redb");
+    let repo = TempRepo::new("fraud");
+    samples::write_parquet(
+        &repo.path().join("data/transactions.parquet"),
+        &samples::card_transactions(20, 300, 60, skewless_runtime::time::now_micros(), 7),
+    )
+    .unwrap();
+    std::fs::create_dir_all(repo.store().parent().unwrap()).unwrap();
+    std::fs::copy(&fixture, repo.store()).unwrap();
+    // What the file holds, read with redb itself: this build refuses to open it.
+    let contents = |path: &std::path::Path| {
+        use redb::{ReadableDatabase, ReadableTable};
+        let db = redb::Database::open(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+        let version = txn.open_table(meta).unwrap().get("format_version").unwrap().map(|g| g.value());
+        let mut entries = Vec::new();
+        for name in ["history", "latest", "aggregates"] {
+            let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new(name);
+            for item in txn.open_table(table).unwrap().iter().unwrap() {
+                let (key, value) = item.unwrap();
+                entries.push((name, key.value().to_vec(), value.value().to_vec()));
+            }
+        }
+        (version, entries)
+    };
+    let before = contents(&repo.store());
+    assert_eq!(before.0, Some(1), "the fixture is a version-1 store");
+    assert!(!before.1.is_empty());
+    for args in [
+        &["apply"][..],
+        &["backfill", "--view", "card_activity"],
+        &["get", "--features", "card_activity", "--entity", "card_id=card-00001"],
+    ] {
+        let said = repo.fails(args);
+        assert!(
+            said.contains("format version 1")
+                && said.contains("reads version 2")
+                && said.contains("skewless apply")
+                && said.contains("skewless backfill"),
+            "skewless {args:?}: {said}"
+        );
+        assert!(said.contains(repo.store().to_str().unwrap()), "names the file: {said}");
+    }
+    assert!(contents(&repo.store()) == before, "the refused store is left as it was");
+
+    // The commands it names rebuild it.
+    std::fs::rename(repo.store(), repo.path().join("store-v1.redb")).unwrap();
+    repo.ok(&["apply"]);
+    repo.ok(&["backfill", "--view", "card_activity"]);
+    let got = repo.ok(&["get", "--features", "card_activity", "--entity", "card_id=card-00001"]);
+    assert!(got.contains("txn_count_30d"), "{got}");
+}

@@ -1,27 +1,44 @@
-//! The on-disk layout of aggregation views: raw events and tiles, in one
-//! redb table, next to (not inside) the row layout of [`crate::format::layout`].
+//! The on-disk layout of aggregation views (format version 2): raw events
+//! and tiles in one redb table, next to (not inside) the row layout of
+//! [`crate::format::layout`].
 //!
 //! ```text
 //! key        := view_id u32 BE | entity key | level u8 | bucket u64 BE, sign bit flipped
-//! level 0    := hour entry: the hour's tile and its raw events
-//!   value    := tile length u32 LE | tile | event count u32 LE | events
-//! level 1, 2 := tile of a day, of 30 days
-//!   value    := tile
+//! level 0    := day entry (bucket: the day): the day's events, by hour
+//!   value    := section*, one per hour with events, in hour order
+//!   section  := hour in the day u8 | event count u32 LE | tile flag u8
+//!               | [tile length u32 LE | tile] if the flag is 1
+//!               | events length u32 LE | events
+//! level 1    := day tile, stored only for a day of at least TILE_MIN_EVENTS events
+//! level 2    := 30-day tile
 //! tile       := each slot's state, in the plan's slot order (state encodings below)
-//! event      := event_time i64 LE | event id [12] | validity + values of the plan's
-//!               inputs, as in a store row (crate::format::layout, without its header)
+//! event      := event_time - hour start u32 LE | event id [12] | validity + values
+//!               of the plan's inputs, as in a store row (without its header)
 //! ```
+//!
+//! Why this shape (version 1 had one entry per entity-hour and one per
+//! entity-day): most entities have a few events a day, so one entry per
+//! entity-day with no tile for its sparse hours and days is about a third
+//! of the entries and bytes, and a read of an hour's events or tile is
+//! still one entry. A tile left out is folded from at most
+//! `TILE_MIN_EVENTS - 1` events when it is needed, which bounds a read.
 //!
 //! Invariants (enforced by [`crate::store::Store::write_views`], checked by
 //! `skewless verify`):
-//! 1. The events of an hour entry are exactly the view's events for that
+//! 1. The events of an hour section are exactly the view's events for that
 //!    entity whose event time falls in the hour, sorted by (event time,
-//!    event id), with no two sharing an id.
-//! 2. A level-0 tile is the fold of its hour's events in that order; a
-//!    level-`l` tile is the merge, in time order, of the level-`l-1` tiles
-//!    inside it. So a tile is a function of the set of events alone, and
-//!    arrival order or backfill chunking never reach it.
-//! 3. A tile with no events is not stored (the empty state is the identity).
+//!    event id), with no two sharing an id; an hour without events has no
+//!    section, and a day without events no entry.
+//! 2. An hour's tile is the fold of its events in that order; a day's tile
+//!    is the merge, in time order, of its hours' tiles; a 30-day tile the
+//!    merge of its days' tiles. So a tile is a function of the set of
+//!    events alone, and arrival order or backfill chunking never reach it.
+//! 3. An hour's tile is stored (flag 1) exactly when the hour holds at
+//!    least [`TILE_MIN_EVENTS`] events. A day's or 30 days' tile is stored
+//!    only when it is not the empty state (as in version 1: a tile that is
+//!    the empty state is never merged, so a float sum keeps its -0.0), a
+//!    day's exactly when the day also holds at least `TILE_MIN_EVENTS`
+//!    events. An hour's tile always counts, stored or folded.
 
 use crate::format::layout::{CorruptRow, RowWriter, take};
 use crate::format::value::Value;
@@ -29,6 +46,7 @@ use crate::types::{FeatureType, FieldSpec};
 
 use super::function::{State, StateKind};
 use super::plan::Plan;
+use super::window::{HOUR, LADDER};
 use crate::stats::hll::Hll;
 
 /// An event id: 12 bytes, compared bytewise after the event time.
@@ -71,12 +89,24 @@ pub fn bucket_of_key(key: &[u8]) -> Option<i64> {
     Some((u64::from_be_bytes(tail) ^ (1 << 63)) as i64)
 }
 
-/// Appends an event.
+/// An hour or a day with at least this many events keeps its tile
+/// (invariant 3); a sparser one is folded from its events when read.
+pub const TILE_MIN_EVENTS: u32 = 8;
+
+/// Hours in a day entry.
+pub const HOURS_PER_DAY: i64 = LADDER[1] / LADDER[0];
+
+/// The canonical bytes of an event (full time, id, values): what an
+/// event's id hashes ([`crate::materialize`]), not how it is stored.
 pub fn write_event(out: &mut Vec<u8>, event: &Event, inputs: &[FieldSpec]) {
     out.extend_from_slice(&event.time.to_le_bytes());
     out.extend_from_slice(&event.id);
+    write_values(out, &event.values, inputs);
+}
+
+fn write_values(out: &mut Vec<u8>, values: &[Value], inputs: &[FieldSpec]) {
     let mut w = RowWriter::values_only(out, inputs.len());
-    for value in &event.values {
+    for value in values {
         write_value(&mut w, value);
     }
 }
@@ -92,44 +122,104 @@ fn write_value(w: &mut RowWriter<'_>, value: &Value) {
     }
 }
 
-/// Writes an hour entry.
-pub fn write_hour(out: &mut Vec<u8>, plan: &Plan, tile: &[State], events: &[Event]) {
-    out.clear();
-    out.extend_from_slice(&0u32.to_le_bytes());
-    write_tile(out, plan, tile);
-    let tile_len = (out.len() - 4) as u32;
-    out[..4].copy_from_slice(&tile_len.to_le_bytes());
-    out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+/// Appends the stored form of `events`, all in `hour`, in order.
+pub fn write_events(out: &mut Vec<u8>, hour: i64, events: &[Event], inputs: &[FieldSpec]) {
     for event in events {
-        write_event(out, event, &plan.inputs);
+        let offset = event.time - hour * HOUR;
+        debug_assert!((0..HOUR).contains(&offset), "an event outside its hour");
+        out.extend_from_slice(&(offset as u32).to_le_bytes());
+        out.extend_from_slice(&event.id);
+        write_values(out, &event.values, inputs);
     }
 }
 
-/// The tile bytes of an hour entry, without decoding its events.
-pub fn hour_tile(entry: &[u8]) -> Result<&[u8], CorruptRow> {
-    let mut rest = entry;
-    let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes")) as usize;
-    take(&mut rest, len)
+/// One hour of a day entry, its bytes borrowed from the entry.
+#[derive(Debug, Clone, Copy)]
+pub struct HourSection<'a> {
+    /// The hour bucket (hours since the epoch).
+    pub hour: i64,
+    /// Events in the hour.
+    pub count: u32,
+    /// The hour's tile, when stored (invariant 3).
+    pub tile: Option<&'a [u8]>,
+    /// The events, in their stored form ([`write_events`]).
+    pub events: &'a [u8],
 }
 
-/// The events of an hour entry, in order.
-pub fn hour_events(entry: &[u8], inputs: &[FieldSpec]) -> Result<Vec<Event>, CorruptRow> {
+impl HourSection<'_> {
+    /// The section's events, decoded, in order.
+    pub fn decode(&self, inputs: &[FieldSpec]) -> Result<Vec<Event>, CorruptRow> {
+        let mut rest = self.events;
+        // The count is read from the file: a damaged one must not reserve gigabytes.
+        let mut events = Vec::with_capacity((self.count as usize).min(rest.len() / 16));
+        for _ in 0..self.count {
+            let offset = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes"));
+            let id: EventId = take(&mut rest, 12)?.try_into().expect("12 bytes");
+            let values = crate::format::value::decode_fields(&mut rest, inputs)?;
+            events.push(Event {
+                time: self.hour * HOUR + offset as i64,
+                id,
+                values,
+            });
+        }
+        if !rest.is_empty() {
+            return Err(CorruptRow("trailing bytes after the last event of an hour"));
+        }
+        Ok(events)
+    }
+}
+
+/// Appends one hour section; `hour` is the hour bucket, in `day`.
+pub fn write_section(out: &mut Vec<u8>, day: i64, hour: i64, count: u32, tile: Option<&[u8]>, events: &[u8]) {
+    debug_assert_eq!(hour.div_euclid(HOURS_PER_DAY), day, "an hour outside its day");
+    out.push((hour - day * HOURS_PER_DAY) as u8);
+    out.extend_from_slice(&count.to_le_bytes());
+    match tile {
+        Some(tile) => {
+            out.push(1);
+            out.extend_from_slice(&(tile.len() as u32).to_le_bytes());
+            out.extend_from_slice(tile);
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    out.extend_from_slice(events);
+}
+
+/// The hour sections of the day entry of `day`, in hour order, without
+/// decoding their events.
+pub fn read_day(entry: &[u8], day: i64) -> Result<Vec<HourSection<'_>>, CorruptRow> {
     let mut rest = entry;
-    let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes")) as usize;
-    take(&mut rest, len)?;
-    let count = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes")) as usize;
-    // The count is read from the file: a damaged one must not reserve gigabytes.
-    let mut events = Vec::with_capacity(count.min(rest.len() / 20));
-    for _ in 0..count {
-        let time = i64::from_le_bytes(take(&mut rest, 8)?.try_into().expect("8 bytes"));
-        let id: EventId = take(&mut rest, 12)?.try_into().expect("12 bytes");
-        let values = crate::format::value::decode_fields(&mut rest, inputs)?;
-        events.push(Event { time, id, values });
+    let mut sections: Vec<HourSection<'_>> = Vec::new();
+    let u32_at = |rest: &mut &[u8]| -> Result<u32, CorruptRow> {
+        Ok(u32::from_le_bytes(take(rest, 4)?.try_into().expect("4 bytes")))
+    };
+    while !rest.is_empty() {
+        let in_day = take(&mut rest, 1)?[0] as i64;
+        if in_day >= HOURS_PER_DAY || sections.last().is_some_and(|s| s.hour >= day * HOURS_PER_DAY + in_day) {
+            return Err(CorruptRow("hour sections out of order"));
+        }
+        let count = u32_at(&mut rest)?;
+        let tile = match take(&mut rest, 1)?[0] {
+            0 => None,
+            1 => {
+                let len = u32_at(&mut rest)? as usize;
+                Some(take(&mut rest, len)?)
+            }
+            _ => return Err(CorruptRow("a tile flag is neither 0 nor 1")),
+        };
+        let len = u32_at(&mut rest)? as usize;
+        sections.push(HourSection {
+            hour: day * HOURS_PER_DAY + in_day,
+            count,
+            tile,
+            events: take(&mut rest, len)?,
+        });
     }
-    if !rest.is_empty() {
-        return Err(CorruptRow("trailing bytes after the last event of an hour"));
+    if sections.is_empty() {
+        return Err(CorruptRow("a day entry without events"));
     }
-    Ok(events)
+    Ok(sections)
 }
 
 /// Appends a tile: each slot's state in order.

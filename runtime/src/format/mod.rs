@@ -19,4 +19,9 @@ pub mod value;
 /// of [`layout`], the aggregate entries of `aggregate::layout`, the
 /// registry's records) that this build reads and writes. Bump it with any
 /// change an older build would misread.
-pub const FORMAT_VERSION: u64 = 1;
+///
+/// - 1: aggregation views in one entry per entity-hour and per entity-day.
+/// - 2: one entry per entity-day holding its hours' events, tiles only
+///   for dense hours and days (`aggregate::layout`). A version-1 file is
+///   refused with the commands that rebuild it; there is no migration.
+pub const FORMAT_VERSION: u64 = 2;

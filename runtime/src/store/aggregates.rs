@@ -13,10 +13,10 @@ use super::registry::ViewRecord;
 use super::rows::{StoreReader, entity_order};
 use crate::aggregate::fold::{self, EntityData};
 use crate::aggregate::function::State;
-use crate::aggregate::layout::{self as agg, Event, EventId};
+use crate::aggregate::layout::{self as agg, Event, EventId, HOURS_PER_DAY, HourSection, TILE_MIN_EVENTS};
 pub use crate::aggregate::tiles::AggregateCheck;
-use crate::aggregate::tiles::{self, TileCheck, TileError};
-use crate::aggregate::window::HOUR;
+use crate::aggregate::tiles::{self, Tile, TileCheck, TileError, day_count};
+use crate::aggregate::window::{HOUR, LADDER};
 use crate::aggregate::{IdMode, PendingEvents, Plan};
 use crate::format::layout::CorruptRow;
 
@@ -31,7 +31,6 @@ pub(super) fn merge(
     event_ids: &mut Table<'_, &'static [u8], i64>,
 ) -> Result<(), Failure> {
     let plan = pending.plan.clone();
-    let corrupt = Failure::corrupt_in(&view.name);
     // Keyed events: the last of an (entity, id) in this batch wins, and
     // one stored at another time is removed from there (a `Remove` at its
     // old place, folded with the rest).
@@ -82,123 +81,299 @@ pub(super) fn merge(
         .iter()
         .map(|&i| arrived[i].take().expect("each index once"))
         .collect();
-    let mut entry = Vec::new();
-    let mut events = std::mem::take(&mut pending.events).into_iter().peekable();
-    while let Some((entity, first, first_mode)) = events.next() {
-        let mut touched: Vec<i64> = Vec::new();
-        // Tiles rebuilt in this call, by bucket: their parents merge them
-        // from here rather than decoding what was just written.
-        let mut rebuilt: BTreeMap<i64, Vec<State>> = BTreeMap::new();
-        // Each touched hour's key and merged events, until their tiles are folded.
-        let mut hours: Vec<(Vec<u8>, Vec<Event>)> = Vec::new();
-        let mut next = Some((first, first_mode));
-        while let Some((event, mode)) = next.take() {
-            // One hour of this entity: the new events, merged into the stored ones.
-            let hour = event.time.div_euclid(HOUR);
-            let mut group = vec![(event, mode)];
-            while let Some((e, _, _)) = events.peek() {
-                if *e != entity {
-                    break;
-                }
-                let (_, event, mode) = events.next().expect("peeked");
-                if event.time.div_euclid(HOUR) == hour {
-                    group.push((event, mode));
-                } else {
-                    next = Some((event, mode));
-                    break;
-                }
-            }
-            let key = agg::key(view.id, &entity, 0, hour);
-            let mut merged: Vec<Event> = match table.get(key.as_slice())? {
-                Some(old) => agg::hour_events(old.value(), &plan.inputs).map_err(&corrupt)?,
-                None => Vec::with_capacity(group.len()),
-            };
-            for (mut event, mode) in group {
-                if mode == IdMode::Remove {
-                    let at = merged.partition_point(|e| (e.time, e.id) < (event.time, event.id));
-                    if merged.get(at).is_some_and(|e| (e.time, e.id) == (event.time, event.id)) {
-                        merged.remove(at);
-                    }
-                    continue;
-                }
-                if mode == IdMode::Append {
-                    // The next occurrence of an identical event.
-                    let copies = merged
-                        .iter()
-                        .filter(|e| e.time == event.time && e.id[..8] == event.id[..8])
-                        .count() as u32;
-                    event.id = crate::aggregate::event_id(
-                        u64::from_be_bytes(event.id[..8].try_into().expect("8 bytes")),
-                        copies,
-                    );
-                }
-                let at = merged.partition_point(|e| (e.time, e.id) < (event.time, event.id));
-                if merged.get(at).is_some_and(|e| (e.time, e.id) == (event.time, event.id)) {
-                    merged[at] = event;
-                } else {
-                    merged.insert(at, event);
-                }
-            }
-            touched.push(hour);
-            hours.push((key, merged));
-        }
-        // Every touched hour's tile at once (one guest call for user functions).
-        let slices: Vec<&[Event]> = hours.iter().map(|(_, events)| events.as_slice()).collect();
-        let tiles = fold::fold_hours(&plan, &slices)?;
-        for (((key, merged), tile), &hour) in hours.drain(..).zip(tiles).zip(&touched) {
-            if merged.is_empty() {
-                // Its last event moved away.
-                table.remove(key.as_slice())?;
-                continue;
-            }
-            agg::write_hour(&mut entry, &plan, &tile, &merged);
-            table.insert(key.as_slice(), entry.as_slice())?;
-            rebuilt.insert(hour, tile);
-        }
-        let entity = entity.as_slice();
-        // `stored` and `put` both need the table: one cell, borrowed in turn.
-        let table = std::cell::RefCell::new(&mut *table);
-        tiles::rebuild_above(
-            &plan,
-            touched,
-            rebuilt,
-            |level, first, last, skip| {
-                let low = agg::key(view.id, entity, level, first);
-                let high = agg::key(view.id, entity, level, last);
-                let table = table.borrow();
-                let mut found = Vec::new();
-                for item in table.range(low.as_slice()..=high.as_slice())? {
-                    let (key, value) = item?;
-                    let bucket = agg::bucket_of_key(key.value()).ok_or_else(|| corrupt(CorruptRow("short key")))?;
-                    if skip(bucket) {
-                        found.push((bucket, None));
-                        continue;
-                    }
-                    let bytes = if level == 0 {
-                        agg::hour_tile(value.value()).map_err(&corrupt)?
-                    } else {
-                        value.value()
-                    };
-                    found.push((bucket, Some(agg::read_tile(bytes, &plan).map_err(&corrupt)?)));
-                }
-                Ok::<_, Failure>(found)
-            },
-            |level, bucket, tile| {
-                let key = agg::key(view.id, entity, level, bucket);
-                let mut table = table.borrow_mut();
-                match tile {
-                    None => drop(table.remove(key.as_slice())?),
-                    Some(tile) => {
-                        entry.clear();
-                        agg::write_tile(&mut entry, &plan, tile);
-                        table.insert(key.as_slice(), entry.as_slice())?;
-                    }
-                }
-                Ok(())
-            },
-        )?;
+    let sorted = std::mem::take(&mut pending.events);
+    let mut at = 0;
+    while at < sorted.len() {
+        let entity = sorted[at].0.as_slice();
+        let end = at + sorted[at..].iter().take_while(|(e, _, _)| e.as_slice() == entity).count();
+        merge_entity(view, &plan, entity, &sorted[at..end], table)?;
+        at = end;
     }
     Ok(())
+}
+
+/// One hour of a day entry being rewritten: its events merged with new
+/// ones, or its stored section kept as it is.
+enum HourAfter<'a> {
+    Merged(i64, Vec<Event>),
+    Kept(HourSection<'a>),
+}
+
+/// Merges one entity's events (in (time, id) order) into its day entries,
+/// then rebuilds the tiles above them.
+fn merge_entity(
+    view: &ViewRecord,
+    plan: &Plan,
+    entity: &[u8],
+    events: &[(Vec<u8>, Event, IdMode)],
+    table: &mut Table<'_, &'static [u8], &'static [u8]>,
+) -> Result<(), Failure> {
+    let corrupt = Failure::corrupt_in(&view.name);
+    // An entity with no entry yet (most of a first backfill) has no day to read back.
+    let known = {
+        let low = agg::key(view.id, entity, 0, i64::MIN);
+        let high = agg::key(view.id, entity, u8::MAX, i64::MAX);
+        table.range(low.as_slice()..=high.as_slice())?.next().is_some()
+    };
+    // The old entries of the touched days, copied out: the table is written below.
+    let mut days: Vec<(i64, Option<Vec<u8>>, &[(Vec<u8>, Event, IdMode)])> = Vec::new();
+    let mut at = 0;
+    while at < events.len() {
+        let day = events[at].1.time.div_euclid(LADDER[1]);
+        let end = at + events[at..].iter().take_while(|(_, e, _)| e.time.div_euclid(LADDER[1]) == day).count();
+        let old = match known {
+            true => table.get(agg::key(view.id, entity, 0, day).as_slice())?.map(|g| g.value().to_vec()),
+            false => None,
+        };
+        days.push((day, old, &events[at..end]));
+        at = end;
+    }
+    // Each touched day's hours after the merge.
+    let mut after: Vec<(i64, Vec<HourAfter<'_>>, bool)> = Vec::with_capacity(days.len());
+    for (day, old, new) in &days {
+        let sections = match old {
+            Some(bytes) => agg::read_day(bytes, *day).map_err(&corrupt)?,
+            None => Vec::new(),
+        };
+        let had_tile = old.is_some() && day_count(&sections) >= TILE_MIN_EVENTS as u64;
+        let mut hours = Vec::with_capacity(sections.len() + 1);
+        let mut kept = sections.into_iter().peekable();
+        let mut at = 0;
+        while at < new.len() {
+            let hour = new[at].1.time.div_euclid(HOUR);
+            let end = at + new[at..].iter().take_while(|(_, e, _)| e.time.div_euclid(HOUR) == hour).count();
+            while let Some(section) = kept.next_if(|s| s.hour < hour) {
+                hours.push(HourAfter::Kept(section));
+            }
+            let mut merged = match kept.next_if(|s| s.hour == hour) {
+                Some(section) => section.decode(&plan.inputs).map_err(&corrupt)?,
+                None => Vec::with_capacity(end - at),
+            };
+            merge_hour(&mut merged, &new[at..end]);
+            hours.push(HourAfter::Merged(hour, merged));
+            at = end;
+        }
+        hours.extend(kept.map(HourAfter::Kept));
+        after.push((*day, hours, had_tile));
+    }
+    // Every hour's tile: the merged ones folded (one guest call for user
+    // functions), the kept ones as stored or folded.
+    let merged: Vec<&[Event]> = after
+        .iter()
+        .flat_map(|(_, hours, _)| hours.iter())
+        .filter_map(|h| match h {
+            HourAfter::Merged(_, events) => Some(events.as_slice()),
+            HourAfter::Kept(_) => None,
+        })
+        .collect();
+    let mut merged_tiles = fold::fold_hours(plan, &merged)?.into_iter();
+    let kept: Vec<HourSection<'_>> = after
+        .iter()
+        .flat_map(|(_, hours, _)| hours.iter())
+        .filter_map(|h| match h {
+            HourAfter::Kept(section) => Some(*section),
+            HourAfter::Merged(..) => None,
+        })
+        .collect();
+    let mut kept_tiles = tiles::section_tiles(plan, &kept).map_err(|e| tile_failure(view, e))?.into_iter();
+    let hour_tiles: Vec<Vec<Tile>> = after
+        .iter()
+        .map(|(_, hours, _)| {
+            hours
+                .iter()
+                .map(|h| match h {
+                    HourAfter::Merged(..) => merged_tiles.next().expect("one per merged hour"),
+                    HourAfter::Kept(_) => kept_tiles.next().expect("one per kept hour"),
+                })
+                .collect()
+        })
+        .collect();
+    let groups: Vec<Vec<&[State]>> = hour_tiles
+        .iter()
+        .map(|tiles| tiles.iter().map(Vec::as_slice).collect())
+        .collect();
+    let day_tiles = fold::merge_tile_groups(plan, &groups)?;
+    // Write each day entry and, for a dense day, its tile.
+    let mut entry = Vec::new();
+    let mut encoded = Vec::new();
+    let mut tile_bytes = Vec::new();
+    let mut touched = Vec::with_capacity(after.len());
+    let mut rebuilt = BTreeMap::new();
+    for (((day, hours, had_tile), tiles), day_tile) in after.iter().zip(&hour_tiles).zip(day_tiles) {
+        entry.clear();
+        let mut count = 0u64;
+        for (hour, tile) in hours.iter().zip(tiles) {
+            match hour {
+                HourAfter::Kept(section) => {
+                    count += section.count as u64;
+                    agg::write_section(&mut entry, *day, section.hour, section.count, section.tile, section.events);
+                }
+                HourAfter::Merged(_, events) if events.is_empty() => {}
+                HourAfter::Merged(hour, events) => {
+                    count += events.len() as u64;
+                    encoded.clear();
+                    agg::write_events(&mut encoded, *hour, events, &plan.inputs);
+                    let dense = events.len() as u32 >= TILE_MIN_EVENTS;
+                    tile_bytes.clear();
+                    if dense {
+                        agg::write_tile(&mut tile_bytes, plan, tile);
+                    }
+                    let tile = dense.then_some(tile_bytes.as_slice());
+                    agg::write_section(&mut entry, *day, *hour, events.len() as u32, tile, &encoded);
+                }
+            }
+        }
+        let key = agg::key(view.id, entity, 0, *day);
+        if entry.is_empty() {
+            // Its last event moved away.
+            table.remove(key.as_slice())?;
+        } else {
+            table.insert(key.as_slice(), entry.as_slice())?;
+        }
+        let day_key = agg::key(view.id, entity, 1, *day);
+        if tiles::stores_day_tile(plan, count, &day_tile) {
+            tile_bytes.clear();
+            agg::write_tile(&mut tile_bytes, plan, &day_tile);
+            table.insert(day_key.as_slice(), tile_bytes.as_slice())?;
+        } else if *had_tile {
+            table.remove(day_key.as_slice())?;
+        }
+        touched.push(*day);
+        if count > 0 && !fold::is_empty(plan, &day_tile) {
+            rebuilt.insert(*day, day_tile);
+        }
+    }
+    // `stored` and `put` both need the table: one cell, borrowed in turn.
+    let table = std::cell::RefCell::new(&mut *table);
+    tiles::rebuild_above(
+        plan,
+        1,
+        touched,
+        rebuilt,
+        |level, first, last, skip| {
+            if !known {
+                // Every tile under these buckets was written by this call.
+                return Ok((first..=last).filter(|&b| skip(b)).map(|b| (b, None)).collect());
+            }
+            let table = table.borrow();
+            stored_tiles(view, plan, &**table, entity, level, (first, last), skip)
+        },
+        |level, bucket, tile| {
+            let key = agg::key(view.id, entity, level, bucket);
+            let mut table = table.borrow_mut();
+            match tile {
+                None => drop(table.remove(key.as_slice())?),
+                Some(tile) => {
+                    tile_bytes.clear();
+                    agg::write_tile(&mut tile_bytes, plan, tile);
+                    table.insert(key.as_slice(), tile_bytes.as_slice())?;
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Merges `new` (one hour's events of one entity, in (time, id) order)
+/// into `merged` (the hour's stored events): an equal (time, id) is
+/// replaced, a pushed copy of an identical event numbered after the
+/// copies already there, a `Remove` takes its event out.
+fn merge_hour(merged: &mut Vec<Event>, new: &[(Vec<u8>, Event, IdMode)]) {
+    for (_, event, mode) in new {
+        let mut event = event.clone();
+        if *mode == IdMode::Remove {
+            let at = merged.partition_point(|e| (e.time, e.id) < (event.time, event.id));
+            if merged.get(at).is_some_and(|e| (e.time, e.id) == (event.time, event.id)) {
+                merged.remove(at);
+            }
+            continue;
+        }
+        if *mode == IdMode::Append {
+            // The next occurrence of an identical event.
+            let copies = merged
+                .iter()
+                .filter(|e| e.time == event.time && e.id[..8] == event.id[..8])
+                .count() as u32;
+            event.id = crate::aggregate::event_id(u64::from_be_bytes(event.id[..8].try_into().expect("8 bytes")), copies);
+        }
+        let at = merged.partition_point(|e| (e.time, e.id) < (event.time, event.id));
+        if merged.get(at).is_some_and(|e| (e.time, e.id) == (event.time, event.id)) {
+            merged[at] = event;
+        } else if at == merged.len() {
+            merged.push(event);
+        } else {
+            merged.insert(at, event);
+        }
+    }
+}
+
+/// The tiles of `entity` at `level` between buckets `first` and `last`
+/// (inclusive) that exist, in bucket order, each decoded unless `skip`
+/// says the caller has it. Day tiles (level 1) that a sparse day leaves
+/// out are derived from its day entry, and left out if they are the
+/// empty state (invariant 3 of [`crate::aggregate::layout`]).
+fn stored_tiles(
+    view: &ViewRecord,
+    plan: &Plan,
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    entity: &[u8],
+    level: u8,
+    (first, last): (i64, i64),
+    skip: &dyn Fn(i64) -> bool,
+) -> Result<Vec<(i64, Option<Tile>)>, Failure> {
+    let corrupt = Failure::corrupt_in(&view.name);
+    let scan = |level: u8, f: &mut EntryVisitor<'_>| -> Result<(), Failure> {
+        let low = agg::key(view.id, entity, level, first);
+        let high = agg::key(view.id, entity, level, last);
+        for item in table.range(low.as_slice()..=high.as_slice())? {
+            let (key, value) = item?;
+            let bucket = agg::bucket_of_key(key.value()).ok_or_else(|| corrupt(CorruptRow("short key")))?;
+            f(bucket, value.value())?;
+        }
+        Ok(())
+    };
+    let mut found: BTreeMap<i64, Option<Tile>> = BTreeMap::new();
+    scan(level, &mut |bucket, bytes| {
+        let tile = match skip(bucket) {
+            true => None,
+            false => Some(agg::read_tile(bytes, plan).map_err(&corrupt)?),
+        };
+        found.insert(bucket, tile);
+        Ok(())
+    })?;
+    if level == 1 {
+        let mut sparse: Vec<(i64, Vec<u8>)> = Vec::new();
+        scan(0, &mut |day, bytes| {
+            if !found.contains_key(&day) {
+                sparse.push((day, bytes.to_vec()));
+            }
+            Ok(())
+        })?;
+        let (mut derive, mut days) = (Vec::new(), Vec::new());
+        for (day, bytes) in &sparse {
+            if skip(*day) {
+                found.insert(*day, None);
+            } else {
+                derive.push(*day);
+                days.push(agg::read_day(bytes, *day).map_err(&corrupt)?);
+            }
+        }
+        let tiles = tiles::day_tiles(plan, &days).map_err(|e| tile_failure(view, e))?;
+        for (day, tile) in derive.into_iter().zip(tiles) {
+            if !fold::is_empty(plan, &tile) {
+                found.insert(day, Some(tile));
+            }
+        }
+    }
+    Ok(found.into_iter().collect())
+}
+
+/// A tile error as a failure of `view`.
+fn tile_failure(view: &ViewRecord, error: TileError) -> Failure {
+    match error {
+        TileError::Corrupt(message) => Failure::Corrupt(format!("view `{}`: {message}", view.name)),
+        TileError::Function(error) => error.into(),
+    }
 }
 
 /// An aggregate key's (entity, level, bucket): `view_id | entity | level u8 | bucket u64`.
@@ -216,10 +391,7 @@ impl Store {
             let table = txn.open_table(AGGREGATES)?;
             let prefix = view.id.to_be_bytes();
             let mut check = TileCheck::new(plan);
-            let in_view = |e: TileError| match e {
-                TileError::Corrupt(message) => Failure::Corrupt(format!("view `{}`: {message}", view.name)),
-                TileError::Function(error) => error.into(),
-            };
+            let in_view = |e| tile_failure(view, e);
             for item in table.range(&prefix[..]..)? {
                 let (key, value) = item?;
                 let key = key.value();
@@ -263,22 +435,55 @@ impl StoreReader {
                 }
                 Ok::<(), Failure>(())
             };
-            for &range in &needed.events {
-                scan(0, range, &mut |bucket, bytes| {
-                    data.events
-                        .insert(bucket, agg::hour_events(bytes, &plan.inputs).map_err(&corrupt)?);
+            // Hours, for their events or their tiles: the day entries holding them.
+            let wanted = |ranges: &[(i64, i64)], hour: i64| {
+                let at = ranges.partition_point(|&(_, hi)| hi < hour);
+                ranges.get(at).is_some_and(|&(lo, _)| lo <= hour)
+            };
+            let days_of = |ranges: &[(i64, i64)]| -> Vec<(i64, i64)> {
+                let mut days: Vec<(i64, i64)> = Vec::new();
+                for &(lo, hi) in ranges {
+                    let (lo, hi) = (lo.div_euclid(HOURS_PER_DAY), hi.div_euclid(HOURS_PER_DAY));
+                    match days.last_mut() {
+                        Some(last) if lo <= last.1 + 1 => last.1 = last.1.max(hi),
+                        _ => days.push((lo, hi)),
+                    }
+                }
+                days
+            };
+            let mut hour_ranges = needed.events.clone();
+            hour_ranges.extend_from_slice(&needed.tiles[0]);
+            hour_ranges.sort_unstable();
+            let mut entries: Vec<(i64, Vec<u8>)> = Vec::new();
+            for range in days_of(&hour_ranges) {
+                scan(0, range, &mut |day, bytes| {
+                    entries.push((day, bytes.to_vec()));
                     Ok(())
                 })?;
             }
-            for (level, ranges) in needed.tiles.iter().enumerate() {
+            let mut unfolded: Vec<HourSection<'_>> = Vec::new();
+            for (day, bytes) in &entries {
+                for section in agg::read_day(bytes, *day).map_err(&corrupt)? {
+                    if wanted(&needed.events, section.hour) {
+                        data.events
+                            .insert(section.hour, section.decode(&plan.inputs).map_err(&corrupt)?);
+                    }
+                    if wanted(&needed.tiles[0], section.hour) {
+                        unfolded.push(section);
+                    }
+                }
+            }
+            let tiles = tiles::section_tiles(plan, &unfolded).map_err(|e| tile_failure(view, e))?;
+            data.tiles[0].extend(unfolded.iter().map(|s| s.hour).zip(tiles));
+            // Days: their stored tiles, or derived from their entries.
+            for &range in &needed.tiles[1] {
+                let found = stored_tiles(view, plan, &self.aggregates, entity_key, 1, range, &|_| false)?;
+                data.tiles[1].extend(found.into_iter().map(|(day, tile)| (day, tile.expect("not skipped"))));
+            }
+            for (level, ranges) in needed.tiles.iter().enumerate().skip(2) {
                 for &range in ranges {
                     let tiles = &mut data.tiles[level];
                     scan(level as u8, range, &mut |bucket, bytes| {
-                        let bytes = if level == 0 {
-                            agg::hour_tile(bytes).map_err(&corrupt)?
-                        } else {
-                            bytes
-                        };
                         tiles.insert(bucket, agg::read_tile(bytes, plan).map_err(&corrupt)?);
                         Ok(())
                     })?;
