@@ -6,7 +6,6 @@
 //! ([`crate::aggregate`]) for an aggregation view.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,7 +55,7 @@ struct EventIds {
     mode: IdMode,
     /// Backfill: identical rows seen so far in this run, by (entity, time,
     /// row hash), so the n-th copy gets occurrence n on every rerun.
-    seen: RefCell<HashMap<(u64, i64, u64), u32>>,
+    seen: RefCell<rustc_hash::FxHashMap<(u64, i64, u64), u32>>,
 }
 
 /// The one path from source rows of a stored view to what the store
@@ -340,6 +339,7 @@ impl Materializer<'_> {
             None => None,
         };
         let mut seen = self.ids.seen.borrow_mut();
+        pending.events.reserve(batch.num_rows());
         let mut bytes = Vec::new();
         for (row, values) in values_batch.into_iter().enumerate() {
             let mut entity = Vec::new();

@@ -81,13 +81,16 @@ pub(super) fn merge(
         .iter()
         .map(|&i| arrived[i].take().expect("each index once"))
         .collect();
-    let sorted = std::mem::take(&mut pending.events);
-    let mut at = 0;
-    while at < sorted.len() {
-        let entity = sorted[at].0.as_slice();
-        let end = at + sorted[at..].iter().take_while(|(e, _, _)| e.as_slice() == entity).count();
-        merge_entity(view, &plan, entity, &sorted[at..end], table)?;
-        at = end;
+    let mut sorted = std::mem::take(&mut pending.events).into_iter().peekable();
+    let mut run = Vec::new();
+    while let Some(first) = sorted.next() {
+        run.clear();
+        run.push(first);
+        while let Some(next) = sorted.next_if(|(entity, _, _)| *entity == run[0].0) {
+            run.push(next);
+        }
+        let entity = std::mem::take(&mut run[0].0);
+        merge_entity(view, &plan, &entity, &mut run, table)?;
     }
     Ok(())
 }
@@ -99,13 +102,14 @@ enum HourAfter<'a> {
     Kept(HourSection<'a>),
 }
 
-/// Merges one entity's events (in (time, id) order) into its day entries,
-/// then rebuilds the tiles above them.
+/// Merges one entity's events (in (time, id) order; their entity keys
+/// may have been taken) into its day entries, then rebuilds the tiles
+/// above them.
 fn merge_entity(
     view: &ViewRecord,
     plan: &Plan,
     entity: &[u8],
-    events: &[(Vec<u8>, Event, IdMode)],
+    events: &mut [(Vec<u8>, Event, IdMode)],
     table: &mut Table<'_, &'static [u8], &'static [u8]>,
 ) -> Result<(), Failure> {
     let corrupt = Failure::corrupt_in(&view.name);
@@ -116,21 +120,24 @@ fn merge_entity(
         table.range(low.as_slice()..=high.as_slice())?.next().is_some()
     };
     // The old entries of the touched days, copied out: the table is written below.
-    let mut days: Vec<(i64, Option<Vec<u8>>, &[(Vec<u8>, Event, IdMode)])> = Vec::new();
-    let mut at = 0;
-    while at < events.len() {
-        let day = events[at].1.time.div_euclid(LADDER[1]);
-        let end = at + events[at..].iter().take_while(|(_, e, _)| e.time.div_euclid(LADDER[1]) == day).count();
+    let mut days: Vec<(i64, &mut [(Vec<u8>, Event, IdMode)])> = Vec::new();
+    let mut olds: Vec<Option<Vec<u8>>> = Vec::new();
+    let mut rest = events;
+    while let Some((first, _)) = rest.split_first() {
+        let day = first.1.time.div_euclid(LADDER[1]);
+        let len = rest.iter().take_while(|(_, e, _)| e.time.div_euclid(LADDER[1]) == day).count();
+        let (these, after) = rest.split_at_mut(len);
         let old = match known {
             true => table.get(agg::key(view.id, entity, 0, day).as_slice())?.map(|g| g.value().to_vec()),
             false => None,
         };
-        days.push((day, old, &events[at..end]));
-        at = end;
+        days.push((day, these));
+        olds.push(old);
+        rest = after;
     }
     // Each touched day's hours after the merge.
     let mut after: Vec<(i64, Vec<HourAfter<'_>>, bool)> = Vec::with_capacity(days.len());
-    for (day, old, new) in &days {
+    for ((day, new), old) in days.iter_mut().zip(&olds) {
         let sections = match old {
             Some(bytes) => agg::read_day(bytes, *day).map_err(&corrupt)?,
             None => Vec::new(),
@@ -149,7 +156,7 @@ fn merge_entity(
                 Some(section) => section.decode(&plan.inputs).map_err(&corrupt)?,
                 None => Vec::with_capacity(end - at),
             };
-            merge_hour(&mut merged, &new[at..end]);
+            merge_hour(&mut merged, &mut new[at..end]);
             hours.push(HourAfter::Merged(hour, merged));
             at = end;
         }
@@ -278,9 +285,16 @@ fn merge_entity(
 /// into `merged` (the hour's stored events): an equal (time, id) is
 /// replaced, a pushed copy of an identical event numbered after the
 /// copies already there, a `Remove` takes its event out.
-fn merge_hour(merged: &mut Vec<Event>, new: &[(Vec<u8>, Event, IdMode)]) {
+fn merge_hour(merged: &mut Vec<Event>, new: &mut [(Vec<u8>, Event, IdMode)]) {
     for (_, event, mode) in new {
-        let mut event = event.clone();
+        let mut event = std::mem::replace(
+            event,
+            Event {
+                time: event.time,
+                id: event.id,
+                values: Vec::new(),
+            },
+        );
         if *mode == IdMode::Remove {
             let at = merged.partition_point(|e| (e.time, e.id) < (event.time, event.id));
             if merged.get(at).is_some_and(|e| (e.time, e.id) == (event.time, event.id)) {
