@@ -894,7 +894,12 @@ fn a_version_1_store_is_refused_with_the_commands_that_rebuild_it() {
         let db = redb::Database::open(path).unwrap();
         let txn = db.begin_read().unwrap();
         let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
-        let version = txn.open_table(meta).unwrap().get("format_version").unwrap().map(|g| g.value());
+        let version = txn
+            .open_table(meta)
+            .unwrap()
+            .get("format_version")
+            .unwrap()
+            .map(|g| g.value());
         let mut entries = Vec::new();
         for name in ["history", "latest", "aggregates"] {
             let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new(name);

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use arrow_array::{Array, BooleanArray, RecordBatch};
 
-use crate::aggregate::layout::Event;
 use crate::aggregate::{IdMode, PendingEvents, Plan};
 
 use crate::catalog::Catalog;
 use crate::error::TransformError;
+use crate::format::layout::RowWriter;
 use crate::format::value::{ColumnMismatch, KeyEncoder, RowEncoder, Value};
 use crate::repo::{FileSource, View};
 use crate::store::{Pending, PendingRows, ViewRecord};
@@ -316,12 +316,10 @@ impl Materializer<'_> {
                 .expect("needed columns are in the batch");
             columns.push(array.clone());
         }
-        let values_batch = crate::format::value::decode_columns(&columns, &plan.inputs).map_err(|error| {
-            MaterializeError::Columns {
-                view: self.view.name.clone(),
-                of: "event columns",
-                error,
-            }
+        let values = RowEncoder::from_columns(&columns, &plan.inputs).map_err(|error| MaterializeError::Columns {
+            view: self.view.name.clone(),
+            of: "event columns",
+            error,
         })?;
         let ids = plan.id_column.as_ref().map(|f| {
             let array = batch.column_by_name(&f.name).expect("needed columns are in the batch");
@@ -339,69 +337,62 @@ impl Materializer<'_> {
             None => None,
         };
         let mut seen = self.ids.seen.borrow_mut();
-        pending.events.reserve(batch.num_rows());
+        pending.reserve(batch.num_rows());
         let mut bytes = Vec::new();
-        for (row, values) in values_batch.into_iter().enumerate() {
-            let mut entity = Vec::new();
-            keys.write(row, &mut entity);
+        for row in 0..batch.num_rows() {
             let time = event_time.value(row);
-            // The row's canonical bytes: entity, time and inputs.
-            bytes.clear();
-            bytes.extend_from_slice(&entity);
-            bytes.extend_from_slice(&time.to_le_bytes());
-            let event = Event {
-                time,
-                id: [0; 12],
-                values,
-            };
-            crate::aggregate::layout::write_event(&mut bytes, &event, &plan.inputs);
             // With an id column the id is its value, and final: the same id replaces.
-            if let Some(ids) = &ids {
-                let id = match &ids[row][0] {
-                    Value::Int64(v) => crate::format::hash::stable_hash(&v.to_le_bytes()),
-                    Value::Utf8(v) => crate::format::hash::stable_hash(v.as_bytes()),
-                    Value::Bool(_) | Value::Float32(_) | Value::Float64(_) | Value::Timestamp(_) => {
-                        unreachable!("event id columns are int64 or utf8 (checked by the repo)")
-                    }
-                    Value::Null => {
-                        return Err(MaterializeError::View {
-                            view: self.view.name.clone(),
-                            message: format!(
-                                "row {row}: event id column `{}` is null",
-                                plan.id_column.as_ref().expect("set").name
-                            ),
-                        });
-                    }
-                };
-                pending.events.push((
-                    entity,
-                    Event {
-                        id: crate::aggregate::event_id(id, 0),
-                        ..event
-                    },
-                    IdMode::Keyed,
-                ));
-                continue;
-            }
-            let hash = crate::format::hash::stable_hash(&bytes);
-            let occurrence = match self.ids.mode {
-                IdMode::Append | IdMode::Keyed | IdMode::Remove => 0,
-                IdMode::Replace => {
-                    let n = seen
-                        .entry((crate::format::hash::stable_hash(&entity), time, hash))
-                        .or_insert(0);
-                    *n += 1;
-                    *n - 1
+            let keyed = match ids.as_ref().map(|ids| &ids[row][0]) {
+                None => None,
+                Some(Value::Int64(v)) => Some(crate::format::hash::stable_hash(&v.to_le_bytes())),
+                Some(Value::Utf8(v)) => Some(crate::format::hash::stable_hash(v.as_bytes())),
+                Some(Value::Bool(_) | Value::Float32(_) | Value::Float64(_) | Value::Timestamp(_)) => {
+                    unreachable!("event id columns are int64 or utf8 (checked by the repo)")
+                }
+                Some(Value::Null) => {
+                    return Err(MaterializeError::View {
+                        view: self.view.name.clone(),
+                        message: format!(
+                            "row {row}: event id column `{}` is null",
+                            plan.id_column.as_ref().expect("set").name
+                        ),
+                    });
                 }
             };
-            pending.events.push((
-                entity,
-                Event {
-                    id: crate::aggregate::event_id(hash, occurrence),
-                    ..event
-                },
-                self.ids.mode,
-            ));
+            let mode = if keyed.is_some() { IdMode::Keyed } else { self.ids.mode };
+            let event = *pending.push(
+                time,
+                mode,
+                |out| keys.write(row, out),
+                |out| values.write(row, &mut RowWriter::values_only(out, values.width())),
+            );
+            let id = match keyed {
+                Some(id) => crate::aggregate::event_id(id, 0),
+                None => {
+                    // The row's canonical bytes: entity, time, and the event
+                    // (time, a zero id, the inputs).
+                    let entity = pending.entity(&event);
+                    bytes.clear();
+                    bytes.extend_from_slice(entity);
+                    bytes.extend_from_slice(&time.to_le_bytes());
+                    bytes.extend_from_slice(&time.to_le_bytes());
+                    bytes.extend_from_slice(&[0; 12]);
+                    bytes.extend_from_slice(pending.values(&event));
+                    let hash = crate::format::hash::stable_hash(&bytes);
+                    let occurrence = match mode {
+                        IdMode::Append | IdMode::Keyed | IdMode::Remove => 0,
+                        IdMode::Replace => {
+                            let n = seen
+                                .entry((crate::format::hash::stable_hash(entity), time, hash))
+                                .or_insert(0);
+                            *n += 1;
+                            *n - 1
+                        }
+                    };
+                    crate::aggregate::event_id(hash, occurrence)
+                }
+            };
+            pending.events.last_mut().expect("just pushed").id = id;
         }
         Ok(())
     }

@@ -60,10 +60,58 @@ pub fn open_all(path: &Path, format: FileFormat, needed: &[FieldSpec]) -> Result
 
 fn open_with(path: &Path, format: FileFormat, needed: &[FieldSpec], keep_all: bool) -> Result<OpenedFile, SourceError> {
     let file = File::open(path).map_err(|e| fail(path, format!("cannot open: {e}")))?;
-    match format {
+    let opened = match format {
         FileFormat::Parquet => open_parquet(path, file, needed, keep_all),
         FileFormat::Csv => open_csv(path, file, needed, keep_all),
+    }?;
+    Ok(OpenedFile {
+        total_rows: opened.total_rows,
+        batches: read_ahead(path, opened.batches),
+    })
+}
+
+/// Batches decoded ahead of their reader.
+const READ_AHEAD: usize = 2;
+
+/// Decodes `batches` on a thread of their own, [`READ_AHEAD`] ahead of
+/// the caller, so decoding a file overlaps with what is done with it. The
+/// thread stops when the caller drops the batches.
+fn read_ahead(path: &Path, batches: Batches) -> Batches {
+    let (send, receive) = std::sync::mpsc::sync_channel(READ_AHEAD);
+    let spawned = std::thread::Builder::new().name("skewless-read".into()).spawn(move || {
+        for batch in batches {
+            if send.send(Some(batch)).is_err() {
+                return;
+            }
+        }
+        let _ = send.send(None);
+    });
+    if let Err(e) = spawned {
+        let error = fail(path, format!("cannot start a thread to read it: {e}"));
+        return Box::new(std::iter::once(Err(error)));
     }
+    let path = path.to_path_buf();
+    let mut ended = false;
+    Box::new(std::iter::from_fn(move || {
+        if ended {
+            return None;
+        }
+        match receive.recv() {
+            Ok(Some(batch)) => Some(batch),
+            Ok(None) => {
+                ended = true;
+                None
+            }
+            // The thread ended without saying so: it panicked.
+            Err(_) => {
+                ended = true;
+                Some(Err(fail(
+                    &path,
+                    "reading stopped unexpectedly (the reader thread failed)".to_string(),
+                )))
+            }
+        }
+    }))
 }
 
 /// Batches already in memory (a DataFrame from Python), checked as a file

@@ -96,14 +96,6 @@ pub const TILE_MIN_EVENTS: u32 = 8;
 /// Hours in a day entry.
 pub const HOURS_PER_DAY: i64 = LADDER[1] / LADDER[0];
 
-/// The canonical bytes of an event (full time, id, values): what an
-/// event's id hashes ([`crate::materialize`]), not how it is stored.
-pub fn write_event(out: &mut Vec<u8>, event: &Event, inputs: &[FieldSpec]) {
-    out.extend_from_slice(&event.time.to_le_bytes());
-    out.extend_from_slice(&event.id);
-    write_values(out, &event.values, inputs);
-}
-
 fn write_values(out: &mut Vec<u8>, values: &[Value], inputs: &[FieldSpec]) {
     let mut w = RowWriter::values_only(out, inputs.len());
     for value in values {

@@ -20,7 +20,7 @@ pub mod plan;
 pub mod tiles;
 pub mod window;
 
-pub use events::{IdMode, PendingEvents, event_id};
+pub use events::{IdMode, PendingEvent, PendingEvents, event_id};
 pub use function::Function;
 pub use plan::{AggregateFunction, AggregationSpec, Plan};
 pub use window::Window;

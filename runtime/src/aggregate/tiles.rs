@@ -284,10 +284,10 @@ impl<'p> TileCheck<'p> {
                 ));
             }
         }
-        for (day, _) in self.stored[1].iter().filter(|(d, _)| {
-            days.get(d)
-                .is_none_or(|(_, count)| *count < TILE_MIN_EVENTS as u64)
-        }) {
+        for (day, _) in self.stored[1]
+            .iter()
+            .filter(|(d, _)| days.get(d).is_none_or(|(_, count)| *count < TILE_MIN_EVENTS as u64))
+        {
             self.found.mismatches.push(format!(
                 "entity {}: day {day} has a tile but fewer than {TILE_MIN_EVENTS} events",
                 describe_entity(&entity)

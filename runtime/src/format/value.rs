@@ -100,6 +100,22 @@ impl<'a> RowEncoder<'a> {
         Ok(RowEncoder { columns })
     }
 
+    /// As [`RowEncoder::new`], from columns already picked: `columns[i]` is
+    /// `schema[i]`'s.
+    pub fn from_columns(columns: &'a [ArrayRef], schema: &[FieldSpec]) -> Result<Self, ColumnMismatch> {
+        let columns = columns
+            .iter()
+            .zip(schema)
+            .map(|(array, f)| {
+                Column::new(array, f.data_type).ok_or_else(|| ColumnMismatch::WrongType {
+                    column: f.name.clone(),
+                    expected: f.data_type,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(RowEncoder { columns })
+    }
+
     /// Number of features per row.
     pub fn width(&self) -> usize {
         self.columns.len()

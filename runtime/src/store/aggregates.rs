@@ -15,9 +15,9 @@ use crate::aggregate::fold::{self, EntityData};
 use crate::aggregate::function::State;
 use crate::aggregate::layout::{self as agg, Event, EventId, HOURS_PER_DAY, HourSection, TILE_MIN_EVENTS};
 pub use crate::aggregate::tiles::AggregateCheck;
-use crate::aggregate::tiles::{self, Tile, TileCheck, TileError, day_count};
+use crate::aggregate::tiles::{self, Tile, TileCheck, TileError};
 use crate::aggregate::window::{HOUR, LADDER};
-use crate::aggregate::{IdMode, PendingEvents, Plan};
+use crate::aggregate::{IdMode, PendingEvent, PendingEvents, Plan};
 use crate::format::layout::CorruptRow;
 
 /// Merges events into their hour entries (replacing equal ids, or
@@ -34,65 +34,164 @@ pub(super) fn merge(
     // Keyed events: the last of an (entity, id) in this batch wins, and
     // one stored at another time is removed from there (a `Remove` at its
     // old place, folded with the rest).
-    if pending.events.iter().any(|(_, _, mode)| *mode == IdMode::Keyed) {
-        let mut last: HashMap<(&[u8], EventId), usize> = HashMap::new();
-        for (i, (entity, event, mode)) in pending.events.iter().enumerate() {
-            if *mode == IdMode::Keyed {
-                last.insert((entity.as_slice(), event.id), i);
+    if pending.events.iter().any(|e| e.mode == IdMode::Keyed) {
+        let keep: Vec<bool> = {
+            let mut last: HashMap<(&[u8], EventId), usize> = HashMap::new();
+            for (i, event) in pending.events.iter().enumerate() {
+                if event.mode == IdMode::Keyed {
+                    last.insert((pending.entity(event), event.id), i);
+                }
             }
-        }
-        let keep: Vec<bool> = pending
-            .events
-            .iter()
-            .enumerate()
-            .map(|(i, (entity, event, mode))| *mode != IdMode::Keyed || last[&(entity.as_slice(), event.id)] == i)
-            .collect();
+            pending
+                .events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| e.mode != IdMode::Keyed || last[&(pending.entity(e), e.id)] == i)
+                .collect()
+        };
         let mut at = 0;
         pending.events.retain(|_| {
             at += 1;
             keep[at - 1]
         });
         let mut moved = Vec::new();
-        for (entity, event, mode) in &pending.events {
-            if *mode != IdMode::Keyed {
+        for event in &pending.events {
+            if event.mode != IdMode::Keyed {
                 continue;
             }
+            let entity = pending.entity(event);
             let key = agg::id_key(view.id, entity, &event.id);
             let old = event_ids.insert(key.as_slice(), event.time)?.map(|g| g.value());
             if let Some(old) = old.filter(|&old| old != event.time) {
-                let at_old_place = Event {
-                    time: old,
-                    id: event.id,
-                    values: Vec::new(),
-                };
-                moved.push((entity.clone(), at_old_place, IdMode::Remove));
+                moved.push((entity.to_vec(), old, event.id));
             }
         }
-        pending.events.extend(moved);
+        for (entity, old, id) in moved {
+            // Not an event: its old place, removed with the rest.
+            pending
+                .push(old, IdMode::Remove, |out| out.extend_from_slice(&entity), |_| {})
+                .id = id;
+        }
     }
     // By (entity, time, id); among equal ids the later event stays later,
     // and wins (arrival breaks ties).
-    let order = {
-        let keys: Vec<&[u8]> = pending.events.iter().map(|(entity, _, _)| entity.as_slice()).collect();
-        entity_order(&keys, |i| (pending.events[i].1.time, pending.events[i].1.id))
+    let sorted: Vec<PendingEvent> = {
+        let keys: Vec<&[u8]> = pending.events.iter().map(|e| pending.entity(e)).collect();
+        let order = entity_order(&keys, |i| (pending.events[i].time, pending.events[i].id));
+        order.iter().map(|&i| pending.events[i]).collect()
     };
-    let mut arrived: Vec<Option<_>> = std::mem::take(&mut pending.events).into_iter().map(Some).collect();
-    pending.events = order
-        .iter()
-        .map(|&i| arrived[i].take().expect("each index once"))
-        .collect();
-    let mut sorted = std::mem::take(&mut pending.events).into_iter().peekable();
-    let mut run = Vec::new();
-    while let Some(first) = sorted.next() {
-        run.clear();
-        run.push(first);
-        while let Some(next) = sorted.next_if(|(entity, _, _)| *entity == run[0].0) {
-            run.push(next);
+    let pending = &*pending;
+    // Each entity's run of events, with what it needs of the store, read
+    // here: the merge below reads nothing, so it runs on two threads.
+    let mut runs: Vec<EntityRun<'_>> = Vec::new();
+    let mut rest = sorted.as_slice();
+    while let Some((first, _)) = rest.split_first() {
+        let entity = pending.entity(first);
+        let len = rest.iter().take_while(|e| pending.entity(e) == entity).count();
+        let (events, after) = rest.split_at(len);
+        let stored = read_entity(view, &*table, entity, events)?;
+        runs.push(EntityRun { entity, events, stored });
+        rest = after;
+    }
+    let total: usize = runs.iter().map(|r| r.events.len()).sum();
+    let writes: Vec<Vec<Write>> = if total < PARALLEL_EVENTS {
+        runs.iter()
+            .map(|run| merge_entity(view, &plan, pending, run))
+            .collect::<Result<_, _>>()?
+    } else {
+        // Two halves of about as many events each, the second on a scoped thread.
+        let mut half = 0;
+        let mut seen = 0;
+        while half < runs.len() && seen < total / 2 {
+            seen += runs[half].events.len();
+            half += 1;
         }
-        let entity = std::mem::take(&mut run[0].0);
-        merge_entity(view, &plan, &entity, &mut run, table)?;
+        let (first, second) = runs.split_at(half);
+        let plan = &*plan;
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| {
+                second
+                    .iter()
+                    .map(|run| merge_entity(view, plan, pending, run))
+                    .collect::<Result<Vec<_>, Failure>>()
+            });
+            let mut writes = first
+                .iter()
+                .map(|run| merge_entity(view, plan, pending, run))
+                .collect::<Result<Vec<_>, _>>()?;
+            writes.extend(other.join().expect("the merge thread does not panic")?);
+            Ok::<_, Failure>(writes)
+        })?
+    };
+    // In key order: entities in order, and an entity's days, day tiles and 30-day tiles.
+    for write in writes.into_iter().flatten() {
+        match write {
+            Write::Put(key, value) => drop(table.insert(key.as_slice(), value.as_slice())?),
+            Write::Remove(key) => drop(table.remove(key.as_slice())?),
+        }
     }
     Ok(())
+}
+
+/// Events in one write from which the merge of entities runs on two threads.
+const PARALLEL_EVENTS: usize = 16_384;
+
+/// One entity's events (in (time, id) order) and what their merge needs
+/// of the store.
+struct EntityRun<'a> {
+    entity: &'a [u8],
+    events: &'a [PendingEvent],
+    stored: EntityStored,
+}
+
+/// What merging an entity's events needs of the store: its day entries
+/// and day tiles in every 30-day bucket the events touch (the touched
+/// days, and the other days of their 30-day tiles).
+#[derive(Default)]
+struct EntityStored {
+    /// Day entries (level 0), by day.
+    days: BTreeMap<i64, Vec<u8>>,
+    /// Day tiles (level 1), by day.
+    day_tiles: BTreeMap<i64, Vec<u8>>,
+}
+
+/// A change to the `aggregates` table.
+enum Write {
+    Put(Vec<u8>, Vec<u8>),
+    Remove(Vec<u8>),
+}
+
+/// Reads what [`merge_entity`] needs of `entity` ([`EntityStored`]).
+fn read_entity(
+    view: &ViewRecord,
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    entity: &[u8],
+    events: &[PendingEvent],
+) -> Result<EntityStored, Failure> {
+    let mut stored = EntityStored::default();
+    // An entity with no entry yet (most of a first backfill) has nothing to read.
+    let low = agg::key(view.id, entity, 0, i64::MIN);
+    let high = agg::key(view.id, entity, u8::MAX, i64::MAX);
+    if table.range(low.as_slice()..=high.as_slice())?.next().is_none() {
+        return Ok(stored);
+    }
+    let ratio = LADDER[2] / LADDER[1];
+    let mut parents: Vec<i64> = events.iter().map(|e| e.time.div_euclid(LADDER[2])).collect();
+    parents.dedup();
+    for parent in parents {
+        let (first, last) = (parent * ratio, parent * ratio + ratio - 1);
+        for (level, into) in [(0, &mut stored.days), (1, &mut stored.day_tiles)] {
+            let low = agg::key(view.id, entity, level, first);
+            let high = agg::key(view.id, entity, level, last);
+            for item in table.range(low.as_slice()..=high.as_slice())? {
+                let (key, value) = item?;
+                let bucket = agg::bucket_of_key(key.value())
+                    .ok_or_else(|| Failure::corrupt_in(&view.name)(CorruptRow("short key")))?;
+                into.insert(bucket, value.value().to_vec());
+            }
+        }
+    }
+    Ok(stored)
 }
 
 /// One hour of a day entry being rewritten: its events merged with new
@@ -102,53 +201,40 @@ enum HourAfter<'a> {
     Kept(HourSection<'a>),
 }
 
-/// Merges one entity's events (in (time, id) order; their entity keys
-/// may have been taken) into its day entries, then rebuilds the tiles
-/// above them.
+/// Merges one entity's events into its day entries and rebuilds the
+/// tiles above them: the table changes, in key order. Reads nothing but
+/// `run.stored`.
 fn merge_entity(
     view: &ViewRecord,
     plan: &Plan,
-    entity: &[u8],
-    events: &mut [(Vec<u8>, Event, IdMode)],
-    table: &mut Table<'_, &'static [u8], &'static [u8]>,
-) -> Result<(), Failure> {
+    pending: &PendingEvents,
+    run: &EntityRun<'_>,
+) -> Result<Vec<Write>, Failure> {
     let corrupt = Failure::corrupt_in(&view.name);
-    // An entity with no entry yet (most of a first backfill) has no day to read back.
-    let known = {
-        let low = agg::key(view.id, entity, 0, i64::MIN);
-        let high = agg::key(view.id, entity, u8::MAX, i64::MAX);
-        table.range(low.as_slice()..=high.as_slice())?.next().is_some()
-    };
-    // The old entries of the touched days, copied out: the table is written below.
-    let mut days: Vec<(i64, &mut [(Vec<u8>, Event, IdMode)])> = Vec::new();
-    let mut olds: Vec<Option<Vec<u8>>> = Vec::new();
-    let mut rest = events;
+    let entity = run.entity;
+    let stored = &run.stored;
+    let mut days: Vec<(i64, &[PendingEvent])> = Vec::new();
+    let mut rest = run.events;
     while let Some((first, _)) = rest.split_first() {
-        let day = first.1.time.div_euclid(LADDER[1]);
-        let len = rest.iter().take_while(|(_, e, _)| e.time.div_euclid(LADDER[1]) == day).count();
-        let (these, after) = rest.split_at_mut(len);
-        let old = match known {
-            true => table.get(agg::key(view.id, entity, 0, day).as_slice())?.map(|g| g.value().to_vec()),
-            false => None,
-        };
+        let day = first.time.div_euclid(LADDER[1]);
+        let len = rest.iter().take_while(|e| e.time.div_euclid(LADDER[1]) == day).count();
+        let (these, after) = rest.split_at(len);
         days.push((day, these));
-        olds.push(old);
         rest = after;
     }
     // Each touched day's hours after the merge.
-    let mut after: Vec<(i64, Vec<HourAfter<'_>>, bool)> = Vec::with_capacity(days.len());
-    for ((day, new), old) in days.iter_mut().zip(&olds) {
-        let sections = match old {
-            Some(bytes) => agg::read_day(bytes, *day).map_err(&corrupt)?,
+    let mut after: Vec<(i64, Vec<HourAfter<'_>>)> = Vec::with_capacity(days.len());
+    for &(day, new) in &days {
+        let sections = match stored.days.get(&day) {
+            Some(bytes) => agg::read_day(bytes, day).map_err(&corrupt)?,
             None => Vec::new(),
         };
-        let had_tile = old.is_some() && day_count(&sections) >= TILE_MIN_EVENTS as u64;
         let mut hours = Vec::with_capacity(sections.len() + 1);
         let mut kept = sections.into_iter().peekable();
         let mut at = 0;
         while at < new.len() {
-            let hour = new[at].1.time.div_euclid(HOUR);
-            let end = at + new[at..].iter().take_while(|(_, e, _)| e.time.div_euclid(HOUR) == hour).count();
+            let hour = new[at].time.div_euclid(HOUR);
+            let end = at + new[at..].iter().take_while(|e| e.time.div_euclid(HOUR) == hour).count();
             while let Some(section) = kept.next_if(|s| s.hour < hour) {
                 hours.push(HourAfter::Kept(section));
             }
@@ -156,18 +242,20 @@ fn merge_entity(
                 Some(section) => section.decode(&plan.inputs).map_err(&corrupt)?,
                 None => Vec::with_capacity(end - at),
             };
-            merge_hour(&mut merged, &mut new[at..end]);
+            for event in &new[at..end] {
+                merge_event(&mut merged, pending.decode(event).map_err(&corrupt)?, event.mode);
+            }
             hours.push(HourAfter::Merged(hour, merged));
             at = end;
         }
         hours.extend(kept.map(HourAfter::Kept));
-        after.push((*day, hours, had_tile));
+        after.push((day, hours));
     }
     // Every hour's tile: the merged ones folded (one guest call for user
     // functions), the kept ones as stored or folded.
     let merged: Vec<&[Event]> = after
         .iter()
-        .flat_map(|(_, hours, _)| hours.iter())
+        .flat_map(|(_, hours)| hours.iter())
         .filter_map(|h| match h {
             HourAfter::Merged(_, events) => Some(events.as_slice()),
             HourAfter::Kept(_) => None,
@@ -176,16 +264,18 @@ fn merge_entity(
     let mut merged_tiles = fold::fold_hours(plan, &merged)?.into_iter();
     let kept: Vec<HourSection<'_>> = after
         .iter()
-        .flat_map(|(_, hours, _)| hours.iter())
+        .flat_map(|(_, hours)| hours.iter())
         .filter_map(|h| match h {
             HourAfter::Kept(section) => Some(*section),
             HourAfter::Merged(..) => None,
         })
         .collect();
-    let mut kept_tiles = tiles::section_tiles(plan, &kept).map_err(|e| tile_failure(view, e))?.into_iter();
+    let mut kept_tiles = tiles::section_tiles(plan, &kept)
+        .map_err(|e| tile_failure(view, e))?
+        .into_iter();
     let hour_tiles: Vec<Vec<Tile>> = after
         .iter()
-        .map(|(_, hours, _)| {
+        .map(|(_, hours)| {
             hours
                 .iter()
                 .map(|h| match h {
@@ -200,186 +290,160 @@ fn merge_entity(
         .map(|tiles| tiles.iter().map(Vec::as_slice).collect())
         .collect();
     let day_tiles = fold::merge_tile_groups(plan, &groups)?;
-    // Write each day entry and, for a dense day, its tile.
-    let mut entry = Vec::new();
+    // Each day entry, then each day tile (keys in order: level 0 before 1).
+    let mut entries = Vec::with_capacity(after.len());
+    let mut tile_writes = Vec::new();
     let mut encoded = Vec::new();
-    let mut tile_bytes = Vec::new();
     let mut touched = Vec::with_capacity(after.len());
     let mut rebuilt = BTreeMap::new();
-    for (((day, hours, had_tile), tiles), day_tile) in after.iter().zip(&hour_tiles).zip(day_tiles) {
-        entry.clear();
+    for (((day, hours), tiles), day_tile) in after.iter().zip(&hour_tiles).zip(day_tiles) {
+        let mut entry = Vec::new();
         let mut count = 0u64;
         for (hour, tile) in hours.iter().zip(tiles) {
             match hour {
                 HourAfter::Kept(section) => {
                     count += section.count as u64;
-                    agg::write_section(&mut entry, *day, section.hour, section.count, section.tile, section.events);
+                    agg::write_section(
+                        &mut entry,
+                        *day,
+                        section.hour,
+                        section.count,
+                        section.tile,
+                        section.events,
+                    );
                 }
                 HourAfter::Merged(_, events) if events.is_empty() => {}
                 HourAfter::Merged(hour, events) => {
                     count += events.len() as u64;
                     encoded.clear();
                     agg::write_events(&mut encoded, *hour, events, &plan.inputs);
-                    let dense = events.len() as u32 >= TILE_MIN_EVENTS;
-                    tile_bytes.clear();
-                    if dense {
-                        agg::write_tile(&mut tile_bytes, plan, tile);
-                    }
-                    let tile = dense.then_some(tile_bytes.as_slice());
-                    agg::write_section(&mut entry, *day, *hour, events.len() as u32, tile, &encoded);
+                    let tile = (events.len() as u32 >= TILE_MIN_EVENTS).then(|| {
+                        let mut bytes = Vec::new();
+                        agg::write_tile(&mut bytes, plan, tile);
+                        bytes
+                    });
+                    agg::write_section(&mut entry, *day, *hour, events.len() as u32, tile.as_deref(), &encoded);
                 }
             }
         }
         let key = agg::key(view.id, entity, 0, *day);
-        if entry.is_empty() {
+        entries.push(match entry.is_empty() {
             // Its last event moved away.
-            table.remove(key.as_slice())?;
-        } else {
-            table.insert(key.as_slice(), entry.as_slice())?;
-        }
+            true => Write::Remove(key),
+            false => Write::Put(key, entry),
+        });
         let day_key = agg::key(view.id, entity, 1, *day);
         if tiles::stores_day_tile(plan, count, &day_tile) {
-            tile_bytes.clear();
-            agg::write_tile(&mut tile_bytes, plan, &day_tile);
-            table.insert(day_key.as_slice(), tile_bytes.as_slice())?;
-        } else if *had_tile {
-            table.remove(day_key.as_slice())?;
+            let mut bytes = Vec::new();
+            agg::write_tile(&mut bytes, plan, &day_tile);
+            tile_writes.push(Write::Put(day_key, bytes));
+        } else if stored.day_tiles.contains_key(day) {
+            tile_writes.push(Write::Remove(day_key));
         }
         touched.push(*day);
         if count > 0 && !fold::is_empty(plan, &day_tile) {
             rebuilt.insert(*day, day_tile);
         }
     }
-    // `stored` and `put` both need the table: one cell, borrowed in turn.
-    let table = std::cell::RefCell::new(&mut *table);
+    entries.append(&mut tile_writes);
+    let touched_days = touched.clone();
     tiles::rebuild_above(
         plan,
         1,
         touched,
         rebuilt,
         |level, first, last, skip| {
-            if !known {
-                // Every tile under these buckets was written by this call.
-                return Ok((first..=last).filter(|&b| skip(b)).map(|b| (b, None)).collect());
-            }
-            let table = table.borrow();
-            stored_tiles(view, plan, &**table, entity, level, (first, last), skip)
+            assert_eq!(level, 1, "the tiles above the days are built from the days");
+            // A touched day is what this merge made of it (in `rebuilt`, or gone).
+            let untouched = |day: i64| touched_days.binary_search(&day).is_err();
+            let mut found = day_tiles_between(plan, &stored.days, &stored.day_tiles, (first, last), &untouched)
+                .map_err(|e| tile_failure(view, e))?;
+            found.extend(
+                touched_days
+                    .iter()
+                    .filter(|&&d| (first..=last).contains(&d) && skip(d))
+                    .map(|&d| (d, None)),
+            );
+            found.sort_unstable_by_key(|(day, _)| *day);
+            Ok::<_, Failure>(found)
         },
         |level, bucket, tile| {
             let key = agg::key(view.id, entity, level, bucket);
-            let mut table = table.borrow_mut();
-            match tile {
-                None => drop(table.remove(key.as_slice())?),
+            entries.push(match tile {
+                None => Write::Remove(key),
                 Some(tile) => {
-                    tile_bytes.clear();
-                    agg::write_tile(&mut tile_bytes, plan, tile);
-                    table.insert(key.as_slice(), tile_bytes.as_slice())?;
+                    let mut bytes = Vec::new();
+                    agg::write_tile(&mut bytes, plan, tile);
+                    Write::Put(key, bytes)
                 }
-            }
+            });
             Ok(())
         },
-    )
+    )?;
+    Ok(entries)
 }
 
-/// Merges `new` (one hour's events of one entity, in (time, id) order)
-/// into `merged` (the hour's stored events): an equal (time, id) is
-/// replaced, a pushed copy of an identical event numbered after the
+/// Merges `event` (the next of one hour's new events of one entity, in
+/// (time, id) order) into `merged` (the hour's events): an equal (time,
+/// id) is replaced, a pushed copy of an identical event numbered after the
 /// copies already there, a `Remove` takes its event out.
-fn merge_hour(merged: &mut Vec<Event>, new: &mut [(Vec<u8>, Event, IdMode)]) {
-    for (_, event, mode) in new {
-        let mut event = std::mem::replace(
-            event,
-            Event {
-                time: event.time,
-                id: event.id,
-                values: Vec::new(),
-            },
-        );
-        if *mode == IdMode::Remove {
-            let at = merged.partition_point(|e| (e.time, e.id) < (event.time, event.id));
-            if merged.get(at).is_some_and(|e| (e.time, e.id) == (event.time, event.id)) {
-                merged.remove(at);
-            }
-            continue;
-        }
-        if *mode == IdMode::Append {
-            // The next occurrence of an identical event.
-            let copies = merged
-                .iter()
-                .filter(|e| e.time == event.time && e.id[..8] == event.id[..8])
-                .count() as u32;
-            event.id = crate::aggregate::event_id(u64::from_be_bytes(event.id[..8].try_into().expect("8 bytes")), copies);
-        }
+fn merge_event(merged: &mut Vec<Event>, mut event: Event, mode: IdMode) {
+    if mode == IdMode::Remove {
         let at = merged.partition_point(|e| (e.time, e.id) < (event.time, event.id));
         if merged.get(at).is_some_and(|e| (e.time, e.id) == (event.time, event.id)) {
-            merged[at] = event;
-        } else if at == merged.len() {
-            merged.push(event);
-        } else {
-            merged.insert(at, event);
+            merged.remove(at);
         }
+        return;
+    }
+    if mode == IdMode::Append {
+        // The next occurrence of an identical event.
+        let copies = merged
+            .iter()
+            .filter(|e| e.time == event.time && e.id[..8] == event.id[..8])
+            .count() as u32;
+        event.id = crate::aggregate::event_id(u64::from_be_bytes(event.id[..8].try_into().expect("8 bytes")), copies);
+    }
+    let at = merged.partition_point(|e| (e.time, e.id) < (event.time, event.id));
+    if merged.get(at).is_some_and(|e| (e.time, e.id) == (event.time, event.id)) {
+        merged[at] = event;
+    } else if at == merged.len() {
+        merged.push(event);
+    } else {
+        merged.insert(at, event);
     }
 }
 
-/// The tiles of `entity` at `level` between buckets `first` and `last`
-/// (inclusive) that exist, in bucket order, each decoded unless `skip`
-/// says the caller has it. Day tiles (level 1) that a sparse day leaves
-/// out are derived from its day entry, and left out if they are the
-/// empty state (invariant 3 of [`crate::aggregate::layout`]).
-fn stored_tiles(
-    view: &ViewRecord,
+/// The tiles of the days between `first` and `last` (inclusive) that
+/// have one, in day order, from an entity's day entries and day tiles:
+/// a stored day tile decoded, a sparse day's derived from its entry and
+/// left out if it is the empty state (invariant 3 of
+/// [`crate::aggregate::layout`]). Only the days `include` says.
+fn day_tiles_between(
     plan: &Plan,
-    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
-    entity: &[u8],
-    level: u8,
+    days: &BTreeMap<i64, Vec<u8>>,
+    day_tiles: &BTreeMap<i64, Vec<u8>>,
     (first, last): (i64, i64),
-    skip: &dyn Fn(i64) -> bool,
-) -> Result<Vec<(i64, Option<Tile>)>, Failure> {
-    let corrupt = Failure::corrupt_in(&view.name);
-    let scan = |level: u8, f: &mut EntryVisitor<'_>| -> Result<(), Failure> {
-        let low = agg::key(view.id, entity, level, first);
-        let high = agg::key(view.id, entity, level, last);
-        for item in table.range(low.as_slice()..=high.as_slice())? {
-            let (key, value) = item?;
-            let bucket = agg::bucket_of_key(key.value()).ok_or_else(|| corrupt(CorruptRow("short key")))?;
-            f(bucket, value.value())?;
-        }
-        Ok(())
-    };
-    let mut found: BTreeMap<i64, Option<Tile>> = BTreeMap::new();
-    scan(level, &mut |bucket, bytes| {
-        let tile = match skip(bucket) {
-            true => None,
-            false => Some(agg::read_tile(bytes, plan).map_err(&corrupt)?),
-        };
-        found.insert(bucket, tile);
-        Ok(())
-    })?;
-    if level == 1 {
-        let mut sparse: Vec<(i64, Vec<u8>)> = Vec::new();
-        scan(0, &mut |day, bytes| {
-            if !found.contains_key(&day) {
-                sparse.push((day, bytes.to_vec()));
-            }
-            Ok(())
-        })?;
-        let (mut derive, mut days) = (Vec::new(), Vec::new());
-        for (day, bytes) in &sparse {
-            if skip(*day) {
-                found.insert(*day, None);
-            } else {
-                derive.push(*day);
-                days.push(agg::read_day(bytes, *day).map_err(&corrupt)?);
-            }
-        }
-        let tiles = tiles::day_tiles(plan, &days).map_err(|e| tile_failure(view, e))?;
-        for (day, tile) in derive.into_iter().zip(tiles) {
-            if !fold::is_empty(plan, &tile) {
-                found.insert(day, Some(tile));
-            }
+    include: &dyn Fn(i64) -> bool,
+) -> Result<Vec<(i64, Option<Tile>)>, TileError> {
+    let corrupt = |e: CorruptRow| TileError::Corrupt(e.to_string());
+    let mut found: Vec<(i64, Option<Tile>)> = Vec::new();
+    for (&day, bytes) in day_tiles.range(first..=last).filter(|(d, _)| include(**d)) {
+        found.push((day, Some(agg::read_tile(bytes, plan).map_err(corrupt)?)));
+    }
+    let (mut derive, mut sections) = (Vec::new(), Vec::new());
+    for (&day, bytes) in days.range(first..=last) {
+        if include(day) && !day_tiles.contains_key(&day) {
+            derive.push(day);
+            sections.push(agg::read_day(bytes, day).map_err(corrupt)?);
         }
     }
-    Ok(found.into_iter().collect())
+    for (day, tile) in derive.into_iter().zip(tiles::day_tiles(plan, &sections)?) {
+        if !fold::is_empty(plan, &tile) {
+            found.push((day, Some(tile)));
+        }
+    }
+    found.sort_unstable_by_key(|(day, _)| *day);
+    Ok(found)
 }
 
 /// A tile error as a failure of `view`.
@@ -491,8 +555,16 @@ impl StoreReader {
             data.tiles[0].extend(unfolded.iter().map(|s| s.hour).zip(tiles));
             // Days: their stored tiles, or derived from their entries.
             for &range in &needed.tiles[1] {
-                let found = stored_tiles(view, plan, &self.aggregates, entity_key, 1, range, &|_| false)?;
-                data.tiles[1].extend(found.into_iter().map(|(day, tile)| (day, tile.expect("not skipped"))));
+                let (mut days, mut day_tiles) = (BTreeMap::new(), BTreeMap::new());
+                for (level, into) in [(0, &mut days), (1, &mut day_tiles)] {
+                    scan(level, range, &mut |day, bytes| {
+                        into.insert(day, bytes.to_vec());
+                        Ok(())
+                    })?;
+                }
+                let found =
+                    day_tiles_between(plan, &days, &day_tiles, range, &|_| true).map_err(|e| tile_failure(view, e))?;
+                data.tiles[1].extend(found.into_iter().map(|(day, tile)| (day, tile.expect("decoded"))));
             }
             for (level, ranges) in needed.tiles.iter().enumerate().skip(2) {
                 for &range in ranges {

@@ -277,7 +277,10 @@ mod tests {
 
         // Written before versions were recorded: version 1's layout, refused.
         set_version(&path, None);
-        let unversioned = Store::open(&path).err().expect("a store without a version is version 1").to_string();
+        let unversioned = Store::open(&path)
+            .err()
+            .expect("a store without a version is version 1")
+            .to_string();
         assert!(
             unversioned.contains("format version 1") && unversioned.contains("skewless apply"),
             "{unversioned}"

@@ -77,7 +77,7 @@ impl Pending {
     fn clear(&mut self) {
         match self {
             Pending::Rows(r) => r.clear(),
-            Pending::Events(e) => e.events.clear(),
+            Pending::Events(e) => e.clear(),
         }
     }
 }
@@ -135,7 +135,7 @@ impl Store {
                     }
                     Pending::Events(events) => {
                         // Events are not feature values: only their times count (freshness).
-                        added.saw_event_time(events.events.iter().map(|(_, e, _)| e.time).max());
+                        added.saw_event_time(events.events.iter().map(|e| e.time).max());
                         aggregates::merge(view, events, &mut aggregates, &mut event_ids)?
                     }
                 }
