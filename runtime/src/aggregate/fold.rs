@@ -23,7 +23,7 @@ use crate::format::value::Value;
 use super::function::{State, StateKind};
 use super::layout::Event;
 use super::plan::{Finalize, Plan};
-use super::window::{LADDER, Part, TOP, Window, decompose};
+use super::window::{LADDER, Part, Window, decompose_into};
 
 /// Rows or bytes sent to a user function in one writer call, at most
 /// (about): an entity's hours, or its tiles of one level, are folded in
@@ -217,13 +217,14 @@ pub fn needed(plan: &Plan, times: &[i64]) -> Needed {
         }
     }
     let mut out = Needed::default();
+    let mut parts = Vec::new();
     for &t in times {
         for window in &plan.windows {
-            for part in decompose(window.start(t), t) {
+            decompose_into(window.start(t), t, &mut parts);
+            for &part in &parts {
                 match part {
                     Part::Events { hour, .. } => push(&mut out.events, hour, hour),
-                    Part::Tile { level, bucket } => push(&mut out.tiles[level as usize], bucket, bucket),
-                    Part::TopTilesBefore { before } => push(&mut out.tiles[TOP as usize], i64::MIN, before - 1),
+                    Part::Tiles { level, first, last } => push(&mut out.tiles[level as usize], first, last),
                 }
             }
         }
@@ -253,7 +254,11 @@ fn coalesce(mut ranges: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
 /// ([`evaluate_user`]). A value depends on its instant alone, never on the
 /// other instants of the call.
 pub fn evaluate_all(plan: &Plan, data: &EntityData, times: &[i64]) -> Result<Vec<Vec<Value>>, TransformError> {
-    let mut rows: Vec<Vec<Value>> = times.iter().map(|&t| evaluate_builtins(plan, data, t)).collect();
+    let mut parts = Vec::new();
+    let mut rows: Vec<Vec<Value>> = times
+        .iter()
+        .map(|&t| evaluate_builtins(plan, data, t, &mut parts))
+        .collect();
     for (slot, spec) in plan.slots.iter().enumerate() {
         if let (StateKind::User(user), Some(input)) = (spec.kind, spec.input) {
             evaluate_user(plan, data, times, slot, user, input, &mut rows)?;
@@ -263,7 +268,7 @@ pub fn evaluate_all(plan: &Plan, data: &EntityData, times: &[i64]) -> Result<Vec
 }
 
 /// The built-in features at `t` (user ones left null).
-fn evaluate_builtins(plan: &Plan, data: &EntityData, t: i64) -> Vec<Value> {
+fn evaluate_builtins(plan: &Plan, data: &EntityData, t: i64, parts: &mut Vec<Part>) -> Vec<Value> {
     let mut values = vec![Value::Null; plan.features.len()];
     let mut acc: Vec<State> = plan.slots.iter().map(|s| s.kind.empty()).collect();
     let mut used = vec![false; plan.slots.len()];
@@ -277,7 +282,8 @@ fn evaluate_builtins(plan: &Plan, data: &EntityData, t: i64) -> Vec<Value> {
                 acc[i] = slot.kind.empty();
             }
         }
-        for part in decompose(window.start(t), t) {
+        decompose_into(window.start(t), t, parts);
+        for &part in parts.iter() {
             match part {
                 Part::Events { hour, from, to } => {
                     for event in data.events.get(&hour).into_iter().flatten() {
@@ -286,13 +292,8 @@ fn evaluate_builtins(plan: &Plan, data: &EntityData, t: i64) -> Vec<Value> {
                         }
                     }
                 }
-                Part::Tile { level, bucket } => {
-                    if let Some(tile) = data.tiles[level as usize].get(&bucket) {
-                        merge(plan, &mut acc, tile, Some(&used));
-                    }
-                }
-                Part::TopTilesBefore { before } => {
-                    for tile in data.tiles[TOP as usize].range(..before).map(|(_, t)| t) {
+                Part::Tiles { level, first, last } => {
+                    for tile in data.tiles[level as usize].range(first..=last).map(|(_, t)| t) {
                         merge(plan, &mut acc, tile, Some(&used));
                     }
                 }
@@ -336,6 +337,7 @@ fn evaluate_user(
     rows: &mut [Vec<Value>],
 ) -> Result<(), TransformError> {
     let aggregator = &plan.users[user];
+    let mut decomposed = Vec::new();
     let windows: Vec<Window> = plan
         .windows
         .iter()
@@ -355,7 +357,8 @@ fn evaluate_user(
             let t = times[end];
             for window in &windows {
                 let mut parts = Vec::new();
-                for part in decompose(window.start(t), t) {
+                decompose_into(window.start(t), t, &mut decomposed);
+                for &part in &decomposed {
                     match part {
                         Part::Events { hour, from, to } => {
                             let before = inputs.len();
@@ -371,13 +374,8 @@ fn evaluate_user(
                                 runs += 1;
                             }
                         }
-                        Part::Tile { level, bucket } => {
-                            if let Some(tile) = data.tiles[level as usize].get(&bucket) {
-                                parts.push(UserPart::State(user_state(&tile[slot])));
-                            }
-                        }
-                        Part::TopTilesBefore { before } => {
-                            for tile in data.tiles[TOP as usize].range(..before).map(|(_, t)| t) {
+                        Part::Tiles { level, first, last } => {
+                            for tile in data.tiles[level as usize].range(first..=last).map(|(_, t)| t) {
                                 parts.push(UserPart::State(user_state(&tile[slot])));
                             }
                         }

@@ -91,17 +91,18 @@ pub enum Part {
         /// Exclusive.
         to: i64,
     },
-    /// Every stored top-level tile with bucket `< before` (lifetime windows).
-    TopTilesBefore {
-        /// The first top-level bucket not included.
-        before: i64,
-    },
-    /// One aligned tile.
-    Tile {
+    /// The aligned tiles of one level with buckets `first..=last`, left to
+    /// right (a bucket is `tile start / LADDER[level]`). A lifetime window
+    /// starts with the top level's tiles from `i64::MIN`: every one stored
+    /// before its first aligned tile. Tiles never written are the identity
+    /// of the fold, so a read folds the stored ones in the run, in order.
+    Tiles {
         /// Index into [`LADDER`].
         level: u8,
-        /// `tile start / LADDER[level]`.
-        bucket: i64,
+        /// The first bucket, inclusive.
+        first: i64,
+        /// The last bucket, inclusive.
+        last: i64,
     },
 }
 
@@ -109,9 +110,17 @@ pub enum Part {
 /// lifetime), in fold order. Pure: the same inputs always give the same parts.
 pub fn decompose(start: Option<i64>, t: i64) -> Vec<Part> {
     let mut parts = Vec::new();
+    decompose_into(start, t, &mut parts);
+    parts
+}
+
+/// [`decompose`] into `parts` (cleared first): reads evaluate many
+/// windows, and reuse one buffer.
+pub fn decompose_into(start: Option<i64>, t: i64, parts: &mut Vec<Part>) {
+    parts.clear();
     let hour_of = |time: i64| time.div_euclid(HOUR);
     let (interior_from, left_aligned) = match start {
-        Some(from) if from >= t => return parts,
+        Some(from) if from >= t => return,
         Some(from) => {
             let aligned = ceil_to(from, HOUR);
             if aligned >= t {
@@ -121,7 +130,7 @@ pub fn decompose(start: Option<i64>, t: i64) -> Vec<Part> {
                     from,
                     to: t,
                 });
-                return parts;
+                return;
             }
             if aligned > from {
                 parts.push(Part::Events {
@@ -136,22 +145,13 @@ pub fn decompose(start: Option<i64>, t: i64) -> Vec<Part> {
     };
     let interior_to = floor_to(t, HOUR);
     if !left_aligned {
-        parts.push(Part::TopTilesBefore {
-            before: interior_from.div_euclid(LADDER[TOP as usize]),
+        parts.push(Part::Tiles {
+            level: TOP,
+            first: i64::MIN,
+            last: interior_from.div_euclid(LADDER[TOP as usize]) - 1,
         });
     }
-    let mut at = interior_from;
-    while at < interior_to {
-        let level = (0..LADDER.len())
-            .rev()
-            .find(|&l| at.rem_euclid(LADDER[l]) == 0 && at + LADDER[l] <= interior_to)
-            .expect("the finest level fits: both ends are hour-aligned");
-        parts.push(Part::Tile {
-            level: level as u8,
-            bucket: at.div_euclid(LADDER[level]),
-        });
-        at += LADDER[level];
-    }
+    interior_tiles(interior_from, interior_to, parts);
     if interior_to < t {
         parts.push(Part::Events {
             hour: hour_of(interior_to),
@@ -159,7 +159,43 @@ pub fn decompose(start: Option<i64>, t: i64) -> Vec<Part> {
             to: t,
         });
     }
-    parts
+}
+
+/// The tiles covering `[from, to)` (both hour-aligned), left to right,
+/// each the largest of the ladder that is aligned where it starts and
+/// fits. Computed in phases rather than by trying each level at each
+/// step: finer tiles up to each coarser boundary, the coarsest tiles that
+/// fit, then finer ones again down to `to`. The same parts as the greedy
+/// choice (tested against it).
+fn interior_tiles(from: i64, to: i64, parts: &mut Vec<Part>) {
+    let mut at = from;
+    // The tiles of `level` from `at`, while they end by `until` and fit before `to`.
+    let run = |level: usize, at: &mut i64, until: i64, parts: &mut Vec<Part>| {
+        let size = LADDER[level];
+        let count = (until.min(to) - *at).div_euclid(size);
+        if count > 0 {
+            let first = at.div_euclid(size);
+            parts.push(Part::Tiles {
+                level: level as u8,
+                first,
+                last: first + count - 1,
+            });
+            *at += count * size;
+        }
+    };
+    // Up: finer tiles to the next coarser boundary, as long as they fit.
+    for level in 0..TOP as usize {
+        let boundary = ceil_to(at, LADDER[level + 1]);
+        run(level, &mut at, boundary, parts);
+        if at < boundary {
+            break;
+        }
+    }
+    // Across, then down.
+    for level in (0..=TOP as usize).rev() {
+        run(level, &mut at, to, parts);
+    }
+    debug_assert_eq!(at, to.max(from), "both ends are hour-aligned");
 }
 
 fn floor_to(t: i64, size: i64) -> i64 {
@@ -184,11 +220,11 @@ mod tests {
                     assert!(from.div_euclid(HOUR) == hour && (to - 1).div_euclid(HOUR) == hour);
                     (from, to)
                 }
-                Part::Tile { level, bucket } => {
+                Part::Tiles { level, first, last } => {
                     let size = LADDER[level as usize];
-                    (bucket * size, bucket * size + size)
+                    let from = if first == i64::MIN { i64::MIN } else { first * size };
+                    (from, (last + 1) * size)
                 }
-                Part::TopTilesBefore { before } => (i64::MIN, before * LADDER[TOP as usize]),
             })
             .collect()
     }
@@ -208,7 +244,7 @@ mod tests {
         let events = parts.iter().filter(|p| matches!(p, Part::Events { .. })).count();
         assert!(events <= 2, "at most two partial hours: {parts:?}");
         assert!(
-            parts.len() <= 2 + 2 * 23 + 2 * 29 + 12 + 1,
+            parts.len() <= 2 + 2 * TOP as usize + 1 + 1,
             "bounded: {} parts",
             parts.len()
         );
@@ -223,6 +259,51 @@ mod tests {
                 check(Some(t - w), t);
             }
             check(None, t);
+        }
+    }
+
+    /// The interior tiles by the definition: at each step the largest
+    /// level aligned there that fits.
+    fn greedy_interior(from: i64, to: i64) -> Vec<(u8, i64)> {
+        let mut parts = Vec::new();
+        let mut at = from;
+        while at < to {
+            let level = (0..LADDER.len())
+                .rev()
+                .find(|&l| at.rem_euclid(LADDER[l]) == 0 && at + LADDER[l] <= to)
+                .unwrap();
+            parts.push((level as u8, at.div_euclid(LADDER[level])));
+            at += LADDER[level];
+        }
+        parts
+    }
+
+    #[test]
+    fn interior_tiles_are_the_greedy_choice() {
+        let mut state = 0x5eed_u64;
+        let mut next = |bound: i64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as i64).rem_euclid(bound)
+        };
+        for _ in 0..20_000 {
+            let from = (next(40_000) - 20_000) * HOUR;
+            let to = from + next(2 * 24 * 400) * HOUR;
+            let mut parts = Vec::new();
+            interior_tiles(from, to, &mut parts);
+            let tiles: Vec<(u8, i64)> = parts
+                .iter()
+                .flat_map(|p| match *p {
+                    Part::Tiles { level, first, last } => (first..=last).map(move |b| (level, b)),
+                    Part::Events { .. } => unreachable!("the interior has tiles only"),
+                })
+                .collect();
+            assert_eq!(tiles, greedy_interior(from, to), "[{from}, {to})");
+            assert!(
+                parts.len() <= 2 * TOP as usize + 1,
+                "one run per level and direction: {parts:?}"
+            );
         }
     }
 
