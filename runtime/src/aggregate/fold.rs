@@ -236,7 +236,7 @@ pub fn needed(plan: &Plan, times: &[i64]) -> Needed {
 }
 
 /// Sorts ranges and merges those that overlap or touch.
-fn coalesce(mut ranges: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
+pub fn coalesce(mut ranges: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
     ranges.sort_unstable();
     let mut out: Vec<(i64, i64)> = Vec::with_capacity(ranges.len());
     for (lo, hi) in ranges {

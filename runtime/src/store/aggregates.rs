@@ -485,6 +485,23 @@ impl Store {
     }
 }
 
+/// Day ranges closer than this are read in one scan.
+const SCAN_GAP_DAYS: i64 = 8;
+
+/// `ranges` (inclusive, in any order) merged where they overlap or lie
+/// fewer than [`SCAN_GAP_DAYS`] apart: the scans that read them.
+fn scan_ranges(mut ranges: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(i64, i64)> = Vec::with_capacity(ranges.len());
+    for (lo, hi) in ranges {
+        match out.last_mut() {
+            Some(last) if lo <= last.1.saturating_add(SCAN_GAP_DAYS) => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
 /// Called with each (bucket, value) an aggregate range scan finds.
 type EntryVisitor<'a> = dyn FnMut(i64, &[u8]) -> Result<(), Failure> + 'a;
 
@@ -513,35 +530,37 @@ impl StoreReader {
                 }
                 Ok::<(), Failure>(())
             };
-            // Hours, for their events or their tiles: the day entries holding them.
-            let wanted = |ranges: &[(i64, i64)], hour: i64| {
-                let at = ranges.partition_point(|&(_, hi)| hi < hour);
-                ranges.get(at).is_some_and(|&(lo, _)| lo <= hour)
+            // A bucket in sorted, disjoint inclusive ranges.
+            let wanted = |ranges: &[(i64, i64)], bucket: i64| {
+                let at = ranges.partition_point(|&(_, hi)| hi < bucket);
+                ranges.get(at).is_some_and(|&(lo, _)| lo <= bucket)
             };
-            let days_of = |ranges: &[(i64, i64)]| -> Vec<(i64, i64)> {
-                let mut days: Vec<(i64, i64)> = Vec::new();
-                for &(lo, hi) in ranges {
-                    let (lo, hi) = (lo.div_euclid(HOURS_PER_DAY), hi.div_euclid(HOURS_PER_DAY));
-                    match days.last_mut() {
-                        Some(last) if lo <= last.1 + 1 => last.1 = last.1.max(hi),
-                        _ => days.push((lo, hi)),
-                    }
-                }
-                days
-            };
+            // Hours, for their events or their tiles, are in day entries.
             let mut hour_ranges = needed.events.clone();
             hour_ranges.extend_from_slice(&needed.tiles[0]);
-            hour_ranges.sort_unstable();
-            let mut entries: Vec<(i64, Vec<u8>)> = Vec::new();
-            for range in days_of(&hour_ranges) {
+            let hour_days = fold::coalesce(
+                hour_ranges
+                    .iter()
+                    .map(|&(lo, hi)| (lo.div_euclid(HOURS_PER_DAY), hi.div_euclid(HOURS_PER_DAY)))
+                    .collect(),
+            );
+            // Every day entry needed, for its hours or to derive its day's
+            // tile, in a few sequential scans: ranges a few days apart are
+            // read as one (a seek costs more than the entries between).
+            let day_ranges = &needed.tiles[1];
+            let scans = scan_ranges(hour_days.iter().chain(day_ranges).copied().collect());
+            let mut entries: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
+            for &range in &scans {
                 scan(0, range, &mut |day, bytes| {
-                    entries.push((day, bytes.to_vec()));
+                    if wanted(&hour_days, day) || wanted(day_ranges, day) {
+                        entries.insert(day, bytes.to_vec());
+                    }
                     Ok(())
                 })?;
             }
             let mut unfolded: Vec<HourSection<'_>> = Vec::new();
-            for (day, bytes) in &entries {
-                for section in agg::read_day(bytes, *day).map_err(&corrupt)? {
+            for (&day, bytes) in entries.range(..).filter(|(d, _)| wanted(&hour_days, **d)) {
+                for section in agg::read_day(bytes, day).map_err(&corrupt)? {
                     if wanted(&needed.events, section.hour) {
                         data.events
                             .insert(section.hour, section.decode(&plan.inputs).map_err(&corrupt)?);
@@ -554,16 +573,18 @@ impl StoreReader {
             let tiles = tiles::section_tiles(plan, &unfolded).map_err(|e| tile_failure(view, e))?;
             data.tiles[0].extend(unfolded.iter().map(|s| s.hour).zip(tiles));
             // Days: their stored tiles, or derived from their entries.
-            for &range in &needed.tiles[1] {
-                let (mut days, mut day_tiles) = (BTreeMap::new(), BTreeMap::new());
-                for (level, into) in [(0, &mut days), (1, &mut day_tiles)] {
-                    scan(level, range, &mut |day, bytes| {
-                        into.insert(day, bytes.to_vec());
-                        Ok(())
-                    })?;
-                }
-                let found =
-                    day_tiles_between(plan, &days, &day_tiles, range, &|_| true).map_err(|e| tile_failure(view, e))?;
+            let mut day_tiles = BTreeMap::new();
+            for &range in &scan_ranges(day_ranges.clone()) {
+                scan(1, range, &mut |day, bytes| {
+                    if wanted(day_ranges, day) {
+                        day_tiles.insert(day, bytes.to_vec());
+                    }
+                    Ok(())
+                })?;
+            }
+            for &range in day_ranges {
+                let found = day_tiles_between(plan, &entries, &day_tiles, range, &|_| true)
+                    .map_err(|e| tile_failure(view, e))?;
                 data.tiles[1].extend(found.into_iter().map(|(day, tile)| (day, tile.expect("decoded"))));
             }
             for (level, ranges) in needed.tiles.iter().enumerate().skip(2) {
