@@ -34,11 +34,11 @@
 //!    merge of its days' tiles. So a tile is a function of the set of
 //!    events alone, and arrival order or backfill chunking never reach it.
 //! 3. An hour's tile is stored (flag 1) exactly when the hour holds at
-//!    least [`TILE_MIN_EVENTS`] events. A day's or 30 days' tile is stored
+//!    least [`tile_min_events`] events ([`TILE_MIN_EVENTS`], or 1 for a
+//!    view with a user-defined function). A day's or 30 days' tile is stored
 //!    only when it is not the empty state (as in version 1: a tile that is
 //!    the empty state is never merged, so a float sum keeps its -0.0), a
-//!    day's exactly when the day also holds at least `TILE_MIN_EVENTS`
-//!    events. An hour's tile always counts, stored or folded.
+//!    day's exactly when the day also holds at least that many events. An hour's tile always counts, stored or folded.
 
 use crate::format::layout::{CorruptRow, RowWriter, take};
 use crate::format::value::Value;
@@ -92,6 +92,13 @@ pub fn bucket_of_key(key: &[u8]) -> Option<i64> {
 /// An hour or a day with at least this many events keeps its tile
 /// (invariant 3); a sparser one is folded from its events when read.
 pub const TILE_MIN_EVENTS: u32 = 8;
+
+/// The events from which an hour or a day of `plan` keeps its tile:
+/// [`TILE_MIN_EVENTS`], or 1 for a plan with a user-defined function,
+/// whose every fold is a guest call (so its tiles are all kept).
+pub fn tile_min_events(plan: &Plan) -> u32 {
+    if plan.users.is_empty() { TILE_MIN_EVENTS } else { 1 }
+}
 
 /// Hours in a day entry.
 pub const HOURS_PER_DAY: i64 = LADDER[1] / LADDER[0];

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use super::fold;
 use super::function::State;
-use super::layout::{self as agg, HourSection, TILE_MIN_EVENTS};
+use super::layout::{self as agg, HourSection, tile_min_events};
 use super::plan::Plan;
 use super::window::LADDER;
 use crate::error::TransformError;
@@ -66,7 +66,7 @@ pub fn day_tiles(plan: &Plan, days: &[Vec<HourSection<'_>>]) -> Result<Vec<Tile>
 /// day tile entry (invariant 3): a dense day, and a tile that is not the
 /// empty state (the empty state is never stored or merged, at any level).
 pub fn stores_day_tile(plan: &Plan, count: u64, tile: &[State]) -> bool {
-    count >= TILE_MIN_EVENTS as u64 && !fold::is_empty(plan, tile)
+    count >= tile_min_events(plan) as u64 && !fold::is_empty(plan, tile)
 }
 
 /// Events in the sections of a day entry.
@@ -226,7 +226,7 @@ impl<'p> TileCheck<'p> {
             agg::write_tile(&mut expected, self.plan, tile);
             self.found.tiles += 1;
             self.found.events += events.len() as u64;
-            let should_store = section.count >= TILE_MIN_EVENTS;
+            let should_store = section.count >= tile_min_events(self.plan);
             match section.tile {
                 Some(stored) if should_store && stored != expected.as_slice() => self.found.mismatches.push(format!(
                     "entity {}: hour {}'s tile differs from the fold of its {} events",
@@ -235,10 +235,11 @@ impl<'p> TileCheck<'p> {
                     events.len()
                 )),
                 Some(_) if !should_store => self.found.mismatches.push(format!(
-                    "entity {}: hour {} keeps a tile for {} events (fewer than {TILE_MIN_EVENTS})",
+                    "entity {}: hour {} keeps a tile for {} events (fewer than {})",
                     describe_entity(entity),
                     section.hour,
-                    section.count
+                    section.count,
+                    tile_min_events(self.plan)
                 )),
                 None if should_store => self.found.mismatches.push(format!(
                     "entity {}: hour {}'s tile is missing ({} events)",
@@ -284,12 +285,12 @@ impl<'p> TileCheck<'p> {
                 ));
             }
         }
-        for (day, _) in self.stored[1]
-            .iter()
-            .filter(|(d, _)| days.get(d).is_none_or(|(_, count)| *count < TILE_MIN_EVENTS as u64))
-        {
+        for (day, _) in self.stored[1].iter().filter(|(d, _)| {
+            days.get(d)
+                .is_none_or(|(tile, count)| !stores_day_tile(self.plan, *count, tile))
+        }) {
             self.found.mismatches.push(format!(
-                "entity {}: day {day} has a tile but fewer than {TILE_MIN_EVENTS} events",
+                "entity {}: day {day} has a tile but too few events, or none that counts",
                 describe_entity(&entity)
             ));
         }

@@ -13,7 +13,7 @@ use super::registry::ViewRecord;
 use super::rows::{StoreReader, entity_order};
 use crate::aggregate::fold::{self, EntityData};
 use crate::aggregate::function::State;
-use crate::aggregate::layout::{self as agg, Event, EventId, HOURS_PER_DAY, HourSection, TILE_MIN_EVENTS};
+use crate::aggregate::layout::{self as agg, Event, EventId, HOURS_PER_DAY, HourSection, tile_min_events};
 pub use crate::aggregate::tiles::AggregateCheck;
 use crate::aggregate::tiles::{self, Tile, TileCheck, TileError};
 use crate::aggregate::window::{HOUR, LADDER};
@@ -317,7 +317,7 @@ fn merge_entity(
                     count += events.len() as u64;
                     encoded.clear();
                     agg::write_events(&mut encoded, *hour, events, &plan.inputs);
-                    let tile = (events.len() as u32 >= TILE_MIN_EVENTS).then(|| {
+                    let tile = (events.len() as u32 >= tile_min_events(plan)).then(|| {
                         let mut bytes = Vec::new();
                         agg::write_tile(&mut bytes, plan, tile);
                         bytes

@@ -40,7 +40,7 @@ pub mod statistics;
 pub use aggregates::AggregateCheck;
 pub use backup::{BackupSummary, DumpEntry};
 pub use error::StoreError;
-use file::{AGGREGATES, COUNTERS, EVENT_IDS, HISTORY, LATEST, REGISTRY, STATS, counter};
+use file::{AGGREGATES, COUNTERS, EVENT_IDS, HISTORY, LATEST, STATS, counter};
 pub use file::{MIN_FREE_BYTES, Store};
 pub use registry::{Invariance, Registry, ViewRecord};
 pub use replication::LogPosition;
@@ -111,20 +111,16 @@ impl Store {
         at: Option<&LogPosition>,
     ) -> Result<u64, StoreError> {
         let commit = self.write_txn(|txn| {
-            let commit = {
-                let mut counters = txn.open_table(COUNTERS)?;
-                let commit = counter(&counters, COMMITS)? + 1;
-                counters.insert(COMMITS, commit)?;
-                if let Some(at) = at {
-                    replication::record(txn, &mut counters, at, &self.path)?;
-                }
-                commit
-            };
+            let mut counters = txn.open_table(COUNTERS)?;
+            let commit = counter(&counters, COMMITS)? + 1;
+            counters.insert(COMMITS, commit)?;
+            if let Some(at) = at {
+                replication::record(txn, &mut counters, at, &self.path)?;
+            }
             let mut history = txn.open_table(HISTORY)?;
             let mut latest = txn.open_table(LATEST)?;
             let mut aggregates = txn.open_table(AGGREGATES)?;
             let mut event_ids = txn.open_table(EVENT_IDS)?;
-            let mut registry = txn.open_table(REGISTRY)?;
             let mut stats = txn.open_table(STATS)?;
             for (view, pending, to) in views.iter_mut() {
                 let mut added = Statistics::new(&view.features);
@@ -142,7 +138,7 @@ impl Store {
                 if self.statistics {
                     statistics::add(&mut stats, view, added, commit)?;
                 }
-                registry::record_commit(&mut registry, view, commit)?;
+                registry::record_commit(&mut counters, view, commit)?;
             }
             Ok(commit)
         })?;

@@ -396,6 +396,12 @@ impl Store {
                     };
                 }
             }
+            let counters = txn.open_table(COUNTERS)?;
+            for (name, view) in registry.views.iter_mut() {
+                if let Some(commit) = counters.get(last_commit_key(name).as_str())? {
+                    view.last_commit = Some(commit.value());
+                }
+            }
             Ok(registry)
         })
     }
@@ -417,6 +423,20 @@ impl Store {
                     let next = counter(&counters, "next_view_id")?.max(1);
                     counters.insert("next_view_id", next + 1)?;
                     view.id = u32::try_from(next).map_err(|_| Failure::Corrupt("view ids exhausted".into()))?;
+                }
+            }
+            // Each view's last commit is what `registry` says it is (`apply`
+            // drops it when the stored schema changed); a removed view's goes.
+            let stale: Vec<String> = counters
+                .range("last_commit/".."last_commit0")?
+                .map(|item| item.map(|(key, _)| key.value().to_string()))
+                .collect::<Result<_, _>>()?;
+            for key in stale {
+                counters.remove(key.as_str())?;
+            }
+            for (name, view) in &registry.views {
+                if let Some(commit) = view.last_commit {
+                    counters.insert(last_commit_key(name).as_str(), commit)?;
                 }
             }
             let mut records: Vec<(String, String)> = Vec::new();
@@ -486,21 +506,20 @@ impl Store {
     }
 }
 
-/// Sets `last_commit` of `view`'s record, in the registry's own copy: the
-/// writer's may be older (a server started before an `apply`).
+/// The counter holding a view's last commit: kept beside its record,
+/// not in it, so a commit writes 8 bytes rather than the record's JSON.
+fn last_commit_key(view: &str) -> String {
+    format!("last_commit/{view}")
+}
+
+/// Records that `commit` wrote `view` (read back into its record's
+/// `last_commit` by [`Store::registry`]).
 pub(super) fn record_commit(
-    registry: &mut Table<'_, &'static str, &'static str>,
+    counters: &mut Table<'_, &'static str, u64>,
     view: &ViewRecord,
     commit: u64,
 ) -> Result<(), Failure> {
-    let key = Kind::View.key(&view.name);
-    let Some(stored) = registry.get(key.as_str())?.map(|g| g.value().to_string()) else {
-        return Ok(());
-    };
-    let mut record: ViewRecord =
-        serde_json::from_str(&stored).map_err(|e| Failure::Corrupt(format!("registry record {key}: {e}")))?;
-    record.last_commit = Some(commit);
-    registry.insert(key.as_str(), record_json(&record).as_str())?;
+    counters.insert(last_commit_key(&view.name).as_str(), commit)?;
     Ok(())
 }
 
