@@ -85,27 +85,25 @@ impl<'a> RowEncoder<'a> {
         // Callers check the batch against the schema first (a transform's
         // output is checked on the way out of the guest), so a miss here is
         // a bug in the caller; the message names the column all the same.
-        let columns = schema
+        let arrays = schema
             .iter()
             .map(|f| {
-                let array = batch
+                batch
                     .column_by_name(&f.name)
-                    .ok_or_else(|| ColumnMismatch::Missing(f.name.clone()))?;
-                Column::new(array, f.data_type).ok_or_else(|| ColumnMismatch::WrongType {
-                    column: f.name.clone(),
-                    expected: f.data_type,
-                })
+                    .ok_or_else(|| ColumnMismatch::Missing(f.name.clone()))
             })
-            .collect::<Result<_, _>>()?;
-        Ok(RowEncoder { columns })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::typed(arrays.into_iter().zip(schema))
     }
 
     /// As [`RowEncoder::new`], from columns already picked: `columns[i]` is
     /// `schema[i]`'s.
     pub fn from_columns(columns: &'a [ArrayRef], schema: &[FieldSpec]) -> Result<Self, ColumnMismatch> {
+        Self::typed(columns.iter().zip(schema))
+    }
+
+    fn typed<'f>(columns: impl Iterator<Item = (&'a ArrayRef, &'f FieldSpec)>) -> Result<Self, ColumnMismatch> {
         let columns = columns
-            .iter()
-            .zip(schema)
             .map(|(array, f)| {
                 Column::new(array, f.data_type).ok_or_else(|| ColumnMismatch::WrongType {
                     column: f.name.clone(),
