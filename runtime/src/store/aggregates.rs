@@ -20,10 +20,12 @@ use crate::aggregate::window::{HOUR, LADDER};
 use crate::aggregate::{IdMode, PendingEvent, PendingEvents, Plan};
 use crate::format::layout::CorruptRow;
 
-/// Merges events into their hour entries (replacing equal ids, or
-/// numbering appended copies), then rebuilds every tile above them:
+/// Merges events into their entities' day entries (replacing equal ids,
+/// or numbering appended copies), then rebuilds every tile above them:
 /// the hour's from its events, each day's from its hours, each 30 days'
-/// from its days (invariants in [`crate::aggregate::layout`]).
+/// from its days (invariants in [`crate::aggregate::layout`]). What each
+/// entity needs of the table is read first; the merge itself runs on two
+/// threads for a large write; the changes are inserted in key order.
 pub(super) fn merge(
     view: &ViewRecord,
     pending: &mut PendingEvents,
