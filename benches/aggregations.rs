@@ -196,19 +196,6 @@ fn write_spine(repo: &kit::TempRepo, cards: usize, rows: usize, end: i64) -> std
     path
 }
 
-/// `skewless dataset` of `features` for the spine at `spine`, written to `out`.
-fn dataset_args<'a>(spine: &'a std::path::Path, features: &'a str, out: &'a std::path::Path) -> [&'a str; 7] {
-    [
-        "dataset",
-        "--spine",
-        spine.to_str().unwrap(),
-        "--features",
-        features,
-        "--out",
-        out.to_str().unwrap(),
-    ]
-}
-
 /// Runs `skewless` in `repo` under `/usr/bin/time`: (wall time, peak RSS
 /// in MB if `time` is there).
 fn timed(repo: &kit::TempRepo, args: &[&str]) -> (Duration, Option<f64>) {
@@ -248,7 +235,7 @@ fn scale_point(spine_rows: usize) {
         let size = std::fs::metadata(repo.store()).unwrap().len() as f64;
         let spine_path = write_spine(&repo, cards, spine_rows, end);
         let out = repo.path().join("train.parquet");
-        let (dataset, dataset_rss) = timed(&repo, &dataset_args(&spine_path, "card_activity", &out));
+        let (dataset, dataset_rss) = timed(&repo, &kit::dataset_args(&spine_path, "card_activity", &out));
         let mb = |rss: Option<f64>| rss.map_or("n/a".to_string(), |r| format!("{r:.0} MB"));
         println!(
             "{events} events / {cards} cards: backfill {:.2} s ({:.0} events/s, peak {}); store {:.1} bytes/event; \
@@ -325,7 +312,7 @@ fn main() {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             let started = Instant::now();
-            repo.ok(&dataset_args(&spine_path, view, &out));
+            repo.ok(&kit::dataset_args(&spine_path, view, &out));
             ours.push(started.elapsed());
             if let Some((rows, elapsed)) = duckdb(sql, &spine_path, &data) {
                 assert_eq!(rows, spine_rows);
@@ -357,7 +344,7 @@ fn main() {
     repo.ok(&["backfill", "--view", "card_amount_median"]);
     let user_backfill = started.elapsed();
     let started = Instant::now();
-    repo.ok(&dataset_args(&spine_path, "card_amount_median", &out));
+    repo.ok(&kit::dataset_args(&spine_path, "card_amount_median", &out));
     let user_dataset = started.elapsed();
     println!(
         "user-defined approx_median (Wasm), 2 windows: backfill {events} events {:.2} s ({:.0} events/s); dataset {spine_rows} rows {:.2} s",

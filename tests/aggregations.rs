@@ -352,15 +352,7 @@ fn events_batch(rows: &[(&str, i64, Option<f64>, &str)]) -> RecordBatch {
 fn dataset(repo: &TempRepo, features: &str, cards: &[String], times: &[i64], amounts: Option<Vec<f64>>) -> RecordBatch {
     let spine = write_spine_with(repo, cards, times, amounts);
     let out = repo.path().join("train.parquet");
-    repo.ok(&[
-        "dataset",
-        "--spine",
-        spine.to_str().unwrap(),
-        "--features",
-        features,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    repo.ok(&kit::dataset_args(&spine, features, &out));
     read_parquet(&out)
 }
 

@@ -108,15 +108,7 @@ fn the_drift_report_of_stored_values_against_a_training_set() {
     }
     std::fs::write(&spine, text).unwrap();
     let training = repo.path().join("training.parquet");
-    repo.ok(&[
-        "dataset",
-        "--spine",
-        spine.to_str().unwrap(),
-        "--features",
-        "driver_hourly_stats",
-        "--out",
-        training.to_str().unwrap(),
-    ]);
+    repo.ok(&kit::dataset_args(&spine, "driver_hourly_stats", &training));
     golden!(
         "drift_stored",
         transcript(

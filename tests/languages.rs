@@ -302,15 +302,7 @@ fn answers(repo: &TempRepo, spine: &RecordBatch, features: &str, request: &str) 
     let spine_path = repo.path().join("spine.parquet");
     samples::write_parquet(&spine_path, spine).unwrap();
     let out = repo.path().join("train.parquet");
-    repo.ok(&[
-        "dataset",
-        "--spine",
-        spine_path.to_str().unwrap(),
-        "--features",
-        features,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    repo.ok(&kit::dataset_args(&spine_path, features, &out));
     let server = repo.serve(&[]);
     let (status, body) = server.post_text("/get-online-features", request);
     assert_eq!(status, 200, "{body}");

@@ -249,15 +249,11 @@ fn training_set(repo: &TempRepo, rows: usize) -> std::path::PathBuf {
     .unwrap();
     samples::write_parquet(&repo.path().join("spine.parquet"), &spine).unwrap();
     let out = repo.path().join("train.parquet");
-    repo.ok(&[
-        "dataset",
-        "--spine",
-        repo.path().join("spine.parquet").to_str().unwrap(),
-        "--features",
+    repo.ok(&kit::dataset_args(
+        &repo.path().join("spine.parquet"),
         "driver_hourly_stats",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+        &out,
+    ));
     out
 }
 

@@ -234,15 +234,7 @@ fn the_ui_lists_the_catalog_and_draws_distributions_in_headless_chromium() {
                 .collect();
             std::fs::write(&spine, format!("driver_id,event_timestamp\n{}\n", times.join("\n"))).unwrap();
             let train = repo.path().join("train.parquet");
-            repo.ok(&[
-                "dataset",
-                "--spine",
-                spine.to_str().unwrap(),
-                "--features",
-                "driver_hourly_stats",
-                "--out",
-                train.to_str().unwrap(),
-            ]);
+            repo.ok(&kit::dataset_args(&spine, "driver_hourly_stats", &train));
             let out = repo.run(&["drift", "--baseline", train.to_str().unwrap()]);
             assert!(out.status.code() == Some(0), "{}", String::from_utf8_lossy(&out.stderr));
         }

@@ -230,18 +230,19 @@ pub fn needed(plan: &Plan, times: &[i64]) -> Needed {
         }
     }
     for ranges in std::iter::once(&mut out.events).chain(out.tiles.iter_mut()) {
-        *ranges = coalesce(std::mem::take(ranges));
+        *ranges = coalesce(std::mem::take(ranges), 1);
     }
     out
 }
 
-/// Sorts ranges and merges those that overlap or touch.
-pub fn coalesce(mut ranges: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
+/// Sorts inclusive ranges and merges those that overlap or lie less than
+/// `gap` apart (`gap = 1`: those that touch).
+pub fn coalesce(mut ranges: Vec<(i64, i64)>, gap: i64) -> Vec<(i64, i64)> {
     ranges.sort_unstable();
     let mut out: Vec<(i64, i64)> = Vec::with_capacity(ranges.len());
     for (lo, hi) in ranges {
         match out.last_mut() {
-            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+            Some(last) if lo <= last.1.saturating_add(gap) => last.1 = last.1.max(hi),
             _ => out.push((lo, hi)),
         }
     }

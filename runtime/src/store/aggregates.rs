@@ -490,20 +490,6 @@ impl Store {
 /// Day ranges closer than this are read in one scan.
 const SCAN_GAP_DAYS: i64 = 8;
 
-/// `ranges` (inclusive, in any order) merged where they overlap or lie
-/// fewer than [`SCAN_GAP_DAYS`] apart: the scans that read them.
-fn scan_ranges(mut ranges: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
-    ranges.sort_unstable();
-    let mut out: Vec<(i64, i64)> = Vec::with_capacity(ranges.len());
-    for (lo, hi) in ranges {
-        match out.last_mut() {
-            Some(last) if lo <= last.1.saturating_add(SCAN_GAP_DAYS) => last.1 = last.1.max(hi),
-            _ => out.push((lo, hi)),
-        }
-    }
-    out
-}
-
 /// Called with each (bucket, value) an aggregate range scan finds.
 type EntryVisitor<'a> = dyn FnMut(i64, &[u8]) -> Result<(), Failure> + 'a;
 
@@ -545,12 +531,13 @@ impl StoreReader {
                     .iter()
                     .map(|&(lo, hi)| (lo.div_euclid(HOURS_PER_DAY), hi.div_euclid(HOURS_PER_DAY)))
                     .collect(),
+                1,
             );
             // Every day entry needed, for its hours or to derive its day's
             // tile, in a few sequential scans: ranges a few days apart are
             // read as one (a seek costs more than the entries between).
             let day_ranges = &needed.tiles[1];
-            let scans = scan_ranges(hour_days.iter().chain(day_ranges).copied().collect());
+            let scans = fold::coalesce(hour_days.iter().chain(day_ranges).copied().collect(), SCAN_GAP_DAYS);
             let mut entries: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
             for &range in &scans {
                 scan(0, range, &mut |day, bytes| {
@@ -576,7 +563,7 @@ impl StoreReader {
             data.tiles[0].extend(unfolded.iter().map(|s| s.hour).zip(tiles));
             // Days: their stored tiles, or derived from their entries.
             let mut day_tiles = BTreeMap::new();
-            for &range in &scan_ranges(day_ranges.clone()) {
+            for &range in &fold::coalesce(day_ranges.clone(), SCAN_GAP_DAYS) {
                 scan(1, range, &mut |day, bytes| {
                     if wanted(day_ranges, day) {
                         day_tiles.insert(day, bytes.to_vec());

@@ -479,6 +479,20 @@ pub fn swap_in_another_build(repo: &TempRepo, component: &str) {
     std::fs::write(&config, text).unwrap();
 }
 
+/// The arguments of `skewless dataset` of `features` for the spine at
+/// `spine`, written to `out`.
+pub fn dataset_args<'a>(spine: &'a Path, features: &'a str, out: &'a Path) -> [&'a str; 7] {
+    [
+        "dataset",
+        "--spine",
+        spine.to_str().unwrap(),
+        "--features",
+        features,
+        "--out",
+        out.to_str().unwrap(),
+    ]
+}
+
 /// Every batch of a Parquet file, as one.
 pub fn read_parquet(path: &Path) -> RecordBatch {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
