@@ -3,6 +3,10 @@
 //! - ns per row with 65,536 rows per call, and us per 1-row call (the online
 //!   shape), measured in rounds that call every language in turn, so the
 //!   machine's noise falls on all alike; medians, and the ratio to Rust;
+//! - 1-row calls spaced apart, as requests arrive at a server: the
+//!   latency a call sees when an instance was made ahead (median and p99),
+//!   and the process's CPU time per call, the background thread's making
+//!   and dropping of instances included;
 //! - cold load (compile with Cranelift into an empty compile cache), warm load
 //!   (a new runtime over the same cache: what every later process pays), and
 //!   warm load plus the first 1-row call (instantiation included).
@@ -57,6 +61,36 @@ fn per_call(transforms: &[Transform], batch: &RecordBatch, budget: Duration) -> 
     times.into_iter().map(median).collect()
 }
 
+/// The process's CPU time so far (user and system, every thread), from
+/// `/proc/self/stat`: in clock ticks of 10 ms, so callers measure many calls.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command name (which may hold spaces) in parens.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// 1-row calls of one transform with `gap` between them (time for the
+/// background thread to make the next instance): median and p99 latency,
+/// and CPU per call over the whole process.
+fn spaced_calls(transform: &Transform, one_row: &RecordBatch, calls: usize, gap: Duration) -> [Duration; 3] {
+    let mut times = Vec::with_capacity(calls);
+    let cpu_before = process_cpu();
+    for _ in 0..calls {
+        let at = Instant::now();
+        std::hint::black_box(transform.run(one_row).expect("the transform runs"));
+        times.push(at.elapsed());
+        std::thread::sleep(gap);
+    }
+    // Let the background thread finish the last drop and refill.
+    std::thread::sleep(Duration::from_millis(50));
+    let cpu = process_cpu() - cpu_before;
+    times.sort();
+    let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
+    [median(times), p99, cpu / calls as u32]
+}
+
 struct Load {
     cold: Duration,
     warm: Duration,
@@ -109,9 +143,9 @@ fn main() {
     let fraud = fraud.project(&[1, 3, 4]).unwrap();
 
     println!(
-        "| transform | language | ns/row (65,536 rows) | x Rust | us per 1-row call | x Rust | component | cold load | warm load | warm load + first call |"
+        "| transform | language | ns/row (65,536 rows) | x Rust | us per 1-row call | x Rust | spaced 1-row call: median, p99 | CPU per spaced call | component | cold load | warm load | warm load + first call |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, batch) in [("transformed_conv_rate", &conv), ("fraud_features", &fraud)] {
         if !name.contains(&only) {
             continue;
@@ -126,14 +160,29 @@ fn main() {
             .collect();
         let big = per_call(&transforms, batch, budget);
         let small = per_call(&transforms, &one_row, budget);
+        let spaced: Vec<[Duration; 3]> = transforms
+            .iter()
+            .map(|t| {
+                // Enough calls for the CPU clock's 10 ms ticks to average out.
+                let calls = if small[0] < Duration::from_micros(200) {
+                    3_000
+                } else {
+                    400
+                };
+                spaced_calls(t, &one_row, calls, Duration::from_micros(500))
+            })
+            .collect();
         for (i, language) in LANGUAGES.iter().enumerate() {
             let ns_per_row = big[i].as_nanos() as f64 / ROWS as f64;
             let size = std::fs::metadata(&paths[i]).unwrap().len() as f64 / 1e6;
             println!(
-                "| {name} | {language} | {ns_per_row:.1} | {:.1} | {:.1} | {:.1} | {size:.1} MB | {:.0} ms | {:.1} ms | {:.1} ms |",
+                "| {name} | {language} | {ns_per_row:.1} | {:.1} | {:.1} | {:.1} | {:.1}, {:.1} us | {:.1} us | {size:.1} MB | {:.0} ms | {:.1} ms | {:.1} ms |",
                 big[i].as_secs_f64() / big[0].as_secs_f64(),
                 small[i].as_secs_f64() * 1e6,
                 small[i].as_secs_f64() / small[0].as_secs_f64(),
+                spaced[i][0].as_secs_f64() * 1e6,
+                spaced[i][1].as_secs_f64() * 1e6,
+                spaced[i][2].as_secs_f64() * 1e6,
                 loads[i].cold.as_secs_f64() * 1e3,
                 loads[i].warm.as_secs_f64() * 1e3,
                 loads[i].first_answer.as_secs_f64() * 1e3,

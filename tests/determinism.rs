@@ -138,6 +138,21 @@ fn a_guest_that_counts_its_calls_answers_one_on_every_path() {
             assert_eq!(ints(&result["values"]), vec![1, 1], "{json}");
         }
     }
+    // Concurrent reads: instances are made ahead and dropped on a
+    // background thread, and still no instance answers twice.
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for _ in 0..25 {
+                    let (status, json) = server.post("/get-online-features", read);
+                    assert_eq!(status, 200, "{json}");
+                    for result in json["results"].as_array().unwrap().iter().skip(1) {
+                        assert_eq!(ints(&result["values"]), vec![1, 1], "{json}");
+                    }
+                }
+            });
+        }
+    });
     let push = r#"{"push_source_name": "events_push", "df": {"id": [6, 7, 8], "x": [1, 2, 3], "event_timestamp": ["2026-01-03T00:00:00Z", "2026-01-03T00:00:00Z", "2026-01-03T00:00:00Z"]}}"#;
     for _ in 0..2 {
         let (status, json) = server.post("/push", push);

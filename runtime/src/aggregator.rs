@@ -12,7 +12,7 @@
 //! it accepts the function.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use wasmtime::Store;
@@ -21,9 +21,10 @@ use crate::codec::wit as columns;
 use crate::digest::Digest;
 use crate::error::{LoadError, TransformError, TransformErrorKind};
 use crate::format::value::{Value, ValueBuilder};
-use crate::limits::{Limits, MAX_AGGREGATOR_STATE_BYTES, ticks};
+use crate::fresh::{FreshInstances, InstanceWorker, Made};
+use crate::limits::{Limits, MAX_AGGREGATOR_STATE_BYTES};
 use crate::sandbox::HostState;
-use crate::transform::{cap_message, classify_trap};
+use crate::transform::{cap_message, classify_trap, new_store};
 use crate::types::{FeatureType, FieldSpec};
 
 use crate::wit;
@@ -48,7 +49,8 @@ pub struct Aggregator {
     path: PathBuf,
     digest: Digest,
     description: AggregatorDescription,
-    pre: wit::AggregatorComponentPre<HostState>,
+    /// Instances of the pre-linked component, made ahead ([`crate::fresh`]).
+    fresh: Arc<FreshInstances<wit::AggregatorComponent>>,
     limits: Limits,
 }
 
@@ -76,20 +78,28 @@ impl Aggregator {
         path: &Path,
         digest: Digest,
         pre: wit::AggregatorComponentPre<HostState>,
+        worker: &Arc<InstanceWorker>,
         limits: Limits,
     ) -> Result<Aggregator, LoadError> {
         let describe_error = |message: String| LoadError::Describe {
             path: path.to_path_buf(),
             message,
         };
-        let mut store = new_store(&pre, &limits, limits.timeout());
-        let instance = pre
-            .instantiate(&mut store)
-            .map_err(|e| describe_error(format!("{e:#}")))?;
+        let engine = pre.instance_pre().component().engine().clone();
+        let fresh = FreshInstances::new(
+            worker,
+            move || new_store(&engine, &limits, limits.timeout()),
+            move |store| pre.instantiate(store),
+        );
+        let mut made = fresh
+            .take_one_off(limits.timeout())
+            .map_err(|(e, _)| describe_error(format!("{e:#}")))?;
+        let Made { store, instance } = &mut *made;
         let raw = instance
             .skewless_transform_aggregator()
-            .call_describe(&mut store)
+            .call_describe(store)
             .map_err(|e| describe_error(format!("{e:#}")))?;
+        drop(made);
         let field = crate::transform::field_spec;
         let description = AggregatorDescription {
             name: raw.name,
@@ -105,7 +115,7 @@ impl Aggregator {
             path: path.to_path_buf(),
             digest,
             description,
-            pre,
+            fresh,
             limits,
         })
     }
@@ -171,15 +181,15 @@ impl Aggregator {
         f: impl FnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, TransformError> {
         let timeout = self.limits.timeout();
-        let mut store = new_store(&self.pre, &self.limits, timeout);
-        let instance = match self.pre.instantiate(&mut store) {
-            Ok(instance) => instance,
-            Err(e) => return Err(self.error(classify_trap(e, &store, &self.limits, timeout))),
+        let mut taken = match self.fresh.take(timeout) {
+            Ok(taken) => taken,
+            Err((e, store)) => return Err(self.error(classify_trap(e, &store, &self.limits, timeout))),
         };
-        match f(instance.skewless_transform_aggregator(), &mut store) {
+        let Made { store, instance } = &mut *taken;
+        match f(instance.skewless_transform_aggregator(), store) {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(message)) => Err(self.error(TransformErrorKind::Failed(cap_message(message)))),
-            Err(e) => Err(self.error(classify_trap(e, &store, &self.limits, timeout))),
+            Err(e) => Err(self.error(classify_trap(e, store, &self.limits, timeout))),
         }
     }
 
@@ -302,12 +312,4 @@ pub enum LawError {
         /// The value it was.
         got: String,
     },
-}
-
-/// A store for one call, its deadline `timeout` from now.
-fn new_store(pre: &wit::AggregatorComponentPre<HostState>, limits: &Limits, timeout: Duration) -> Store<HostState> {
-    let mut store = Store::new(pre.instance_pre().component().engine(), HostState::new(limits));
-    store.limiter(|state| &mut state.limiter);
-    store.set_epoch_deadline(ticks(timeout));
-    store
 }

@@ -20,7 +20,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
@@ -29,6 +29,7 @@ use crate::aggregator::Aggregator;
 use crate::determinism::Determinism;
 use crate::digest::Digest;
 use crate::error::LoadError;
+use crate::fresh::InstanceWorker;
 use crate::limits::{EPOCH_TICK, Limits, MAX_CONCURRENT_CALLS, MAX_CORE_INSTANCES_PER_COMPONENT, MAX_TABLE_ELEMENTS};
 use crate::sandbox::{self, HostState};
 use crate::transform::Transform;
@@ -48,6 +49,8 @@ struct Host {
     engine: Engine,
     linker: Linker<HostState>,
     determinism: Determinism,
+    /// Makes instances ahead and drops used ones, for every view of this engine.
+    worker: Arc<InstanceWorker>,
 }
 
 impl Host {
@@ -102,10 +105,13 @@ impl Host {
                 }
             })
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        let worker =
+            InstanceWorker::start().map_err(|e| LoadError::Engine(format!("cannot start the instance thread: {e}")))?;
         Ok(Host {
             engine,
             linker,
             determinism,
+            worker,
         })
     }
 }
@@ -213,7 +219,8 @@ impl Runtime {
             path: path.to_path_buf(),
             message: format!("{e:#}"),
         })?;
-        Transform::new(view, path, digest, pre, interface, limits, determinism)
+        let worker = &self.host(determinism)?.worker;
+        Transform::new(view, path, digest, pre, worker, interface, limits, determinism)
     }
 
     /// Loads the user-defined aggregation function at `path` for `label`
@@ -235,7 +242,7 @@ impl Runtime {
             path: path.to_path_buf(),
             message: format!("{e:#}"),
         })?;
-        Aggregator::new(label, path, digest, pre, limits)
+        Aggregator::new(label, path, digest, pre, &self.host(determinism)?.worker, limits)
     }
 
     /// Compiles (or takes from the cache) and pre-links a component that

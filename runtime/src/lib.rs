@@ -32,6 +32,7 @@ mod engine;
 mod error;
 mod file_format;
 pub mod format;
+mod fresh;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -9,24 +9,27 @@
 //!
 //! Every guest call gets a fresh instance of the pre-linked component
 //! (`InstancePre`, from the engine's pool, its memory a copy-on-write image
-//! of the component's initial state), dropped when the call returns. So an
-//! output depends on the call's rows alone, never on the calls before it: a
-//! guest that keeps a counter in a global sees 1 on every call, and a trap
-//! leaves nothing behind.
+//! of the component's initial state), and the instance is never called
+//! again. So an output depends on the call's rows alone, never on the calls
+//! before it: a guest that keeps a counter in a global sees 1 on every
+//! call, and a trap leaves nothing behind. Instances are made ahead and
+//! dropped on a background thread ([`crate::fresh`]), off the call's path.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use serde::{Deserialize, Serialize};
-use wasmtime::component::{ComponentExportIndex, Func, TypedFunc};
+use wasmtime::component::{ComponentExportIndex, Instance, TypedFunc};
 use wasmtime::{Engine, Store, Trap};
 
 use crate::codec::wit as columns;
 use crate::determinism::Determinism;
 use crate::digest::Digest;
 use crate::error::{ConversionError, LoadError, TransformError, TransformErrorKind};
+use crate::fresh::{FreshInstances, InstanceWorker, Made, Taken};
 use crate::limits::{Limits, MAX_CONCURRENT_CALLS, MAX_ERROR_MESSAGE_BYTES, MAX_ROW_ERROR_TEXT_PER_CALL, ticks};
 use crate::sandbox::HostState;
 use crate::types::{FeatureType, FieldSpec, arrow_schema};
@@ -63,13 +66,6 @@ pub struct TransformOutput {
     pub row_errors: Vec<RowError>,
 }
 
-/// A fresh instance for one guest call.
-struct Instance {
-    store: Store<HostState>,
-    /// The `run` export, called with [`columns::BatchRef`] (borrowed buffers).
-    run: Func,
-}
-
 /// `run` with borrowed input: the typed signature [`Transform::run_call`] uses.
 type RunFunc<'a> = TypedFunc<(columns::BatchRef<'a>,), (Result<wit::Output, String>,)>;
 
@@ -81,8 +77,8 @@ pub struct Transform {
     digest: Digest,
     description: Description,
     output_schema: SchemaRef,
-    engine: Engine,
-    pre: wit::TransformerPre<HostState>,
+    /// Instances of the pre-linked component, made ahead.
+    fresh: Arc<FreshInstances<Instance>>,
     /// Where `run` is in the component's exports, looked up once.
     run_export: ComponentExportIndex,
     limits: Limits,
@@ -90,11 +86,13 @@ pub struct Transform {
 }
 
 impl Transform {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         view: &str,
         path: &Path,
         digest: Digest,
         pre: wit::TransformerPre<HostState>,
+        worker: &Arc<InstanceWorker>,
         interface: String,
         limits: Limits,
         determinism: Determinism,
@@ -111,6 +109,11 @@ impl Transform {
         let engine = component.engine().clone();
         let exported = component.get_export_index(None, &interface).ok_or_else(no_run)?;
         let run_export = component.get_export_index(Some(&exported), "run").ok_or_else(no_run)?;
+        let fresh = FreshInstances::new(
+            worker,
+            move || new_store(&engine, &limits, limits.timeout()),
+            move |store| pre.instance_pre().instantiate(store),
+        );
         let mut transform = Transform {
             view: view.to_string(),
             path: path.to_path_buf(),
@@ -122,29 +125,28 @@ impl Transform {
                 outputs: vec![],
             },
             output_schema: arrow_schema(&[]),
-            engine,
-            pre,
+            fresh,
             run_export,
             limits,
             determinism,
         };
         // One instance at load: `describe`, and a check that `run` has the
         // signature every call assumes (done once, here).
-        let mut store = transform.new_store(limits.timeout());
-        let instance = transform
-            .pre
-            .instance_pre()
-            .instantiate(&mut store)
-            .map_err(|e| describe_error(format!("{e:#}")))?;
-        let run = instance.get_func(&mut store, run_export).ok_or_else(no_run)?;
-        run.typed::<(columns::BatchRef<'static>,), (Result<wit::Output, String>,)>(&store)
+        let mut made = transform
+            .fresh
+            .take_one_off(limits.timeout())
+            .map_err(|(e, _)| describe_error(format!("{e:#}")))?;
+        let Made { store, instance } = &mut *made;
+        let run = instance.get_func(&mut *store, run_export).ok_or_else(no_run)?;
+        run.typed::<(columns::BatchRef<'static>,), (Result<wit::Output, String>,)>(&*store)
             .map_err(|e| LoadError::Instantiate {
                 path: path.to_path_buf(),
                 message: format!("{e:#}"),
             })?;
-        let raw = wit::Transformer::new(&mut store, &instance)
-            .and_then(|bindings| bindings.skewless_transform_transform().call_describe(&mut store))
+        let raw = wit::Transformer::new(&mut *store, instance)
+            .and_then(|bindings| bindings.skewless_transform_transform().call_describe(&mut *store))
             .map_err(|e| describe_error(format!("{e:#}")))?;
+        drop(made);
         let description = Description {
             name: raw.name,
             version: raw.version,
@@ -231,22 +233,28 @@ impl Transform {
 
     fn run_call(&self, input: &RecordBatch, timeout: Duration) -> Result<TransformOutput, TransformError> {
         let rows = input.num_rows();
-        let mut instance = self.instantiate_within(timeout)?;
+        let mut taken = self.instantiate_within(timeout)?;
+        let Made { store, instance } = &mut *taken;
+        let run = instance.get_func(&mut *store, self.run_export).ok_or_else(|| {
+            self.error(TransformErrorKind::Instantiate(
+                "the component has no `run` function".into(),
+            ))
+        })?;
         let result = columns::with_wit_batch(input, &self.description.inputs, |batch| {
             // SAFETY: `Transform::new` type-checked `run` against `RunFunc`
             // (every instance is of the same component); the lifetime
             // parameter does not change the component-level type.
-            let run: RunFunc<'_> = unsafe { TypedFunc::new_unchecked(instance.run) };
-            run.call(&mut instance.store, (batch,)).map(|(result,)| result)
+            let run: RunFunc<'_> = unsafe { TypedFunc::new_unchecked(run) };
+            run.call(&mut *store, (batch,)).map(|(result,)| result)
         });
         let result = result.map_err(|e| self.error(TransformErrorKind::Input(e)))?;
         let output = match result {
             Ok(Ok(output)) => output,
             Ok(Err(message)) => return Err(self.error(TransformErrorKind::Failed(cap_message(message)))),
-            Err(error) => return Err(self.error(classify_trap(error, &instance.store, &self.limits, timeout))),
+            Err(error) => return Err(self.error(classify_trap(error, store, &self.limits, timeout))),
         };
-        // The instance goes back to the pool now, reset before its next use.
-        drop(instance);
+        // Never called again: the worker drops it, and the pool resets its slot.
+        drop(taken);
         let row_errors = self.row_errors(output.row_errors, rows)?;
         let batch = columns::from_wit(output.batch, &self.description.outputs, &self.output_schema, rows)
             .map_err(|e| self.error(TransformErrorKind::Output(e)))?;
@@ -301,18 +309,9 @@ impl Transform {
         }
     }
 
-    /// A store for one call, its deadline `timeout` from now.
-    fn new_store(&self, timeout: Duration) -> Store<HostState> {
-        let mut store = Store::new(&self.engine, HostState::new(&self.limits));
-        store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(ticks(timeout));
-        store
-    }
-
-    /// A fresh instance in the component's initial state.
-    fn instantiate_within(&self, timeout: Duration) -> Result<Instance, TransformError> {
-        let mut store = self.new_store(timeout);
-        let fail = |e: wasmtime::Error| {
+    /// An instance no one has called, its deadline `timeout` from now.
+    fn instantiate_within(&self, timeout: Duration) -> Result<Taken<Instance>, TransformError> {
+        self.fresh.take(timeout).map_err(|(e, store)| {
             if e.is::<wasmtime::PoolConcurrencyLimitError>() {
                 return self.error(TransformErrorKind::TooManyCalls {
                     limit: MAX_CONCURRENT_CALLS,
@@ -325,14 +324,18 @@ impl Transform {
                     caller: timeout < self.limits.timeout(),
                 });
             }
+            drop(store);
             self.error(TransformErrorKind::Instantiate(format!("{e:#}")))
-        };
-        let instance = self.pre.instance_pre().instantiate(&mut store).map_err(fail)?;
-        let run = instance
-            .get_func(&mut store, self.run_export)
-            .ok_or_else(|| fail(wasmtime::format_err!("the component has no `run` function")))?;
-        Ok(Instance { store, run })
+        })
     }
+}
+
+/// A store for one guest call under `limits`, its deadline `timeout` from now.
+pub(crate) fn new_store(engine: &Engine, limits: &Limits, timeout: Duration) -> Store<HostState> {
+    let mut store = Store::new(engine, HostState::new(limits));
+    store.limiter(|state| &mut state.limiter);
+    store.set_epoch_deadline(ticks(timeout));
+    store
 }
 
 /// Names what stopped a guest: our time limit, our memory limit, or a trap.

@@ -17,7 +17,7 @@ pub(crate) mod aggregator {
     });
 }
 
-pub(crate) use aggregator::AggregatorComponentPre;
+pub(crate) use aggregator::{AggregatorComponent, AggregatorComponentPre};
 
 pub(crate) use skewless::transform::types::{Batch, Column, DataType, Field, Output, RowError, Values};
 
