@@ -381,3 +381,24 @@ fn every_example_transform_passes_the_batch_invariance_probe_on_edge_case_rows()
     assert_eq!(found.how, invariance::Arrangement::OneRowAtATime);
     assert_eq!((found.together.as_str(), found.apart.as_str()), ("50", "1"), "{found}");
 }
+
+/// A guest that dirties 256 scattered pages per call (more regions than
+/// one page-reset scan returns) finds its memory as it started, on every
+/// call: from several threads, so slots and instances made ahead rotate.
+#[test]
+fn a_guest_that_dirties_many_scattered_pages_sees_its_initial_memory_on_every_call() {
+    let runtime = runtime();
+    let transform = test_component(&runtime, "scatter", Limits::default());
+    let batch = RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![1])) as ArrayRef)]).unwrap();
+    std::thread::scope(|scope| {
+        for _ in 0..3 {
+            scope.spawn(|| {
+                for call in 0..100 {
+                    let out = transform.run(&batch).expect("scatter runs");
+                    let stale = out.batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+                    assert_eq!(stale, 0, "call {call} found {stale} pages written by an earlier call");
+                }
+            });
+        }
+    });
+}
