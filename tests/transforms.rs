@@ -395,7 +395,13 @@ fn a_guest_that_dirties_many_scattered_pages_sees_its_initial_memory_on_every_ca
             scope.spawn(|| {
                 for call in 0..100 {
                     let out = transform.run(&batch).expect("scatter runs");
-                    let stale = out.batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+                    let stale = out
+                        .batch
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .unwrap()
+                        .value(0);
                     assert_eq!(stale, 0, "call {call} found {stale} pages written by an earlier call");
                 }
             });

@@ -30,7 +30,9 @@ use crate::determinism::Determinism;
 use crate::digest::Digest;
 use crate::error::LoadError;
 use crate::fresh::InstanceWorker;
-use crate::limits::{EPOCH_TICK, Limits, MAX_CONCURRENT_CALLS, MAX_CORE_INSTANCES_PER_COMPONENT, MAX_TABLE_ELEMENTS};
+use crate::limits::{
+    EPOCH_TICK, Limits, MAX_CONCURRENT_CALLS, MAX_CORE_INSTANCES_PER_COMPONENT, MAX_TABLE_ELEMENTS, PoolSettings,
+};
 use crate::sandbox::{self, HostState};
 use crate::transform::Transform;
 use crate::wit;
@@ -42,6 +44,7 @@ pub struct Runtime {
     /// Made on the first strict view: most repos never pay for it.
     strict: OnceLock<Host>,
     cache_dir: Option<PathBuf>,
+    pool: PoolSettings,
 }
 
 /// One engine with its settings, linker and epoch ticker.
@@ -54,7 +57,7 @@ struct Host {
 }
 
 impl Host {
-    fn new(determinism: Determinism) -> Result<Host, LoadError> {
+    fn new(determinism: Determinism, settings: PoolSettings) -> Result<Host, LoadError> {
         let engine_error = |e: wasmtime::Error| LoadError::Engine(format!("{e:#}"));
         let mut config = Config::new();
         config.wasm_component_model(true);
@@ -62,7 +65,7 @@ impl Host {
         config.cranelift_nan_canonicalization(determinism == Determinism::Strict);
         config.relaxed_simd_deterministic(true);
         config.epoch_interruption(true);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling()));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(settings)));
         if let Some(cap) = address_space_cap() {
             // A capped address space (`ulimit -v`, Spark's
             // `spark.executor.pyspark.memory`): the pool and wasmtime's
@@ -119,7 +122,7 @@ impl Host {
 /// Slots for [`MAX_CONCURRENT_CALLS`] instances of any component we accept.
 /// Memory and table slots reserve address space; the per-view memory limit is
 /// enforced by the store's limiter, below the 4 GiB a slot can hold.
-fn pooling() -> PoolingAllocationConfig {
+fn pooling(settings: PoolSettings) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::new();
     let calls = MAX_CONCURRENT_CALLS;
     let per_component = MAX_CORE_INSTANCES_PER_COMPONENT;
@@ -133,13 +136,15 @@ fn pooling() -> PoolingAllocationConfig {
         .max_tables_per_module(4)
         .table_elements(MAX_TABLE_ELEMENTS)
         .total_stacks(calls)
-        // A slot's dirty pages are found with one `PAGEMAP_SCAN` (Linux 6.7+)
-        // and, up to these sizes, copied back from the image rather than
-        // unmapped, so the next call does not fault them in again. Without
-        // it: 50 us per 1-row call instead of 14 (BENCHMARKS.md).
+        // A slot's dirty pages are found with `PAGEMAP_SCAN` (Linux 6.7+;
+        // every one, swapped-out pages included: vendor/wasmtime) and, up to
+        // these sizes, copied back from the image rather than unmapped, so
+        // the next call does not fault them in again. Without it: 50 us per
+        // 1-row call instead of 14 (BENCHMARKS.md).
         .pagemap_scan(wasmtime::Enabled::Auto)
-        .linear_memory_keep_resident(LINEAR_MEMORY_KEEP_RESIDENT)
-        .table_keep_resident(TABLE_KEEP_RESIDENT);
+        .linear_memory_keep_resident(settings.keep_resident_mib as usize * MIB)
+        .table_keep_resident(TABLE_KEEP_RESIDENT)
+        .max_unused_warm_slots(settings.warm_slots);
     pool
 }
 
@@ -155,18 +160,23 @@ const EPOCH_THREAD_STACK: usize = 64 << 10;
 /// then bounds-checks explicitly instead of relying on a large guard.
 const SMALL_GUARD_BYTES: u64 = 64 << 10;
 
-/// Bytes of a slot's memory kept mapped between calls (see [`pooling`]).
-const LINEAR_MEMORY_KEEP_RESIDENT: usize = 4 << 20;
+const MIB: usize = 1 << 20;
 /// Bytes of a slot's tables kept mapped between calls.
 const TABLE_KEEP_RESIDENT: usize = 1 << 20;
 
 impl Runtime {
     /// Sets up the engine. `cache_dir`, when given, holds compiled components.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Runtime, LoadError> {
+        Runtime::with_pool(cache_dir, PoolSettings::default())
+    }
+
+    /// [`Runtime::new`] with the instance pool's memory settings.
+    pub fn with_pool(cache_dir: Option<PathBuf>, pool: PoolSettings) -> Result<Runtime, LoadError> {
         Ok(Runtime {
-            default: Host::new(Determinism::Default)?,
+            default: Host::new(Determinism::Default, pool)?,
             strict: OnceLock::new(),
             cache_dir,
+            pool,
         })
     }
 
@@ -177,7 +187,7 @@ impl Runtime {
                 if let Some(host) = self.strict.get() {
                     return Ok(host);
                 }
-                let host = Host::new(Determinism::Strict)?;
+                let host = Host::new(Determinism::Strict, self.pool)?;
                 Ok(self.strict.get_or_init(|| host))
             }
         }

@@ -305,7 +305,10 @@ mod tests {
     fn wait_until(what: &str, ok: impl Fn() -> bool) {
         let started = Instant::now();
         while !ok() {
-            assert!(started.elapsed() < Duration::from_secs(10), "timed out waiting until {what}");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "timed out waiting until {what}"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -321,7 +324,9 @@ mod tests {
             let taken = take(&fresh);
             assert!(seen.insert(taken.instance), "instance {} taken twice", taken.instance);
         }
-        wait_until("the view holds its instances made ahead", || fresh.ready_count() == INSTANCES_AHEAD);
+        wait_until("the view holds its instances made ahead", || {
+            fresh.ready_count() == INSTANCES_AHEAD
+        });
         assert_eq!(made.load(Ordering::SeqCst), seen.len() as u64 + INSTANCES_AHEAD as u64);
         // Taken from those made ahead, never the same one again.
         for _ in 0..INSTANCES_AHEAD {
@@ -347,7 +352,11 @@ mod tests {
         assert_eq!(held(), AHEAD_BUDGET, "made ahead over every view, at most");
         assert_eq!(worker.held.load(Ordering::Acquire), AHEAD_BUDGET);
         drop(views);
-        assert_eq!(worker.held.load(Ordering::Acquire), 0, "a dropped view gives its budget back");
+        assert_eq!(
+            worker.held.load(Ordering::Acquire),
+            0,
+            "a dropped view gives its budget back"
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub use error::{ConversionError, LoadError, TransformError, TransformErrorKind};
 pub use file_format::FileFormat;
 pub use limits::{
     EPOCH_TICK, Limits, MAX_AGGREGATOR_STATE_BYTES, MAX_CONCURRENT_CALLS, MAX_ERROR_MESSAGE_BYTES,
-    MAX_ROW_ERROR_TEXT_PER_CALL,
+    MAX_ROW_ERROR_TEXT_PER_CALL, PoolSettings,
 };
 pub use materialize::MaterializeError;
 pub use repo::{Repo, RepoError};

@@ -88,3 +88,59 @@ impl Default for Limits {
         }
     }
 }
+
+/// How much memory the instance pool keeps mapped between calls: `[runtime]`
+/// in `skewless.toml`. A used slot keeps the pages its instance wrote, up to
+/// `keep_resident_mib`, and copies them back from the image when the next
+/// instance takes it, instead of unmapping them and faulting them in again
+/// (an interpreter writes megabytes per call). At most `warm_slots` slots
+/// wait with their pages kept; so the pool's resident memory between calls
+/// is at most `warm_slots x keep_resident_mib` (plus 1 MiB of tables per
+/// slot), besides the instances at work and those made ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSettings {
+    /// MiB of a slot's linear memory kept mapped between calls.
+    pub keep_resident_mib: u32,
+    /// Unused slots that keep their memory, at most.
+    pub warm_slots: u32,
+}
+
+impl Default for PoolSettings {
+    /// 32 MiB holds what a Python or JavaScript call writes (a 1-row Python
+    /// call: 1.1 ms with 4 MiB kept, 0.3 ms with 32; BENCHMARKS.md); 16
+    /// warm slots bound that at 528 MiB.
+    fn default() -> Self {
+        PoolSettings {
+            keep_resident_mib: 32,
+            warm_slots: 16,
+        }
+    }
+}
+
+impl PoolSettings {
+    /// Whether the settings fit the pool: the key and what to do if not.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        // A 32-bit linear memory holds 4 GiB.
+        const MAX_MEMORY_MIB: u32 = 4096;
+        if self.keep_resident_mib > MAX_MEMORY_MIB {
+            return Err((
+                "keep_resident_mib",
+                format!(
+                    "{} MiB is more than a guest's memory can be ({MAX_MEMORY_MIB} MiB): use at most that",
+                    self.keep_resident_mib
+                ),
+            ));
+        }
+        if self.warm_slots > MAX_CONCURRENT_CALLS {
+            return Err((
+                "warm_slots",
+                format!(
+                    "{} is more than the pool's {MAX_CONCURRENT_CALLS} slots: use at most that",
+                    self.warm_slots
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -50,7 +50,7 @@ use toml::Spanned;
 
 use crate::determinism::Determinism;
 use crate::file_format::FileFormat;
-use crate::limits::Limits;
+use crate::limits::{Limits, PoolSettings};
 use crate::types::{FeatureType, FieldSpec};
 
 /// The config file's name inside a repo.
@@ -131,6 +131,7 @@ struct RawRepo {
     #[serde(default)]
     server: ServerSettings,
     monitoring: Option<Spanned<MonitoringSettings>>,
+    runtime: Option<Spanned<PoolSettings>>,
 }
 
 #[derive(Deserialize)]
@@ -245,6 +246,8 @@ pub struct Repo {
     pub server: ServerSettings,
     /// `[monitoring]`: served-value logs, the skew monitor, drift thresholds.
     pub monitoring: MonitoringSettings,
+    /// `[runtime]`: the memory the instance pool keeps between calls.
+    pub runtime: PoolSettings,
 }
 
 /// `[server]` in `skewless.toml`.
@@ -1032,6 +1035,13 @@ impl Repo {
             }
         }
         monitoring.log_folder = root.join(&monitoring.log_folder);
+        let (runtime_at, runtime) = match raw.runtime {
+            Some(r) => (r.span().start, r.into_inner()),
+            None => (0, PoolSettings::default()),
+        };
+        if let Err((key, message)) = runtime.check() {
+            return Err(invalid(runtime_at, format!("runtime.{key}"), message));
+        }
         Ok(Repo {
             root,
             config_path: path.to_path_buf(),
@@ -1043,6 +1053,7 @@ impl Repo {
             services,
             server,
             monitoring,
+            runtime,
         })
     }
 
@@ -1235,6 +1246,31 @@ features = ["hourly:conv_rate", "plus"]
         for fragment in fragments {
             assert!(error.contains(fragment), "`{fragment}` not in: {error}");
         }
+    }
+
+    #[test]
+    fn runtime_pool_settings_default_and_are_checked() {
+        use crate::limits::PoolSettings;
+        assert_eq!(parse(GOOD).unwrap().runtime, PoolSettings::default());
+        let set = GOOD.replacen(
+            "[services.model]",
+            "[runtime]\nkeep_resident_mib = 8\nwarm_slots = 4\n\n[services.model]",
+            1,
+        );
+        let runtime = parse(&set).unwrap().runtime;
+        assert_eq!((runtime.keep_resident_mib, runtime.warm_slots), (8, 4));
+        fails(
+            "[services.model]",
+            "[runtime]\nwarm_slots = 1000\n\n[services.model]",
+            31,
+            &["runtime.warm_slots", "1000", "256 slots"],
+        );
+        fails(
+            "[services.model]",
+            "[runtime]\nkeep_resident_mib = 9000\n\n[services.model]",
+            31,
+            &["runtime.keep_resident_mib", "4096 MiB"],
+        );
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl Workspace {
 
     fn open_with(dir: &Path, views: Views<'_>, create_store: bool) -> Result<Workspace, OpenError> {
         let repo = Repo::open(dir)?;
-        let runtime = Runtime::new(Some(cache_dir(&repo.root)))?;
+        let runtime = Runtime::with_pool(Some(cache_dir(&repo.root)), repo.runtime)?;
         let wanted = wanted_views(&repo, views);
         let catalog = Catalog::load_views(repo, &runtime, |v| wanted.as_ref().is_none_or(|w| w.contains(&v.name)))?;
         let mut store = if create_store {
