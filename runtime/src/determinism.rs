@@ -7,6 +7,10 @@
 //! - **No state across calls.** Every guest call gets a fresh instance, made
 //!   from the component's initial (pre-initialized) memory image
 //!   (`transform::Transform::run`), so output does not depend on call history.
+//!   Instances are made ahead and dropped off the call's path, and none is
+//!   ever called twice (`fresh`). A pool slot's memory is reset from the
+//!   image when its instance is dropped, every page the instance wrote,
+//!   swapped-out pages included (the patched wasmtime in `vendor/wasmtime`).
 //! - **No CPU-dependent floats.** Wasm arithmetic is IEEE 754 and
 //!   deterministic except for the bits of a NaN it produces, which differ
 //!   between CPUs; and relaxed SIMD, which the engine pins to its
