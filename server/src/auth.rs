@@ -509,7 +509,10 @@ mod tests {
         let (auth, [reader, ..], _dir) = with_tokens();
         assert!(unauthenticated(auth.check_at(None, Scope::Read, NOW)).contains("Authorization: Bearer TOKEN"));
         assert!(unauthenticated(auth.check_at(Some(&reader), Scope::Read, NOW)).contains("is not `Bearer TOKEN`"));
-        let wrong = format!("{}0", &reader[..reader.len() - 1]);
+        // The last character changed (a token may end in `0` already).
+        let last = if reader.ends_with('0') { '1' } else { '0' };
+        let wrong = format!("{}{last}", &reader[..reader.len() - 1]);
+        assert_ne!(wrong, reader);
         assert_eq!(
             unauthenticated(auth.check_at(Some(&bearer(&wrong)), Scope::Read, NOW)),
             "unknown token"
