@@ -66,7 +66,8 @@ impl Host {
         config.relaxed_simd_deterministic(true);
         config.epoch_interruption(true);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(settings)));
-        if let Some(cap) = address_space_cap() {
+        let capped = address_space_cap();
+        if let Some(cap) = capped {
             // A capped address space (`ulimit -v`, Spark's
             // `spark.executor.pyspark.memory`): the pool and wasmtime's
             // default 4 GiB reservation per linear memory do not fit. Each
@@ -108,8 +109,13 @@ impl Host {
                 }
             })
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))?;
-        let worker =
-            InstanceWorker::start().map_err(|e| LoadError::Engine(format!("cannot start the instance thread: {e}")))?;
+        // Under a cap every instance held ahead or queued for dropping keeps
+        // its reservation: calls make and drop their own instead.
+        let worker = match capped {
+            Some(_) => InstanceWorker::inline(),
+            None => InstanceWorker::start()
+                .map_err(|e| LoadError::Engine(format!("cannot start the instance thread: {e}")))?,
+        };
         Ok(Host {
             engine,
             linker,

@@ -17,6 +17,10 @@
 //! - A caller never waits for the worker: with nothing ready it makes its
 //!   own instance, as every call used to; with too many drops queued it
 //!   drops its own, so used slots go back to the pool in bounded time.
+//! - Under a capped address space, and in a forked child (where the thread
+//!   is gone), the worker is [`InstanceWorker::inline`]: nothing is made
+//!   ahead or queued, since each instance held reserves address space the
+//!   cap may not have (a Spark worker under `spark.executor.pyspark.memory`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Sender, channel};
@@ -60,7 +64,10 @@ trait Refill: Send + Sync {
 
 /// The background thread of one engine, and what it holds.
 pub(crate) struct InstanceWorker {
-    jobs: Mutex<Sender<Job>>,
+    /// `None` for an inline worker: callers make and drop their own.
+    jobs: Option<Mutex<Sender<Job>>>,
+    /// The process that started the thread; a forked child has no thread.
+    pid: u32,
     /// Instances made ahead and not yet taken, over every view.
     held: AtomicUsize,
     /// Drops sent and not yet done.
@@ -72,7 +79,8 @@ impl InstanceWorker {
     pub(crate) fn start() -> std::io::Result<Arc<InstanceWorker>> {
         let (sender, receiver) = channel::<Job>();
         let worker = Arc::new(InstanceWorker {
-            jobs: Mutex::new(sender),
+            jobs: Some(Mutex::new(sender)),
+            pid: std::process::id(),
             held: AtomicUsize::new(0),
             queued_drops: AtomicUsize::new(0),
         });
@@ -99,12 +107,27 @@ impl InstanceWorker {
         Ok(worker)
     }
 
+    /// A worker without a thread: every call makes and drops its own
+    /// instance, and nothing is held between calls.
+    pub(crate) fn inline() -> Arc<InstanceWorker> {
+        Arc::new(InstanceWorker {
+            jobs: None,
+            pid: std::process::id(),
+            held: AtomicUsize::new(0),
+            queued_drops: AtomicUsize::new(0),
+        })
+    }
+
+    /// Queues `job`, or gives it back when there is no thread to run it:
+    /// an inline worker, or a forked child of the process that had one.
     fn send(&self, job: Job) -> Result<(), Job> {
-        self.jobs
-            .lock()
-            .expect("a send does not panic")
-            .send(job)
-            .map_err(|e| e.0)
+        let Some(jobs) = &self.jobs else {
+            return Err(job);
+        };
+        if std::process::id() != self.pid {
+            return Err(job);
+        }
+        jobs.lock().expect("a send does not panic").send(job).map_err(|e| e.0)
     }
 
     /// Hands a used instance to the thread to drop, or drops it here if
@@ -357,6 +380,20 @@ mod tests {
             0,
             "a dropped view gives its budget back"
         );
+    }
+
+    #[test]
+    fn an_inline_worker_holds_no_instance_between_calls() {
+        let worker = InstanceWorker::inline();
+        let (fresh, made) = numbered(&worker);
+        for expected in 0..5 {
+            let taken = take(&fresh);
+            assert_eq!(taken.instance, expected, "each call makes its own");
+        }
+        assert_eq!(made.load(Ordering::SeqCst), 5, "nothing made ahead");
+        assert_eq!(fresh.ready_count(), 0);
+        assert_eq!(worker.queued_drops.load(Ordering::Acquire), 0, "dropped inline");
+        assert!(!fresh.refill_queued.load(Ordering::Acquire));
     }
 
     #[test]
