@@ -59,6 +59,17 @@ transform = "{wasm}"
     repo
 }
 
+/// Reads of `view` whose transform call carried other requests' rows too.
+fn shared_calls(server: &ServerProcess, view: &str) -> u64 {
+    let (status, metrics) = server.get("/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    let line = format!("skewless_view_shared_calls_total{{view=\"{view}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
 fn ints(values: &serde_json::Value) -> Vec<i64> {
     values
         .as_array()
@@ -139,12 +150,15 @@ fn a_guest_that_counts_its_calls_answers_one_on_every_path() {
         }
     }
     // Concurrent reads: instances are made ahead and dropped on a
-    // background thread, and still no instance answers twice.
+    // background thread, and requests that arrive while a call of `live`
+    // runs share the next one (x = 300,000: a call lasts long enough for
+    // that); still no instance answers twice.
+    let slow = read.replace(r#""x": [9]"#, r#""x": [300000]"#);
     std::thread::scope(|scope| {
         for _ in 0..8 {
             scope.spawn(|| {
                 for _ in 0..25 {
-                    let (status, json) = server.post("/get-online-features", read);
+                    let (status, json) = server.post("/get-online-features", &slow);
                     assert_eq!(status, 200, "{json}");
                     for result in json["results"].as_array().unwrap().iter().skip(1) {
                         assert_eq!(ints(&result["values"]), vec![1, 1], "{json}");
@@ -153,6 +167,7 @@ fn a_guest_that_counts_its_calls_answers_one_on_every_path() {
             });
         }
     });
+    assert!(shared_calls(&server, "live") > 0, "no request shared a call");
     let push = r#"{"push_source_name": "events_push", "df": {"id": [6, 7, 8], "x": [1, 2, 3], "event_timestamp": ["2026-01-03T00:00:00Z", "2026-01-03T00:00:00Z", "2026-01-03T00:00:00Z"]}}"#;
     for _ in 0..2 {
         let (status, json) = server.post("/push", push);
@@ -247,4 +262,87 @@ fn verify_fails_on_a_batch_dependent_view_recorded_before_probing_existed() {
         "{stdout}"
     );
     assert!(stderr.contains("2 views failing the batch probe"), "{stderr}");
+}
+
+#[test]
+fn a_guest_that_carries_a_count_across_the_rows_of_a_call_is_refused_at_apply() {
+    let repo = repo_with("running_count");
+    let refused = repo.fails(&["apply"]);
+    assert!(refused.contains("view `counted`"), "{refused}");
+    assert!(
+        // Row 1 of a 2-row call has seen 2 rows; alone, 1.
+        refused.contains("`seen` is 2 in one batch of all rows but 1 one row at a time"),
+        "{refused}"
+    );
+    assert!(!repo.ok(&["ls"]).contains("counted"), "nothing was recorded");
+}
+
+/// Concurrent requests for an on-demand view share guest calls, and each
+/// gets what it gets alone, bit for bit; a request whose row makes the
+/// guest trap fails alone, with its own error.
+#[test]
+fn concurrent_requests_get_the_answers_they_get_one_at_a_time_and_a_trapping_one_fails_alone() {
+    let burn = test_components().join("burn.wasm");
+    let repo = TempRepo::from_config(&format!(
+        r#"project = "joined"
+
+[sources.req]
+type = "request"
+schema = {{ x = "int64" }}
+
+[views.burning]
+kind = "on_demand"
+sources = ["req"]
+transform = "{}"
+"#,
+        burn.display()
+    ));
+    repo.ok(&["apply"]);
+    assert!(
+        repo.ok(&["describe", "burning"])
+            .contains("batch invariance: checked at apply")
+    );
+    let server = repo.serve(&[]);
+    // 200,000 rounds: a fraction of a millisecond per row, so a call is in
+    // flight while others arrive. Request 5 traps (burn panics on 13).
+    let bodies: Vec<String> = (0..16)
+        .map(|i| {
+            let x = if i == 5 { 13 } else { 200_000 + i };
+            format!(
+                r#"{{"features": ["burning:y"], "entities": {{"x": [{x}, {}]}}}}"#,
+                x + 1
+            )
+        })
+        .collect();
+    let alone: Vec<(u16, String)> = bodies
+        .iter()
+        .map(|body| server.post_text("/get-online-features", body))
+        .collect();
+    assert_eq!(alone[5].0, 500, "{}", alone[5].1);
+    assert!(alone[5].1.contains("unlucky value 13"), "{}", alone[5].1);
+    for round in 0..5 {
+        let start = std::sync::Barrier::new(bodies.len());
+        let together: Vec<(u16, String)> = std::thread::scope(|scope| {
+            let tasks: Vec<_> = bodies
+                .iter()
+                .map(|body| {
+                    let start = &start;
+                    let server = &server;
+                    scope.spawn(move || {
+                        start.wait();
+                        server.post_text("/get-online-features", body)
+                    })
+                })
+                .collect();
+            tasks.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        for (i, (concurrent, one)) in together.iter().zip(&alone).enumerate() {
+            assert_eq!(
+                concurrent, one,
+                "request {i}, round {round}: concurrent and alone differ"
+            );
+        }
+    }
+    assert!(shared_calls(&server, "burning") > 0, "no request shared a call");
+    server.stop();
 }

@@ -37,6 +37,7 @@ mod fresh;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod invariance;
+pub mod joined;
 mod limits;
 mod materialize;
 pub mod online;

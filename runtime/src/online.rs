@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema};
@@ -21,9 +22,10 @@ use crate::codec::json::WrongValue;
 use crate::digest::Digest;
 use crate::error::TransformError;
 use crate::format::value::{KeyEncoder, Value, ValueBuilder};
+use crate::joined::JoinedCalls;
 use crate::repo::{FeatureRef, SourceKind, ViewKind};
 use crate::store::{StoreError, StoreReader, ViewRecord};
-use crate::transform::RowError;
+use crate::transform::{RowError, TransformOutput};
 use crate::types::FieldSpec;
 
 /// The status of one value, as Feast reports it.
@@ -191,6 +193,8 @@ pub struct ViewTiming {
     pub view: String,
     /// `true`: an on-demand transform call; `false`: store reads.
     pub transform: bool,
+    /// The transform call was joined with other requests' ([`crate::joined`]).
+    pub shared: bool,
     /// Wall time.
     pub elapsed: std::time::Duration,
 }
@@ -424,13 +428,109 @@ struct ViewValues {
     digest_ids: BTreeSet<u32>,
 }
 
-/// Answers an online read from one store snapshot.
+/// Answers an online read from one store snapshot: [`answer`] with every
+/// on-demand call made alone, so nothing waits.
 pub fn get_online_features(
     catalog: &Catalog,
     records: &BTreeMap<String, ViewRecord>,
     reader: &StoreReader,
     request: &OnlineRequest,
 ) -> Result<OnlineResponse, OnlineError> {
+    let alone = BTreeMap::new();
+    let answering = std::pin::pin!(answer(catalog, records, reader, request, &alone));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match answering.poll(&mut cx) {
+        std::task::Poll::Ready(answer) => answer,
+        std::task::Poll::Pending => unreachable!("without joined calls nothing waits"),
+    }
+}
+
+/// Answers an online read from one store snapshot: [`prepare`], each
+/// on-demand view's call through [`crate::Transform::run_within`] (joined with
+/// concurrent requests' calls where `joined` has the view), then
+/// [`PreparedRead::finish`].
+pub async fn answer(
+    catalog: &Catalog,
+    records: &BTreeMap<String, ViewRecord>,
+    reader: &StoreReader,
+    request: &OnlineRequest,
+    joined: &BTreeMap<String, Arc<JoinedCalls>>,
+) -> Result<OnlineResponse, OnlineError> {
+    let prepared = prepare(catalog, records, reader, request)?;
+    let mut outputs = Vec::with_capacity(prepared.calls.len());
+    for call in &prepared.calls {
+        let transform = catalog.transform(&call.view).expect("resolved against the catalog");
+        let started = Instant::now();
+        let deadline = prepared
+            .deadline
+            .unwrap_or_else(|| started + transform.limits().timeout());
+        let (output, shared) = match joined.get(&call.view) {
+            Some(joined) => {
+                let answer = joined.run(&**transform, call.input.clone(), deadline).await;
+                (answer.result?, answer.shared)
+            }
+            None => (
+                transform.run_within(&call.input, deadline.saturating_duration_since(Instant::now()))?,
+                false,
+            ),
+        };
+        outputs.push(CallOutput {
+            output,
+            elapsed: started.elapsed(),
+            shared,
+        });
+    }
+    prepared.finish(outputs)
+}
+
+/// What one on-demand call gave, for [`PreparedRead::finish`].
+struct CallOutput {
+    /// The request's outputs and row errors.
+    output: TransformOutput,
+    /// How long the call took, waiting for a joined call included.
+    elapsed: Duration,
+    /// Other requests' rows were in the same guest call.
+    shared: bool,
+}
+
+/// An online read up to its on-demand transform calls: stored values read,
+/// and each call's input built.
+struct PreparedRead {
+    rows: usize,
+    now: i64,
+    full_feature_names: bool,
+    /// Features requested, by view, in request order.
+    requested: IndexMap<String, Vec<String>>,
+    /// Stored values of the materialized views read.
+    values: IndexMap<String, ViewValues>,
+    /// Entity-key columns of the answer.
+    keys: Vec<OnlineColumn>,
+    digests: BTreeMap<String, Digest>,
+    timings: Vec<ViewTiming>,
+    /// One call per on-demand view requested, in request order.
+    calls: Vec<OnDemandCall>,
+    /// When the calls must stop.
+    deadline: Option<Instant>,
+}
+
+/// The input of one on-demand view's transform call, every entity row in it.
+struct OnDemandCall {
+    /// The on-demand view.
+    view: String,
+    /// Its transform's input columns.
+    input: RecordBatch,
+    /// The materialized views it reads, whose event times it answers with.
+    sources: Vec<String>,
+}
+
+/// Reads the stored values `request` needs and builds the input of each
+/// on-demand view's call.
+fn prepare(
+    catalog: &Catalog,
+    records: &BTreeMap<String, ViewRecord>,
+    reader: &StoreReader,
+    request: &OnlineRequest,
+) -> Result<PreparedRead, OnlineError> {
     let repo = &catalog.repo;
     let rows = check_lengths(&request.entities)?;
     let now = crate::time::now_micros();
@@ -468,7 +568,7 @@ pub fn get_online_features(
         let record = records.get(view).ok_or_else(|| OnlineError::NotApplied(view.clone()))?;
         digests.insert(view.clone(), record.digest);
         let ttl = repo.views[view].ttl.map(|d| d.as_micros() as i64);
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let read = match catalog.plan(view) {
             Some(plan) => read_aggregation(record, plan, reader, &request.entities, rows, &request.as_of, now)?,
             None => read_view(record, reader, &request.entities, rows, &request.as_of, now, ttl)?,
@@ -477,16 +577,17 @@ pub fn get_online_features(
         timings.push(ViewTiming {
             view: view.clone(),
             transform: false,
+            shared: false,
             elapsed: started.elapsed(),
         });
     }
 
-    let mut columns = Vec::new();
+    let mut keys = Vec::new();
     for key in key_columns(catalog, requested.keys()) {
         let Some(array) = request.entities.get(&key.name) else {
             continue;
         };
-        columns.push(OnlineColumn {
+        keys.push(OnlineColumn {
             name: key.name.clone(),
             view: None,
             values: array.clone(),
@@ -495,81 +596,129 @@ pub fn get_online_features(
         });
     }
 
-    let mut row_errors = Vec::new();
-    for (view, features) in &requested {
-        let computed;
-        let source = match values.get(view) {
-            Some(stored) => stored,
-            None => {
-                // On demand: one call over every entity row.
-                let transform = catalog.transform(view).expect("resolved against the catalog");
-                digests.insert(view.clone(), transform.digest());
-                let input = on_demand_input(catalog, view, &values, &request.entities, rows)?;
-                let started = std::time::Instant::now();
-                let output = match request.deadline {
-                    Some(deadline) => {
-                        transform.run_within(&input, deadline.saturating_duration_since(std::time::Instant::now()))?
-                    }
-                    None => transform.run(&input)?,
-                };
-                timings.push(ViewTiming {
-                    view: view.clone(),
-                    transform: true,
-                    elapsed: started.elapsed(),
-                });
-                row_errors.extend(output.row_errors.into_iter().map(|e| (view.clone(), e)));
-                let inputs: Vec<&ViewValues> = values
-                    .iter()
-                    .filter(|(v, _)| is_source_of(catalog, v, view))
-                    .map(|(_, s)| s)
-                    .collect();
-                let event_timestamps = (0..rows)
-                    .map(|row| inputs.iter().filter_map(|s| s.event_timestamps[row]).max())
-                    .collect();
-                computed = ViewValues {
+    let mut calls = Vec::new();
+    for view in requested.keys().filter(|view| !values.contains_key(*view)) {
+        let transform = catalog.transform(view).expect("resolved against the catalog");
+        digests.insert(view.clone(), transform.digest());
+        calls.push(OnDemandCall {
+            view: view.clone(),
+            input: on_demand_input(catalog, view, &values, &request.entities, rows)?,
+            sources: values
+                .keys()
+                .filter(|v| is_source_of(catalog, v, view))
+                .cloned()
+                .collect(),
+        });
+    }
+    Ok(PreparedRead {
+        rows,
+        now,
+        full_feature_names: request.full_feature_names,
+        requested,
+        values,
+        keys,
+        digests,
+        timings,
+        calls,
+        deadline: request.deadline,
+    })
+}
+
+impl PreparedRead {
+    /// The answer, given each call's output, in the order of
+    /// [`PreparedRead::calls`].
+    fn finish(self, outputs: Vec<CallOutput>) -> Result<OnlineResponse, OnlineError> {
+        let PreparedRead {
+            rows,
+            now,
+            full_feature_names,
+            requested,
+            values,
+            keys,
+            digests,
+            mut timings,
+            calls,
+            deadline: _,
+        } = self;
+        assert_eq!(outputs.len(), calls.len(), "one output per call");
+        let mut row_errors = Vec::new();
+        let mut computed: BTreeMap<String, ViewValues> = BTreeMap::new();
+        for (
+            call,
+            CallOutput {
+                output,
+                elapsed,
+                shared,
+            },
+        ) in calls.into_iter().zip(outputs)
+        {
+            timings.push(ViewTiming {
+                view: call.view.clone(),
+                transform: true,
+                shared,
+                elapsed,
+            });
+            row_errors.extend(output.row_errors.into_iter().map(|e| (call.view.clone(), e)));
+            let inputs: Vec<&ViewValues> = values
+                .iter()
+                .filter(|(v, _)| call.sources.contains(*v))
+                .map(|(_, s)| s)
+                .collect();
+            let event_timestamps = (0..rows)
+                .map(|row| inputs.iter().filter_map(|s| s.event_timestamps[row]).max())
+                .collect();
+            computed.insert(
+                call.view,
+                ViewValues {
                     batch: output.batch,
                     statuses: vec![None; rows],
                     event_timestamps,
                     digest_ids: BTreeSet::new(),
-                };
-                &computed
-            }
-        };
-        for feature in features {
-            let array = source
-                .batch
-                .column_by_name(feature)
-                .expect("resolved against the catalog")
-                .clone();
-            let statuses = (0..rows)
-                .map(|row| match source.statuses[row] {
-                    Some(status) => status,
-                    None if array.is_null(row) => Status::NullValue,
-                    None => Status::Present,
-                })
-                .collect();
-            columns.push(OnlineColumn {
-                name: if request.full_feature_names {
-                    format!("{view}__{feature}")
-                } else {
-                    feature.clone()
                 },
-                view: Some(view.clone()),
-                values: array,
-                statuses,
-                event_timestamps: source.event_timestamps.clone(),
-            });
+            );
         }
+        let mut columns = keys;
+        for (view, features) in &requested {
+            let source = values
+                .get(view)
+                .or_else(|| computed.get(view))
+                .expect("read or computed");
+            for feature in features {
+                let array = source
+                    .batch
+                    .column_by_name(feature)
+                    .expect("resolved against the catalog")
+                    .clone();
+                let statuses = (0..rows)
+                    .map(|row| match source.statuses[row] {
+                        Some(status) => status,
+                        None if array.is_null(row) => Status::NullValue,
+                        None => Status::Present,
+                    })
+                    .collect();
+                columns.push(OnlineColumn {
+                    name: if full_feature_names {
+                        format!("{view}__{feature}")
+                    } else {
+                        feature.clone()
+                    },
+                    view: Some(view.clone()),
+                    values: array,
+                    statuses,
+                    event_timestamps: source.event_timestamps.clone(),
+                });
+            }
+        }
+        let stored_digests = values.iter().map(|(v, s)| (v.clone(), s.digest_ids.clone())).collect();
+        Ok(OnlineResponse {
+            now,
+            columns,
+            row_errors,
+            digests,
+            stored_digests,
+            timings,
+        })
     }
-    let stored_digests = values.iter().map(|(v, s)| (v.clone(), s.digest_ids.clone())).collect();
-    Ok(OnlineResponse {
-        now,
-        columns,
-        row_errors,
-        digests,
-        stored_digests,
-        timings,
-    })
 }
 
 fn is_source_of(catalog: &Catalog, source: &str, view: &str) -> bool {

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use skewless_runtime::online::ViewTiming;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -68,6 +70,7 @@ pub struct Metrics {
     request_seconds: Latency<RouteLabels>,
     view_reads: Family<ViewLabels, Counter>,
     view_errors: Family<ViewLabels, Counter>,
+    view_shared_calls: Family<ViewLabels, Counter>,
     view_seconds: Latency<StageLabels>,
     store_write_seconds: Histogram,
     skew_checked: Family<ViewLabels, Counter>,
@@ -94,6 +97,7 @@ impl Default for Metrics {
         let request_seconds = Latency::new_with_constructor(latency as fn() -> Histogram);
         let view_reads = Family::default();
         let view_errors = Family::default();
+        let view_shared_calls = Family::default();
         let view_seconds = Latency::new_with_constructor(latency as fn() -> Histogram);
         let store_write_seconds = latency();
         registry.register(
@@ -112,6 +116,11 @@ impl Default for Metrics {
             "view_errors",
             "Online reads or pushes that failed in the view's transform",
             view_errors.clone(),
+        );
+        registry.register(
+            "view_shared_calls",
+            "Online reads whose on-demand transform call also carried other requests' rows",
+            view_shared_calls.clone(),
         );
         registry.register(
             "view_duration_seconds",
@@ -214,6 +223,7 @@ impl Default for Metrics {
             request_seconds,
             view_reads,
             view_errors,
+            view_shared_calls,
             view_seconds,
             store_write_seconds,
         }
@@ -240,17 +250,22 @@ impl Metrics {
     }
 
     /// Time spent on one view in one request.
-    pub fn view(&self, view: &str, transform: bool, elapsed: Duration) {
-        let labels = ViewLabels { view: view.to_string() };
-        if !transform {
+    pub fn view(&self, timing: &ViewTiming) {
+        let labels = ViewLabels {
+            view: timing.view.clone(),
+        };
+        if !timing.transform {
             self.view_reads.get_or_create(&labels).inc();
+        }
+        if timing.shared {
+            self.view_shared_calls.get_or_create(&labels).inc();
         }
         self.view_seconds
             .get_or_create(&StageLabels {
                 view: labels.view,
-                stage: if transform { "transform" } else { "store" },
+                stage: if timing.transform { "transform" } else { "store" },
             })
-            .observe(elapsed.as_secs_f64());
+            .observe(timing.elapsed.as_secs_f64());
     }
 
     /// A transform failure in a view.

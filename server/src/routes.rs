@@ -266,7 +266,7 @@ async fn get_online_features(
 ) -> Answer<GetOnlineFeaturesResponse> {
     let started = Instant::now();
     let request: GetOnlineFeaturesRequest = parse(&state, body)?;
-    match state.get_online_features_inline(&request, started) {
+    match state.get_online_features_inline(&request, started).await {
         Inline::Answered(response) => Ok(Json(response?)),
         Inline::Offload => Ok(Json(
             blocking(move || state.get_online_features(&request, started)).await?,

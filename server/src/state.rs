@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use skewless_runtime::joined::JoinedCalls;
 use skewless_runtime::online::{self, OnlineRequest, RawColumn, ReadSpec};
 use skewless_runtime::push::{self, Prepared};
 use skewless_runtime::store::{StoreReader, ViewRecord};
@@ -94,6 +95,9 @@ pub struct Server {
     /// Micros after `started` until which transform calls skip the inline
     /// attempt ([`INLINE_PAUSE`]).
     inline_paused_until: AtomicU64,
+    /// On-demand views whose concurrent requests share guest calls: those
+    /// checked batch-invariant at `apply` ([`JoinedCalls::for_view`]).
+    joined: BTreeMap<String, Arc<JoinedCalls>>,
 }
 
 struct Snapshot {
@@ -202,6 +206,10 @@ impl Server {
         for view in catalog.repo.views.values() {
             catalog.applied_record(view, records.get(&view.name))?;
         }
+        let joined = records
+            .values()
+            .filter_map(|record| Some((record.name.clone(), JoinedCalls::for_view(record)?)))
+            .collect();
         let store = Arc::new(store);
         let (catalog, records, metrics) = (Arc::new(catalog), Arc::new(records), Arc::new(Metrics::default()));
         let monitor = Monitor::start(monitoring, catalog.clone(), records.clone(), metrics.clone())?;
@@ -221,6 +229,7 @@ impl Server {
             snapshot: Mutex::new(None),
             pushes: AtomicU64::new(0),
             inline_paused_until: AtomicU64::new(0),
+            joined,
         }))
     }
 
@@ -252,14 +261,18 @@ impl Server {
     /// the request is [`Inline::Offload`]ed to the blocking pool, where
     /// [`Server::get_online_features`] has the rest of the request's time;
     /// for [`INLINE_PAUSE`] after that, transform calls go there directly.
-    pub(crate) fn get_online_features_inline(&self, request: &GetOnlineFeaturesRequest, started: Instant) -> Inline {
+    pub(crate) async fn get_online_features_inline(
+        &self,
+        request: &GetOnlineFeaturesRequest,
+        started: Instant,
+    ) -> Inline {
         // A read without transform calls never meets the budget; only the
         // pause needs to know whether this one makes any.
         let paused = self.started.elapsed().as_micros() < u128::from(self.inline_paused_until.load(Ordering::Relaxed));
         if paused && self.runs_transforms(request) {
             return Inline::Offload;
         }
-        match self.read(request, started, Some(Instant::now() + INLINE_BUDGET)) {
+        match self.read(request, started, Some(Instant::now() + INLINE_BUDGET)).await {
             Err(Refusal::OverBudget { view }) => {
                 let until = (self.started.elapsed() + INLINE_PAUSE).as_micros() as u64;
                 self.inline_paused_until.fetch_max(until, Ordering::Relaxed);
@@ -275,21 +288,25 @@ impl Server {
         }
     }
 
-    /// `POST /get-online-features`, with the request's whole time budget.
+    /// `POST /get-online-features`, with the request's whole time budget,
+    /// on a thread of tokio's blocking pool (it may wait for a joined call).
     pub fn get_online_features(
         &self,
         request: &GetOnlineFeaturesRequest,
         started: Instant,
     ) -> Result<GetOnlineFeaturesResponse, ApiError> {
-        self.read(request, started, None).map_err(|refusal| match refusal {
-            Refusal::Api(e) => e,
-            Refusal::OverBudget { .. } => unreachable!("no budget shorter than the request's was set"),
-        })
+        let read = self.read(request, started, None);
+        tokio::runtime::Handle::current()
+            .block_on(read)
+            .map_err(|refusal| match refusal {
+                Refusal::Api(e) => e,
+                Refusal::OverBudget { .. } => unreachable!("no budget shorter than the request's was set"),
+            })
     }
 
     /// Reads `request`, with transform calls stopped at `budget` when it
     /// comes before the request's own deadline.
-    fn read(
+    async fn read(
         &self,
         request: &GetOnlineFeaturesRequest,
         started: Instant,
@@ -320,7 +337,7 @@ impl Server {
             },
         )?;
         let reader = self.snapshot()?;
-        let response = match online::get_online_features(&self.catalog, &self.records, &reader, &read) {
+        let response = match online::answer(&self.catalog, &self.records, &reader, &read, &self.joined).await {
             Ok(response) => {
                 self.monitor.answered(&read, &response, &reader, &self.metrics);
                 response
@@ -336,7 +353,7 @@ impl Server {
             Err(e) => return Err(Refusal::Api(e.into())),
         };
         for timing in &response.timings {
-            self.metrics.view(&timing.view, timing.transform, timing.elapsed);
+            self.metrics.view(timing);
         }
         Ok(GetOnlineFeaturesResponse::from_online(
             &response,
