@@ -61,22 +61,23 @@ fn per_call(transforms: &[Transform], batch: &RecordBatch, budget: Duration) -> 
     times.into_iter().map(median).collect()
 }
 
-/// The process's CPU time so far (user and system, every thread), from
-/// `/proc/self/stat`: in clock ticks of 10 ms, so callers measure many calls.
-fn process_cpu() -> Duration {
+/// The process's CPU time so far (user and system, every thread; in clock
+/// ticks of 10 ms, so callers measure many calls) and its minor page
+/// faults (a fresh instance's copy-on-write pages), from `/proc/self/stat`.
+fn process_cpu() -> (Duration, u64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
     // The fields after the command name (which may hold spaces) in parens.
     let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
+    (Duration::from_millis(ticks * 10), fields[7].parse().unwrap())
 }
 
 /// 1-row calls of one transform with `gap` between them (time for the
 /// background thread to make the next instance): median and p99 latency,
-/// and CPU per call over the whole process.
-fn spaced_calls(transform: &Transform, one_row: &RecordBatch, calls: usize, gap: Duration) -> [Duration; 3] {
+/// and CPU and minor page faults per call over the whole process.
+fn spaced_calls(transform: &Transform, one_row: &RecordBatch, calls: usize, gap: Duration) -> ([Duration; 3], u64) {
     let mut times = Vec::with_capacity(calls);
-    let cpu_before = process_cpu();
+    let (cpu_before, faults_before) = process_cpu();
     for _ in 0..calls {
         let at = Instant::now();
         std::hint::black_box(transform.run(one_row).expect("the transform runs"));
@@ -85,10 +86,13 @@ fn spaced_calls(transform: &Transform, one_row: &RecordBatch, calls: usize, gap:
     }
     // Let the background thread finish the last drop and refill.
     std::thread::sleep(Duration::from_millis(50));
-    let cpu = process_cpu() - cpu_before;
+    let (cpu, faults) = process_cpu();
     times.sort();
     let p99 = times[(times.len() * 99 / 100).min(times.len() - 1)];
-    [median(times), p99, cpu / calls as u32]
+    (
+        [median(times), p99, (cpu - cpu_before) / calls as u32],
+        (faults - faults_before) / calls as u64,
+    )
 }
 
 struct Load {
@@ -143,9 +147,9 @@ fn main() {
     let fraud = fraud.project(&[1, 3, 4]).unwrap();
 
     println!(
-        "| transform | language | ns/row (65,536 rows) | x Rust | us per 1-row call | x Rust | spaced 1-row call: median, p99 | CPU per spaced call | component | cold load | warm load | warm load + first call |"
+        "| transform | language | ns/row (65,536 rows) | x Rust | us per 1-row call | x Rust | spaced 1-row call: median, p99 | CPU per spaced call | page faults per spaced call | component | cold load | warm load | warm load + first call |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, batch) in [("transformed_conv_rate", &conv), ("fraud_features", &fraud)] {
         if !name.contains(&only) {
             continue;
@@ -160,7 +164,7 @@ fn main() {
             .collect();
         let big = per_call(&transforms, batch, budget);
         let small = per_call(&transforms, &one_row, budget);
-        let spaced: Vec<[Duration; 3]> = transforms
+        let spaced: Vec<([Duration; 3], u64)> = transforms
             .iter()
             .map(|t| {
                 // Enough calls for the CPU clock's 10 ms ticks to average out.
@@ -176,13 +180,14 @@ fn main() {
             let ns_per_row = big[i].as_nanos() as f64 / ROWS as f64;
             let size = std::fs::metadata(&paths[i]).unwrap().len() as f64 / 1e6;
             println!(
-                "| {name} | {language} | {ns_per_row:.1} | {:.1} | {:.1} | {:.1} | {:.1}, {:.1} us | {:.1} us | {size:.1} MB | {:.0} ms | {:.1} ms | {:.1} ms |",
+                "| {name} | {language} | {ns_per_row:.1} | {:.1} | {:.1} | {:.1} | {:.1}, {:.1} us | {:.1} us | {} | {size:.1} MB | {:.0} ms | {:.1} ms | {:.1} ms |",
                 big[i].as_secs_f64() / big[0].as_secs_f64(),
                 small[i].as_secs_f64() * 1e6,
                 small[i].as_secs_f64() / small[0].as_secs_f64(),
-                spaced[i][0].as_secs_f64() * 1e6,
-                spaced[i][1].as_secs_f64() * 1e6,
-                spaced[i][2].as_secs_f64() * 1e6,
+                spaced[i].0[0].as_secs_f64() * 1e6,
+                spaced[i].0[1].as_secs_f64() * 1e6,
+                spaced[i].0[2].as_secs_f64() * 1e6,
+                spaced[i].1,
                 loads[i].cold.as_secs_f64() * 1e3,
                 loads[i].warm.as_secs_f64() * 1e3,
                 loads[i].first_answer.as_secs_f64() * 1e3,

@@ -1,6 +1,6 @@
 //! Load on `skewless serve` over loopback, beside a bare axum JSON handler
 //! measured in the same run: requests/s and p50/p99 latency at 1, 4 and 16
-//! connections for 1 entity with the on-demand view, 100 entities, and a
+//! connections for 1 entity with the on-demand view (in Rust, and in Python), 100 entities, and a
 //! push of 1 row; the on-demand read with a bearer token and with an RS256
 //! JWT; the same reads with the monitor off (no served-value logging, no
 //! skew checks) against its defaults (10% logged, 1% re-read), A/B round by
@@ -112,6 +112,16 @@ fn main() {
         .collect();
 
     let repo = kit::fresh_driver_repo();
+    // The same on-demand view written in Python, beside the Rust one.
+    let python = kit::language_example("python", "transformed_conv_rate");
+    let config = repo.path().join("skewless.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[views.transformed_conv_rate_py]\nkind = \"on_demand\"\nsources = [\"driver_hourly_stats\", \"vals_to_add\"]\ntransform = \"{}\"\n",
+        python.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    repo.ok(&["apply"]);
     // The repo's defaults: 10% of answers logged, 1% re-read by the skew monitor.
     let loud = std::env::var("LOUD_ARGS").unwrap_or_default();
     let loud: Vec<&str> = loud.split(' ').filter(|a| !a.is_empty()).collect();
@@ -134,6 +144,7 @@ fn main() {
     };
 
     let one = r#"{"features": ["driver_hourly_stats:conv_rate", "driver_hourly_stats:acc_rate", "driver_hourly_stats:avg_daily_trips", "transformed_conv_rate:conv_rate_plus_val1", "transformed_conv_rate:conv_rate_plus_val2"], "entities": {"driver_id": [1001], "val_to_add": [1000]}}"#.to_string();
+    let python_one = one.replace("transformed_conv_rate:", "transformed_conv_rate_py:");
     let stored = r#"{"features": ["driver_hourly_stats:conv_rate", "driver_hourly_stats:acc_rate", "driver_hourly_stats:avg_daily_trips"], "entities": {"driver_id": [1001]}}"#.to_string();
     let ids: Vec<i64> = (1001..1101).collect();
     let hundred = format!(
@@ -143,6 +154,7 @@ fn main() {
     // Every body must be answered 200 before it is timed.
     for (path, body) in [
         ("/get-online-features", &one),
+        ("/get-online-features", &python_one),
         ("/get-online-features", &stored),
         ("/get-online-features", &hundred),
         ("/push", &push),
@@ -184,7 +196,7 @@ fn main() {
         assert_eq!(status, 200, "{response}");
     }
 
-    let workloads: [(&str, &str, &str, &str, Option<&str>); 9] = [
+    let workloads: [(&str, &str, &str, &str, Option<&str>); 10] = [
         (BARE, &bare_addr, "/get-online-features", &one, None),
         (
             "1 entity, 3 stored features",
@@ -194,6 +206,13 @@ fn main() {
             None,
         ),
         ("1 entity + on-demand view", &ours, "/get-online-features", &one, None),
+        (
+            "1 entity + on-demand view in Python",
+            &ours,
+            "/get-online-features",
+            &python_one,
+            None,
+        ),
         (
             "1 entity, 3 stored features, monitor off",
             &quiet_addr,
