@@ -23,6 +23,10 @@
 //!   leadership is a value, and dropping it (delivered or not) hands it on.
 //! - A joined call holds at most the view's `max_rows_per_call` rows, so it
 //!   is one guest call; a request larger than that runs alone.
+//! - A joined call stops at its leader's deadline, so it holds the leader's
+//!   thread (an async worker, under the server's inline budget) no longer
+//!   than a call of the leader's own would. A request with more time left,
+//!   whose joined call ran out of time, runs again alone with its own.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -69,7 +73,6 @@ struct State {
 
 struct Waiting {
     input: RecordBatch,
-    deadline: Instant,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -121,8 +124,8 @@ impl JoinedCalls {
     }
 
     /// Runs `input` through `calls`, joined with the other requests for
-    /// this view that wait while a call is in flight. Each guest call stops
-    /// at the latest deadline of the requests in it.
+    /// this view that wait while a call is in flight, by `deadline`. A
+    /// joined call stops at its leader's deadline.
     pub async fn run(self: &Arc<Self>, calls: &impl Calls, input: RecordBatch, deadline: Instant) -> Joined {
         let turn = {
             let mut state = self.state.lock().expect("no panic while held");
@@ -136,7 +139,6 @@ impl JoinedCalls {
                 let (reply, answer) = oneshot::channel();
                 state.queue.push_back(Waiting {
                     input: input.clone(),
-                    deadline,
                     reply,
                 });
                 Err(answer)
@@ -185,11 +187,10 @@ impl JoinedCalls {
             drop(leadership);
             return Joined { result, shared: false };
         }
-        let latest = members.iter().map(|m| m.deadline).fold(deadline, Instant::max);
         let inputs = std::iter::once(&input).chain(members.iter().map(|m| &m.input));
         let joined = arrow_select::concat::concat_batches(&input.schema(), inputs)
             .ok()
-            .and_then(|joined| calls.run_within(&joined, remaining(latest)).ok());
+            .and_then(|joined| calls.run_within(&joined, remaining(deadline)).ok());
         let Some(output) = joined else {
             for member in members {
                 let _gone = member.reply.send(Reply::Alone);
@@ -287,6 +288,8 @@ mod tests {
     /// and takes `pause` per call so that requests pile up behind it.
     struct Doubler {
         sizes: Mutex<Vec<usize>>,
+        /// The time limit each call was given.
+        timeouts: Mutex<Vec<Duration>>,
         pause: Duration,
         max_rows: usize,
         running: AtomicUsize,
@@ -297,6 +300,7 @@ mod tests {
         fn new(pause: Duration, max_rows: usize) -> Doubler {
             Doubler {
                 sizes: Mutex::new(Vec::new()),
+                timeouts: Mutex::new(Vec::new()),
                 pause,
                 max_rows,
                 running: AtomicUsize::new(0),
@@ -306,7 +310,19 @@ mod tests {
     }
 
     impl Calls for Doubler {
-        fn run_within(&self, input: &RecordBatch, _: Duration) -> Result<TransformOutput, TransformError> {
+        fn run_within(&self, input: &RecordBatch, timeout: Duration) -> Result<TransformOutput, TransformError> {
+            self.timeouts.lock().unwrap().push(timeout);
+            if timeout < self.pause {
+                // What the epoch deadline would do.
+                self.sizes.lock().unwrap().push(input.num_rows());
+                return Err(TransformError {
+                    view: "double".into(),
+                    kind: TransformErrorKind::Timeout {
+                        limit: timeout,
+                        caller: true,
+                    },
+                });
+            }
             let running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
             self.most_running.fetch_max(running, Ordering::SeqCst);
             std::thread::sleep(self.pause);
@@ -456,6 +472,34 @@ mod tests {
         assert!(error.to_string().contains("unlucky -13"), "{error}");
         assert_eq!(answers[2].as_ref().unwrap(), &vec![6]);
         assert!(!joined.state.lock().unwrap().in_flight);
+    }
+
+    #[test]
+    fn a_joined_call_stops_at_its_leaders_deadline_and_a_request_with_more_time_runs_alone() {
+        let calls = Doubler::new(Duration::from_millis(100), 1_000);
+        let joined = Arc::new(JoinedCalls::default());
+        let held = hold(&joined);
+        let mut short = Box::pin(joined.run(&calls, batch(&[1]), Instant::now() + Duration::from_millis(50)));
+        let mut long = Box::pin(joined.run(&calls, batch(&[2]), Instant::now() + Duration::from_secs(10)));
+        assert!(poll(&mut short).is_pending() && poll(&mut long).is_pending());
+        drop(held);
+        // `short` leads both, under its own 50 ms: the call runs out of time.
+        let std::task::Poll::Ready(answer) = poll(&mut short) else {
+            panic!("left waiting");
+        };
+        let error = answer.result.unwrap_err();
+        assert!(matches!(error.kind, TransformErrorKind::Timeout { .. }), "{error}");
+        let std::task::Poll::Ready(answer) = poll(&mut long) else {
+            panic!("left waiting");
+        };
+        assert_eq!(ys(&answer.result.unwrap()), vec![4], "alone, with its own time");
+        let timeouts = calls.timeouts.lock().unwrap().clone();
+        assert!(
+            timeouts[0] <= Duration::from_millis(50),
+            "the joined call had {:?}",
+            timeouts[0]
+        );
+        assert_eq!(*calls.sizes.lock().unwrap(), vec![2, 1, 1], "joined, then each alone");
     }
 
     #[test]
