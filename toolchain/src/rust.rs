@@ -48,9 +48,6 @@ pub fn ensure_target(dir: &Path) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// Bytes of linear memory a Rust guest starts with (a multiple of 64 KiB).
-const INITIAL_GUEST_MEMORY: u64 = 8 << 20;
-
 /// Builds the crate or workspace at `dir` for [`WASM_TARGET`] in release
 /// mode and returns the components it produced (`target/wasm32-wasip2/release/*.wasm`).
 /// `quiet` passes `--quiet` to cargo.
@@ -68,13 +65,6 @@ pub fn build_rust(dir: &Path, quiet: bool) -> Result<Vec<PathBuf>, BuildError> {
         .current_dir(dir)
         .args(["build", "--release", "--target", WASM_TARGET, "--manifest-path"])
         .arg(&manifest);
-    // Guest memory starts large enough for a 65,536-row call of the
-    // examples (6 MB at most), so big calls do not grow it: a grow and its
-    // `mprotect` were a fifth of such a call. Joined with the project's own
-    // rustflags, not instead of them.
-    command.arg("--config").arg(format!(
-        "target.{WASM_TARGET}.rustflags=[\"-C\", \"link-arg=--initial-memory={INITIAL_GUEST_MEMORY}\"]"
-    ));
     if quiet {
         command.arg("--quiet");
     }

@@ -45,6 +45,10 @@ fn templates(language: Language) -> &'static [(&'static str, &'static str)] {
         Language::Rust => &[
             ("Cargo.toml", include_str!("../../sdk/templates/rust/Cargo.toml")),
             ("src/lib.rs", include_str!("../../sdk/templates/rust/src/lib.rs")),
+            (
+                ".cargo/config.toml",
+                include_str!("../../sdk/templates/rust/.cargo/config.toml"),
+            ),
         ],
         Language::Python => &[("transform.py", include_str!("../../sdk/templates/python/transform.py"))],
         Language::JavaScript => &[
