@@ -32,6 +32,8 @@ pub enum Tier {
     Fuzz,
     /// `kill -9` under load and a full disk (a tmpfs mounted by root).
     Drills,
+    /// Replicated serving through a real nats-server, with HAProxy in front.
+    Replication,
 }
 
 /// Something a tier needs, how to tell it is there, and how to get it.
@@ -44,7 +46,14 @@ struct Tool {
 
 impl Tier {
     /// Every named tier.
-    pub const ALL: [Tier; 5] = [Tier::Languages, Tier::Python, Tier::Ui, Tier::Fuzz, Tier::Drills];
+    pub const ALL: [Tier; 6] = [
+        Tier::Languages,
+        Tier::Python,
+        Tier::Ui,
+        Tier::Fuzz,
+        Tier::Drills,
+        Tier::Replication,
+    ];
 
     /// The name `SKEWLESS_TEST_TIERS` takes.
     pub fn name(self) -> &'static str {
@@ -54,6 +63,7 @@ impl Tier {
             Tier::Ui => "ui",
             Tier::Fuzz => "fuzz",
             Tier::Drills => "drills",
+            Tier::Replication => "replication",
         }
     }
 
@@ -65,6 +75,7 @@ impl Tier {
             Tier::Ui => "ui",
             Tier::Fuzz => "fuzz_api",
             Tier::Drills => "hardening",
+            Tier::Replication => "replication",
         }
     }
 
@@ -133,6 +144,18 @@ impl Tier {
                 probe: &["sh", "-c", "test \"$(id -u)\" = 0 || sudo -n true"],
                 install: "run as root, or allow `sudo -n mount`",
             }],
+            Tier::Replication => &[
+                Tool {
+                    name: "nats-server 2.9+",
+                    probe: &["sh", "-c", "PATH=$PATH:/usr/sbin nats-server --version"],
+                    install: "apt install nats-server",
+                },
+                Tool {
+                    name: "haproxy 2.6+",
+                    probe: &["sh", "-c", "PATH=$PATH:/usr/sbin haproxy -v"],
+                    install: "apt install haproxy",
+                },
+            ],
         }
     }
 
