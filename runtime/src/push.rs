@@ -129,12 +129,12 @@ pub struct Prepared {
 
 impl Prepared {
     /// What was stored, once commit number `commit` holds it.
-    pub fn summary(self, commit: u64) -> PushSummary {
+    pub fn summary(&self, commit: u64) -> PushSummary {
         PushSummary {
             rows: self.rows,
-            views: self.views.into_iter().map(|(r, _)| r.name).collect(),
+            views: self.views.iter().map(|(r, _)| r.name.clone()).collect(),
             commit,
-            row_errors: self.row_errors,
+            row_errors: self.row_errors.clone(),
         }
     }
 }

@@ -6,13 +6,19 @@
 //! writes everything waiting in one transaction and answers each request
 //! once it is durable. One push alone still costs one commit; sixteen at
 //! once cost one commit, not sixteen.
+//!
+//! [`commit_batch`] is the one batched durable write: the committer thread
+//! uses it for pushes to a single node, and the replication applier for
+//! the log's messages (with their log position).
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use skewless_runtime::push::Prepared;
+use skewless_runtime::store::LogPosition;
 use skewless_runtime::{Store, StoreError};
 use tokio::sync::oneshot;
 
@@ -81,41 +87,79 @@ impl Drop for Committer {
     }
 }
 
-fn commit(store: &Store, mut batch: Vec<Job>) {
-    // A push whose commit fails (a user-defined aggregation function that
-    // traps on its events) must not fail the pushes committed with it: a
-    // failed batch is retried one push at a time, from copies (a write
-    // consumes what it writes).
-    let copies: Option<Vec<Prepared>> = (batch.len() > 1).then(|| batch.iter().map(|job| job.push.clone()).collect());
+/// Every job waiting, in one transaction; each request gets its push back
+/// with its own result.
+fn commit(store: &Store, batch: Vec<Job>) {
     let started = Instant::now();
-    let result = write(store, &mut batch);
-    if result.is_err()
-        && let Some(copies) = copies
-    {
-        for (mut job, copy) in batch.into_iter().zip(copies) {
-            job.push = copy;
-            commit(store, vec![job]);
-        }
-        return;
-    }
-    let result = result.map(|commit| (commit, started.elapsed())).map_err(Arc::new);
-    for job in batch {
+    let (mut pushes, replies): (Vec<Prepared>, Vec<_>) = batch.into_iter().map(|job| (job.push, job.reply)).unzip();
+    let results = commit_batch(store, &mut pushes, |_| None, |_, _| AfterFailure::Continue);
+    let elapsed = started.elapsed();
+    for ((push, reply), result) in pushes.into_iter().zip(replies).zip(results) {
         // A request that gave up (client gone) no longer listens: nothing to do.
-        let _ = job.reply.send((job.push, result.clone()));
+        let _ = reply.send((push, result.map(|commit| (commit, elapsed))));
     }
 }
 
-/// Every push of `batch` in one transaction.
-fn write(store: &Store, batch: &mut [Job]) -> Result<u64, StoreError> {
-    let mut writes: Vec<_> = batch
+/// What [`commit_batch`] does after a push failed when committed alone.
+pub(crate) enum AfterFailure {
+    /// Go on with the next push.
+    Continue,
+    /// Commit nothing more: the remaining pushes get no result.
+    Stop,
+}
+
+/// Commits `pushes` in one durable transaction, with `position(range)`
+/// recorded in it when replicated (the log position after `pushes[range]`).
+///
+/// Poison isolation: a transaction that fails with more than one push is
+/// retried one push at a time, in order, from copies (a write consumes what
+/// it writes), so one push whose commit fails (a user-defined aggregation
+/// that traps on its events) fails alone. `failed(i, error)` is called for
+/// each push that fails alone, and says whether to go on. Returns each
+/// push's commit number, in order; shorter than `pushes` when stopped.
+pub(crate) fn commit_batch(
+    store: &Store,
+    pushes: &mut [Prepared],
+    position: impl Fn(Range<usize>) -> Option<LogPosition>,
+    mut failed: impl FnMut(usize, &StoreError) -> AfterFailure,
+) -> Vec<Result<u64, Arc<StoreError>>> {
+    let copies: Option<Vec<Prepared>> = (pushes.len() > 1).then(|| pushes.to_vec());
+    let all = write(store, pushes, position(0..pushes.len()).as_ref());
+    let Some(copies) = copies.filter(|_| all.is_err()) else {
+        if let Err(error) = &all {
+            failed(0, error);
+        }
+        return vec![all.map_err(Arc::new); pushes.len()];
+    };
+    tracing::debug!(
+        "a batch of {} pushes failed to commit ({}); committing them one at a time",
+        pushes.len(),
+        all.unwrap_err()
+    );
+    let mut results = Vec::with_capacity(pushes.len());
+    for (i, (push, copy)) in pushes.iter_mut().zip(copies).enumerate() {
+        *push = copy;
+        let result = write(store, std::slice::from_mut(push), position(i..i + 1).as_ref());
+        let stop = match &result {
+            Err(error) => matches!(failed(i, error), AfterFailure::Stop),
+            Ok(_) => false,
+        };
+        results.push(result.map_err(Arc::new));
+        if stop {
+            break;
+        }
+    }
+    results
+}
+
+/// `pushes` in one transaction, at `position`.
+fn write(store: &Store, pushes: &mut [Prepared], position: Option<&LogPosition>) -> Result<u64, StoreError> {
+    let mut writes: Vec<_> = pushes
         .iter_mut()
-        .flat_map(|job| {
-            let to = job.push.to;
-            job.push
-                .views
-                .iter_mut()
-                .map(move |(record, rows)| (&*record, rows, to))
+        .flat_map(|push| {
+            let to = push.to;
+            push.views.iter_mut().map(move |(record, rows)| (&*record, rows, to))
         })
         .collect();
-    store.write_views(&mut writes)
+    store.write_views_at(&mut writes, position)
 }

@@ -24,7 +24,7 @@ use crate::commit::Committer;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, MonitorSettings};
-use crate::replication::{self, Halt, LogSettings, Outcome, Replication};
+use crate::replication::{self, Applied, Halt, LogSettings, Outcome, Replication};
 
 /// Limits on what one request may ask; each refusal is a 4xx that names the flag.
 #[derive(Debug, Clone)]
@@ -180,16 +180,26 @@ impl Server {
         monitoring: &MonitorSettings,
         log: LogSettings,
     ) -> Result<AppState, StartError> {
+        let applied = workspace.store().log_sequence()?;
+        let replication = Replication::connect(log, applied).await?;
+        Server::following(workspace, limits, auth, monitoring, replication)
+    }
+
+    /// A replica over `replication`'s log: starts following it.
+    pub(crate) fn following(
+        workspace: Workspace,
+        limits: ServerLimits,
+        auth: Auth,
+        monitoring: &MonitorSettings,
+        replication: Replication,
+    ) -> Result<AppState, StartError> {
         let (catalog, store) = workspace.into_parts();
-        let applied = store.log_sequence()?;
-        let replication = Arc::new(Replication::connect(log, applied).await?);
+        let replication = Arc::new(replication);
         let server = Server::assemble(catalog, store, limits, auth, monitoring, Some(replication.clone()))?;
         let following = Arc::downgrade(&server);
-        replication.start(server.metrics.clone(), move |messages| {
-            let server = following
-                .upgrade()
-                .ok_or_else(|| Halt::Retry("the server is stopping".into()))?;
-            server.apply_log(messages)
+        replication.start(server.metrics.clone(), move |messages| match following.upgrade() {
+            Some(server) => server.apply_log(messages),
+            None => Halt::Retry("the server is stopping".into()).into(),
         });
         Ok(server)
     }
@@ -419,6 +429,9 @@ impl Server {
             .expect("push_to_log is called on replicated servers");
         let (sequence, duplicate) = log.publish(id, body).await?;
         let mut response = PushResponse::from(prepared.summary(0));
+        if !duplicate {
+            log.keep_own(sequence, prepared);
+        }
         (response.commit, response.log_sequence, response.duplicate) = (None, Some(sequence), duplicate);
         if log.settings().ack_on_log {
             return Ok(response);
@@ -449,22 +462,22 @@ impl Server {
 
     /// Applies consecutive log messages ([`replication::apply`]); reads
     /// from now on see them.
-    fn apply_log(&self, messages: &[(u64, Bytes)]) -> Result<Vec<(u64, Outcome)>, Halt> {
+    fn apply_log(&self, messages: &[(u64, Bytes)]) -> Applied {
         let log = self
             .replication
             .as_deref()
             .expect("a replicated server applies the log");
         let started = Instant::now();
-        let outcomes = replication::apply(&self.catalog, &self.store, &self.records, log, messages)?;
+        let applied = replication::apply(&self.catalog, &self.store, &self.records, log, messages);
         self.metrics.store_write(started.elapsed());
-        for (sequence, outcome) in &outcomes {
+        for (sequence, outcome) in &applied.outcomes {
             if let Outcome::Skipped(why) = outcome {
                 tracing::warn!("replication: log message {sequence} recorded and skipped: {why}");
                 self.metrics.replication_skipped();
             }
         }
         self.pushes.fetch_add(1, Ordering::AcqRel);
-        Ok(outcomes)
+        applied
     }
 
     /// Stops sampling answers and writes the served-value logs held in

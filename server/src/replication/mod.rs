@@ -1,8 +1,11 @@
 //! Replicated serving (`skewless serve --log nats://HOST:PORT`): many
-//! servers, each with its own embedded store, fed by one NATS JetStream
-//! stream. A `/push` is published to the stream as one message; every
-//! replica, the receiving one included, applies the stream in order through
-//! the one push path ([`push::prepare`], then [`Store::write_views_at`]).
+//! servers, each with its own embedded store, fed by one log (a NATS
+//! JetStream stream, behind the [`Log`] trait). A `/push` is published to
+//! the log as one message; every replica, the receiving one included,
+//! applies the log in order through the one push path ([`push::prepare`],
+//! then [`commit_batch`], the batched commit pushes use on a single node).
+//! The receiving replica keeps the push it prepared to check the request,
+//! and applies that when it reaches the message: its transforms run once.
 //!
 //! Invariants, and where they are enforced:
 //! - A message is applied once, across restarts and crashes: its stream
@@ -20,22 +23,30 @@
 //!   fault (which depend on the machine) is retried, and skipped only after
 //!   [`MAX_ATTEMPTS`], with the reason recorded.
 
+mod jetstream;
+mod log;
+#[cfg(test)]
+mod tests;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use futures_util::StreamExt;
-use skewless_runtime::push::{self, PushError};
+use skewless_runtime::push::{self, Prepared, PushError};
 use skewless_runtime::store::{LogPosition, ViewRecord};
 use skewless_runtime::{Catalog, Store, StoreError, TransformErrorKind};
 use tokio::sync::watch;
 
 use crate::api::PushRequest;
+use crate::commit::{AfterFailure, commit_batch};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+#[cfg(test)]
+pub(crate) use log::MemoryLog;
+pub(crate) use log::{Bounds, Log, LogFault};
 
 /// Most messages applied in one store transaction: one fsync for many
 /// pushes when the replica is behind, bounded so one failing message
@@ -52,11 +63,12 @@ const LAG_POLL: Duration = Duration::from_millis(200);
 /// Wait before following the stream again after a failure.
 const RETRY: Duration = Duration::from_millis(500);
 
-/// How long a publish waits for JetStream's acknowledgement.
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// Outcomes of recent messages kept for the requests waiting on them.
 const RECENT_OUTCOMES: usize = 100_000;
+
+/// Most pushes this replica prepared and published that are kept for the
+/// applier (a replica far behind prepares them again instead).
+const OWN_PUSHES: usize = 1_024;
 
 /// `skewless serve --log ...`.
 #[derive(Debug, Clone)]
@@ -107,16 +119,19 @@ struct Status {
     attempts: HashMap<u64, u32>,
 }
 
-/// The replication side of a server: the log client and where this
-/// replica stands in the stream.
+/// The replication side of a server: the log and where this replica
+/// stands in it.
 pub(crate) struct Replication {
     settings: LogSettings,
-    subject: String,
-    client: async_nats::Client,
-    jetstream: jetstream::Context,
+    log: Box<dyn Log>,
     /// The last sequence applied (from the store at start).
     applied: watch::Sender<u64>,
     status: Mutex<Status>,
+    /// Pushes received here, prepared (checked, transformed, encoded) and
+    /// published, by sequence: the applier commits these instead of
+    /// preparing the message again. Only a non-duplicate publish is kept,
+    /// so the message is exactly the body that was prepared.
+    own: Mutex<HashMap<u64, Prepared>>,
 }
 
 /// The connection to the log could not be set up.
@@ -136,8 +151,9 @@ pub(crate) enum Halt {
 }
 
 impl Replication {
-    /// Connects to the log at `settings.url` (in the background: a server
-    /// starts while the log is down, and answers pushes 503 until it is up).
+    /// Connects to the JetStream log at `settings.url` (in the background:
+    /// a server starts while the log is down, and answers pushes 503 until
+    /// it is up).
     pub(crate) async fn connect(settings: LogSettings, applied: u64) -> Result<Replication, LogError> {
         let fail = |error: String| LogError {
             url: settings.url.clone(),
@@ -151,18 +167,14 @@ impl Replication {
                 "`{name}` is not a usable --stream name: use letters, digits, `_` and `-`"
             )));
         }
-        let client = async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .name("skewless serve")
-            .connect(settings.url.as_str())
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let mut jetstream = jetstream::new(client.clone());
-        jetstream.set_timeout(PUBLISH_TIMEOUT);
-        Ok(Replication {
-            subject: format!("{}.push", settings.stream),
-            client,
-            jetstream,
+        let log = jetstream::JetStream::connect(&settings).await.map_err(fail)?;
+        Ok(Replication::over(Box::new(log), settings, applied))
+    }
+
+    /// Replication over `log`, from message `applied + 1`.
+    pub(crate) fn over(log: Box<dyn Log>, settings: LogSettings, applied: u64) -> Replication {
+        Replication {
+            log,
             applied: watch::Sender::new(applied),
             status: Mutex::new(Status {
                 phase: Phase::Connecting("connecting to the log".into()),
@@ -171,8 +183,9 @@ impl Replication {
                 outcomes: BTreeMap::new(),
                 attempts: HashMap::new(),
             }),
+            own: Mutex::new(HashMap::new()),
             settings,
-        })
+        }
     }
 
     pub(crate) fn settings(&self) -> &LogSettings {
@@ -189,45 +202,36 @@ impl Replication {
     /// window, 2 minutes by default) and answers with the first sequence.
     /// Returns (sequence, duplicate) once JetStream has stored it.
     pub(crate) async fn publish(&self, id: &str, body: Bytes) -> Result<(u64, bool), ApiError> {
-        let unavailable = |why: String| ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "log_unavailable",
-            message: format!(
-                "the replication log {} did not store the push ({why}); nothing is known to be stored: \
-                 retry with the same body or Idempotency-Key, which is stored once",
-                self.settings.url
-            ),
-        };
-        // A message published while disconnected would be buffered and
-        // maybe sent later: refuse at once instead.
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(unavailable("not connected".into()));
-        }
-        // The log takes messages up to its max_payload (1 MB by default),
-        // which may be less than this server's body limit.
-        let max_payload = self.client.server_info().max_payload;
-        if body.len() > max_payload {
-            return Err(ApiError {
+        let size = body.len();
+        self.log.publish(id, body).await.map_err(|fault| match fault {
+            LogFault::Unavailable(why) => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "log_unavailable",
+                message: format!(
+                    "the replication log ({}) did not store the push ({why}); nothing is known to be stored: \
+                     retry with the same body or Idempotency-Key, which is stored once",
+                    self.log.describe()
+                ),
+            },
+            LogFault::TooLarge { max } => ApiError {
                 status: StatusCode::PAYLOAD_TOO_LARGE,
                 code: "body_too_large",
                 message: format!(
-                    "the push is {} bytes and the replication log {} takes messages up to {max_payload} bytes \
+                    "the push is {size} bytes and the replication log ({}) takes messages up to {max} bytes \
                      (nats-server's max_payload): split it into smaller pushes, or raise max_payload",
-                    body.len(),
-                    self.settings.url
+                    self.log.describe()
                 ),
-            });
+            },
+        })
+    }
+
+    /// Keeps `push`, prepared here from the body published as message
+    /// `sequence` (not a duplicate), for the applier to commit.
+    pub(crate) fn keep_own(&self, sequence: u64, push: Prepared) {
+        let mut own = self.own.lock().expect("own pushes lock");
+        if sequence > self.applied() && own.len() < OWN_PUSHES {
+            own.insert(sequence, push);
         }
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
-        let ack = self
-            .jetstream
-            .publish_with_headers(self.subject.clone(), headers, body)
-            .await
-            .map_err(|e| unavailable(e.to_string()))?
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        Ok((ack.sequence, ack.duplicate))
     }
 
     /// Waits until message `sequence` is applied here, at most `timeout`:
@@ -290,7 +294,7 @@ impl Replication {
     /// stream's last sequence every [`LAG_POLL`] for the lag.
     pub(crate) fn start<F>(self: &Arc<Self>, metrics: Arc<Metrics>, apply: F)
     where
-        F: Fn(&[(u64, Bytes)]) -> Result<Vec<(u64, Outcome)>, Halt> + Send + Sync + 'static,
+        F: Fn(&[(u64, Bytes)]) -> Applied + Send + Sync + 'static,
     {
         let apply = Arc::new(apply);
         let follower = self.clone();
@@ -316,10 +320,8 @@ impl Replication {
         let poller = Arc::downgrade(self);
         tokio::spawn(async move {
             while let Some(replication) = poller.upgrade() {
-                if let Ok(info) = replication.jetstream.get_stream(&replication.settings.stream).await
-                    && let Ok(info) = info.get_info().await
-                {
-                    replication.observe(info.state.last_sequence, &metrics);
+                if let Ok(bounds) = replication.log.bounds().await {
+                    replication.observe(bounds.last, &metrics);
                 }
                 drop(replication);
                 tokio::time::sleep(LAG_POLL).await;
@@ -344,64 +346,32 @@ impl Replication {
         self.status.lock().expect("status lock").phase = phase;
     }
 
-    /// Follows the stream from the message after the last applied, until
+    /// Follows the log from the message after the last applied, until
     /// something stops it.
     async fn follow<F>(&self, apply: Arc<F>) -> Halt
     where
-        F: Fn(&[(u64, Bytes)]) -> Result<Vec<(u64, Outcome)>, Halt> + Send + Sync + 'static,
+        F: Fn(&[(u64, Bytes)]) -> Applied + Send + Sync + 'static,
     {
-        let retry = |what: &str, e: &dyn std::fmt::Display| Halt::Retry(format!("{what}: {e}"));
-        let mut stream = match self
-            .jetstream
-            .get_or_create_stream(stream::Config {
-                name: self.settings.stream.clone(),
-                subjects: vec![self.subject.clone()],
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(stream) => stream,
-            Err(e) => return retry("cannot open the stream", &e),
-        };
-        let state = match stream.info().await {
-            Ok(info) => info.state.clone(),
-            Err(e) => return retry("cannot read the stream", &e),
-        };
         let next = self.applied() + 1;
-        if state.last_sequence + 1 < next || (state.last_sequence >= next && state.first_sequence > next) {
-            return Halt::Stale(self.stale(next, state.first_sequence, state.last_sequence));
-        }
-        let consumer = match stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: self.subject.clone(),
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: next },
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(consumer) => consumer,
-            Err(e) => return retry("cannot consume the stream", &e),
+        let Bounds { first, last } = match self.log.bounds().await {
+            Ok(bounds) => bounds,
+            Err(why) => return Halt::Retry(why),
         };
-        let mut messages = match consumer.messages().await {
-            Ok(messages) => messages.ready_chunks(MAX_BATCH),
-            Err(e) => return retry("cannot consume the stream", &e),
+        if last + 1 < next || (last >= next && first > next) {
+            return Halt::Stale(self.stale(next, first, last));
+        }
+        let mut batches = match self.log.read_from(next, MAX_BATCH).await {
+            Ok(batches) => batches,
+            Err(why) => return Halt::Retry(why),
         };
         self.set_phase(Phase::Following);
-        while let Some(chunk) = messages.next().await {
-            let mut batch = Vec::with_capacity(chunk.len());
-            for message in chunk {
-                let message = match message {
-                    Ok(message) => message,
-                    Err(e) => return retry("lost the stream", &e),
-                };
-                let sequence = match message.info() {
-                    Ok(info) => info.stream_sequence,
-                    Err(e) => return retry("a message without its stream sequence", &e),
-                };
-                batch.push((sequence, message.message.payload.clone()));
-            }
-            // The ordered consumer delivers in order; a jump means the
-            // messages between were removed from the stream.
+        while let Some(batch) = batches.next().await {
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(why) => return Halt::Retry(why),
+            };
+            // The log delivers in order; a jump means the messages between
+            // were removed from it.
             let expected = self.applied() + 1;
             if let Some(&(first, _)) = batch.first()
                 && first != expected
@@ -412,14 +382,16 @@ impl Replication {
                 return Halt::Stale(self.stale(expected, first, first));
             }
             let applying = apply.clone();
-            let outcomes = match tokio::task::spawn_blocking(move || applying(&batch)).await {
-                Ok(Ok(outcomes)) => outcomes,
-                Ok(Err(halt)) => return halt,
-                Err(e) => return retry("the apply task failed", &e),
+            let applied = match tokio::task::spawn_blocking(move || applying(&batch)).await {
+                Ok(applied) => applied,
+                Err(e) => return Halt::Retry(format!("the apply task failed: {e}")),
             };
-            self.record(outcomes);
+            self.record(applied.outcomes);
+            if let Some(halt) = applied.halt {
+                return halt;
+            }
         }
-        Halt::Retry("the stream's consumer ended".into())
+        Halt::Retry("the log's reader ended".into())
     }
 
     /// Remembers what became of each message, then lets waiting requests see it.
@@ -436,6 +408,10 @@ impl Replication {
             }
             status.stream_last = status.stream_last.max(last);
         }
+        self.own
+            .lock()
+            .expect("own pushes lock")
+            .retain(|sequence, _| *sequence > last);
         self.applied.send_replace(last);
     }
 
@@ -450,93 +426,134 @@ impl Replication {
 
     fn stale(&self, next: u64, first: u64, last: u64) -> String {
         format!(
-            "this replica's store has applied the replication log up to message {applied}, but stream `{stream}` \
-             on {url} now holds messages {first}..={last}: message {next} is gone (trimmed by the stream's limits, \
-             or the stream was recreated), so this store cannot catch up and serves nothing. Re-bootstrap it: run \
+            "this replica's store has applied the replication log up to message {applied}, but {log} now holds \
+             messages {first}..={last}: message {next} is gone (trimmed by the stream's limits, or the stream was \
+             recreated), so this store cannot catch up and serves nothing. Re-bootstrap it: run \
              `skewless backup --out FILE` in a healthy replica's repo, copy FILE to this repo's .skewless/store.redb, \
              and start `skewless serve --log` again",
             applied = next - 1,
-            stream = self.settings.stream,
-            url = self.settings.url,
+            log = self.log.describe(),
         )
     }
 }
 
-/// Applies `messages` (consecutive, in stream order) to `store` through
-/// the one push path, in one transaction that also records the position
-/// and the messages skipped; a failed transaction is retried one message
-/// at a time. `log` counts retries of machine-dependent failures.
+/// Applies `messages` (consecutive, in log order) to `store` through the
+/// one push path: each is prepared (or taken from the pushes this replica
+/// prepared itself), then all are committed by [`commit_batch`] with the
+/// log position and the messages skipped on the way.
 pub(crate) fn apply(
     catalog: &Catalog,
     store: &Store,
     records: &BTreeMap<String, ViewRecord>,
     log: &Replication,
     messages: &[(u64, Bytes)],
-) -> Result<Vec<(u64, Outcome)>, Halt> {
+) -> Applied {
     let Some(&(last, _)) = messages.last() else {
-        return Ok(Vec::new());
+        return Applied {
+            outcomes: Vec::new(),
+            halt: None,
+        };
     };
-    let mut prepared = Vec::new();
+    let mut sequences = Vec::new();
+    let mut pushes = Vec::new();
     let mut skipped = Vec::new();
     for (sequence, body) in messages {
-        match prepare(catalog, store, records, body) {
-            Ok(push) => prepared.push((*sequence, push)),
+        let own = log.own.lock().expect("own pushes lock").remove(sequence);
+        match own.map_or_else(|| prepare(catalog, store, records, body), Ok) {
+            Ok(push) => {
+                sequences.push(*sequence);
+                pushes.push(push);
+            }
             Err(Failure::Deterministic(why)) => skipped.push((*sequence, why)),
             Err(Failure::Machine(why)) if log.give_up(*sequence) => {
                 skipped.push((*sequence, format!("{why} ({MAX_ATTEMPTS} attempts)")))
             }
-            Err(Failure::Machine(why)) => return Err(Halt::Retry(format!("message {sequence}: {why}"))),
+            Err(Failure::Machine(why)) => return Halt::Retry(format!("message {sequence}: {why}")).into(),
         }
     }
-    let position = LogPosition {
-        sequence: last,
-        skipped: skipped.clone(),
-    };
-    let copies = (prepared.len() > 1).then(|| prepared.clone());
-    let mut writes: Vec<_> = prepared
-        .iter_mut()
-        .flat_map(|(_, push)| {
-            let to = push.to;
-            push.views.iter_mut().map(move |(record, rows)| (&*record, rows, to))
-        })
+    let mut outcomes: Vec<(u64, Outcome)> = skipped
+        .iter()
+        .map(|(s, why)| (*s, Outcome::Skipped(why.clone())))
         .collect();
-    match store.write_views_at(&mut writes, Some(&position)) {
-        Ok(commit) => {
-            let mut outcomes: Vec<_> = prepared.iter().map(|(s, _)| (*s, Outcome::Applied(commit))).collect();
-            outcomes.extend(skipped.into_iter().map(|(s, why)| (s, Outcome::Skipped(why))));
-            outcomes.sort_by_key(|(s, _)| *s);
-            Ok(outcomes)
+    if pushes.is_empty() {
+        let position = LogPosition {
+            sequence: last,
+            skipped,
+        };
+        return match store.write_views_at(&mut [], Some(&position)) {
+            Ok(_) => Applied { outcomes, halt: None },
+            Err(e) => Halt::Retry(e.to_string()).into(),
+        };
+    }
+    // The position after pushes[range]: up to the next push's message (or
+    // the batch's last message), with the messages skipped in between.
+    let position = |range: std::ops::Range<usize>| {
+        let after = range.start.checked_sub(1).map_or(0, |i| sequences[i]);
+        let sequence = sequences.get(range.end).map_or(last, |next| next - 1);
+        let skipped = skipped
+            .iter()
+            .filter(|(s, _)| (after..=sequence).contains(s))
+            .cloned()
+            .collect();
+        Some(LogPosition { sequence, skipped })
+    };
+    let mut halt = None;
+    // A message whose commit fails alone: a user-defined aggregation that
+    // traps on its events fails everywhere, so it is recorded and skipped;
+    // anything else is this machine's, retried before it is given up.
+    let failed = |i: usize, error: &StoreError| {
+        let sequence = sequences[i];
+        if matches!(error, StoreError::AlreadyApplied { .. }) {
+            halt = Some(Halt::Retry(format!("{error}; following again from there")));
+            return AfterFailure::Stop;
         }
-        Err(StoreError::AlreadyApplied { applied, .. }) => Err(Halt::Retry(format!(
-            "the store already holds message {applied}; following again from there"
-        ))),
-        Err(e) if copies.is_some() => {
-            tracing::debug!(
-                "a batch of {} log messages failed ({e}); applying them one at a time",
-                messages.len()
-            );
-            let mut outcomes = Vec::new();
-            for message in messages {
-                outcomes.extend(apply(catalog, store, records, log, std::slice::from_ref(message))?);
-            }
-            Ok(outcomes)
+        if !matches!(error, StoreError::Aggregator(_)) && !log.give_up(sequence) {
+            halt = Some(Halt::Retry(error.to_string()));
+            return AfterFailure::Stop;
         }
-        // One message whose commit fails: a user-defined aggregation that
-        // traps on its events fails everywhere; anything else is this
-        // machine's, retried before it is given up.
-        Err(e) => {
-            if !matches!(e, StoreError::Aggregator(_)) && !log.give_up(last) {
-                return Err(Halt::Retry(e.to_string()));
+        let Some(mut at) = position(i..i + 1) else {
+            unreachable!("a replicated commit has a position")
+        };
+        at.skipped.push((sequence, error.to_string()));
+        at.skipped.sort_by_key(|(s, _)| *s);
+        match store.write_views_at(&mut [], Some(&at)) {
+            Ok(_) => AfterFailure::Continue,
+            Err(e) => {
+                halt = Some(Halt::Retry(e.to_string()));
+                AfterFailure::Stop
             }
-            let why = e.to_string();
-            let position = LogPosition {
-                sequence: last,
-                skipped: vec![(last, why.clone())],
-            };
-            store
-                .write_views_at(&mut [], Some(&position))
-                .map_err(|e| Halt::Retry(e.to_string()))?;
-            Ok(vec![(last, Outcome::Skipped(why))])
+        }
+    };
+    let results = commit_batch(store, &mut pushes, position, failed);
+    // After a stop at push k, the store holds the messages before it (the
+    // position of push k - 1 reaches them), or none of the batch when k is
+    // 0: only their outcomes are known.
+    let cutoff = match (&halt, results.len() - 1) {
+        (None, _) => u64::MAX,
+        (Some(_), 0) => messages[0].0,
+        (Some(_), stopped) => sequences[stopped],
+    };
+    outcomes.extend(sequences.iter().zip(results).map(|(sequence, result)| match result {
+        Ok(commit) => (*sequence, Outcome::Applied(commit)),
+        Err(error) => (*sequence, Outcome::Skipped(error.to_string())),
+    }));
+    outcomes.retain(|(sequence, _)| *sequence < cutoff);
+    outcomes.sort_by_key(|(s, _)| *s);
+    Applied { outcomes, halt }
+}
+
+/// What [`apply`] did: the outcome of each message the store now holds, in
+/// order, and why it stopped early, if it did.
+pub(crate) struct Applied {
+    pub outcomes: Vec<(u64, Outcome)>,
+    pub halt: Option<Halt>,
+}
+
+impl From<Halt> for Applied {
+    fn from(halt: Halt) -> Applied {
+        Applied {
+            outcomes: Vec::new(),
+            halt: Some(halt),
         }
     }
 }
