@@ -55,6 +55,10 @@ pub enum Command {
         /// Rows per transaction: the most a crash can lose (the rest is kept; rerun to complete).
         #[arg(long, default_value_t = backfill::DEFAULT_ROWS_PER_COMMIT)]
         rows_per_commit: usize,
+        /// Backfill into a new version of the store, built beside the live one (a copy of it plus
+        /// this backfill) while servers go on; then `skewless swap NAME` makes a server serve it.
+        #[arg(long, value_name = "NAME")]
+        new_version: Option<String>,
     },
     /// Store a view's values computed elsewhere (by skewless.spark / skewless.ray) as backfill would.
     Import(ImportArgs),
@@ -89,6 +93,18 @@ pub enum Command {
     },
     /// Serve features over HTTP: Feast's API, on-demand views, push; until Ctrl-C or SIGTERM.
     Serve(Box<ServeArgs>),
+    /// Make a running server serve store version NAME (`backfill --new-version NAME`) without
+    /// failing a request; with no NAME, reopen its live store (after a disk fault was fixed).
+    Swap {
+        /// The version; a `retired-...` name undoes an earlier swap.
+        version: Option<String>,
+        /// The server (plain HTTP; for a TLS server, POST /admin/swap with curl).
+        #[arg(long, value_name = "URL", default_value_t = format!("http://{}", skewless_server::DEFAULT_ADDR))]
+        server: String,
+        /// A bearer token with the admin scope, when the server checks tokens.
+        #[arg(long, env = "SKEWLESS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Manage the server's bearer tokens (the tokens file holds their hashes only).
     #[command(subcommand)]
     Token(TokenCommand),

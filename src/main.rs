@@ -66,9 +66,11 @@ fn run(cli: Cli) -> Result<Exit> {
             start,
             end,
             rows_per_commit,
+            new_version,
         } => cmd_backfill(
             dir,
             &args::backfill_options(views, start.as_deref(), end.as_deref(), rows_per_commit)?,
+            new_version.as_deref(),
         )?,
         Command::Import(import) => {
             let options = import.options();
@@ -146,6 +148,7 @@ fn run(cli: Cli) -> Result<Exit> {
             );
         }
         Command::Serve(serve) => cmd_serve(dir, &serve.config(), None)?,
+        Command::Swap { version, server, token } => cmd_swap(version.as_deref(), &server, token.as_deref())?,
         Command::Token(TokenCommand::Add { name, scopes, file }) => {
             let scopes = scopes
                 .iter()
@@ -260,10 +263,16 @@ fn cmd_apply(dir: &Path, dry_run: bool, allow: &AllowBatchDependent) -> Result<(
     Ok(())
 }
 
-fn cmd_backfill(dir: &Path, options: &backfill::BackfillOptions) -> Result<()> {
+fn cmd_backfill(dir: &Path, options: &backfill::BackfillOptions, new_version: Option<&str>) -> Result<()> {
     let workspace = Workspace::open(dir, Views::Materialized(&options.views))?;
     let progress = rows_progress("Backfilling");
-    let summaries = workspace.backfill(options, &progress)?;
+    let (summaries, version) = match new_version {
+        None => (workspace.backfill(options, &progress)?, None),
+        Some(name) => {
+            let mut version = workspace.backfill_new_version(name, options, &progress)?;
+            (std::mem::take(&mut version.views), Some(version))
+        }
+    };
     progress.finish_and_clear();
     for summary in summaries {
         status("Backfilled", &summary.to_string());
@@ -271,6 +280,75 @@ fn cmd_backfill(dir: &Path, options: &backfill::BackfillOptions) -> Result<()> {
             warn(&warning);
         }
     }
+    if let Some(version) = version {
+        let log = match version.log_sequence {
+            0 => String::new(),
+            n => format!(", replication-log message {n}"),
+        };
+        status(
+            "Built",
+            &format!(
+                "store version `{name}` at {path} (a copy of the live store at commit {base}{log}, plus this \
+                 backfill); serve it with `skewless swap {name}` (the server replays what it missed)",
+                name = version.name,
+                path = version.path.display(),
+                base = version.base_commit,
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// `skewless swap`: asks the server at `server` to swap its store.
+fn cmd_swap(version: Option<&str>, server: &str, token: Option<&str>) -> Result<()> {
+    let Some(base) = server.strip_prefix("http://") else {
+        bail!(
+            "`{server}` is not a plain-HTTP server address (http://HOST:PORT): `skewless swap` does not speak TLS; \
+             for a TLS server run: curl -X POST https://HOST:PORT/admin/swap -H 'authorization: Bearer TOKEN' \
+             -d '{{\"version\": \"NAME\"}}'"
+        );
+    };
+    let url = format!("http://{}/admin/swap", base.trim_end_matches('/'));
+    let body = serde_json::json!({ "version": version }).to_string();
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(600)))
+        .build()
+        .new_agent();
+    let mut request = agent.post(&url).header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let mut response = request
+        .send(body.as_str())
+        .with_context(|| format!("no server answered at {url}: start `skewless serve`, or pass --server URL"))?;
+    let status_code = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    if status_code != 200 {
+        let message = answer["error"]["message"].as_str().unwrap_or(&text);
+        bail!("the server at {server} refused the swap ({status_code}): {message}");
+    }
+    let what = match version {
+        Some(name) => format!("store version `{name}`"),
+        None => "its live store, reopened,".to_string(),
+    };
+    let retired = match answer["retired"].as_str() {
+        Some(retired) => format!("; the store it replaced is kept as version `{retired}` (swap it back to undo)"),
+        None => String::new(),
+    };
+    status(
+        "Swapped",
+        &format!(
+            "{server} serves {what} at commit {} (log message {}, {} replayed) after {:.0} ms, {:.0} ms of it with \
+             pushes held{retired}",
+            answer["commit"],
+            answer["log_sequence"],
+            answer["replayed"],
+            answer["elapsed_ms"].as_f64().unwrap_or(0.0),
+            answer["locked_ms"].as_f64().unwrap_or(0.0)
+        ),
+    );
     Ok(())
 }
 
@@ -363,7 +441,7 @@ fn cmd_demo(examples: Option<PathBuf>) -> Result<()> {
         status("Generated", &format!("{} (1,000 drivers x 720 hours)", path.display()));
     }
     cmd_apply(&repo_dir, false, &AllowBatchDependent::None)?;
-    cmd_backfill(&repo_dir, &backfill::BackfillOptions::default())?;
+    cmd_backfill(&repo_dir, &backfill::BackfillOptions::default(), None)?;
     status(
         "Reading",
         "drivers 1001-1003 online, with the on-demand view (val_to_add=1000)",

@@ -516,3 +516,134 @@ fn a_push_keeps_what_an_apply_recorded_while_the_server_ran() {
         "Hourly driver statistics, described anew"
     );
 }
+
+/// `skewless swap ARGS --server <server>`: (success, what it printed).
+fn swap(repo: &TempRepo, server: &ServerProcess, args: &[&str]) -> (bool, String) {
+    let out = repo.run(&[&["swap"], args, &["--server", &server.base]].concat());
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_store_version_built_beside_the_live_one_is_swapped_in_under_read_load_without_a_failed_request() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let repo = fresh_driver_repo();
+    let server = repo.serve(&[]);
+    let request = r#"{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {"driver_id": [1001]}}"#;
+    let trips = |server: &ServerProcess| {
+        let (status, response) = server.post("/get-online-features", request);
+        assert_eq!(status, 200, "{response}");
+        column(&response, "avg_daily_trips")["values"][0].clone()
+    };
+    let before = trips(&server);
+
+    // Three more hours of other data, backfilled into version `v2` while
+    // the live store serves on, untouched.
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int64Type, TimestampMicrosecondType};
+    let later = next_hour() + 3 * 3_600_000_000;
+    let batch = skewless_runtime::samples::driver_stats(1_000, 3, later, 7);
+    skewless_runtime::samples::write_parquet(&repo.path().join("data/driver_stats.parquet"), &batch).unwrap();
+    let newest = (0..batch.num_rows())
+        .filter(|r| batch.column(0).as_primitive::<Int64Type>().value(*r) == 1001)
+        .max_by_key(|r| {
+            let time = |c: usize| batch.column(c).as_primitive::<TimestampMicrosecondType>().value(*r);
+            (time(1), time(2))
+        })
+        .unwrap();
+    let expected = json!(batch.column(5).as_primitive::<Int64Type>().value(newest));
+    let out = repo.run(&["backfill", "--new-version", "v2"]);
+    let printed = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        printed.contains("store version `v2`") && printed.contains("skewless swap v2"),
+        "{printed}"
+    );
+    assert_eq!(
+        trips(&server),
+        before,
+        "a version is not served before it is swapped in"
+    );
+    assert_ne!(before, expected);
+
+    // Swapped in while four threads read: no read fails, and none reads
+    // the old store once one has read the new.
+    let stop = AtomicBool::new(false);
+    let reads = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let (mut reads, mut seen_new) = (0, false);
+                    while !stop.load(Ordering::SeqCst) {
+                        let value = trips(&server);
+                        assert!(value == before || value == expected, "{value}");
+                        assert!(!(seen_new && value == before), "a read went back to the old store");
+                        seen_new |= value == expected;
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let swapped = swap(&repo, &server, &["v2"]);
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::SeqCst);
+        let reads = readers.into_iter().map(|r| r.join().unwrap()).sum::<usize>();
+        assert!(swapped.0, "{}", swapped.1);
+        assert!(swapped.1.contains("serves store version `v2`"), "{}", swapped.1);
+        reads
+    });
+    assert!(reads > 40, "only {reads} reads around the swap");
+    assert_eq!(trips(&server), expected);
+    let versions = repo.path().join(".skewless/versions");
+    let retired: Vec<String> = std::fs::read_dir(&versions)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("retired-"))
+        .collect();
+    assert_eq!(retired.len(), 1, "{retired:?}");
+    assert!(!versions.join("v2.redb").exists(), "the version became the live store");
+
+    // Pushes go to the new store, and survive a restart on it.
+    let body = format!(
+        r#"{{"push_source_name": "driver_stats_push_source", "df": {{"driver_id": [1001],
+            "event_timestamp": ["{t}"], "created": ["{t}"], "conv_rate": [0.5], "acc_rate": [0.5],
+            "avg_daily_trips": [424242]}}}}"#,
+        t = skewless_runtime::time::format_timestamp(later + 1)
+    );
+    assert_eq!(server.post("/push", &body).0, 200);
+    assert_eq!(trips(&server), json!(424242));
+
+    // Refusals change nothing: an unknown version (the message lists those
+    // there), and a version built before commits it does not hold.
+    let (swapped, printed) = swap(&repo, &server, &["nope"]);
+    assert!(!swapped && printed.contains("no store version `nope`"), "{printed}");
+    assert!(printed.contains(retired[0].trim_end_matches(".redb")), "{printed}");
+    let out = repo.run(&["backfill", "--new-version", "v3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(server.post("/push", &body.replace("424242", "5")).0, 200);
+    let (swapped, printed) = swap(&repo, &server, &["v3"]);
+    assert!(
+        !swapped && printed.contains("409") && printed.contains("would lose them"),
+        "{printed}"
+    );
+    assert_eq!(trips(&server), json!(5), "the refused swap left the live store served");
+
+    // Undo: the retired store swapped back in; the older retired one is
+    // then removed, and the one just replaced kept.
+    let old = retired[0].trim_end_matches(".redb").to_string();
+    let (status, answer) = server.post("/admin/swap", &format!(r#"{{"version": "{old}"}}"#));
+    assert_eq!(status, 409, "it misses the pushes since: {answer}");
+    // Reopening the live store (what clears a write fault) keeps everything.
+    let (swapped, printed) = swap(&repo, &server, &[]);
+    assert!(swapped, "{printed}");
+    assert_eq!(trips(&server), json!(5));
+    let (status, _) = server.stop();
+    assert!(status.success());
+    let server = repo.serve(&[]);
+    assert_eq!(
+        trips(&server),
+        json!(5),
+        "the swapped-in store is the live one after a restart"
+    );
+}

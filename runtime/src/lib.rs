@@ -73,4 +73,4 @@ pub use repo::{Repo, RepoError};
 pub use store::{Store, StoreError, WriteTo};
 pub use transform::{Description, RowError, Transform, TransformOutput};
 pub use types::{FeatureType, FieldSpec, arrow_schema};
-pub use workspace::{OpenError, Views, Workspace, cache_dir};
+pub use workspace::{NewVersion, OpenError, Views, Workspace, cache_dir};

@@ -169,6 +169,29 @@ impl Workspace {
         backfill::backfill(&self.catalog, &self.store, options, progress)
     }
 
+    /// Backfills materialized views into a new version of the store, built
+    /// beside the live one (which servers go on reading and writing): a
+    /// copy of the live store plus this backfill, ready for a server to
+    /// swap in (`POST /admin/swap`). `progress` counts rows.
+    pub fn backfill_new_version(
+        &self,
+        name: &str,
+        options: &BackfillOptions,
+        progress: &ProgressBar,
+    ) -> Result<NewVersion, BackfillError> {
+        let building = self.store.begin_version(name)?;
+        let views = backfill::backfill(&self.catalog, &building.store, options, progress)?;
+        let (base_commit, log_sequence) = (building.base.commit, building.base.log_sequence);
+        let path = building.finish()?;
+        Ok(NewVersion {
+            name: name.to_string(),
+            path,
+            base_commit,
+            log_sequence,
+            views,
+        })
+    }
+
     /// Stores values of a view computed elsewhere by its own component.
     pub fn import(&self, options: &ImportOptions, progress: &ProgressBar) -> Result<ViewSummary, BackfillError> {
         backfill::import(&self.catalog, &self.store, options, progress)
@@ -241,6 +264,21 @@ impl Workspace {
     pub fn backup(&self, out: &Path) -> Result<BackupSummary, StoreError> {
         self.store.backup(out)
     }
+}
+
+/// A store version built by [`Workspace::backfill_new_version`].
+#[derive(Debug)]
+pub struct NewVersion {
+    /// Its name, for the swap.
+    pub name: String,
+    /// Its file.
+    pub path: PathBuf,
+    /// The live store's commit it copies.
+    pub base_commit: u64,
+    /// The replication-log message it includes (0: none).
+    pub log_sequence: u64,
+    /// What the backfill stored in it.
+    pub views: Vec<ViewSummary>,
 }
 
 /// The views whose components `views` needs, `None` for all of them.

@@ -230,3 +230,44 @@ pub struct ErrorDetail {
     /// What is wrong and, where it helps, what to do.
     pub message: String,
 }
+
+/// `POST /admin/swap`: which store to serve from now on.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"version": "nightly-2026-12-06"}))]
+pub struct SwapRequest {
+    /// A store version built beside the live store with `skewless backfill
+    /// --new-version NAME` (or a retired one, to undo a swap). Absent: the
+    /// live store is reopened, which clears a write fault that redb keeps
+    /// until then (a disk that filled up and was freed).
+    #[serde(default)]
+    #[schema(min_length = 1)]
+    pub version: Option<String>,
+}
+
+/// What a swap did. Requests that started before it finished on the store
+/// they began with; every later one reads the new store.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SwapResponse {
+    /// The version swapped in; null when the live store was reopened.
+    pub version: Option<String>,
+    /// The live store file (the version now has its name).
+    pub store: String,
+    /// The new store's last commit.
+    pub commit: u64,
+    /// Replicated serving: the last log message the new store holds.
+    pub log_sequence: u64,
+    /// Replicated serving: log messages applied to the version before it
+    /// was swapped in, to bring it level with the store it replaces.
+    pub replayed: u64,
+    /// Where the replaced store is kept (swap it back in by this name to
+    /// undo the swap); null when the live store was reopened.
+    pub retired: Option<String>,
+    /// Older retired stores removed.
+    pub removed: Vec<String>,
+    /// How long the swap took, in milliseconds; the writer lock was held
+    /// for `locked_ms` of it.
+    pub elapsed_ms: f64,
+    /// How long pushes waited on the swap, in milliseconds.
+    pub locked_ms: f64,
+}

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use skewless_runtime::push::Prepared;
 use skewless_runtime::store::LogPosition;
 use skewless_runtime::{Store, StoreError};
+
+use crate::live::LiveStore;
 use tokio::sync::oneshot;
 
 /// Most pushes in one transaction: bounds the work a failed commit undoes.
@@ -41,8 +43,8 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the committer thread over `store`.
-    pub fn start(store: Arc<Store>) -> Committer {
+    /// Starts the committer thread over the live store.
+    pub fn start(live: Arc<LiveStore>) -> Committer {
         let (queue, jobs) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("skewless-commit".into())
@@ -55,7 +57,7 @@ impl Committer {
                             Err(_) => break,
                         }
                     }
-                    commit(&store, batch);
+                    live.write(|store| commit(store, batch));
                 }
             })
             .expect("the committer thread starts");

@@ -57,6 +57,11 @@ impl ApiError {
         Self::commit(&error)
     }
 
+    /// [`ApiError::commit`] of an error the caller keeps.
+    pub(crate) fn commit_ref(error: StoreError) -> Self {
+        Self::commit(&error)
+    }
+
     fn transform(error: TransformError) -> Self {
         Self::transform_ref(&error)
     }

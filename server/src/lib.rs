@@ -22,6 +22,7 @@ pub mod auth;
 mod commit;
 mod config;
 mod error;
+mod live;
 mod metrics;
 pub mod monitor;
 mod replication;

@@ -18,7 +18,7 @@ use utoipa::OpenApi;
 
 use crate::api::{
     ErrorBody, ErrorDetail, FeatureColumn, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest,
-    PushResponse, ReplicationHealth, ResponseMetadata, RowErrorBody,
+    PushResponse, ReplicationHealth, ResponseMetadata, RowErrorBody, SwapRequest, SwapResponse,
 };
 use crate::auth::Scope;
 use crate::error::{ApiError, ErrorCode};
@@ -32,6 +32,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/catalog", get(catalog))
+        .route("/admin/swap", post(swap))
         .route("/openapi.json", get(openapi))
         .route("/ui", get(ui_page))
         .route("/ui/app.js", get(ui_script))
@@ -53,7 +54,7 @@ pub fn app(state: AppState) -> Router {
         title = "Skewless feature server",
         description = "Feast-compatible online features, computed by the same WebAssembly components as training data."
     ),
-    paths(get_online_features, push, health, metrics, catalog, openapi),
+    paths(get_online_features, push, health, metrics, catalog, swap, openapi),
     components(schemas(
         GetOnlineFeaturesRequest,
         GetOnlineFeaturesResponse,
@@ -64,6 +65,8 @@ pub fn app(state: AppState) -> Router {
         RowErrorBody,
         Health,
         ReplicationHealth,
+        SwapRequest,
+        SwapResponse,
         ErrorBody,
         ErrorDetail
     ))
@@ -149,6 +152,7 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
             "/health" => "/health",
             "/metrics" => "/metrics",
             "/v1/catalog" => "/v1/catalog",
+            "/admin/swap" => "/admin/swap",
             "/openapi.json" => "/openapi.json",
             "/ui/api/overview" => "/ui/api/overview",
             _ => "other",
@@ -325,6 +329,32 @@ async fn push(
         None => format!("{:x}", Sha256::digest(&body)),
     };
     Ok(Json(state.push_to_log(prepared, &id, body, started).await?))
+}
+
+/// Serve another store version from now on (built beside the live store
+/// by `skewless backfill --new-version NAME`), or reopen the live store
+/// (no `version`). Reads go on throughout; pushes wait for the last step.
+#[utoipa::path(
+    post,
+    path = "/admin/swap",
+    request_body = SwapRequest,
+    responses(
+        (status = 200, description = "Swapped: later requests read the new store", body = SwapResponse),
+        (status = 400, description = "Malformed JSON, or a version name that cannot be a file name", body = ErrorBody),
+        (status = 404, description = "`no_such_version`: no built version has this name (the message lists them)", body = ErrorBody),
+        (status = 409, description = "`version_conflict`: the version holds other views, misses commits of the live store, or cannot catch up with the log; nothing changed", body = ErrorBody),
+        (status = 500, description = "`swap_failed`: the version's file cannot be opened or put in place; nothing changed", body = ErrorBody),
+    )
+)]
+async fn swap(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Answer<SwapResponse> {
+    let body = body_bytes(&state, body)?;
+    // `curl -X POST .../admin/swap` with no body reopens the live store.
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        SwapRequest::default()
+    } else {
+        from_json(&body)?
+    };
+    Ok(Json(state.swap_store(request).await?))
 }
 
 /// Whether the server is up and its store answers.

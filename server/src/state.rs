@@ -11,17 +11,19 @@ use std::time::{Duration, Instant};
 use skewless_runtime::joined::JoinedCalls;
 use skewless_runtime::online::{self, OnlineRequest, RawColumn, ReadSpec};
 use skewless_runtime::push::{self, Prepared};
-use skewless_runtime::store::{StoreReader, ViewRecord};
+use skewless_runtime::store::{StoreReader, ViewRecord, versions};
 use skewless_runtime::{Catalog, NotApplied, Store, StoreError, TransformErrorKind, Workspace};
 
 use axum::body::Bytes;
 
 use crate::api::{
     GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest, PushResponse, ReplicationHealth,
+    SwapRequest, SwapResponse,
 };
 use crate::auth::Auth;
 use crate::commit::Committer;
 use crate::error::ApiError;
+use crate::live::LiveStore;
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, MonitorSettings};
 use crate::replication::{self, Applied, Halt, LogSettings, Outcome, Replication};
@@ -73,7 +75,8 @@ pub enum StartError {
 /// Everything a request needs, shared by all of them.
 pub struct Server {
     catalog: Arc<Catalog>,
-    store: Arc<Store>,
+    /// The store, replaced whole by [`Server::swap_store`].
+    live: Arc<LiveStore>,
     committer: Committer,
     records: Arc<BTreeMap<String, ViewRecord>>,
     pub(crate) limits: ServerLimits,
@@ -220,13 +223,13 @@ impl Server {
             .values()
             .filter_map(|record| Some((record.name.clone(), JoinedCalls::for_view(record)?)))
             .collect();
-        let store = Arc::new(store);
+        let live = Arc::new(LiveStore::new(store));
         let (catalog, records, metrics) = (Arc::new(catalog), Arc::new(records), Arc::new(Metrics::default()));
         let monitor = Monitor::start(monitoring, catalog.clone(), records.clone(), metrics.clone())?;
         Ok(Arc::new(Server {
             catalog,
-            committer: Committer::start(store.clone()),
-            store,
+            committer: Committer::start(live.clone()),
+            live,
             records,
             monitor,
             in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight)),
@@ -381,7 +384,7 @@ impl Server {
         let budget = self.limits.request_timeout.saturating_sub(started.elapsed());
         push::prepare(
             &self.catalog,
-            &self.store,
+            &self.live.current(),
             &self.records,
             &request.push_source_name,
             &request.df,
@@ -468,7 +471,9 @@ impl Server {
             .as_deref()
             .expect("a replicated server applies the log");
         let started = Instant::now();
-        let applied = replication::apply(&self.catalog, &self.store, &self.records, log, messages);
+        let applied = self
+            .live
+            .write(|store| replication::apply(&self.catalog, store, &self.records, log, messages));
         self.metrics.store_write(started.elapsed());
         for (sequence, outcome) in &applied.outcomes {
             if let Outcome::Skipped(why) = outcome {
@@ -478,6 +483,148 @@ impl Server {
         }
         self.pushes.fetch_add(1, Ordering::AcqRel);
         applied
+    }
+
+    /// `POST /admin/swap`: serves store version `request.version` from now
+    /// on (built beside the live store by `skewless backfill --new-version`),
+    /// or reopens the live store when none is named.
+    ///
+    /// The version is opened and checked first, while the live store
+    /// serves: it must hold the views as applied here. A replica then
+    /// replays the log onto it up to where the live store is, so no read
+    /// goes back in time; a single node refuses a version built from an
+    /// older commit than the live store's (its later pushes are nowhere
+    /// else). Then, under the writer lock (pushes wait; reads go on), the
+    /// last messages are replayed, the file is renamed into place
+    /// ([`versions::promote`]) and the store replaced. Requests that took
+    /// the old store finish on it.
+    pub async fn swap_store(self: &Arc<Self>, request: SwapRequest) -> Result<SwapResponse, ApiError> {
+        let started = Instant::now();
+        let live_path = self.catalog.repo.store_path.clone();
+        let version = request.version;
+        let path = match &version {
+            Some(name) => versions::version_path(&live_path, name).map_err(swap_refused)?,
+            None => live_path.clone(),
+        };
+        let opening = self.clone();
+        let candidate = Arc::new(blocking(move || opening.open_version(&path)).await?);
+        let replay = |server: &Arc<Server>| {
+            let server = server.clone();
+            move |store: &Store, batch: &[(u64, Bytes)]| {
+                let log = server.replication.as_deref().expect("replicated");
+                replication::apply(&server.catalog, store, &server.records, log, batch)
+            }
+        };
+        let mut replayed = 0;
+        let replicated = self.replication.as_ref().filter(|_| version.is_some());
+        if let Some(log) = replicated {
+            let target = self.live.current().log_sequence().map_err(ApiError::commit_ref)?;
+            replayed += log
+                .catch_up(&candidate, target, replay(self))
+                .await
+                .map_err(swap_conflict)?;
+        }
+
+        let writing = self.live.lock_writers().await;
+        let locked = Instant::now();
+        let old = self.live.current();
+        let old_commit = old.last_commit().map_err(ApiError::commit_ref)?;
+        if let Some(log) = replicated {
+            let target = old.log_sequence().map_err(ApiError::commit_ref)?;
+            replayed += log
+                .catch_up(&candidate, target, replay(self))
+                .await
+                .map_err(swap_conflict)?;
+        } else if let Some(name) = &version {
+            let base = candidate.version_base().map_err(ApiError::commit_ref)?;
+            if base != Some(old_commit) {
+                return Err(swap_conflict(format!(
+                    "version `{name}` was built from commit {} of this store, which is at commit {old_commit} now: \
+                     the commits since (pushes, backfills) are not in it, so swapping it in would lose them. Build \
+                     it again (`skewless backfill --new-version {name}`) and swap it in before more land, or serve \
+                     replicated (`--log`), where replicas replay them from the log",
+                    base.map_or("(none: not a store version)".to_string(), |b| b.to_string())
+                )));
+            }
+        }
+        let Ok(candidate) = Arc::try_unwrap(candidate) else {
+            unreachable!("the replay tasks that shared the version have ended")
+        };
+        let (store, promotion) = match &version {
+            None => (candidate, None),
+            Some(_) => {
+                let version_path = candidate.path().to_path_buf();
+                drop(candidate);
+                let (live, statistics) = (live_path.clone(), self.catalog.repo.monitoring.statistics);
+                blocking(move || {
+                    let promotion = versions::promote(&live, &version_path, old_commit).map_err(swap_failed)?;
+                    match Store::open_existing(&live) {
+                        Ok(mut store) => {
+                            store.keep_statistics(statistics);
+                            Ok((store, Some(promotion)))
+                        }
+                        Err(e) => {
+                            versions::demote(&live, &promotion).map_err(swap_failed)?;
+                            Err(swap_failed(e))
+                        }
+                    }
+                })
+                .await?
+            }
+        };
+        let (commit, log_sequence) = (
+            store.last_commit().map_err(ApiError::commit_ref)?,
+            store.log_sequence().map_err(ApiError::commit_ref)?,
+        );
+        drop(self.live.replace(&writing, store));
+        // A cached snapshot of the old store must not answer another read.
+        self.pushes.fetch_add(1, Ordering::AcqRel);
+        if let Some(log) = &self.replication {
+            log.swapped_in(log_sequence);
+        }
+        let locked_ms = locked.elapsed().as_secs_f64() * 1e3;
+        drop(writing);
+        let display = |p: &std::path::Path| p.display().to_string();
+        Ok(SwapResponse {
+            version,
+            store: display(&live_path),
+            commit,
+            log_sequence,
+            replayed,
+            retired: promotion.as_ref().and_then(|p| {
+                let name = p.retired.file_stem()?.to_str()?;
+                Some(name.to_string())
+            }),
+            removed: promotion.map_or_else(Vec::new, |p| p.removed.iter().map(|r| display(r)).collect()),
+            elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+            locked_ms,
+        })
+    }
+
+    /// Opens the store at `path` to swap it in: it must hold every view as
+    /// this server serves it (applied from the same repo).
+    fn open_version(&self, path: &std::path::Path) -> Result<Store, ApiError> {
+        let mut store = Store::open_existing(path).map_err(swap_failed)?;
+        store.keep_statistics(self.catalog.repo.monitoring.statistics);
+        let records = store.views().map_err(swap_failed)?;
+        let alike = |name: &String| match (records.get(name), self.records.get(name)) {
+            (Some(found), Some(served)) => served.applied_alike(found),
+            _ => false,
+        };
+        let differs: std::collections::BTreeSet<&str> = (self.records.keys().chain(records.keys()))
+            .filter(|name| !alike(name))
+            .map(String::as_str)
+            .collect();
+        if !differs.is_empty() {
+            let differs: Vec<&str> = differs.into_iter().collect();
+            return Err(swap_conflict(format!(
+                "{} holds views applied differently from the ones this server serves ({}): it was built from \
+                 another version of the repo. Apply the same repo to both, or restart the server on the new one",
+                path.display(),
+                differs.join(", ")
+            )));
+        }
+        Ok(store)
     }
 
     /// Stops sampling answers and writes the served-value logs held in
@@ -491,7 +638,7 @@ impl Server {
     pub fn metrics_text(&self) -> String {
         let now = skewless_runtime::time::now_micros();
         for record in self.records.values() {
-            if let Ok(Some(stats)) = self.store.statistics(record)
+            if let Ok(Some(stats)) = self.live.current().statistics(record)
                 && let Some(newest) = stats.newest_event_time
             {
                 self.metrics.freshness(&record.name, (now - newest) as f64 / 1e6);
@@ -503,9 +650,9 @@ impl Server {
         self.metrics.encode()
     }
 
-    /// The store, for the UI's reads.
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
+    /// The store now, for the UI's reads.
+    pub(crate) fn store(&self) -> Arc<Store> {
+        self.live.current()
     }
 
     /// What `skewless apply` recorded of each view.
@@ -517,7 +664,7 @@ impl Server {
     /// replica is within `--max-lag` of the log (else 503 `catching_up`,
     /// or `stale_replica` when it can no longer catch up).
     pub fn health(&self) -> Result<Health, ApiError> {
-        self.store.reader().map_err(online::OnlineError::from)?;
+        self.live.current().reader().map_err(online::OnlineError::from)?;
         let replication = match &self.replication {
             Some(log) => {
                 let (applied_sequence, stream_sequence, lag) = log.readiness()?;
@@ -540,7 +687,7 @@ impl Server {
 
     /// `GET /v1/catalog`: the registry as `skewless apply` recorded it.
     pub fn catalog_json(&self) -> Result<serde_json::Value, ApiError> {
-        let registry = self.store.registry().map_err(online::OnlineError::from)?;
+        let registry = self.live.current().registry().map_err(online::OnlineError::from)?;
         let mut out = serde_json::Map::new();
         out.insert("project".into(), self.catalog.repo.project.clone().into());
         if let serde_json::Value::Object(kinds) = serde_json::to_value(registry).expect("registry records serialize") {
@@ -564,7 +711,7 @@ impl Server {
         {
             return Ok(snapshot.reader.clone());
         }
-        let reader = Arc::new(self.store.reader().map_err(online::OnlineError::from)?);
+        let reader = Arc::new(self.live.current().reader().map_err(online::OnlineError::from)?);
         *cached = Some(Snapshot {
             taken: Instant::now(),
             generation,
@@ -584,5 +731,46 @@ impl Server {
             ));
         }
         Ok(())
+    }
+}
+
+/// Runs `work` on tokio's blocking pool (file operations, store opening).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal(format!("a swap task failed: {e}")))?
+}
+
+/// A version that cannot be named or found: 400, 404.
+fn swap_refused(error: StoreError) -> ApiError {
+    let (status, code) = match &error {
+        StoreError::NoVersion { .. } => (axum::http::StatusCode::NOT_FOUND, "no_such_version"),
+        _ => (axum::http::StatusCode::BAD_REQUEST, "bad_version_name"),
+    };
+    ApiError {
+        status,
+        code,
+        message: error.to_string(),
+    }
+}
+
+/// A version that cannot replace the live store as it is: 409.
+fn swap_conflict(message: String) -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::CONFLICT,
+        code: "version_conflict",
+        message: format!("{message}; the live store is unchanged and still served"),
+    }
+}
+
+/// The version's file cannot be opened or put in place: 500, naming it.
+fn swap_failed(error: StoreError) -> ApiError {
+    tracing::error!("store swap: {error}");
+    ApiError {
+        status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        code: "swap_failed",
+        message: format!("{error}; the live store is unchanged and still served"),
     }
 }

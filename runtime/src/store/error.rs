@@ -89,6 +89,42 @@ pub enum StoreError {
         /// The last one applied.
         applied: u64,
     },
+    /// A replication-log write does not start right after the last
+    /// message applied: the messages between would be lost.
+    #[error(
+        "store {}: a write of replication-log messages from {first} on, but the store holds messages up to \
+         {applied}; nothing was written (the applier follows the log again from {applied})",
+        path.display()
+    )]
+    LogGap {
+        /// Store file.
+        path: PathBuf,
+        /// The write's first message.
+        first: u64,
+        /// The last message applied.
+        applied: u64,
+    },
+    /// No built store version has this name.
+    #[error(
+        "no store version `{name}` in {}: {}",
+        dir.display(),
+        if available.is_empty() {
+            "none is built; build one with `skewless backfill --new-version NAME`".to_string()
+        } else {
+            format!("the versions there are {}", available.join(", "))
+        }
+    )]
+    NoVersion {
+        /// The name asked for.
+        name: String,
+        /// Where versions are.
+        dir: PathBuf,
+        /// The names of the versions there.
+        available: Vec<String>,
+    },
+    /// A store version name that could not be a file name.
+    #[error("`{0}` is not a usable store version name: use letters, digits, `_`, `-` and `.`, not starting with `.`")]
+    VersionName(String),
     /// The folder for the store could not be created.
     #[error("cannot create {}: {error}", path.display())]
     Io {

@@ -36,6 +36,7 @@ pub mod registry;
 pub mod replication;
 pub mod rows;
 pub mod statistics;
+pub mod versions;
 
 pub use aggregates::AggregateCheck;
 pub use backup::{BackupSummary, DumpEntry};

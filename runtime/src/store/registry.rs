@@ -123,6 +123,15 @@ impl fmt::Display for Invariance {
 }
 
 impl ViewRecord {
+    /// Whether `other` records this view as applied alike: the same
+    /// everything but the last commit that wrote it (what a store version
+    /// swapped in must share with the store it replaces).
+    pub fn applied_alike(&self, other: &ViewRecord) -> bool {
+        let mut other = other.clone();
+        other.last_commit = self.last_commit;
+        *self == other
+    }
+
     /// `materialized` or `on-demand`.
     pub fn kind_name(&self) -> &'static str {
         match &self.definition.kind {

@@ -17,6 +17,9 @@ pub(super) const LOG_SEQUENCE: &str = "log_sequence";
 /// Where a write stands in a replication log ([`Store::write_views_at`]).
 #[derive(Debug, Clone, Default)]
 pub struct LogPosition {
+    /// The stream sequence of the first message the write applies: the
+    /// one after the last applied, or the write is refused.
+    pub first: u64,
     /// The stream sequence of the last message the write applies.
     pub sequence: u64,
     /// Messages up to `sequence` that are recorded and skipped: (stream
@@ -26,7 +29,8 @@ pub struct LogPosition {
 }
 
 /// Records `at` in the write that applies it; refused (and so nothing of
-/// the write kept) unless it comes after the last position recorded.
+/// the write kept) unless it starts right after the last position
+/// recorded: messages apply once each, in order, with no gap.
 pub(super) fn record(
     txn: &WriteTransaction,
     counters: &mut Table<'_, &'static str, u64>,
@@ -34,10 +38,18 @@ pub(super) fn record(
     path: &Path,
 ) -> Result<(), Failure> {
     let applied = counter(counters, LOG_SEQUENCE)?;
-    if at.sequence <= applied {
+    if at.first <= applied {
         return Err(StoreError::AlreadyApplied {
             path: path.to_path_buf(),
-            sequence: at.sequence,
+            sequence: at.first,
+            applied,
+        }
+        .into());
+    }
+    if at.first != applied + 1 || at.sequence < at.first {
+        return Err(StoreError::LogGap {
+            path: path.to_path_buf(),
+            first: at.first,
             applied,
         }
         .into());

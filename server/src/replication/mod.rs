@@ -150,6 +150,14 @@ pub(crate) enum Halt {
     Stale(String),
 }
 
+impl Halt {
+    pub(crate) fn why(&self) -> &str {
+        match self {
+            Halt::Retry(why) | Halt::Stale(why) => why,
+        }
+    }
+}
+
 impl Replication {
     /// Connects to the JetStream log at `settings.url` (in the background:
     /// a server starts while the log is down, and answers pushes 503 until
@@ -195,6 +203,17 @@ impl Replication {
     /// The last sequence this replica applied.
     pub(crate) fn applied(&self) -> u64 {
         *self.applied.borrow()
+    }
+
+    /// A store swapped in holds the log up to `sequence`: the applier goes
+    /// on from there (a batch read for the old store is refused by the new
+    /// one, and the log is followed again from here).
+    pub(crate) fn swapped_in(&self, sequence: u64) {
+        self.applied.send_if_modified(|applied| {
+            let ahead = sequence > *applied;
+            *applied = (*applied).max(sequence);
+            ahead
+        });
     }
 
     /// Publishes one push (`body`, as received) with de-duplication id
@@ -424,6 +443,48 @@ impl Replication {
         *attempts >= MAX_ATTEMPTS
     }
 
+    /// Applies the log to `store` (a version about to be swapped in, which
+    /// nothing else writes) with `apply` until it holds message `target`:
+    /// the number of messages applied, or why it cannot.
+    pub(crate) async fn catch_up(
+        &self,
+        store: &Arc<Store>,
+        target: u64,
+        apply: impl Fn(&Store, &[(u64, Bytes)]) -> Applied + Clone + Send + 'static,
+    ) -> Result<u64, String> {
+        let position = |store: &Store| store.log_sequence().map_err(|e| e.to_string());
+        let start = position(store)?;
+        let mut at = start;
+        while at < target {
+            let mut batches = self.log.read_from(at + 1, MAX_BATCH).await?;
+            while at < target {
+                let Some(batch) = batches.next().await else { break };
+                let mut batch = batch?;
+                batch.retain(|(sequence, _)| *sequence <= target);
+                match batch.first() {
+                    Some((first, _)) if *first == at + 1 => {}
+                    _ => {
+                        return Err(format!(
+                            "the version holds the log up to message {at}, and {} no longer holds message {}: \
+                             it cannot catch up; build it again from this store",
+                            self.log.describe(),
+                            at + 1
+                        ));
+                    }
+                }
+                let (applying, version) = (apply.clone(), store.clone());
+                let applied = tokio::task::spawn_blocking(move || applying(&version, &batch))
+                    .await
+                    .map_err(|e| format!("the apply task failed: {e}"))?;
+                if let Some(halt) = applied.halt {
+                    return Err(halt.why().to_string());
+                }
+                at = position(store)?;
+            }
+        }
+        Ok(at - start)
+    }
+
     fn stale(&self, next: u64, first: u64, last: u64) -> String {
         format!(
             "this replica's store has applied the replication log up to message {applied}, but {log} now holds \
@@ -477,6 +538,7 @@ pub(crate) fn apply(
         .collect();
     if pushes.is_empty() {
         let position = LogPosition {
+            first: messages[0].0,
             sequence: last,
             skipped,
         };
@@ -485,17 +547,26 @@ pub(crate) fn apply(
             Err(e) => Halt::Retry(e.to_string()).into(),
         };
     }
-    // The position after pushes[range]: up to the next push's message (or
-    // the batch's last message), with the messages skipped in between.
+    // The messages a commit of pushes[range] covers: from its first push's
+    // message (the batch's first message for the first push) up to the
+    // next push's message (or the batch's last), with those skipped.
     let position = |range: std::ops::Range<usize>| {
-        let after = range.start.checked_sub(1).map_or(0, |i| sequences[i]);
+        let first = if range.start == 0 {
+            messages[0].0
+        } else {
+            sequences[range.start]
+        };
         let sequence = sequences.get(range.end).map_or(last, |next| next - 1);
         let skipped = skipped
             .iter()
-            .filter(|(s, _)| (after..=sequence).contains(s))
+            .filter(|(s, _)| (first..=sequence).contains(s))
             .cloned()
             .collect();
-        Some(LogPosition { sequence, skipped })
+        Some(LogPosition {
+            first,
+            sequence,
+            skipped,
+        })
     };
     let mut halt = None;
     // A message whose commit fails alone: a user-defined aggregation that
@@ -503,7 +574,7 @@ pub(crate) fn apply(
     // anything else is this machine's, retried before it is given up.
     let failed = |i: usize, error: &StoreError| {
         let sequence = sequences[i];
-        if matches!(error, StoreError::AlreadyApplied { .. }) {
+        if matches!(error, StoreError::AlreadyApplied { .. } | StoreError::LogGap { .. }) {
             halt = Some(Halt::Retry(format!("{error}; following again from there")));
             return AfterFailure::Stop;
         }
