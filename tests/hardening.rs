@@ -400,3 +400,64 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_is_freed() {
     repo.ok(&["backfill"]);
     repo.ok(&["verify", "--samples", "200", "--seed", "11"]);
 }
+
+#[test]
+fn a_write_fault_redb_latches_is_cleared_by_reopening_the_live_store_while_serving() {
+    if !Tier::Drills.enter() {
+        return;
+    }
+    // No reserve: the disk fills inside a redb write, which then refuses
+    // every write until the file is reopened, even once space is freed.
+    let disk = SmallDisk::mount(128);
+    let mut repo = kit::TempRepo::with_data("driver_stats", kit::next_hour());
+    repo.env.push(("SKEWLESS_MIN_FREE_BYTES".into(), "0".into()));
+    let config = repo.path().join("skewless.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let store = disk.path().join("store.redb");
+    std::fs::write(
+        &config,
+        text.replacen("\n", &format!("\nstore = \"{}\"\n", store.display()), 1),
+    )
+    .unwrap();
+    repo.ok(&["apply"]);
+    repo.ok(&["backfill"]);
+    let server = repo.serve(&[]);
+    let now = skewless_runtime::time::now_micros;
+    let read = |driver: i64| {
+        let (status, answer) = server.post(
+            "/get-online-features",
+            &format!(
+                r#"{{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {{"driver_id": [{driver}]}}}}"#
+            ),
+        );
+        assert_eq!(status, 200, "{answer}\n{}", server.log());
+        answer["results"][1]["values"][0].as_i64()
+    };
+    assert_eq!(server.post_text("/push", &push_body(&[1001], 111, now())).0, 200);
+
+    // Fill the disk, then push until a write fails for want of space.
+    let filler = disk.path().join("filler");
+    std::fs::write(&filler, vec![0u8; (disk.free_bytes() - (1 << 20)) as usize]).unwrap();
+    let drivers: Vec<i64> = (2_000..4_000).collect();
+    let failed = (0..200).find_map(|i| {
+        let (status, text) = server.post_text("/push", &push_body(&drivers, i, now()));
+        (status != 200).then_some((status, text))
+    });
+    let (status, text) = failed.expect("a full disk fails a push");
+    assert!(status >= 500, "{status} {text}");
+
+    // Space freed: the fault is latched until the store is reopened, and
+    // the answer says so, and what to do.
+    std::fs::remove_file(&filler).unwrap();
+    let (status, text) = server.post_text("/push", &push_body(&[1001], 222, now()));
+    assert_eq!(status, 503, "redb latched the fault: {text}");
+    assert!(text.contains("store_fault") && text.contains("skewless swap"), "{text}");
+    let (status, answer) = server.post("/admin/swap", "");
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["version"].is_null() && answer["retired"].is_null(), "{answer}");
+    let (status, text) = server.post_text("/push", &push_body(&[1001], 333, now()));
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(read(1001), Some(333));
+    drop(server);
+    repo.ok(&["verify", "--samples", "200", "--seed", "11"]);
+}

@@ -79,6 +79,17 @@ impl ApiError {
                     message: format!("{error}; nothing of this request was stored, reads go on"),
                 }
             }
+            latched if latched.needs_reopen() => {
+                tracing::error!("{latched}");
+                ApiError {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: "store_fault",
+                    message: "the store hit an I/O error (a disk that filled up, a failing device) and refuses \
+                              every use until it is reopened: fix the cause, then reopen it with `skewless swap` \
+                              (POST /admin/swap with no body); nothing acknowledged is lost"
+                        .into(),
+                }
+            }
             other => Self::internal(other),
         }
     }

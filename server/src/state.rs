@@ -528,7 +528,12 @@ impl Server {
         let writing = self.live.lock_writers().await;
         let locked = Instant::now();
         let old = self.live.current();
-        let old_commit = old.last_commit().map_err(ApiError::commit_ref)?;
+        // Not read on a reopen: the old store may refuse every use (redb's
+        // latch after an I/O error), which is what the reopen clears.
+        let old_commit = match &version {
+            Some(_) => old.last_commit().map_err(ApiError::commit_ref)?,
+            None => 0,
+        };
         if let Some(log) = replicated {
             let target = old.log_sequence().map_err(ApiError::commit_ref)?;
             replayed += log

@@ -135,6 +135,15 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether redb refuses the store until it is reopened, after an I/O
+    /// error (a disk that filled up mid-write): a server reopens it with
+    /// `POST /admin/swap` and no version, once the cause is fixed.
+    pub fn needs_reopen(&self) -> bool {
+        matches!(self, StoreError::Storage { error, .. } if matches!(**error, redb::Error::PreviousIo))
+    }
+}
+
 /// A failure inside a transaction, before the store's path is added.
 #[derive(Debug)]
 pub(crate) enum Failure {
