@@ -413,3 +413,114 @@ fn a_replica_whose_next_message_was_trimmed_refuses_to_serve_and_says_how_to_reb
     assert_eq!(server.post("/push", &push_body(1001, 9)).0, 200);
     assert_eq!(trips(&server, 1001), 9);
 }
+
+#[test]
+fn a_store_version_is_swapped_into_both_replicas_under_push_and_read_load_and_they_end_equal() {
+    if !Tier::Replication.enter() {
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let js = tempfile::tempdir().unwrap();
+    let nats = Nats::start(js.path(), free_port());
+    let log = nats.url();
+    let primary = primary_repo();
+    let a = primary.serve(&["--log", &log]);
+    wait_applied(&a, 0);
+    let snapshots = tempfile::tempdir().unwrap();
+    let snapshot = snapshots.path().join("b.redb");
+    primary.ok(&["backup", "--out", snapshot.to_str().unwrap()]);
+    let b_repo = replica_repo(&primary, &snapshot);
+    let b = b_repo.serve(&["--log", &log]);
+    wait_applied(&b, 0);
+    for i in 0..5 {
+        assert_eq!(a.post("/push", &push_body(90_010, i)).0, 200);
+    }
+
+    // (Driver 90010 is in no sample data: only pushes write it.)
+    // A builder backfills three more hours into a version of A's store
+    // (while A serves), and the version is copied to B.
+    let later = next_hour() + 3 * 3_600_000_000;
+    skewless_runtime::samples::generate("driver_stats", primary.path(), later).unwrap();
+    let out = primary.run(&["backfill", "--new-version", "v2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let version = primary.path().join(".skewless/versions/v2.redb");
+    std::fs::create_dir_all(b_repo.path().join(".skewless/versions")).unwrap();
+    std::fs::copy(&version, b_repo.path().join(".skewless/versions/v2.redb")).unwrap();
+
+    // Both swap it in while pushes go to A and reads to both: none fails,
+    // and both replay the pushes the version missed.
+    let stop = AtomicBool::new(false);
+    let (pushed, reads) = std::thread::scope(|scope| {
+        let pusher = scope.spawn(|| {
+            let mut last = 0;
+            for i in 100.. {
+                let (status, answer) = a.post("/push", &push_body(90_010, i));
+                assert_eq!(status, 200, "a push failed during the swaps: {answer}");
+                last = answer["log_sequence"].as_u64().unwrap();
+                if stop.load(Ordering::SeqCst) {
+                    return (i, last);
+                }
+            }
+            unreachable!("{last}")
+        });
+        let readers: Vec<_> = [&a, &b]
+            .map(|server| {
+                let stop = &stop;
+                scope.spawn(move || {
+                    let mut reads = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        trips(server, 90_010);
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .into();
+        std::thread::sleep(Duration::from_millis(200));
+        let swaps: Vec<_> = [(&primary, &a), (&b_repo, &b)]
+            .iter()
+            .map(|(repo, server)| repo.run(&["swap", "v2", "--server", &server.base]))
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::SeqCst);
+        let reads: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        for out in swaps {
+            let printed = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{printed}");
+            // "... (log message N, R replayed) ...": the pushes since the version was built.
+            let replayed: u64 = printed
+                .split(" replayed)")
+                .next()
+                .and_then(|head| head.rsplit(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{printed}"));
+            assert!(
+                replayed > 0,
+                "the version missed pushes, replayed before it was served: {printed}"
+            );
+        }
+        (pusher.join().unwrap(), reads)
+    });
+    assert!(reads > 20, "only {reads} reads around the swaps");
+    let (value, sequence) = pushed;
+    for server in [&a, &b] {
+        wait_applied(server, sequence);
+        assert_eq!(
+            trips(server, 90_010),
+            value,
+            "every acknowledged push is served after the swap: {}\n{}",
+            health(server).1,
+            server.log()
+        );
+    }
+    let (_, _, newest) = newest_row(1001, later);
+    assert_eq!(trips(&b, 1001), newest, "B serves the version's backfill");
+
+    a.stop();
+    b.stop();
+    assert_eq!(
+        store_line(&primary),
+        store_line(&b_repo),
+        "the replicas hold different values"
+    );
+}
