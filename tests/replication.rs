@@ -109,6 +109,60 @@ fn tool(name: &str) -> std::path::PathBuf {
 /// A push of `avg_daily_trips = trips` for `driver`, newer than the
 /// backfilled data (which ends at the next hour) and than any push of a
 /// smaller `trips`.
+/// Debian's HAProxy with the shipped `examples/haproxy/haproxy.cfg`, in
+/// front of `replicas`; killed when dropped.
+struct HaProxy {
+    child: Child,
+    base: String,
+}
+
+impl HaProxy {
+    fn start(a: &ServerProcess, b: &ServerProcess) -> HaProxy {
+        let port = free_port();
+        let address = |server: &ServerProcess| server.base.trim_start_matches("http://").to_string();
+        let child = Command::new(tool("haproxy"))
+            .args(["-db", "-f"])
+            .arg(root().join("examples/haproxy/haproxy.cfg"))
+            .env("SKEWLESS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SKEWLESS_REPLICA_A", address(a))
+            .env("SKEWLESS_REPLICA_B", address(b))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy runs (Debian package haproxy; .ci/run installs it)");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "haproxy did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        HaProxy {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// POSTs `body` to `path` on a new connection: the status, or None when
+    /// no answer came.
+    fn post(&self, path: &str, body: &str) -> Option<(u16, String)> {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_idle_connections(0)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .new_agent();
+        let mut response = agent.post(&format!("{}{path}", self.base)).send(body).ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.body_mut().read_to_string().unwrap_or_default()))
+    }
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn push_body(driver: i64, trips: i64) -> String {
     let time = skewless_runtime::time::format_timestamp(next_hour() + trips);
     format!(
@@ -516,6 +570,141 @@ fn a_store_version_is_swapped_into_both_replicas_under_push_and_read_load_and_th
     let (_, _, newest) = newest_row(1001, later);
     assert_eq!(trips(&b, 1001), newest, "B serves the version's backfill");
 
+    a.stop();
+    b.stop();
+    assert_eq!(
+        store_line(&primary),
+        store_line(&b_repo),
+        "the replicas hold different values"
+    );
+}
+
+#[test]
+fn behind_haproxy_a_replica_killed_under_load_fails_reads_only_until_its_health_check_and_loses_no_push() {
+    if !Tier::Replication.enter() {
+        return;
+    }
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let js = tempfile::tempdir().unwrap();
+    let nats = Nats::start(js.path(), free_port());
+    let log = nats.url();
+    let primary = primary_repo();
+    let snapshots = tempfile::tempdir().unwrap();
+    let snapshot = snapshots.path().join("b.redb");
+    primary.ok(&["backup", "--out", snapshot.to_str().unwrap()]);
+    let a = primary.serve(&["--log", &log]);
+    let b_repo = replica_repo(&primary, &snapshot);
+    let b = b_repo.serve(&["--log", &log]);
+    wait_applied(&a, 0);
+    wait_applied(&b, 0);
+    let proxy = HaProxy::start(&a, &b);
+    let read = r#"{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {"driver_id": [1001]}}"#;
+    // Both replicas in rotation (2 good checks, 200 ms apart).
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(proxy.post("/get-online-features", read).map(|r| r.0), Some(200));
+
+    // Two readers and a pusher through HAProxy; A is killed after a second.
+    let stop = AtomicBool::new(false);
+    let failed_reads = Mutex::new(Vec::new());
+    let (acknowledged, reads, killed) = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut reads = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let sent = Instant::now();
+                        match proxy.post("/get-online-features", read) {
+                            Some((200, _)) => {}
+                            answer => failed_reads.lock().unwrap().push((sent, answer)),
+                        }
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        let pusher = scope.spawn(|| {
+            let mut acknowledged = Vec::new();
+            for i in 0.. {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Some((200, _)) = proxy.post("/push", &push_body(100_000 + i, i)) {
+                    acknowledged.push(i);
+                }
+            }
+            acknowledged
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let killed = Instant::now();
+        assert!(
+            Command::new("kill")
+                .args(["-9", &a.pid().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::SeqCst);
+        let reads: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        (pusher.join().unwrap(), reads, killed)
+    });
+    drop(a);
+
+    // Reads failed only between the kill and the health check taking A
+    // out: at most fall (2) x inter (200 ms), plus a check's time.
+    let failed = failed_reads.into_inner().unwrap();
+    let window = failed
+        .iter()
+        .map(|(sent, _)| sent.saturating_duration_since(killed))
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "haproxy drill: {reads} reads, {} failed, the last sent {window:?} after the kill; {} pushes acknowledged",
+        failed.len(),
+        acknowledged.len()
+    );
+    assert!(
+        failed
+            .iter()
+            .all(|(sent, _)| *sent + Duration::from_millis(50) >= killed),
+        "a read failed before the kill: {failed:?}"
+    );
+    assert!(
+        window < Duration::from_secs(1),
+        "reads failed for {window:?} after the kill: {failed:?}"
+    );
+    assert!(
+        reads > 50 && acknowledged.len() > 10,
+        "{reads} reads, {} pushes",
+        acknowledged.len()
+    );
+
+    // Every acknowledged push is readable through HAProxy (on B).
+    let drivers: Vec<i64> = acknowledged.iter().map(|i| 100_000 + i).collect();
+    let (status, text) = proxy
+        .post(
+            "/get-online-features",
+            &format!(
+                r#"{{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {{"driver_id": {drivers:?}}}}}"#
+            ),
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{text}");
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let served: Vec<i64> = answer["results"][1]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(served, acknowledged, "an acknowledged push is missing");
+
+    // A restarted replays what it missed, rejoins, and ends equal to B.
+    let a = primary.serve(&["--log", &log]);
+    let last = health(&b).1["replication"]["applied_sequence"].as_u64().unwrap();
+    wait_applied(&a, last);
     a.stop();
     b.stop();
     assert_eq!(
