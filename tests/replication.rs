@@ -2,166 +2,18 @@
 //! loopback port: replicas bootstrapped from `skewless backup` snapshots,
 //! pushes through the log read on every replica, the log going down and
 //! coming back, a trimmed stream, poison messages skipped identically, and
-//! the replicas' store digests equal at the end. Each wait is bounded.
+//! the replicas' store digests equal at the end; a store version swapped in
+//! under load; HAProxy (the shipped config) in front of two replicas, one
+//! killed. Each wait is bounded.
 
 use kit::tier::Tier;
 use skewless_testkit as kit;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use kit::services::{HaProxy, Nats, free_port};
 use kit::*;
-
-/// A free loopback port (bound, then released for the child to take).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// `nats-server -js` on a loopback port with its JetStream files in `dir`;
-/// killed when dropped.
-struct Nats {
-    child: Child,
-    port: u16,
-}
-
-impl Nats {
-    fn start(dir: &Path, port: u16) -> Nats {
-        let child = Command::new(tool("nats-server"))
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server runs (Debian package nats-server; .ci/run installs it)");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "nats-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nats { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Sends raw NATS protocol `commands` and waits for the server's PONG
-    /// (and, when `reply` is set, the reply message to `_INBOX.test`).
-    fn raw(&self, commands: &str, reply: bool) {
-        let stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap(); // INFO
-        let mut writer = stream;
-        let subscribe = if reply { "SUB _INBOX.test 1\r\n" } else { "" };
-        write!(writer, "CONNECT {{\"verbose\":false}}\r\n{subscribe}{commands}PING\r\n").unwrap();
-        let mut seen_reply = !reply;
-        let mut pong = false;
-        while !(pong && seen_reply) {
-            line.clear();
-            assert!(
-                reader.read_line(&mut line).unwrap() > 0,
-                "nats-server closed the connection"
-            );
-            assert!(!line.starts_with("-ERR"), "{line}");
-            if line.starts_with("PONG") {
-                pong = true;
-            } else if let Some(size) = line.strip_prefix("MSG ").and_then(|l| l.split_whitespace().last()) {
-                let mut payload = vec![0; size.trim().parse::<usize>().unwrap() + 2];
-                reader.read_exact(&mut payload).unwrap();
-                seen_reply = true;
-            }
-        }
-    }
-
-    /// Publishes `payload` straight to the stream, as a client bypassing the
-    /// servers' validation would.
-    fn publish(&self, payload: &str) {
-        self.raw(&format!("PUB skewless.push {}\r\n{payload}\r\n", payload.len()), false);
-    }
-
-    /// Removes every message from the stream (as its limits would trim them).
-    fn purge(&self) {
-        self.raw("PUB $JS.API.STREAM.PURGE.skewless _INBOX.test 0\r\n\r\n", true);
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A Debian tool from `/usr/sbin`, which a user's PATH may lack.
-fn tool(name: &str) -> std::path::PathBuf {
-    let sbin = Path::new("/usr/sbin").join(name);
-    if sbin.exists() { sbin } else { name.into() }
-}
-
-/// A push of `avg_daily_trips = trips` for `driver`, newer than the
-/// backfilled data (which ends at the next hour) and than any push of a
-/// smaller `trips`.
-/// Debian's HAProxy with the shipped `examples/haproxy/haproxy.cfg`, in
-/// front of `replicas`; killed when dropped.
-struct HaProxy {
-    child: Child,
-    base: String,
-}
-
-impl HaProxy {
-    fn start(a: &ServerProcess, b: &ServerProcess) -> HaProxy {
-        let port = free_port();
-        let address = |server: &ServerProcess| server.base.trim_start_matches("http://").to_string();
-        let child = Command::new(tool("haproxy"))
-            .args(["-db", "-f"])
-            .arg(root().join("examples/haproxy/haproxy.cfg"))
-            .env("SKEWLESS_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SKEWLESS_REPLICA_A", address(a))
-            .env("SKEWLESS_REPLICA_B", address(b))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("haproxy runs (Debian package haproxy; .ci/run installs it)");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "haproxy did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        HaProxy {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    /// POSTs `body` to `path` on a new connection: the status, or None when
-    /// no answer came.
-    fn post(&self, path: &str, body: &str) -> Option<(u16, String)> {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_idle_connections(0)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .new_agent();
-        let mut response = agent.post(&format!("{}{path}", self.base)).send(body).ok()?;
-        let status = response.status().as_u16();
-        Some((status, response.body_mut().read_to_string().unwrap_or_default()))
-    }
-}
-
-impl Drop for HaProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn push_body(driver: i64, trips: i64) -> String {
     let time = skewless_runtime::time::format_timestamp(next_hour() + trips);
@@ -211,21 +63,6 @@ fn primary_repo() -> TempRepo {
     repo.ok(&["apply"]);
     repo.ok(&["backfill"]);
     repo
-}
-
-/// Another replica's repo: the primary's config and data, its store a copy
-/// of `snapshot` (a `skewless backup` of the primary).
-fn replica_repo(primary: &TempRepo, snapshot: &Path) -> TempRepo {
-    let text = std::fs::read_to_string(primary.path().join("skewless.toml"))
-        .unwrap()
-        .replace(
-            "path = \"data/",
-            &format!("path = \"{}/data/", primary.path().display()),
-        );
-    let replica = TempRepo::from_config(&text);
-    std::fs::create_dir_all(replica.path().join(".skewless")).unwrap();
-    std::fs::copy(snapshot, replica.store()).unwrap();
-    replica
 }
 
 fn health(server: &ServerProcess) -> (u16, serde_json::Value) {
@@ -300,7 +137,7 @@ fn replicas_bootstrapped_from_a_snapshot_apply_every_push_once_skip_poison_alike
         pusher.join().unwrap()
     });
     assert_eq!(pushing, 40);
-    let b_repo = replica_repo(&primary, &snapshot);
+    let b_repo = primary.replica(&snapshot);
     let b = b_repo.serve(&["--log", &log]);
     wait_applied(&b, 41);
     assert_eq!(trips(&b, 1002), 139, "B replayed the log after its snapshot");
@@ -437,7 +274,7 @@ fn a_replica_whose_next_message_was_trimmed_refuses_to_serve_and_says_how_to_reb
     }
     nats.purge();
 
-    let old = replica_repo(&repo, &snapshot);
+    let old = repo.replica(&snapshot);
     let stale = old.serve(&["--log", &nats.url()]);
     let started = Instant::now();
     let (status, answer) = loop {
@@ -483,7 +320,7 @@ fn a_store_version_is_swapped_into_both_replicas_under_push_and_read_load_and_th
     let snapshots = tempfile::tempdir().unwrap();
     let snapshot = snapshots.path().join("b.redb");
     primary.ok(&["backup", "--out", snapshot.to_str().unwrap()]);
-    let b_repo = replica_repo(&primary, &snapshot);
+    let b_repo = primary.replica(&snapshot);
     let b = b_repo.serve(&["--log", &log]);
     wait_applied(&b, 0);
     for i in 0..5 {
@@ -594,7 +431,7 @@ fn behind_haproxy_a_replica_killed_under_load_fails_reads_only_until_its_health_
     let snapshot = snapshots.path().join("b.redb");
     primary.ok(&["backup", "--out", snapshot.to_str().unwrap()]);
     let a = primary.serve(&["--log", &log]);
-    let b_repo = replica_repo(&primary, &snapshot);
+    let b_repo = primary.replica(&snapshot);
     let b = b_repo.serve(&["--log", &log]);
     wait_applied(&a, 0);
     wait_applied(&b, 0);

@@ -455,17 +455,13 @@ impl Statistics {
 fn hll_out<S: Serializer>(hll: &Hll, s: S) -> Result<S::Ok, S::Error> {
     let mut bytes = Vec::new();
     hll.encode(&mut bytes);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    s.serialize_str(&hex)
+    s.serialize_str(&hex::encode(bytes))
 }
 
 fn hll_in<'de, D: Deserializer<'de>>(d: D) -> Result<Hll, D::Error> {
     use serde::de::Error;
-    let hex = String::deserialize(d)?;
-    let bytes = (0..hex.len() / 2)
-        .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2).unwrap_or("zz"), 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| D::Error::custom("a HyperLogLog sketch is not hex"))?;
+    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    let bytes = hex::decode(text.as_bytes()).map_err(|_| D::Error::custom("a HyperLogLog sketch is not hex"))?;
     Hll::decode(&mut bytes.as_slice()).ok_or_else(|| D::Error::custom("a HyperLogLog sketch does not decode"))
 }
 

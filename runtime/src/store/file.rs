@@ -63,6 +63,9 @@ pub struct Store {
     pub(super) path: PathBuf,
     /// Whether writes keep the views' statistics (`[monitoring] statistics`).
     pub(super) statistics: bool,
+    /// The statistics this store last wrote, by view id, with their stored
+    /// text ([`super::statistics::add`]).
+    pub(super) kept_statistics: super::statistics::Kept,
 }
 
 impl Store {
@@ -85,6 +88,7 @@ impl Store {
             db,
             path: path.to_path_buf(),
             statistics: true,
+            kept_statistics: Default::default(),
         };
         store.check_version()?;
         // Only a new file needs its tables made: opening an existing store

@@ -137,7 +137,7 @@ impl Store {
                     }
                 }
                 if self.statistics {
-                    statistics::add(&mut stats, view, added, commit)?;
+                    statistics::add(&mut stats, view, added, commit, &self.kept_statistics)?;
                 }
                 registry::record_commit(&mut counters, view, commit)?;
             }

@@ -10,22 +10,38 @@ use super::file::{COMMITS, COUNTERS, STATS, Store, counter, optional};
 use super::registry::ViewRecord;
 use crate::stats::Statistics;
 
+/// The statistics a store last wrote for each view (by id), parsed, with
+/// the text written. Every commit merges into a view's statistics; parsing
+/// their text again (sketches of tens of kilobytes) cost a push more than
+/// the rest of its commit, so a commit whose stored text is the one kept
+/// here starts from the parsed copy. Invariant: a kept entry is used only
+/// when the stored text equals its text byte for byte, so a write by
+/// another process, or a transaction that did not commit, falls back to
+/// parsing.
+pub(crate) type Kept = std::sync::Mutex<std::collections::HashMap<u32, (String, Statistics)>>;
+
 /// Adds what a commit added to `view` to its kept statistics.
 pub(super) fn add(
     stats: &mut Table<'_, u32, &'static str>,
     view: &ViewRecord,
     mut added: Statistics,
     commit: u64,
+    kept: &Kept,
 ) -> Result<(), Failure> {
     if added.rows == 0 && added.newest_event_time.is_none() {
         return Ok(());
     }
-    let stored = stats.get(view.id)?.map(|g| g.value().to_string());
-    if let Some(stored) = stored {
-        added.merge(&parse(&stored, view)?);
+    let mut kept = kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(stored) = stats.get(view.id)? {
+        match kept.get(&view.id) {
+            Some((text, parsed)) if text == stored.value() => added.merge(parsed),
+            _ => added.merge(&parse(stored.value(), view)?),
+        }
     }
     added.commit = Some(commit);
-    stats.insert(view.id, added.to_json().as_str())?;
+    let text = added.to_json();
+    stats.insert(view.id, text.as_str())?;
+    kept.insert(view.id, (text, added));
     Ok(())
 }
 

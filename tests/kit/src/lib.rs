@@ -16,6 +16,7 @@
 pub mod docs;
 pub mod golden;
 pub mod load;
+pub mod services;
 pub mod tier;
 
 use std::path::{Path, PathBuf};
@@ -170,6 +171,18 @@ impl TempRepo {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Another replica's repo: this one's config and data, its store a copy
+    /// of `snapshot` (a `skewless backup` of this one's).
+    pub fn replica(&self, snapshot: &Path) -> TempRepo {
+        let text = std::fs::read_to_string(self.path().join("skewless.toml"))
+            .unwrap()
+            .replace("path = \"data/", &format!("path = \"{}/data/", self.path().display()));
+        let replica = TempRepo::from_config(&text);
+        std::fs::create_dir_all(replica.path().join(".skewless")).unwrap();
+        std::fs::copy(snapshot, replica.store()).unwrap();
+        replica
     }
 
     pub fn store(&self) -> PathBuf {

@@ -91,6 +91,11 @@ impl Load {
     /// Sends one request on an idle connection (or a new one), timed from
     /// the call. A connection that failed is dropped, not pooled.
     pub async fn send(self: Arc<Self>, request: &Request) -> Answer {
+        self.send_reading(request).await.0
+    }
+
+    /// As [`Load::send`], with the answer's body (empty when none came).
+    pub async fn send_reading(self: Arc<Self>, request: &Request) -> (Answer, Bytes) {
         let sent = Instant::now();
         let failed = Answer {
             status: 0,
@@ -103,7 +108,7 @@ impl Load {
             Some(sender) => sender,
             None => match self.connect().await {
                 Ok(sender) => sender,
-                Err(_) => return failed,
+                Err(_) => return (failed, Bytes::new()),
             },
         };
         let mut http = hyper::Request::post(request.path.as_str())
@@ -114,21 +119,22 @@ impl Load {
         }
         let http = http.body(Full::new(request.body.clone())).expect("a valid request");
         let Ok(response) = sender.send_request(http).await else {
-            return failed;
+            return (failed, Bytes::new());
         };
         let status = response.status().as_u16();
         let retry_after = response.headers().contains_key("retry-after");
-        if response.into_body().collect().await.is_err() {
-            return failed;
-        }
+        let Ok(body) = response.into_body().collect().await else {
+            return (failed, Bytes::new());
+        };
         let latency = sent.elapsed();
         self.idle.lock().unwrap().push(sender);
-        Answer {
+        let answer = Answer {
             status,
             retry_after,
             sent,
             latency,
-        }
+        };
+        (answer, body.to_bytes())
     }
 
     /// `loops` closed loops for `time`; `next(loop, n)` makes loop `loop`'s

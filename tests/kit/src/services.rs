@@ -1,0 +1,159 @@
+//! Outside services the replication tier and bench start on loopback:
+//! Debian's nats-server (JetStream) and HAProxy, each killed when dropped.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{ServerProcess, root};
+
+/// A free loopback port (bound, then released for the child to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A Debian tool from `/usr/sbin`, which a user's PATH may lack.
+pub fn tool(name: &str) -> PathBuf {
+    let sbin = Path::new("/usr/sbin").join(name);
+    if sbin.exists() { sbin } else { name.into() }
+}
+
+/// A push of `avg_daily_trips = trips` for `driver`, newer than the
+/// backfilled data (which ends at the next hour) and than any push of a
+/// smaller `trips`.
+/// `nats-server -js` on a loopback port with its JetStream files in `dir`;
+/// killed when dropped.
+pub struct Nats {
+    child: Child,
+    pub port: u16,
+}
+
+impl Nats {
+    pub fn start(dir: &Path, port: u16) -> Nats {
+        let child = Command::new(tool("nats-server"))
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server runs (Debian package nats-server; .ci/run installs it)");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "nats-server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nats { child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Sends raw NATS protocol `commands` and waits for the server's PONG
+    /// (and, when `reply` is set, the reply message to `_INBOX.test`).
+    fn raw(&self, commands: &str, reply: bool) {
+        let stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap(); // INFO
+        let mut writer = stream;
+        let subscribe = if reply { "SUB _INBOX.test 1\r\n" } else { "" };
+        write!(writer, "CONNECT {{\"verbose\":false}}\r\n{subscribe}{commands}PING\r\n").unwrap();
+        let mut seen_reply = !reply;
+        let mut pong = false;
+        while !(pong && seen_reply) {
+            line.clear();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "nats-server closed the connection"
+            );
+            assert!(!line.starts_with("-ERR"), "{line}");
+            if line.starts_with("PONG") {
+                pong = true;
+            } else if let Some(size) = line.strip_prefix("MSG ").and_then(|l| l.split_whitespace().last()) {
+                let mut payload = vec![0; size.trim().parse::<usize>().unwrap() + 2];
+                reader.read_exact(&mut payload).unwrap();
+                seen_reply = true;
+            }
+        }
+    }
+
+    /// Publishes `payload` straight to the stream, as a client bypassing the
+    /// servers' validation would.
+    pub fn publish(&self, payload: &str) {
+        self.raw(&format!("PUB skewless.push {}\r\n{payload}\r\n", payload.len()), false);
+    }
+
+    /// Removes every message from the stream (as its limits would trim them).
+    pub fn purge(&self) {
+        self.raw("PUB $JS.API.STREAM.PURGE.skewless _INBOX.test 0\r\n\r\n", true);
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Debian's HAProxy with the shipped `examples/haproxy/haproxy.cfg`, in
+/// front of `replicas`; killed when dropped.
+pub struct HaProxy {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl HaProxy {
+    pub fn start(a: &ServerProcess, b: &ServerProcess) -> HaProxy {
+        let port = free_port();
+        let address = |server: &ServerProcess| server.base.trim_start_matches("http://").to_string();
+        let child = Command::new(tool("haproxy"))
+            .args(["-db", "-f"])
+            .arg(root().join("examples/haproxy/haproxy.cfg"))
+            .env("SKEWLESS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SKEWLESS_REPLICA_A", address(a))
+            .env("SKEWLESS_REPLICA_B", address(b))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy runs (Debian package haproxy; .ci/run installs it)");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "haproxy did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        HaProxy {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// POSTs `body` to `path` on a new connection: the status, or None when
+    /// no answer came.
+    pub fn post(&self, path: &str, body: &str) -> Option<(u16, String)> {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_idle_connections(0)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .new_agent();
+        let mut response = agent.post(&format!("{}{path}", self.base)).send(body).ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.body_mut().read_to_string().unwrap_or_default()))
+    }
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
