@@ -26,6 +26,8 @@ mod live;
 mod metrics;
 pub mod monitor;
 mod replication;
+#[cfg(test)]
+mod replication_tests;
 mod routes;
 mod state;
 mod ui;

@@ -57,6 +57,16 @@ pub(super) const CREATED_TABLES: [&str; 7] = [
 /// about 140 MB for an aggregation view's events (`--rows-per-commit` lowers it).
 pub const MIN_FREE_BYTES: u64 = 256 << 20;
 
+/// The statistics a store last wrote for each view (by id), parsed, with
+/// the text written. Every commit merges into a view's statistics; parsing
+/// their text again (sketches of tens of kilobytes) cost a push more than
+/// the rest of its commit, so a commit whose stored text is the one kept
+/// here starts from the parsed copy (`statistics::add`). Invariant: a kept entry is used only
+/// when the stored text equals its text byte for byte, so a write by
+/// another process, or a transaction that did not commit, falls back to
+/// parsing.
+pub(super) type KeptStatistics = std::sync::Mutex<std::collections::HashMap<u32, (String, crate::stats::Statistics)>>;
+
 /// The embedded store.
 pub struct Store {
     pub(super) db: Database,
@@ -64,8 +74,8 @@ pub struct Store {
     /// Whether writes keep the views' statistics (`[monitoring] statistics`).
     pub(super) statistics: bool,
     /// The statistics this store last wrote, by view id, with their stored
-    /// text ([`super::statistics::add`]).
-    pub(super) kept_statistics: super::statistics::Kept,
+    /// text ([`KeptStatistics`]).
+    pub(super) kept_statistics: KeptStatistics,
 }
 
 impl Store {

@@ -6,19 +6,9 @@
 use redb::{ReadableTable, Table};
 
 use super::error::{Failure, StoreError};
-use super::file::{COMMITS, COUNTERS, STATS, Store, counter, optional};
+use super::file::{COMMITS, COUNTERS, KeptStatistics as Kept, STATS, Store, counter, optional};
 use super::registry::ViewRecord;
 use crate::stats::Statistics;
-
-/// The statistics a store last wrote for each view (by id), parsed, with
-/// the text written. Every commit merges into a view's statistics; parsing
-/// their text again (sketches of tens of kilobytes) cost a push more than
-/// the rest of its commit, so a commit whose stored text is the one kept
-/// here starts from the parsed copy. Invariant: a kept entry is used only
-/// when the stored text equals its text byte for byte, so a write by
-/// another process, or a transaction that did not commit, falls back to
-/// parsing.
-pub(crate) type Kept = std::sync::Mutex<std::collections::HashMap<u32, (String, Statistics)>>;
 
 /// Adds what a commit added to `view` to its kept statistics.
 pub(super) fn add(

@@ -9,7 +9,6 @@ use axum::body::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 
-use super::LogSettings;
 use super::log::{Batches, Bounds, Log, LogFault};
 
 /// How long a publish waits for JetStream's acknowledgement.
@@ -25,21 +24,21 @@ pub(crate) struct JetStream {
 }
 
 impl JetStream {
-    /// A client of the nats-server at `settings.url`, connecting in the
-    /// background: a server starts while the log is down.
-    pub(crate) async fn connect(settings: &LogSettings) -> Result<JetStream, String> {
+    /// A client of the nats-server at `url` (stream `stream`), connecting
+    /// in the background: a server starts while the log is down.
+    pub(crate) async fn connect(url: &str, stream: &str) -> Result<JetStream, String> {
         let client = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
             .name("skewless serve")
-            .connect(settings.url.as_str())
+            .connect(url)
             .await
             .map_err(|e| e.to_string())?;
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(PUBLISH_TIMEOUT);
         Ok(JetStream {
-            url: settings.url.clone(),
-            stream: settings.stream.clone(),
-            subject: format!("{}.push", settings.stream),
+            url: url.to_string(),
+            stream: stream.to_string(),
+            subject: format!("{stream}.push"),
             client,
             jetstream,
         })

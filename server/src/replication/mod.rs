@@ -26,7 +26,7 @@
 mod jetstream;
 mod log;
 #[cfg(test)]
-mod tests;
+mod memory;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -44,9 +44,9 @@ use crate::api::PushRequest;
 use crate::commit::{AfterFailure, commit_batch};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-#[cfg(test)]
-pub(crate) use log::MemoryLog;
 pub(crate) use log::{Bounds, Log, LogFault};
+#[cfg(test)]
+pub(crate) use memory::MemoryLog;
 
 /// Most messages applied in one store transaction: one fsync for many
 /// pushes when the replica is behind, bounded so one failing message
@@ -175,7 +175,9 @@ impl Replication {
                 "`{name}` is not a usable --stream name: use letters, digits, `_` and `-`"
             )));
         }
-        let log = jetstream::JetStream::connect(&settings).await.map_err(fail)?;
+        let log = jetstream::JetStream::connect(&settings.url, &settings.stream)
+            .await
+            .map_err(fail)?;
         Ok(Replication::over(Box::new(log), settings, applied))
     }
 
@@ -629,14 +631,15 @@ impl From<Halt> for Applied {
     }
 }
 
-enum Failure {
+pub(crate) enum Failure {
     /// Fails the same way on every replica: record and skip.
     Deterministic(String),
     /// Depends on this machine: retry.
     Machine(String),
 }
 
-fn prepare(
+/// A log message as a prepared push, or why it cannot be one.
+pub(crate) fn prepare(
     catalog: &Catalog,
     store: &Store,
     records: &BTreeMap<String, ViewRecord>,

@@ -3,6 +3,8 @@
 //! skipped and recorded alike on every replica, a repeated id answered as a
 //! duplicate, and the receiving replica committing the push it prepared.
 //! (The same paths against a real nats-server: `tests/replication.rs`.)
+//! Beside `replication/` rather than in it: they build whole servers
+//! (`state`), which depend on the replication module.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,8 +15,8 @@ use serde_json::Value;
 use skewless_runtime::Workspace;
 use tower::ServiceExt;
 
-use super::*;
 use crate::monitor::MonitorSettings;
+use crate::replication::*;
 use crate::state::{AppState, Server, ServerLimits};
 
 /// A push source and a lifetime count and sum over it: no component to
