@@ -10,6 +10,8 @@
 //! - `push`: push throughput through JetStream (replica A) against a
 //!   single node serving a copy of the same store, side by side, at 1, 4
 //!   and 16 connections;
+//! - `swap`: a store version swapped into replica A while 16 connections
+//!   read and 4 push: failed requests, and how long pushes were held;
 //! - `haproxy`: reads of one entity at 16 connections, straight to one
 //!   replica, and through HAProxy (the shipped config) over two.
 //!
@@ -234,6 +236,34 @@ fn main() {
                 rate(&replicated) / rate(&alone)
             );
         }
+    }
+
+    if wanted("swap") {
+        // A version built beside A's live store, swapped in while 16
+        // connections read and 4 push.
+        let out = primary.run(&["backfill", "--new-version", "bench"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let time = Duration::from_secs(3);
+        let (answers, swap) = std::thread::scope(|scope| {
+            let swap = scope.spawn(|| {
+                std::thread::sleep(time / 3);
+                a.post("/admin/swap", r#"{"version": "bench"}"#)
+            });
+            let pushes = scope.spawn(|| push_load(&a.base, 4, time, 5_000_000));
+            let request = Request::post("/get-online-features", READ);
+            let reads = on_one_thread(Load::new(&a.base).closed(16, time, move |_, _| request.clone()));
+            (reads, (swap.join().unwrap(), pushes.join().unwrap()))
+        });
+        let ((status, answer), pushes) = swap;
+        assert_eq!(status, 200, "{answer}");
+        println!(
+            "swap under load: took {:.1} ms, pushes held {:.1} ms, {} log messages replayed; reads {}; pushes {}",
+            answer["elapsed_ms"].as_f64().unwrap(),
+            answer["locked_ms"].as_f64().unwrap(),
+            answer["replayed"],
+            summary(&answers, time),
+            summary(&pushes, time)
+        );
     }
 
     if wanted("haproxy") {
