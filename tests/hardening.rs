@@ -322,19 +322,20 @@ impl Drop for SmallDisk {
     }
 }
 
-fn current_uid() -> u32 {
-    let out = std::process::Command::new("id").arg("-u").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+/// Driver `driver`'s `avg_daily_trips`, as `server` serves it.
+fn trips(server: &kit::ServerProcess, driver: i64) -> Option<i64> {
+    let (status, answer) = server.post(
+        "/get-online-features",
+        &format!(r#"{{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {{"driver_id": [{driver}]}}}}"#),
+    );
+    assert_eq!(status, 200, "{answer}\n{}", server.log());
+    answer["results"][1]["values"][0].as_i64()
 }
 
-#[test]
-fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_is_freed() {
-    if !Tier::Drills.enter() {
-        return;
-    }
-    let disk = SmallDisk::mount(128);
+/// driver_stats, applied and backfilled, its store on `disk`, writes
+/// refused below `reserve` free bytes.
+fn repo_on(disk: &SmallDisk, reserve: u64) -> kit::TempRepo {
     let mut repo = kit::TempRepo::with_data("driver_stats", kit::next_hour());
-    let reserve: u64 = 24 << 20;
     repo.env.push(("SKEWLESS_MIN_FREE_BYTES".into(), reserve.to_string()));
     let config = repo.path().join("skewless.toml");
     let text = std::fs::read_to_string(&config).unwrap();
@@ -346,18 +347,25 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_is_freed() {
     .unwrap();
     repo.ok(&["apply"]);
     repo.ok(&["backfill"]);
+    repo
+}
+
+fn current_uid() -> u32 {
+    let out = std::process::Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_is_freed() {
+    if !Tier::Drills.enter() {
+        return;
+    }
+    let disk = SmallDisk::mount(128);
+    let reserve: u64 = 24 << 20;
+    let repo = repo_on(&disk, reserve);
     let server = repo.serve(&[]);
     let now = skewless_runtime::time::now_micros;
-    let read = |driver: i64| {
-        let (status, answer) = server.post(
-            "/get-online-features",
-            &format!(
-                r#"{{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {{"driver_id": [{driver}]}}}}"#
-            ),
-        );
-        assert_eq!(status, 200, "{answer}");
-        answer["results"][1]["values"][0].as_i64()
-    };
+    let read = |driver: i64| trips(&server, driver);
     assert_eq!(server.post_text("/push", &push_body(&[1001], 111, now())).0, 200);
     assert_eq!(read(1001), Some(111));
 
@@ -409,30 +417,10 @@ fn a_write_fault_redb_latches_is_cleared_by_reopening_the_live_store_while_servi
     // No reserve: the disk fills inside a redb write, which then refuses
     // every write until the file is reopened, even once space is freed.
     let disk = SmallDisk::mount(128);
-    let mut repo = kit::TempRepo::with_data("driver_stats", kit::next_hour());
-    repo.env.push(("SKEWLESS_MIN_FREE_BYTES".into(), "0".into()));
-    let config = repo.path().join("skewless.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let store = disk.path().join("store.redb");
-    std::fs::write(
-        &config,
-        text.replacen("\n", &format!("\nstore = \"{}\"\n", store.display()), 1),
-    )
-    .unwrap();
-    repo.ok(&["apply"]);
-    repo.ok(&["backfill"]);
+    let repo = repo_on(&disk, 0);
     let server = repo.serve(&[]);
     let now = skewless_runtime::time::now_micros;
-    let read = |driver: i64| {
-        let (status, answer) = server.post(
-            "/get-online-features",
-            &format!(
-                r#"{{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {{"driver_id": [{driver}]}}}}"#
-            ),
-        );
-        assert_eq!(status, 200, "{answer}\n{}", server.log());
-        answer["results"][1]["values"][0].as_i64()
-    };
+    let read = |driver: i64| trips(&server, driver);
     assert_eq!(server.post_text("/push", &push_body(&[1001], 111, now())).0, 200);
 
     // Fill the disk, then push until a write fails for want of space.
