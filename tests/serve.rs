@@ -629,11 +629,22 @@ fn a_store_version_built_beside_the_live_one_is_swapped_in_under_read_load_witho
     );
     assert_eq!(trips(&server), json!(5), "the refused swap left the live store served");
 
-    // Undo: the retired store swapped back in; the older retired one is
-    // then removed, and the one just replaced kept.
+    // The retired store misses the pushes since: refused too.
     let old = retired[0].trim_end_matches(".redb").to_string();
     let (status, answer) = server.post("/admin/swap", &format!(r#"{{"version": "{old}"}}"#));
     assert_eq!(status, 409, "it misses the pushes since: {answer}");
+
+    // A version built now swaps in; the store it replaces is kept, and the
+    // one retired before is removed.
+    let out = repo.run(&["backfill", "--new-version", "v4"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, answer) = server.post("/admin/swap", r#"{"version": "v4"}"#);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["removed"].as_array().map(Vec::len), Some(1), "{answer}");
+    assert!(!versions.join(&retired[0]).exists());
+    let kept = answer["retired"].as_str().unwrap();
+    assert!(versions.join(format!("{kept}.redb")).exists(), "{answer}");
+    assert_eq!(trips(&server), json!(5));
     // Reopening the live store (what clears a write fault) keeps everything.
     let (swapped, printed) = swap(&repo, &server, &[]);
     assert!(swapped, "{printed}");

@@ -59,6 +59,10 @@ pub const CONFIG_FILE: &str = "skewless.toml";
 /// Where the store lives unless `store` says otherwise (relative to the repo).
 pub const DEFAULT_STORE: &str = ".skewless/store.redb";
 
+/// The environment variable that names the store file instead of the
+/// repo's `store` (or [`DEFAULT_STORE`]).
+pub const STORE_VARIABLE: &str = "SKEWLESS_STORE";
+
 /// A repo that cannot be used, with where and why.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -232,7 +236,8 @@ pub struct Repo {
     pub config_path: PathBuf,
     /// Project name.
     pub project: String,
-    /// The redb store file.
+    /// The redb store file: `SKEWLESS_STORE`, else `store`, else
+    /// [`DEFAULT_STORE`], under the repo's root.
     pub store_path: PathBuf,
     /// Entities by name, in file order.
     pub entities: IndexMap<String, Entity>,
@@ -1008,7 +1013,12 @@ impl Repo {
             );
         }
 
-        let store_path = root.join(raw.store.as_deref().unwrap_or(DEFAULT_STORE));
+        // SKEWLESS_STORE serves the same repo from another store file (a
+        // second replica on one machine), relative to where it is run.
+        let store_path = match std::env::var_os(STORE_VARIABLE).filter(|v| !v.is_empty()) {
+            Some(file) => std::path::absolute(PathBuf::from(file)).unwrap_or_default(),
+            None => root.join(raw.store.as_deref().unwrap_or(DEFAULT_STORE)),
+        };
         let mut server = raw.server;
         for path in [&mut server.auth.tokens, &mut server.auth.jwks].into_iter().flatten() {
             *path = root.join(&*path);
