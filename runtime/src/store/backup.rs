@@ -145,7 +145,8 @@ impl std::fmt::Display for BackupSummary {
         }
         write!(
             f,
-            " to {} ({} entries, {:.1} MB) in {:.2}s; serve it with `store = \"{}\"` in a copy of skewless.toml",
+            " to {} ({} entries, {:.1} MB) in {:.2}s; serve it with `SKEWLESS_STORE={} skewless serve` \
+             (or `store = ...` in skewless.toml)",
             self.path.display(),
             self.entries,
             self.bytes as f64 / 1e6,
