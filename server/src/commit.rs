@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use skewless_runtime::push::Prepared;
 use skewless_runtime::store::LogPosition;
 use skewless_runtime::{Store, StoreError};
+use tokio::sync::oneshot;
 
 use crate::live::LiveStore;
-use tokio::sync::oneshot;
 
 /// Most pushes in one transaction: bounds the work a failed commit undoes.
 const MAX_BATCH: usize = 256;

@@ -18,6 +18,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 pub(crate) struct LiveStore {
     current: RwLock<Arc<Store>>,
     writing: Arc<Mutex<()>>,
+    swapping: Mutex<()>,
 }
 
 impl LiveStore {
@@ -25,6 +26,7 @@ impl LiveStore {
         LiveStore {
             current: RwLock::new(Arc::new(store)),
             writing: Arc::new(Mutex::new(())),
+            swapping: Mutex::new(()),
         }
     }
 
@@ -38,6 +40,11 @@ impl LiveStore {
     pub(crate) fn write<T>(&self, commit: impl FnOnce(&Store) -> T) -> T {
         let _writing = self.writing.blocking_lock();
         commit(&self.current())
+    }
+
+    /// Waits until no other swap runs.
+    pub(crate) async fn lock_swaps(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.swapping.lock().await
     }
 
     /// Waits for the writer lock, for a swap.

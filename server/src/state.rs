@@ -499,6 +499,17 @@ impl Server {
     /// ([`versions::promote`]) and the store replaced. Requests that took
     /// the old store finish on it.
     pub async fn swap_store(self: &Arc<Self>, request: SwapRequest) -> Result<SwapResponse, ApiError> {
+        // A task of its own: a client that goes away mid-swap must not stop
+        // it between renaming the file into place and serving it.
+        let server = self.clone();
+        tokio::spawn(async move { server.swap(request).await })
+            .await
+            .map_err(|e| ApiError::internal(format!("the swap task failed: {e}")))?
+    }
+
+    async fn swap(self: &Arc<Self>, request: SwapRequest) -> Result<SwapResponse, ApiError> {
+        // One swap at a time, from the version's check to the switch.
+        let _swapping = self.live.lock_swaps().await;
         let started = Instant::now();
         let live_path = self.catalog.repo.store_path.clone();
         let version = request.version;

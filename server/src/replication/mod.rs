@@ -10,15 +10,16 @@
 //! Invariants, and where they are enforced:
 //! - A message is applied once, across restarts and crashes: its stream
 //!   sequence is written in the transaction that writes its rows, the store
-//!   refuses a sequence at or before the one it holds, and the applier
-//!   always resumes after the stored sequence ([`Replication::follow`]).
+//!   refuses a write that does not start right after the sequence it holds
+//!   (`LogPosition::first`), and the applier always resumes after the
+//!   stored sequence ([`Replication::follow`]).
 //! - Messages apply in stream order with no gap. A gap (the stream was
 //!   trimmed past what this store holds, or recreated) stops the replica:
 //!   it answers 503 `stale_replica` rather than serve stale values
 //!   ([`Phase::Stale`]), and says how to re-bootstrap.
 //! - A message that fails the same way on every machine (malformed, an
 //!   unknown source, a transform that traps or reports an error) is
-//!   recorded and skipped in the transaction of the next write, so every
+//!   recorded and skipped in the transaction that covers it, so every
 //!   replica skips the same ones. One that ran out of time or hit a store
 //!   fault (which depend on the machine) is retried, and skipped only after
 //!   [`MAX_ATTEMPTS`], with the reason recorded.
@@ -66,9 +67,11 @@ const RETRY: Duration = Duration::from_millis(500);
 /// Outcomes of recent messages kept for the requests waiting on them.
 const RECENT_OUTCOMES: usize = 100_000;
 
-/// Most pushes this replica prepared and published that are kept for the
-/// applier (a replica far behind prepares them again instead).
+/// Most pushes, and rows in all, that this replica prepared and published
+/// kept for the applier (which takes them within milliseconds; a replica
+/// far behind prepares the rest again instead): bounds their memory.
 const OWN_PUSHES: usize = 1_024;
+const OWN_ROWS: usize = 100_000;
 
 /// `skewless serve --log ...`.
 #[derive(Debug, Clone)]
@@ -250,7 +253,8 @@ impl Replication {
     /// `sequence` (not a duplicate), for the applier to commit.
     pub(crate) fn keep_own(&self, sequence: u64, push: Prepared) {
         let mut own = self.own.lock().expect("own pushes lock");
-        if sequence > self.applied() && own.len() < OWN_PUSHES {
+        let rows: usize = own.values().map(|kept| kept.rows).sum();
+        if sequence > self.applied() && own.len() < OWN_PUSHES && rows + push.rows <= OWN_ROWS {
             own.insert(sequence, push);
         }
     }
