@@ -241,7 +241,7 @@ pub struct SwapRequest {
     /// live store is reopened, which clears a write fault that redb keeps
     /// until then (a disk that filled up and was freed).
     #[serde(default)]
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")]
     pub version: Option<String>,
 }
 

@@ -337,7 +337,7 @@ async fn push(
 #[utoipa::path(
     post,
     path = "/admin/swap",
-    request_body = SwapRequest,
+    request_body = Option<SwapRequest>,
     responses(
         (status = 200, description = "Swapped: later requests read the new store", body = SwapResponse),
         (status = 400, description = "Malformed JSON, or a version name that cannot be a file name", body = ErrorBody),
@@ -348,11 +348,25 @@ async fn push(
 )]
 async fn swap(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Answer<SwapResponse> {
     let body = body_bytes(&state, body)?;
-    // `curl -X POST .../admin/swap` with no body reopens the live store.
+    // `curl -X POST .../admin/swap` with no body (or `null`) reopens the live store.
     let request = if body.iter().all(u8::is_ascii_whitespace) {
         SwapRequest::default()
     } else {
-        from_json(&body)?
+        // An object, or null: serde would also take the fields as an array.
+        let refuse = |kind: &str| {
+            ApiError::bad_request(
+                "invalid_request",
+                format!("the request is a JSON object like {{\"version\": \"NAME\"}} (or no body), not {kind}"),
+            )
+        };
+        match from_json::<serde_json::Value>(&body)? {
+            serde_json::Value::Null => SwapRequest::default(),
+            object @ serde_json::Value::Object(_) => from_json(object.to_string().as_bytes())?,
+            serde_json::Value::Array(_) => return Err(refuse("an array")),
+            serde_json::Value::String(_) => return Err(refuse("a string")),
+            serde_json::Value::Number(_) => return Err(refuse("a number")),
+            serde_json::Value::Bool(_) => return Err(refuse("a boolean")),
+        }
     };
     Ok(Json(state.swap_store(request).await?))
 }
@@ -624,6 +638,31 @@ mod tests {
         drop(held);
         assert_eq!(get(&state, "/metrics", None).await.status(), StatusCode::OK);
         assert_eq!(state.in_flight.available_permits(), 2, "every permit came back");
+    }
+
+    #[tokio::test]
+    async fn a_swap_request_is_an_object_naming_a_built_version_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = server(dir.path(), 4, crate::Auth::none());
+        let swap = |body: &'static str| {
+            let request = Request::post("/admin/swap").body(Body::from(body)).unwrap();
+            app(state.clone()).oneshot(request)
+        };
+        for (body, status, code) in [
+            ("[]", StatusCode::BAD_REQUEST, "invalid_request"),
+            (r#"{"verison": "v2"}"#, StatusCode::BAD_REQUEST, "invalid_request"),
+            (r#"{"version": "../v2"}"#, StatusCode::BAD_REQUEST, "bad_version_name"),
+            (r#"{"version": "v2"}"#, StatusCode::NOT_FOUND, "no_such_version"),
+        ] {
+            let response = swap(body).await.unwrap();
+            assert_eq!(response.status(), status, "{body}");
+            assert_eq!(code_of(response).await, code, "{body}");
+        }
+        // No body (or null): the live store is reopened.
+        for body in ["", "null"] {
+            let response = swap(body).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{body:?}");
+        }
     }
 
     #[tokio::test]

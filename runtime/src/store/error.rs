@@ -123,7 +123,10 @@ pub enum StoreError {
         available: Vec<String>,
     },
     /// A store version name that could not be a file name.
-    #[error("`{0}` is not a usable store version name: use letters, digits, `_`, `-` and `.`, not starting with `.`")]
+    #[error(
+        "`{0}` is not a usable store version name: use letters, digits, `_`, `-` and `.`, not starting with `.` \
+         nor ending with `.building`"
+    )]
     VersionName(String),
     /// The folder for the store could not be created.
     #[error("cannot create {}: {error}", path.display())]

@@ -38,7 +38,8 @@ pub fn versions_dir(live: &Path) -> PathBuf {
 pub fn version_path(live: &Path, name: &str) -> Result<PathBuf, StoreError> {
     check_name(name)?;
     let path = versions_dir(live).join(format!("{name}.redb"));
-    if path.exists() {
+    // `NAME.building` is a version being built: not one to swap in.
+    if path.exists() && !name.ends_with(".building") {
         return Ok(path);
     }
     Err(StoreError::NoVersion {
@@ -116,6 +117,9 @@ impl Store {
     /// store until the version is swapped in.
     pub fn begin_version(&self, name: &str) -> Result<Building, StoreError> {
         check_name(name)?;
+        if name.ends_with(".building") {
+            return Err(StoreError::VersionName(name.to_string()));
+        }
         let dir = versions_dir(&self.path);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let building = dir.join(format!("{name}{BUILDING}"));
