@@ -128,7 +128,7 @@ pub(crate) fn commit_batch(
     let copies: Option<Vec<Prepared>> = (pushes.len() > 1).then(|| pushes.to_vec());
     let all = write(store, pushes, position(0..pushes.len()).as_ref());
     let Some(copies) = copies.filter(|_| all.is_err()) else {
-        if let Err(error) = &all {
+        if let (Err(error), 1) = (&all, pushes.len()) {
             failed(0, error);
         }
         return vec![all.map_err(Arc::new); pushes.len()];

@@ -53,12 +53,8 @@ impl ApiError {
         }
     }
 
-    fn store(error: StoreError) -> Self {
-        Self::commit(&error)
-    }
-
-    /// [`ApiError::commit`] of an error the caller keeps.
-    pub(crate) fn commit_ref(error: StoreError) -> Self {
+    /// A store error, as [`ApiError::commit`] answers it.
+    pub(crate) fn store(error: StoreError) -> Self {
         Self::commit(&error)
     }
 
@@ -108,6 +104,19 @@ impl ApiError {
             message: error.to_string(),
         }
     }
+}
+
+/// Runs `work` on tokio's blocking pool: transform calls past the inline
+/// budget (a guest may run to its time limit), push preparation, and a
+/// store swap's file work never hold an async worker.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        code: "internal",
+        message: format!("the request's task failed: {e}"),
+    })?
 }
 
 /// The code of an error answer, kept on the response for the metrics.

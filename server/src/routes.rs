@@ -21,7 +21,7 @@ use crate::api::{
     PushResponse, ReplicationHealth, ResponseMetadata, RowErrorBody, SwapRequest, SwapResponse,
 };
 use crate::auth::Scope;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode, blocking};
 use crate::state::{AppState, Inline, Server};
 
 /// The whole HTTP API over `state`; tests call it with or without a socket.
@@ -235,8 +235,16 @@ fn body_bytes(state: &Server, body: Result<Bytes, BytesRejection>) -> Result<Byt
     })
 }
 
-/// A JSON body: 400 naming line and column.
+/// A JSON body: 400 naming line and column. Every request is an object:
+/// serde would also take a struct's fields from an array, in order, so an
+/// array is refused here, for every route.
 fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.trim_ascii_start().starts_with(b"[") {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "the request body is a JSON array; it must be a JSON object of named fields",
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             ApiError::bad_request(
@@ -276,19 +284,6 @@ async fn get_online_features(
             blocking(move || state.get_online_features(&request, started)).await?,
         )),
     }
-}
-
-/// Runs `work` on tokio's blocking pool: transform calls past the inline
-/// budget (a guest may run to its time limit) and push preparation never
-/// hold an async worker.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        code: "internal",
-        message: format!("the request's task failed: {e}"),
-    })?
 }
 
 /// Rows to store through the views of a push source (Feast's `push`);
@@ -352,21 +347,7 @@ async fn swap(State(state): State<AppState>, body: Result<Bytes, BytesRejection>
     let request = if body.iter().all(u8::is_ascii_whitespace) {
         SwapRequest::default()
     } else {
-        // An object, or null: serde would also take the fields as an array.
-        let refuse = |kind: &str| {
-            ApiError::bad_request(
-                "invalid_request",
-                format!("the request is a JSON object like {{\"version\": \"NAME\"}} (or no body), not {kind}"),
-            )
-        };
-        match from_json::<serde_json::Value>(&body)? {
-            serde_json::Value::Null => SwapRequest::default(),
-            object @ serde_json::Value::Object(_) => from_json(object.to_string().as_bytes())?,
-            serde_json::Value::Array(_) => return Err(refuse("an array")),
-            serde_json::Value::String(_) => return Err(refuse("a string")),
-            serde_json::Value::Number(_) => return Err(refuse("a number")),
-            serde_json::Value::Bool(_) => return Err(refuse("a boolean")),
-        }
+        from_json::<Option<SwapRequest>>(&body)?.unwrap_or_default()
     };
     Ok(Json(state.swap_store(request).await?))
 }
@@ -658,6 +639,13 @@ mod tests {
             assert_eq!(response.status(), status, "{body}");
             assert_eq!(code_of(response).await, code, "{body}");
         }
+        // An array is no request on any route (serde would take it as the fields).
+        let request = Request::post("/get-online-features")
+            .body(Body::from(r#"[["rider:x"], {"rider_id": [1]}]"#))
+            .unwrap();
+        let response = app(state.clone()).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(code_of(response).await, "invalid_request");
         // No body (or null): the live store is reopened.
         for body in ["", "null"] {
             let response = swap(body).await.unwrap();

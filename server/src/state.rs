@@ -22,7 +22,7 @@ use crate::api::{
 };
 use crate::auth::Auth;
 use crate::commit::Committer;
-use crate::error::ApiError;
+use crate::error::{ApiError, blocking};
 use crate::live::LiveStore;
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, MonitorSettings};
@@ -529,7 +529,7 @@ impl Server {
         let mut replayed = 0;
         let replicated = self.replication.as_ref().filter(|_| version.is_some());
         if let Some(log) = replicated {
-            let target = self.live.current().log_sequence().map_err(ApiError::commit_ref)?;
+            let target = self.live.current().log_sequence().map_err(ApiError::store)?;
             replayed += log
                 .catch_up(&candidate, target, replay(self))
                 .await
@@ -542,17 +542,17 @@ impl Server {
         // Not read on a reopen: the old store may refuse every use (redb's
         // latch after an I/O error), which is what the reopen clears.
         let old_commit = match &version {
-            Some(_) => old.last_commit().map_err(ApiError::commit_ref)?,
+            Some(_) => old.last_commit().map_err(ApiError::store)?,
             None => 0,
         };
         if let Some(log) = replicated {
-            let target = old.log_sequence().map_err(ApiError::commit_ref)?;
+            let target = old.log_sequence().map_err(ApiError::store)?;
             replayed += log
                 .catch_up(&candidate, target, replay(self))
                 .await
                 .map_err(swap_conflict)?;
         } else if let Some(name) = &version {
-            let base = candidate.version_base().map_err(ApiError::commit_ref)?;
+            let base = candidate.version_base().map_err(ApiError::store)?;
             if base != Some(old_commit) {
                 return Err(swap_conflict(format!(
                     "version `{name}` was built from commit {} of this store, which is at commit {old_commit} now: \
@@ -589,8 +589,8 @@ impl Server {
             }
         };
         let (commit, log_sequence) = (
-            store.last_commit().map_err(ApiError::commit_ref)?,
-            store.log_sequence().map_err(ApiError::commit_ref)?,
+            store.last_commit().map_err(ApiError::store)?,
+            store.log_sequence().map_err(ApiError::store)?,
         );
         drop(self.live.replace(&writing, store));
         // A cached snapshot of the old store must not answer another read.
@@ -748,15 +748,6 @@ impl Server {
         }
         Ok(())
     }
-}
-
-/// Runs `work` on tokio's blocking pool (file operations, store opening).
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::internal(format!("a swap task failed: {e}")))?
 }
 
 /// A version that cannot be named or found: 400, 404.
