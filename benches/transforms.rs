@@ -86,6 +86,9 @@ fn to_arrow(output: skewless_sdk::Output) -> Vec<ArrayRef> {
                     Buffer::from_vec(bytes),
                     nulls,
                 )) as ArrayRef,
+                Values::List { .. } | Values::Vector { .. } => {
+                    panic!("the benchmarked transforms output scalars only")
+                }
             }
         })
         .collect()

@@ -202,7 +202,9 @@ fn backfill_refuses_an_unapplied_or_stale_view() {
 fn every_type_is_stored_and_read_back_exactly() {
     use std::sync::Arc;
 
+    use arrow_array::builder::{BooleanBuilder, Float64Builder, ListBuilder, StringBuilder};
     use arrow_array::{ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray};
+    use arrow_schema::Field;
 
     let repo = TempRepo::from_config(&format!(
         r#"project = "types"
@@ -251,6 +253,43 @@ transform = "{}"
         ("t", ts(vec![Some(-1), None, Some(1_700_000_000_123_456)])),
     ])
     .unwrap();
+    // Lists as other writers lay them out: Spark names the element field
+    // `element` and makes it non-null; pandas writes an embedding as a list
+    // of float64, not a fixed-size list of float32.
+    let strings = {
+        let mut builder = ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+            "element",
+            arrow_schema::DataType::Utf8,
+            false,
+        )));
+        builder.append_value([Some("a"), Some("ü b")]);
+        builder.append_value(Vec::<Option<&str>>::new());
+        builder.append_null();
+        Arc::new(builder.finish()) as ArrayRef
+    };
+    let flags = {
+        let mut builder = ListBuilder::new(BooleanBuilder::new());
+        builder.append_value([Some(true), Some(false), Some(true)]);
+        builder.append_null();
+        builder.append_value([Some(false)]);
+        Arc::new(builder.finish()) as ArrayRef
+    };
+    let vectors = {
+        let mut builder = ListBuilder::new(Float64Builder::new());
+        builder.append_value([Some(0.5), Some(-0.0), Some(1e-40)]);
+        builder.append_value([Some(1.0), Some(2.0), Some(3.0)]);
+        builder.append_null();
+        Arc::new(builder.finish()) as ArrayRef
+    };
+    let mut columns: Vec<(String, ArrayRef)> = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| (f.name().clone(), c.clone()))
+        .collect();
+    columns.extend([("ls".into(), strings), ("lb".into(), flags), ("v".into(), vectors)]);
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
     samples::write_parquet(&repo.path().join("data/things.parquet"), &batch).unwrap();
     repo.ok(&["apply"]);
     repo.ok(&["backfill"]);
@@ -271,6 +310,14 @@ transform = "{}"
     assert_eq!(
         json["results"][1]["statuses"],
         serde_json::json!(["PRESENT", "NULL_VALUE", "PRESENT"])
+    );
+    // Lists and vectors in Feast's wire shape: JSON arrays; float32
+    // components widened exactly.
+    assert_eq!(values(7), serde_json::json!([["a", "ü b"], [], null]));
+    assert_eq!(values(8), serde_json::json!([[true, false, true], null, [false]]));
+    assert_eq!(
+        values(9),
+        serde_json::json!([[0.5, -0.0, 1e-40f32 as f64], [1.0, 2.0, 3.0], null])
     );
 
     let table = repo.ok(&["get", "--entity", "id=ä-1", "--features", "echo"]);

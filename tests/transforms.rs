@@ -7,9 +7,10 @@ use skewless_testkit as kit;
 
 use std::sync::Arc;
 
+use arrow_array::builder::{BooleanBuilder, FixedSizeListBuilder, Float32Builder, ListBuilder, StringBuilder};
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray, TimestampNanosecondArray,
+    Array, ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Float64Array, Int64Array, RecordBatch,
+    StringArray, TimestampMicrosecondArray, TimestampNanosecondArray,
 };
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use kit::*;
@@ -178,7 +179,8 @@ fn splitting_a_batch_across_calls_does_not_change_the_result() {
     assert_eq!(a.row_errors, b.row_errors);
 }
 
-/// One row of the echo component's columns: b, i, f32 bits, f64 bits, s, t.
+/// One row of the echo component's columns: b, i, f32 bits, f64 bits, s,
+/// t, a list of strings, a list of booleans, a vector of 3.
 type EchoRow = (
     Option<bool>,
     Option<i64>,
@@ -186,6 +188,9 @@ type EchoRow = (
     Option<u64>,
     Option<String>,
     Option<i64>,
+    Option<Vec<String>>,
+    Option<Vec<bool>>,
+    Option<[f32; 3]>,
 );
 
 fn ts_type() -> DataType {
@@ -200,7 +205,44 @@ fn echo_batch(rows: &[EchoRow]) -> RecordBatch {
         Field::new("f64", DataType::Float64, true),
         Field::new("s", DataType::Utf8, true),
         Field::new("t", ts_type(), true),
+        Field::new("ls", list_type(DataType::Utf8), true),
+        Field::new("lb", list_type(DataType::Boolean), true),
+        Field::new(
+            "v",
+            DataType::FixedSizeList(Arc::new(Field::new_list_field(DataType::Float32, true)), 3),
+            true,
+        ),
     ]));
+    let mut strings = ListBuilder::new(StringBuilder::new());
+    let mut bools = ListBuilder::new(BooleanBuilder::new());
+    let mut vectors = FixedSizeListBuilder::new(Float32Builder::new(), 3);
+    for row in rows {
+        match &row.6 {
+            Some(list) => strings.append_value(list.iter().map(Some)),
+            None => strings.append_null(),
+        }
+        match &row.7 {
+            Some(list) => bools.append_value(list.iter().map(|b| Some(*b))),
+            None => bools.append_null(),
+        }
+        match &row.8 {
+            Some(v) => {
+                vectors.values().append_slice(v);
+                vectors.append(true);
+            }
+            None => {
+                vectors.values().append_slice(&[0.0; 3]);
+                vectors.append(false);
+            }
+        }
+    }
+    let vectors = vectors.finish();
+    let vectors = FixedSizeListArray::new(
+        Arc::new(Field::new_list_field(DataType::Float32, true)),
+        3,
+        vectors.values().clone(),
+        vectors.nulls().cloned(),
+    );
     RecordBatch::try_new(
         schema,
         vec![
@@ -216,9 +258,21 @@ fn echo_batch(rows: &[EchoRow]) -> RecordBatch {
             Arc::new(
                 TimestampMicrosecondArray::from(rows.iter().map(|r| r.5).collect::<Vec<_>>()).with_timezone("UTC"),
             ),
+            Arc::new(strings.finish()),
+            Arc::new(bools.finish()),
+            Arc::new(vectors),
         ],
     )
     .unwrap()
+}
+
+fn list_type(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(item, true)))
+}
+
+/// Finite float32 of every kind: zeros, subnormals, normals.
+fn finite_f32() -> impl Strategy<Value = f32> {
+    proptest::num::f32::ZERO | proptest::num::f32::SUBNORMAL | proptest::num::f32::NORMAL
 }
 
 fn row_strategy() -> impl Strategy<Value = EchoRow> {
@@ -233,6 +287,9 @@ fn row_strategy() -> impl Strategy<Value = EchoRow> {
         ]),
         proptest::option::of(prop_oneof![Just(String::new()), "\\PC{0,12}", "[a-z]{0,4}"]),
         proptest::option::of(any::<i64>()),
+        proptest::option::of(proptest::collection::vec("\\PC{0,6}", 0..5)),
+        proptest::option::of(proptest::collection::vec(any::<bool>(), 0..11)),
+        proptest::option::of([finite_f32(), finite_f32(), finite_f32()]),
     )
 }
 
@@ -290,7 +347,17 @@ fn canonical_nans(batch: &RecordBatch) -> RecordBatch {
 fn timestamps_in_other_units_arrive_as_microseconds() {
     let runtime = runtime();
     let echo = test_component(&runtime, "echo", Limits::default());
-    let row = (Some(true), Some(1), Some(0), Some(0), Some("é".to_string()), Some(0));
+    let row = (
+        Some(true),
+        Some(1),
+        Some(0),
+        Some(0),
+        Some("é".to_string()),
+        Some(0),
+        None,
+        None,
+        None,
+    );
     let base = echo_batch(&[row.clone(), row.clone(), row]);
     let nanos: ArrayRef =
         Arc::new(TimestampNanosecondArray::from(vec![Some(1_500_999), None, Some(-1_001)]).with_timezone("UTC"));

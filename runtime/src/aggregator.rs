@@ -50,7 +50,7 @@ pub struct Aggregator {
     digest: Digest,
     description: AggregatorDescription,
     /// Instances of the pre-linked component, made ahead ([`crate::fresh`]).
-    fresh: Arc<FreshInstances<wit::AggregatorComponent>>,
+    fresh: Arc<FreshInstances<Bindings>>,
     limits: Limits,
 }
 
@@ -70,14 +70,26 @@ impl PartialEq for Aggregator {
     }
 }
 
-type Guest = wit::aggregator::exports::skewless::transform::aggregator::Guest;
+/// A pre-linked aggregator of either contract version the host runs.
+pub(crate) enum AggregatorPre {
+    /// Built for 0.2.0.
+    V0_2(wit::AggregatorComponentPre<HostState>),
+    /// Built for 0.1.0: its batches and columns are converted at the call.
+    V0_1(wit::v0_1::AggregatorComponentPre<HostState>),
+}
+
+/// An instance's bindings, of the component's contract version.
+pub(crate) enum Bindings {
+    V0_2(wit::AggregatorComponent),
+    V0_1(wit::v0_1::AggregatorComponent),
+}
 
 impl Aggregator {
     pub(crate) fn new(
         label: &str,
         path: &Path,
         digest: Digest,
-        pre: wit::AggregatorComponentPre<HostState>,
+        pre: AggregatorPre,
         worker: &Arc<InstanceWorker>,
         limits: Limits,
     ) -> Result<Aggregator, LoadError> {
@@ -85,27 +97,40 @@ impl Aggregator {
             path: path.to_path_buf(),
             message,
         };
-        let engine = pre.instance_pre().component().engine().clone();
+        let engine = match &pre {
+            AggregatorPre::V0_2(pre) => pre.instance_pre().component().engine().clone(),
+            AggregatorPre::V0_1(pre) => pre.instance_pre().component().engine().clone(),
+        };
         let fresh = FreshInstances::new(
             worker,
             move || new_store(&engine, &limits, limits.timeout()),
-            move |store| pre.instantiate(store),
+            move |store| match &pre {
+                AggregatorPre::V0_2(pre) => pre.instantiate(store).map(Bindings::V0_2),
+                AggregatorPre::V0_1(pre) => pre.instantiate(store).map(Bindings::V0_1),
+            },
         );
         let mut made = fresh
             .take_one_off(limits.timeout())
             .map_err(|(e, _)| describe_error(format!("{e:#}")))?;
         let Made { store, instance } = &mut *made;
-        let raw = instance
-            .skewless_transform_aggregator()
-            .call_describe(store)
-            .map_err(|e| describe_error(format!("{e:#}")))?;
+        let raw = match instance {
+            Bindings::V0_2(bindings) => bindings
+                .skewless_transform_aggregator()
+                .call_describe(store)
+                .map(|d| (d.name, d.version, d.input, d.output)),
+            Bindings::V0_1(bindings) => bindings
+                .skewless_transform_aggregator()
+                .call_describe(store)
+                .map(|d| (d.name, d.version, wit::v0_1::field(d.input), wit::v0_1::field(d.output))),
+        };
+        let (name, version, input, output) = raw.map_err(|e| describe_error(format!("{e:#}")))?;
         drop(made);
         let field = crate::transform::field_spec;
         let description = AggregatorDescription {
-            name: raw.name,
-            version: raw.version,
-            input: field(raw.input),
-            output: field(raw.output),
+            name,
+            version,
+            input: field(input),
+            output: field(output),
         };
         if description.input.data_type == FeatureType::Bool {
             return Err(describe_error("an aggregator input cannot be boolean".into()));
@@ -154,19 +179,42 @@ impl Aggregator {
         .map_err(|e| self.error(TransformErrorKind::Failed(format!("cannot build the input batch: {e}"))))?;
         let batch = columns::with_wit_batch(&batch, std::slice::from_ref(field), columns::owned)
             .map_err(|e| self.error(TransformErrorKind::Input(e)))?;
-        let out = self.call(|guest, store| guest.call_update(store, states, groups, &batch))?;
+        let out = self.call(|bindings, store| match bindings {
+            Bindings::V0_2(b) => b
+                .skewless_transform_aggregator()
+                .call_update(store, states, groups, &batch),
+            Bindings::V0_1(b) => match wit::v0_1::batch(batch) {
+                Ok(batch) => b
+                    .skewless_transform_aggregator()
+                    .call_update(store, states, groups, &batch),
+                Err(message) => Ok(Err(message)),
+            },
+        })?;
         self.check_states(out, states.len())
     }
 
     /// Folds `parts[i]` into `states[groups[i]]`, in order.
     pub fn merge(&self, states: &[Vec<u8>], groups: &[u32], parts: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, TransformError> {
-        let out = self.call(|guest, store| guest.call_merge(store, states, groups, parts))?;
+        let out = self.call(|bindings, store| match bindings {
+            Bindings::V0_2(b) => b
+                .skewless_transform_aggregator()
+                .call_merge(store, states, groups, parts),
+            Bindings::V0_1(b) => b
+                .skewless_transform_aggregator()
+                .call_merge(store, states, groups, parts),
+        })?;
         self.check_states(out, states.len())
     }
 
     /// The feature value of each state.
     pub fn finalize(&self, states: &[Vec<u8>]) -> Result<Vec<Value>, TransformError> {
-        let column = self.call(|guest, store| guest.call_finalize(store, states))?;
+        let column = self.call(|bindings, store| match bindings {
+            Bindings::V0_2(b) => b.skewless_transform_aggregator().call_finalize(store, states),
+            Bindings::V0_1(b) => b
+                .skewless_transform_aggregator()
+                .call_finalize(store, states)
+                .map(|r| r.map(wit::v0_1::column)),
+        })?;
         let output = &self.description.output;
         let array = columns::column_from_wit(column, output, states.len())
             .map_err(|e| self.error(TransformErrorKind::Output(e)))?;
@@ -178,7 +226,7 @@ impl Aggregator {
     /// One guest call on a fresh instance, under the view's time and memory limits.
     fn call<R>(
         &self,
-        f: impl FnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
+        f: impl FnOnce(&Bindings, &mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, TransformError> {
         let timeout = self.limits.timeout();
         let mut taken = match self.fresh.take(timeout) {
@@ -186,7 +234,7 @@ impl Aggregator {
             Err((e, store)) => return Err(self.error(classify_trap(e, &store, &self.limits, timeout))),
         };
         let Made { store, instance } = &mut *taken;
-        match f(instance.skewless_transform_aggregator(), store) {
+        match f(instance, store) {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(message)) => Err(self.error(TransformErrorKind::Failed(cap_message(message)))),
             Err(e) => Err(self.error(classify_trap(e, store, &self.limits, timeout))),

@@ -505,7 +505,7 @@ fn check_sources(catalog: &Catalog, warnings: &mut Vec<String>) -> Result<(), Re
                 }
                 // CSV columns are text until read with their declared types.
                 Some((_, arrow_schema::DataType::Utf8)) if matches!(format, crate::file_format::FileFormat::Csv) => {}
-                Some((_, found)) if FeatureType::from_arrow(found) != Some(ty) => {
+                Some((_, found)) if !crate::source::accepts(found, ty) => {
                     return Err(invalid(format!(
                         "source {} column `{name}` is {found}, but the view needs {ty}",
                         path.display()

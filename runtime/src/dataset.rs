@@ -365,7 +365,9 @@ fn join(
                 | FeatureType::Int64
                 | FeatureType::Float32
                 | FeatureType::Float64
-                | FeatureType::Utf8 => column.clone(),
+                | FeatureType::Utf8
+                | FeatureType::List(_)
+                | FeatureType::Vector(_) => column.clone(),
             };
             entities.insert(field.name.clone(), column);
         }

@@ -136,7 +136,9 @@ pub fn feature_drift(
                 | Value::Int64(_)
                 | Value::Float32(_)
                 | Value::Float64(_)
-                | Value::Timestamp(_) => None,
+                | Value::Timestamp(_)
+                | Value::List(_)
+                | Value::Vector(_) => None,
             })
             .collect()
     };

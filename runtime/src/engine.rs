@@ -25,7 +25,7 @@ use std::sync::{Arc, OnceLock};
 use wasmtime::component::{Component, Linker, types::ComponentItem};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
-use crate::aggregator::Aggregator;
+use crate::aggregator::{Aggregator, AggregatorPre};
 use crate::determinism::Determinism;
 use crate::digest::Digest;
 use crate::error::LoadError;
@@ -36,6 +36,7 @@ use crate::limits::{
 use crate::sandbox::{self, HostState};
 use crate::transform::Transform;
 use crate::wit;
+use crate::wit::Contract;
 
 /// The host runtime: an engine, a linker with deny-all WASI, an epoch
 /// ticker and a compile cache. Cheap to share; load transforms through it.
@@ -230,13 +231,28 @@ impl Runtime {
         limits: Limits,
         determinism: Determinism,
     ) -> Result<Transform, LoadError> {
-        let (digest, instance_pre, interface) = self.prepare(path, bytes, wit::INTERFACE, determinism)?;
-        let pre = wit::TransformerPre::new(instance_pre).map_err(|e| LoadError::Instantiate {
+        let (digest, instance_pre, interface, contract) = self.prepare(path, bytes, wit::INTERFACE, determinism)?;
+        // The bindings' own check that the exports are the contract's.
+        let checked = match contract {
+            Contract::V0_2 => wit::TransformerPre::new(instance_pre.clone()).map(drop),
+            Contract::V0_1 => wit::v0_1::TransformerPre::new(instance_pre.clone()).map(drop),
+        };
+        checked.map_err(|e| LoadError::Instantiate {
             path: path.to_path_buf(),
             message: format!("{e:#}"),
         })?;
         let worker = &self.host(determinism)?.worker;
-        Transform::new(view, path, digest, pre, worker, interface, limits, determinism)
+        Transform::new(
+            view,
+            path,
+            digest,
+            instance_pre,
+            contract,
+            worker,
+            interface,
+            limits,
+            determinism,
+        )
     }
 
     /// Loads the user-defined aggregation function at `path` for `label`
@@ -253,28 +269,36 @@ impl Runtime {
             path: path.to_path_buf(),
             error: source,
         })?;
-        let (digest, instance_pre, _) = self.prepare(path, &bytes, wit::AGGREGATOR_INTERFACE, determinism)?;
-        let pre = wit::AggregatorComponentPre::new(instance_pre).map_err(|e| LoadError::Instantiate {
+        let (digest, instance_pre, _, contract) = self.prepare(path, &bytes, wit::AGGREGATOR_INTERFACE, determinism)?;
+        let instantiate_error = |e: wasmtime::Error| LoadError::Instantiate {
             path: path.to_path_buf(),
             message: format!("{e:#}"),
-        })?;
+        };
+        let pre = match contract {
+            Contract::V0_2 => {
+                AggregatorPre::V0_2(wit::AggregatorComponentPre::new(instance_pre).map_err(instantiate_error)?)
+            }
+            Contract::V0_1 => {
+                AggregatorPre::V0_1(wit::v0_1::AggregatorComponentPre::new(instance_pre).map_err(instantiate_error)?)
+            }
+        };
         Aggregator::new(label, path, digest, pre, &self.host(determinism)?.worker, limits)
     }
 
     /// Compiles (or takes from the cache) and pre-links a component that
-    /// must export `interface`; returns its digest, the pre-linked instance
-    /// and the exported interface's full name.
+    /// must export `interface`; returns its digest, the pre-linked instance,
+    /// the exported interface's full name and its contract version.
     fn prepare(
         &self,
         path: &Path,
         bytes: &[u8],
         interface: &str,
         determinism: Determinism,
-    ) -> Result<(Digest, wasmtime::component::InstancePre<HostState>, String), LoadError> {
+    ) -> Result<(Digest, wasmtime::component::InstancePre<HostState>, String, Contract), LoadError> {
         let host = self.host(determinism)?;
         let digest = Digest::of(bytes);
         let component = self.compile(host, path, bytes, &digest)?;
-        let interface = check_contract(&host.engine, &component, path, interface)?;
+        let (interface, contract) = check_contract(&host.engine, &component, path, interface)?;
         let instance_pre = host
             .linker
             .instantiate_pre(&component)
@@ -282,7 +306,7 @@ impl Runtime {
                 path: path.to_path_buf(),
                 message: format!("{e:#}"),
             })?;
-        Ok((digest, instance_pre, interface))
+        Ok((digest, instance_pre, interface, contract))
     }
 
     /// Where `digest` compiled for `determinism` is cached (the engine's
@@ -378,9 +402,14 @@ fn write_cache_entry(dir: &Path, target: &Path, component: &Component) -> std::i
 }
 
 /// Refuses a component that does not export `interface` (the transform or
-/// the aggregator one) at a compatible version, naming what it found and
-/// what is needed. Returns the exported interface's full name.
-fn check_contract(engine: &Engine, component: &Component, path: &Path, needed: &str) -> Result<String, LoadError> {
+/// the aggregator one) at a version this host runs, naming what it found and
+/// what is needed. Returns the exported interface's full name and version.
+fn check_contract(
+    engine: &Engine,
+    component: &Component,
+    path: &Path,
+    needed: &str,
+) -> Result<(String, Contract), LoadError> {
     let ty = component.component_type();
     let mut found = Vec::new();
     for (name, item) in ty.exports(engine) {
@@ -389,14 +418,14 @@ fn check_contract(engine: &Engine, component: &Component, path: &Path, needed: &
         }
         let (interface, version) = name.split_once('@').unwrap_or((name, ""));
         if interface == needed {
-            if compatible(version, wit::VERSION) {
-                return Ok(name.to_string());
+            if let Some(contract) = Contract::ALL.into_iter().find(|c| compatible(version, c.version())) {
+                return Ok((name.to_string(), contract));
             }
             return Err(LoadError::WrongVersion {
                 path: path.to_path_buf(),
                 interface: needed.into(),
                 found: name.to_string(),
-                needed: wit::VERSION.into(),
+                needed: supported(),
             });
         }
         found.push(name.to_string());
@@ -406,6 +435,13 @@ fn check_contract(engine: &Engine, component: &Component, path: &Path, needed: &
         interface: format!("{needed}@{}", wit::VERSION),
         found: found.join(", "),
     })
+}
+
+/// The versions this host runs, for messages: `0.2.0 (or 0.1.0)`.
+fn supported() -> String {
+    let [newest, older @ ..] = Contract::ALL;
+    let older: Vec<&str> = older.iter().map(|c| c.version()).collect();
+    format!("{} (or {})", newest.version(), older.join(", "))
 }
 
 /// Semver compatibility as Cargo reads it: same major, and before 1.0 the

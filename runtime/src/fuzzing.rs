@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::codec::wit as wit_codec;
 use crate::format::layout;
 use crate::format::value as row;
-use crate::types::{FeatureType, FieldSpec, arrow_schema};
+use crate::types::{FeatureType, FieldSpec, Scalar, arrow_schema};
 use crate::wit;
 
 /// A byte reader that yields zeros once the input runs out.
@@ -97,33 +97,31 @@ pub fn guest_output(data: &[u8]) {
         .map(|i| {
             let len = usize::from(bytes.u8() % 20);
             let values = match bytes.feature_type() {
-                FeatureType::Bool => wit::Values::Boolean(bytes.take(len).to_vec()),
-                FeatureType::Int64 => wit::Values::Int64(bytes.take(len).iter().map(|b| i64::from(*b)).collect()),
-                FeatureType::Float32 => wit::Values::Float32(
+                FeatureType::List(item) => {
+                    let offsets = bytes.take(len).iter().map(|b| i32::from(*b as i8)).collect();
+                    let count = usize::from(bytes.u8() % 20);
+                    wit::Values::List(wit::ListValues {
+                        offsets,
+                        elements: scalar_values(&mut bytes, item, count),
+                    })
+                }
+                FeatureType::Vector(_) => wit::Values::Vector(
                     bytes
                         .take(len * 4)
                         .chunks(4)
                         .map(|c| f32::from_le_bytes(pad(c)))
                         .collect(),
                 ),
-                FeatureType::Float64 => wit::Values::Float64(
-                    bytes
-                        .take(len * 8)
-                        .chunks(8)
-                        .map(|c| f64::from_le_bytes(pad(c)))
-                        .collect(),
-                ),
-                FeatureType::Utf8 => {
-                    let offsets = bytes.take(len).iter().map(|b| i32::from(*b as i8)).collect();
-                    let text_len = usize::from(bytes.u8() % 32);
-                    wit::Values::Utf8(wit::skewless::transform::types::Utf8Values {
-                        offsets,
-                        bytes: bytes.take(text_len).to_vec(),
-                    })
-                }
-                FeatureType::Timestamp => {
-                    wit::Values::Timestamp(bytes.take(len).iter().map(|b| i64::from(*b) << 40).collect())
-                }
+                scalar @ (FeatureType::Bool
+                | FeatureType::Int64
+                | FeatureType::Float32
+                | FeatureType::Float64
+                | FeatureType::Utf8
+                | FeatureType::Timestamp) => wit::Values::Scalar(scalar_values(
+                    &mut bytes,
+                    scalar.scalar().expect("lists and vectors are above"),
+                    len,
+                )),
             };
             let validity = match bytes.u8() % 2 {
                 0 => {
@@ -143,6 +141,39 @@ pub fn guest_output(data: &[u8]) {
     if let Ok(batch) = wit_codec::from_wit(wit::Batch { num_rows, columns }, &fields, &schema, rows) {
         assert_eq!(batch.schema(), schema);
         assert_eq!(batch.num_rows(), rows);
+    }
+}
+
+/// `len` values of `scalar` from the bytes, any of them malformed.
+fn scalar_values(bytes: &mut Bytes<'_>, scalar: Scalar, len: usize) -> wit::ScalarValues {
+    match scalar {
+        Scalar::Bool => wit::ScalarValues::Boolean(bytes.take(len).to_vec()),
+        Scalar::Int64 => wit::ScalarValues::Int64(bytes.take(len).iter().map(|b| i64::from(*b)).collect()),
+        Scalar::Float32 => wit::ScalarValues::Float32(
+            bytes
+                .take(len * 4)
+                .chunks(4)
+                .map(|c| f32::from_le_bytes(pad(c)))
+                .collect(),
+        ),
+        Scalar::Float64 => wit::ScalarValues::Float64(
+            bytes
+                .take(len * 8)
+                .chunks(8)
+                .map(|c| f64::from_le_bytes(pad(c)))
+                .collect(),
+        ),
+        Scalar::Utf8 => {
+            let offsets = bytes.take(len).iter().map(|b| i32::from(*b as i8)).collect();
+            let text_len = usize::from(bytes.u8() % 32);
+            wit::ScalarValues::Utf8(wit::Utf8Values {
+                offsets,
+                bytes: bytes.take(text_len).to_vec(),
+            })
+        }
+        Scalar::Timestamp => {
+            wit::ScalarValues::Timestamp(bytes.take(len).iter().map(|b| i64::from(*b) << 40).collect())
+        }
     }
 }
 

@@ -26,11 +26,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::error::TransformErrorKind;
+use crate::format::value::{Value, ValueBuilder};
 use crate::repo::{Repo, View};
 use crate::source::{self, SourceError};
 pub use crate::store::registry::{Arrangement, Dependence};
 use crate::transform::{Transform, TransformOutput};
-use crate::types::{FeatureType, FieldSpec, UTC};
+use crate::types::{FeatureType, FieldSpec, Scalar, UTC};
 
 /// Rows a probe runs (a transform is called once per row, plus a few batches).
 pub const PROBE_ROWS: usize = 200;
@@ -303,85 +304,18 @@ pub fn generated(inputs: &[FieldSpec], rows: usize, seed: u64) -> RecordBatch {
         .iter()
         .enumerate()
         .map(|(index, field)| {
-            let array: ArrayRef = match field.data_type {
-                FeatureType::Bool => Arc::new(BooleanArray::from(edge_column(
-                    rows,
-                    index,
-                    &mut rng,
-                    &[true, false],
-                    |r| r % 2 == 0,
-                ))),
-                FeatureType::Int64 => Arc::new(Int64Array::from(edge_column(
-                    rows,
-                    index,
-                    &mut rng,
-                    &[0, 1, -1, 2, i64::MAX, i64::MIN, 1_000_000, -1_000_000],
-                    |r| (r % 20_001) as i64 - 10_000,
-                ))),
-                FeatureType::Float64 => Arc::new(Float64Array::from(edge_column(
-                    rows,
-                    index,
-                    &mut rng,
-                    &[
-                        0.0,
-                        -0.0,
-                        1.0,
-                        -1.5,
-                        f64::NAN,
-                        f64::from_bits(0xfff8_0000_0000_0001),
-                        f64::INFINITY,
-                        f64::NEG_INFINITY,
-                        f64::MIN_POSITIVE,
-                        f64::from_bits(1),
-                        f64::MAX,
-                        f64::MIN,
-                    ],
-                    |r| (r % 2_000_001) as f64 / 1000.0 - 1000.0,
-                ))),
-                FeatureType::Float32 => Arc::new(Float32Array::from(edge_column(
-                    rows,
-                    index,
-                    &mut rng,
-                    &[
-                        0.0,
-                        -0.0,
-                        1.0,
-                        -1.5,
-                        f32::NAN,
-                        f32::from_bits(0xffc0_0001),
-                        f32::INFINITY,
-                        f32::NEG_INFINITY,
-                        f32::MIN_POSITIVE,
-                        f32::from_bits(1),
-                        f32::MAX,
-                        f32::MIN,
-                    ],
-                    |r| (r % 2_000_001) as f32 / 1000.0 - 1000.0,
-                ))),
-                FeatureType::Utf8 => {
-                    let long = "x".repeat(300);
-                    let words: Vec<String> = (0..1000).map(|i| format!("value-{i}")).collect();
-                    let edges = ["", "a", "Zürich", "日本語", " leading space", long.as_str()];
-                    Arc::new(StringArray::from(edge_column(rows, index, &mut rng, &edges, |r| {
-                        words[(r % 1000) as usize].as_str()
-                    })))
-                }
-                FeatureType::Timestamp => Arc::new(
-                    TimestampMicrosecondArray::from(edge_column(
-                        rows,
-                        index,
-                        &mut rng,
-                        &[
-                            0,
-                            -1,
-                            1_767_225_600_000_000,
-                            -62_135_596_800_000_000,
-                            253_402_300_799_999_999,
-                        ],
-                        |r| 1_700_000_000_000_000 + (r % 100_000_000_000_000) as i64,
-                    ))
-                    .with_timezone(UTC),
-                ),
+            let array: ArrayRef = match field.data_type.scalar() {
+                Some(scalar) => scalar_column(scalar, rows, index, &mut rng),
+                None => match field.data_type {
+                    FeatureType::List(item) => list_column(item, rows, index, &mut rng),
+                    FeatureType::Vector(dimension) => vector_column(dimension, rows, index, &mut rng),
+                    FeatureType::Bool
+                    | FeatureType::Int64
+                    | FeatureType::Float32
+                    | FeatureType::Float64
+                    | FeatureType::Utf8
+                    | FeatureType::Timestamp => unreachable!("scalars are generated above"),
+                },
             };
             (field.name.clone(), array)
         })
@@ -395,6 +329,138 @@ pub fn generated(inputs: &[FieldSpec], rows: usize, seed: u64) -> RecordBatch {
         .expect("an empty schema with a row count");
     }
     RecordBatch::try_from_iter(columns).expect("columns of one length")
+}
+
+/// One generated scalar column: see [`edge_column`].
+fn scalar_column(scalar: Scalar, rows: usize, index: usize, rng: &mut crate::sandbox::SplitMix64) -> ArrayRef {
+    match scalar {
+        Scalar::Bool => Arc::new(BooleanArray::from(edge_column(rows, index, rng, &[true, false], |r| {
+            r % 2 == 0
+        }))),
+        Scalar::Int64 => Arc::new(Int64Array::from(edge_column(
+            rows,
+            index,
+            rng,
+            &[0, 1, -1, 2, i64::MAX, i64::MIN, 1_000_000, -1_000_000],
+            |r| (r % 20_001) as i64 - 10_000,
+        ))),
+        Scalar::Float64 => Arc::new(Float64Array::from(edge_column(
+            rows,
+            index,
+            rng,
+            &[
+                0.0,
+                -0.0,
+                1.0,
+                -1.5,
+                f64::NAN,
+                f64::from_bits(0xfff8_0000_0000_0001),
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                f64::MIN_POSITIVE,
+                f64::from_bits(1),
+                f64::MAX,
+                f64::MIN,
+            ],
+            |r| (r % 2_000_001) as f64 / 1000.0 - 1000.0,
+        ))),
+        Scalar::Float32 => Arc::new(Float32Array::from(edge_column(
+            rows,
+            index,
+            rng,
+            &[
+                0.0,
+                -0.0,
+                1.0,
+                -1.5,
+                f32::NAN,
+                f32::from_bits(0xffc0_0001),
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::MIN_POSITIVE,
+                f32::from_bits(1),
+                f32::MAX,
+                f32::MIN,
+            ],
+            |r| (r % 2_000_001) as f32 / 1000.0 - 1000.0,
+        ))),
+        Scalar::Utf8 => {
+            let long = "x".repeat(300);
+            let words: Vec<String> = (0..1000).map(|i| format!("value-{i}")).collect();
+            let edges = ["", "a", "Zürich", "日本語", " leading space", long.as_str()];
+            Arc::new(StringArray::from(edge_column(rows, index, rng, &edges, |r| {
+                words[(r % 1000) as usize].as_str()
+            })))
+        }
+        Scalar::Timestamp => Arc::new(
+            TimestampMicrosecondArray::from(edge_column(
+                rows,
+                index,
+                rng,
+                &[
+                    0,
+                    -1,
+                    1_767_225_600_000_000,
+                    -62_135_596_800_000_000,
+                    253_402_300_799_999_999,
+                ],
+                |r| 1_700_000_000_000_000 + (r % 100_000_000_000_000) as i64,
+            ))
+            .with_timezone(UTC),
+        ),
+    }
+}
+
+/// One generated list column: lists of 0 to 4 non-null elements drawn from a
+/// generated column of the element type, and some null lists.
+fn list_column(item: Scalar, rows: usize, index: usize, rng: &mut crate::sandbox::SplitMix64) -> ArrayRef {
+    let drawn = scalar_column(item, rows * 3, index, rng);
+    let element = FieldSpec {
+        name: "element".into(),
+        data_type: item.feature_type(),
+        nullable: false,
+    };
+    let elements = crate::format::value::decode_columns(&[drawn], &[element]).expect("typed as generated");
+    let mut present = elements
+        .into_iter()
+        .map(|mut row| row.swap_remove(0))
+        .filter(|v| !v.is_null());
+    let mut builder = ValueBuilder::new(FeatureType::List(item), rows);
+    for row in 0..rows {
+        let r = rng.next();
+        if row % 17 == index % 17 {
+            builder.push_null();
+            continue;
+        }
+        builder.push(Value::List(present.by_ref().take((r % 5) as usize).collect()));
+    }
+    builder.finish()
+}
+
+/// One generated vector column: edge components (zeros, tiny, huge, signed
+/// zeros) in the first rows, then seeded random ones, and some null rows.
+/// Components are finite: the store refuses others.
+fn vector_column(dimension: u32, rows: usize, index: usize, rng: &mut crate::sandbox::SplitMix64) -> ArrayRef {
+    let edges = [0.0, -0.0, 1.0, f32::MIN_POSITIVE, f32::from_bits(1), f32::MAX, f32::MIN];
+    let mut builder = ValueBuilder::new(FeatureType::Vector(dimension), rows);
+    for row in 0..rows {
+        if row % 17 == index % 17 {
+            builder.push_null();
+            continue;
+        }
+        let components = (0..dimension as usize)
+            .map(|i| {
+                let r = rng.next();
+                if row < edges.len() {
+                    edges[(row + i) % edges.len()]
+                } else {
+                    (r % 2_000_001) as f32 / 1000.0 - 1000.0
+                }
+            })
+            .collect();
+        builder.push(Value::Vector(components));
+    }
+    builder.finish()
 }
 
 /// One generated column: `edges` twice over (from an offset of the column's

@@ -346,7 +346,14 @@ impl Materializer<'_> {
                 None => None,
                 Some(Value::Int64(v)) => Some(crate::format::hash::stable_hash(&v.to_le_bytes())),
                 Some(Value::Utf8(v)) => Some(crate::format::hash::stable_hash(v.as_bytes())),
-                Some(Value::Bool(_) | Value::Float32(_) | Value::Float64(_) | Value::Timestamp(_)) => {
+                Some(
+                    Value::Bool(_)
+                    | Value::Float32(_)
+                    | Value::Float64(_)
+                    | Value::Timestamp(_)
+                    | Value::List(_)
+                    | Value::Vector(_),
+                ) => {
                     unreachable!("event id columns are int64 or utf8 (checked by the repo)")
                 }
                 Some(Value::Null) => {

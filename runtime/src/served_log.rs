@@ -77,7 +77,7 @@ pub fn number(value: &Value) -> Option<f64> {
         Value::Int64(v) | Value::Timestamp(v) => Some(*v as f64),
         Value::Float32(v) => Some(f64::from(*v)),
         Value::Float64(v) => Some(*v),
-        Value::Null | Value::Utf8(_) => None,
+        Value::Null | Value::Utf8(_) | Value::List(_) | Value::Vector(_) => None,
     }
 }
 

@@ -64,10 +64,97 @@ fn open_with(path: &Path, format: FileFormat, needed: &[FieldSpec], keep_all: bo
         FileFormat::Parquet => open_parquet(path, file, needed, keep_all),
         FileFormat::Csv => open_csv(path, file, needed, keep_all),
     }?;
+    let owned = path.to_path_buf();
+    let needed = needed.to_vec();
+    let conformed = opened
+        .batches
+        .map(move |batch| batch.and_then(|batch| conform(&owned, batch, &needed)));
     Ok(OpenedFile {
         total_rows: opened.total_rows,
-        batches: read_ahead(path, opened.batches),
+        batches: read_ahead(path, Box::new(conformed)),
     })
+}
+
+/// Whether a column of type `found` can feed a column of `needed`: its own
+/// type, or for a vector a list of floats (what pandas and pyarrow write
+/// for an embedding), or for a list or vector a text column of JSON arrays
+/// (CSV). [`conform`] makes the conversion.
+pub(crate) fn accepts(found: &ArrowType, needed: FeatureType) -> bool {
+    if FeatureType::from_arrow(found) == Some(needed) {
+        return true;
+    }
+    match needed {
+        FeatureType::Vector(_) => match found {
+            ArrowType::List(item) | ArrowType::LargeList(item) | ArrowType::FixedSizeList(item, _) => {
+                matches!(item.data_type(), ArrowType::Float32 | ArrowType::Float64)
+            }
+            ArrowType::Utf8 => true,
+            _ => false,
+        },
+        FeatureType::List(_) => *found == ArrowType::Utf8,
+        FeatureType::Bool
+        | FeatureType::Int64
+        | FeatureType::Float32
+        | FeatureType::Float64
+        | FeatureType::Utf8
+        | FeatureType::Timestamp => false,
+    }
+}
+
+/// `batch` with its list and vector columns in the runtime's own Arrow
+/// types ([`FeatureType::arrow`]): lists whatever their element field's
+/// name or nullability, a list of floats as a vector (every row must have
+/// the dimension), and JSON text as a list or vector. Other columns pass
+/// as they are (timestamps are converted where they are read).
+fn conform(path: &Path, batch: RecordBatch, needed: &[FieldSpec]) -> Result<RecordBatch, SourceError> {
+    let schema = batch.schema();
+    let mut columns = batch.columns().to_vec();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for field in needed {
+        if field.data_type.scalar().is_some() {
+            continue;
+        }
+        let Some((index, _)) = schema.column_with_name(&field.name) else {
+            continue;
+        };
+        let target = field.data_type.arrow();
+        if *columns[index].data_type() == target {
+            continue;
+        }
+        let column = &columns[index];
+        let converted = if *column.data_type() == ArrowType::Utf8 {
+            let cells: Vec<serde_json::Value> = arrow_array::cast::AsArray::as_string::<i32>(column)
+                .iter()
+                .enumerate()
+                .map(|(row, cell)| match cell.map(str::trim) {
+                    None | Some("") => Ok(serde_json::Value::Null),
+                    Some(text) => serde_json::from_str(text).map_err(|e| {
+                        fail(
+                            path,
+                            format!("column `{}`, row {row}: not a JSON array ({e}): {text:.60}", field.name),
+                        )
+                    }),
+                })
+                .collect::<Result<_, _>>()?;
+            crate::codec::json::array_from_json(&field.name, &cells, field.data_type)
+                .map_err(|e| fail(path, e.to_string()))?
+        } else {
+            // Not `safe`: a list of another length is an error, never a null.
+            let strict = arrow_cast::CastOptions {
+                safe: false,
+                ..Default::default()
+            };
+            arrow_cast::cast_with_options(column, &target, &strict).map_err(|e| {
+                fail(
+                    path,
+                    format!("column `{}` cannot be read as {}: {e}", field.name, field.data_type),
+                )
+            })?
+        };
+        columns[index] = converted;
+        fields[index] = Field::new(&field.name, target, true);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| fail(path, e.to_string()))
 }
 
 /// Batches decoded ahead of their reader.
@@ -125,9 +212,10 @@ pub fn from_batches(
 ) -> Result<OpenedFile, SourceError> {
     check_columns(label, schema, needed)?;
     let total_rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let (label, needed) = (label.to_path_buf(), needed.to_vec());
     Ok(OpenedFile {
         total_rows: Some(total_rows),
-        batches: Box::new(batches.into_iter().map(Ok)),
+        batches: Box::new(batches.into_iter().map(move |b| conform(&label, b, &needed))),
     })
 }
 
@@ -163,7 +251,7 @@ fn check_columns(path: &Path, schema: &Schema, needed: &[FieldSpec]) -> Result<V
                     ),
                 )
             })?;
-            if FeatureType::from_arrow(found.data_type()) != Some(field.data_type) {
+            if !accepts(found.data_type(), field.data_type) {
                 return Err(fail(
                     path,
                     format!(
@@ -241,6 +329,8 @@ fn open_csv(path: &Path, mut file: File, needed: &[FieldSpec], keep_all: bool) -
                 ArrowType::Timestamp(arrow_schema::TimeUnit::Microsecond, None),
                 true,
             ),
+            // Lists and vectors are JSON arrays in a cell: read as text, then [`conform`]ed.
+            Some(n) if n.data_type.scalar().is_none() => f.as_ref().clone(),
             Some(n) => Field::new(f.name(), n.data_type.arrow(), true),
             None => f.as_ref().clone(),
         })

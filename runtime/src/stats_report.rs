@@ -219,7 +219,7 @@ fn table(summaries: &[Summary]) -> String {
         let median = s.quantiles.iter().find(|(q, _)| *q == 0.5).map(|(_, v)| *v);
         rows.push(vec![
             s.name.clone(),
-            s.data_type.name().to_string(),
+            s.data_type.to_string(),
             s.count.to_string(),
             s.nulls.to_string(),
             s.distinct.to_string(),
@@ -246,7 +246,7 @@ fn detail(s: &Summary) -> String {
     let mut out = format!(
         "{} ({}): {} values, {} null ({:.2}%), {} not finite, ~{} distinct\n",
         s.name,
-        s.data_type.name(),
+        s.data_type,
         s.count,
         s.nulls,
         100.0 * s.nulls as f64 / (s.count.max(1) as f64),

@@ -22,7 +22,7 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use serde::{Deserialize, Serialize};
-use wasmtime::component::{ComponentExportIndex, Instance, TypedFunc};
+use wasmtime::component::{ComponentExportIndex, Instance, InstancePre, TypedFunc};
 use wasmtime::{Engine, Store, Trap};
 
 use crate::codec::wit as columns;
@@ -34,6 +34,7 @@ use crate::limits::{Limits, MAX_CONCURRENT_CALLS, MAX_ERROR_MESSAGE_BYTES, MAX_R
 use crate::sandbox::HostState;
 use crate::types::{FeatureType, FieldSpec, arrow_schema};
 use crate::wit;
+use crate::wit::Contract;
 
 /// What a transform says about itself (its `describe`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,8 +67,12 @@ pub struct TransformOutput {
     pub row_errors: Vec<RowError>,
 }
 
-/// `run` with borrowed input: the typed signature [`Transform::run_call`] uses.
-type RunFunc<'a> = TypedFunc<(columns::BatchRef<'a>,), (Result<wit::Output, String>,)>;
+/// `run` with borrowed input: the typed signature [`Transform::run_call`]
+/// uses for a component of contract 0.2.0...
+type RunFunc<'a> = TypedFunc<(columns::BatchRef<'a, columns::ValuesRef<'a>>,), (Result<wit::Output, String>,)>;
+/// ...and for one of contract 0.1.0.
+type RunFuncV0_1<'a> =
+    TypedFunc<(columns::BatchRef<'a, columns::ScalarValuesRef<'a>>,), (Result<wit::v0_1::Output, String>,)>;
 
 /// A transform loaded for a view: its digest, description, limits and the
 /// pre-linked component every call instantiates.
@@ -81,6 +86,8 @@ pub struct Transform {
     fresh: Arc<FreshInstances<Instance>>,
     /// Where `run` is in the component's exports, looked up once.
     run_export: ComponentExportIndex,
+    /// The contract version the component was built for.
+    contract: Contract,
     limits: Limits,
     determinism: Determinism,
 }
@@ -91,7 +98,8 @@ impl Transform {
         view: &str,
         path: &Path,
         digest: Digest,
-        pre: wit::TransformerPre<HostState>,
+        pre: InstancePre<HostState>,
+        contract: Contract,
         worker: &Arc<InstanceWorker>,
         interface: String,
         limits: Limits,
@@ -105,14 +113,14 @@ impl Transform {
             path: path.to_path_buf(),
             message: format!("no `run` export in {interface}"),
         };
-        let component = pre.instance_pre().component();
+        let component = pre.component();
         let engine = component.engine().clone();
         let exported = component.get_export_index(None, &interface).ok_or_else(no_run)?;
         let run_export = component.get_export_index(Some(&exported), "run").ok_or_else(no_run)?;
         let fresh = FreshInstances::new(
             worker,
             move || new_store(&engine, &limits, limits.timeout()),
-            move |store| pre.instance_pre().instantiate(store),
+            move |store| pre.instantiate(store),
         );
         let mut transform = Transform {
             view: view.to_string(),
@@ -127,6 +135,7 @@ impl Transform {
             output_schema: arrow_schema(&[]),
             fresh,
             run_export,
+            contract,
             limits,
             determinism,
         };
@@ -138,20 +147,34 @@ impl Transform {
             .map_err(|(e, _)| describe_error(format!("{e:#}")))?;
         let Made { store, instance } = &mut *made;
         let run = instance.get_func(&mut *store, run_export).ok_or_else(no_run)?;
-        run.typed::<(columns::BatchRef<'static>,), (Result<wit::Output, String>,)>(&*store)
-            .map_err(|e| LoadError::Instantiate {
-                path: path.to_path_buf(),
-                message: format!("{e:#}"),
-            })?;
-        let raw = wit::Transformer::new(&mut *store, instance)
-            .and_then(|bindings| bindings.skewless_transform_transform().call_describe(&mut *store))
-            .map_err(|e| describe_error(format!("{e:#}")))?;
+        let signature = match contract {
+            Contract::V0_2 => run.typed::<(columns::BatchRef<'static, columns::ValuesRef<'static>>,), (Result<wit::Output, String>,)>(&*store).map(drop),
+            Contract::V0_1 => run
+                .typed::<(columns::BatchRef<'static, columns::ScalarValuesRef<'static>>,), (Result<wit::v0_1::Output, String>,)>(&*store)
+                .map(drop),
+        };
+        signature.map_err(|e| LoadError::Instantiate {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        })?;
+        let raw = match contract {
+            Contract::V0_2 => wit::Transformer::new(&mut *store, instance)
+                .and_then(|bindings| bindings.skewless_transform_transform().call_describe(&mut *store))
+                .map(|d| (d.name, d.version, d.inputs, d.outputs)),
+            Contract::V0_1 => wit::v0_1::Transformer::new(&mut *store, instance)
+                .and_then(|bindings| bindings.skewless_transform_transform().call_describe(&mut *store))
+                .map(|d| {
+                    let fields = |fields: Vec<_>| fields.into_iter().map(wit::v0_1::field).collect::<Vec<_>>();
+                    (d.name, d.version, fields(d.inputs), fields(d.outputs))
+                }),
+        };
+        let (name, version, inputs, outputs) = raw.map_err(|e| describe_error(format!("{e:#}")))?;
         drop(made);
         let description = Description {
-            name: raw.name,
-            version: raw.version,
-            inputs: raw.inputs.into_iter().map(field_spec).collect(),
-            outputs: raw.outputs.into_iter().map(field_spec).collect(),
+            name,
+            version,
+            inputs: inputs.into_iter().map(field_spec).collect(),
+            outputs: outputs.into_iter().map(field_spec).collect(),
         };
         check_unique(&description.inputs).map_err(|m| describe_error(format!("inputs: {m}")))?;
         check_unique(&description.outputs).map_err(|m| describe_error(format!("outputs: {m}")))?;
@@ -241,13 +264,27 @@ impl Transform {
             ))
         })?;
         let result = columns::with_wit_batch(input, &self.description.inputs, |batch| {
-            // SAFETY: `Transform::new` type-checked `run` against `RunFunc`
-            // (every instance is of the same component); the lifetime
-            // parameter does not change the component-level type.
-            let run: RunFunc<'_> = unsafe { TypedFunc::new_unchecked(run) };
-            run.call(&mut *store, (batch,)).map(|(result,)| result)
+            // SAFETY: `Transform::new` type-checked `run` against the typed
+            // function of its contract (every instance is of the same
+            // component); the lifetime parameter does not change the
+            // component-level type.
+            match self.contract {
+                Contract::V0_2 => {
+                    let run: RunFunc<'_> = unsafe { TypedFunc::new_unchecked(run) };
+                    Ok(run.call(&mut *store, (batch,)).map(|(result,)| result))
+                }
+                Contract::V0_1 => {
+                    let run: RunFuncV0_1<'_> = unsafe { TypedFunc::new_unchecked(run) };
+                    let batch = columns::scalar_only(batch)?;
+                    Ok(run
+                        .call(&mut *store, (batch,))
+                        .map(|(result,)| result.map(wit::v0_1::output)))
+                }
+            }
         });
-        let result = result.map_err(|e| self.error(TransformErrorKind::Input(e)))?;
+        let result = result
+            .and_then(|r| r)
+            .map_err(|e| self.error(TransformErrorKind::Input(e)))?;
         let output = match result {
             Ok(Ok(output)) => output,
             Ok(Err(message)) => return Err(self.error(TransformErrorKind::Failed(cap_message(message)))),

@@ -461,7 +461,12 @@ fn entity_columns(
                 KeyValue::Int64(i) => *i,
                 KeyValue::Utf8(_) => 0,
             }))),
-            FeatureType::Bool | FeatureType::Float32 | FeatureType::Float64 | FeatureType::Timestamp => {
+            FeatureType::Bool
+            | FeatureType::Float32
+            | FeatureType::Float64
+            | FeatureType::Timestamp
+            | FeatureType::List(_)
+            | FeatureType::Vector(_) => {
                 unreachable!("join keys are int64 or utf8 (checked by the repo)")
             }
         };
@@ -497,6 +502,37 @@ fn request_values(data_type: FeatureType, rows: usize) -> ArrayRef {
             TimestampMicrosecondArray::from_iter_values(rows.map(|r| 1_700_000_000_000_000 + r * 1_000_000))
                 .with_timezone(UTC),
         ),
+        // A list of the row's scalars: row r has r % 4 elements.
+        FeatureType::List(item) => {
+            let elements = request_values(item.feature_type(), rows.end as usize * 3);
+            let offsets: Vec<i32> = std::iter::once(0)
+                .chain(rows.scan(0, |end, r| {
+                    *end += (r % 4) as i32;
+                    Some(*end)
+                }))
+                .collect();
+            let used = *offsets.last().expect("starts with 0") as usize;
+            Arc::new(arrow_array::ListArray::new(
+                Arc::new(arrow_schema::Field::new_list_field(item.feature_type().arrow(), true)),
+                arrow_buffer::OffsetBuffer::new(offsets.into()),
+                elements.slice(0, used),
+                None,
+            ))
+        }
+        FeatureType::Vector(dimension) => {
+            let components: Vec<f32> = rows
+                .flat_map(|r| (0..dimension as i64).map(move |i| ((r * 31 + i) % 97) as f32 / 97.0 - 0.5))
+                .collect();
+            Arc::new(arrow_array::FixedSizeListArray::new(
+                Arc::new(arrow_schema::Field::new_list_field(
+                    arrow_schema::DataType::Float32,
+                    true,
+                )),
+                dimension as i32,
+                Arc::new(Float32Array::from(components)),
+                None,
+            ))
+        }
     }
 }
 

@@ -4,7 +4,8 @@
  * A transform is a pure function from input columns to output columns, built
  * into a WebAssembly component by `skewless build` (clang for wasm32 plus
  * wasi-libc) and run by the same host that runs Rust, Python and JavaScript
- * transforms. This header hides the WIT contract (`wit/transform.wit`): the
+ * transforms. This header hides the WIT contract (`wit/0.1.0/transform.wit`,
+ * which the host still runs; lists and vectors need 0.2.0): the
  * SDK checks the batch against the declared inputs, hands you typed accessors
  * by input position, collects outputs by output position, and builds the flat
  * buffers and validity bitmaps the host reads.

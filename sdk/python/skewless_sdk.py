@@ -3,7 +3,8 @@
 A transform is a pure function from input columns to output columns, built
 into a WebAssembly component with componentize-py (`skewless build`) and run
 by the same host that runs Rust, JavaScript and C transforms. This module does
-the work of the WIT contract (`wit/transform.wit`): it turns the host's flat
+the work of the WIT contract (`wit/0.1.0/transform.wit`, which the host
+still runs; lists and vectors need 0.2.0 and come to this SDK later): it turns the host's flat
 column buffers and validity bitmaps into Python values (None for null), checks
 the batch against the declared schema, and turns the results back.
 

@@ -2,7 +2,7 @@
 //! the moves between them and the SDK's own column types. Nothing here copies
 //! a values buffer; `Vec`s change hands.
 
-use crate::{Aggregate, Batch, Column, DataType, Field, Transform, Values};
+use crate::{Aggregate, Batch, Column, DataType, Field, ScalarType, Transform, Values};
 
 #[allow(missing_docs, clippy::all)]
 pub mod bindings {
@@ -25,7 +25,7 @@ pub mod aggregator_bindings {
         export_macro_name: "__export_aggregator_component",
         default_bindings_module: "skewless_sdk::__private::aggregator_bindings",
         with: {
-            "skewless:transform/types@0.1.0": crate::__private::bindings::skewless::transform::types,
+            "skewless:transform/types@0.2.0": crate::__private::bindings::skewless::transform::types,
         },
     });
 }
@@ -43,14 +43,29 @@ pub use wit_transform::Guest;
 
 pub use wit::Column as WitColumn;
 
+fn scalar_type_to_wit(scalar: ScalarType) -> wit::ScalarType {
+    match scalar {
+        ScalarType::Boolean => wit::ScalarType::Boolean,
+        ScalarType::Int64 => wit::ScalarType::Int64,
+        ScalarType::Float32 => wit::ScalarType::Float32,
+        ScalarType::Float64 => wit::ScalarType::Float64,
+        ScalarType::Utf8 => wit::ScalarType::Utf8,
+        ScalarType::Timestamp => wit::ScalarType::Timestamp,
+    }
+}
+
 fn data_type_to_wit(data_type: DataType) -> wit::DataType {
     match data_type {
-        DataType::Boolean => wit::DataType::Boolean,
-        DataType::Int64 => wit::DataType::Int64,
-        DataType::Float32 => wit::DataType::Float32,
-        DataType::Float64 => wit::DataType::Float64,
-        DataType::Utf8 => wit::DataType::Utf8,
-        DataType::Timestamp => wit::DataType::Timestamp,
+        DataType::List(item) => wit::DataType::List(scalar_type_to_wit(item)),
+        DataType::Vector(dimension) => wit::DataType::Vector(dimension),
+        DataType::Boolean
+        | DataType::Int64
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Utf8
+        | DataType::Timestamp => {
+            wit::DataType::Scalar(scalar_type_to_wit(data_type.scalar().expect("the six scalar types")))
+        }
     }
 }
 
@@ -82,7 +97,10 @@ pub fn run<T: Transform>(schema: &crate::Schema, input: WitBatch) -> Result<WitO
     let columns = input
         .columns
         .into_iter()
-        .map(|c| column_from_wit(c, num_rows))
+        .map(|c| {
+            let declared = schema.inputs.iter().find(|f| f.name == c.name).map(|f| f.data_type);
+            column_from_wit(c, num_rows, declared)
+        })
         .collect();
     let batch = Batch::new(num_rows, columns);
     let output = crate::run_with_schema::<T>(schema, &batch).map_err(|e| e.0)?;
@@ -105,9 +123,10 @@ pub fn run<T: Transform>(schema: &crate::Schema, input: WitBatch) -> Result<WitO
 }
 
 /// A WIT column as an SDK column (the buffers move, nothing is copied).
-fn column_from_wit(c: wit::Column, num_rows: usize) -> Column {
+/// `schema` gives a vector's dimension, which its buffer does not carry.
+fn column_from_wit(c: wit::Column, num_rows: usize, data_type: Option<DataType>) -> Column {
     let values = match c.values {
-        wit::Values::Boolean(bits) => {
+        wit::Values::Scalar(wit::ScalarValues::Boolean(bits)) => {
             return Column {
                 name: c.name,
                 values: Values::Boolean(bits),
@@ -115,30 +134,69 @@ fn column_from_wit(c: wit::Column, num_rows: usize) -> Column {
                 len: num_rows,
             };
         }
-        wit::Values::Int64(v) => Values::Int64(v),
-        wit::Values::Float32(v) => Values::Float32(v),
-        wit::Values::Float64(v) => Values::Float64(v),
-        wit::Values::Utf8(s) => Values::Utf8 {
+        wit::Values::Scalar(values) => scalar_from_wit(values),
+        wit::Values::List(list) => Values::List {
+            offsets: list.offsets,
+            elements: Box::new(scalar_from_wit(list.elements)),
+        },
+        wit::Values::Vector(components) => Values::Vector {
+            dimension: match data_type {
+                Some(DataType::Vector(dimension)) => dimension,
+                // Undeclared: one row's worth, so the schema check names it.
+                _ => (components.len() / num_rows.max(1)) as u32,
+            },
+            components,
+        },
+    };
+    let mut column = Column::from_owned(c.name, values, c.validity);
+    column.len = num_rows;
+    column
+}
+
+fn scalar_from_wit(values: wit::ScalarValues) -> Values {
+    match values {
+        wit::ScalarValues::Boolean(bits) => Values::Boolean(bits),
+        wit::ScalarValues::Int64(v) => Values::Int64(v),
+        wit::ScalarValues::Float32(v) => Values::Float32(v),
+        wit::ScalarValues::Float64(v) => Values::Float64(v),
+        wit::ScalarValues::Utf8(s) => Values::Utf8 {
             offsets: s.offsets,
             bytes: s.bytes,
         },
-        wit::Values::Timestamp(v) => Values::Timestamp(v),
-    };
-    Column::from_owned(c.name, values, c.validity)
+        wit::ScalarValues::Timestamp(v) => Values::Timestamp(v),
+    }
 }
 
 /// An SDK column as a WIT column.
 fn column_to_wit(c: Column) -> wit::Column {
     let (name, values, validity) = c.into_parts();
-    let values = match values {
-        Values::Boolean(bits) => wit::Values::Boolean(bits),
-        Values::Int64(v) => wit::Values::Int64(v),
-        Values::Float32(v) => wit::Values::Float32(v),
-        Values::Float64(v) => wit::Values::Float64(v),
-        Values::Utf8 { offsets, bytes } => wit::Values::Utf8(wit::Utf8Values { offsets, bytes }),
-        Values::Timestamp(v) => wit::Values::Timestamp(v),
-    };
-    wit::Column { name, values, validity }
+    wit::Column {
+        name,
+        values: values_to_wit(values),
+        validity,
+    }
+}
+
+fn values_to_wit(values: Values) -> wit::Values {
+    match values {
+        Values::List { offsets, elements } => wit::Values::List(wit::ListValues {
+            offsets,
+            elements: match values_to_wit(*elements) {
+                wit::Values::Scalar(elements) => elements,
+                // The schema check refused lists of lists before this.
+                wit::Values::List(_) | wit::Values::Vector(_) => wit::ScalarValues::Int64(Vec::new()),
+            },
+        }),
+        Values::Vector { components, .. } => wit::Values::Vector(components),
+        Values::Boolean(bits) => wit::Values::Scalar(wit::ScalarValues::Boolean(bits)),
+        Values::Int64(v) => wit::Values::Scalar(wit::ScalarValues::Int64(v)),
+        Values::Float32(v) => wit::Values::Scalar(wit::ScalarValues::Float32(v)),
+        Values::Float64(v) => wit::Values::Scalar(wit::ScalarValues::Float64(v)),
+        Values::Utf8 { offsets, bytes } => {
+            wit::Values::Scalar(wit::ScalarValues::Utf8(wit::Utf8Values { offsets, bytes }))
+        }
+        Values::Timestamp(v) => wit::Values::Scalar(wit::ScalarValues::Timestamp(v)),
+    }
 }
 
 /// The aggregator's `describe`.
@@ -163,7 +221,9 @@ pub fn update<A: Aggregate>(states: Vec<Vec<u8>>, groups: Vec<u32>, input: WitBa
         .into_iter()
         .next()
         .ok_or_else(|| "update: the input batch has no column".to_string())?;
-    crate::aggregate::update::<A>(states, &groups, &column_from_wit(column, rows)).map_err(|e| e.0)
+    let (input, _) = crate::aggregate::fields::<A>();
+    crate::aggregate::update::<A>(states, &groups, &column_from_wit(column, rows, Some(input.data_type)))
+        .map_err(|e| e.0)
 }
 
 /// The aggregator's `merge`.

@@ -5,7 +5,7 @@
 //! LSB-first bitmaps. Views borrow these buffers; builders produce them.
 
 use crate::bitmap::{Bitmap, bitmap_get, bitmap_set, clear_tail};
-use crate::{DataType, Error};
+use crate::{DataType, Error, ScalarType};
 
 /// The values buffer of a column.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +27,20 @@ pub enum Values {
     },
     /// Microseconds since the Unix epoch, UTC.
     Timestamp(Vec<i64>),
+    /// Lists: row `i` is elements `offsets[i]..offsets[i + 1]`.
+    List {
+        /// Start of each row in `elements`, plus the end of the last row.
+        offsets: Vec<i32>,
+        /// Every row's elements, back to back: scalar values, none null.
+        elements: Box<Values>,
+    },
+    /// Vectors: row `i` is `components[i * dimension..(i + 1) * dimension]`.
+    Vector {
+        /// Components per row.
+        dimension: u32,
+        /// Every row's components, back to back (zeros under a null row).
+        components: Vec<f32>,
+    },
 }
 
 impl Values {
@@ -39,6 +53,13 @@ impl Values {
             Values::Float64(_) => DataType::Float64,
             Values::Utf8 { .. } => DataType::Utf8,
             Values::Timestamp(_) => DataType::Timestamp,
+            Values::List { elements, .. } => match elements.data_type().scalar() {
+                Some(item) => DataType::List(item),
+                // Lists of lists do not exist in the contract; name the
+                // outer type so that the schema check reports a mismatch.
+                None => DataType::List(ScalarType::Boolean),
+            },
+            Values::Vector { dimension, .. } => DataType::Vector(*dimension),
         }
     }
 }
@@ -66,7 +87,8 @@ impl Column {
             Values::Int64(v) | Values::Timestamp(v) => v.len(),
             Values::Float32(v) => v.len(),
             Values::Float64(v) => v.len(),
-            Values::Utf8 { offsets, .. } => offsets.len().saturating_sub(1),
+            Values::Utf8 { offsets, .. } | Values::List { offsets, .. } => offsets.len().saturating_sub(1),
+            Values::Vector { dimension, components } => components.len() / (*dimension).max(1) as usize,
         };
         Column {
             name,
@@ -115,6 +137,18 @@ impl Column {
     /// A timestamp column (microseconds since the epoch, UTC).
     pub fn timestamp(name: &str, values: Vec<i64>, validity: Option<Bitmap>) -> Self {
         Column::from_parts(name, Values::Timestamp(values), validity)
+    }
+
+    /// A list column from its parts: row `i` is `elements[offsets[i]..offsets[i + 1]]`.
+    pub fn list(name: &str, offsets: Vec<i32>, elements: Values, validity: Option<Bitmap>) -> Self {
+        Column::from_parts(
+            name,
+            Values::List {
+                offsets,
+                elements: Box::new(elements),
+            },
+            validity,
+        )
     }
 
     /// A utf8 column from optional strings.
@@ -253,6 +287,42 @@ impl Batch {
         })
     }
 
+    /// A typed view of a vector column.
+    pub fn vector(&self, name: &str) -> Result<VectorView<'_>, Error> {
+        let column = self
+            .column(name)
+            .ok_or_else(|| Error(format!("input column `{name}` is missing")))?;
+        let Values::Vector { dimension, components } = &column.values else {
+            return Err(Error(format!(
+                "input column `{name}` is {}, not a vector",
+                column.data_type().name()
+            )));
+        };
+        Ok(VectorView {
+            dimension: *dimension as usize,
+            components,
+            validity: column.validity(),
+        })
+    }
+
+    /// A view of a list column: its offsets and elements.
+    pub fn list(&self, name: &str) -> Result<ListView<'_>, Error> {
+        let column = self
+            .column(name)
+            .ok_or_else(|| Error(format!("input column `{name}` is missing")))?;
+        let Values::List { offsets, elements } = &column.values else {
+            return Err(Error(format!(
+                "input column `{name}` is {}, not a list",
+                column.data_type().name()
+            )));
+        };
+        Ok(ListView {
+            offsets,
+            elements,
+            validity: column.validity(),
+        })
+    }
+
     /// A typed view of a boolean column.
     pub fn boolean(&self, name: &str) -> Result<BoolView<'_>, Error> {
         let column = self.typed(name, DataType::Boolean)?;
@@ -279,6 +349,127 @@ impl Batch {
             text,
             validity: column.validity(),
         })
+    }
+}
+
+/// A read view of a vector column.
+#[derive(Debug, Clone, Copy)]
+pub struct VectorView<'a> {
+    dimension: usize,
+    components: &'a [f32],
+    validity: Option<&'a [u8]>,
+}
+
+impl<'a> VectorView<'a> {
+    /// Row `i`'s components, or `None` if null.
+    pub fn get(&self, i: usize) -> Option<&'a [f32]> {
+        if self.validity.is_some_and(|v| !bitmap_get(v, i)) {
+            return None;
+        }
+        self.components.get(i * self.dimension..(i + 1) * self.dimension)
+    }
+
+    /// Components per row.
+    pub fn dimension(&self) -> usize {
+        self.dimension
+    }
+}
+
+/// A read view of a list column.
+#[derive(Debug, Clone, Copy)]
+pub struct ListView<'a> {
+    offsets: &'a [i32],
+    elements: &'a Values,
+    validity: Option<&'a [u8]>,
+}
+
+impl<'a> ListView<'a> {
+    /// The range of row `i`'s elements in [`ListView::elements`], or `None`
+    /// if the row is null.
+    pub fn range(&self, i: usize) -> Option<std::ops::Range<usize>> {
+        if self.validity.is_some_and(|v| !bitmap_get(v, i)) {
+            return None;
+        }
+        Some(self.offsets[i] as usize..self.offsets[i + 1] as usize)
+    }
+
+    /// Every row's elements, back to back.
+    pub fn elements(&self) -> &'a Values {
+        self.elements
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Builds a vector column of one dimension.
+#[derive(Debug, Clone)]
+pub struct VectorBuilder {
+    dimension: usize,
+    components: Vec<f32>,
+    validity: Option<Bitmap>,
+    len: usize,
+}
+
+impl VectorBuilder {
+    /// A builder of vectors of `dimension` components, room for `rows` rows.
+    pub fn with_capacity(dimension: u32, rows: usize) -> Self {
+        VectorBuilder {
+            dimension: dimension as usize,
+            components: Vec::with_capacity(dimension as usize * rows),
+            validity: None,
+            len: 0,
+        }
+    }
+
+    /// Appends a vector. Panics (the call fails with this message) if it
+    /// has another number of components than the builder's dimension.
+    pub fn push(&mut self, components: &[f32]) {
+        assert_eq!(
+            components.len(),
+            self.dimension,
+            "a vector of {} components pushed to a builder of vector<{}>",
+            components.len(),
+            self.dimension
+        );
+        self.components.extend_from_slice(components);
+        self.grow(true);
+    }
+
+    /// Appends a null vector.
+    pub fn push_null(&mut self) {
+        self.components.resize(self.components.len() + self.dimension, 0.0);
+        self.grow(false);
+    }
+
+    fn grow(&mut self, valid: bool) {
+        self.len += 1;
+        match (&mut self.validity, valid) {
+            (Some(validity), valid) => grow_validity(validity, self.len, valid),
+            (None, false) => {
+                let mut validity = crate::bitmap::all_valid(self.len - 1);
+                grow_validity(&mut validity, self.len, false);
+                self.validity = Some(validity);
+            }
+            (None, true) => {}
+        }
+    }
+}
+
+impl IntoColumn for VectorBuilder {
+    fn into_column(self) -> (Values, Option<Bitmap>, usize) {
+        let values = Values::Vector {
+            dimension: self.dimension as u32,
+            components: self.components,
+        };
+        (values, self.validity, self.len)
     }
 }
 

@@ -60,10 +60,10 @@ mod schema;
 pub use aggregate::{Aggregate, AggregateValue};
 pub use bitmap::{Bitmap, bitmap_and, bitmap_get};
 pub use column::{
-    Batch, BoolBuilder, BoolView, Column, Float32Builder, Float64Builder, Int64Builder, IntoColumn, PrimitiveBuilder,
-    PrimitiveView, TimestampBuilder, Utf8Builder, Utf8View, Values,
+    Batch, BoolBuilder, BoolView, Column, Float32Builder, Float64Builder, Int64Builder, IntoColumn, ListView,
+    PrimitiveBuilder, PrimitiveView, TimestampBuilder, Utf8Builder, Utf8View, Values, VectorBuilder, VectorView,
 };
-pub use schema::{DataType, Field, Schema};
+pub use schema::{DataType, Field, ScalarType, Schema};
 
 use std::fmt;
 

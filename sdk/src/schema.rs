@@ -3,6 +3,38 @@
 use crate::bitmap::{all_valid, bitmap_set};
 use crate::{Batch, Error, Output, Values};
 
+/// The type of one scalar value: a list's elements (mirrors `scalar-type`
+/// in the WIT contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScalarType {
+    /// Booleans.
+    Boolean,
+    /// Signed 64-bit integers.
+    Int64,
+    /// IEEE 754 single precision.
+    Float32,
+    /// IEEE 754 double precision.
+    Float64,
+    /// UTF-8 strings.
+    Utf8,
+    /// Microseconds since the Unix epoch, UTC.
+    Timestamp,
+}
+
+impl ScalarType {
+    /// The column type of one such value.
+    pub fn data_type(self) -> DataType {
+        match self {
+            ScalarType::Boolean => DataType::Boolean,
+            ScalarType::Int64 => DataType::Int64,
+            ScalarType::Float32 => DataType::Float32,
+            ScalarType::Float64 => DataType::Float64,
+            ScalarType::Utf8 => DataType::Utf8,
+            ScalarType::Timestamp => DataType::Timestamp,
+        }
+    }
+}
+
 /// Logical type of a column (mirrors `data-type` in the WIT contract).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataType {
@@ -18,19 +50,40 @@ pub enum DataType {
     Utf8,
     /// Microseconds since the Unix epoch, UTC.
     Timestamp,
+    /// A list of any length of one scalar type per row (`list<utf8>`);
+    /// elements are never null.
+    List(ScalarType),
+    /// Exactly this many finite float32 per row (`vector<384>`): an
+    /// embedding.
+    Vector(u32),
 }
 
 impl DataType {
     /// The type's name as the feature repo spells it.
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            DataType::Boolean => "bool",
-            DataType::Int64 => "int64",
-            DataType::Float32 => "float32",
-            DataType::Float64 => "float64",
-            DataType::Utf8 => "utf8",
-            DataType::Timestamp => "timestamp",
+            DataType::Boolean => "bool".into(),
+            DataType::Int64 => "int64".into(),
+            DataType::Float32 => "float32".into(),
+            DataType::Float64 => "float64".into(),
+            DataType::Utf8 => "utf8".into(),
+            DataType::Timestamp => "timestamp".into(),
+            DataType::List(item) => format!("list<{}>", item.data_type().name()),
+            DataType::Vector(dimension) => format!("vector<{dimension}>"),
         }
+    }
+
+    /// The scalar type, for the six types that are one.
+    pub fn scalar(self) -> Option<ScalarType> {
+        Some(match self {
+            DataType::Boolean => ScalarType::Boolean,
+            DataType::Int64 => ScalarType::Int64,
+            DataType::Float32 => ScalarType::Float32,
+            DataType::Float64 => ScalarType::Float64,
+            DataType::Utf8 => ScalarType::Utf8,
+            DataType::Timestamp => ScalarType::Timestamp,
+            DataType::List(_) | DataType::Vector(_) => return None,
+        })
     }
 }
 

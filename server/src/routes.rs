@@ -526,6 +526,15 @@ fn json_value_schema(data_type: skewless_runtime::FeatureType) -> serde_json::Va
         FeatureType::Float32 | FeatureType::Float64 => json!({"type": "number"}),
         FeatureType::Utf8 => json!({"type": "string"}),
         FeatureType::Timestamp => json!({"type": "string", "format": "date-time"}),
+        FeatureType::List(item) => json!({"type": "array", "items": json_value_schema(item.feature_type())}),
+        // Finite components only: JSON has no NaN, and a number past
+        // float32's range is refused.
+        FeatureType::Vector(dimension) => json!({
+            "type": "array",
+            "items": {"type": "number", "minimum": -f32::MAX, "maximum": f32::MAX},
+            "minItems": dimension,
+            "maxItems": dimension,
+        }),
     }
 }
 

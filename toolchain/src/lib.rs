@@ -23,11 +23,14 @@ use std::process::{Command, ExitStatus};
 pub use rust::{WASM_TARGET, build_rust, ensure_target};
 pub use scaffold::{ScaffoldError, new_project};
 
-/// The WIT contract every transform is built against.
-pub const WIT: &str = include_str!("../../wit/transform.wit");
+/// The WIT contract the Python, JavaScript and C SDKs build against:
+/// 0.1.0, frozen in `wit/0.1.0/`, which the host still runs unchanged.
+/// Their SDKs do not handle 0.2.0's lists and vectors yet; Rust transforms
+/// build against `wit/` (0.2.0) through the `skewless-sdk` crate.
+pub const WIT: &str = include_str!("../../wit/0.1.0/transform.wit");
 
 /// The aggregator interface, in the same package (user-defined aggregation functions).
-pub const AGGREGATOR_WIT: &str = include_str!("../../wit/aggregator.wit");
+pub const AGGREGATOR_WIT: &str = include_str!("../../wit/0.1.0/aggregator.wit");
 
 /// The world every transform implements.
 pub const WORLD: &str = "transformer";

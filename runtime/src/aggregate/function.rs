@@ -372,7 +372,13 @@ impl StateKind {
 fn as_i64(value: &Value) -> i64 {
     match value {
         Value::Int64(v) | Value::Timestamp(v) => *v,
-        other @ (Value::Null | Value::Bool(_) | Value::Float32(_) | Value::Float64(_) | Value::Utf8(_)) => {
+        other @ (Value::Null
+        | Value::Bool(_)
+        | Value::Float32(_)
+        | Value::Float64(_)
+        | Value::Utf8(_)
+        | Value::List(_)
+        | Value::Vector(_)) => {
             unreachable!("an int64 state got {other:?} (types are checked at apply)")
         }
     }
@@ -383,7 +389,12 @@ fn as_f64(value: &Value) -> f64 {
         Value::Int64(v) => *v as f64,
         Value::Float32(v) => *v as f64,
         Value::Float64(v) => *v,
-        other @ (Value::Null | Value::Bool(_) | Value::Utf8(_) | Value::Timestamp(_)) => {
+        other @ (Value::Null
+        | Value::Bool(_)
+        | Value::Utf8(_)
+        | Value::Timestamp(_)
+        | Value::List(_)
+        | Value::Vector(_)) => {
             unreachable!("a numeric state got {other:?} (types are checked at apply)")
         }
     }
@@ -405,7 +416,9 @@ fn compare(a: &Value, b: &Value) -> Ordering {
             | Value::Float32(_)
             | Value::Float64(_)
             | Value::Utf8(_)
-            | Value::Timestamp(_)),
+            | Value::Timestamp(_)
+            | Value::List(_)
+            | Value::Vector(_)),
             b,
         ) => unreachable!("comparing {a:?} with {b:?}"),
     }

@@ -106,18 +106,7 @@ pub const HOURS_PER_DAY: i64 = LADDER[1] / LADDER[0];
 fn write_values(out: &mut Vec<u8>, values: &[Value], inputs: &[FieldSpec]) {
     let mut w = RowWriter::values_only(out, inputs.len());
     for value in values {
-        write_value(&mut w, value);
-    }
-}
-
-fn write_value(w: &mut RowWriter<'_>, value: &Value) {
-    match value {
-        Value::Null => w.null(),
-        Value::Bool(v) => w.bool(*v),
-        Value::Int64(v) | Value::Timestamp(v) => w.i64(*v),
-        Value::Float32(v) => w.f32(*v),
-        Value::Float64(v) => w.f64(*v),
-        Value::Utf8(v) => w.str(v),
+        crate::format::value::write_value(&mut w, value);
     }
 }
 
@@ -283,7 +272,7 @@ fn write_state(out: &mut Vec<u8>, state: &State) {
 
 fn write_one(out: &mut Vec<u8>, value: &Value) {
     let mut w = RowWriter::values_only(out, 1);
-    write_value(&mut w, value);
+    crate::format::value::write_value(&mut w, value);
 }
 
 fn read_state(rest: &mut &[u8], kind: StateKind, input: Option<FeatureType>) -> Result<State, CorruptRow> {

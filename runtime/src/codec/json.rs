@@ -13,7 +13,7 @@ use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicroseco
 use arrow_array::{Array, ArrayRef};
 
 use crate::format::value::{Value, ValueBuilder};
-use crate::types::FeatureType;
+use crate::types::{FeatureType, Scalar};
 
 /// A value that is not of its column's type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,14 +37,22 @@ pub fn array_from_strings(column: &str, values: &[String], data_type: FeatureTyp
     };
     let mut builder = ValueBuilder::new(data_type, values.len());
     for text in values {
-        let value = match data_type {
-            FeatureType::Bool => Value::Bool(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
-            FeatureType::Int64 => Value::Int64(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
-            FeatureType::Float32 => Value::Float32(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
-            FeatureType::Float64 => Value::Float64(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
-            FeatureType::Utf8 => Value::Utf8(text.clone()),
-            FeatureType::Timestamp => {
-                Value::Timestamp(crate::time::parse_timestamp(text).map_err(|e| wrong(text, e.to_string()))?)
+        let value = match data_type.scalar() {
+            Some(scalar) => match scalar {
+                Scalar::Bool => Value::Bool(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
+                Scalar::Int64 => Value::Int64(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
+                Scalar::Float32 => Value::Float32(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
+                Scalar::Float64 => Value::Float64(text.parse().map_err(|e| wrong(text, format!("{e}")))?),
+                Scalar::Utf8 => Value::Utf8(text.clone()),
+                Scalar::Timestamp => {
+                    Value::Timestamp(crate::time::parse_timestamp(text).map_err(|e| wrong(text, e.to_string()))?)
+                }
+            },
+            // Lists and vectors are typed as JSON arrays: `[0.1, 0.2]`.
+            None => {
+                let json: serde_json::Value = serde_json::from_str(text)
+                    .map_err(|e| wrong(text, format!("{data_type} is written as a JSON array ({e})")))?;
+                value_from_json(data_type, &json).map_err(|message| wrong(text, message))?
             }
         };
         builder.push(value);
@@ -61,12 +69,22 @@ pub fn array_from_json(
     values: &[serde_json::Value],
     data_type: FeatureType,
 ) -> Result<ArrayRef, WrongValue> {
-    use serde_json::Value as J;
     let wrong = |row: usize, message: String| WrongValue {
         column: column.to_string(),
         expected: data_type,
         message: format!("value {row}: {message}"),
     };
+    let mut builder = ValueBuilder::new(data_type, values.len());
+    for (row, json) in values.iter().enumerate() {
+        builder.push(value_from_json(data_type, json).map_err(|message| wrong(row, message))?);
+    }
+    Ok(builder.finish())
+}
+
+/// Parses one JSON value of `data_type` (`null` is [`Value::Null`]); the
+/// error says what was found instead.
+fn value_from_json(data_type: FeatureType, json: &serde_json::Value) -> Result<Value, String> {
+    use serde_json::Value as J;
     let got = |value: &J| match value {
         J::Bool(b) => format!("got {b}"),
         J::Number(n) => format!("got the number {n}"),
@@ -87,36 +105,61 @@ pub fn array_from_json(
                 .map(|f| f as i64)
         })
     };
-    let mut builder = ValueBuilder::new(data_type, values.len());
-    for (row, json) in values.iter().enumerate() {
-        let value = match (data_type, json) {
-            (_, J::Null) => {
-                builder.push_null();
-                continue;
+    Ok(match (data_type, json) {
+        (_, J::Null) => Value::Null,
+        (FeatureType::Bool, J::Bool(b)) => Value::Bool(*b),
+        (FeatureType::Int64, J::Number(n)) => Value::Int64(integer(n).ok_or_else(|| got(json))?),
+        (FeatureType::Float32, J::Number(n)) => Value::Float32(n.as_f64().ok_or_else(|| got(json))? as f32),
+        (FeatureType::Float64, J::Number(n)) => Value::Float64(n.as_f64().ok_or_else(|| got(json))?),
+        (FeatureType::Utf8, J::String(s)) => Value::Utf8(s.clone()),
+        (FeatureType::Timestamp, J::String(s)) => {
+            Value::Timestamp(crate::time::parse_timestamp(s).map_err(|e| e.to_string())?)
+        }
+        (FeatureType::List(item), J::Array(elements)) => Value::List(
+            elements
+                .iter()
+                .enumerate()
+                .map(|(i, element)| match value_from_json(item.feature_type(), element) {
+                    Ok(Value::Null) => Err(format!("element {i} is null; lists hold no nulls")),
+                    Ok(value) => Ok(value),
+                    Err(message) => Err(format!("element {i}: {message}")),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        (FeatureType::Vector(dimension), J::Array(components)) => {
+            if components.len() != dimension as usize {
+                return Err(format!(
+                    "the vector has {} components, but the feature is vector<{dimension}>",
+                    components.len()
+                ));
             }
-            (FeatureType::Bool, J::Bool(b)) => Value::Bool(*b),
-            (FeatureType::Int64, J::Number(n)) => Value::Int64(integer(n).ok_or_else(|| wrong(row, got(json)))?),
-            (FeatureType::Float32, J::Number(n)) => {
-                Value::Float32(n.as_f64().ok_or_else(|| wrong(row, got(json)))? as f32)
-            }
-            (FeatureType::Float64, J::Number(n)) => Value::Float64(n.as_f64().ok_or_else(|| wrong(row, got(json)))?),
-            (FeatureType::Utf8, J::String(s)) => Value::Utf8(s.clone()),
-            (FeatureType::Timestamp, J::String(s)) => {
-                Value::Timestamp(crate::time::parse_timestamp(s).map_err(|e| wrong(row, e.to_string()))?)
-            }
-            (
-                FeatureType::Bool
-                | FeatureType::Int64
-                | FeatureType::Float32
-                | FeatureType::Float64
-                | FeatureType::Utf8
-                | FeatureType::Timestamp,
-                J::Bool(_) | J::Number(_) | J::String(_) | J::Array(_) | J::Object(_),
-            ) => return Err(wrong(row, got(json))),
-        };
-        builder.push(value);
-    }
-    Ok(builder.finish())
+            Value::Vector(
+                components
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| match c {
+                        J::Number(n) => n
+                            .as_f64()
+                            .map(|f| f as f32)
+                            .filter(|f| f.is_finite())
+                            .ok_or_else(|| format!("component {i}: {n} is outside float32's range")),
+                        other => Err(format!("component {i}: {}", got(other))),
+                    })
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        (
+            FeatureType::Bool
+            | FeatureType::Int64
+            | FeatureType::Float32
+            | FeatureType::Float64
+            | FeatureType::Utf8
+            | FeatureType::Timestamp
+            | FeatureType::List(_)
+            | FeatureType::Vector(_),
+            J::Bool(_) | J::Number(_) | J::String(_) | J::Array(_) | J::Object(_),
+        ) => return Err(got(json)),
+    })
 }
 
 /// One value of an array as JSON: numbers as numbers (float32 widened
@@ -141,6 +184,15 @@ pub fn value_json(array: &dyn Array, row: usize) -> serde_json::Value {
             Some(ts) => J::String(crate::time::format_timestamp(ts.value(row))),
             None => J::Null,
         },
+        // Feast's wire shape for lists and vectors: a JSON array.
+        Some(FeatureType::List(_)) => {
+            let elements = array.as_list::<i32>().value(row);
+            J::Array((0..elements.len()).map(|i| value_json(&elements, i)).collect())
+        }
+        Some(FeatureType::Vector(_)) => {
+            let components = array.as_fixed_size_list().value(row);
+            J::Array((0..components.len()).map(|i| value_json(&components, i)).collect())
+        }
         // Not a feature type: nothing a codec made.
         None => J::Null,
     }

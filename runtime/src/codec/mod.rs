@@ -54,6 +54,27 @@ pub(crate) fn value_bits(array: &dyn Array, row: usize) -> Option<Vec<u8>> {
             .value(row)
             .to_le_bytes()
             .to_vec(),
+        // Each element's bits after its length, so that two lists are
+        // equal exactly when every element is.
+        FeatureType::List(_) => {
+            let elements = array.as_list::<i32>().value(row);
+            let mut out = (elements.len() as u32).to_le_bytes().to_vec();
+            for i in 0..elements.len() {
+                let bits = value_bits(&elements, i).unwrap_or_default();
+                out.extend_from_slice(&(bits.len() as u32).to_le_bytes());
+                out.extend_from_slice(&bits);
+            }
+            out
+        }
+        FeatureType::Vector(_) => {
+            let components = array.as_fixed_size_list().value(row);
+            components
+                .as_primitive::<Float32Type>()
+                .values()
+                .iter()
+                .flat_map(|v| v.to_bits().to_le_bytes())
+                .collect()
+        }
     })
 }
 
@@ -86,7 +107,15 @@ pub(crate) fn value_text(array: &dyn Array, row: usize) -> String {
             let value = array.as_primitive::<Float64Type>().value(row);
             bits(value, format!("{:#018x}", value.to_bits()))
         }
-        FeatureType::Bool | FeatureType::Int64 | FeatureType::Utf8 | FeatureType::Timestamp => None,
+        // Vector components are finite (the writers refuse others), and a
+        // list's float elements show as JSON numbers: a message about a
+        // list is about the list, not one element's bits.
+        FeatureType::Bool
+        | FeatureType::Int64
+        | FeatureType::Utf8
+        | FeatureType::Timestamp
+        | FeatureType::List(_)
+        | FeatureType::Vector(_) => None,
     };
     special.unwrap_or_else(|| json::value_json(array, row).to_string())
 }
@@ -143,6 +172,63 @@ mod tests {
                 TimestampMicrosecondArray::from(vec![Some(-1), Some(0), None, Some(1_764_000_000_123_456)])
                     .with_timezone(UTC),
             ),
+            // Each scalar's edge values as lists: all of them, none (an
+            // empty list), a null list, one, and the rest; sliced, so the
+            // codecs see offsets that do not start at 0.
+            FeatureType::List(item) => {
+                let elements = samples(item.feature_type());
+                let present: Vec<usize> = (0..elements.len()).filter(|i| elements.is_valid(*i)).collect();
+                let elements = arrow_select::take::take(
+                    &elements,
+                    &arrow_array::UInt32Array::from(present.iter().map(|i| *i as u32).collect::<Vec<_>>()),
+                    None,
+                )
+                .unwrap();
+                let n = elements.len() as i32;
+                let elements = arrow_select::concat::concat(&[elements.as_ref(), elements.as_ref()]).unwrap();
+                let offsets = vec![0, 1, 1 + n, 1 + n, 1 + n, 2 + n, 2 * n];
+                let list = arrow_array::ListArray::new(
+                    Arc::new(arrow_schema::Field::new_list_field(item.feature_type().arrow(), true)),
+                    arrow_buffer::OffsetBuffer::new(offsets.into()),
+                    elements,
+                    Some(arrow_buffer::NullBuffer::from(vec![
+                        true, true, true, false, true, true,
+                    ])),
+                );
+                Arc::new(list.slice(1, 5))
+            }
+            // Signed zeros, the extremes, a subnormal, and a null vector;
+            // sliced.
+            FeatureType::Vector(dimension) => {
+                assert_eq!(dimension, 3);
+                let components = vec![
+                    9.0,
+                    9.0,
+                    9.0,
+                    -0.0,
+                    0.0,
+                    f32::MIN_POSITIVE / 2.0,
+                    f32::MAX,
+                    f32::MIN,
+                    1.1,
+                    0.0,
+                    0.0,
+                    0.0,
+                    0.5,
+                    -0.25,
+                    3.0,
+                ];
+                let vectors = arrow_array::FixedSizeListArray::new(
+                    Arc::new(arrow_schema::Field::new_list_field(
+                        arrow_schema::DataType::Float32,
+                        true,
+                    )),
+                    3,
+                    Arc::new(Float32Array::from(components)),
+                    Some(arrow_buffer::NullBuffer::from(vec![true, true, true, false, true])),
+                );
+                Arc::new(vectors.slice(1, 4))
+            }
         }
     }
 
@@ -186,6 +272,8 @@ mod tests {
                             array.as_primitive::<TimestampMicrosecondType>().value(r)
                         )
                     }
+                    FeatureType::List(_) => format!("list {:?}", bits(&array.as_list::<i32>().value(r))),
+                    FeatureType::Vector(_) => format!("vector {:?}", bits(&array.as_fixed_size_list().value(r))),
                 }
             })
             .collect()

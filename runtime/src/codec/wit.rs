@@ -8,54 +8,62 @@
 //! buffer the guest returns is checked (type, length, offsets, UTF-8) before
 //! it becomes an Arrow array: a guest is never trusted to be well formed.
 //! Float outputs leave with their NaNs canonicalized, in the same pass
-//! ([`crate::determinism`]).
+//! ([`crate::determinism`]); vector components must be finite.
+//!
+//! Lowering speaks both contract versions ([`crate::wit::Contract`]): a
+//! 0.2.0 batch is `BatchRef<ValuesRef>`, a 0.1.0 one `BatchRef<ScalarValuesRef>`
+//! (0.1.0's `values` is 0.2.0's `scalar-values`), made from the same refs by
+//! [`scalar_only`]. Lifting speaks 0.2.0; [`crate::wit::v0_1`] converts a
+//! 0.1.0 output first.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    Array, ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Float64Array, Int64Array, ListArray, RecordBatch,
+    StringArray, TimestampMicrosecondArray,
 };
 use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
-use arrow_schema::{DataType as ArrowType, SchemaRef, TimeUnit};
+use arrow_schema::{DataType as ArrowType, Field, SchemaRef, TimeUnit};
 use wasmtime::component::{ComponentType, Lower};
 
 use crate::error::ConversionError;
-use crate::types::{FeatureType, FieldSpec, UTC};
+use crate::types::{FeatureType, FieldSpec, Scalar, UTC};
 use crate::wit;
 
 /// A batch as the guest's `run` takes it, borrowing Arrow's buffers: lowering
 /// copies each buffer once, straight into guest memory. Mirrors `batch` in
 /// `wit/transform.wit` field for field (wasmtime checks the types when the
-/// transform is loaded).
+/// transform is loaded); `V` is the values variant of the contract version.
 #[derive(ComponentType, Lower)]
 #[component(record)]
-pub(crate) struct BatchRef<'a> {
+pub(crate) struct BatchRef<'a, V> {
     #[component(name = "num-rows")]
     num_rows: u32,
-    columns: Vec<ColumnRef<'a>>,
+    columns: Vec<ColumnRef<'a, V>>,
 }
 
 #[derive(ComponentType, Lower)]
 #[component(record)]
-pub(crate) struct ColumnRef<'a> {
+pub(crate) struct ColumnRef<'a, V> {
     name: &'a str,
-    values: ValuesRef<'a>,
+    values: V,
     validity: Option<&'a [u8]>,
 }
 
-#[derive(ComponentType, Lower)]
+#[derive(ComponentType, Lower, Clone, Copy)]
 #[component(record)]
 pub(crate) struct Utf8Ref<'a> {
     offsets: &'a [i32],
     bytes: &'a [u8],
 }
 
-#[derive(ComponentType, Lower)]
+/// `scalar-values` in 0.2.0, and `values` in 0.1.0.
+#[derive(ComponentType, Lower, Clone, Copy)]
 #[component(variant)]
-pub(crate) enum ValuesRef<'a> {
+pub(crate) enum ScalarValuesRef<'a> {
     #[component(name = "boolean")]
     Boolean(&'a [u8]),
     #[component(name = "int64")]
@@ -70,26 +78,148 @@ pub(crate) enum ValuesRef<'a> {
     Timestamp(&'a [i64]),
 }
 
-/// What cannot be borrowed from Arrow as is: bitmaps that do not start on a
-/// byte boundary (sliced arrays), rebased string offsets, and timestamps in
-/// another unit.
-#[derive(Default)]
-struct Owned {
-    values: Option<Vec<u8>>,
-    offsets: Option<Vec<i32>>,
-    micros: Option<TimestampMicrosecondArray>,
-    validity: Option<Vec<u8>>,
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct ListRef<'a> {
+    offsets: &'a [i32],
+    elements: ScalarValuesRef<'a>,
 }
 
-/// The bytes of `bits` (a bit range of an Arrow buffer) as a bitmap starting
-/// at bit 0: borrowed when the range starts on a byte boundary.
-fn bitmap_bytes<'a>(bits: &'a arrow_buffer::BooleanBuffer, owned: &mut Option<Vec<u8>>) -> Option<&'a [u8]> {
-    if bits.offset().is_multiple_of(8) {
-        let start = bits.offset() / 8;
-        return Some(&bits.values()[start..start + bits.len().div_ceil(8)]);
+/// `values` in 0.2.0.
+#[derive(ComponentType, Lower)]
+#[component(variant)]
+pub(crate) enum ValuesRef<'a> {
+    #[component(name = "scalar")]
+    Scalar(ScalarValuesRef<'a>),
+    #[component(name = "list")]
+    List(ListRef<'a>),
+    #[component(name = "vector")]
+    Vector(&'a [f32]),
+}
+
+/// A 0.2.0 batch as a 0.1.0 component takes it: only scalar columns can be
+/// lowered (a 0.1.0 component declares no other input type).
+pub(crate) fn scalar_only<'a>(
+    batch: BatchRef<'a, ValuesRef<'a>>,
+) -> Result<BatchRef<'a, ScalarValuesRef<'a>>, ConversionError> {
+    let columns = batch
+        .columns
+        .into_iter()
+        .map(|c| match c.values {
+            ValuesRef::Scalar(values) => Ok(ColumnRef {
+                name: c.name,
+                values,
+                validity: c.validity,
+            }),
+            ValuesRef::List(_) | ValuesRef::Vector(_) => Err(ConversionError::InvalidBuffer {
+                column: c.name.to_string(),
+                message: "a list or vector column cannot go to a component built for contract 0.1.0: rebuild it".into(),
+            }),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(BatchRef {
+        num_rows: batch.num_rows,
+        columns,
+    })
+}
+
+/// What cannot be borrowed from one scalar array as is: bitmaps that do not
+/// start on a byte boundary (sliced arrays), rebased string offsets, and
+/// timestamps in another unit.
+#[derive(Default)]
+struct OwnedScalar {
+    bits: Option<Vec<u8>>,
+    offsets: Option<Vec<i32>>,
+    micros: Option<TimestampMicrosecondArray>,
+}
+
+impl OwnedScalar {
+    /// Makes what `array` (of `scalar`'s type) needs owned.
+    fn prepare(array: &dyn Array, scalar: Scalar) -> OwnedScalar {
+        let mut owned = OwnedScalar::default();
+        match scalar {
+            Scalar::Bool => {
+                let bits = array.as_boolean().values();
+                if !bits.offset().is_multiple_of(8) {
+                    owned.bits = Some(bits.sliced().as_slice().to_vec());
+                }
+            }
+            Scalar::Utf8 => {
+                let offsets = array.as_string::<i32>().value_offsets();
+                if offsets[0] != 0 {
+                    owned.offsets = Some(offsets.iter().map(|o| o - offsets[0]).collect());
+                }
+            }
+            Scalar::Timestamp => {
+                if !matches!(array.data_type(), ArrowType::Timestamp(TimeUnit::Microsecond, _)) {
+                    owned.micros = crate::time::micros_array(array);
+                }
+            }
+            Scalar::Int64 | Scalar::Float32 | Scalar::Float64 => {}
+        }
+        owned
     }
-    *owned = Some(bits.sliced().as_slice().to_vec());
-    None
+
+    /// `array`'s values, borrowed from Arrow or from `self`.
+    fn values<'a>(&'a self, array: &'a dyn Array, scalar: Scalar) -> ScalarValuesRef<'a> {
+        match scalar {
+            Scalar::Bool => ScalarValuesRef::Boolean(match &self.bits {
+                Some(bits) => bits,
+                None => {
+                    let bits = array.as_boolean().values();
+                    let start = bits.offset() / 8;
+                    &bits.values()[start..start + bits.len().div_ceil(8)]
+                }
+            }),
+            Scalar::Int64 => ScalarValuesRef::Int64(array.as_primitive::<Int64Type>().values()),
+            Scalar::Float32 => ScalarValuesRef::Float32(array.as_primitive::<Float32Type>().values()),
+            Scalar::Float64 => ScalarValuesRef::Float64(array.as_primitive::<Float64Type>().values()),
+            Scalar::Utf8 => {
+                let strings = array.as_string::<i32>();
+                let offsets = strings.value_offsets();
+                let (first, last) = (offsets[0] as usize, offsets[offsets.len() - 1] as usize);
+                ScalarValuesRef::Utf8(Utf8Ref {
+                    offsets: self.offsets.as_deref().unwrap_or(offsets),
+                    bytes: &strings.values()[first..last],
+                })
+            }
+            Scalar::Timestamp => ScalarValuesRef::Timestamp(match &self.micros {
+                Some(micros) => micros.values(),
+                None => array.as_primitive::<TimestampMicrosecondType>().values(),
+            }),
+        }
+    }
+}
+
+/// What one column needs owned: its validity bitmap when not byte-aligned,
+/// its own values' needs, and for a list its rebased offsets and elements.
+#[derive(Default)]
+struct Owned {
+    validity: Option<Vec<u8>>,
+    scalar: OwnedScalar,
+    list_offsets: Option<Vec<i32>>,
+    /// A list's elements that its rows use, and what they need owned.
+    elements: Option<(ArrayRef, OwnedScalar)>,
+}
+
+/// The bytes of a validity bitmap as a bitmap starting at bit 0: borrowed
+/// when it starts on a byte boundary.
+fn validity_bytes<'a>(nulls: &'a NullBuffer, owned: &'a Option<Vec<u8>>) -> &'a [u8] {
+    match owned {
+        Some(bits) => bits,
+        None => {
+            let bits = nulls.inner();
+            let start = bits.offset() / 8;
+            &bits.values()[start..start + bits.len().div_ceil(8)]
+        }
+    }
+}
+
+/// The components of the rows of a vector array (sliced or not).
+fn vector_components(vectors: &FixedSizeListArray) -> &[f32] {
+    let dimension = vectors.value_length() as usize;
+    let range: Range<usize> = vectors.offset() * dimension..(vectors.offset() + vectors.len()) * dimension;
+    &vectors.values().as_primitive::<Float32Type>().values()[range]
 }
 
 /// Calls `call` with the columns `fields` names (in that order) of `batch`
@@ -98,7 +228,7 @@ fn bitmap_bytes<'a>(bits: &'a arrow_buffer::BooleanBuffer, owned: &mut Option<Ve
 pub(crate) fn with_wit_batch<R>(
     batch: &RecordBatch,
     fields: &[FieldSpec],
-    call: impl FnOnce(BatchRef<'_>) -> R,
+    call: impl FnOnce(BatchRef<'_, ValuesRef<'_>>) -> R,
 ) -> Result<R, ConversionError> {
     let mut arrays = Vec::with_capacity(fields.len());
     for field in fields {
@@ -117,59 +247,76 @@ pub(crate) fn with_wit_batch<R>(
         arrays.push(array.as_ref());
     }
     // First what must be owned, then references into Arrow or into `owned`.
-    let mut owned: Vec<Owned> = arrays.iter().map(|_| Owned::default()).collect();
-    let mut borrowed_validity = Vec::with_capacity(arrays.len());
-    let mut borrowed_bits = Vec::with_capacity(arrays.len());
-    for ((array, owned), field) in arrays.iter().zip(owned.iter_mut()).zip(fields) {
-        let nulls = array.nulls().filter(|n| n.null_count() > 0);
-        borrowed_validity.push(nulls.and_then(|n| bitmap_bytes(n.inner(), &mut owned.validity)));
-        let mut bits = None;
-        match field.data_type {
-            FeatureType::Bool => bits = bitmap_bytes(array.as_boolean().values(), &mut owned.values),
-            FeatureType::Utf8 => {
-                let offsets = array.as_string::<i32>().value_offsets();
-                if offsets[0] != 0 {
-                    owned.offsets = Some(offsets.iter().map(|o| o - offsets[0]).collect());
-                }
+    let owned: Vec<Owned> = arrays
+        .iter()
+        .zip(fields)
+        .map(|(array, field)| {
+            let mut owned = Owned::default();
+            if let Some(nulls) = array.nulls().filter(|n| n.null_count() > 0)
+                && !nulls.offset().is_multiple_of(8)
+            {
+                owned.validity = Some(nulls.inner().sliced().as_slice().to_vec());
             }
-            FeatureType::Timestamp => {
-                if !matches!(array.data_type(), ArrowType::Timestamp(TimeUnit::Microsecond, _)) {
-                    owned.micros = crate::time::micros_array(*array);
-                }
+            match field.data_type.scalar() {
+                Some(scalar) => owned.scalar = OwnedScalar::prepare(*array, scalar),
+                None => match field.data_type {
+                    FeatureType::List(item) => {
+                        let list = array.as_list::<i32>();
+                        let offsets = list.value_offsets();
+                        let (first, last) = (offsets[0], offsets[offsets.len() - 1]);
+                        if first != 0 {
+                            owned.list_offsets = Some(offsets.iter().map(|o| o - first).collect());
+                        }
+                        let elements = list.values().slice(first as usize, (last - first) as usize);
+                        let needs = OwnedScalar::prepare(&elements, item);
+                        owned.elements = Some((elements, needs));
+                    }
+                    FeatureType::Vector(_) => {}
+                    FeatureType::Bool
+                    | FeatureType::Int64
+                    | FeatureType::Float32
+                    | FeatureType::Float64
+                    | FeatureType::Utf8
+                    | FeatureType::Timestamp => unreachable!("scalars are prepared above"),
+                },
             }
-            FeatureType::Int64 | FeatureType::Float32 | FeatureType::Float64 => {}
-        }
-        borrowed_bits.push(bits);
-    }
+            owned
+        })
+        .collect();
     let columns = fields
         .iter()
         .zip(&arrays)
         .zip(&owned)
-        .zip(borrowed_validity.into_iter().zip(borrowed_bits))
-        .map(|(((field, array), owned), (validity, bits))| {
-            let values = match field.data_type {
-                FeatureType::Bool => ValuesRef::Boolean(bits.or(owned.values.as_deref()).unwrap_or_default()),
-                FeatureType::Int64 => ValuesRef::Int64(array.as_primitive::<Int64Type>().values()),
-                FeatureType::Float32 => ValuesRef::Float32(array.as_primitive::<Float32Type>().values()),
-                FeatureType::Float64 => ValuesRef::Float64(array.as_primitive::<Float64Type>().values()),
-                FeatureType::Utf8 => {
-                    let strings = array.as_string::<i32>();
-                    let offsets = strings.value_offsets();
-                    let (first, last) = (offsets[0] as usize, offsets[offsets.len() - 1] as usize);
-                    ValuesRef::Utf8(Utf8Ref {
-                        offsets: owned.offsets.as_deref().unwrap_or(offsets),
-                        bytes: &strings.values()[first..last],
-                    })
-                }
-                FeatureType::Timestamp => ValuesRef::Timestamp(match &owned.micros {
-                    Some(micros) => micros.values(),
-                    None => array.as_primitive::<TimestampMicrosecondType>().values(),
-                }),
+        .map(|((field, array), owned)| {
+            let values = match field.data_type.scalar() {
+                Some(scalar) => ValuesRef::Scalar(owned.scalar.values(*array, scalar)),
+                None => match field.data_type {
+                    FeatureType::List(item) => {
+                        let (elements, needs) = owned.elements.as_ref().expect("prepared for every list");
+                        ValuesRef::List(ListRef {
+                            offsets: owned
+                                .list_offsets
+                                .as_deref()
+                                .unwrap_or(array.as_list::<i32>().value_offsets()),
+                            elements: needs.values(elements.as_ref(), item),
+                        })
+                    }
+                    FeatureType::Vector(_) => ValuesRef::Vector(vector_components(array.as_fixed_size_list())),
+                    FeatureType::Bool
+                    | FeatureType::Int64
+                    | FeatureType::Float32
+                    | FeatureType::Float64
+                    | FeatureType::Utf8
+                    | FeatureType::Timestamp => unreachable!("scalars are lowered above"),
+                },
             };
             ColumnRef {
                 name: &field.name,
                 values,
-                validity: validity.or(owned.validity.as_deref()),
+                validity: array
+                    .nulls()
+                    .filter(|n| n.null_count() > 0)
+                    .map(|n| validity_bytes(n, &owned.validity)),
             }
         })
         .collect();
@@ -230,74 +377,166 @@ pub(crate) fn column_from_wit(
             Some(NullBuffer::new(BooleanBuffer::new(Buffer::from_vec(bits), 0, rows))).filter(|n| n.null_count() > 0)
         }
     };
-    let wrong_type = |actual: FeatureType| ConversionError::WrongType {
+    let wrong_type = |actual: String| ConversionError::WrongType {
         column: name.clone(),
         expected: field.data_type,
-        actual: actual.name().to_string(),
+        actual,
     };
+    let invalid = |message: String| ConversionError::InvalidBuffer {
+        column: name.clone(),
+        message,
+    };
+    let array: ArrayRef = match (column.values, field.data_type) {
+        (wit::Values::Scalar(values), data_type) => match data_type.scalar() {
+            Some(scalar) => scalar_array(name, values, scalar, rows, nulls)?,
+            None => return Err(wrong_type(format!("a scalar column ({})", scalar_name(&values)))),
+        },
+        (wit::Values::List(list), FeatureType::List(item)) => {
+            if list.offsets.len() != rows + 1 {
+                return Err(ConversionError::RowCount {
+                    column: Some(name.clone()),
+                    expected: rows,
+                    actual: list.offsets.len().saturating_sub(1),
+                });
+            }
+            let count = *list.offsets.last().expect("rows + 1 offsets") as usize;
+            check_offsets(name, "list", &list.offsets, count)?;
+            if list.offsets[0] != 0 {
+                return Err(invalid(format!("list offsets start at {}, not 0", list.offsets[0])));
+            }
+            let elements = scalar_array(name, list.elements, item, count, None)?;
+            Arc::new(
+                ListArray::try_new(
+                    Arc::new(Field::new_list_field(item.feature_type().arrow(), true)),
+                    OffsetBuffer::new(ScalarBuffer::from(list.offsets)),
+                    elements,
+                    nulls,
+                )
+                .map_err(|e| invalid(e.to_string()))?,
+            )
+        }
+        (wit::Values::Vector(components), FeatureType::Vector(dimension)) => {
+            let dimension = dimension as usize;
+            if components.len() != rows * dimension {
+                return Err(invalid(format!(
+                    "{} vector components for {rows} rows of vector<{dimension}>, which need {}",
+                    components.len(),
+                    rows * dimension
+                )));
+            }
+            let present = |row: &usize| nulls.as_ref().is_none_or(|n| n.is_valid(*row));
+            if let Some(row) = (0..rows).filter(present).find(|row| {
+                components[row * dimension..(row + 1) * dimension]
+                    .iter()
+                    .any(|v| !v.is_finite())
+            }) {
+                return Err(invalid(format!(
+                    "row {row}'s vector has a NaN or infinite component; vectors must be finite"
+                )));
+            }
+            Arc::new(
+                FixedSizeListArray::try_new(
+                    Arc::new(Field::new_list_field(ArrowType::Float32, true)),
+                    dimension as i32,
+                    Arc::new(Float32Array::from(components)),
+                    nulls,
+                )
+                .map_err(|e| invalid(e.to_string()))?,
+            )
+        }
+        (wit::Values::List(_), FeatureType::Vector(_)) => return Err(wrong_type("a list column".into())),
+        (wit::Values::Vector(_), FeatureType::List(_)) => return Err(wrong_type("a vector column".into())),
+        (
+            wit::Values::List(_) | wit::Values::Vector(_),
+            FeatureType::Bool
+            | FeatureType::Int64
+            | FeatureType::Float32
+            | FeatureType::Float64
+            | FeatureType::Utf8
+            | FeatureType::Timestamp,
+        ) => return Err(wrong_type("a list or vector column".into())),
+    };
+    Ok(array)
+}
+
+/// One scalar buffer as an Arrow array of `rows` values (a column, or a
+/// list's elements), checked.
+fn scalar_array(
+    name: &str,
+    values: wit::ScalarValues,
+    scalar: Scalar,
+    rows: usize,
+    nulls: Option<NullBuffer>,
+) -> Result<ArrayRef, ConversionError> {
+    use wit::ScalarValues as V;
     let check_len = |len: usize| {
         if len == rows {
             Ok(())
         } else {
             Err(ConversionError::RowCount {
-                column: Some(name.clone()),
+                column: Some(name.to_string()),
                 expected: rows,
                 actual: len,
             })
         }
     };
-    let array: ArrayRef = match (column.values, field.data_type) {
-        (wit::Values::Boolean(bits), FeatureType::Bool) => {
+    Ok(match (values, scalar) {
+        (V::Boolean(bits), Scalar::Bool) => {
             check_bitmap(name, "values", &bits, rows)?;
             Arc::new(BooleanArray::new(
                 BooleanBuffer::new(Buffer::from_vec(bits), 0, rows),
                 nulls,
             ))
         }
-        (wit::Values::Int64(v), FeatureType::Int64) => {
+        (V::Int64(v), Scalar::Int64) => {
             check_len(v.len())?;
             Arc::new(Int64Array::new(ScalarBuffer::from(v), nulls))
         }
-        (wit::Values::Float32(mut v), FeatureType::Float32) => {
+        (V::Float32(mut v), Scalar::Float32) => {
             check_len(v.len())?;
             crate::determinism::canonicalize_f32(&mut v);
             Arc::new(Float32Array::new(ScalarBuffer::from(v), nulls))
         }
-        (wit::Values::Float64(mut v), FeatureType::Float64) => {
+        (V::Float64(mut v), Scalar::Float64) => {
             check_len(v.len())?;
             crate::determinism::canonicalize_f64(&mut v);
             Arc::new(Float64Array::new(ScalarBuffer::from(v), nulls))
         }
-        (wit::Values::Timestamp(v), FeatureType::Timestamp) => {
+        (V::Timestamp(v), Scalar::Timestamp) => {
             check_len(v.len())?;
             Arc::new(TimestampMicrosecondArray::new(ScalarBuffer::from(v), nulls).with_timezone(UTC))
         }
-        (wit::Values::Utf8(s), FeatureType::Utf8) => {
+        (V::Utf8(s), Scalar::Utf8) => {
             check_len(s.offsets.len().saturating_sub(1))?;
-            check_offsets(name, &s.offsets, s.bytes.len())?;
+            check_offsets(name, "utf8", &s.offsets, s.bytes.len())?;
             let offsets = OffsetBuffer::new(ScalarBuffer::from(s.offsets));
             Arc::new(
                 StringArray::try_new(offsets, Buffer::from_vec(s.bytes), nulls).map_err(|e| {
                     ConversionError::InvalidBuffer {
-                        column: name.clone(),
+                        column: name.to_string(),
                         message: e.to_string(),
                     }
                 })?,
             )
         }
-        (values, _) => return Err(wrong_type(values_type(&values))),
-    };
-    Ok(array)
+        (values, scalar) => {
+            return Err(ConversionError::WrongType {
+                column: name.to_string(),
+                expected: scalar.feature_type(),
+                actual: scalar_name(&values).to_string(),
+            });
+        }
+    })
 }
 
-fn values_type(values: &wit::Values) -> FeatureType {
+fn scalar_name(values: &wit::ScalarValues) -> &'static str {
     match values {
-        wit::Values::Boolean(_) => FeatureType::Bool,
-        wit::Values::Int64(_) => FeatureType::Int64,
-        wit::Values::Float32(_) => FeatureType::Float32,
-        wit::Values::Float64(_) => FeatureType::Float64,
-        wit::Values::Utf8(_) => FeatureType::Utf8,
-        wit::Values::Timestamp(_) => FeatureType::Timestamp,
+        wit::ScalarValues::Boolean(_) => "bool",
+        wit::ScalarValues::Int64(_) => "int64",
+        wit::ScalarValues::Float32(_) => "float32",
+        wit::ScalarValues::Float64(_) => "float64",
+        wit::ScalarValues::Utf8(_) => "utf8",
+        wit::ScalarValues::Timestamp(_) => "timestamp",
     }
 }
 
@@ -318,22 +557,22 @@ fn check_bitmap(column: &str, what: &str, bits: &[u8], rows: usize) -> Result<()
 
 /// Offsets must be `rows + 1` entries, start at 0, never decrease and end
 /// within the byte buffer ([`OffsetBuffer::new`] would panic otherwise).
-fn check_offsets(column: &str, offsets: &[i32], bytes: usize) -> Result<(), ConversionError> {
+fn check_offsets(column: &str, what: &str, offsets: &[i32], bytes: usize) -> Result<(), ConversionError> {
     let bad = |message: String| ConversionError::InvalidBuffer {
         column: column.to_string(),
         message,
     };
     match offsets.first() {
-        None => return Err(bad("utf8 offsets are empty (need rows + 1 entries)".into())),
-        Some(&first) if first < 0 => return Err(bad(format!("utf8 offsets start at {first}"))),
+        None => return Err(bad(format!("{what} offsets are empty (need rows + 1 entries)"))),
+        Some(&first) if first < 0 => return Err(bad(format!("{what} offsets start at {first}"))),
         Some(_) => {}
     }
     if let Some(i) = offsets.windows(2).position(|w| w[0] > w[1]) {
-        return Err(bad(format!("utf8 offsets decrease at row {i}")));
+        return Err(bad(format!("{what} offsets decrease at row {i}")));
     }
     let last = offsets[offsets.len() - 1] as usize;
     if last > bytes {
-        return Err(bad(format!("utf8 offsets end at {last}, past the {bytes}-byte buffer")));
+        return Err(bad(format!("{what} offsets end at {last}, past the {bytes} values")));
     }
     Ok(())
 }
@@ -342,7 +581,18 @@ fn check_offsets(column: &str, offsets: &[i32], bytes: usize) -> Result<(), Conv
 /// into guest memory and lifting back out gives, without a guest: the codec
 /// round-trip test lifts it with [`from_wit`]; an aggregator call (whose
 /// typed bindings take an owned batch) sends it.
-pub(crate) fn owned(batch: BatchRef<'_>) -> wit::Batch {
+pub(crate) fn owned(batch: BatchRef<'_, ValuesRef<'_>>) -> wit::Batch {
+    let scalar = |values: ScalarValuesRef<'_>| match values {
+        ScalarValuesRef::Boolean(v) => wit::ScalarValues::Boolean(v.to_vec()),
+        ScalarValuesRef::Int64(v) => wit::ScalarValues::Int64(v.to_vec()),
+        ScalarValuesRef::Float32(v) => wit::ScalarValues::Float32(v.to_vec()),
+        ScalarValuesRef::Float64(v) => wit::ScalarValues::Float64(v.to_vec()),
+        ScalarValuesRef::Utf8(s) => wit::ScalarValues::Utf8(wit::Utf8Values {
+            offsets: s.offsets.to_vec(),
+            bytes: s.bytes.to_vec(),
+        }),
+        ScalarValuesRef::Timestamp(v) => wit::ScalarValues::Timestamp(v.to_vec()),
+    };
     wit::Batch {
         num_rows: batch.num_rows,
         columns: batch
@@ -351,15 +601,12 @@ pub(crate) fn owned(batch: BatchRef<'_>) -> wit::Batch {
             .map(|c| wit::Column {
                 name: c.name.to_string(),
                 values: match c.values {
-                    ValuesRef::Boolean(v) => wit::Values::Boolean(v.to_vec()),
-                    ValuesRef::Int64(v) => wit::Values::Int64(v.to_vec()),
-                    ValuesRef::Float32(v) => wit::Values::Float32(v.to_vec()),
-                    ValuesRef::Float64(v) => wit::Values::Float64(v.to_vec()),
-                    ValuesRef::Utf8(s) => wit::Values::Utf8(wit::skewless::transform::types::Utf8Values {
-                        offsets: s.offsets.to_vec(),
-                        bytes: s.bytes.to_vec(),
+                    ValuesRef::Scalar(values) => wit::Values::Scalar(scalar(values)),
+                    ValuesRef::List(list) => wit::Values::List(wit::ListValues {
+                        offsets: list.offsets.to_vec(),
+                        elements: scalar(list.elements),
                     }),
-                    ValuesRef::Timestamp(v) => wit::Values::Timestamp(v.to_vec()),
+                    ValuesRef::Vector(v) => wit::Values::Vector(v.to_vec()),
                 },
                 validity: c.validity.map(<[u8]>::to_vec),
             })

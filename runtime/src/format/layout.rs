@@ -12,8 +12,11 @@
 //! row         := event_time i64 LE | created i64 LE | digest_id u32 LE
 //!                | validity: ceil(features / 8) bytes, bit i set = feature i present
 //!                | each present feature, in the view's stored schema order:
-//!                    bool 1 byte | int64, timestamp 8 LE | float32 4 LE
-//!                    | float64 8 LE (raw IEEE bits) | utf8 length u32 LE + bytes
+//!                    scalar | list | vector
+//! scalar      := bool 1 byte | int64, timestamp 8 LE | float32 4 LE
+//!                | float64 8 LE (raw IEEE bits) | utf8 length u32 LE + bytes
+//! list        := element count u32 LE | each element as a scalar (no nulls)
+//! vector      := dimension (from the schema) float32 4 LE, finite
 //! block       := row count u32 LE | rows
 //! ```
 //!
@@ -34,7 +37,7 @@
 //! B-tree seek. Blocks of rows (one entry per entity per bucket rather than
 //! one per row) keep the number of B-tree entries, and so backfill cost, low.
 
-use crate::types::{FeatureType, FieldSpec};
+use crate::types::{FeatureType, FieldSpec, Scalar};
 
 /// Where each row header field sits: `event_time i64 LE | created i64 LE |
 /// digest_id u32 LE`, then the validity bitmap at [`ROW_HEADER`].
@@ -218,38 +221,95 @@ impl<'a> RowWriter<'a> {
         self.index += 1;
     }
 
+    /// The next feature is a scalar: write it with the returned writer.
+    #[inline]
+    pub fn scalar(&mut self) -> ItemWriter<'_> {
+        self.present();
+        ItemWriter { out: self.out }
+    }
+
+    /// The next feature is a list of `count` elements: write each with the
+    /// returned writer.
+    #[inline]
+    pub fn list(&mut self, count: usize) -> ItemWriter<'_> {
+        self.present();
+        self.out.extend_from_slice(&(count as u32).to_le_bytes());
+        ItemWriter { out: self.out }
+    }
+
+    /// The next feature is a vector (its dimension is the schema's).
+    #[inline]
+    pub fn vector(&mut self, components: &[f32]) {
+        self.present();
+        for v in components {
+            self.out.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+    }
+
     /// The next feature is a bool.
     #[inline]
     pub fn bool(&mut self, v: bool) {
-        self.present();
-        self.out.push(v as u8);
+        self.scalar().bool(v)
     }
 
     /// The next feature is an int64 or a timestamp.
     #[inline]
     pub fn i64(&mut self, v: i64) {
-        self.present();
-        self.out.extend_from_slice(&v.to_le_bytes());
+        self.scalar().i64(v)
     }
 
     /// The next feature is a float32.
     #[inline]
     pub fn f32(&mut self, v: f32) {
-        self.present();
-        self.out.extend_from_slice(&v.to_bits().to_le_bytes());
+        self.scalar().f32(v)
     }
 
     /// The next feature is a float64.
     #[inline]
     pub fn f64(&mut self, v: f64) {
-        self.present();
-        self.out.extend_from_slice(&v.to_bits().to_le_bytes());
+        self.scalar().f64(v)
     }
 
     /// The next feature is a string.
     #[inline]
     pub fn str(&mut self, v: &str) {
-        self.present();
+        self.scalar().str(v)
+    }
+}
+
+/// Writes scalars in their encoding: a scalar feature, or a list's elements.
+pub struct ItemWriter<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl ItemWriter<'_> {
+    /// A bool.
+    #[inline]
+    pub fn bool(&mut self, v: bool) {
+        self.out.push(v as u8);
+    }
+
+    /// An int64 or a timestamp.
+    #[inline]
+    pub fn i64(&mut self, v: i64) {
+        self.out.extend_from_slice(&v.to_le_bytes());
+    }
+
+    /// A float32, by its bits.
+    #[inline]
+    pub fn f32(&mut self, v: f32) {
+        self.out.extend_from_slice(&v.to_bits().to_le_bytes());
+    }
+
+    /// A float64, by its bits.
+    #[inline]
+    pub fn f64(&mut self, v: f64) {
+        self.out.extend_from_slice(&v.to_bits().to_le_bytes());
+    }
+
+    /// A string.
+    #[inline]
+    pub fn str(&mut self, v: &str) {
         self.out.extend_from_slice(&(v.len() as u32).to_le_bytes());
         self.out.extend_from_slice(v.as_bytes());
     }
@@ -301,23 +361,42 @@ pub fn row_len(bytes: &[u8], schema: &[FieldSpec]) -> Result<usize, CorruptRow> 
         if validity[i / 8] & (1 << (i % 8)) == 0 {
             continue;
         }
-        match field.data_type {
-            FeatureType::Bool => {
-                take(&mut rest, 1)?;
-            }
-            FeatureType::Float32 => {
-                take(&mut rest, 4)?;
-            }
-            FeatureType::Int64 | FeatureType::Float64 | FeatureType::Timestamp => {
-                take(&mut rest, 8)?;
-            }
-            FeatureType::Utf8 => {
-                let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes")) as usize;
-                take(&mut rest, len)?;
-            }
+        match field.data_type.scalar() {
+            Some(scalar) => skip_scalar(&mut rest, scalar)?,
+            None => match field.data_type {
+                FeatureType::List(item) => {
+                    let count = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes"));
+                    for _ in 0..count {
+                        skip_scalar(&mut rest, item)?;
+                    }
+                }
+                FeatureType::Vector(dimension) => {
+                    take(&mut rest, dimension as usize * 4)?;
+                }
+                FeatureType::Bool
+                | FeatureType::Int64
+                | FeatureType::Float32
+                | FeatureType::Float64
+                | FeatureType::Utf8
+                | FeatureType::Timestamp => unreachable!("scalars are skipped above"),
+            },
         }
     }
     Ok(bytes.len() - rest.len())
+}
+
+/// Advances `rest` past one scalar in its encoding.
+fn skip_scalar(rest: &mut &[u8], scalar: Scalar) -> Result<(), CorruptRow> {
+    match scalar {
+        Scalar::Bool => take(rest, 1)?,
+        Scalar::Float32 => take(rest, 4)?,
+        Scalar::Int64 | Scalar::Float64 | Scalar::Timestamp => take(rest, 8)?,
+        Scalar::Utf8 => {
+            let len = u32::from_le_bytes(take(rest, 4)?.try_into().expect("4 bytes")) as usize;
+            take(rest, len)?
+        }
+    };
+    Ok(())
 }
 
 /// The newest row of a block with event time `<= at` (rows are sorted by

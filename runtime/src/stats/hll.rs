@@ -295,6 +295,13 @@ fn hash_value(value: &Value) -> u64 {
             8
         }
         Value::Utf8(s) => return crate::format::hash::stable_hash(s.as_bytes()),
+        // Their stored encoding, tagged so that no scalar hashes alike.
+        Value::List(_) | Value::Vector(_) => {
+            let mut encoded = vec![0xff];
+            let mut writer = crate::format::layout::RowWriter::values_only(&mut encoded, 1);
+            crate::format::value::write_value(&mut writer, value);
+            return crate::format::hash::stable_hash(&encoded);
+        }
     };
     crate::format::hash::stable_hash(&bytes[..len])
 }

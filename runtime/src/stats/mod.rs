@@ -182,6 +182,12 @@ impl FeatureStats {
             Value::Int64(v) | Value::Timestamp(v) => *v as f64,
             Value::Float32(v) => f64::from(*v),
             Value::Float64(v) => *v,
+            // Lists and vectors count toward nulls and distinct values;
+            // they have no single number to summarize.
+            Value::List(_) | Value::Vector(_) => {
+                self.distinct.add(value);
+                return;
+            }
             Value::Utf8(s) => {
                 self.distinct.add(value);
                 if let Some(values) = &mut self.values {

@@ -139,7 +139,7 @@ pub fn overview(server: &Server) -> Result<serde_json::Value, ApiError> {
                     .map(|r| {
                         r.features
                             .iter()
-                            .map(|f| (f.name.clone(), f.data_type.name().to_string()))
+                            .map(|f| (f.name.clone(), f.data_type.to_string()))
                             .collect()
                     })
                     .unwrap_or_default(),
@@ -204,7 +204,7 @@ pub fn overview(server: &Server) -> Result<serde_json::Value, ApiError> {
                 join_keys: e
                     .join_keys
                     .iter()
-                    .map(|k| (k.name.clone(), k.data_type.name().to_string()))
+                    .map(|k| (k.name.clone(), k.data_type.to_string()))
                     .collect(),
                 description: e.description.clone(),
                 views: repo
@@ -248,7 +248,7 @@ fn distribution(
     Distribution {
         view: view.to_string(),
         feature: field.name.clone(),
-        data_type: field.data_type.name().to_string(),
+        data_type: field.data_type.to_string(),
         stored: stored.map(|s| s.summary(&field.name)),
         bins: if numeric.is_empty() {
             Vec::new()

@@ -259,6 +259,16 @@ pub fn value_bits(array: &dyn Array, row: usize) -> String {
             let micros = array.as_primitive::<TimestampMicrosecondType>().value(row);
             format!("{} ({micros} us)", skewless_runtime::time::format_timestamp(micros))
         }
+        DataType::List(_) => {
+            let elements = array.as_list::<i32>().value(row);
+            let bits: Vec<String> = (0..elements.len()).map(|i| value_bits(&elements, i)).collect();
+            format!("[{}]", bits.join(", "))
+        }
+        DataType::FixedSizeList(..) => {
+            let components = array.as_fixed_size_list().value(row);
+            let bits: Vec<String> = (0..components.len()).map(|i| value_bits(&components, i)).collect();
+            format!("vector [{}]", bits.join(", "))
+        }
         other => panic!("unexpected type {other}"),
     }
 }

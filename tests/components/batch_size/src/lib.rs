@@ -3,7 +3,7 @@
 //! of `x` (`centered`). A value that depends on the other rows of the batch:
 //! one answer online (1-row calls), another in backfill. `apply` must refuse it.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "transformer" });
+wit_bindgen::generate!({ path: "../../../wit/0.1.0", world: "transformer" });
 
 use exports::skewless::transform::transform::Guest;
 use skewless::transform::types::{Batch, Column, DataType, Description, Field, Output, Values};

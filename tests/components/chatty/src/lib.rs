@@ -7,7 +7,7 @@
 //! - 4: fails the whole batch with a 1 MiB message;
 //! - anything else: `y = x`, with a short row error for every negative `x`.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "transformer" });
+wit_bindgen::generate!({ path: "../../../wit/0.1.0", world: "transformer" });
 
 use exports::skewless::transform::transform::Guest;
 use skewless::transform::types::{Batch, Column, DataType, Description, Field, Output, RowError, Values};

@@ -5,7 +5,7 @@
 //! that a test can make its calls last long enough for concurrent requests
 //! to share them (the probe's extreme values cost nothing).
 
-wit_bindgen::generate!({ path: "../../../wit", world: "transformer" });
+wit_bindgen::generate!({ path: "../../../wit/0.1.0", world: "transformer" });
 
 use std::sync::atomic::{AtomicI64, Ordering};
 

@@ -1,17 +1,20 @@
 //! Returns its inputs unchanged: one column of every type, so a batch makes
 //! the full round trip Arrow -> WIT -> guest SDK -> WIT -> Arrow.
 
-use skewless_sdk::{Batch, DataType, Error, Output, Schema, Transform};
+use skewless_sdk::{Batch, DataType, Error, Output, ScalarType, Schema, Transform};
 
 pub struct Echo;
 
-const COLUMNS: [(&str, DataType); 6] = [
+const COLUMNS: [(&str, DataType); 9] = [
     ("b", DataType::Boolean),
     ("i", DataType::Int64),
     ("f32", DataType::Float32),
     ("f64", DataType::Float64),
     ("s", DataType::Utf8),
     ("t", DataType::Timestamp),
+    ("ls", DataType::List(ScalarType::Utf8)),
+    ("lb", DataType::List(ScalarType::Boolean)),
+    ("v", DataType::Vector(3)),
 ];
 
 impl Transform for Echo {

@@ -2,7 +2,7 @@
 //! keeps: it declares one int64 output `y` but returns a column one row short
 //! when `x` has more than one row, and a float column when it has one.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "transformer" });
+wit_bindgen::generate!({ path: "../../../wit/0.1.0", world: "transformer" });
 
 use exports::skewless::transform::transform::Guest;
 use skewless::transform::types::{Batch, Column, DataType, Description, Field, Output, Values};

@@ -6,7 +6,7 @@
 //! one that misses pages (an early stop in the scan, or swapped-out pages
 //! it never saw) answers more.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "transformer" });
+wit_bindgen::generate!({ path: "../../../wit/0.1.0", world: "transformer" });
 
 use exports::skewless::transform::transform::Guest;
 use skewless::transform::types::{Batch, Column, DataType, Description, Field, Output, Values};
