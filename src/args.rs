@@ -64,6 +64,9 @@ pub enum Command {
     Import(ImportArgs),
     /// Read features for entities from the store, computing on-demand views.
     Get(GetArgs),
+    /// The entities nearest to a query vector by a view's vector feature, exactly, with their
+    /// features (what `POST /search` answers).
+    Search(SearchArgs),
     /// Point-in-time correct training data: features as of each labelled event of a spine.
     Dataset(DatasetArgs),
     /// Prove online/offline parity: read sampled entities through the server's path and the
@@ -132,10 +135,10 @@ pub enum Command {
         /// The folder to create; its name names the transform and its view.
         name: PathBuf,
     },
-    /// Write an example repo's sample data (driver_stats, fraud, rides) into `<repo>/data/`,
+    /// Write an example repo's sample data (driver_stats, fraud, rides, products) into `<repo>/data/`,
     /// ending now. For fraud, `--events` writes that many bursty card transactions instead.
     SampleData {
-        /// driver_stats, fraud or rides (default: the project of the repo, for the example repos).
+        /// driver_stats, fraud, rides or products (default: the project of the repo, for the example repos).
         example: Option<String>,
         /// fraud: card transactions to write (e.g. 1000000).
         #[arg(long)]
@@ -210,6 +213,34 @@ pub struct GetArgs {
     /// served then, from the history, TTL counted back from it.
     #[arg(long)]
     pub at: Option<String>,
+}
+
+/// `skewless search`'s arguments.
+#[derive(clap::Args)]
+pub struct SearchArgs {
+    /// The view to search.
+    pub view: String,
+    /// The query vector, as a JSON array: --query '[0.1, 0.2, ...]'.
+    #[arg(long, required_unless_present = "like", conflicts_with = "like")]
+    pub query: Option<String>,
+    /// Search with an entity's own stored vector ("more like this"), e.g. product_id=42.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub like: Vec<String>,
+    /// The vector feature, when the view has several.
+    #[arg(long)]
+    pub vector: Option<String>,
+    /// How many entities to answer (1 to 1000).
+    #[arg(short, long, default_value_t = 10)]
+    pub k: usize,
+    /// cosine, inner_product or L2 (smaller is nearer for all three).
+    #[arg(long, default_value = "cosine")]
+    pub metric: String,
+    /// The features to show, comma-separated (default: all of the view's).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
+    /// Print JSON (the shape `POST /search` answers) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `skewless dataset`'s arguments.

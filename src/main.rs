@@ -81,6 +81,7 @@ fn run(cli: Cli) -> Result<Exit> {
             status("Imported", &format!("{summary} from {}", options.from.display()));
         }
         Command::Get(get) => cmd_get(dir, &get)?,
+        Command::Search(search) => cmd_search(dir, &search)?,
         Command::Dataset(dataset) => {
             let options = dataset.options()?;
             let workspace = Workspace::open(dir, Views::All)?;
@@ -396,6 +397,94 @@ fn cmd_get(dir: &Path, get: &args::GetArgs) -> Result<()> {
     for note in response.notes() {
         eprintln!("note: {note}");
     }
+    Ok(())
+}
+
+/// `skewless search`: the store's search ([`skewless_runtime::Store::nearest`]),
+/// then a read of the hits' features, as `POST /search` does.
+fn cmd_search(dir: &Path, search: &args::SearchArgs) -> Result<()> {
+    use skewless_runtime::format::layout::{KeyValue, entity_key};
+    use skewless_runtime::format::value::Value;
+    use skewless_runtime::search::{self, Metric};
+    // By default every feature but vectors, which would fill the screen.
+    let registry = Workspace::registry_of(dir)?;
+    let record = registry
+        .views
+        .get(&search.view)
+        .with_context(|| format!("unknown view `{}`: run `skewless apply` first", search.view))?;
+    let features: Vec<String> = if search.features.is_empty() {
+        (record.features.iter())
+            .filter(|f| search.json || !matches!(f.data_type, skewless_runtime::FeatureType::Vector(_)))
+            .map(|f| format!("{}:{}", search.view, f.name))
+            .collect()
+    } else {
+        search.features.iter().map(|f| format!("{}:{f}", search.view)).collect()
+    };
+    let workspace = Workspace::open(
+        dir,
+        Views::Read {
+            features: &features,
+            service: None,
+        },
+    )?;
+    let metric = Metric::parse(&search.metric).map_err(anyhow::Error::msg)?;
+    let query: Vec<f32> = match &search.query {
+        Some(text) => serde_json::from_str(text).with_context(|| format!("--query {text}: expected a JSON array of numbers"))?,
+        None => {
+            let like = args::pairs(&search.like, "--like")?;
+            let key: Vec<KeyValue> = record
+                .join_keys
+                .iter()
+                .map(|k| {
+                    let value = like
+                        .get(&k.name)
+                        .and_then(|v| v.first())
+                        .with_context(|| format!("--like needs {}=VALUE", k.name))?;
+                    Ok(match k.data_type {
+                        skewless_runtime::FeatureType::Int64 => KeyValue::Int64(
+                            value.parse().with_context(|| format!("--like {}={value}: not an int64", k.name))?,
+                        ),
+                        skewless_runtime::FeatureType::Utf8 => KeyValue::Utf8(value.clone()),
+                        skewless_runtime::FeatureType::Bool
+                        | skewless_runtime::FeatureType::Float32
+                        | skewless_runtime::FeatureType::Float64
+                        | skewless_runtime::FeatureType::Timestamp
+                        | skewless_runtime::FeatureType::List(_)
+                        | skewless_runtime::FeatureType::Vector(_) => {
+                            unreachable!("join keys are int64 or utf8 (checked by the repo)")
+                        }
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let (position, _) = search::vector_feature(&record.name, &record.features, search.vector.as_deref())
+                .map_err(anyhow::Error::msg)?;
+            let stored = workspace.store().reader()?.latest(record, &entity_key(&key))?;
+            match stored.map(|row| row.values.into_iter().nth(position)) {
+                Some(Some(Value::Vector(vector))) => vector,
+                _ => bail!("--like {}: this entity has no stored vector", search.like.join(" ")),
+            }
+        }
+    };
+    let hits = workspace
+        .store()
+        .nearest(record, search.vector.as_deref(), &query, search.k, metric)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let entities = search::entity_columns(&record.join_keys, &hits);
+    let mut response = workspace.read(ReadSpec {
+        features: &features,
+        service: None,
+        columns: entities.iter().map(|(name, values)| (name.as_str(), RawColumn::Text(values))).collect(),
+        full_feature_names: false,
+        as_of: skewless_runtime::online::AsOf::Latest,
+        deadline: None,
+    })?;
+    response.columns.push(search::distance_column(&hits));
+    if search.json {
+        let body = GetOnlineFeaturesResponse::from_online(&response, false);
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    println!("{}", response.table()?);
     Ok(())
 }
 

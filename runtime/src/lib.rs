@@ -44,6 +44,7 @@ pub mod online;
 pub mod push;
 pub mod repo;
 pub mod samples;
+pub mod search;
 mod sandbox;
 pub mod served_log;
 mod source;

@@ -292,8 +292,57 @@ pub fn rides(riders: usize, rows: usize, end: i64, seed: u64) -> RecordBatch {
     .expect("columns match the schema")
 }
 
+/// Product titles for the search example: `products` products (ids from
+/// 1), each titled once, a colour, a material and a kind, some with a
+/// brand; one row per product, a minute apart up to `end`.
+pub fn products(products: usize, end: i64, seed: u64) -> RecordBatch {
+    const COLOURS: [&str; 12] = [
+        "red", "blue", "green", "black", "white", "grey", "navy", "olive", "yellow", "pink", "brown", "orange",
+    ];
+    const MATERIALS: [&str; 10] = [
+        "wool", "cotton", "linen", "leather", "steel", "oak", "ceramic", "glass", "silk", "bamboo",
+    ];
+    const KINDS: [&str; 16] = [
+        "sweater", "scarf", "shirt", "jacket", "boots", "knife", "table", "chair", "mug", "vase", "lamp", "bag",
+        "hat", "socks", "bowl", "desk",
+    ];
+    const BRANDS: [&str; 6] = ["Acme", "Nordic", "Atelier", "Kestrel", "Lumen", "Orchard"];
+    let mut rng = Rng(seed);
+    let start = end - products as i64 * 60_000_000;
+    let mut id = Vec::with_capacity(products);
+    let mut event = Vec::with_capacity(products);
+    let mut title = Vec::with_capacity(products);
+    for row in 0..products {
+        id.push(row as i64 + 1);
+        event.push(start + row as i64 * 60_000_000);
+        let pick = |rng: &mut Rng, words: &[&'static str]| words[rng.below(words.len() as u64) as usize];
+        let (colour, material, kind) = (pick(&mut rng, &COLOURS), pick(&mut rng, &MATERIALS), pick(&mut rng, &KINDS));
+        title.push(match rng.below(3) {
+            0 => format!("{} {colour} {material} {kind}", pick(&mut rng, &BRANDS)),
+            _ => format!("{colour} {material} {kind}"),
+        });
+    }
+    let created = event.clone();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("product_id", DataType::Int64, false),
+        Field::new("event_timestamp", ts_type(), false),
+        Field::new("created", ts_type(), false),
+        Field::new("title", DataType::Utf8, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(id)),
+            ts(event),
+            ts(created),
+            Arc::new(arrow_array::StringArray::from(title)),
+        ],
+    )
+    .expect("columns match the schema")
+}
+
 /// The example repos that have sample data.
-pub const EXAMPLES: [&str; 3] = ["driver_stats", "fraud", "rides"];
+pub const EXAMPLES: [&str; 4] = ["driver_stats", "fraud", "rides", "products"];
 
 /// How many bursty card transactions `skewless sample-data fraud --events`
 /// writes (the aggregation benchmark's data).
@@ -337,9 +386,11 @@ pub fn generate(example: &str, repo: &Path, end: i64) -> Result<Vec<std::path::P
         "driver_stats" => ("driver_stats.parquet", driver_stats(1_000, 720, end, 42)),
         "fraud" => ("transactions.parquet", transactions(500, 200_000, end, 7)),
         "rides" => ("rides.parquet", rides(2_000, 200_000, end, 11)),
+        "products" => ("products.parquet", products(20_000, end, 13)),
         other => {
             return Err(format!(
-                "no sample data for `{other}` (known: driver_stats, fraud, rides)"
+                "no sample data for `{other}` (known: {})",
+                EXAMPLES.join(", ")
             ));
         }
     };

@@ -58,6 +58,62 @@ pub struct ResponseMetadata {
     pub lineage: Option<BTreeMap<String, String>>,
 }
 
+/// `POST /search` (and `/retrieve-online-documents`), as Feast 0.67's
+/// remote online store posts it: the `top_k` entities whose vector feature
+/// is nearest to `query`, with the `features` asked for. The view is the
+/// one `features` name; the vector searched is the vector feature among
+/// `features`, else the view's only one. The answer is
+/// `/get-online-features`'s, for those entities, nearest first, with a
+/// `distance` column last.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "features": ["product_embeddings:title", "product_embeddings:embedding"],
+    "query": [0.1, 0.0, 0.3],
+    "top_k": 5,
+    "distance_metric": "cosine"
+}))]
+pub struct SearchRequest {
+    /// Feature references of one view, `view:feature` (at least one).
+    #[serde(default)]
+    #[schema(min_items = 1)]
+    pub features: Vec<String>,
+    /// The query vector: as many finite numbers as the feature's dimension.
+    #[schema(min_items = 1)]
+    pub query: Option<Vec<f64>>,
+    /// How many entities to answer, from 1 to 1000 (default 10).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub top_k: Option<usize>,
+    /// `cosine` (1 - cosine similarity), `inner_product` (its negative) or
+    /// `L2` (Euclidean, the default): smaller is nearer for all three.
+    pub distance_metric: Option<String>,
+    /// Text search: not supported (must be null).
+    pub query_string: Option<String>,
+    /// Feast's API version (1 or 2): both answer alike here.
+    pub api_version: Option<u32>,
+    /// Metadata filters: not supported (must be null).
+    #[schema(value_type = Option<Object>)]
+    pub filters: Option<serde_json::Value>,
+    /// Name features `view__feature` rather than `feature`.
+    #[serde(default)]
+    pub full_feature_names: bool,
+}
+
+impl From<&online::OnlineColumn> for FeatureColumn {
+    fn from(c: &online::OnlineColumn) -> Self {
+        FeatureColumn {
+            values: (0..c.values.len())
+                .map(|row| skewless_runtime::codec::json::value_json(c.values.as_ref(), row))
+                .collect(),
+            statuses: c.statuses.clone(),
+            event_timestamps: c
+                .event_timestamps
+                .iter()
+                .map(|t| t.map_or_else(|| NO_EVENT_TIME.to_string(), time::format_timestamp))
+                .collect(),
+        }
+    }
+}
+
 /// One column: a value, a status and an event time per entity row.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FeatureColumn {
@@ -77,21 +133,7 @@ const NO_EVENT_TIME: &str = "1970-01-01T00:00:00Z";
 impl GetOnlineFeaturesResponse {
     /// The Feast-shaped form of a runtime answer (also `skewless get --json`).
     pub fn from_online(response: &OnlineResponse, include_lineage: bool) -> Self {
-        let results = response
-            .columns
-            .iter()
-            .map(|c| FeatureColumn {
-                values: (0..c.values.len())
-                    .map(|row| skewless_runtime::codec::json::value_json(c.values.as_ref(), row))
-                    .collect(),
-                statuses: c.statuses.clone(),
-                event_timestamps: c
-                    .event_timestamps
-                    .iter()
-                    .map(|t| t.map_or_else(|| NO_EVENT_TIME.to_string(), time::format_timestamp))
-                    .collect(),
-            })
-            .collect();
+        let results = response.columns.iter().map(FeatureColumn::from).collect();
         GetOnlineFeaturesResponse {
             metadata: ResponseMetadata {
                 feature_names: response.columns.iter().map(|c| c.name.clone()).collect(),

@@ -46,7 +46,12 @@ impl Scope {
         match path {
             // The UI's page and assets hold no data; its overview does.
             "/health" | "/ui" | "/ui/app.js" | "/ui/style.css" => None,
-            "/get-online-features" | "/v1/catalog" | "/openapi.json" | "/ui/api/overview" => Some(Scope::Read),
+            "/get-online-features"
+            | "/search"
+            | "/retrieve-online-documents"
+            | "/v1/catalog"
+            | "/openapi.json"
+            | "/ui/api/overview" => Some(Scope::Read),
             "/push" => Some(Scope::Push),
             _ => Some(Scope::Admin),
         }

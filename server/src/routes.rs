@@ -18,7 +18,7 @@ use utoipa::OpenApi;
 
 use crate::api::{
     ErrorBody, ErrorDetail, FeatureColumn, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest,
-    PushResponse, ReplicationHealth, ResponseMetadata, RowErrorBody, SwapRequest, SwapResponse,
+    PushResponse, ReplicationHealth, ResponseMetadata, RowErrorBody, SearchRequest, SwapRequest, SwapResponse,
 };
 use crate::auth::Scope;
 use crate::error::{ApiError, ErrorCode, blocking};
@@ -28,6 +28,8 @@ use crate::state::{AppState, Inline, Server};
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/get-online-features", post(get_online_features))
+        .route("/search", post(search))
+        .route("/retrieve-online-documents", post(retrieve_online_documents))
         .route("/push", post(push))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -54,9 +56,20 @@ pub fn app(state: AppState) -> Router {
         title = "Skewless feature server",
         description = "Feast-compatible online features, computed by the same WebAssembly components as training data."
     ),
-    paths(get_online_features, push, health, metrics, catalog, swap, openapi),
+    paths(
+        get_online_features,
+        search,
+        retrieve_online_documents,
+        push,
+        health,
+        metrics,
+        catalog,
+        swap,
+        openapi
+    ),
     components(schemas(
         GetOnlineFeaturesRequest,
+        SearchRequest,
         GetOnlineFeaturesResponse,
         ResponseMetadata,
         FeatureColumn,
@@ -284,6 +297,44 @@ async fn get_online_features(
             blocking(move || state.get_online_features(&request, started)).await?,
         )),
     }
+}
+
+/// The `top_k` entities nearest to a query vector, exactly, with features
+/// (Feast's `search`).
+#[utoipa::path(
+    post,
+    path = "/search",
+    request_body = SearchRequest,
+    responses(
+        (status = 200, description = "Join keys, the features asked for and `distance`, nearest first; equal distances in entity-key order", body = GetOnlineFeaturesResponse),
+        (status = 400, description = "Malformed JSON, unknown view or feature, no vector feature, a query of the wrong dimension or not finite, top_k of 0 or past 1000, an unknown metric, a text query or filters", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 500, description = "An on-demand transform failed", body = ErrorBody),
+    )
+)]
+async fn search(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Answer<GetOnlineFeaturesResponse> {
+    let started = Instant::now();
+    let request: SearchRequest = parse(&state, body)?;
+    Ok(Json(blocking(move || state.search(&request, started)).await?))
+}
+
+/// `/search` by its older name, which Feast clients before 0.66 post.
+#[utoipa::path(
+    post,
+    path = "/retrieve-online-documents",
+    request_body = SearchRequest,
+    responses(
+        (status = 200, description = "As `/search`", body = GetOnlineFeaturesResponse),
+        (status = 400, description = "As `/search`", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 500, description = "An on-demand transform failed", body = ErrorBody),
+    )
+)]
+async fn retrieve_online_documents(
+    state: State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer<GetOnlineFeaturesResponse> {
+    search(state, body).await
 }
 
 /// Rows to store through the views of a push source (Feast's `push`);

@@ -17,8 +17,8 @@ use skewless_runtime::{Catalog, NotApplied, Store, StoreError, TransformErrorKin
 use axum::body::Bytes;
 
 use crate::api::{
-    GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest, PushResponse, ReplicationHealth,
-    SwapRequest, SwapResponse,
+    FeatureColumn, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest, PushResponse,
+    ReplicationHealth, SearchRequest, SwapRequest, SwapResponse,
 };
 use crate::auth::Auth;
 use crate::commit::Committer;
@@ -315,6 +315,83 @@ impl Server {
                 Refusal::Api(e) => e,
                 Refusal::OverBudget { .. } => unreachable!("no budget shorter than the request's was set"),
             })
+    }
+
+    /// `POST /search`: the nearest entities by the view's vector feature
+    /// ([`skewless_runtime::search`]), then an ordinary read of the
+    /// features asked for, for those entities, and their distances. On a
+    /// thread of tokio's blocking pool (the scan and the read block).
+    pub fn search(&self, request: &SearchRequest, started: Instant) -> Result<GetOnlineFeaturesResponse, ApiError> {
+        use skewless_runtime::search::Metric;
+        let bad = |message: String| ApiError::bad_request("invalid_search", message);
+        if request.query_string.is_some() {
+            return Err(bad("`query_string`: text search is not supported; send a `query` vector".into()));
+        }
+        if request.filters.is_some() {
+            return Err(bad("`filters` are not supported: search a view, then filter the answer".into()));
+        }
+        let views: std::collections::BTreeSet<&str> =
+            request.features.iter().map(|f| f.split_once(':').map_or(f.as_str(), |(view, _)| view)).collect();
+        let view = match views.into_iter().collect::<Vec<_>>().as_slice() {
+            [view] => *view,
+            [] => return Err(bad("`features` is empty: name the view's features to answer, as `view:feature`".into())),
+            several => {
+                return Err(bad(format!(
+                    "`features` name several views ({}): a search reads one",
+                    several.join(", ")
+                )));
+            }
+        };
+        let record = self.records.get(view).ok_or_else(|| {
+            bad(format!(
+                "unknown view `{view}` (views: {})",
+                self.records.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let query: Vec<f32> = match &request.query {
+            None => return Err(bad("`query` is missing: send the query vector".into())),
+            Some(query) => query.iter().map(|v| *v as f32).collect(),
+        };
+        let metric = Metric::parse(request.distance_metric.as_deref().unwrap_or("L2")).map_err(bad)?;
+        // The vector asked for among `features`, else the view's only one.
+        let vector = request.features.iter().filter_map(|f| f.split_once(':')).find_map(|(_, feature)| {
+            record
+                .features
+                .iter()
+                .find(|f| f.name == feature && matches!(f.data_type, skewless_runtime::FeatureType::Vector(_)))
+                .map(|f| f.name.as_str())
+        });
+        let searched = (self.live.current())
+            .nearest(record, vector, &query, request.top_k.unwrap_or(10), metric)
+            .map_err(|e| match e {
+                skewless_runtime::store::SearchError::Store(e) => ApiError::store(e),
+                other => bad(other.to_string()),
+            })?;
+        let mut entities: indexmap::IndexMap<String, Vec<serde_json::Value>> = record
+            .join_keys
+            .iter()
+            .map(|key| (key.name.clone(), Vec::with_capacity(searched.len())))
+            .collect();
+        for hit in &searched {
+            for (column, value) in entities.values_mut().zip(&hit.entity) {
+                column.push(match value {
+                    skewless_runtime::format::layout::KeyValue::Int64(v) => serde_json::Value::from(*v),
+                    skewless_runtime::format::layout::KeyValue::Utf8(v) => serde_json::Value::from(v.as_str()),
+                });
+            }
+        }
+        let read = GetOnlineFeaturesRequest {
+            features: request.features.clone(),
+            feature_service: None,
+            entities,
+            full_feature_names: request.full_feature_names,
+            include_lineage: false,
+        };
+        let mut response = self.get_online_features(&read, started)?;
+        let distances = skewless_runtime::search::distance_column(&searched);
+        response.metadata.feature_names.push(distances.name.clone());
+        response.results.push(FeatureColumn::from(&distances));
+        Ok(response)
     }
 
     /// Reads `request`, with transform calls stopped at `budget` when it

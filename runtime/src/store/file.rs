@@ -76,6 +76,8 @@ pub struct Store {
     /// The statistics this store last wrote, by view id, with their stored
     /// text ([`KeptStatistics`]).
     pub(super) kept_statistics: KeptStatistics,
+    /// The vector indexes kept current for searches ([`super::indexes`]).
+    pub(super) indexes: super::indexes::Indexes,
 }
 
 impl Store {
@@ -99,6 +101,7 @@ impl Store {
             path: path.to_path_buf(),
             statistics: true,
             kept_statistics: Default::default(),
+            indexes: Default::default(),
         };
         store.check_version()?;
         // Only a new file needs its tables made: opening an existing store

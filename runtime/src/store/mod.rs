@@ -32,6 +32,7 @@ pub mod aggregates;
 mod backup;
 mod error;
 mod file;
+mod indexes;
 pub mod registry;
 pub mod replication;
 pub mod rows;
@@ -43,6 +44,7 @@ pub use backup::{BackupSummary, DumpEntry};
 pub use error::StoreError;
 use file::{AGGREGATES, COUNTERS, EVENT_IDS, HISTORY, LATEST, STATS, counter};
 pub use file::{MIN_FREE_BYTES, Store};
+pub use indexes::SearchError;
 pub use registry::{Invariance, Registry, ViewRecord};
 pub use replication::LogPosition;
 pub use rows::{PendingRows, StoreReader, StoredRow, WriteTo};
@@ -111,6 +113,7 @@ impl Store {
         views: &mut [(&ViewRecord, &mut Pending, WriteTo)],
         at: Option<&LogPosition>,
     ) -> Result<u64, StoreError> {
+        let touched = self.indexed_keys(views);
         let commit = self.write_txn(|txn| {
             let mut counters = txn.open_table(COUNTERS)?;
             let commit = counter(&counters, COMMITS)? + 1;
@@ -143,6 +146,7 @@ impl Store {
             }
             Ok(commit)
         })?;
+        self.refresh_indexes(views, touched, commit);
         for (_, pending, _) in views.iter_mut() {
             pending.clear();
         }

@@ -517,7 +517,7 @@ impl Store {
 
 /// The counter holding a view's last commit: kept beside its record,
 /// not in it, so a commit writes 8 bytes rather than the record's JSON.
-fn last_commit_key(view: &str) -> String {
+pub(super) fn last_commit_key(view: &str) -> String {
     format!("last_commit/{view}")
 }
 

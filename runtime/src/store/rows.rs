@@ -73,6 +73,11 @@ impl PendingRows {
         });
     }
 
+    /// The entity key of each row waiting, in order.
+    pub fn entity_keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.entries.iter().map(|e| &self.arena[e.key.0..e.key.1])
+    }
+
     /// Rows waiting.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -1,21 +1,26 @@
 //! `text_embedding`: an embedding of a text column without a model to
 //! download, for the search examples and tests. Each lower-cased word of
-//! `title` is hashed (64-bit FNV-1a, seeded) to one of 64 dimensions and a
-//! sign, the signed counts are summed, and the sum is scaled to unit length:
-//! the "hashing trick" of Weinberger et al. Titles that share words point
-//! the same way, so cosine similarity ranks them together.
+//! `title` is hashed three times (64-bit FNV-1a, three seeds) to three of
+//! 128 dimensions, each with a sign; the signed counts are summed, and the
+//! sum is scaled to unit length: the "hashing trick" of Weinberger et al.
+//! Titles that share words point the same way, so cosine similarity ranks
+//! them together; three hashes make two words' collision on all of them
+//! vanishingly rare.
 //!
-//! It also outputs the title's words as a `list<utf8>`, in order.
+//! It also outputs the title's words as a `list<utf8>`, in order, and the
+//! title itself, to be served beside them.
 //!
 //! Only integer hashing, additions and one square root: the same bits from
 //! Rust, Python, JavaScript and C, compiled to Wasm or natively.
 
 use skewless_sdk::{Batch, Column, DataType, Error, Output, ScalarType, Schema, Transform, Values, VectorBuilder};
 
-/// The embedding's dimension (`vector<64>` in the repo).
-pub const DIMENSION: u32 = 64;
-/// The hash seed: part of the model, like a model's weights.
+/// The embedding's dimension (`vector<128>` in the repo).
+pub const DIMENSION: u32 = 128;
+/// The first hash seed: part of the model, like a model's weights.
 pub const SEED: u64 = 0x5eed_1e55;
+/// Hashes per word (seeds `SEED`, `SEED + 1`, ...).
+pub const HASHES: u64 = 3;
 
 /// Hashes text into a unit vector.
 pub struct TextEmbedding;
@@ -44,9 +49,11 @@ pub fn embed(title: &str) -> Option<Vec<f32>> {
     let mut counts = [0i32; DIMENSION as usize];
     let mut any = false;
     for word in words(title) {
-        let hash = fnv1a(word.as_bytes(), SEED);
-        let slot = (hash % u64::from(DIMENSION)) as usize;
-        counts[slot] += if hash >> 63 == 0 { 1 } else { -1 };
+        for seed in SEED..SEED + HASHES {
+            let hash = fnv1a(word.as_bytes(), seed);
+            let slot = (hash % u64::from(DIMENSION)) as usize;
+            counts[slot] += if hash >> 63 == 0 { 1 } else { -1 };
+        }
         any = true;
     }
     let squares: i64 = counts.iter().map(|c| i64::from(*c) * i64::from(*c)).sum();
@@ -63,6 +70,7 @@ impl Transform for TextEmbedding {
     fn schema() -> Schema {
         Schema::new("text_embedding", "1.0.0")
             .input("title", DataType::Utf8)
+            .output("title", DataType::Utf8)
             .output("embedding", DataType::Vector(DIMENSION))
             .output("words", DataType::List(ScalarType::Utf8))
     }
@@ -96,7 +104,9 @@ impl Transform for TextEmbedding {
             offsets: word_offsets,
             bytes: text,
         };
+        let title = input.column("title").ok_or("the title column is missing")?.clone();
         Ok(Output::new(rows)
+            .column("title", title)
             .column("embedding", embedding)
             .column("words", Column::list("words", offsets, elements, Some(validity))))
     }

@@ -1,0 +1,185 @@
+//! The vector indexes a store keeps current ([`crate::search`]): built on
+//! the first search of a feature, then updated by every commit of this
+//! process that writes the view, and rebuilt once when another process
+//! (a `skewless backfill` beside a server) wrote it.
+//!
+//! Invariant, enforced here: a kept index reflects the view's rows as of
+//! commit `seen`, the view's last commit when it was built or last updated.
+//! [`Store::vector_index`] compares `seen` with the view's last commit in
+//! the store and rebuilds when they differ; this process's commits update
+//! the index and `seen` together, under the same lock as a build, so a
+//! build never misses a commit and a commit never updates a half-built
+//! index. An index that cannot be updated is dropped (the next search
+//! builds it again), never left behind.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::file::{COUNTERS, LATEST, counter};
+use super::registry::last_commit_key;
+use super::{Pending, Store, StoreError, ViewRecord, WriteTo};
+use crate::format::layout;
+use crate::format::value::decode_values;
+use crate::search::{BadQuery, Hit, Metric, VectorIndex, vector_feature};
+use crate::store::error::Failure;
+
+/// The indexes of one store, by view name and feature position.
+pub(super) type Indexes = Mutex<HashMap<(String, usize), Kept>>;
+
+/// One kept index and what it reflects.
+pub(super) struct Kept {
+    /// The view's storage id when built: another id (a re-apply) rebuilds.
+    view_id: u32,
+    /// The view's last commit reflected.
+    seen: u64,
+    index: Arc<RwLock<VectorIndex>>,
+}
+
+/// Why a search could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The view has no such vector feature (the message says what it has).
+    #[error("{0}")]
+    NoVector(String),
+    /// The query, metric or `k` is refused.
+    #[error(transparent)]
+    BadQuery(#[from] BadQuery),
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Store {
+    /// The current index of `view`'s vector feature (`feature`, or its only
+    /// one), and the feature's position in the view's features.
+    pub fn vector_index(
+        &self,
+        view: &ViewRecord,
+        feature: Option<&str>,
+    ) -> Result<(usize, Arc<RwLock<VectorIndex>>), SearchError> {
+        let (position, dimension) = vector_feature(&view.name, &view.features, feature).map_err(SearchError::NoVector)?;
+        let mut indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+        let last = self.last_commit_of(view)?;
+        let key = (view.name.clone(), position);
+        if let Some(kept) = indexes.get(&key)
+            && kept.view_id == view.id
+            && kept.seen == last
+        {
+            return Ok((position, kept.index.clone()));
+        }
+        // Built under the lock, from one snapshot taken after reading
+        // `last`: a commit after it waits for the lock, then updates.
+        let mut index = VectorIndex::new(position, dimension);
+        self.read(|txn| {
+            let table = txn.open_table(LATEST)?;
+            let start = layout::latest_key(view.id, &[]);
+            for item in table.range(start.as_slice()..)? {
+                let (key, row) = item?;
+                let Some(entity) = key.value().strip_prefix(start.as_slice()) else {
+                    break;
+                };
+                let values = decode_values(row.value(), &view.features).map_err(Failure::corrupt_in(&view.name))?;
+                index.upsert(entity, Some(&values));
+            }
+            Ok(())
+        })?;
+        let index = Arc::new(RwLock::new(index));
+        // One index per view and feature: a re-applied view's old one goes.
+        indexes.insert(
+            key,
+            Kept {
+                view_id: view.id,
+                seen: last,
+                index: index.clone(),
+            },
+        );
+        Ok((position, index))
+    }
+
+    /// The `k` entities of `view` whose vector feature (`feature`, or its
+    /// only one) is nearest to `query` under `metric`: the one search every
+    /// front end runs ([`crate::search`] says how).
+    pub fn nearest(
+        &self,
+        view: &ViewRecord,
+        feature: Option<&str>,
+        query: &[f32],
+        k: usize,
+        metric: Metric,
+    ) -> Result<Vec<Hit>, SearchError> {
+        let (_, index) = self.vector_index(view, feature)?;
+        let index = index.read().unwrap_or_else(|e| e.into_inner());
+        Ok(index.search(query, k, metric)?)
+    }
+
+    fn last_commit_of(&self, view: &ViewRecord) -> Result<u64, StoreError> {
+        self.read(|txn| counter(&txn.open_table(COUNTERS)?, &last_commit_key(&view.name)))
+    }
+
+    /// The entity keys each write touches, for the views that have an
+    /// index: taken before the commit, which consumes the rows.
+    pub(super) fn indexed_keys(&self, views: &[(&ViewRecord, &mut Pending, WriteTo)]) -> Vec<(usize, Vec<Vec<u8>>)> {
+        let indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+        if indexes.is_empty() {
+            return Vec::new();
+        }
+        views
+            .iter()
+            .enumerate()
+            .filter(|(_, (view, _, _))| indexes.keys().any(|(name, _)| *name == view.name))
+            .filter_map(|(i, (_, pending, _))| match pending {
+                Pending::Rows(rows) => Some((i, rows.entity_keys().map(<[u8]>::to_vec).collect())),
+                Pending::Events(_) => None,
+            })
+            .collect()
+    }
+
+    /// After commit `commit`: each touched entity's latest row, read back,
+    /// into the indexes of its view.
+    pub(super) fn refresh_indexes(
+        &self,
+        views: &[(&ViewRecord, &mut Pending, WriteTo)],
+        touched: Vec<(usize, Vec<Vec<u8>>)>,
+        commit: u64,
+    ) {
+        if touched.is_empty() {
+            return;
+        }
+        let mut indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, keys) in touched {
+            let view = views[i].0;
+            let refreshed = self.read(|txn| {
+                let table = txn.open_table(LATEST)?;
+                let mut rows = Vec::with_capacity(keys.len());
+                for key in &keys {
+                    let stored = table.get(layout::latest_key(view.id, key).as_slice())?;
+                    let values = match stored {
+                        Some(row) => {
+                            Some(decode_values(row.value(), &view.features).map_err(Failure::corrupt_in(&view.name))?)
+                        }
+                        None => None,
+                    };
+                    rows.push(values);
+                }
+                Ok(rows)
+            });
+            indexes.retain(|(name, _), kept| {
+                if *name != view.name {
+                    return true;
+                }
+                let Ok(rows) = &refreshed else {
+                    return false;
+                };
+                if kept.view_id != view.id {
+                    return false;
+                }
+                let mut index = kept.index.write().unwrap_or_else(|e| e.into_inner());
+                for (key, values) in keys.iter().zip(rows) {
+                    index.upsert(key, values.as_deref());
+                }
+                kept.seen = commit;
+                true
+            });
+        }
+    }
+}
