@@ -429,7 +429,9 @@ fn cmd_search(dir: &Path, search: &args::SearchArgs) -> Result<()> {
     )?;
     let metric = Metric::parse(&search.metric).map_err(anyhow::Error::msg)?;
     let query: Vec<f32> = match &search.query {
-        Some(text) => serde_json::from_str(text).with_context(|| format!("--query {text}: expected a JSON array of numbers"))?,
+        Some(text) => {
+            serde_json::from_str(text).with_context(|| format!("--query {text}: expected a JSON array of numbers"))?
+        }
         None => {
             let like = args::pairs(&search.like, "--like")?;
             let key: Vec<KeyValue> = record
@@ -442,7 +444,9 @@ fn cmd_search(dir: &Path, search: &args::SearchArgs) -> Result<()> {
                         .with_context(|| format!("--like needs {}=VALUE", k.name))?;
                     Ok(match k.data_type {
                         skewless_runtime::FeatureType::Int64 => KeyValue::Int64(
-                            value.parse().with_context(|| format!("--like {}={value}: not an int64", k.name))?,
+                            value
+                                .parse()
+                                .with_context(|| format!("--like {}={value}: not an int64", k.name))?,
                         ),
                         skewless_runtime::FeatureType::Utf8 => KeyValue::Utf8(value.clone()),
                         skewless_runtime::FeatureType::Bool
@@ -473,7 +477,10 @@ fn cmd_search(dir: &Path, search: &args::SearchArgs) -> Result<()> {
     let mut response = workspace.read(ReadSpec {
         features: &features,
         service: None,
-        columns: entities.iter().map(|(name, values)| (name.as_str(), RawColumn::Text(values))).collect(),
+        columns: entities
+            .iter()
+            .map(|(name, values)| (name.as_str(), RawColumn::Text(values)))
+            .collect(),
         full_feature_names: false,
         as_of: skewless_runtime::online::AsOf::Latest,
         deadline: None,

@@ -303,8 +303,8 @@ pub fn products(products: usize, end: i64, seed: u64) -> RecordBatch {
         "wool", "cotton", "linen", "leather", "steel", "oak", "ceramic", "glass", "silk", "bamboo",
     ];
     const KINDS: [&str; 16] = [
-        "sweater", "scarf", "shirt", "jacket", "boots", "knife", "table", "chair", "mug", "vase", "lamp", "bag",
-        "hat", "socks", "bowl", "desk",
+        "sweater", "scarf", "shirt", "jacket", "boots", "knife", "table", "chair", "mug", "vase", "lamp", "bag", "hat",
+        "socks", "bowl", "desk",
     ];
     const BRANDS: [&str; 6] = ["Acme", "Nordic", "Atelier", "Kestrel", "Lumen", "Orchard"];
     let mut rng = Rng(seed);
@@ -316,7 +316,11 @@ pub fn products(products: usize, end: i64, seed: u64) -> RecordBatch {
         id.push(row as i64 + 1);
         event.push(start + row as i64 * 60_000_000);
         let pick = |rng: &mut Rng, words: &[&'static str]| words[rng.below(words.len() as u64) as usize];
-        let (colour, material, kind) = (pick(&mut rng, &COLOURS), pick(&mut rng, &MATERIALS), pick(&mut rng, &KINDS));
+        let (colour, material, kind) = (
+            pick(&mut rng, &COLOURS),
+            pick(&mut rng, &MATERIALS),
+            pick(&mut rng, &KINDS),
+        );
         title.push(match rng.below(3) {
             0 => format!("{} {colour} {material} {kind}", pick(&mut rng, &BRANDS)),
             _ => format!("{colour} {material} {kind}"),
@@ -388,10 +392,7 @@ pub fn generate(example: &str, repo: &Path, end: i64) -> Result<Vec<std::path::P
         "rides" => ("rides.parquet", rides(2_000, 200_000, end, 11)),
         "products" => ("products.parquet", products(20_000, end, 13)),
         other => {
-            return Err(format!(
-                "no sample data for `{other}` (known: {})",
-                EXAMPLES.join(", ")
-            ));
+            return Err(format!("no sample data for `{other}` (known: {})", EXAMPLES.join(", ")));
         }
     };
     let path = repo.join("data").join(file);

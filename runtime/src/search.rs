@@ -113,7 +113,11 @@ pub fn vector_feature(view: &str, features: &[FieldSpec], feature: Option<&str>)
             )),
             _ => Err(format!(
                 "view `{view}` has several vector features ({}): name the one to search",
-                vectors.iter().map(|(_, n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                vectors
+                    .iter()
+                    .map(|(_, n, _)| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
         },
     }
@@ -263,7 +267,9 @@ pub fn distance_column(hits: &[Hit]) -> crate::online::OnlineColumn {
     crate::online::OnlineColumn {
         name: "distance".into(),
         view: None,
-        values: std::sync::Arc::new(arrow_array::Float32Array::from_iter_values(hits.iter().map(|h| h.distance))),
+        values: std::sync::Arc::new(arrow_array::Float32Array::from_iter_values(
+            hits.iter().map(|h| h.distance),
+        )),
         statuses: vec![crate::online::Status::Present; hits.len()],
         event_timestamps: vec![None; hits.len()],
     }
@@ -291,9 +297,7 @@ pub fn entity_columns(join_keys: &[FieldSpec], hits: &[Hit]) -> Vec<(String, Vec
 /// Refuses a `k` of 0 or past [`MAX_K`].
 pub fn check_k(k: usize) -> Result<(), BadQuery> {
     if k == 0 || k > MAX_K {
-        return Err(BadQuery(format!(
-            "top_k is {k}: ask for 1 to {MAX_K} results"
-        )));
+        return Err(BadQuery(format!("top_k is {k}: ask for 1 to {MAX_K} results")));
     }
     Ok(())
 }
@@ -307,7 +311,10 @@ struct Candidate<'a> {
 impl Ord for Candidate<'_> {
     fn cmp(&self, other: &Self) -> Ordering {
         self.distance.total_cmp(&other.distance).then_with(|| {
-            match (layout::decode_entity_key(self.key), layout::decode_entity_key(other.key)) {
+            match (
+                layout::decode_entity_key(self.key),
+                layout::decode_entity_key(other.key),
+            ) {
                 (Some(a), Some(b)) => a.cmp(&b),
                 _ => self.key.cmp(other.key),
             }
@@ -411,7 +418,11 @@ mod tests {
 
     #[test]
     fn updates_and_removals_keep_slots_consistent() {
-        let mut index = index(&[(1, Some(vec![1.0, 0.0])), (2, Some(vec![0.0, 1.0])), (3, Some(vec![1.0, 1.0]))]);
+        let mut index = index(&[
+            (1, Some(vec![1.0, 0.0])),
+            (2, Some(vec![0.0, 1.0])),
+            (3, Some(vec![1.0, 1.0])),
+        ]);
         let key = |id| layout::entity_key(&[KeyValue::Int64(id)]);
         index.upsert(&key(1), Some(&[Value::Null]));
         index.upsert(&key(2), Some(&[Value::Vector(vec![5.0, 5.0])]));
@@ -430,7 +441,11 @@ mod tests {
         assert!(refused(&[1.0, 0.0], 0, Metric::L2).contains("top_k is 0"));
         assert!(refused(&[1.0, 0.0], MAX_K + 1, Metric::L2).contains("1 to 1000"));
         assert!(refused(&[0.0, 0.0], 1, Metric::Cosine).contains("zero query"));
-        assert!(Metric::parse("hamming").unwrap_err().contains("cosine, inner_product or L2"));
+        assert!(
+            Metric::parse("hamming")
+                .unwrap_err()
+                .contains("cosine, inner_product or L2")
+        );
     }
 
     #[test]

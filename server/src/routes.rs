@@ -312,7 +312,10 @@ async fn get_online_features(
         (status = 500, description = "An on-demand transform failed", body = ErrorBody),
     )
 )]
-async fn search(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Answer<GetOnlineFeaturesResponse> {
+async fn search(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer<GetOnlineFeaturesResponse> {
     let started = Instant::now();
     let request: SearchRequest = parse(&state, body)?;
     Ok(Json(blocking(move || state.search(&request, started)).await?))

@@ -325,16 +325,27 @@ impl Server {
         use skewless_runtime::search::Metric;
         let bad = |message: String| ApiError::bad_request("invalid_search", message);
         if request.query_string.is_some() {
-            return Err(bad("`query_string`: text search is not supported; send a `query` vector".into()));
+            return Err(bad(
+                "`query_string`: text search is not supported; send a `query` vector".into(),
+            ));
         }
         if request.filters.is_some() {
-            return Err(bad("`filters` are not supported: search a view, then filter the answer".into()));
+            return Err(bad(
+                "`filters` are not supported: search a view, then filter the answer".into(),
+            ));
         }
-        let views: std::collections::BTreeSet<&str> =
-            request.features.iter().map(|f| f.split_once(':').map_or(f.as_str(), |(view, _)| view)).collect();
+        let views: std::collections::BTreeSet<&str> = request
+            .features
+            .iter()
+            .map(|f| f.split_once(':').map_or(f.as_str(), |(view, _)| view))
+            .collect();
         let view = match views.into_iter().collect::<Vec<_>>().as_slice() {
             [view] => *view,
-            [] => return Err(bad("`features` is empty: name the view's features to answer, as `view:feature`".into())),
+            [] => {
+                return Err(bad(
+                    "`features` is empty: name the view's features to answer, as `view:feature`".into(),
+                ));
+            }
             several => {
                 return Err(bad(format!(
                     "`features` name several views ({}): a search reads one",
@@ -354,13 +365,17 @@ impl Server {
         };
         let metric = Metric::parse(request.distance_metric.as_deref().unwrap_or("L2")).map_err(bad)?;
         // The vector asked for among `features`, else the view's only one.
-        let vector = request.features.iter().filter_map(|f| f.split_once(':')).find_map(|(_, feature)| {
-            record
-                .features
-                .iter()
-                .find(|f| f.name == feature && matches!(f.data_type, skewless_runtime::FeatureType::Vector(_)))
-                .map(|f| f.name.as_str())
-        });
+        let vector = request
+            .features
+            .iter()
+            .filter_map(|f| f.split_once(':'))
+            .find_map(|(_, feature)| {
+                record
+                    .features
+                    .iter()
+                    .find(|f| f.name == feature && matches!(f.data_type, skewless_runtime::FeatureType::Vector(_)))
+                    .map(|f| f.name.as_str())
+            });
         let searched = (self.live.current())
             .nearest(record, vector, &query, request.top_k.unwrap_or(10), metric)
             .map_err(|e| match e {

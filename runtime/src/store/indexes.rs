@@ -57,7 +57,8 @@ impl Store {
         view: &ViewRecord,
         feature: Option<&str>,
     ) -> Result<(usize, Arc<RwLock<VectorIndex>>), SearchError> {
-        let (position, dimension) = vector_feature(&view.name, &view.features, feature).map_err(SearchError::NoVector)?;
+        let (position, dimension) =
+            vector_feature(&view.name, &view.features, feature).map_err(SearchError::NoVector)?;
         let mut indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
         let last = self.last_commit_of(view)?;
         let key = (view.name.clone(), position);
