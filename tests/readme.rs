@@ -194,6 +194,52 @@ fn the_windowed_features_path_works_as_written() {
     assert_eq!(train.lines().count(), 2, "{train}");
 }
 
+#[test]
+fn the_search_path_works_as_written() {
+    let readme = std::fs::read_to_string(kit::root().join("README.md")).unwrap();
+    let blocks = blocks_of_section(&readme, "## Embeddings and search");
+    let block = blocks
+        .iter()
+        .find(|b| b.language == "sh" && b.text.contains("skewless search"))
+        .expect("the search path's shell block");
+    kit::example_components();
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path();
+    std::fs::create_dir_all(root.join("target/release")).unwrap();
+    std::os::unix::fs::symlink(kit::skewless_bin(), root.join("target/release/skewless")).unwrap();
+    std::fs::create_dir_all(root.join("examples/repos/products")).unwrap();
+    std::os::unix::fs::symlink(
+        kit::root().join("examples/transforms"),
+        root.join("examples/transforms"),
+    )
+    .unwrap();
+    std::fs::copy(
+        kit::root().join("examples/repos/products/skewless.toml"),
+        root.join("examples/repos/products/skewless.toml"),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut terminal = Terminal::open(root);
+    for line in command_lines(block) {
+        if let Some(build) = line.strip_prefix("cargo run --release -- ") {
+            run_line(&kit::root(), &format!("skewless {build}"));
+            continue;
+        }
+        let line = line
+            .replace("6566", &port.to_string())
+            .replace("skewless serve &", &format!("skewless serve --addr 127.0.0.1:{port} &"));
+        terminal.type_line(&line);
+    }
+    let shown = terminal.output.lock().unwrap().clone();
+    assert!(!shown.contains("{\"error\""), "an HTTP call of the path was refused:\n{shown}");
+    assert!(shown.contains("| distance"), "the CLI search printed no table:\n{shown}");
+    assert!(shown.contains("\"distance\""), "the HTTP search answered no distances:\n{shown}");
+}
+
 /// The production and monitoring lines, typed in a backfilled driver_stats
 /// repo as a user would in theirs: the tokens, then a plain `skewless
 /// serve` that enforces them (run in the background, on a free port), and

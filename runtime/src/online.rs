@@ -122,6 +122,20 @@ pub struct OnlineColumn {
     pub event_timestamps: Vec<Option<i64>>,
 }
 
+impl OnlineColumn {
+    /// A search's distances as an answer's last column, `distance`
+    /// (Feast's name), present in every row.
+    pub fn distances(hits: &[crate::search::Hit]) -> OnlineColumn {
+        OnlineColumn {
+            name: "distance".into(),
+            view: None,
+            values: Arc::new(arrow_array::Float32Array::from_iter_values(hits.iter().map(|h| h.distance))),
+            statuses: vec![Status::Present; hits.len()],
+            event_timestamps: vec![None; hits.len()],
+        }
+    }
+}
+
 /// The answer to an [`OnlineRequest`].
 #[derive(Debug, Clone)]
 pub struct OnlineResponse {

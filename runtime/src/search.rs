@@ -249,20 +249,6 @@ impl VectorIndex {
     }
 }
 
-/// The hits' distances as an answer's last column, `distance` (Feast's
-/// name), present in every row.
-pub fn distance_column(hits: &[Hit]) -> crate::online::OnlineColumn {
-    crate::online::OnlineColumn {
-        name: "distance".into(),
-        view: None,
-        values: std::sync::Arc::new(arrow_array::Float32Array::from_iter_values(
-            hits.iter().map(|h| h.distance),
-        )),
-        statuses: vec![crate::online::Status::Present; hits.len()],
-        event_timestamps: vec![None; hits.len()],
-    }
-}
-
 /// The hits' join-key values as the columns of a read, one row per hit,
 /// in order: what every front end reads the features of the hits with.
 pub fn entity_columns(join_keys: &[FieldSpec], hits: &[Hit]) -> Vec<(String, Vec<String>)> {

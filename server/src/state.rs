@@ -403,7 +403,7 @@ impl Server {
             include_lineage: false,
         };
         let mut response = self.get_online_features(&read, started)?;
-        let distances = skewless_runtime::search::distance_column(&searched);
+        let distances = online::OnlineColumn::distances(&searched);
         response.metadata.feature_names.push(distances.name.clone());
         response.results.push(FeatureColumn::from(&distances));
         Ok(response)

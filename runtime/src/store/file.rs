@@ -67,6 +67,20 @@ pub const MIN_FREE_BYTES: u64 = 256 << 20;
 /// parsing.
 pub(super) type KeptStatistics = std::sync::Mutex<std::collections::HashMap<u32, (String, crate::stats::Statistics)>>;
 
+/// The vector indexes of one store ([`super::indexes`] keeps them), by
+/// view name and feature position.
+pub(super) type Indexes = std::sync::Mutex<std::collections::HashMap<(String, usize), Kept>>;
+
+/// One kept vector index and what it reflects ([`super::indexes`] has the
+/// invariant).
+pub(super) struct Kept {
+    /// The view's storage id when built: another id (a re-apply) rebuilds.
+    pub(super) view_id: u32,
+    /// The view's last commit reflected.
+    pub(super) seen: u64,
+    pub(super) index: std::sync::Arc<std::sync::RwLock<crate::search::VectorIndex>>,
+}
+
 /// The embedded store.
 pub struct Store {
     pub(super) db: Database,
@@ -77,7 +91,7 @@ pub struct Store {
     /// text ([`KeptStatistics`]).
     pub(super) kept_statistics: KeptStatistics,
     /// The vector indexes kept current for searches ([`super::indexes`]).
-    pub(super) indexes: super::indexes::Indexes,
+    pub(super) indexes: Indexes,
 }
 
 impl Store {

@@ -12,28 +12,16 @@
 //! index. An index that cannot be updated is dropped (the next search
 //! builds it again), never left behind.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
-use super::file::{COUNTERS, LATEST, counter};
-use super::registry::last_commit_key;
-use super::{Pending, Store, StoreError, ViewRecord, WriteTo};
+use super::error::StoreError;
+use super::file::{COUNTERS, Kept, LATEST, Store, counter};
+use super::registry::{ViewRecord, last_commit_key};
+use super::rows::PendingRows;
 use crate::format::layout;
 use crate::format::value::decode_values;
 use crate::search::{BadQuery, Hit, Metric, VectorIndex, vector_feature};
 use crate::store::error::Failure;
-
-/// The indexes of one store, by view name and feature position.
-pub(super) type Indexes = Mutex<HashMap<(String, usize), Kept>>;
-
-/// One kept index and what it reflects.
-pub(super) struct Kept {
-    /// The view's storage id when built: another id (a re-apply) rebuilds.
-    view_id: u32,
-    /// The view's last commit reflected.
-    seen: u64,
-    index: Arc<RwLock<VectorIndex>>,
-}
 
 /// Why a search could not run.
 #[derive(Debug, thiserror::Error)]
@@ -117,38 +105,33 @@ impl Store {
         self.read(|txn| counter(&txn.open_table(COUNTERS)?, &last_commit_key(&view.name)))
     }
 
-    /// The entity keys each write touches, for the views that have an
-    /// index: taken before the commit, which consumes the rows.
-    pub(super) fn indexed_keys(&self, views: &[(&ViewRecord, &mut Pending, WriteTo)]) -> Vec<(usize, Vec<Vec<u8>>)> {
+    /// The entity keys each write of rows touches (`views[i]` writes
+    /// `rows[i]`, if rows), for the views that have an index: taken before
+    /// the commit, which consumes the rows.
+    pub(super) fn indexed_keys<'r>(
+        &self,
+        views: impl Iterator<Item = (&'r ViewRecord, Option<&'r PendingRows>)>,
+    ) -> Vec<(usize, Vec<Vec<u8>>)> {
         let indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
         if indexes.is_empty() {
             return Vec::new();
         }
         views
-            .iter()
             .enumerate()
-            .filter(|(_, (view, _, _))| indexes.keys().any(|(name, _)| *name == view.name))
-            .filter_map(|(i, (_, pending, _))| match pending {
-                Pending::Rows(rows) => Some((i, rows.entity_keys().map(<[u8]>::to_vec).collect())),
-                Pending::Events(_) => None,
-            })
+            .filter(|(_, (view, _))| indexes.keys().any(|(name, _)| *name == view.name))
+            .filter_map(|(i, (_, rows))| Some((i, rows?.entity_keys().map(<[u8]>::to_vec).collect())))
             .collect()
     }
 
     /// After commit `commit`: each touched entity's latest row, read back,
     /// into the indexes of its view.
-    pub(super) fn refresh_indexes(
-        &self,
-        views: &[(&ViewRecord, &mut Pending, WriteTo)],
-        touched: Vec<(usize, Vec<Vec<u8>>)>,
-        commit: u64,
-    ) {
+    pub(super) fn refresh_indexes(&self, views: &[&ViewRecord], touched: Vec<(usize, Vec<Vec<u8>>)>, commit: u64) {
         if touched.is_empty() {
             return;
         }
         let mut indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
         for (i, keys) in touched {
-            let view = views[i].0;
+            let view = views[i];
             let refreshed = self.read(|txn| {
                 let table = txn.open_table(LATEST)?;
                 let mut rows = Vec::with_capacity(keys.len());

@@ -113,7 +113,13 @@ impl Store {
         views: &mut [(&ViewRecord, &mut Pending, WriteTo)],
         at: Option<&LogPosition>,
     ) -> Result<u64, StoreError> {
-        let touched = self.indexed_keys(views);
+        let touched = self.indexed_keys(views.iter().map(|(view, pending, _)| {
+            let rows = match &**pending {
+                Pending::Rows(rows) => Some(rows),
+                Pending::Events(_) => None,
+            };
+            (*view, rows)
+        }));
         let commit = self.write_txn(|txn| {
             let mut counters = txn.open_table(COUNTERS)?;
             let commit = counter(&counters, COMMITS)? + 1;
@@ -146,7 +152,8 @@ impl Store {
             }
             Ok(commit)
         })?;
-        self.refresh_indexes(views, touched, commit);
+        let written: Vec<&ViewRecord> = views.iter().map(|(view, _, _)| *view).collect();
+        self.refresh_indexes(&written, touched, commit);
         for (_, pending, _) in views.iter_mut() {
             pending.clear();
         }
