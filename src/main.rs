@@ -485,7 +485,9 @@ fn cmd_search(dir: &Path, search: &args::SearchArgs) -> Result<()> {
         as_of: skewless_runtime::online::AsOf::Latest,
         deadline: None,
     })?;
-    response.columns.push(skewless_runtime::online::OnlineColumn::distances(&hits));
+    response
+        .columns
+        .push(skewless_runtime::online::OnlineColumn::distances(&hits));
     if search.json {
         let body = GetOnlineFeaturesResponse::from_online(&response, false);
         println!("{}", serde_json::to_string_pretty(&body)?);

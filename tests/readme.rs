@@ -235,9 +235,18 @@ fn the_search_path_works_as_written() {
         terminal.type_line(&line);
     }
     let shown = terminal.output.lock().unwrap().clone();
-    assert!(!shown.contains("{\"error\""), "an HTTP call of the path was refused:\n{shown}");
-    assert!(shown.contains("| distance"), "the CLI search printed no table:\n{shown}");
-    assert!(shown.contains("\"distance\""), "the HTTP search answered no distances:\n{shown}");
+    assert!(
+        !shown.contains("{\"error\""),
+        "an HTTP call of the path was refused:\n{shown}"
+    );
+    assert!(
+        shown.contains("| distance"),
+        "the CLI search printed no table:\n{shown}"
+    );
+    assert!(
+        shown.contains("\"distance\""),
+        "the HTTP search answered no distances:\n{shown}"
+    );
 }
 
 /// The production and monitoring lines, typed in a backfilled driver_stats

@@ -129,7 +129,9 @@ impl OnlineColumn {
         OnlineColumn {
             name: "distance".into(),
             view: None,
-            values: Arc::new(arrow_array::Float32Array::from_iter_values(hits.iter().map(|h| h.distance))),
+            values: Arc::new(arrow_array::Float32Array::from_iter_values(
+                hits.iter().map(|h| h.distance),
+            )),
             statuses: vec![Status::Present; hits.len()],
             event_timestamps: vec![None; hits.len()],
         }

@@ -613,3 +613,88 @@ pub(crate) fn owned(batch: BatchRef<'_, ValuesRef<'_>>) -> wit::Batch {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Scalar;
+
+    fn field(data_type: FeatureType) -> FieldSpec {
+        FieldSpec {
+            name: "x".into(),
+            data_type,
+            nullable: true,
+        }
+    }
+
+    fn lift(values: wit::Values, data_type: FeatureType, rows: usize) -> Result<ArrayRef, String> {
+        let column = wit::Column {
+            name: "x".into(),
+            values,
+            validity: None,
+        };
+        column_from_wit(column, &field(data_type), rows).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_guest_vector_of_the_wrong_length_or_not_finite_is_refused_naming_the_row() {
+        let refused = lift(wit::Values::Vector(vec![1.0; 5]), FeatureType::Vector(3), 2).unwrap_err();
+        assert!(
+            refused.contains("5 vector components for 2 rows of vector<3>"),
+            "{refused}"
+        );
+        let refused = lift(
+            wit::Values::Vector(vec![1.0, 2.0, 3.0, 0.0, f32::NAN, 0.0]),
+            FeatureType::Vector(3),
+            2,
+        )
+        .unwrap_err();
+        assert!(
+            refused.contains("row 1's vector") && refused.contains("finite"),
+            "{refused}"
+        );
+        // A NaN under a null row is nobody's value.
+        let column = wit::Column {
+            name: "x".into(),
+            values: wit::Values::Vector(vec![1.0, 2.0, 3.0, f32::NAN, 0.0, 0.0]),
+            validity: Some(vec![0b01]),
+        };
+        assert!(column_from_wit(column, &field(FeatureType::Vector(3)), 2).is_ok());
+        let refused = lift(wit::Values::Vector(vec![1.0; 6]), FeatureType::List(Scalar::Float32), 2).unwrap_err();
+        assert!(refused.contains("a vector column"), "{refused}");
+    }
+
+    #[test]
+    fn guest_list_offsets_are_checked_before_arrow_sees_them() {
+        let list = |offsets: Vec<i32>, elements: Vec<i64>| {
+            wit::Values::List(wit::ListValues {
+                offsets,
+                elements: wit::ScalarValues::Int64(elements),
+            })
+        };
+        let int_list = FeatureType::List(Scalar::Int64);
+        assert!(lift(list(vec![0, 2, 3], vec![1, 2, 3]), int_list, 2).is_ok());
+        for (offsets, elements, problem) in [
+            (vec![0, 2], vec![1, 2], "rows"),
+            (vec![0, 3, 2], vec![1, 2, 3], "decrease"),
+            (vec![1, 2, 3], vec![1, 2, 3], "start at 1"),
+            (vec![0, 1, 3], vec![1, 2], "2 rows"),
+        ] {
+            let refused = lift(list(offsets.clone(), elements), int_list, 2).unwrap_err();
+            assert!(refused.contains(problem), "{offsets:?}: {refused}");
+        }
+        let refused = lift(
+            wit::Values::List(wit::ListValues {
+                offsets: vec![0, 1],
+                elements: wit::ScalarValues::Utf8(wit::Utf8Values {
+                    offsets: vec![0, 1],
+                    bytes: vec![b'a'],
+                }),
+            }),
+            int_list,
+            1,
+        )
+        .unwrap_err();
+        assert!(refused.contains("int64") && refused.contains("utf8"), "{refused}");
+    }
+}
