@@ -66,12 +66,6 @@ pub struct ResponseMetadata {
 /// `/get-online-features`'s, for those entities, nearest first, with a
 /// `distance` column last.
 #[derive(Debug, Deserialize, ToSchema)]
-#[schema(example = json!({
-    "features": ["product_embeddings:title", "product_embeddings:embedding"],
-    "query": [0.1, 0.0, 0.3],
-    "top_k": 5,
-    "distance_metric": "cosine"
-}))]
 pub struct SearchRequest {
     /// Feature references of one view, `view:feature` (at least one).
     #[serde(default)]

@@ -161,6 +161,8 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
         .get::<MatchedPath>()
         .map_or("unmatched", |p| match p.as_str() {
             "/get-online-features" => "/get-online-features",
+            "/search" => "/search",
+            "/retrieve-online-documents" => "/retrieve-online-documents",
             "/push" => "/push",
             "/health" => "/health",
             "/metrics" => "/metrics",
@@ -566,6 +568,56 @@ pub fn served_openapi_json(
             "properties": properties,
             "required": required,
         });
+    }
+
+    // A search reads the features of one view with a vector feature: the
+    // document names them, and the query's length when they share one
+    // dimension. A repo without one has no search to document.
+    let searchable: Vec<(String, u32)> = (repo.views.keys())
+        .flat_map(|view| {
+            let features = catalog.features(view).unwrap_or_default();
+            let dimension = features.iter().find_map(|f| match f.data_type {
+                skewless_runtime::FeatureType::Vector(dimension) => Some(dimension),
+                skewless_runtime::FeatureType::Bool
+                | skewless_runtime::FeatureType::Int64
+                | skewless_runtime::FeatureType::Float32
+                | skewless_runtime::FeatureType::Float64
+                | skewless_runtime::FeatureType::Utf8
+                | skewless_runtime::FeatureType::Timestamp
+                | skewless_runtime::FeatureType::List(_) => None,
+            });
+            let references: Vec<(String, u32)> = match dimension {
+                Some(dimension) => features
+                    .iter()
+                    .map(|f| (format!("{view}:{}", f.name), dimension))
+                    .collect(),
+                None => Vec::new(),
+            };
+            references
+        })
+        .collect();
+    let dimensions: std::collections::BTreeSet<u32> = searchable.iter().map(|(_, d)| *d).collect();
+    if searchable.is_empty() {
+        let paths = document["paths"].as_object_mut().expect("paths");
+        paths.remove("/search");
+        paths.remove("/retrieve-online-documents");
+    } else {
+        let search = &mut document["components"]["schemas"]["SearchRequest"];
+        search["required"] = json!(["features", "query"]);
+        let references: Vec<&String> = searchable.iter().map(|(r, _)| r).collect();
+        search["properties"]["features"]["items"] = json!({"type": "string", "enum": references});
+        search["properties"]["distance_metric"] =
+            json!({"anyOf": [{"type": "string", "enum": ["cosine", "inner_product", "L2"]}, {"type": "null"}]});
+        search["properties"]["query_string"] = json!({"type": "null"});
+        search["properties"]["filters"] = json!({"type": "null"});
+        if let [dimension] = dimensions.iter().collect::<Vec<_>>().as_slice() {
+            search["properties"]["query"] = json!({
+                "type": "array",
+                "items": {"type": "number", "minimum": -f32::MAX, "maximum": f32::MAX},
+                "minItems": dimension,
+                "maxItems": dimension,
+            });
+        }
     }
     serde_json::to_string_pretty(&document).expect("the OpenAPI document serializes")
 }
