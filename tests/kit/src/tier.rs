@@ -34,6 +34,17 @@ pub enum Tier {
     Drills,
     /// Replicated serving through a real nats-server, with HAProxy in front.
     Replication,
+    /// Feast 0.67's own Python client against the server.
+    Feast,
+}
+
+/// The Python that has Feast's client (`.ci/run` keeps it in a venv of its
+/// own, so Feast's pins never meet the Python tier's).
+pub const FEAST_PYTHON: &str = "SKEWLESS_FEAST_PYTHON";
+
+/// [`FEAST_PYTHON`], or `python3`.
+pub fn feast_python() -> String {
+    std::env::var(FEAST_PYTHON).unwrap_or_else(|_| "python3".into())
 }
 
 /// Something a tier needs, how to tell it is there, and how to get it.
@@ -46,13 +57,14 @@ struct Tool {
 
 impl Tier {
     /// Every named tier.
-    pub const ALL: [Tier; 6] = [
+    pub const ALL: [Tier; 7] = [
         Tier::Languages,
         Tier::Python,
         Tier::Ui,
         Tier::Fuzz,
         Tier::Drills,
         Tier::Replication,
+        Tier::Feast,
     ];
 
     /// The name `SKEWLESS_TEST_TIERS` takes.
@@ -64,6 +76,7 @@ impl Tier {
             Tier::Fuzz => "fuzz",
             Tier::Drills => "drills",
             Tier::Replication => "replication",
+            Tier::Feast => "feast",
         }
     }
 
@@ -76,6 +89,7 @@ impl Tier {
             Tier::Fuzz => "fuzz_api",
             Tier::Drills => "hardening",
             Tier::Replication => "replication",
+            Tier::Feast => "feast",
         }
     }
 
@@ -156,6 +170,16 @@ impl Tier {
                     install: "apt install haproxy",
                 },
             ],
+            Tier::Feast => &[Tool {
+                name: "Feast 0.67.0's Python client",
+                probe: &[
+                    "sh",
+                    "-c",
+                    "\"${SKEWLESS_FEAST_PYTHON:-python3}\" -c 'import feast; assert feast.__version__ == \"0.67.0\"'",
+                ],
+                install: "python3 -m venv feast-env && feast-env/bin/pip install feast==0.67.0, \
+                          then SKEWLESS_FEAST_PYTHON=feast-env/bin/python",
+            }],
         }
     }
 
