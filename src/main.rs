@@ -414,7 +414,7 @@ fn cmd_search(dir: &Path, search: &args::SearchArgs) -> Result<()> {
         .with_context(|| format!("unknown view `{}`: run `skewless apply` first", search.view))?;
     let features: Vec<String> = if search.features.is_empty() {
         (record.features.iter())
-            .filter(|f| search.json || !matches!(f.data_type, skewless_runtime::FeatureType::Vector(_)))
+            .filter(|f| search.json || f.data_type.dimension().is_none())
             .map(|f| format!("{}:{}", search.view, f.name))
             .collect()
     } else {

@@ -129,6 +129,34 @@ fn serve(dir: &Path) -> (std::process::Child, String) {
 /// machine provides: `cargo run --release --` is this build's binary (the
 /// program it would run), run in the checkout itself, and port 6566 a free
 /// one.
+/// A folder laid out as the checkout is where a README path runs from:
+/// this build's binary at `target/release/skewless`, the example
+/// transforms (built), and a fresh copy of the example repo `example`.
+fn checkout_with(example: &str) -> tempfile::TempDir {
+    kit::example_components();
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path();
+    std::fs::create_dir_all(root.join("target/release")).unwrap();
+    std::os::unix::fs::symlink(kit::skewless_bin(), root.join("target/release/skewless")).unwrap();
+    std::fs::create_dir_all(root.join("examples/repos").join(example)).unwrap();
+    std::os::unix::fs::symlink(
+        kit::root().join("examples/transforms"),
+        root.join("examples/transforms"),
+    )
+    .unwrap();
+    let config = Path::new("examples/repos").join(example).join("skewless.toml");
+    std::fs::copy(kit::root().join(&config), root.join(&config)).unwrap();
+    work
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 #[test]
 fn the_windowed_features_path_works_as_written() {
     let readme = std::fs::read_to_string(kit::root().join("README.md")).unwrap();
@@ -137,27 +165,9 @@ fn the_windowed_features_path_works_as_written() {
         .iter()
         .find(|b| b.language == "sh" && b.text.contains("sample-data fraud --events"))
         .expect("the windowed path's shell block");
-    kit::example_components();
-    let work = tempfile::tempdir().unwrap();
+    let work = checkout_with("fraud");
     let root = work.path();
-    std::fs::create_dir_all(root.join("target/release")).unwrap();
-    std::os::unix::fs::symlink(kit::skewless_bin(), root.join("target/release/skewless")).unwrap();
-    std::fs::create_dir_all(root.join("examples/repos/fraud")).unwrap();
-    std::os::unix::fs::symlink(
-        kit::root().join("examples/transforms"),
-        root.join("examples/transforms"),
-    )
-    .unwrap();
-    std::fs::copy(
-        kit::root().join("examples/repos/fraud/skewless.toml"),
-        root.join("examples/repos/fraud/skewless.toml"),
-    )
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
 
     let mut terminal = Terminal::open(root);
     let mut typed = Vec::new();
@@ -202,27 +212,9 @@ fn the_search_path_works_as_written() {
         .iter()
         .find(|b| b.language == "sh" && b.text.contains("skewless search"))
         .expect("the search path's shell block");
-    kit::example_components();
-    let work = tempfile::tempdir().unwrap();
+    let work = checkout_with("products");
     let root = work.path();
-    std::fs::create_dir_all(root.join("target/release")).unwrap();
-    std::os::unix::fs::symlink(kit::skewless_bin(), root.join("target/release/skewless")).unwrap();
-    std::fs::create_dir_all(root.join("examples/repos/products")).unwrap();
-    std::os::unix::fs::symlink(
-        kit::root().join("examples/transforms"),
-        root.join("examples/transforms"),
-    )
-    .unwrap();
-    std::fs::copy(
-        kit::root().join("examples/repos/products/skewless.toml"),
-        root.join("examples/repos/products/skewless.toml"),
-    )
-    .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut terminal = Terminal::open(root);
     for line in command_lines(block) {
         if let Some(build) = line.strip_prefix("cargo run --release -- ") {

@@ -26,7 +26,7 @@ use std::collections::{BinaryHeap, HashMap};
 
 use crate::format::layout::{self, KeyValue};
 use crate::format::value::Value;
-use crate::types::{FeatureType, FieldSpec};
+use crate::types::FieldSpec;
 
 /// Most results one search returns.
 pub const MAX_K: usize = 1_000;
@@ -83,16 +83,7 @@ pub fn vector_feature(view: &str, features: &[FieldSpec], feature: Option<&str>)
     let vectors: Vec<(usize, &str, u32)> = features
         .iter()
         .enumerate()
-        .filter_map(|(i, f)| match f.data_type {
-            FeatureType::Vector(dimension) => Some((i, f.name.as_str(), dimension)),
-            FeatureType::Bool
-            | FeatureType::Int64
-            | FeatureType::Float32
-            | FeatureType::Float64
-            | FeatureType::Utf8
-            | FeatureType::Timestamp
-            | FeatureType::List(_) => None,
-        })
+        .filter_map(|(i, f)| Some((i, f.name.as_str(), f.data_type.dimension()?)))
         .collect();
     match feature {
         Some(name) => vectors

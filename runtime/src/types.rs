@@ -133,6 +133,20 @@ impl FeatureType {
         })
     }
 
+    /// A vector's dimension; `None` for every other type.
+    pub fn dimension(self) -> Option<u32> {
+        match self {
+            FeatureType::Vector(dimension) => Some(dimension),
+            FeatureType::Bool
+            | FeatureType::Int64
+            | FeatureType::Float32
+            | FeatureType::Float64
+            | FeatureType::Utf8
+            | FeatureType::Timestamp
+            | FeatureType::List(_) => None,
+        }
+    }
+
     /// The Arrow type the runtime uses for this type. List elements are
     /// typed nullable, as pyarrow and pandas write them; the writers refuse
     /// an actual null element.

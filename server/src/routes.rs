@@ -576,16 +576,7 @@ pub fn served_openapi_json(
     let searchable: Vec<(String, u32)> = (repo.views.keys())
         .flat_map(|view| {
             let features = catalog.features(view).unwrap_or_default();
-            let dimension = features.iter().find_map(|f| match f.data_type {
-                skewless_runtime::FeatureType::Vector(dimension) => Some(dimension),
-                skewless_runtime::FeatureType::Bool
-                | skewless_runtime::FeatureType::Int64
-                | skewless_runtime::FeatureType::Float32
-                | skewless_runtime::FeatureType::Float64
-                | skewless_runtime::FeatureType::Utf8
-                | skewless_runtime::FeatureType::Timestamp
-                | skewless_runtime::FeatureType::List(_) => None,
-            });
+            let dimension = features.iter().find_map(|f| f.data_type.dimension());
             let references: Vec<(String, u32)> = match dimension {
                 Some(dimension) => features
                     .iter()

@@ -373,7 +373,7 @@ impl Server {
                 record
                     .features
                     .iter()
-                    .find(|f| f.name == feature && matches!(f.data_type, skewless_runtime::FeatureType::Vector(_)))
+                    .find(|f| f.name == feature && f.data_type.dimension().is_some())
                     .map(|f| f.name.as_str())
             });
         let searched = (self.live.current())
