@@ -320,7 +320,12 @@ transform = "{}"
         .collect();
     assert_eq!(alone[5].0, 500, "{}", alone[5].1);
     assert!(alone[5].1.contains("unlucky value 13"), "{}", alone[5].1);
-    for round in 0..5 {
+    // Five rounds at least; more, up to twenty, until a call was shared
+    // (on a busy machine the requests of a round may not overlap).
+    for round in 0..20 {
+        if round >= 5 && shared_calls(&server, "burning") > 0 {
+            break;
+        }
         let start = std::sync::Barrier::new(bodies.len());
         let together: Vec<(u16, String)> = std::thread::scope(|scope| {
             let tasks: Vec<_> = bodies

@@ -17,7 +17,7 @@ fn backfilled(example: &str) -> TempRepo {
 
 #[test]
 fn every_example_repo_verifies_with_no_difference() {
-    for example in ["driver_stats", "fraud", "rides"] {
+    for example in skewless_runtime::samples::EXAMPLES {
         let repo = backfilled(example);
         let out = repo.run(&["verify", "--samples", "300"]);
         let stderr = String::from_utf8_lossy(&out.stderr);

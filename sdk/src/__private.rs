@@ -183,8 +183,9 @@ fn values_to_wit(values: Values) -> wit::Values {
             offsets,
             elements: match values_to_wit(*elements) {
                 wit::Values::Scalar(elements) => elements,
-                // The schema check refused lists of lists before this.
-                wit::Values::List(_) | wit::Values::Vector(_) => wit::ScalarValues::Int64(Vec::new()),
+                wit::Values::List(_) | wit::Values::Vector(_) => {
+                    unreachable!("a list's elements are scalar values (checked when the column is made)")
+                }
             },
         }),
         Values::Vector { components, .. } => wit::Values::Vector(components),

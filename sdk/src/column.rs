@@ -5,7 +5,7 @@
 //! LSB-first bitmaps. Views borrow these buffers; builders produce them.
 
 use crate::bitmap::{Bitmap, bitmap_get, bitmap_set, clear_tail};
-use crate::{DataType, Error, ScalarType};
+use crate::{DataType, Error};
 
 /// The values buffer of a column.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,12 +53,10 @@ impl Values {
             Values::Float64(_) => DataType::Float64,
             Values::Utf8 { .. } => DataType::Utf8,
             Values::Timestamp(_) => DataType::Timestamp,
-            Values::List { elements, .. } => match elements.data_type().scalar() {
-                Some(item) => DataType::List(item),
-                // Lists of lists do not exist in the contract; name the
-                // outer type so that the schema check reports a mismatch.
-                None => DataType::List(ScalarType::Boolean),
-            },
+            Values::List { elements, .. } => DataType::List(
+                (elements.data_type().scalar())
+                    .expect("a list's elements are scalar values (checked when the column is made)"),
+            ),
             Values::Vector { dimension, .. } => DataType::Vector(*dimension),
         }
     }
@@ -81,7 +79,16 @@ impl Column {
     }
 
     /// As [`Column::from_parts`], taking the name without a copy.
+    ///
+    /// Panics (the call fails with the message) on a list whose elements
+    /// are not scalar values: the contract has no lists of lists.
     pub(crate) fn from_owned(name: String, values: Values, validity: Option<Bitmap>) -> Self {
+        if let Values::List { elements, .. } = &values {
+            assert!(
+                !matches!(**elements, Values::List { .. } | Values::Vector { .. }),
+                "column `{name}`: a list's elements must be scalar values, not lists or vectors"
+            );
+        }
         let len = match &values {
             Values::Boolean(bits) => bits.len() * 8,
             Values::Int64(v) | Values::Timestamp(v) => v.len(),
