@@ -11,7 +11,9 @@
 //! - a push of 1 event, and a read right after it;
 //! - store size per million events;
 //! - a user-defined function (the `approx_median` component, 2 windows):
-//!   backfill and `dataset`, next to the built-ins.
+//!   backfill and `dataset`, next to the built-ins;
+//! - list windows (`last_n(5)` x 3, and the example's `card_recent`)
+//!   against counts of the same inputs and windows: backfill.
 //!
 //! Run: cargo bench --bench aggregations   (needs `pip install duckdb`;
 //! BENCH_EVENTS=1000000, BENCH_SPINE_ROWS=100000, BENCH_RUNS=3, BENCH_SECS=3)
@@ -97,6 +99,33 @@ aggregations = [
   { name = "max_1h", function = "max", input = "amount", window = "1h" },
   { name = "max_1d", function = "max", input = "amount", window = "1d" },
   { name = "max_7d", function = "max", input = "amount", window = "7d" },
+]
+"#;
+
+/// Three `last_n` windows and three counts of the same inputs over the
+/// same windows: the list functions' backfill against the cheapest state.
+/// (The example's `card_recent` mixes the three list functions.)
+const LIST_WINDOWS_VIEWS: &str = r#"
+[views.card_counts]
+kind = "aggregation"
+entities = ["card"]
+source = "transactions_push"
+inputs = { amount = "float64", merchant = "utf8", merchant_category = "utf8" }
+aggregations = [
+  { name = "amounts_7d", function = "count", input = "amount", window = "7d" },
+  { name = "merchants_30d", function = "count", input = "merchant", window = "30d" },
+  { name = "categories_30d", function = "count", input = "merchant_category", window = "30d" },
+]
+
+[views.card_last_n]
+kind = "aggregation"
+entities = ["card"]
+source = "transactions_push"
+inputs = { amount = "float64", merchant = "utf8", merchant_category = "utf8" }
+aggregations = [
+  { name = "amounts_7d", function = "last_n(5)", input = "amount", window = "7d" },
+  { name = "merchants_30d", function = "last_n(5)", input = "merchant", window = "30d" },
+  { name = "categories_30d", function = "last_n(5)", input = "merchant_category", window = "30d" },
 ]
 "#;
 
@@ -275,7 +304,7 @@ fn main() {
     let end = skewless_runtime::time::now_micros();
     let repo = kit::TempRepo::new("fraud");
     let config = repo.path().join("skewless.toml");
-    let text = std::fs::read_to_string(&config).unwrap() + SHORT_WINDOWS_VIEW;
+    let text = std::fs::read_to_string(&config).unwrap() + SHORT_WINDOWS_VIEW + LIST_WINDOWS_VIEWS;
     std::fs::write(&config, text).unwrap();
     let data = repo.path().join("data/transactions.parquet");
     samples::write_parquet(&data, &samples::card_transactions(cards, events, 60, end, 7)).unwrap();
@@ -299,6 +328,32 @@ fn main() {
         size as f64 / 1e6,
         size as f64 / 1e6 / (events as f64 / 1e6)
     );
+
+    // List windows against counts of the same inputs and windows, each run
+    // backfilling one after the other into fresh stores (the machine's drift
+    // reaches both alike).
+    let mut times: [Vec<Duration>; 3] = Default::default();
+    for _ in 0..runs {
+        for (i, view) in ["card_counts", "card_last_n", "card_recent"].iter().enumerate() {
+            let _ = std::fs::remove_file(repo.store());
+            repo.ok(&["apply"]);
+            let started = Instant::now();
+            repo.ok(&["backfill", "--view", view]);
+            times[i].push(started.elapsed());
+        }
+    }
+    let [counts, last_n, recent] = times.map(median);
+    println!(
+        "backfill {events} events, 3 windows: count {:.2} s, last_n(5) {:.2} s ({:.2}x count),          card_recent (last_n, last_distinct_n, most_frequent_n) {:.2} s ({:.2}x count)",
+        counts.as_secs_f64(),
+        last_n.as_secs_f64(),
+        last_n.as_secs_f64() / counts.as_secs_f64(),
+        recent.as_secs_f64(),
+        recent.as_secs_f64() / counts.as_secs_f64()
+    );
+    let _ = std::fs::remove_file(repo.store());
+    repo.ok(&["apply"]);
+    repo.ok(&["backfill", "--view", "card_activity"]);
 
     // Dataset: random cards and instants over the last 30 days; the bench's
     // 12 windows, then 12 short ones in DuckDB's fastest form.

@@ -47,6 +47,25 @@ fn other_features() -> Vec<(&'static str, &'static str, &'static str, Option<i64
         ("amount_var_samp_7d", "var_samp", "amount", Some(7 * DAY)),
         ("amount_stddev_pop_7d", "stddev_pop", "amount", Some(7 * DAY)),
         ("merchant_min_lifetime", "min", "merchant", None),
+        ("amount_last_3_7d", "last_n(3)", "amount", Some(7 * DAY)),
+        (
+            "merchant_recent_3_30d",
+            "last_distinct_n(3)",
+            "merchant",
+            Some(30 * DAY),
+        ),
+        (
+            "category_top_2_1d",
+            "most_frequent_n(2)",
+            "merchant_category",
+            Some(DAY),
+        ),
+        (
+            "category_top_3_lifetime",
+            "most_frequent_n(3)",
+            "merchant_category",
+            None,
+        ),
     ]
 }
 
@@ -54,6 +73,7 @@ struct Txn {
     time: i64,
     amount: Option<f64>,
     merchant: String,
+    category: String,
 }
 
 /// What the oracle expects of one value.
@@ -70,6 +90,25 @@ enum Expected {
     OneOf(Vec<f64>),
     /// A string.
     Text(String),
+    /// A list, exactly (JSON values, as the server answers).
+    List(Vec<serde_json::Value>),
+    /// A list whose members depend on the order of events tied on time
+    /// (the event id decides, which the oracle does not compute): its length.
+    ListOfLength(usize),
+}
+
+/// The k values of the latest events in `ordered` (oldest first, by
+/// time), latest first; only the length when ties on time could change
+/// which values or their order.
+fn latest_first(ordered: &[(i64, serde_json::Value)], k: usize) -> Expected {
+    if ordered.is_empty() {
+        return Expected::Null;
+    }
+    let tail = &ordered[ordered.len().saturating_sub(k + 1)..];
+    if tail.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Expected::ListOfLength(k.min(ordered.len()));
+    }
+    Expected::List(ordered.iter().rev().take(k).map(|(_, v)| v.clone()).collect())
 }
 
 /// The obvious computation: filter the card's events to the window, then
@@ -85,7 +124,44 @@ fn brute_force(events: &[Txn], function: &str, input: &str, window: Option<i64>,
     let mean = amounts.iter().sum::<f64>() / n;
     let m2 = amounts.iter().map(|a| (a - mean) * (a - mean)).sum::<f64>();
     let some = |ok: bool, v: f64| if ok { Expected::Close(v) } else { Expected::Null };
-    match (function, input) {
+    let k = || -> usize {
+        let (_, k) = function.split_once('(').unwrap();
+        k.trim_end_matches(')').parse().unwrap()
+    };
+    let mut by_time: Vec<&Txn> = inside.clone();
+    by_time.sort_by_key(|e| e.time);
+    match (function.split('(').next().unwrap(), input) {
+        ("last_n", "amount") => {
+            let ordered: Vec<(i64, serde_json::Value)> = by_time
+                .iter()
+                .filter_map(|e| Some((e.time, serde_json::json!(e.amount?))))
+                .collect();
+            latest_first(&ordered, k())
+        }
+        ("last_distinct_n", "merchant") => {
+            // Each merchant at its latest event, oldest first.
+            let mut latest: HashMap<&str, i64> = HashMap::new();
+            for e in &by_time {
+                latest.insert(&e.merchant, e.time);
+            }
+            let mut ordered: Vec<(i64, serde_json::Value)> =
+                latest.into_iter().map(|(m, t)| (t, serde_json::json!(m))).collect();
+            ordered.sort_by_key(|(t, _)| *t);
+            latest_first(&ordered, k())
+        }
+        ("most_frequent_n", "merchant_category") => {
+            let mut counts: HashMap<&str, usize> = HashMap::new();
+            for e in &inside {
+                *counts.entry(&e.category).or_default() += 1;
+            }
+            let mut ranked: Vec<(&str, usize)> = counts.into_iter().collect();
+            ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.as_bytes().cmp(b.0.as_bytes())));
+            if ranked.is_empty() {
+                Expected::Null
+            } else {
+                Expected::List(ranked.iter().take(k()).map(|(c, _)| serde_json::json!(c)).collect())
+            }
+        }
         ("count", "") => Expected::Exact(inside.len() as f64),
         ("count", _) => Expected::Exact(n),
         ("sum", _) => Expected::Close(amounts.iter().sum()),
@@ -144,6 +220,15 @@ fn brute_force(events: &[Txn], function: &str, input: &str, window: Option<i64>,
 }
 
 fn matches(expected: &Expected, column: &ArrayRef, row: usize) -> bool {
+    match (
+        expected,
+        skewless_runtime::codec::json::value_json(column.as_ref(), row),
+    ) {
+        (Expected::List(values), serde_json::Value::Array(got)) => return *values == got,
+        (Expected::ListOfLength(n), serde_json::Value::Array(got)) => return got.len() == *n,
+        (Expected::List(_) | Expected::ListOfLength(_), _) => return false,
+        _ => {}
+    }
     if let Expected::Text(text) = expected {
         let c = column.as_string::<i32>();
         return c.is_valid(row) && c.value(row) == text;
@@ -237,12 +322,18 @@ fn dataset_equals_a_brute_force_computation_over_the_raw_events() {
         .as_primitive::<Float64Type>()
         .clone();
     let merchants = events.column_by_name("merchant").unwrap().as_string::<i32>().clone();
+    let categories = events
+        .column_by_name("merchant_category")
+        .unwrap()
+        .as_string::<i32>()
+        .clone();
     let mut by_card: HashMap<String, Vec<Txn>> = HashMap::new();
     for row in 0..events.num_rows() {
         by_card.entry(cards.value(row).to_string()).or_default().push(Txn {
             time: times.value(row),
             amount: amounts.is_valid(row).then(|| amounts.value(row)),
             merchant: merchants.value(row).to_string(),
+            category: categories.value(row).to_string(),
         });
     }
 
@@ -270,7 +361,7 @@ fn dataset_equals_a_brute_force_computation_over_the_raw_events() {
     let train = dataset(&repo, "card_activity,card_other", &spine_cards, &spine_times, None);
     assert_eq!(train.num_rows(), spine_cards.len());
     let no_events = Vec::new();
-    let mut checked = 0;
+    let (mut checked, mut lists, mut lists_in_full) = (0, 0, 0);
     for (feature, function, input, window) in example_features().into_iter().chain(other_features()) {
         let column = train
             .column_by_name(feature)
@@ -278,6 +369,10 @@ fn dataset_equals_a_brute_force_computation_over_the_raw_events() {
         for row in 0..train.num_rows() {
             let card_events = by_card.get(&spine_cards[row]).unwrap_or(&no_events);
             let expected = brute_force(card_events, function, input, window, spine_times[row]);
+            if function.contains('(') {
+                lists += 1;
+                lists_in_full += matches!(expected, Expected::List(_) | Expected::Null) as usize;
+            }
             assert!(
                 matches(&expected, column, row),
                 "{feature} for {} at {}: dataset {:?}, brute force {expected:?}",
@@ -288,7 +383,9 @@ fn dataset_equals_a_brute_force_computation_over_the_raw_events() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 22 * spine_cards.len());
+    assert_eq!(checked, 26 * spine_cards.len());
+    // Ties on event time are rare: nearly every list was checked value by value.
+    assert!(lists_in_full * 100 >= lists * 99, "{lists_in_full} of {lists}");
     // Our own paths agree bit for bit, and the stored tiles are their definition.
     let verified = repo.ok(&["verify", "--seed", "5"]);
     assert!(verified.contains("tiles"), "{verified}");
@@ -425,8 +522,9 @@ fn any_arrival_order_gives_the_same_bits_and_the_server_answers_as_dataset() {
     let backfilled = activity_repo(&events);
     backfilled.ok(&["apply"]);
     backfilled.ok(&["backfill", "--view", "card_activity"]);
-    // The user-defined function (a Wasm component) too.
+    // The user-defined function (a Wasm component) too, and the list functions.
     backfilled.ok(&["backfill", "--view", "card_amount_median"]);
+    backfilled.ok(&["backfill", "--view", "card_recent"]);
 
     // The same events pushed in shuffled order, in batches of 1 to 50 rows
     // (so later batches hold late events).
@@ -467,7 +565,7 @@ fn any_arrival_order_gives_the_same_bits_and_the_server_answers_as_dataset() {
         let (status, answer) = server.post(
             "/get-online-features",
             &format!(
-                r#"{{"features": ["card_activity", "amount_vs_usual", "card_amount_median"], "entities": {{"card_id": ["{card}"], "amount": [250.0]}}}}"#
+                r#"{{"features": ["card_activity", "amount_vs_usual", "card_amount_median", "card_recent"], "entities": {{"card_id": ["{card}"], "amount": [250.0]}}}}"#
             ),
         );
         assert_eq!(status, 200, "{answer}");
@@ -498,13 +596,13 @@ fn any_arrival_order_gives_the_same_bits_and_the_server_answers_as_dataset() {
     let amounts = Some(vec![250.0; cards.len()]);
     let train = dataset(
         &pushed,
-        "card_activity,amount_vs_usual,card_amount_median",
+        "card_activity,amount_vs_usual,card_amount_median,card_recent",
         &spine_cards,
         &nows,
         amounts,
     );
     for (row, values) in online.iter().enumerate() {
-        assert_eq!(values.len(), 16);
+        assert_eq!(values.len(), 19);
         for (name, value) in values {
             let column = train.column_by_name(name).unwrap();
             let offline = skewless_runtime::codec::json::value_json(column.as_ref(), row);
@@ -550,6 +648,11 @@ fn any_arrival_order_gives_the_same_bits_and_the_server_answers_as_dataset() {
         }
     }
     assert!(online[0].iter().any(|(n, v)| n == "amount_median_7d" && v.is_f64()));
+    // A card with history has its lists, latest first.
+    for list in ["last_amounts_7d", "recent_merchants", "top_categories_30d"] {
+        let (_, value) = online[0].iter().find(|(n, _)| n == list).unwrap();
+        assert!(value.as_array().is_some_and(|a| !a.is_empty()), "{list}: {value}");
+    }
     // And `verify` agrees, in both stores.
     backfilled.ok(&["verify", "--seed", "1"]);
     pushed.ok(&["verify", "--seed", "2"]);
@@ -742,6 +845,37 @@ fn an_event_id_column_makes_retried_pushes_idempotent() {
     let bad = config.replace("txn_id = \"utf8\"", "txn_id = \"float64\"");
     let error = TempRepo::from_config(&bad).fails(&["apply"]);
     assert!(error.contains("event_id_column `txn_id` is float64"), "{error}");
+}
+
+#[test]
+fn apply_names_a_list_function_written_wrong_with_its_line() {
+    let events = samples::card_transactions(20, 500, 5, FIXED_END, 3);
+    let repo = activity_repo(&events);
+    let base = std::fs::read_to_string(repo.path().join("skewless.toml")).unwrap();
+    for (function, says) in [
+        ("last_n", "`last_n` needs its k, as in `last_n(5)`"),
+        ("last_n(0)", "k must be a whole number from 1 to 1000"),
+        ("last_distinct_n(5000)", "k must be a whole number from 1 to 1000"),
+        (
+            "first_n(3)",
+            "unknown function `first_n(3)` (functions: count, sum, mean",
+        ),
+        ("sum(2)", "`sum(2)` takes no k: write `sum`"),
+    ] {
+        let config = format!(
+            "{base}\n[views.card_lists]\nkind = \"aggregation\"\nentities = [\"card\"]\nsource = \"transactions\"\n\
+             aggregations = [\n  {{ name = \"lists_1d\", function = \"{function}\", input = \"merchant\", window = \"1d\" }},\n]\n"
+        );
+        std::fs::write(repo.path().join("skewless.toml"), &config).unwrap();
+        let refused = repo.fails(&["apply"]);
+        let line = format!("skewless.toml:{}", config.lines().count() - 1);
+        for needed in [says, "views.card_lists.aggregations.lists_1d", &line] {
+            assert!(
+                refused.contains(needed),
+                "{function}: `{needed}` missing from: {refused}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -1140,17 +1140,11 @@ fn parse_aggregations(
         let function = if raw.function.ends_with(".wasm") {
             AggregateFunction::Wasm(root.join(&raw.function))
         } else {
-            AggregateFunction::Builtin(Function::parse(&raw.function).ok_or_else(|| {
-                let known: Vec<&str> = Function::ALL.iter().map(|f| f.name()).collect();
+            AggregateFunction::Builtin(Function::parse(&raw.function).map_err(|problem| {
                 invalid(
                     at,
                     format!("{key}.{}", raw.name),
-                    format!(
-                        "unknown function `{}` (functions: {}, or the path of a user-defined aggregator, \
-                         `aggregators/median.wasm`)",
-                        raw.function,
-                        known.join(", ")
-                    ),
+                    format!("{problem}, or the path of a user-defined aggregator, `aggregators/median.wasm`"),
                 )
             })?)
         };

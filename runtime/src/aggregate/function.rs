@@ -10,6 +10,11 @@
 //!   states (sums, Welford moments) come out with the same bits everywhere.
 //! - Integer sums are exact (i128); HyperLogLog registers, min and max do
 //!   not depend on order at all.
+//! - The list functions keep exact states: `last_n(k)` the k latest events,
+//!   `last_distinct_n(k)` the k values seen latest (each with its latest
+//!   event), `most_frequent_n(k)` every value's count. Merging the state of
+//!   earlier events with a later one's gives the state of all of them (the
+//!   proofs are at [`StateKind::merge`]), so tiles cut anywhere agree.
 
 use std::cmp::Ordering;
 
@@ -18,9 +23,14 @@ use crate::types::FeatureType;
 
 use crate::stats::hll::Hll;
 
-/// A built-in aggregation function, as named in `skewless.toml`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// The largest `k` of `last_n(k)`, `last_distinct_n(k)` and
+/// `most_frequent_n(k)`: a tile keeps up to k values per state, and a
+/// thousand is past any "last merchants" feature in use.
+pub const MAX_N: u32 = 1_000;
+
+/// A built-in aggregation function, as named in `skewless.toml`
+/// (`count`, `last_n(5)`); serialized as that text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Function {
     /// Events (or non-null inputs, with an input).
     Count,
@@ -46,11 +56,41 @@ pub enum Function {
     StddevSamp,
     /// Distinct inputs, estimated by HyperLogLog.
     ApproxCountDistinct,
+    /// The inputs of the k latest events, latest first.
+    LastN(u32),
+    /// The k distinct inputs seen latest, latest first.
+    LastDistinctN(u32),
+    /// The k most frequent inputs, most frequent first (equal counts:
+    /// smaller value first): a top-k of counts.
+    MostFrequentN(u32),
+}
+
+impl std::fmt::Display for Function {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.k() {
+            Some(k) => write!(f, "{}({k})", self.name()),
+            None => f.write_str(self.name()),
+        }
+    }
+}
+
+impl serde::Serialize for Function {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Function {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Function::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Function {
-    /// Every function, for messages.
-    pub const ALL: [Function; 12] = [
+    /// Every function (the ones with a `k` shown with k = 5), for messages
+    /// and tests.
+    pub const ALL: [Function; 15] = [
         Function::Count,
         Function::Sum,
         Function::Mean,
@@ -63,9 +103,12 @@ impl Function {
         Function::StddevPop,
         Function::StddevSamp,
         Function::ApproxCountDistinct,
+        Function::LastN(5),
+        Function::LastDistinctN(5),
+        Function::MostFrequentN(5),
     ];
 
-    /// The name used in `skewless.toml`.
+    /// The name used in `skewless.toml`, without its `k`.
     pub fn name(self) -> &'static str {
         match self {
             Function::Count => "count",
@@ -80,12 +123,67 @@ impl Function {
             Function::StddevPop => "stddev_pop",
             Function::StddevSamp => "stddev_samp",
             Function::ApproxCountDistinct => "approx_count_distinct",
+            Function::LastN(_) => "last_n",
+            Function::LastDistinctN(_) => "last_distinct_n",
+            Function::MostFrequentN(_) => "most_frequent_n",
         }
     }
 
-    /// Parses a function name.
-    pub fn parse(name: &str) -> Option<Function> {
-        Function::ALL.into_iter().find(|f| f.name() == name)
+    /// The `k` of a function that keeps k values.
+    pub fn k(self) -> Option<u32> {
+        match self {
+            Function::LastN(k) | Function::LastDistinctN(k) | Function::MostFrequentN(k) => Some(k),
+            Function::Count
+            | Function::Sum
+            | Function::Mean
+            | Function::Min
+            | Function::Max
+            | Function::First
+            | Function::Last
+            | Function::VarPop
+            | Function::VarSamp
+            | Function::StddevPop
+            | Function::StddevSamp
+            | Function::ApproxCountDistinct => None,
+        }
+    }
+
+    /// Parses a function as written in `skewless.toml` (`sum`,
+    /// `last_n(5)`), or says what is wrong with it.
+    pub fn parse(text: &str) -> Result<Function, String> {
+        let (name, k) = match text.split_once('(') {
+            None => (text, None),
+            Some((name, rest)) => {
+                let k = rest.strip_suffix(')').map(str::trim).unwrap_or_default();
+                let k = k
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|k| (1..=MAX_N).contains(k))
+                    .ok_or_else(|| {
+                        format!("`{text}`: k must be a whole number from 1 to {MAX_N}, as in `{name}(5)`")
+                    })?;
+                (name.trim(), Some(k))
+            }
+        };
+        let known = || {
+            let names: Vec<String> = Function::ALL
+                .iter()
+                .map(|f| f.to_string().replace("(5)", "(k)"))
+                .collect();
+            names.join(", ")
+        };
+        let function = Function::ALL
+            .into_iter()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| format!("unknown function `{text}` (functions: {})", known()))?;
+        Ok(match (function, k) {
+            (Function::LastN(_), Some(k)) => Function::LastN(k),
+            (Function::LastDistinctN(_), Some(k)) => Function::LastDistinctN(k),
+            (Function::MostFrequentN(_), Some(k)) => Function::MostFrequentN(k),
+            (f, None) if f.k().is_none() => f,
+            (_, None) => return Err(format!("`{name}` needs its k, as in `{name}(5)`")),
+            (f, Some(_)) => return Err(format!("`{}` takes no k: write `{}`", text, f.name())),
+        })
     }
 
     /// The feature type for an input of type `input` (`None`: no input),
@@ -105,6 +203,13 @@ impl Function {
             (Function::Min | Function::Max, Some(t)) if t != Bool => Ok(t),
             (Function::First | Function::Last, Some(t)) => Ok(t),
             (Function::ApproxCountDistinct, Some(_)) => Ok(Int64),
+            (Function::LastN(_) | Function::LastDistinctN(_) | Function::MostFrequentN(_), Some(t)) => match t.scalar()
+            {
+                Some(scalar) => Ok(List(scalar)),
+                None => Err(format!(
+                    "`{self}` takes inputs of a scalar type, not {t} (a list of lists is not a type)"
+                )),
+            },
             (_, Some(t)) => Err(format!(
                 "`{}` takes {} inputs, not {t}",
                 self.name(),
@@ -129,6 +234,9 @@ impl Function {
             Function::Last => StateKind::Last,
             Function::VarPop | Function::VarSamp | Function::StddevPop | Function::StddevSamp => StateKind::Moments,
             Function::ApproxCountDistinct => StateKind::Distinct,
+            Function::LastN(k) => StateKind::Latest(k),
+            Function::LastDistinctN(k) => StateKind::LatestDistinct(k),
+            Function::MostFrequentN(_) => StateKind::Counts,
         }
     }
 
@@ -159,6 +267,15 @@ impl Function {
                 })
             }
             (Function::ApproxCountDistinct, State::Distinct(h)) if !h.is_empty() => Value::Int64(h.estimate()),
+            (Function::LastN(_) | Function::LastDistinctN(_), State::Latest(events)) if !events.is_empty() => {
+                Value::List(events.iter().rev().map(|(_, _, v)| v.clone()).collect())
+            }
+            (Function::MostFrequentN(k), State::Counts(counts)) if !counts.is_empty() => {
+                let mut ranked: Vec<&(Value, u64)> = counts.iter().collect();
+                // Stable: equal counts keep the value order of `counts`.
+                ranked.sort_by(|a, b| b.1.cmp(&a.1));
+                Value::List(ranked.into_iter().take(k as usize).map(|(v, _)| v.clone()).collect())
+            }
             _ => Value::Null,
         }
     }
@@ -185,6 +302,13 @@ pub enum StateKind {
     Moments,
     /// A HyperLogLog sketch.
     Distinct,
+    /// The k latest events (`last_n(k)`).
+    Latest(u32),
+    /// The k distinct values seen latest, each with its latest event
+    /// (`last_distinct_n(k)`).
+    LatestDistinct(u32),
+    /// Every distinct value's count (`most_frequent_n`).
+    Counts,
     /// The opaque state of a user-defined function ([`crate::Aggregator`]),
     /// by index into [`super::Plan::users`]. Folded in batches by
     /// [`super::fold`], not event by event here.
@@ -228,6 +352,13 @@ pub enum State {
     },
     /// [`StateKind::Distinct`].
     Distinct(Hll),
+    /// [`StateKind::Latest`] or [`StateKind::LatestDistinct`]: events in
+    /// event order (oldest first), at most k; distinct values for the
+    /// latter.
+    Latest(Vec<(i64, [u8; 12], Value)>),
+    /// [`StateKind::Counts`]: (value, count) sorted by value
+    /// ([`compare`]), each value once, counts above zero.
+    Counts(Vec<(Value, u64)>),
     /// [`StateKind::User`]: bytes only the function reads; empty when no
     /// event is in it.
     Bytes(Vec<u8>),
@@ -248,6 +379,8 @@ impl StateKind {
                 m2: 0.0,
             },
             StateKind::Distinct => State::Distinct(Hll::default()),
+            StateKind::Latest(_) | StateKind::LatestDistinct(_) => State::Latest(Vec::new()),
+            StateKind::Counts => State::Counts(Vec::new()),
             StateKind::User(_) => State::Bytes(Vec::new()),
         }
     }
@@ -287,6 +420,19 @@ impl StateKind {
                 *m2 += delta * (x - *mean);
             }
             State::Distinct(h) => h.add(value),
+            State::Latest(events) => {
+                if let StateKind::LatestDistinct(_) = self {
+                    events.retain(|(_, _, v)| !compare(v, value).is_eq());
+                }
+                events.push((order.0, order.1, value.clone()));
+                if let StateKind::Latest(k) | StateKind::LatestDistinct(k) = self {
+                    keep_last(events, k);
+                }
+            }
+            State::Counts(counts) => match counts.binary_search_by(|(v, _)| compare(v, value)) {
+                Ok(at) => counts[at].1 += 1,
+                Err(at) => counts.insert(at, (value.clone(), 1)),
+            },
             State::Bytes(_) => {}
         }
     }
@@ -362,10 +508,64 @@ impl StateKind {
                 *n = total;
             }
             (State::Distinct(a), State::Distinct(b)) => a.merge(b),
+            (State::Latest(a), State::Latest(b)) => match self {
+                // The k latest of A then B are the k latest of (A's k latest,
+                // then B's k latest): each is among its own part's k latest.
+                StateKind::Latest(k) => {
+                    a.extend(b.iter().cloned());
+                    keep_last(a, k);
+                }
+                // The distinct values of A then B, ordered by latest event: A's
+                // values that B lacks, then B's. If B kept k values, they are
+                // the answer. If it kept fewer, it kept all of its own, and each
+                // of the k - |B| latest of A's remainder has fewer than k values
+                // after it in A (the remainder's and at most |B| of B's), so it
+                // is among A's kept k.
+                StateKind::LatestDistinct(k) => {
+                    a.retain(|(_, _, v)| !b.iter().any(|(_, _, w)| compare(v, w).is_eq()));
+                    a.extend(b.iter().cloned());
+                    keep_last(a, k);
+                }
+                other => unreachable!("a latest state of kind {other:?}"),
+            },
+            // Counts add, value by value: the order of events plays no part.
+            (State::Counts(a), State::Counts(b)) => {
+                if a.is_empty() {
+                    a.clone_from(b);
+                    return;
+                }
+                let mut merged = Vec::with_capacity(a.len() + b.len());
+                let (mut left, mut right) = (std::mem::take(a).into_iter().peekable(), b.iter().peekable());
+                loop {
+                    let order = match (left.peek(), right.peek()) {
+                        (Some((x, _)), Some((y, _))) => compare(x, y),
+                        (Some(_), None) => Ordering::Less,
+                        (None, Some(_)) => Ordering::Greater,
+                        (None, None) => break,
+                    };
+                    match order {
+                        Ordering::Less => merged.extend(left.next()),
+                        Ordering::Greater => merged.extend(right.next().cloned()),
+                        Ordering::Equal => {
+                            let (value, n) = left.next().expect("peeked");
+                            merged.push((value, n + right.next().expect("peeked").1));
+                        }
+                    }
+                }
+                *a = merged;
+            }
             (State::Bytes(_), State::Bytes(_)) => {}
             (_, State::Extreme(None) | State::Edge(None)) => {}
             (a, b) => unreachable!("merging states of different kinds: {a:?} and {b:?}"),
         }
+    }
+}
+
+/// Drops the oldest entries past the k latest.
+fn keep_last<T>(events: &mut Vec<T>, k: u32) {
+    let k = k as usize;
+    if events.len() > k {
+        events.drain(..events.len() - k);
     }
 }
 
@@ -450,6 +650,9 @@ mod tests {
             StateKind::Last,
             StateKind::Moments,
             StateKind::Distinct,
+            StateKind::Latest(2),
+            StateKind::LatestDistinct(2),
+            StateKind::Counts,
         ] {
             let s = fold(kind, &values);
             let mut left = kind.empty();
@@ -516,6 +719,122 @@ mod tests {
         assert_eq!(
             Function::Min.output_type(Some(FeatureType::Utf8)),
             Ok(FeatureType::Utf8)
+        );
+    }
+
+    /// Values with repeats, in event order.
+    fn merchants(n: usize, seed: u64) -> Vec<Value> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                Value::Utf8(format!("m{}", (x >> 33) % 7))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn list_states_merged_from_any_cut_equal_one_fold() {
+        for kind in [StateKind::Latest(3), StateKind::LatestDistinct(3), StateKind::Counts] {
+            for seed in 0..20 {
+                let values = merchants(1 + seed as usize * 3, seed);
+                let whole = fold(kind, &values);
+                // Cut into three parts anywhere; event order carries on
+                // across the parts (times continue from where the last ended).
+                for a in 0..=values.len() {
+                    for b in a..=values.len() {
+                        let mut parts = kind.empty();
+                        for range in [0..a, a..b, b..values.len()] {
+                            let mut part = kind.empty();
+                            for i in range {
+                                kind.update(&mut part, (i as i64, ID), Some(&values[i]));
+                            }
+                            kind.merge(&mut parts, &part);
+                        }
+                        assert_eq!(parts, whole, "{kind:?} cut at {a} and {b} of {values:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn list_functions_give_what_they_say() {
+        let values = merchants(40, 7);
+        let as_text = |v: Value| match v {
+            Value::List(items) => items
+                .into_iter()
+                .map(|i| match i {
+                    Value::Utf8(s) => s,
+                    other => panic!("{other:?}"),
+                })
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        let texts: Vec<String> = as_text(Value::List(values.clone()));
+        // The 4 latest, latest first.
+        let last = Function::LastN(4).finalize(&fold(StateKind::Latest(4), &values));
+        assert_eq!(as_text(last), texts.iter().rev().take(4).cloned().collect::<Vec<_>>());
+        // The 3 distinct values seen latest, latest first.
+        let mut distinct: Vec<String> = Vec::new();
+        for t in texts.iter().rev() {
+            if !distinct.contains(t) {
+                distinct.push(t.clone());
+            }
+        }
+        let recent = Function::LastDistinctN(3).finalize(&fold(StateKind::LatestDistinct(3), &values));
+        assert_eq!(as_text(recent), distinct[..3]);
+        // The 2 most frequent, ties by value.
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for t in &texts {
+            match counts.iter_mut().find(|(v, _)| v == t) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((t.clone(), 1)),
+            }
+        }
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let top = Function::MostFrequentN(2).finalize(&fold(StateKind::Counts, &values));
+        assert_eq!(
+            as_text(top),
+            counts[..2].iter().map(|(v, _)| v.clone()).collect::<Vec<_>>()
+        );
+        // No events: null, as for every function but count and sum.
+        assert_eq!(Function::LastN(4).finalize(&StateKind::Latest(4).empty()), Value::Null);
+    }
+
+    #[test]
+    fn functions_with_a_k_parse_and_say_what_is_wrong() {
+        assert_eq!(Function::parse("last_n(5)"), Ok(Function::LastN(5)));
+        assert_eq!(Function::parse("last_distinct_n( 3 )"), Ok(Function::LastDistinctN(3)));
+        assert_eq!(
+            Function::parse("most_frequent_n(1000)"),
+            Ok(Function::MostFrequentN(1000))
+        );
+        assert_eq!(Function::parse("count"), Ok(Function::Count));
+        for (text, says) in [
+            ("last_n", "needs its k, as in `last_n(5)`"),
+            ("last_n(0)", "k must be a whole number from 1 to 1000"),
+            ("last_n(1001)", "from 1 to 1000"),
+            ("last_n(x)", "from 1 to 1000"),
+            ("count(3)", "takes no k"),
+            ("median", "unknown function `median` (functions: count, sum"),
+        ] {
+            let error = Function::parse(text).unwrap_err();
+            assert!(error.contains(says), "{text}: {error}");
+        }
+        assert!(Function::parse("median").unwrap_err().contains("last_n(k)"));
+        for f in Function::ALL {
+            assert_eq!(Function::parse(&f.to_string()), Ok(f));
+        }
+        assert_eq!(
+            Function::LastN(5).output_type(Some(FeatureType::Float64)),
+            Ok(FeatureType::List(crate::types::Scalar::Float64))
+        );
+        assert!(
+            Function::LastN(5)
+                .output_type(Some(FeatureType::Vector(3)))
+                .unwrap_err()
+                .contains("scalar type")
         );
     }
 }

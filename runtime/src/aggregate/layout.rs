@@ -44,7 +44,7 @@ use crate::format::layout::{CorruptRow, RowWriter, take};
 use crate::format::value::Value;
 use crate::types::{FeatureType, FieldSpec};
 
-use super::function::{State, StateKind};
+use super::function::{MAX_N, State, StateKind};
 use super::plan::Plan;
 use super::window::{HOUR, LADDER};
 use crate::stats::hll::Hll;
@@ -232,6 +232,12 @@ pub fn read_tile(bytes: &[u8], plan: &Plan) -> Result<Vec<State>, CorruptRow> {
     Ok(tile)
 }
 
+/// A state's bytes, by kind (integers LE, a value as in a store row):
+/// count `n u64`; int sum `n u64 | sum i128`; float sum `n u64 | sum f64`;
+/// moments `n u64 | mean f64 | m2 f64`; min/max `present u8 | value`;
+/// first/last `present u8 | time i64 | id [12] | value`; sketch: the HLL's;
+/// latest `len u32 | (time i64 | id [12] | value)*`, oldest first; counts
+/// `len u32 | (value | n u64)*`, by value; user `len u32 | bytes`.
 fn write_state(out: &mut Vec<u8>, state: &State) {
     match state {
         State::Count(n) => out.extend_from_slice(&n.to_le_bytes()),
@@ -263,6 +269,21 @@ fn write_state(out: &mut Vec<u8>, state: &State) {
             }
         }
         State::Distinct(h) => h.encode(out),
+        State::Latest(events) => {
+            out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+            for (time, id, v) in events {
+                out.extend_from_slice(&time.to_le_bytes());
+                out.extend_from_slice(id);
+                write_one(out, v);
+            }
+        }
+        State::Counts(counts) => {
+            out.extend_from_slice(&(counts.len() as u32).to_le_bytes());
+            for (v, n) in counts {
+                write_one(out, v);
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+        }
         State::Bytes(bytes) => {
             out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
             out.extend_from_slice(bytes);
@@ -317,6 +338,25 @@ fn read_state(rest: &mut &[u8], kind: StateKind, input: Option<FeatureType>) -> 
             })
         }
         StateKind::Distinct => State::Distinct(Hll::decode(rest).ok_or(CorruptRow("truncated sketch"))?),
+        StateKind::Latest(_) | StateKind::LatestDistinct(_) => {
+            let len = u32::from_le_bytes(take(rest, 4)?.try_into().expect("4 bytes"));
+            let mut events = Vec::with_capacity(len.min(MAX_N) as usize);
+            for _ in 0..len {
+                let time = i64::from_le_bytes(take(rest, 8)?.try_into().expect("8 bytes"));
+                let id: EventId = take(rest, 12)?.try_into().expect("12 bytes");
+                events.push((time, id, one(rest)?));
+            }
+            State::Latest(events)
+        }
+        StateKind::Counts => {
+            let len = u32::from_le_bytes(take(rest, 4)?.try_into().expect("4 bytes"));
+            let mut counts = Vec::with_capacity((len as usize).min(rest.len()));
+            for _ in 0..len {
+                let value = one(rest)?;
+                counts.push((value, u64_at(rest)?));
+            }
+            State::Counts(counts)
+        }
         StateKind::User(_) => {
             let len = u32::from_le_bytes(take(rest, 4)?.try_into().expect("4 bytes"));
             State::Bytes(take(rest, len as usize)?.to_vec())

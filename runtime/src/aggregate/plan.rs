@@ -46,7 +46,7 @@ pub enum AggregateFunction {
 impl std::fmt::Display for AggregateFunction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AggregateFunction::Builtin(function) => f.write_str(function.name()),
+            AggregateFunction::Builtin(function) => function.fmt(f),
             AggregateFunction::Wasm(path) => {
                 let name = path
                     .file_name()
@@ -230,7 +230,7 @@ impl Plan {
             .zip(&self.features)
             .map(|(spec, feature)| {
                 let function = match feature.finalize {
-                    Finalize::Builtin(f) => f.name().to_string(),
+                    Finalize::Builtin(f) => f.to_string(),
                     Finalize::User(at) => format!("wasm:{}", self.users[at].digest().hex()),
                 };
                 serde_json::json!({ "name": spec.name, "function": function, "input": spec.input, "window": spec.window })
