@@ -267,6 +267,19 @@ pub struct DatasetArgs {
     /// Join values of one view produced by different transform digests.
     #[arg(long)]
     pub allow_mixed_digests: bool,
+    /// Search VIEW (or VIEW:VECTOR) as of each row's time with the row's query vector, and
+    /// join the nearest entities as lists (nearest_<key>, nearest_distance).
+    #[arg(long, value_name = "VIEW[:VECTOR]")]
+    pub nearest: Option<String>,
+    /// With --nearest: the spine column holding each row's query vector.
+    #[arg(long, default_value = "query", requires = "nearest")]
+    pub query_column: String,
+    /// With --nearest: entities per row (1 to 1000).
+    #[arg(short, long, default_value_t = 10, requires = "nearest")]
+    pub k: usize,
+    /// With --nearest: cosine, inner_product or L2.
+    #[arg(long, default_value = "cosine", requires = "nearest")]
+    pub metric: String,
 }
 
 /// `skewless stats`'s arguments.
@@ -514,9 +527,25 @@ impl GetArgs {
 impl DatasetArgs {
     /// The library's options; what to join must be named.
     pub fn options(self) -> Result<dataset::DatasetOptions> {
-        if self.features.is_empty() && self.service.is_none() {
-            bail!("say which features to join: --features view:feature,... or --service NAME");
+        if self.features.is_empty() && self.service.is_none() && self.nearest.is_none() {
+            bail!("say which features to join: --features view:feature,..., --service NAME or --nearest VIEW");
         }
+        let nearest = match &self.nearest {
+            None => None,
+            Some(target) => {
+                let (view, vector) = match target.split_once(':') {
+                    Some((view, vector)) => (view.to_string(), Some(vector.to_string())),
+                    None => (target.clone(), None),
+                };
+                Some(dataset::NearestOptions {
+                    view,
+                    vector,
+                    k: self.k,
+                    metric: skewless_runtime::search::Metric::parse(&self.metric).map_err(anyhow::Error::msg)?,
+                    query_column: self.query_column,
+                })
+            }
+        };
         Ok(dataset::DatasetOptions {
             spine: self.spine,
             out: self.out,
@@ -526,6 +555,7 @@ impl DatasetArgs {
                 timestamp_column: self.timestamp_column,
                 full_feature_names: self.full_feature_names,
                 allow_mixed_digests: self.allow_mixed_digests,
+                nearest,
             },
         })
     }

@@ -180,8 +180,9 @@ fn pushes_and_a_backfill_in_another_process_keep_the_index_current() {
         .zip(batch.columns())
         .map(|(f, c)| (f.name().clone(), c.clone()))
         .collect();
-    // Later than the pushes, so that the backfilled row is the latest.
-    let now = skewless_runtime::time::now_micros() + 3_600_000_000;
+    // Later than the pushes (a minute past the next hour), so that the
+    // backfilled row is the latest.
+    let now = next_hour() + 7_200_000_000;
     columns[1].1 = std::sync::Arc::new(
         arrow_array::TimestampMicrosecondArray::from(vec![now; batch.num_rows()]).with_timezone("UTC"),
     );
@@ -309,4 +310,142 @@ transform = "{}"
     assert_eq!(column(&read, "v")["values"], json!([[0.5, -0.0, 3.25], null]));
     assert_eq!(column(&read, "ls")["values"], json!([["a"], null]));
     assert_eq!(column(&read, "lb")["values"], json!([[true], null]));
+}
+
+/// A spine of (time, query vector) rows, the queries as Parquet
+/// `FixedSizeList<float32>`, as a model's training job would write them.
+fn query_spine(repo: &TempRepo, rows: &[(i64, &Value)]) -> std::path::PathBuf {
+    use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, TimestampMicrosecondArray};
+    let dimension = rows[0].1.as_array().unwrap().len();
+    let components: Vec<f32> = rows
+        .iter()
+        .flat_map(|(_, q)| q.as_array().unwrap().iter().map(|c| c.as_f64().unwrap() as f32))
+        .collect();
+    let item = std::sync::Arc::new(arrow_schema::Field::new("item", arrow_schema::DataType::Float32, true));
+    let queries = FixedSizeListArray::new(
+        item,
+        dimension as i32,
+        std::sync::Arc::new(Float32Array::from(components)),
+        None,
+    );
+    let batch = RecordBatch::try_from_iter([
+        (
+            "event_timestamp",
+            std::sync::Arc::new(
+                TimestampMicrosecondArray::from(rows.iter().map(|(t, _)| *t).collect::<Vec<_>>()).with_timezone("UTC"),
+            ) as ArrayRef,
+        ),
+        ("query", std::sync::Arc::new(queries) as ArrayRef),
+    ])
+    .unwrap();
+    let path = repo.path().join("queries.parquet");
+    skewless_runtime::samples::write_parquet(&path, &batch).unwrap();
+    path
+}
+
+#[test]
+fn search_as_of_a_time_equals_the_online_answer_at_that_instant() {
+    let repo = products_repo();
+    let server = repo.serve(&[]);
+    let queries: Vec<Value> = [42, 7, 1_234].iter().map(|p| embedding_of(&server, *p)).collect();
+    // The online answers after each change, at that change's event time:
+    // the backfilled catalog, a new product, a rename, a second rename.
+    let start = next_hour();
+    let mut instants: Vec<(i64, Vec<Value>)> = Vec::new();
+    let answers = |server: &ServerProcess| -> Vec<Value> {
+        let answers = queries.iter().map(|q| search(server, "/search", q, 5, "cosine"));
+        answers
+            .map(|a| json!([column(&a, "product_id")["values"], column(&a, "distance")["values"]]))
+            .collect()
+    };
+    instants.push((start, answers(&server)));
+    for (i, (id, title)) in [
+        (900_001, "zebra quartz kettle"),
+        (42, "zebra quartz kettle"),
+        (900_001, "walnut desk lamp"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let at = start + (i as i64 + 1) * 60_000_000;
+        let stamp = skewless_runtime::time::format_timestamp(at);
+        // Into the history too (Feast's default `to` is online only).
+        let (status, answer) = server.post(
+            "/push",
+            &json!({
+                "push_source_name": "catalog_updates",
+                "df": {"product_id": [id], "event_timestamp": [stamp], "created": [stamp], "title": [title]},
+                "to": "online_and_offline",
+            })
+            .to_string(),
+        );
+        assert_eq!(status, 200, "{answer}");
+        instants.push((at, answers(&server)));
+    }
+    server.stop();
+    // The answers changed along the way (else this test would show nothing).
+    assert_ne!(instants[0].1, instants[2].1);
+
+    // Spine rows at each instant and a microsecond before the next change
+    // (the same answer), in shuffled time order; and one before any data.
+    let mut rows: Vec<(i64, &Value)> = Vec::new();
+    let mut expected: Vec<Value> = Vec::new();
+    for (at, answers) in instants.iter().rev() {
+        for (q, answer) in queries.iter().zip(answers) {
+            for t in [*at, at + 59_999_999] {
+                rows.push((t, q));
+                expected.push(answer.clone());
+            }
+        }
+    }
+    rows.push((0, &queries[0]));
+    expected.push(json!([[], []]));
+    let spine = query_spine(&repo, &rows);
+    let out = repo.path().join("nearest.parquet");
+    repo.ok(&[
+        "dataset",
+        "--spine",
+        spine.to_str().unwrap(),
+        "--nearest",
+        "product_embeddings",
+        "-k",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let train = read_parquet(&out);
+    assert_eq!(train.num_rows(), rows.len());
+    let (ids, distances) = (
+        train.column_by_name("nearest_product_id").unwrap(),
+        train.column_by_name("nearest_distance").unwrap(),
+    );
+    for (row, want) in expected.iter().enumerate() {
+        let got = json!([
+            skewless_runtime::codec::json::value_json(ids.as_ref(), row),
+            skewless_runtime::codec::json::value_json(distances.as_ref(), row),
+        ]);
+        assert_eq!(&got, want, "spine row {row} at {}", rows[row].0);
+    }
+
+    // Refused with the reason: a view without vectors, no query column, k of 0.
+    for (args, says) in [
+        (vec!["--nearest", "product_embeddings:title"], "is utf8, not a vector"),
+        (vec!["--nearest", "product_embeddings", "--query-column", "q"], "`q`"),
+        (
+            vec!["--nearest", "product_embeddings", "-k", "0"],
+            "ask for 1 to 1000 results",
+        ),
+        (vec!["--nearest", "no_such_view"], "no view `no_such_view`"),
+    ] {
+        let mut command = vec![
+            "dataset",
+            "--spine",
+            spine.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        command.extend(args);
+        let refused = repo.fails(&command);
+        assert!(refused.contains(says), "`{says}` missing from: {refused}");
+    }
 }

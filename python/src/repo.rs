@@ -259,6 +259,7 @@ impl Repo {
             timestamp_column,
             full_feature_names,
             allow_mixed_digests,
+            nearest: None,
         };
         let (batches, lineage) = self.with(false, |workspace| {
             py.detach(|| workspace.dataset_in_memory("(in memory)", spine, &options))

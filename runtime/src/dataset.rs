@@ -32,6 +32,7 @@ use crate::catalog::Catalog;
 use crate::digest::Digest;
 use crate::file_format::FileFormat;
 use crate::online::{self, AsOf, OnlineError, OnlineRequest};
+use crate::search::{self, Metric, VectorHistory};
 use crate::source::{self, SourceError};
 use crate::stats::Statistics;
 use crate::store::{Store, StoreError};
@@ -61,6 +62,27 @@ pub struct JoinOptions {
     pub full_feature_names: bool,
     /// Join values of one view produced by different transform digests.
     pub allow_mixed_digests: bool,
+    /// A search as of each row's time, joined as list columns.
+    pub nearest: Option<NearestOptions>,
+}
+
+/// `dataset --nearest`: for each spine row, the `k` entities of `view`
+/// nearest to the row's query vector as of the row's time, as the online
+/// search would have answered at that instant ([`crate::search::VectorHistory`]).
+/// Joined as `nearest_<join key>` (one list per join key) and
+/// `nearest_distance` (a list of float32), nearest first.
+#[derive(Debug, Clone)]
+pub struct NearestOptions {
+    /// The view searched.
+    pub view: String,
+    /// Its vector feature, when it has several.
+    pub vector: Option<String>,
+    /// Entities per row (1 to [`crate::search::MAX_K`]).
+    pub k: usize,
+    /// The distance.
+    pub metric: Metric,
+    /// The spine column holding each row's query vector.
+    pub query_column: String,
 }
 
 /// Where the values of a dataset came from; written into the output
@@ -179,6 +201,10 @@ pub enum DatasetError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `--nearest` cannot run: an unknown view, no vector feature, a bad
+    /// `k`, or a spine row's query refused (the message names it).
+    #[error("--nearest: {0}")]
+    Nearest(String),
 }
 
 impl From<SourceError> for DatasetError {
@@ -336,10 +362,22 @@ fn join(
             });
         }
     }
+    let records = store.views()?;
+    let mut nearest = match &options.nearest {
+        Some(spec) => Some(Nearest::load(store, &records, spec)?),
+        None => None,
+    };
+    if let Some(nearest) = &nearest {
+        needed.retain(|f| f.name != nearest.spec.query_column);
+        needed.push(FieldSpec {
+            name: nearest.spec.query_column.clone(),
+            data_type: FeatureType::Vector(nearest.dimension),
+            nullable: true,
+        });
+    }
     let opened = open(&needed)?;
     progress.set_length(opened.total_rows.unwrap_or(0));
 
-    let records = store.views()?;
     let reader = store.reader()?;
     let mut produced_by: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
     let digests = store.digests()?;
@@ -357,7 +395,10 @@ fn join(
             });
         }
         let mut entities = IndexMap::new();
-        for field in &needed[1..] {
+        for field in needed[1..]
+            .iter()
+            .filter(|f| nearest.as_ref().is_none_or(|n| n.spec.query_column != f.name))
+        {
             let column = batch.column_by_name(&field.name).expect("opened with it");
             let column = match field.data_type {
                 FeatureType::Timestamp => Arc::new(micros(column)) as ArrayRef,
@@ -378,8 +419,13 @@ fn join(
             as_of: AsOf::Rows(times.values().to_vec()),
             deadline: None,
         };
-        let response = online::get_online_features(catalog, &records, &reader, &request)?;
-        for (view, ids) in response.stored_digests {
+        // Only `--nearest`: no feature to read.
+        let response = match refs.is_empty() {
+            true => None,
+            false => Some(online::get_online_features(catalog, &records, &reader, &request)?),
+        };
+        let (stored_digests, read) = response.map(|r| (r.stored_digests, r.columns)).unwrap_or_default();
+        for (view, ids) in stored_digests {
             let seen = produced_by.entry(view.clone()).or_default();
             seen.extend(ids);
             if seen.len() > 1 && !options.allow_mixed_digests {
@@ -391,9 +437,18 @@ fn join(
         }
         let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        for column in response.columns.into_iter().filter(|c| c.view.is_some()) {
+        for column in read.into_iter().filter(|c| c.view.is_some()) {
             fields.push(Field::new(&column.name, column.values.data_type().clone(), true));
             columns.push(column.values);
+        }
+        if let Some(nearest) = &mut nearest {
+            let query = batch
+                .column_by_name(&nearest.spec.query_column)
+                .expect("opened with it");
+            for (name, column) in nearest.join(times.values(), query, rows)? {
+                fields.push(Field::new(name, column.data_type().clone(), true));
+                columns.push(column);
+            }
         }
         let output =
             RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| DatasetError::Output {
@@ -439,6 +494,116 @@ fn join(
         views,
     };
     Ok((rows, lineage))
+}
+
+/// `--nearest`, ready: the view's vector history and its join keys.
+struct Nearest<'o> {
+    spec: &'o NearestOptions,
+    history: VectorHistory,
+    join_keys: Vec<FieldSpec>,
+    dimension: u32,
+}
+
+impl<'o> Nearest<'o> {
+    fn load(
+        store: &Store,
+        records: &BTreeMap<String, crate::store::ViewRecord>,
+        spec: &'o NearestOptions,
+    ) -> Result<Self, DatasetError> {
+        let fail = |message: String| DatasetError::Nearest(message);
+        let view = records.get(&spec.view).ok_or_else(|| {
+            let known: Vec<&str> = records.keys().map(String::as_str).collect();
+            fail(format!(
+                "no view `{}` in the store (views: {}); run `skewless apply` and a backfill first",
+                spec.view,
+                known.join(", ")
+            ))
+        })?;
+        search::check_k(spec.k).map_err(|e| fail(e.to_string()))?;
+        let (_, dimension) =
+            search::vector_feature(&view.name, &view.features, spec.vector.as_deref()).map_err(fail)?;
+        let history = store
+            .vector_history(view, spec.vector.as_deref())
+            .map_err(|e| match e {
+                crate::store::SearchError::Store(e) => DatasetError::Store(e),
+                other => fail(other.to_string()),
+            })?;
+        Ok(Nearest {
+            spec,
+            history,
+            join_keys: view.join_keys.clone(),
+            dimension,
+        })
+    }
+
+    /// The search columns of one spine chunk (`first_row` is its first
+    /// row's number in the spine, for errors). Rows are searched in time
+    /// order, so the history is replayed once per chunk at most.
+    fn join(
+        &mut self,
+        times: &[i64],
+        query: &ArrayRef,
+        first_row: u64,
+    ) -> Result<Vec<(String, ArrayRef)>, DatasetError> {
+        use crate::format::value::{Value, ValueBuilder};
+        use arrow_array::cast::AsArray;
+        // Opened as this dimension's vectors.
+        let queries = query.as_fixed_size_list();
+        let components = queries
+            .values()
+            .as_primitive::<arrow_array::types::Float32Type>()
+            .values();
+        let dimension = self.dimension as usize;
+        let mut order: Vec<usize> = (0..times.len()).collect();
+        order.sort_by_key(|&row| times[row]);
+        let mut hits = vec![Vec::new(); times.len()];
+        for row in order {
+            if queries.is_null(row) {
+                return Err(DatasetError::Nearest(format!(
+                    "spine row {} has no `{}`: every row needs a query vector",
+                    first_row + row as u64,
+                    self.spec.query_column
+                )));
+            }
+            let at = queries.value_offset(row) as usize;
+            hits[row] = self
+                .history
+                .search_at(
+                    times[row],
+                    &components[at..at + dimension],
+                    self.spec.k,
+                    self.spec.metric,
+                )
+                .map_err(|e| DatasetError::Nearest(format!("spine row {}: {e}", first_row + row as u64)))?;
+        }
+        let mut out = Vec::new();
+        for (i, key) in self.join_keys.iter().enumerate() {
+            let item = key.data_type.scalar().expect("join keys are scalars");
+            let mut column = ValueBuilder::new(FeatureType::List(item), times.len());
+            for row_hits in &hits {
+                let values = row_hits.iter().map(|h| key_value(&h.entity[i])).collect();
+                column.push(Value::List(values));
+            }
+            out.push((format!("nearest_{}", key.name), column.finish()));
+        }
+        let mut distances = ValueBuilder::new(FeatureType::List(crate::types::Scalar::Float32), times.len());
+        for row_hits in &hits {
+            distances.push(Value::List(
+                row_hits.iter().map(|h| Value::Float32(h.distance)).collect(),
+            ));
+        }
+        out.push(("nearest_distance".to_string(), distances.finish()));
+        Ok(out)
+    }
+}
+
+fn key_value(key: &crate::format::layout::KeyValue) -> crate::format::value::Value {
+    use crate::format::layout::KeyValue;
+    use crate::format::value::Value;
+    match key {
+        KeyValue::Int64(v) => Value::Int64(*v),
+        KeyValue::Utf8(s) => Value::Utf8(s.clone()),
+    }
 }
 
 fn temporary_path(out: &Path) -> PathBuf {

@@ -157,9 +157,16 @@ impl VectorIndex {
     /// a null vector, removes it).
     pub fn upsert(&mut self, entity_key: &[u8], values: Option<&[Value]>) {
         let vector = match values.map(|v| &v[self.feature]) {
-            Some(Value::Vector(components)) if components.len() == self.dimension => Some(components.as_slice()),
+            Some(Value::Vector(components)) => Some(components.as_slice()),
             _ => None,
         };
+        self.set(entity_key, vector);
+    }
+
+    /// Sets `entity_key`'s vector (`None` removes it); a vector of another
+    /// dimension counts as none.
+    fn set(&mut self, entity_key: &[u8], vector: Option<&[f32]>) {
+        let vector = vector.filter(|v| v.len() == self.dimension);
         match (self.slots.get(entity_key).copied(), vector) {
             (Some(slot), Some(vector)) => {
                 self.vectors[slot * self.dimension..(slot + 1) * self.dimension].copy_from_slice(vector);
@@ -237,6 +244,73 @@ impl VectorIndex {
                 distance: c.distance,
             })
             .collect())
+    }
+}
+
+/// Every stored version of one vector feature of a view, replayed in
+/// time order to search as of any instant: what `dataset --nearest` asks
+/// for each spine row.
+///
+/// The answer at `t` is [`VectorIndex::search`] over each entity's row
+/// with the greatest (event time, created) whose event time is `<= t`,
+/// the row the online search would hold at that instant (its index holds
+/// each entity's latest row) and the row `dataset` joins at `t`. TTL is
+/// not applied, online or here.
+///
+/// Invariant: `index` holds exactly the versions `..applied`, which are
+/// all those with event time `<= at`. Searching at an earlier time than the
+/// last starts the replay again, so callers ask in time order where they
+/// can. Memory: every version's vector (`versions × (4N + key + ~40)`
+/// bytes) plus one index.
+pub struct VectorHistory {
+    versions: Vec<Version>,
+    index: VectorIndex,
+    applied: usize,
+    at: i64,
+}
+
+/// One stored row's vector: (event time, created, entity key, vector).
+type Version = (i64, i64, Vec<u8>, Option<Vec<f32>>);
+
+impl VectorHistory {
+    /// The history of a `vector<dimension>` feature from its stored
+    /// versions, in any order.
+    pub fn new(dimension: u32, mut versions: Vec<Version>) -> Self {
+        versions.sort_by_key(|(time, created, _, _)| (*time, *created));
+        VectorHistory {
+            versions,
+            index: VectorIndex::new(0, dimension),
+            applied: 0,
+            at: i64::MIN,
+        }
+    }
+
+    /// Versions held.
+    pub fn len(&self) -> usize {
+        self.versions.len()
+    }
+
+    /// Whether no version is held.
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
+
+    /// The `k` entities nearest to `query` as of `t`.
+    pub fn search_at(&mut self, t: i64, query: &[f32], k: usize, metric: Metric) -> Result<Vec<Hit>, BadQuery> {
+        if t < self.at {
+            self.index = VectorIndex::new(0, self.index.dimension as u32);
+            self.applied = 0;
+        }
+        self.at = t;
+        // Sorted by (event time, created): a later version of an entity
+        // replaces the earlier one, as the store's latest row does.
+        while let Some((time, _, key, vector)) = self.versions.get(self.applied)
+            && *time <= t
+        {
+            self.index.set(key, vector.as_deref());
+            self.applied += 1;
+        }
+        self.index.search(query, k, metric)
     }
 }
 

@@ -15,12 +15,13 @@
 use std::sync::{Arc, RwLock};
 
 use super::error::StoreError;
-use super::file::{COUNTERS, Kept, LATEST, Store, counter};
+use super::file::{COUNTERS, HISTORY, Kept, LATEST, Store, counter};
 use super::registry::{ViewRecord, last_commit_key};
 use super::rows::PendingRows;
 use crate::format::layout;
+use crate::format::value::Value;
 use crate::format::value::decode_values;
-use crate::search::{BadQuery, Hit, Metric, VectorIndex, vector_feature};
+use crate::search::{BadQuery, Hit, Metric, VectorHistory, VectorIndex, vector_feature};
 use crate::store::error::Failure;
 
 /// Why a search could not run.
@@ -99,6 +100,39 @@ impl Store {
         let (_, index) = self.vector_index(view, feature)?;
         let index = index.read().unwrap_or_else(|e| e.into_inner());
         Ok(index.search(query, k, metric)?)
+    }
+
+    /// Every stored version of `view`'s vector feature (`feature`, or its
+    /// only one), from its history, to search as of any time.
+    pub fn vector_history(&self, view: &ViewRecord, feature: Option<&str>) -> Result<VectorHistory, SearchError> {
+        let (position, dimension) =
+            vector_feature(&view.name, &view.features, feature).map_err(SearchError::NoVector)?;
+        let versions = self.read(|txn| {
+            let corrupt = Failure::corrupt_in(&view.name);
+            let start = layout::latest_key(view.id, &[]);
+            let mut versions = Vec::new();
+            for item in txn.open_table(HISTORY)?.range(start.as_slice()..)? {
+                let (key, block) = item?;
+                if !key.value().starts_with(&start) {
+                    break;
+                }
+                let (_, entity, _) =
+                    layout::split_history_key(key.value()).ok_or(corrupt(layout::CorruptRow("history key")))?;
+                for row in layout::block_rows(block.value(), &view.features).map_err(&corrupt)? {
+                    let header = layout::row_header(row).map_err(&corrupt)?;
+                    let vector = match decode_values(row, &view.features)
+                        .map_err(&corrupt)?
+                        .swap_remove(position)
+                    {
+                        Value::Vector(vector) => Some(vector),
+                        _ => None,
+                    };
+                    versions.push((header.event_time, header.created, entity.to_vec(), vector));
+                }
+            }
+            Ok(versions)
+        })?;
+        Ok(VectorHistory::new(dimension, versions))
     }
 
     fn last_commit_of(&self, view: &ViewRecord) -> Result<u64, StoreError> {
