@@ -344,7 +344,8 @@ fn main() {
     }
     let [counts, last_n, recent] = times.map(median);
     println!(
-        "backfill {events} events, 3 windows: count {:.2} s, last_n(5) {:.2} s ({:.2}x count),          card_recent (last_n, last_distinct_n, most_frequent_n) {:.2} s ({:.2}x count)",
+        "backfill {events} events, 3 windows: count {:.2} s, last_n(5) {:.2} s ({:.2}x count), \
+         card_recent (last_n, last_distinct_n, most_frequent_n) {:.2} s ({:.2}x count)",
         counts.as_secs_f64(),
         last_n.as_secs_f64(),
         last_n.as_secs_f64() / counts.as_secs_f64(),
@@ -421,7 +422,7 @@ fn main() {
         let time = skewless_runtime::time::format_timestamp(skewless_runtime::time::now_micros() - 1_000_000);
         let body = format!(
             r#"{{"push_source_name": "transactions_push", "df": {{"card_id": ["card-00042"], "event_timestamp": ["{time}"],
-               "amount": [{i}.5], "merchant": ["m-00001"]}}}}"#
+               "amount": [{i}.5], "merchant": ["m-00001"], "merchant_category": ["fuel"]}}}}"#
         );
         let started = Instant::now();
         let (status, _) = server.post("/push", &body);

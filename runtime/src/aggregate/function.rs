@@ -267,8 +267,8 @@ impl Function {
                 })
             }
             (Function::ApproxCountDistinct, State::Distinct(h)) if !h.is_empty() => Value::Int64(h.estimate()),
-            (Function::LastN(_) | Function::LastDistinctN(_), State::Latest(events)) if !events.is_empty() => {
-                Value::List(events.iter().rev().map(|(_, _, v)| v.clone()).collect())
+            (Function::LastN(_) | Function::LastDistinctN(_), State::Latest(values)) if !values.is_empty() => {
+                Value::List(values.iter().rev().cloned().collect())
             }
             (Function::MostFrequentN(k), State::Counts(counts)) if !counts.is_empty() => {
                 let mut ranked: Vec<&(Value, u64)> = counts.iter().collect();
@@ -352,10 +352,11 @@ pub enum State {
     },
     /// [`StateKind::Distinct`].
     Distinct(Hll),
-    /// [`StateKind::Latest`] or [`StateKind::LatestDistinct`]: events in
-    /// event order (oldest first), at most k; distinct values for the
-    /// latter.
-    Latest(Vec<(i64, [u8; 12], Value)>),
+    /// [`StateKind::Latest`] or [`StateKind::LatestDistinct`]: the values
+    /// of events in event order (oldest first), at most k; distinct values,
+    /// each at its latest event, for the latter. No event time is kept:
+    /// updates and merges come in event order (the fold's invariant).
+    Latest(Vec<Value>),
     /// [`StateKind::Counts`]: (value, count) sorted by value
     /// ([`compare`]), each value once, counts above zero.
     Counts(Vec<(Value, u64)>),
@@ -420,14 +421,16 @@ impl StateKind {
                 *m2 += delta * (x - *mean);
             }
             State::Distinct(h) => h.add(value),
-            State::Latest(events) => {
+            State::Latest(values) => {
                 if let StateKind::LatestDistinct(_) = self {
-                    events.retain(|(_, _, v)| !compare(v, value).is_eq());
+                    values.retain(|v| !compare(v, value).is_eq());
                 }
-                events.push((order.0, order.1, value.clone()));
-                if let StateKind::Latest(k) | StateKind::LatestDistinct(k) = self {
-                    keep_last(events, k);
+                if let StateKind::Latest(k) | StateKind::LatestDistinct(k) = self
+                    && values.len() == k as usize
+                {
+                    values.remove(0);
                 }
+                values.push(value.clone());
             }
             State::Counts(counts) => match counts.binary_search_by(|(v, _)| compare(v, value)) {
                 Ok(at) => counts[at].1 += 1,
@@ -522,7 +525,7 @@ impl StateKind {
                 // after it in A (the remainder's and at most |B| of B's), so it
                 // is among A's kept k.
                 StateKind::LatestDistinct(k) => {
-                    a.retain(|(_, _, v)| !b.iter().any(|(_, _, w)| compare(v, w).is_eq()));
+                    a.retain(|v| !b.iter().any(|w| compare(v, w).is_eq()));
                     a.extend(b.iter().cloned());
                     keep_last(a, k);
                 }

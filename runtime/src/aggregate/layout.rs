@@ -236,7 +236,7 @@ pub fn read_tile(bytes: &[u8], plan: &Plan) -> Result<Vec<State>, CorruptRow> {
 /// count `n u64`; int sum `n u64 | sum i128`; float sum `n u64 | sum f64`;
 /// moments `n u64 | mean f64 | m2 f64`; min/max `present u8 | value`;
 /// first/last `present u8 | time i64 | id [12] | value`; sketch: the HLL's;
-/// latest `len u32 | (time i64 | id [12] | value)*`, oldest first; counts
+/// latest `len u32 | value*`, oldest first; counts
 /// `len u32 | (value | n u64)*`, by value; user `len u32 | bytes`.
 fn write_state(out: &mut Vec<u8>, state: &State) {
     match state {
@@ -269,11 +269,9 @@ fn write_state(out: &mut Vec<u8>, state: &State) {
             }
         }
         State::Distinct(h) => h.encode(out),
-        State::Latest(events) => {
-            out.extend_from_slice(&(events.len() as u32).to_le_bytes());
-            for (time, id, v) in events {
-                out.extend_from_slice(&time.to_le_bytes());
-                out.extend_from_slice(id);
+        State::Latest(values) => {
+            out.extend_from_slice(&(values.len() as u32).to_le_bytes());
+            for v in values {
                 write_one(out, v);
             }
         }
@@ -340,13 +338,11 @@ fn read_state(rest: &mut &[u8], kind: StateKind, input: Option<FeatureType>) -> 
         StateKind::Distinct => State::Distinct(Hll::decode(rest).ok_or(CorruptRow("truncated sketch"))?),
         StateKind::Latest(_) | StateKind::LatestDistinct(_) => {
             let len = u32::from_le_bytes(take(rest, 4)?.try_into().expect("4 bytes"));
-            let mut events = Vec::with_capacity(len.min(MAX_N) as usize);
+            let mut values = Vec::with_capacity(len.min(MAX_N) as usize);
             for _ in 0..len {
-                let time = i64::from_le_bytes(take(rest, 8)?.try_into().expect("8 bytes"));
-                let id: EventId = take(rest, 12)?.try_into().expect("12 bytes");
-                events.push((time, id, one(rest)?));
+                values.push(one(rest)?);
             }
-            State::Latest(events)
+            State::Latest(values)
         }
         StateKind::Counts => {
             let len = u32::from_le_bytes(take(rest, 4)?.try_into().expect("4 bytes"));
