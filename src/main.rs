@@ -403,9 +403,9 @@ fn cmd_get(dir: &Path, get: &args::GetArgs) -> Result<()> {
 /// `skewless search`: the store's search ([`skewless_runtime::Store::nearest`]),
 /// then a read of the hits' features, as `POST /search` does.
 fn cmd_search(dir: &Path, search: &args::SearchArgs) -> Result<()> {
-    use skewless_runtime::format::layout::{KeyValue, entity_key};
-    use skewless_runtime::format::value::Value;
-    use skewless_runtime::search::{self, Metric};
+    use skewless_runtime::format::layout::KeyValue;
+    use skewless_runtime::search::Metric;
+    use skewless_runtime::{SearchQuery, SearchSpec};
     // By default every feature but vectors, which would fill the screen.
     let registry = Workspace::registry_of(dir)?;
     let record = registry
@@ -428,10 +428,10 @@ fn cmd_search(dir: &Path, search: &args::SearchArgs) -> Result<()> {
         },
     )?;
     let metric = Metric::parse(&search.metric).map_err(anyhow::Error::msg)?;
-    let query: Vec<f32> = match &search.query {
-        Some(text) => {
-            serde_json::from_str(text).with_context(|| format!("--query {text}: expected a JSON array of numbers"))?
-        }
+    let query = match &search.query {
+        Some(text) => SearchQuery::Vector(
+            serde_json::from_str(text).with_context(|| format!("--query {text}: expected a JSON array of numbers"))?,
+        ),
         None => {
             let like = args::pairs(&search.like, "--like")?;
             let key: Vec<KeyValue> = record
@@ -460,34 +460,17 @@ fn cmd_search(dir: &Path, search: &args::SearchArgs) -> Result<()> {
                     })
                 })
                 .collect::<Result<_>>()?;
-            let (position, _) = search::vector_feature(&record.name, &record.features, search.vector.as_deref())
-                .map_err(anyhow::Error::msg)?;
-            let stored = workspace.store().reader()?.latest(record, &entity_key(&key))?;
-            match stored.map(|row| row.values.into_iter().nth(position)) {
-                Some(Some(Value::Vector(vector))) => vector,
-                _ => bail!("--like {}: this entity has no stored vector", search.like.join(" ")),
-            }
+            SearchQuery::Like(key)
         }
     };
-    let hits = workspace
-        .store()
-        .nearest(record, search.vector.as_deref(), &query, search.k, metric)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let entities = search::entity_columns(&record.join_keys, &hits);
-    let mut response = workspace.read(ReadSpec {
+    let response = workspace.search(SearchSpec {
+        view: &search.view,
+        vector: search.vector.as_deref(),
+        query,
+        k: search.k,
+        metric,
         features: &features,
-        service: None,
-        columns: entities
-            .iter()
-            .map(|(name, values)| (name.as_str(), RawColumn::Text(values)))
-            .collect(),
-        full_feature_names: false,
-        as_of: skewless_runtime::online::AsOf::Latest,
-        deadline: None,
     })?;
-    response
-        .columns
-        .push(skewless_runtime::online::OnlineColumn::distances(&hits));
     if search.json {
         let body = GetOnlineFeaturesResponse::from_online(&response, false);
         println!("{}", serde_json::to_string_pretty(&body)?);

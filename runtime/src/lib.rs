@@ -74,4 +74,4 @@ pub use repo::{Repo, RepoError};
 pub use store::{Store, StoreError, WriteTo};
 pub use transform::{Description, RowError, Transform, TransformOutput};
 pub use types::{FeatureType, FieldSpec, arrow_schema};
-pub use workspace::{NewVersion, OpenError, Views, Workspace, cache_dir};
+pub use workspace::{FindError, NewVersion, OpenError, SearchQuery, SearchSpec, Views, Workspace, cache_dir};

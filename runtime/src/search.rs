@@ -315,8 +315,9 @@ impl VectorHistory {
 }
 
 /// The hits' join-key values as the columns of a read, one row per hit,
-/// in order: what every front end reads the features of the hits with.
-pub fn entity_columns(join_keys: &[FieldSpec], hits: &[Hit]) -> Vec<(String, Vec<String>)> {
+/// in order: what every front end (server, CLI, Python) reads the hits'
+/// features with.
+pub fn entity_columns(join_keys: &[FieldSpec], hits: &[Hit]) -> indexmap::IndexMap<String, Vec<serde_json::Value>> {
     join_keys
         .iter()
         .enumerate()
@@ -324,8 +325,8 @@ pub fn entity_columns(join_keys: &[FieldSpec], hits: &[Hit]) -> Vec<(String, Vec
             let values = hits
                 .iter()
                 .map(|hit| match &hit.entity[i] {
-                    KeyValue::Int64(v) => v.to_string(),
-                    KeyValue::Utf8(v) => v.clone(),
+                    KeyValue::Int64(v) => serde_json::Value::from(*v),
+                    KeyValue::Utf8(v) => serde_json::Value::from(v.as_str()),
                 })
                 .collect();
             (key.name.clone(), values)

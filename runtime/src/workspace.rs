@@ -23,13 +23,68 @@ use crate::dataset::{self, DatasetError, DatasetOptions, DatasetSummary, JoinOpt
 use crate::drift::{self, DriftError, DriftQuery, DriftReport};
 use crate::engine::Runtime;
 use crate::error::LoadError;
-use crate::online::{self, OnlineError, OnlineRequest, OnlineResponse, ReadSpec};
+use crate::format::layout::{KeyValue, entity_key};
+use crate::format::value::Value;
+use crate::online::{self, AsOf, OnlineColumn, OnlineError, OnlineRequest, OnlineResponse, RawColumn, ReadSpec};
 use crate::push::{self, PushError, PushSummary};
 use crate::repo::{FeatureRef, Repo, RepoError};
 use crate::stats::Statistics;
 use crate::stats_report::{StatsError, StatsQuery, StatsReport};
-use crate::store::{BackupSummary, Registry, Store, StoreError, WriteTo};
+use crate::search::{self, Metric};
+use crate::store::{BackupSummary, Registry, SearchError, Store, StoreError, WriteTo};
 use crate::verify::{self, Report, VerifyError};
+
+/// What a search looks for.
+#[derive(Debug, Clone)]
+pub enum SearchQuery {
+    /// This vector.
+    Vector(Vec<f32>),
+    /// The stored vector of the entity with these join-key values ("more
+    /// like this").
+    Like(Vec<KeyValue>),
+}
+
+/// One search: [`Workspace::search`].
+#[derive(Debug, Clone)]
+pub struct SearchSpec<'a> {
+    /// The view searched.
+    pub view: &'a str,
+    /// Its vector feature, when it has several.
+    pub vector: Option<&'a str>,
+    /// The query.
+    pub query: SearchQuery,
+    /// Entities answered (1 to [`search::MAX_K`]).
+    pub k: usize,
+    /// The distance.
+    pub metric: Metric,
+    /// The hits' features to read, as `view:feature` or `view`.
+    pub features: &'a [String],
+}
+
+/// Why [`Workspace::search`] could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    /// No such view in the store.
+    #[error("unknown view `{view}` (views: {known}): run `skewless apply` first")]
+    UnknownView {
+        /// The view asked for.
+        view: String,
+        /// The views there are.
+        known: String,
+    },
+    /// "More like this" for an entity without a stored vector.
+    #[error("entity {0} has no stored vector to search with")]
+    NoStoredVector(String),
+    /// The search was refused or failed.
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    /// The read of the hits' features failed.
+    #[error(transparent)]
+    Read(#[from] OnlineError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Which views' components to load: loading compiles (or maps from the
 /// cache) each component, so a command loads only what it runs.
@@ -204,6 +259,53 @@ impl Workspace {
         let records = self.store.views()?;
         let reader = self.store.reader()?;
         online::get_online_features(&self.catalog, &records, &reader, &request)
+    }
+
+    /// A search of a view's vector feature, then a read of the hits'
+    /// features (newest values) with their distances as a last column: what
+    /// `skewless search` and Python's `Repo.search` run (the server runs the
+    /// same two steps on its own snapshot).
+    pub fn search(&self, spec: SearchSpec<'_>) -> Result<OnlineResponse, FindError> {
+        let records = self.store.views()?;
+        let record = records.get(spec.view).ok_or_else(|| FindError::UnknownView {
+            view: spec.view.to_string(),
+            known: records.keys().cloned().collect::<Vec<_>>().join(", "),
+        })?;
+        let query = match spec.query {
+            SearchQuery::Vector(vector) => vector,
+            SearchQuery::Like(key) => {
+                let (position, _) = search::vector_feature(&record.name, &record.features, spec.vector)
+                    .map_err(SearchError::NoVector)?;
+                let stored = self.store.reader()?.latest(record, &entity_key(&key))?;
+                match stored.map(|row| row.values.into_iter().nth(position)) {
+                    Some(Some(Value::Vector(vector))) => vector,
+                    _ => {
+                        let named: Vec<String> = (record.join_keys.iter().zip(&key))
+                            .map(|(k, v)| match v {
+                                KeyValue::Int64(v) => format!("{}={v}", k.name),
+                                KeyValue::Utf8(v) => format!("{}={v}", k.name),
+                            })
+                            .collect();
+                        return Err(FindError::NoStoredVector(named.join(" ")));
+                    }
+                }
+            }
+        };
+        let hits = self.store.nearest(record, spec.vector, &query, spec.k, spec.metric)?;
+        let entities = search::entity_columns(&record.join_keys, &hits);
+        let mut response = self.read(ReadSpec {
+            features: spec.features,
+            service: None,
+            columns: entities
+                .iter()
+                .map(|(name, values)| (name.as_str(), RawColumn::Json(values)))
+                .collect(),
+            full_feature_names: false,
+            as_of: AsOf::Latest,
+            deadline: None,
+        })?;
+        response.columns.push(OnlineColumn::distances(&hits));
+        Ok(response)
     }
 
     /// Pushes `df` (columns of JSON values) to the push source `source`

@@ -382,19 +382,7 @@ impl Server {
                 skewless_runtime::store::SearchError::Store(e) => ApiError::store(e),
                 other => bad(other.to_string()),
             })?;
-        let mut entities: indexmap::IndexMap<String, Vec<serde_json::Value>> = record
-            .join_keys
-            .iter()
-            .map(|key| (key.name.clone(), Vec::with_capacity(searched.len())))
-            .collect();
-        for hit in &searched {
-            for (column, value) in entities.values_mut().zip(&hit.entity) {
-                column.push(match value {
-                    skewless_runtime::format::layout::KeyValue::Int64(v) => serde_json::Value::from(*v),
-                    skewless_runtime::format::layout::KeyValue::Utf8(v) => serde_json::Value::from(v.as_str()),
-                });
-            }
-        }
+        let entities = skewless_runtime::search::entity_columns(&record.join_keys, &searched);
         let read = GetOnlineFeaturesRequest {
             features: request.features.clone(),
             feature_service: None,
