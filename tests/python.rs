@@ -71,6 +71,8 @@ fn the_python_package_gives_the_rust_runtimes_bits() {
     // The driver_stats example with its sample data, not applied: the
     // Python tests copy it, and run the CLI and the server on the copies.
     let repo = kit::TempRepo::with_data("driver_stats", kit::next_hour());
+    // And the products example (embeddings and search), not applied either.
+    let products = kit::TempRepo::with_data("products", kit::next_hour());
 
     // The wheel, built in this build's target folder (shared with cargo).
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
@@ -113,10 +115,11 @@ fn the_python_package_gives_the_rust_runtimes_bits() {
             .env("SKEWLESS_EXPECTED", &expected)
             .env("SKEWLESS_BIN", env!("CARGO_BIN_EXE_skewless"))
             .env("SKEWLESS_REPO", repo.path())
+            .env("SKEWLESS_PRODUCTS_REPO", products.path())
             .env("SKEWLESS_CACHE_DIR", tmp.join("compile-cache"))
             .current_dir(work.path()),
         "pytest python/tests",
     );
     // Every test ran: none skipped, none missing.
-    assert!(report.contains("16 passed") && !report.contains("skipped"), "{report}");
+    assert!(report.contains("18 passed") && !report.contains("skipped"), "{report}");
 }

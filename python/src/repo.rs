@@ -20,9 +20,11 @@ use pyo3_arrow::PyTable;
 use pyo3_arrow::input::AnyRecordBatch;
 use skewless_runtime::apply::AllowBatchDependent;
 use skewless_runtime::backfill::{BackfillOptions, DEFAULT_ROWS_PER_COMMIT, ImportOptions, ViewSummary};
-use skewless_runtime::dataset::{JoinOptions, LINEAGE_KEY};
-use skewless_runtime::online::{AsOf, RawColumn, ReadSpec};
-use skewless_runtime::{Views, Workspace, WriteTo};
+use skewless_runtime::dataset::{JoinOptions, LINEAGE_KEY, NearestOptions};
+use skewless_runtime::format::layout::KeyValue;
+use skewless_runtime::online::{AsOf, OnlineResponse, RawColumn, ReadSpec};
+use skewless_runtime::search::Metric;
+use skewless_runtime::{FeatureType, SearchQuery, SearchSpec, Views, Workspace, WriteTo};
 
 use crate::{Error, canonical_batches, message};
 
@@ -51,6 +53,45 @@ impl Repo {
         }
         job(&open.as_ref().expect("opened above").1)
     }
+}
+
+/// An online answer as `(table, statuses, event_timestamps, digests)`,
+/// which the Python wrapper makes an `OnlineResponse`.
+fn online_answer<'py>(py: Python<'py>, response: &OnlineResponse) -> PyResult<Bound<'py, PyAny>> {
+    let fields: Vec<_> = response
+        .columns
+        .iter()
+        .map(|c| arrow_schema::Field::new(&c.name, c.values.data_type().clone(), true))
+        .collect();
+    let batch = RecordBatch::try_new(
+        std::sync::Arc::new(arrow_schema::Schema::new(fields)),
+        response.columns.iter().map(|c| c.values.clone()).collect(),
+    )
+    .map_err(|e| Error::new_err(e.to_string()))?;
+    let table = PyTable::try_new(vec![batch.clone()], batch.schema())?.into_pyarrow(py)?;
+    let statuses = PyDict::new(py);
+    let timestamps = PyDict::new(py);
+    for column in response.columns.iter().filter(|c| c.view.is_some()) {
+        let names: Vec<String> = column
+            .statuses
+            .iter()
+            .map(|s| {
+                serde_json::to_value(s)
+                    .expect("a status serializes")
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        statuses.set_item(&column.name, names)?;
+        timestamps.set_item(&column.name, &column.event_timestamps)?;
+    }
+    let digests = PyDict::new(py);
+    for (view, digest) in &response.digests {
+        // Hex, as the server's `metadata.lineage` and the dataset lineage have it.
+        digests.set_item(view, digest.hex())?;
+    }
+    Ok((table, statuses, timestamps, digests).into_pyobject(py)?.into_any())
 }
 
 fn summary<'py>(py: Python<'py>, s: &ViewSummary) -> PyResult<Bound<'py, PyDict>> {
@@ -201,40 +242,78 @@ impl Repo {
             })
             .map_err(|e| Error::new_err(message(&e)))
         })?;
-        let fields: Vec<_> = response
-            .columns
-            .iter()
-            .map(|c| arrow_schema::Field::new(&c.name, c.values.data_type().clone(), true))
-            .collect();
-        let batch = RecordBatch::try_new(
-            std::sync::Arc::new(arrow_schema::Schema::new(fields)),
-            response.columns.iter().map(|c| c.values.clone()).collect(),
-        )
-        .map_err(|e| Error::new_err(e.to_string()))?;
-        let table = PyTable::try_new(vec![batch.clone()], batch.schema())?.into_pyarrow(py)?;
-        let statuses = PyDict::new(py);
-        let timestamps = PyDict::new(py);
-        for column in response.columns.iter().filter(|c| c.view.is_some()) {
-            let names: Vec<String> = column
-                .statuses
-                .iter()
-                .map(|s| {
-                    serde_json::to_value(s)
-                        .expect("a status serializes")
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string()
-                })
-                .collect();
-            statuses.set_item(&column.name, names)?;
-            timestamps.set_item(&column.name, &column.event_timestamps)?;
-        }
-        let digests = PyDict::new(py);
-        for (view, digest) in &response.digests {
-            // Hex, as the server's `metadata.lineage` and the dataset lineage have it.
-            digests.set_item(view, digest.hex())?;
-        }
-        Ok((table, statuses, timestamps, digests).into_pyobject(py)?.into_any())
+        online_answer(py, &response)
+    }
+
+    /// `skewless search`: the `k` entities of `view` nearest to `query`
+    /// (or, with `like_json`, to the stored vector of the entity with those
+    /// join-key values), then their `features` (default: every feature of
+    /// the view but vectors), with a last column `distance`. Returns what
+    /// `_get_online_features` returns.
+    #[pyo3(signature = (view, query = None, like_json = None, k = 10, metric = "cosine", features = None, vector = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn _search<'py>(
+        &self,
+        py: Python<'py>,
+        view: &str,
+        query: Option<Vec<f32>>,
+        like_json: Option<&str>,
+        k: usize,
+        metric: &str,
+        features: Option<Vec<String>>,
+        vector: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let metric = Metric::parse(metric).map_err(Error::new_err)?;
+        let response = self.with(false, |workspace| {
+            let registry = workspace.registry().map_err(|e| Error::new_err(message(&e)))?;
+            let record = registry
+                .views
+                .get(view)
+                .ok_or_else(|| Error::new_err(format!("unknown view `{view}`: run `apply` first")))?;
+            let features: Vec<String> = match features {
+                Some(features) => features.iter().map(|f| format!("{view}:{f}")).collect(),
+                None => (record.features.iter())
+                    .filter(|f| f.data_type.dimension().is_none())
+                    .map(|f| format!("{view}:{}", f.name))
+                    .collect(),
+            };
+            let query = match (query, like_json) {
+                (Some(query), None) => SearchQuery::Vector(query),
+                (None, Some(like)) => {
+                    let like: IndexMap<String, serde_json::Value> = serde_json::from_str(like)
+                        .map_err(|e| Error::new_err(format!("like: a dict of join keys to values: {e}")))?;
+                    let key = record
+                        .join_keys
+                        .iter()
+                        .map(|k| match (k.data_type, like.get(&k.name)) {
+                            (FeatureType::Int64, Some(serde_json::Value::Number(n))) if n.is_i64() => {
+                                Ok(KeyValue::Int64(n.as_i64().expect("checked")))
+                            }
+                            (FeatureType::Utf8, Some(serde_json::Value::String(s))) => Ok(KeyValue::Utf8(s.clone())),
+                            (t, Some(other)) => Err(Error::new_err(format!("like: `{}` is {t}, not {other}", k.name))),
+                            (_, None) => Err(Error::new_err(format!("like: give `{}`", k.name))),
+                        })
+                        .collect::<PyResult<Vec<_>>>()?;
+                    SearchQuery::Like(key)
+                }
+                _ => {
+                    return Err(Error::new_err(
+                        "search: give a `query` vector or `like` (an entity), one of them",
+                    ));
+                }
+            };
+            let spec = SearchSpec {
+                view,
+                vector: vector.as_deref(),
+                query,
+                k,
+                metric,
+                features: &features,
+            };
+            py.detach(|| workspace.search(spec))
+                .map_err(|e| Error::new_err(message(&e)))
+        })?;
+        online_answer(py, &response)
     }
 
     /// The training-data join (`skewless dataset`) over a spine held in
@@ -242,7 +321,12 @@ impl Repo {
     /// answered at the row's own time. Returns a `pyarrow.Table` (the spine's
     /// columns, then the features) whose schema metadata holds the lineage
     /// under `skewless.lineage` (JSON).
-    #[pyo3(signature = (spine, features, *, timestamp_column = "event_timestamp".to_string(), full_feature_names = false, allow_mixed_digests = false))]
+    ///
+    /// `nearest = "view"` (or `"view:vector"`) also searches that view as
+    /// of each row's time with the row's `query_column` vector, joining
+    /// `nearest_<join key>` and `nearest_distance` lists (`dataset --nearest`).
+    #[pyo3(signature = (spine, features, *, timestamp_column = "event_timestamp".to_string(), full_feature_names = false, allow_mixed_digests = false, nearest = None, query_column = "query".to_string(), k = 10, metric = "cosine"))]
+    #[allow(clippy::too_many_arguments)]
     fn get_historical_features<'py>(
         &self,
         py: Python<'py>,
@@ -251,15 +335,35 @@ impl Repo {
         timestamp_column: String,
         full_feature_names: bool,
         allow_mixed_digests: bool,
+        nearest: Option<String>,
+        query_column: String,
+        k: usize,
+        metric: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
         let spine = canonical_batches(spine)?;
+        let nearest = match nearest {
+            None => None,
+            Some(target) => {
+                let (view, vector) = match target.split_once(':') {
+                    Some((view, vector)) => (view.to_string(), Some(vector.to_string())),
+                    None => (target, None),
+                };
+                Some(NearestOptions {
+                    view,
+                    vector,
+                    k,
+                    metric: Metric::parse(metric).map_err(Error::new_err)?,
+                    query_column,
+                })
+            }
+        };
         let options = JoinOptions {
             features,
             service: None,
             timestamp_column,
             full_feature_names,
             allow_mixed_digests,
-            nearest: None,
+            nearest,
         };
         let (batches, lineage) = self.with(false, |workspace| {
             py.detach(|| workspace.dataset_in_memory("(in memory)", spine, &options))

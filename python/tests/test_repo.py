@@ -169,6 +169,75 @@ def test_get_online_features_equals_the_servers_answer_and_push_is_read_back(tmp
             repo.push("nope", {"driver_id": [1]})
 
 
+def products_backfilled(tmp_path):
+    """The products example (titles embedded as vector<128>), applied and backfilled by the CLI."""
+    import shutil
+
+    repo = tmp_path / "products"
+    shutil.copytree(os.environ["SKEWLESS_PRODUCTS_REPO"], repo, ignore=shutil.ignore_patterns(".skewless"))
+    cli(repo, "apply")
+    cli(repo, "backfill")
+    return repo
+
+
+def test_search_equals_the_clis_with_a_numpy_query_or_an_entity(tmp_path):
+    import numpy as np
+
+    repo_dir = products_backfilled(tmp_path)
+    cli_answer = json.loads(cli(repo_dir, "search", "product_embeddings", "--like", "product_id=42", "-k", "6", "--json"))
+    names = cli_answer["metadata"]["feature_names"]
+    column = lambda name: cli_answer["results"][names.index(name)]["values"]
+    with skewless.Repo(str(repo_dir)) as repo:
+        liked = repo.search("product_embeddings", like={"product_id": 42}, k=6)
+        embedding = repo.get_online_features(["product_embeddings:embedding"], {"product_id": [42]})
+        query = np.array(embedding.to_pyarrow().column("embedding")[0].as_py(), dtype=np.float32)
+        by_vector = repo.search("product_embeddings", query, k=6, features=["title"])
+        with pytest.raises(skewless.Error, match="query has 3 components, but the feature is vector<128>"):
+            repo.search("product_embeddings", np.zeros(3, dtype=np.float32))
+        with pytest.raises(skewless.Error, match="product_id=99999999 has no stored vector"):
+            repo.search("product_embeddings", like={"product_id": 99_999_999})
+        with pytest.raises(skewless.Error, match="top_k is 0"):
+            repo.search("product_embeddings", query, k=0)
+    for answer in (liked, by_vector):
+        got = answer.to_dict()
+        assert got["product_id"] == column("product_id")
+        # float32 distances, the same bits as the CLI's JSON.
+        assert [np.float32(d) for d in got["distance"]] == [np.float32(d) for d in column("distance")]
+    assert list(liked.to_dict()) == ["product_id", "title", "words", "distance"]
+    assert list(by_vector.to_dict()) == ["product_id", "title", "distance"]
+    assert by_vector.to_dict()["title"] == column("title")
+
+
+def test_search_as_of_a_spine_takes_numpy_vectors_from_pandas_and_equals_the_cli(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    repo_dir = products_backfilled(tmp_path)
+    with skewless.Repo(str(repo_dir)) as repo:
+        online = repo.get_online_features(["product_embeddings:embedding"], {"product_id": [1, 2, 3]})
+    vectors = [np.array(v, dtype=np.float32) for v in online.to_pyarrow().column("embedding").to_pylist()]
+    # A pandas column of numpy arrays (pyarrow sees list<float>), at a time after the data.
+    spine = pd.DataFrame({
+        "event_timestamp": pd.to_datetime(["2100-01-01T00:00:00Z"] * 3),
+        "query": vectors,
+    })
+    with skewless.Repo(str(repo_dir)) as repo:
+        ours = repo.get_historical_features(spine, [], nearest="product_embeddings", k=4)
+    spine_path = tmp_path / "queries.parquet"
+    flat = pa.array(np.concatenate(vectors), pa.float32())
+    pq.write_table(pa.table({
+        "event_timestamp": pa.array([4_102_444_800_000_000] * 3, pa.timestamp("us", tz="UTC")),
+        "query": pa.FixedSizeListArray.from_arrays(flat, 128),
+    }), spine_path)
+    cli(repo_dir, "dataset", "--spine", str(spine_path), "--nearest", "product_embeddings", "-k", "4",
+        "--out", str(tmp_path / "nearest.parquet"))
+    theirs = pq.read_table(tmp_path / "nearest.parquet")
+    for name in ("nearest_product_id", "nearest_distance"):
+        assert ours.column(name).to_pylist() == theirs.column(name).to_pylist(), name
+    # Each product's own vector is found at distance 0.
+    assert [d[0] for d in ours.column("nearest_distance").to_pylist()] == [0.0, 0.0, 0.0]
+
+
 def test_the_address_space_of_a_capped_worker_is_enough(tmp_path):
     # Spark caps a Python worker's address space (spark.executor.pyspark.memory):
     # a component load, a run and a whole backfill fit in 2 GiB, where wasmtime's

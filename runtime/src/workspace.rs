@@ -28,9 +28,9 @@ use crate::format::value::Value;
 use crate::online::{self, AsOf, OnlineColumn, OnlineError, OnlineRequest, OnlineResponse, RawColumn, ReadSpec};
 use crate::push::{self, PushError, PushSummary};
 use crate::repo::{FeatureRef, Repo, RepoError};
+use crate::search::{self, Metric};
 use crate::stats::Statistics;
 use crate::stats_report::{StatsError, StatsQuery, StatsReport};
-use crate::search::{self, Metric};
 use crate::store::{BackupSummary, Registry, SearchError, Store, StoreError, WriteTo};
 use crate::verify::{self, Report, VerifyError};
 

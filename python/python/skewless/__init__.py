@@ -54,6 +54,37 @@ class Repo(_Repo):
         )
         return _values.response_from_runtime(answer)
 
+    def search(
+        self,
+        view: str,
+        query: Any = None,
+        *,
+        like: Mapping[str, Any] | None = None,
+        k: int = 10,
+        metric: str = "cosine",
+        features: Sequence[str] | None = None,
+        vector: str | None = None,
+    ) -> OnlineResponse:
+        """`skewless search` in-process, the server's `POST /search`: the `k`
+        entities of `view` nearest to `query` (a list or a numpy array of
+        floats), or to the stored vector of the entity `like` names
+        (`like={"product_id": 42}`). Exact, nearest first, equal distances in
+        entity-key order. `metric`: "cosine", "inner_product" or "L2".
+        Answers the join keys, `features` of the view (default: all but
+        vectors) and a last column `distance`."""
+        if query is not None:
+            query = [float(c) for c in (query.tolist() if hasattr(query, "tolist") else query)]
+        answer = self._search(
+            view,
+            query,
+            None if like is None else _values.mapping_json(like),
+            k,
+            metric,
+            None if features is None else list(features),
+            vector,
+        )
+        return _values.response_from_runtime(answer)
+
     def push(self, source: str, rows: Any, to: str = "online") -> dict[str, Any]:
         """`POST /push` in-process: `rows` (a dict of lists, a list of dicts,
         or a pyarrow/polars/pandas table) go through the push source's views

@@ -52,6 +52,10 @@ class Repo:
         timestamp_column: str = "event_timestamp",
         full_feature_names: bool = False,
         allow_mixed_digests: bool = False,
+        nearest: str | None = None,
+        query_column: str = "query",
+        k: int = 10,
+        metric: str = "cosine",
     ) -> pa.Table: ...
     def verify(self, samples: int = 100, seed: int = 0) -> dict[str, Any]: ...
     def content_digest(self) -> str: ...
@@ -62,3 +66,13 @@ class Repo:
         self, features: list[str], entities_json: str, as_of: int | None = None, full_feature_names: bool = False
     ) -> tuple[pa.Table, dict[str, list[str]], dict[str, list[int | None]], dict[str, str]]: ...
     def _push(self, source: str, columns_json: str, to: str = "online") -> dict[str, Any]: ...
+    def _search(
+        self,
+        view: str,
+        query: list[float] | None = None,
+        like_json: str | None = None,
+        k: int = 10,
+        metric: str = "cosine",
+        features: list[str] | None = None,
+        vector: str | None = None,
+    ) -> tuple[pa.Table, dict[str, list[str]], dict[str, list[int | None]], dict[str, str]]: ...

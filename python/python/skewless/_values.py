@@ -19,7 +19,9 @@ def _json_default(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, _dt.date):
         return value.isoformat()
-    # numpy and pandas scalars
+    # numpy arrays (a vector, a list) and numpy and pandas scalars
+    if hasattr(value, "tolist"):
+        return value.tolist()
     if hasattr(value, "item"):
         return value.item()
     if hasattr(value, "isoformat"):
@@ -42,6 +44,11 @@ def columns_json(rows: Any) -> str:
     if not isinstance(rows, Mapping):
         raise TypeError("rows: give a dict of lists, a list of dicts, or a pyarrow/polars/pandas table")
     return json.dumps({str(k): list(v) for k, v in rows.items()}, default=_json_default)
+
+
+def mapping_json(values: Mapping[str, Any]) -> str:
+    """One value per name as JSON (numpy and datetime values included)."""
+    return json.dumps({str(k): v for k, v in values.items()}, default=_json_default)
 
 
 def micros(at: Any) -> int:
