@@ -195,8 +195,14 @@ fn load(path: &std::path::Path, name: &str) -> Transform {
 /// Runs the Rust example and each other language's on `input`: same bits,
 /// same row errors (rows and messages).
 fn assert_every_language_matches_rust(name: &str, input: &RecordBatch) {
+    assert_languages_match_rust(&OTHER_LANGUAGES, name, input)
+}
+
+/// [`assert_every_language_matches_rust`] for the `languages` that have
+/// the example.
+fn assert_languages_match_rust(languages: &[&str], name: &str, input: &RecordBatch) {
     let rust = example(&runtime(), name).run(input).expect("the Rust transform runs");
-    for language in OTHER_LANGUAGES {
+    for language in languages {
         let transform = load(&language_example(language, name), name);
         let output = transform
             .run(input)
@@ -248,6 +254,47 @@ fn every_language_gives_the_rust_bits_on_10k_edge_case_rows() {
             .filter(|r| r % 50 == 49)
             .all(|r| hours.is_null(r) || (0..24).contains(&hours.value(r)))
     );
+}
+
+/// The languages whose SDKs build against contract 0.2.0 (lists and
+/// vectors) and have the `text_embedding` example. JavaScript and C build
+/// against 0.1.0 until their SDKs handle lists and vectors.
+const EMBEDDING_LANGUAGES: [&str; 1] = ["python"];
+
+#[test]
+fn the_embedding_example_gives_the_rust_bits_in_every_language_that_has_it() {
+    if !Tier::Languages.enter() {
+        return;
+    }
+    // The products example's titles, and titles at the edges: null, empty,
+    // no words, non-ASCII letters (separators, not words), digits, case.
+    let products = samples::products(2_000, FIXED_END, 3);
+    let mut titles: Vec<Option<String>> = (products.column_by_name("title").unwrap().as_string::<i32>())
+        .iter()
+        .map(|t| t.map(str::to_string))
+        .collect();
+    for edge in [
+        None,
+        Some(""),
+        Some("  --  "),
+        Some("Café crème brûlée"),
+        Some("ÉTÉ"),
+        Some("RED wool Sweater 42"),
+        Some("a"),
+        Some("x1 x1 x1 x1 x1 x1 x1 x1 x1 x1 x1 x1 x1 x1 x1 x1 x1 x1 x1 x1"),
+    ] {
+        titles.push(edge.map(str::to_string));
+    }
+    let input = RecordBatch::try_from_iter([("title", Arc::new(StringArray::from(titles)) as ArrayRef)]).unwrap();
+    assert_languages_match_rust(&EMBEDDING_LANGUAGES, "text_embedding", &input);
+    // The batch holds what it claims: vectors, a null one for no words, lists.
+    let rust = example(&runtime(), "text_embedding").run(&input).unwrap();
+    let embedding = rust.batch.column_by_name("embedding").unwrap();
+    let rows = input.num_rows();
+    assert!(embedding.is_valid(0) && embedding.is_null(rows - 6) && embedding.is_null(rows - 8));
+    let words = rust.batch.column_by_name("words").unwrap().as_list::<i32>();
+    // Non-ASCII letters separate words: "Café crème brûlée" is caf, cr, me, br, l, e.
+    assert_eq!(words.value(rows - 5).len(), 6, "{:?}", words.value(rows - 5));
 }
 
 /// The example repo `example` with the Rust `rust_component` swapped for

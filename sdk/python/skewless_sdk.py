@@ -3,10 +3,11 @@
 A transform is a pure function from input columns to output columns, built
 into a WebAssembly component with componentize-py (`skewless build`) and run
 by the same host that runs Rust, JavaScript and C transforms. This module does
-the work of the WIT contract (`wit/0.1.0/transform.wit`, which the host
-still runs; lists and vectors need 0.2.0 and come to this SDK later): it turns the host's flat
-column buffers and validity bitmaps into Python values (None for null), checks
-the batch against the declared schema, and turns the results back.
+the work of the WIT contract (`wit/transform.wit`, 0.2.0): it turns the
+host's flat column buffers and validity bitmaps into Python values (None for
+null; a list for `List(...)` and `Vector(n)`; a UTC `datetime` for
+`Timestamp`), checks the batch against the declared schema, and turns the
+results back.
 
 Declare the fields once and write a row function::
 
@@ -55,6 +56,7 @@ that folding events at once or in two parts gives the same state.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import traceback
 from dataclasses import dataclass
@@ -70,6 +72,9 @@ __all__ = [
     "Float64",
     "Utf8",
     "Timestamp",
+    "List",
+    "Vector",
+    "DataType",
     "RowError",
     "row_transform",
     "column_transform",
@@ -78,36 +83,88 @@ __all__ = [
     "export_aggregator",
 ]
 
-Boolean = wit.DataType.BOOLEAN
+
+@dataclass(frozen=True)
+class DataType:
+    """A column type: one of the six scalars, `List(scalar)` or `Vector(n)`."""
+
+    #: The scalar type (of the list's elements for a list); None for a vector.
+    scalar: wit.ScalarType | None
+    #: Whether each row is a list of `scalar`.
+    is_list: bool = False
+    #: A vector's dimension; None for the other types.
+    dimension: int | None = None
+
+    def __str__(self) -> str:
+        if self.dimension is not None:
+            return f"vector<{self.dimension}>"
+        name = _SCALAR_NAMES[self.scalar]
+        return f"list<{name}>" if self.is_list else name
+
+    def to_wit(self) -> wit.DataType:
+        if self.dimension is not None:
+            return wit.DataType_Vector(self.dimension)
+        return wit.DataType_List(self.scalar) if self.is_list else wit.DataType_Scalar(self.scalar)
+
+
+_SCALAR_NAMES = {
+    wit.ScalarType.BOOLEAN: "boolean",
+    wit.ScalarType.INT64: "int64",
+    wit.ScalarType.FLOAT32: "float32",
+    wit.ScalarType.FLOAT64: "float64",
+    wit.ScalarType.UTF8: "utf8",
+    wit.ScalarType.TIMESTAMP: "timestamp",
+}
+
+Boolean = DataType(wit.ScalarType.BOOLEAN)
 """bool"""
-Int64 = wit.DataType.INT64
+Int64 = DataType(wit.ScalarType.INT64)
 """int (signed 64-bit)"""
-Float32 = wit.DataType.FLOAT32
+Float32 = DataType(wit.ScalarType.FLOAT32)
 """float, stored in single precision"""
-Float64 = wit.DataType.FLOAT64
+Float64 = DataType(wit.ScalarType.FLOAT64)
 """float"""
-Utf8 = wit.DataType.UTF8
+Utf8 = DataType(wit.ScalarType.UTF8)
 """str"""
-Timestamp = wit.DataType.TIMESTAMP
-"""int: microseconds since the Unix epoch, UTC"""
+Timestamp = DataType(wit.ScalarType.TIMESTAMP)
+"""datetime.datetime, UTC (an output may also be int microseconds since the epoch)"""
 
-_TYPE_NAMES = {
-    Boolean: "boolean",
-    Int64: "int64",
-    Float32: "float32",
-    Float64: "float64",
-    Utf8: "utf8",
-    Timestamp: "timestamp",
+
+def List(item: DataType) -> DataType:
+    """A list of any length of one scalar type per row, as a Python list;
+    its elements are never None (a whole row may be)."""
+    if item.is_list or item.dimension is not None:
+        raise TypeError(f"List({item}): a list holds one of the six scalar types")
+    return DataType(item.scalar, is_list=True)
+
+
+def Vector(dimension: int) -> DataType:
+    """Exactly `dimension` finite float32 per row (an embedding), as a list of floats."""
+    if not isinstance(dimension, int) or not 1 <= dimension <= 65_536:
+        raise TypeError(f"Vector({dimension!r}): the dimension is a whole number from 1 to 65536")
+    return DataType(None, dimension=dimension)
+
+
+_SCALAR_OF_VALUES = {
+    wit.ScalarValues_Boolean: wit.ScalarType.BOOLEAN,
+    wit.ScalarValues_Int64: wit.ScalarType.INT64,
+    wit.ScalarValues_Float32: wit.ScalarType.FLOAT32,
+    wit.ScalarValues_Float64: wit.ScalarType.FLOAT64,
+    wit.ScalarValues_Utf8: wit.ScalarType.UTF8,
+    wit.ScalarValues_Timestamp: wit.ScalarType.TIMESTAMP,
 }
 
-_VALUES_BY_TYPE = {
-    wit.Values_Boolean: Boolean,
-    wit.Values_Int64: Int64,
-    wit.Values_Float32: Float32,
-    wit.Values_Float64: Float64,
-    wit.Values_Utf8: Utf8,
-    wit.Values_Timestamp: Timestamp,
-}
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_MICROSECOND = _dt.timedelta(microseconds=1)
+
+
+def _micros(value: Any) -> int:
+    """A timestamp output as microseconds: a datetime (naive means UTC) or an int."""
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=_dt.timezone.utc)
+        return (value - _EPOCH) // _MICROSECOND
+    return int(value)
 
 
 class RowError(Exception):
@@ -118,24 +175,47 @@ class RowError(Exception):
 class _Schema:
     name: str
     version: str
-    inputs: dict[str, wit.DataType]
-    outputs: dict[str, wit.DataType]
+    inputs: dict[str, DataType]
+    outputs: dict[str, DataType]
 
 
 def _bits(bitmap: bytes, rows: int) -> list[bool]:
     return [bool(bitmap[i >> 3] >> (i & 7) & 1) for i in range(rows)]
 
 
-def _decode(column: wit.Column, rows: int) -> list[Any]:
+def _decode_scalars(values: wit.ScalarValues, count: int) -> list[Any]:
+    """`count` scalar values as Python values (timestamps as UTC datetimes)."""
+    if isinstance(values, wit.ScalarValues_Boolean):
+        return _bits(values.value, count)
+    if isinstance(values, wit.ScalarValues_Utf8):
+        offsets, data = values.value.offsets, values.value.bytes
+        return [data[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(count)]
+    if isinstance(values, wit.ScalarValues_Timestamp):
+        return [_EPOCH + v * _MICROSECOND for v in values.value[:count]]
+    return list(values.value[:count])
+
+
+def _type_of(values: wit.Values, rows: int) -> DataType:
+    """The type a column's values have (a vector's dimension from its length)."""
+    if isinstance(values, wit.Values_Scalar):
+        return DataType(_SCALAR_OF_VALUES[type(values.value)])
+    if isinstance(values, wit.Values_List):
+        return DataType(_SCALAR_OF_VALUES[type(values.value.elements)], is_list=True)
+    return DataType(None, dimension=len(values.value) // rows if rows else None)
+
+
+def _decode(column: wit.Column, rows: int, data_type: DataType) -> list[Any]:
     """One input column as Python values, None where the row is null."""
     values = column.values
-    if isinstance(values, wit.Values_Boolean):
-        decoded: list[Any] = _bits(values.value, rows)
-    elif isinstance(values, wit.Values_Utf8):
-        offsets, data = values.value.offsets, values.value.bytes
-        decoded = [data[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(rows)]
+    if isinstance(values, wit.Values_Scalar):
+        decoded = _decode_scalars(values.value, rows)
+    elif isinstance(values, wit.Values_List):
+        offsets = values.value.offsets
+        elements = _decode_scalars(values.value.elements, offsets[rows] if rows else 0)
+        decoded = [elements[offsets[i] : offsets[i + 1]] for i in range(rows)]
     else:
-        decoded = list(values.value)
+        n, flat = data_type.dimension, values.value
+        decoded = [flat[i * n : (i + 1) * n] for i in range(rows)]
     if column.validity is not None:
         valid = _bits(column.validity, rows)
         decoded = [v if ok else None for v, ok in zip(decoded, valid)]
@@ -150,30 +230,55 @@ def _pack(flags: Sequence[bool]) -> bytes:
     return bytes(packed)
 
 
-def _encode(name: str, data_type: wit.DataType, values: Sequence[Any], failed: set[int]) -> wit.Column:
+def _encode_scalars(scalar: wit.ScalarType, values: Sequence[Any], valid: Sequence[bool]) -> wit.ScalarValues:
+    """Scalar values, zeros where not valid."""
+    if scalar == wit.ScalarType.BOOLEAN:
+        return wit.ScalarValues_Boolean(_pack([bool(v) and ok for v, ok in zip(values, valid)]))
+    if scalar == wit.ScalarType.UTF8:
+        offsets, chunks, end = [0], [], 0
+        for v, ok in zip(values, valid):
+            if ok:
+                chunk = v.encode("utf-8")
+                chunks.append(chunk)
+                end += len(chunk)
+            offsets.append(end)
+        return wit.ScalarValues_Utf8(wit.Utf8Values(offsets, b"".join(chunks)))
+    if scalar == wit.ScalarType.FLOAT32 or scalar == wit.ScalarType.FLOAT64:
+        floats = [float(v) if ok else 0.0 for v, ok in zip(values, valid)]
+        return wit.ScalarValues_Float32(floats) if scalar == wit.ScalarType.FLOAT32 else wit.ScalarValues_Float64(floats)
+    if scalar == wit.ScalarType.TIMESTAMP:
+        return wit.ScalarValues_Timestamp([_micros(v) if ok else 0 for v, ok in zip(values, valid)])
+    return wit.ScalarValues_Int64([int(v) if ok else 0 for v, ok in zip(values, valid)])
+
+
+def _encode(name: str, data_type: DataType, values: Sequence[Any], failed: set[int]) -> wit.Column:
     """One output column from Python values; None and failed rows are null."""
     valid = [v is not None and i not in failed for i, v in enumerate(values)]
     validity = None if all(valid) else _pack(valid)
     try:
-        if data_type is Boolean:
-            encoded: wit.Values = wit.Values_Boolean(_pack([bool(v) and ok for v, ok in zip(values, valid)]))
-        elif data_type is Utf8:
-            offsets, chunks, end = [0], [], 0
-            for v, ok in zip(values, valid):
+        if data_type.dimension is not None:
+            n, flat = data_type.dimension, []
+            for row, (v, ok) in enumerate(zip(values, valid)):
+                components = [float(c) for c in v] if ok else [0.0] * n
+                if len(components) != n:
+                    raise ValueError(f"row {row} has {len(components)} components, not {n}")
+                flat.extend(components)
+            encoded: wit.Values = wit.Values_Vector(flat)
+        elif data_type.is_list:
+            offsets, elements = [0], []
+            for row, (v, ok) in enumerate(zip(values, valid)):
                 if ok:
-                    chunk = v.encode("utf-8")
-                    chunks.append(chunk)
-                    end += len(chunk)
-                offsets.append(end)
-            encoded = wit.Values_Utf8(wit.Utf8Values(offsets, b"".join(chunks)))
-        elif data_type is Float32 or data_type is Float64:
-            floats = [float(v) if ok else 0.0 for v, ok in zip(values, valid)]
-            encoded = wit.Values_Float32(floats) if data_type is Float32 else wit.Values_Float64(floats)
+                    items = list(v)
+                    if any(item is None for item in items):
+                        raise ValueError(f"row {row} holds None: list elements are never null")
+                    elements.extend(items)
+                offsets.append(len(elements))
+            scalars = _encode_scalars(data_type.scalar, elements, [True] * len(elements))
+            encoded = wit.Values_List(wit.ListValues(offsets, scalars))
         else:
-            ints = [int(v) if ok else 0 for v, ok in zip(values, valid)]
-            encoded = wit.Values_Int64(ints) if data_type is Int64 else wit.Values_Timestamp(ints)
-    except (TypeError, ValueError, AttributeError) as e:
-        raise Err(f"transform bug: output `{name}` is declared {_TYPE_NAMES[data_type]}: {e}") from None
+            encoded = wit.Values_Scalar(_encode_scalars(data_type.scalar, values, valid))
+    except (TypeError, ValueError, AttributeError, OverflowError) as e:
+        raise Err(f"transform bug: output `{name}` is declared {data_type}: {e}") from None
     return wit.Column(name, encoded, validity)
 
 
@@ -184,13 +289,11 @@ def _columns(schema: _Schema, batch: wit.Batch) -> dict[str, list[Any]]:
     for name, data_type in schema.inputs.items():
         column = by_name.get(name)
         if column is None:
-            raise Err(f"input column `{name}` ({_TYPE_NAMES[data_type]}) is missing from the batch")
-        actual = _VALUES_BY_TYPE[type(column.values)]
-        if actual is not data_type:
-            raise Err(
-                f"input column `{name}` is {_TYPE_NAMES[actual]}, but the transform declares {_TYPE_NAMES[data_type]}"
-            )
-        columns[name] = _decode(column, batch.num_rows)
+            raise Err(f"input column `{name}` ({data_type}) is missing from the batch")
+        actual = _type_of(column.values, batch.num_rows)
+        if actual != data_type and not (batch.num_rows == 0 and actual.dimension is None and data_type.dimension):
+            raise Err(f"input column `{name}` is {actual}, but the transform declares {data_type}")
+        columns[name] = _decode(column, batch.num_rows, data_type)
     return columns
 
 
@@ -219,8 +322,8 @@ class _Transform:
         self._compute = compute
 
     def describe(self) -> wit.Description:
-        def fields(declared: dict[str, wit.DataType]) -> list[wit.Field]:
-            return [wit.Field(name, data_type, True) for name, data_type in declared.items()]
+        def fields(declared: dict[str, DataType]) -> list[wit.Field]:
+            return [wit.Field(name, data_type.to_wit(), True) for name, data_type in declared.items()]
 
         s = self.schema
         return wit.Description(s.name, s.version, fields(s.inputs), fields(s.outputs))
@@ -235,16 +338,16 @@ class _Transform:
             raise Err(f"{type(e).__name__}: {e} (at {where.filename}:{where.lineno})") from None
 
 
-def _schema(name: str, version: str, inputs: Mapping[str, wit.DataType], outputs: Mapping[str, wit.DataType]) -> _Schema:
+def _schema(name: str, version: str, inputs: Mapping[str, DataType], outputs: Mapping[str, DataType]) -> _Schema:
     for kind, fields in (("input", inputs), ("output", outputs)):
         for field, data_type in fields.items():
-            if data_type not in _TYPE_NAMES:
+            if not isinstance(data_type, DataType):
                 raise TypeError(f"{kind} `{field}` of `{name}`: {data_type!r} is not a skewless_sdk type")
     return _Schema(name, version, dict(inputs), dict(outputs))
 
 
 def row_transform(
-    *, name: str, version: str, inputs: Mapping[str, wit.DataType], outputs: Mapping[str, wit.DataType]
+    *, name: str, version: str, inputs: Mapping[str, DataType], outputs: Mapping[str, DataType]
 ) -> Callable[[Callable[..., Mapping[str, Any] | None]], _Transform]:
     """Declares a transform computed one row at a time.
 
@@ -279,7 +382,7 @@ def row_transform(
 
 
 def column_transform(
-    *, name: str, version: str, inputs: Mapping[str, wit.DataType], outputs: Mapping[str, wit.DataType]
+    *, name: str, version: str, inputs: Mapping[str, DataType], outputs: Mapping[str, DataType]
 ) -> Callable[[Callable[..., Any]], _Transform]:
     """Declares a transform computed a column at a time.
 
@@ -321,7 +424,7 @@ def export(transform: _Transform) -> type:
 class _Aggregator:
     """A declared aggregation function; `export_aggregator` exports it."""
 
-    def __init__(self, impl: Any, name: str, version: str, input: wit.DataType, output: wit.DataType):
+    def __init__(self, impl: Any, name: str, version: str, input: DataType, output: DataType):
         self.impl, self.name, self.version, self.input, self.output = impl, name, version, input, output
 
     def _decode(self, state: bytes) -> Any:
@@ -344,7 +447,7 @@ class _Aggregator:
     def update(self, states: list[bytes], groups: list[int], batch: wit.Batch) -> list[bytes]:
         if not batch.columns:
             raise Err(f"{self.name}: the input batch has no column")
-        values = _decode(batch.columns[0], batch.num_rows)
+        values = _decode(batch.columns[0], batch.num_rows, self.input)
         return self._fold(states, groups, values, self.impl.update)
 
     def merge(self, states: list[bytes], groups: list[int], parts: list[bytes]) -> list[bytes]:
@@ -355,7 +458,7 @@ class _Aggregator:
         return _encode("value", self.output, values, set())
 
 
-def aggregator(*, name: str, version: str, input: wit.DataType, output: wit.DataType) -> Callable[[type], _Aggregator]:
+def aggregator(*, name: str, version: str, input: DataType, output: DataType) -> Callable[[type], _Aggregator]:
     """Declares a user-defined aggregation function: a class with `initial()`,
     `update(state, value)`, `merge(state, later)` and `finalize(state)`, each
     returning the new state (or the value, for `finalize`)."""
@@ -380,8 +483,8 @@ def export_aggregator(declared: _Aggregator) -> type:
             return AggregatorDescription(
                 declared.name,
                 declared.version,
-                wit.Field("input", declared.input, True),
-                wit.Field("value", declared.output, True),
+                wit.Field("input", declared.input.to_wit(), True),
+                wit.Field("value", declared.output.to_wit(), True),
             )
 
         def update(self, states: list[bytes], groups: list[int], input: wit.Batch) -> list[bytes]:

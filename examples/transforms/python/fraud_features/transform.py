@@ -9,11 +9,9 @@ bits and the same row errors.
 """
 
 import math
+from datetime import datetime
 
 from skewless_sdk import Boolean, Float64, Int64, RowError, Timestamp, Utf8, export, row_transform
-
-MICROS_PER_HOUR = 3_600_000_000
-MICROS_PER_DAY = 24 * MICROS_PER_HOUR
 
 # Merchant categories we know, and whether each is high risk.
 CATEGORIES = {
@@ -52,7 +50,7 @@ def amount_bucket(amount: float) -> str:
         "is_night": Boolean,
     },
 )
-def fraud_features(amount: float | None, merchant_category: str | None, event_timestamp: int | None) -> dict:
+def fraud_features(amount: float | None, merchant_category: str | None, event_timestamp: datetime | None) -> dict:
     problems = []
     out = {}
     if amount is not None:
@@ -72,11 +70,10 @@ def fraud_features(amount: float | None, merchant_category: str | None, event_ti
     if problems:
         raise RowError("; ".join(problems))
     if event_timestamp is not None:
-        hour = event_timestamp % MICROS_PER_DAY // MICROS_PER_HOUR
-        out["hour_of_day"] = hour
-        # 1970-01-01 was a Thursday (3 with Monday = 0).
-        out["day_of_week"] = (event_timestamp // MICROS_PER_DAY + 3) % 7
-        out["is_night"] = not 6 <= hour < 22
+        # A datetime in UTC.
+        out["hour_of_day"] = event_timestamp.hour
+        out["day_of_week"] = event_timestamp.weekday()
+        out["is_night"] = not 6 <= event_timestamp.hour < 22
     return out
 
 
