@@ -4,10 +4,10 @@
  * A transform is a pure function from input columns to output columns, built
  * into a WebAssembly component with ComponentizeJS (`skewless build`) and run
  * by the same host that runs Rust, Python and C transforms. This module does
- * the work of the WIT contract (`wit/0.1.0/transform.wit`, which the host still
- * runs; lists and vectors need 0.2.0 and come to this SDK later): it turns the host's flat
- * column buffers and validity bitmaps into plain values (null for null),
- * checks the batch against the declared schema, and turns the results back.
+ * the work of the WIT contract (`wit/transform.wit`, 0.2.0): it turns the
+ * host's flat column buffers and validity bitmaps into plain values (null for
+ * null), checks the batch against the declared schema, and turns the results
+ * back.
  *
  * Declare the fields once and write a row function:
  *
@@ -27,7 +27,9 @@
  * or a column function (`columnTransform`, `columns(inputs)`) that takes one
  * array per input and returns one array per output. Values are numbers,
  * strings and booleans; int64 and timestamp (microseconds since the Unix
- * epoch, UTC) are BigInts, so no digit is lost. Throw `RowError` to fail one
+ * epoch, UTC) are BigInts, so no digit is lost. `List(Utf8)` values are
+ * arrays of the element's values; `Vector(128)` values are Float32Arrays in
+ * and any array of numbers out (rounded to float32). Throw `RowError` to fail one
  * row: its outputs become null and the host records the message. Any other
  * exception fails the whole batch with its message.
  *
@@ -42,7 +44,45 @@ export const Float64 = "float64";
 export const Utf8 = "utf8";
 export const Timestamp = "timestamp";
 
-const TYPES = [Bool, Int64, Float32, Float64, Utf8, Timestamp];
+const SCALARS = [Bool, Int64, Float32, Float64, Utf8, Timestamp];
+
+/** A list of any length of one scalar type per row; its elements are never null. */
+export function List(item) {
+  if (!SCALARS.includes(item)) throw new TypeError(`List(${item}): a list holds one of the six scalar types`);
+  return `list<${item}>`;
+}
+
+/** Exactly `dimension` finite float32 per row: an embedding. */
+export function Vector(dimension) {
+  if (!Number.isInteger(dimension) || dimension < 1 || dimension > 65536) {
+    throw new TypeError(`Vector(${dimension}): the dimension is a whole number from 1 to 65536`);
+  }
+  return `vector<${dimension}>`;
+}
+
+/** A type's parts: { scalar, list } or { dimension }; undefined if it is not a type. */
+function parts(type) {
+  if (SCALARS.includes(type)) return { scalar: type, list: false };
+  const list = /^list<(\w+)>$/.exec(type);
+  if (list && SCALARS.includes(list[1])) return { scalar: list[1], list: true };
+  const vector = /^vector<(\d+)>$/.exec(type);
+  if (vector) return { dimension: Number(vector[1]) };
+  return undefined;
+}
+
+/** The WIT `data-type` of a type. */
+function witType(type) {
+  const p = parts(type);
+  if (p.dimension !== undefined) return { tag: "vector", val: p.dimension };
+  return { tag: p.list ? "list" : "scalar", val: p.scalar };
+}
+
+/** The type of a column's WIT values (a vector's dimension from its length). */
+function typeOf(values, rows) {
+  if (values.tag === "scalar") return values.val.tag;
+  if (values.tag === "list") return `list<${values.val.elements.tag}>`;
+  return rows > 0 ? `vector<${values.val.length / rows}>` : "vector";
+}
 
 /** Fails one row: its outputs are null and the host records the message. */
 export class RowError extends Error {}
@@ -65,22 +105,75 @@ function pack(flags) {
   return packed;
 }
 
-/** One input column as plain values, null where the row is null. */
-function decode(column, rows) {
-  const { tag, val } = column.values;
-  const values = new Array(rows);
+/** `count` scalar values (WIT `scalar-values`) as plain values. */
+function decodeScalars({ tag, val }, count) {
+  const values = new Array(count);
   if (tag === Bool) {
-    for (let i = 0; i < rows; i++) values[i] = bit(val, i) === 1;
+    for (let i = 0; i < count; i++) values[i] = bit(val, i) === 1;
   } else if (tag === Utf8) {
     const { offsets, bytes } = val;
-    for (let i = 0; i < rows; i++) values[i] = utf8Decoder.decode(bytes.subarray(offsets[i], offsets[i + 1]));
+    for (let i = 0; i < count; i++) values[i] = utf8Decoder.decode(bytes.subarray(offsets[i], offsets[i + 1]));
   } else {
-    for (let i = 0; i < rows; i++) values[i] = val[i];
+    for (let i = 0; i < count; i++) values[i] = val[i];
+  }
+  return values;
+}
+
+/** One input column as plain values, null where the row is null. */
+function decode(column, rows, type) {
+  const { tag, val } = column.values;
+  let values;
+  if (tag === "scalar") {
+    values = decodeScalars(val, rows);
+  } else if (tag === "list") {
+    const { offsets, elements } = val;
+    const items = decodeScalars(elements, rows > 0 ? offsets[rows] : 0);
+    values = new Array(rows);
+    for (let i = 0; i < rows; i++) values[i] = items.slice(offsets[i], offsets[i + 1]);
+  } else {
+    const n = parts(type).dimension;
+    values = new Array(rows);
+    for (let i = 0; i < rows; i++) values[i] = val.subarray(i * n, (i + 1) * n);
   }
   if (column.validity != null) {
     for (let i = 0; i < rows; i++) if (!bit(column.validity, i)) values[i] = null;
   }
   return values;
+}
+
+/** Scalar values as WIT `scalar-values`, zeros where not valid. */
+function encodeScalars(scalar, values, valid) {
+  const rows = values.length;
+  if (scalar === Bool) return { tag: scalar, val: pack(values.map((v, i) => valid[i] && !!v)) };
+  if (scalar === Utf8) {
+    const chunks = [];
+    const offsets = new Int32Array(rows + 1);
+    let end = 0;
+    for (let i = 0; i < rows; i++) {
+      if (valid[i]) {
+        if (typeof values[i] !== "string") throw new TypeError(`value ${i} is ${typeof values[i]}, not a string`);
+        const chunk = utf8Encoder.encode(values[i]);
+        chunks.push(chunk);
+        end += chunk.length;
+      }
+      offsets[i + 1] = end;
+    }
+    const bytes = new Uint8Array(end);
+    let at = 0;
+    for (const chunk of chunks) {
+      bytes.set(chunk, at);
+      at += chunk.length;
+    }
+    return { tag: scalar, val: { offsets, bytes } };
+  }
+  if (scalar === Float32 || scalar === Float64) {
+    const floats = scalar === Float32 ? new Float32Array(rows) : new Float64Array(rows);
+    for (let i = 0; i < rows; i++) if (valid[i]) floats[i] = Number(values[i]);
+    return { tag: scalar, val: floats };
+  }
+  const ints = new BigInt64Array(rows);
+  for (let i = 0; i < rows; i++) if (valid[i]) ints[i] = BigInt(values[i]);
+  return { tag: scalar, val: ints };
 }
 
 /** One output column from plain values; null and failed rows are null. */
@@ -92,43 +185,37 @@ function encode(name, type, values, failed) {
     valid[i] = values[i] !== null && values[i] !== undefined && !failed.has(i);
     allValid &&= valid[i];
   }
+  const { scalar, list, dimension } = parts(type);
   let encoded;
   try {
-    if (type === Bool) {
-      encoded = pack(values.map((v, i) => valid[i] && !!v));
-    } else if (type === Utf8) {
-      const chunks = [];
+    if (dimension !== undefined) {
+      const flat = new Float32Array(rows * dimension);
+      for (let i = 0; i < rows; i++) {
+        if (!valid[i]) continue;
+        if (values[i].length !== dimension) throw new TypeError(`row ${i} has ${values[i].length} components, not ${dimension}`);
+        for (let j = 0; j < dimension; j++) flat[i * dimension + j] = Number(values[i][j]);
+      }
+      encoded = { tag: "vector", val: flat };
+    } else if (list) {
       const offsets = new Int32Array(rows + 1);
-      let end = 0;
+      const items = [];
       for (let i = 0; i < rows; i++) {
         if (valid[i]) {
-          if (typeof values[i] !== "string") throw new TypeError(`row ${i} holds ${typeof values[i]}, not a string`);
-          const chunk = utf8Encoder.encode(values[i]);
-          chunks.push(chunk);
-          end += chunk.length;
+          for (const item of values[i]) {
+            if (item === null || item === undefined) throw new TypeError(`row ${i} holds null: list elements are never null`);
+            items.push(item);
+          }
         }
-        offsets[i + 1] = end;
+        offsets[i + 1] = items.length;
       }
-      const bytes = new Uint8Array(end);
-      let at = 0;
-      for (const chunk of chunks) {
-        bytes.set(chunk, at);
-        at += chunk.length;
-      }
-      encoded = { offsets, bytes };
-    } else if (type === Float32 || type === Float64) {
-      const floats = type === Float32 ? new Float32Array(rows) : new Float64Array(rows);
-      for (let i = 0; i < rows; i++) if (valid[i]) floats[i] = Number(values[i]);
-      encoded = floats;
+      encoded = { tag: "list", val: { offsets, elements: encodeScalars(scalar, items, items.map(() => true)) } };
     } else {
-      const ints = new BigInt64Array(rows);
-      for (let i = 0; i < rows; i++) if (valid[i]) ints[i] = BigInt(values[i]);
-      encoded = ints;
+      encoded = { tag: "scalar", val: encodeScalars(scalar, values, valid) };
     }
   } catch (e) {
     throw new BatchError(`transform bug: output \`${name}\` is declared ${type}: ${e.message}`);
   }
-  return { name, values: { tag: type, val: encoded }, validity: allValid ? undefined : pack(valid) };
+  return { name, values: encoded, validity: allValid ? undefined : pack(valid) };
 }
 
 /** The declared input columns, checked against the batch. */
@@ -137,10 +224,11 @@ function inputColumns(schema, batch) {
   for (const [name, type] of Object.entries(schema.inputs)) {
     const column = batch.columns.find((c) => c.name === name);
     if (column === undefined) throw new BatchError(`input column \`${name}\` (${type}) is missing from the batch`);
-    if (column.values.tag !== type) {
-      throw new BatchError(`input column \`${name}\` is ${column.values.tag}, but the transform declares ${type}`);
+    const actual = typeOf(column.values, batch.numRows);
+    if (actual !== type && !(batch.numRows === 0 && actual === "vector" && type.startsWith("vector<"))) {
+      throw new BatchError(`input column \`${name}\` is ${actual}, but the transform declares ${type}`);
     }
-    columns[name] = decode(column, batch.numRows);
+    columns[name] = decode(column, batch.numRows, type);
   }
   return columns;
 }
@@ -165,7 +253,7 @@ function output(schema, rows, outputs, errors) {
 function checkSchema({ name, version, inputs, outputs }) {
   for (const [kind, fields] of [["input", inputs], ["output", outputs]]) {
     for (const [field, type] of Object.entries(fields ?? {})) {
-      if (!TYPES.includes(type)) throw new TypeError(`${kind} \`${field}\` of \`${name}\`: ${type} is not a skewless type`);
+      if (parts(type) === undefined) throw new TypeError(`${kind} \`${field}\` of \`${name}\`: ${type} is not a skewless type`);
     }
   }
   return { name, version, inputs: { ...inputs }, outputs: { ...outputs } };
@@ -173,7 +261,8 @@ function checkSchema({ name, version, inputs, outputs }) {
 
 /** The object ComponentizeJS exports as `skewless:transform/transform`. */
 function exported(schema, compute) {
-  const fields = (declared) => Object.entries(declared).map(([name, dataType]) => ({ name, dataType, nullable: true }));
+  const fields = (declared) =>
+    Object.entries(declared).map(([name, type]) => ({ name, dataType: witType(type), nullable: true }));
   return {
     describe() {
       return { name: schema.name, version: schema.version, inputs: fields(schema.inputs), outputs: fields(schema.outputs) };

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{BuildError, WIT, WORLD, component_path, find_tool, io_error, run_tool, stage_sdk};
+use super::{BuildError, CONTRACT_0_1, WORLD, component_path, find_tool, io_error, run_tool, stage_sdk};
 
 const SDK: [(&str, &str); 4] = [
     ("skewless.h", include_str!("../../sdk/c/skewless.h")),
@@ -27,7 +27,7 @@ const INSTALL_HINT: &str = "install clang with a wasm32 target and wasi-libc: on
 
 pub(super) fn build(dir: &Path, _quiet: bool) -> Result<PathBuf, BuildError> {
     let files: Vec<(&str, &[u8])> = SDK.iter().map(|(n, c)| (*n, c.as_bytes())).collect();
-    let stage = stage_sdk(dir, &files)?;
+    let stage = stage_sdk(dir, CONTRACT_0_1, &files)?;
     let clang = std::env::var("SKEWLESS_CLANG")
         .ok()
         .or_else(|| find_tool(&["clang-19", "clang-20", "clang-21", "clang-18", "clang"]))
@@ -70,7 +70,7 @@ pub(super) fn build(dir: &Path, _quiet: bool) -> Result<PathBuf, BuildError> {
 /// Embeds the WIT world in `module` and wraps it as a component.
 fn componentize(mut module: Vec<u8>) -> anyhow::Result<Vec<u8>> {
     let mut resolve = wit_parser::Resolve::default();
-    let package = resolve.push_str("transform.wit", WIT)?;
+    let package = resolve.push_str("transform.wit", CONTRACT_0_1.transform)?;
     let world = resolve.select_world(&[package], Some(WORLD))?;
     wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8)?;
     let component = wit_component::ComponentEncoder::default()

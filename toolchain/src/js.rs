@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{BuildError, WORLD, component_path, find_tool, io_error, run_tool, stage_sdk};
+use super::{CONTRACT_0_2, BuildError, WORLD, component_path, find_tool, io_error, run_tool, stage_sdk};
 
 /// The SDK module every JavaScript transform imports as `./skewless_sdk.js`.
 const SDK: &str = include_str!("../../sdk/js/skewless_sdk.js");
@@ -90,7 +90,7 @@ pub(super) fn build(dir: &Path, quiet: bool) -> Result<PathBuf, BuildError> {
     files.push(("skewless_sdk.js".into(), SDK.as_bytes().to_vec()));
     files.push(("build.mjs".into(), BUILD_SCRIPT.as_bytes().to_vec()));
     let borrowed: Vec<(&str, &[u8])> = files.iter().map(|(n, c)| (n.as_str(), c.as_slice())).collect();
-    let stage = stage_sdk(dir, &borrowed)?;
+    let stage = stage_sdk(dir, CONTRACT_0_2, &borrowed)?;
 
     let out = component_path(dir);
     let mut node = Command::new("node");

@@ -23,14 +23,30 @@ use std::process::{Command, ExitStatus};
 pub use rust::{WASM_TARGET, build_rust, ensure_target};
 pub use scaffold::{ScaffoldError, new_project};
 
-/// The WIT contract the Python, JavaScript and C SDKs build against:
-/// 0.1.0, frozen in `wit/0.1.0/`, which the host still runs unchanged.
-/// Their SDKs do not handle 0.2.0's lists and vectors yet; Rust transforms
-/// build against `wit/` (0.2.0) through the `skewless-sdk` crate.
-pub const WIT: &str = include_str!("../../wit/0.1.0/transform.wit");
+/// A version of the WIT contract, as a guest builds against it: the
+/// transform package and the aggregator interface in it.
+#[derive(Debug, Clone, Copy)]
+pub struct Contract {
+    /// `transform.wit`.
+    pub transform: &'static str,
+    /// `aggregator.wit`.
+    pub aggregator: &'static str,
+}
 
-/// The aggregator interface, in the same package (user-defined aggregation functions).
-pub const AGGREGATOR_WIT: &str = include_str!("../../wit/0.1.0/aggregator.wit");
+/// 0.2.0 (`wit/`), with lists and vectors: what Rust (through the
+/// `skewless-sdk` crate) and Python transforms build against.
+pub const CONTRACT_0_2: Contract = Contract {
+    transform: include_str!("../../wit/transform.wit"),
+    aggregator: include_str!("../../wit/aggregator.wit"),
+};
+
+/// 0.1.0, frozen in `wit/0.1.0/` and still run unchanged by the host: what
+/// JavaScript and C transforms build against until their SDKs handle lists
+/// and vectors.
+pub const CONTRACT_0_1: Contract = Contract {
+    transform: include_str!("../../wit/0.1.0/transform.wit"),
+    aggregator: include_str!("../../wit/0.1.0/aggregator.wit"),
+};
 
 /// The world every transform implements.
 pub const WORLD: &str = "transformer";
@@ -158,12 +174,12 @@ fn component_path(dir: &Path) -> PathBuf {
 }
 
 /// Writes `files` (name, contents) into `<dir>/target/skewless-sdk/` and returns that folder.
-fn stage_sdk(dir: &Path, files: &[(&str, &[u8])]) -> Result<PathBuf, BuildError> {
+fn stage_sdk(dir: &Path, contract: Contract, files: &[(&str, &[u8])]) -> Result<PathBuf, BuildError> {
     let stage = dir.join("target").join("skewless-sdk");
     std::fs::create_dir_all(stage.join("wit")).map_err(|e| io_error(&stage, e))?;
     let wit: [(&str, &[u8]); 2] = [
-        ("wit/transform.wit", WIT.as_bytes()),
-        ("wit/aggregator.wit", AGGREGATOR_WIT.as_bytes()),
+        ("wit/transform.wit", contract.transform.as_bytes()),
+        ("wit/aggregator.wit", contract.aggregator.as_bytes()),
     ];
     for (name, contents) in files.iter().chain(&wit) {
         let path = stage.join(name);

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{BuildError, WORLD, component_path, run_tool, stage_sdk};
+use super::{BuildError, CONTRACT_0_2, WORLD, component_path, run_tool, stage_sdk};
 
 /// The SDK module every Python transform imports.
 const SDK: &str = include_str!("../../sdk/python/skewless_sdk.py");
@@ -28,7 +28,7 @@ pub(super) fn build_aggregator(dir: &Path, quiet: bool) -> Result<PathBuf, Build
 
 /// componentize-py over the app module `module` for `world`.
 fn componentize(dir: &Path, world: &str, module: &str, quiet: bool) -> Result<PathBuf, BuildError> {
-    let stage = stage_sdk(dir, &[("skewless_sdk.py", SDK.as_bytes())])?;
+    let stage = stage_sdk(dir, CONTRACT_0_2, &[("skewless_sdk.py", SDK.as_bytes())])?;
     let out = component_path(dir);
     let mut command = Command::new("componentize-py");
     command
