@@ -195,14 +195,8 @@ fn load(path: &std::path::Path, name: &str) -> Transform {
 /// Runs the Rust example and each other language's on `input`: same bits,
 /// same row errors (rows and messages).
 fn assert_every_language_matches_rust(name: &str, input: &RecordBatch) {
-    assert_languages_match_rust(&OTHER_LANGUAGES, name, input)
-}
-
-/// [`assert_every_language_matches_rust`] for the `languages` that have
-/// the example.
-fn assert_languages_match_rust(languages: &[&str], name: &str, input: &RecordBatch) {
     let rust = example(&runtime(), name).run(input).expect("the Rust transform runs");
-    for language in languages {
+    for language in OTHER_LANGUAGES {
         let transform = load(&language_example(language, name), name);
         let output = transform
             .run(input)
@@ -256,13 +250,8 @@ fn every_language_gives_the_rust_bits_on_10k_edge_case_rows() {
     );
 }
 
-/// The languages whose SDKs build against contract 0.2.0 (lists and
-/// vectors) and have the `text_embedding` example. C builds against 0.1.0
-/// until its SDK handles lists and vectors.
-const EMBEDDING_LANGUAGES: [&str; 2] = ["python", "js"];
-
 #[test]
-fn the_embedding_example_gives_the_rust_bits_in_every_language_that_has_it() {
+fn the_embedding_example_gives_the_rust_bits_in_every_language() {
     if !Tier::Languages.enter() {
         return;
     }
@@ -286,7 +275,7 @@ fn the_embedding_example_gives_the_rust_bits_in_every_language_that_has_it() {
         titles.push(edge.map(str::to_string));
     }
     let input = RecordBatch::try_from_iter([("title", Arc::new(StringArray::from(titles)) as ArrayRef)]).unwrap();
-    assert_languages_match_rust(&EMBEDDING_LANGUAGES, "text_embedding", &input);
+    assert_every_language_matches_rust("text_embedding", &input);
     // The batch holds what it claims: vectors, a null one for no words, lists.
     let rust = example(&runtime(), "text_embedding").run(&input).unwrap();
     let embedding = rust.batch.column_by_name("embedding").unwrap();

@@ -36,6 +36,8 @@ fn inputs() -> Vec<(&'static str, RecordBatch)> {
         ("driver_hourly_stats", drivers),
         ("fraud_features", samples::transactions(50, 2_000, FIXED_END, 5)),
         ("ride_eta", samples::rides(100, 2_000, FIXED_END, 3)),
+        // Lists and vectors out.
+        ("text_embedding", samples::products(2_000, FIXED_END, 3)),
     ]
 }
 
@@ -121,5 +123,5 @@ fn the_python_package_gives_the_rust_runtimes_bits() {
         "pytest python/tests",
     );
     // Every test ran: none skipped, none missing.
-    assert!(report.contains("18 passed") && !report.contains("skipped"), "{report}");
+    assert!(report.contains("19 passed") && !report.contains("skipped"), "{report}");
 }

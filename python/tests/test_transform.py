@@ -25,7 +25,7 @@ def load(name):
     return skewless.Transform.load(str(COMPONENTS / f"{name}.wasm"))
 
 
-@pytest.mark.parametrize("name", ["transformed_conv_rate", "fraud_features", "ride_eta", "driver_hourly_stats"])
+@pytest.mark.parametrize("name", ["transformed_conv_rate", "fraud_features", "ride_eta", "driver_hourly_stats", "text_embedding"])
 def test_run_gives_the_rust_runtimes_bits(name):
     inputs = pq.read_table(EXPECTED / f"{name}.input.parquet")
     expected = pq.read_table(EXPECTED / f"{name}.output.parquet")

@@ -4,9 +4,8 @@
  * A transform is a pure function from input columns to output columns, built
  * into a WebAssembly component by `skewless build` (clang for wasm32 plus
  * wasi-libc) and run by the same host that runs Rust, Python and JavaScript
- * transforms. This header hides the WIT contract (`wit/0.1.0/transform.wit`,
- * which the host still runs; lists and vectors need 0.2.0): the
- * SDK checks the batch against the declared inputs, hands you typed accessors
+ * transforms. This header hides the WIT contract (`wit/transform.wit`, 0.2.0):
+ * the SDK checks the batch against the declared inputs, hands you typed accessors
  * by input position, collects outputs by output position, and builds the flat
  * buffers and validity bitmaps the host reads.
  *
@@ -34,6 +33,14 @@
  * the host records the message); `sk_fail` fails the whole batch.
  * int64 and timestamp (microseconds since the Unix epoch, UTC) are int64_t;
  * strings are UTF-8 bytes with a length, not NUL-terminated.
+ *
+ * Lists and vectors: declare `{"words", SK_LIST_OF(SK_UTF8)}` or
+ * `{"embedding", SK_VECTOR_OF(128)}`. Read a list with `sk_list_len` and
+ * `sk_list_str` (and the other element types), a vector with `sk_vector`
+ * (its `dimension` floats). Write a list row by row, in row order:
+ * `sk_start_list(out, WORDS, row)` makes the row an empty list, then each
+ * `sk_push_str(out, WORDS, ...)` appends to it; `sk_set_vector` hands you
+ * the row's floats to fill.
  */
 #ifndef SKEWLESS_H
 #define SKEWLESS_H
@@ -46,14 +53,23 @@
 extern "C" {
 #endif
 
-/* The column types, numbered as in the WIT `data-type` enum. */
+/* The scalar types, numbered as in the WIT `scalar-type` enum. */
 typedef enum sk_type { SK_BOOLEAN = 0, SK_INT64, SK_FLOAT32, SK_FLOAT64, SK_UTF8, SK_TIMESTAMP } sk_type;
 
-/* A declared input or output. */
+/* One value per row, a list of values per row, or a vector per row. */
+typedef enum sk_shape { SK_SCALAR = 0, SK_LIST, SK_VECTOR } sk_shape;
+
+/* A declared input or output: `{"amount", SK_FLOAT64}`, `{"words", SK_LIST_OF(SK_UTF8)}`,
+ * `{"embedding", SK_VECTOR_OF(128)}`. */
 typedef struct sk_field {
     const char *name;
-    sk_type type;
+    sk_type type; /* a list's element type; SK_FLOAT32 for a vector */
+    sk_shape shape;
+    uint32_t dimension; /* a vector's */
 } sk_field;
+
+#define SK_LIST_OF(type) type, SK_LIST, 0
+#define SK_VECTOR_OF(dimension) SK_FLOAT32, SK_VECTOR, dimension
 
 /* The inputs of one batch, in declared order. */
 typedef struct sk_input sk_input;
@@ -114,6 +130,28 @@ void sk_set_str(sk_output *out, size_t output, size_t row, const char *value, si
 int64_t *sk_i64_output(sk_output *out, size_t output, uint8_t **valid); /* int64 and timestamp */
 float *sk_f32_output(sk_output *out, size_t output, uint8_t **valid);
 double *sk_f64_output(sk_output *out, size_t output, uint8_t **valid);
+
+/* Lists and vectors of input `input` at `row`: the list's length and its
+ * element `i`; a vector's `dimension` floats. */
+size_t sk_list_len(const sk_input *in, size_t input, size_t row);
+bool sk_list_bool(const sk_input *in, size_t input, size_t row, size_t i);
+int64_t sk_list_i64(const sk_input *in, size_t input, size_t row, size_t i); /* int64 and timestamp */
+float sk_list_f32(const sk_input *in, size_t input, size_t row, size_t i);
+double sk_list_f64(const sk_input *in, size_t input, size_t row, size_t i);
+const char *sk_list_str(const sk_input *in, size_t input, size_t row, size_t i, size_t *len);
+const float *sk_vector(const sk_input *in, size_t input, size_t row);
+
+/* Makes `row` of list output `output` an empty list; the sk_push_* calls
+ * that follow append to it. Rows are started in increasing order. */
+void sk_start_list(sk_output *out, size_t output, size_t row);
+void sk_push_bool(sk_output *out, size_t output, bool value);
+void sk_push_i64(sk_output *out, size_t output, int64_t value); /* int64 and timestamp */
+void sk_push_f32(sk_output *out, size_t output, float value);
+void sk_push_f64(sk_output *out, size_t output, double value);
+void sk_push_str(sk_output *out, size_t output, const char *value, size_t len);
+/* The `dimension` floats of `row` of vector output `output`, zeroed, to fill
+ * (finite values only); the row becomes valid. */
+float *sk_set_vector(sk_output *out, size_t output, size_t row);
 
 /* Fails `row` alone, with a printf-style message: its outputs become null. */
 void sk_row_error(sk_output *out, size_t row, const char *format, ...) __attribute__((format(printf, 3, 4)));

@@ -1,7 +1,7 @@
 //! C transforms: clang for wasm32 with wasi-libc over the project's `.c`
 //! files, the SDK (`skewless.h`, `skewless.c`) and the bindings wit-bindgen
 //! generated from the WIT (`sdk/c/bindings`, regenerated with
-//! `wit-bindgen c wit --world transformer --out-dir sdk/c/bindings --no-object-file`,
+//! `wit-bindgen c wit --world transformer --out-dir sdk/c/bindings --no-object-file`, against contract 0.2.0,
 //! wit-bindgen-cli 0.46). wasi-libc's formatting code links its stdio, which
 //! imports WASI preview 1; the module becomes a component here, with
 //! wit-component and wasmtime's preview-1 adapter, as `wasm-tools component
@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{BuildError, CONTRACT_0_1, WORLD, component_path, find_tool, io_error, run_tool, stage_sdk};
+use super::{BuildError, CONTRACT_0_2, WORLD, component_path, find_tool, io_error, run_tool, stage_sdk};
 
 const SDK: [(&str, &str); 4] = [
     ("skewless.h", include_str!("../../sdk/c/skewless.h")),
@@ -27,7 +27,7 @@ const INSTALL_HINT: &str = "install clang with a wasm32 target and wasi-libc: on
 
 pub(super) fn build(dir: &Path, _quiet: bool) -> Result<PathBuf, BuildError> {
     let files: Vec<(&str, &[u8])> = SDK.iter().map(|(n, c)| (*n, c.as_bytes())).collect();
-    let stage = stage_sdk(dir, CONTRACT_0_1, &files)?;
+    let stage = stage_sdk(dir, CONTRACT_0_2, &files)?;
     let clang = std::env::var("SKEWLESS_CLANG")
         .ok()
         .or_else(|| find_tool(&["clang-19", "clang-20", "clang-21", "clang-18", "clang"]))
@@ -70,7 +70,7 @@ pub(super) fn build(dir: &Path, _quiet: bool) -> Result<PathBuf, BuildError> {
 /// Embeds the WIT world in `module` and wraps it as a component.
 fn componentize(mut module: Vec<u8>) -> anyhow::Result<Vec<u8>> {
     let mut resolve = wit_parser::Resolve::default();
-    let package = resolve.push_str("transform.wit", CONTRACT_0_1.transform)?;
+    let package = resolve.push_str("transform.wit", CONTRACT_0_2.transform)?;
     let world = resolve.select_world(&[package], Some(WORLD))?;
     wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8)?;
     let component = wit_component::ComponentEncoder::default()

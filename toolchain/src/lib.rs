@@ -33,19 +33,12 @@ pub struct Contract {
     pub aggregator: &'static str,
 }
 
-/// 0.2.0 (`wit/`), with lists and vectors: what Rust (through the
-/// `skewless-sdk` crate) and Python transforms build against.
+/// 0.2.0 (`wit/`), with lists and vectors: what every SDK builds against
+/// (Rust through the `skewless-sdk` crate). The host still runs components
+/// built for 0.1.0 (`wit/0.1.0/`), unchanged.
 pub const CONTRACT_0_2: Contract = Contract {
     transform: include_str!("../../wit/transform.wit"),
     aggregator: include_str!("../../wit/aggregator.wit"),
-};
-
-/// 0.1.0, frozen in `wit/0.1.0/` and still run unchanged by the host: what
-/// JavaScript and C transforms build against until their SDKs handle lists
-/// and vectors.
-pub const CONTRACT_0_1: Contract = Contract {
-    transform: include_str!("../../wit/0.1.0/transform.wit"),
-    aggregator: include_str!("../../wit/0.1.0/aggregator.wit"),
 };
 
 /// The world every transform implements.

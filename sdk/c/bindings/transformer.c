@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-// Exported Functions from `skewless:transform/transform@0.1.0`
+// Exported Functions from `skewless:transform/transform@0.2.0`
 
-__attribute__((__weak__, __export_name__("cabi_post_skewless:transform/transform@0.1.0#describe")))
+__attribute__((__weak__, __export_name__("cabi_post_skewless:transform/transform@0.2.0#describe")))
 void __wasm_export_exports_skewless_transform_transform_describe_post_return(uint8_t * arg0) {
   if ((*((size_t*) (arg0 + sizeof(void*)))) > 0) {
     free(*((uint8_t **) (arg0 + 0)));
@@ -17,7 +17,7 @@ void __wasm_export_exports_skewless_transform_transform_describe_post_return(uin
   if (len > 0) {
     uint8_t *ptr = *((uint8_t **) (arg0 + (4*sizeof(void*))));
     for (size_t i = 0; i < len; i++) {
-      uint8_t *base = ptr + i * (3*sizeof(void*));
+      uint8_t *base = ptr + i * (8+3*sizeof(void*));
       (void) base;
       if ((*((size_t*) (base + sizeof(void*)))) > 0) {
         free(*((uint8_t **) (base + 0)));
@@ -29,7 +29,7 @@ void __wasm_export_exports_skewless_transform_transform_describe_post_return(uin
   if (len0 > 0) {
     uint8_t *ptr1 = *((uint8_t **) (arg0 + (6*sizeof(void*))));
     for (size_t i2 = 0; i2 < len0; i2++) {
-      uint8_t *base = ptr1 + i2 * (3*sizeof(void*));
+      uint8_t *base = ptr1 + i2 * (8+3*sizeof(void*));
       (void) base;
       if ((*((size_t*) (base + sizeof(void*)))) > 0) {
         free(*((uint8_t **) (base + 0)));
@@ -39,133 +39,245 @@ void __wasm_export_exports_skewless_transform_transform_describe_post_return(uin
   }
 }
 
-__attribute__((__weak__, __export_name__("cabi_post_skewless:transform/transform@0.1.0#run")))
+__attribute__((__weak__, __export_name__("cabi_post_skewless:transform/transform@0.2.0#run")))
 void __wasm_export_exports_skewless_transform_transform_run_post_return(uint8_t * arg0) {
   switch ((int32_t) (int32_t) *((uint8_t*) (arg0 + 0))) {
     case 0: {
-      size_t len21 = *((size_t*) (arg0 + (3*sizeof(void*))));
-      if (len21 > 0) {
-        uint8_t *ptr22 = *((uint8_t **) (arg0 + (2*sizeof(void*))));
-        for (size_t i23 = 0; i23 < len21; i23++) {
-          uint8_t *base = ptr22 + i23 * (10*sizeof(void*));
+      size_t len48 = *((size_t*) (arg0 + (3*sizeof(void*))));
+      if (len48 > 0) {
+        uint8_t *ptr49 = *((uint8_t **) (arg0 + (2*sizeof(void*))));
+        for (size_t i50 = 0; i50 < len48; i50++) {
+          uint8_t *base = ptr49 + i50 * (13*sizeof(void*));
           (void) base;
           if ((*((size_t*) (base + sizeof(void*)))) > 0) {
             free(*((uint8_t **) (base + 0)));
           }
           switch ((int32_t) (int32_t) *((uint8_t*) (base + (2*sizeof(void*))))) {
             case 0: {
-              size_t len = *((size_t*) (base + (4*sizeof(void*))));
-              if (len > 0) {
-                uint8_t *ptr = *((uint8_t **) (base + (3*sizeof(void*))));
-                for (size_t i = 0; i < len; i++) {
-                  uint8_t *base = ptr + i * 1;
-                  (void) base;
+              switch ((int32_t) (int32_t) *((uint8_t*) (base + (3*sizeof(void*))))) {
+                case 0: {
+                  size_t len = *((size_t*) (base + (5*sizeof(void*))));
+                  if (len > 0) {
+                    uint8_t *ptr = *((uint8_t **) (base + (4*sizeof(void*))));
+                    for (size_t i = 0; i < len; i++) {
+                      uint8_t *base = ptr + i * 1;
+                      (void) base;
+                    }
+                    free(ptr);
+                  }
+                  break;
                 }
-                free(ptr);
+                case 1: {
+                  size_t len0 = *((size_t*) (base + (5*sizeof(void*))));
+                  if (len0 > 0) {
+                    uint8_t *ptr1 = *((uint8_t **) (base + (4*sizeof(void*))));
+                    for (size_t i2 = 0; i2 < len0; i2++) {
+                      uint8_t *base = ptr1 + i2 * 8;
+                      (void) base;
+                    }
+                    free(ptr1);
+                  }
+                  break;
+                }
+                case 2: {
+                  size_t len3 = *((size_t*) (base + (5*sizeof(void*))));
+                  if (len3 > 0) {
+                    uint8_t *ptr4 = *((uint8_t **) (base + (4*sizeof(void*))));
+                    for (size_t i5 = 0; i5 < len3; i5++) {
+                      uint8_t *base = ptr4 + i5 * 4;
+                      (void) base;
+                    }
+                    free(ptr4);
+                  }
+                  break;
+                }
+                case 3: {
+                  size_t len6 = *((size_t*) (base + (5*sizeof(void*))));
+                  if (len6 > 0) {
+                    uint8_t *ptr7 = *((uint8_t **) (base + (4*sizeof(void*))));
+                    for (size_t i8 = 0; i8 < len6; i8++) {
+                      uint8_t *base = ptr7 + i8 * 8;
+                      (void) base;
+                    }
+                    free(ptr7);
+                  }
+                  break;
+                }
+                case 4: {
+                  size_t len9 = *((size_t*) (base + (5*sizeof(void*))));
+                  if (len9 > 0) {
+                    uint8_t *ptr10 = *((uint8_t **) (base + (4*sizeof(void*))));
+                    for (size_t i11 = 0; i11 < len9; i11++) {
+                      uint8_t *base = ptr10 + i11 * 4;
+                      (void) base;
+                    }
+                    free(ptr10);
+                  }
+                  size_t len12 = *((size_t*) (base + (7*sizeof(void*))));
+                  if (len12 > 0) {
+                    uint8_t *ptr13 = *((uint8_t **) (base + (6*sizeof(void*))));
+                    for (size_t i14 = 0; i14 < len12; i14++) {
+                      uint8_t *base = ptr13 + i14 * 1;
+                      (void) base;
+                    }
+                    free(ptr13);
+                  }
+                  break;
+                }
+                case 5: {
+                  size_t len15 = *((size_t*) (base + (5*sizeof(void*))));
+                  if (len15 > 0) {
+                    uint8_t *ptr16 = *((uint8_t **) (base + (4*sizeof(void*))));
+                    for (size_t i17 = 0; i17 < len15; i17++) {
+                      uint8_t *base = ptr16 + i17 * 8;
+                      (void) base;
+                    }
+                    free(ptr16);
+                  }
+                  break;
+                }
               }
               break;
             }
             case 1: {
-              size_t len0 = *((size_t*) (base + (4*sizeof(void*))));
-              if (len0 > 0) {
-                uint8_t *ptr1 = *((uint8_t **) (base + (3*sizeof(void*))));
-                for (size_t i2 = 0; i2 < len0; i2++) {
-                  uint8_t *base = ptr1 + i2 * 8;
+              size_t len18 = *((size_t*) (base + (4*sizeof(void*))));
+              if (len18 > 0) {
+                uint8_t *ptr19 = *((uint8_t **) (base + (3*sizeof(void*))));
+                for (size_t i20 = 0; i20 < len18; i20++) {
+                  uint8_t *base = ptr19 + i20 * 4;
                   (void) base;
                 }
-                free(ptr1);
+                free(ptr19);
+              }
+              switch ((int32_t) (int32_t) *((uint8_t*) (base + (5*sizeof(void*))))) {
+                case 0: {
+                  size_t len21 = *((size_t*) (base + (7*sizeof(void*))));
+                  if (len21 > 0) {
+                    uint8_t *ptr22 = *((uint8_t **) (base + (6*sizeof(void*))));
+                    for (size_t i23 = 0; i23 < len21; i23++) {
+                      uint8_t *base = ptr22 + i23 * 1;
+                      (void) base;
+                    }
+                    free(ptr22);
+                  }
+                  break;
+                }
+                case 1: {
+                  size_t len24 = *((size_t*) (base + (7*sizeof(void*))));
+                  if (len24 > 0) {
+                    uint8_t *ptr25 = *((uint8_t **) (base + (6*sizeof(void*))));
+                    for (size_t i26 = 0; i26 < len24; i26++) {
+                      uint8_t *base = ptr25 + i26 * 8;
+                      (void) base;
+                    }
+                    free(ptr25);
+                  }
+                  break;
+                }
+                case 2: {
+                  size_t len27 = *((size_t*) (base + (7*sizeof(void*))));
+                  if (len27 > 0) {
+                    uint8_t *ptr28 = *((uint8_t **) (base + (6*sizeof(void*))));
+                    for (size_t i29 = 0; i29 < len27; i29++) {
+                      uint8_t *base = ptr28 + i29 * 4;
+                      (void) base;
+                    }
+                    free(ptr28);
+                  }
+                  break;
+                }
+                case 3: {
+                  size_t len30 = *((size_t*) (base + (7*sizeof(void*))));
+                  if (len30 > 0) {
+                    uint8_t *ptr31 = *((uint8_t **) (base + (6*sizeof(void*))));
+                    for (size_t i32 = 0; i32 < len30; i32++) {
+                      uint8_t *base = ptr31 + i32 * 8;
+                      (void) base;
+                    }
+                    free(ptr31);
+                  }
+                  break;
+                }
+                case 4: {
+                  size_t len33 = *((size_t*) (base + (7*sizeof(void*))));
+                  if (len33 > 0) {
+                    uint8_t *ptr34 = *((uint8_t **) (base + (6*sizeof(void*))));
+                    for (size_t i35 = 0; i35 < len33; i35++) {
+                      uint8_t *base = ptr34 + i35 * 4;
+                      (void) base;
+                    }
+                    free(ptr34);
+                  }
+                  size_t len36 = *((size_t*) (base + (9*sizeof(void*))));
+                  if (len36 > 0) {
+                    uint8_t *ptr37 = *((uint8_t **) (base + (8*sizeof(void*))));
+                    for (size_t i38 = 0; i38 < len36; i38++) {
+                      uint8_t *base = ptr37 + i38 * 1;
+                      (void) base;
+                    }
+                    free(ptr37);
+                  }
+                  break;
+                }
+                case 5: {
+                  size_t len39 = *((size_t*) (base + (7*sizeof(void*))));
+                  if (len39 > 0) {
+                    uint8_t *ptr40 = *((uint8_t **) (base + (6*sizeof(void*))));
+                    for (size_t i41 = 0; i41 < len39; i41++) {
+                      uint8_t *base = ptr40 + i41 * 8;
+                      (void) base;
+                    }
+                    free(ptr40);
+                  }
+                  break;
+                }
               }
               break;
             }
             case 2: {
-              size_t len3 = *((size_t*) (base + (4*sizeof(void*))));
-              if (len3 > 0) {
-                uint8_t *ptr4 = *((uint8_t **) (base + (3*sizeof(void*))));
-                for (size_t i5 = 0; i5 < len3; i5++) {
-                  uint8_t *base = ptr4 + i5 * 4;
+              size_t len42 = *((size_t*) (base + (4*sizeof(void*))));
+              if (len42 > 0) {
+                uint8_t *ptr43 = *((uint8_t **) (base + (3*sizeof(void*))));
+                for (size_t i44 = 0; i44 < len42; i44++) {
+                  uint8_t *base = ptr43 + i44 * 4;
                   (void) base;
                 }
-                free(ptr4);
-              }
-              break;
-            }
-            case 3: {
-              size_t len6 = *((size_t*) (base + (4*sizeof(void*))));
-              if (len6 > 0) {
-                uint8_t *ptr7 = *((uint8_t **) (base + (3*sizeof(void*))));
-                for (size_t i8 = 0; i8 < len6; i8++) {
-                  uint8_t *base = ptr7 + i8 * 8;
-                  (void) base;
-                }
-                free(ptr7);
-              }
-              break;
-            }
-            case 4: {
-              size_t len9 = *((size_t*) (base + (4*sizeof(void*))));
-              if (len9 > 0) {
-                uint8_t *ptr10 = *((uint8_t **) (base + (3*sizeof(void*))));
-                for (size_t i11 = 0; i11 < len9; i11++) {
-                  uint8_t *base = ptr10 + i11 * 4;
-                  (void) base;
-                }
-                free(ptr10);
-              }
-              size_t len12 = *((size_t*) (base + (6*sizeof(void*))));
-              if (len12 > 0) {
-                uint8_t *ptr13 = *((uint8_t **) (base + (5*sizeof(void*))));
-                for (size_t i14 = 0; i14 < len12; i14++) {
-                  uint8_t *base = ptr13 + i14 * 1;
-                  (void) base;
-                }
-                free(ptr13);
-              }
-              break;
-            }
-            case 5: {
-              size_t len15 = *((size_t*) (base + (4*sizeof(void*))));
-              if (len15 > 0) {
-                uint8_t *ptr16 = *((uint8_t **) (base + (3*sizeof(void*))));
-                for (size_t i17 = 0; i17 < len15; i17++) {
-                  uint8_t *base = ptr16 + i17 * 8;
-                  (void) base;
-                }
-                free(ptr16);
+                free(ptr43);
               }
               break;
             }
           }
-          switch ((int32_t) (int32_t) *((uint8_t*) (base + (7*sizeof(void*))))) {
+          switch ((int32_t) (int32_t) *((uint8_t*) (base + (10*sizeof(void*))))) {
             case 0: {
               break;
             }
             case 1: {
-              size_t len18 = *((size_t*) (base + (9*sizeof(void*))));
-              if (len18 > 0) {
-                uint8_t *ptr19 = *((uint8_t **) (base + (8*sizeof(void*))));
-                for (size_t i20 = 0; i20 < len18; i20++) {
-                  uint8_t *base = ptr19 + i20 * 1;
+              size_t len45 = *((size_t*) (base + (12*sizeof(void*))));
+              if (len45 > 0) {
+                uint8_t *ptr46 = *((uint8_t **) (base + (11*sizeof(void*))));
+                for (size_t i47 = 0; i47 < len45; i47++) {
+                  uint8_t *base = ptr46 + i47 * 1;
                   (void) base;
                 }
-                free(ptr19);
+                free(ptr46);
               }
               break;
             }
           }
         }
-        free(ptr22);
+        free(ptr49);
       }
-      size_t len24 = *((size_t*) (arg0 + (5*sizeof(void*))));
-      if (len24 > 0) {
-        uint8_t *ptr25 = *((uint8_t **) (arg0 + (4*sizeof(void*))));
-        for (size_t i26 = 0; i26 < len24; i26++) {
-          uint8_t *base = ptr25 + i26 * (3*sizeof(void*));
+      size_t len51 = *((size_t*) (arg0 + (5*sizeof(void*))));
+      if (len51 > 0) {
+        uint8_t *ptr52 = *((uint8_t **) (arg0 + (4*sizeof(void*))));
+        for (size_t i53 = 0; i53 < len51; i53++) {
+          uint8_t *base = ptr52 + i53 * (3*sizeof(void*));
           (void) base;
           if ((*((size_t*) (base + (2*sizeof(void*))))) > 0) {
             free(*((uint8_t **) (base + sizeof(void*))));
           }
         }
-        free(ptr25);
+        free(ptr52);
       }
       break;
     }
@@ -194,8 +306,23 @@ static uint8_t RET_AREA[(8*sizeof(void*))];
 
 // Helper Functions
 
+void skewless_transform_types_data_type_free(skewless_transform_types_data_type_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 0: {
+      break;
+    }
+    case 1: {
+      break;
+    }
+    case 2: {
+      break;
+    }
+  }
+}
+
 void skewless_transform_types_field_free(skewless_transform_types_field_t *ptr) {
   transformer_string_free(&ptr->name);
+  skewless_transform_types_data_type_free(&ptr->data_type);
 }
 
 void transformer_list_s32_free(transformer_list_s32_t *ptr) {
@@ -253,7 +380,7 @@ void transformer_list_f64_free(transformer_list_f64_t *ptr) {
   }
 }
 
-void skewless_transform_types_values_free(skewless_transform_types_values_t *ptr) {
+void skewless_transform_types_scalar_values_free(skewless_transform_types_scalar_values_t *ptr) {
   switch ((int32_t) ptr->tag) {
     case 0: {
       transformer_list_u8_free(&ptr->val.boolean);
@@ -277,6 +404,28 @@ void skewless_transform_types_values_free(skewless_transform_types_values_t *ptr
     }
     case 5: {
       transformer_list_s64_free(&ptr->val.timestamp);
+      break;
+    }
+  }
+}
+
+void skewless_transform_types_list_values_free(skewless_transform_types_list_values_t *ptr) {
+  transformer_list_s32_free(&ptr->offsets);
+  skewless_transform_types_scalar_values_free(&ptr->elements);
+}
+
+void skewless_transform_types_values_free(skewless_transform_types_values_t *ptr) {
+  switch ((int32_t) ptr->tag) {
+    case 0: {
+      skewless_transform_types_scalar_values_free(&ptr->val.scalar);
+      break;
+    }
+    case 1: {
+      skewless_transform_types_list_values_free(&ptr->val.list);
+      break;
+    }
+    case 2: {
+      transformer_list_f32_free(&ptr->val.vector);
       break;
     }
   }
@@ -388,7 +537,7 @@ void transformer_string_free(transformer_string_t *ret) {
 
 // Component Adapters
 
-__attribute__((__export_name__("skewless:transform/transform@0.1.0#describe")))
+__attribute__((__export_name__("skewless:transform/transform@0.2.0#describe")))
 uint8_t * __wasm_export_exports_skewless_transform_transform_describe(void) {
   exports_skewless_transform_transform_description_t ret;
   exports_skewless_transform_transform_describe(&ret);
@@ -404,16 +553,16 @@ uint8_t * __wasm_export_exports_skewless_transform_transform_describe(void) {
   return ptr;
 }
 
-__attribute__((__export_name__("skewless:transform/transform@0.1.0#run")))
+__attribute__((__export_name__("skewless:transform/transform@0.2.0#run")))
 uint8_t * __wasm_export_exports_skewless_transform_transform_run(int32_t arg, uint8_t * arg0, size_t arg1) {
-  exports_skewless_transform_transform_batch_t arg2 = (skewless_transform_types_batch_t) {
+  exports_skewless_transform_transform_batch_t arg4 = (skewless_transform_types_batch_t) {
     (uint32_t) (uint32_t) (arg),
     (skewless_transform_types_list_column_t) (skewless_transform_types_list_column_t) { (skewless_transform_types_column_t*)(arg0), (arg1) },
   };
   exports_skewless_transform_transform_result_output_string_t ret;
   exports_skewless_transform_transform_output_t ok;
   transformer_string_t err;
-  ret.is_err = !exports_skewless_transform_transform_run(&arg2, &ok, &err);
+  ret.is_err = !exports_skewless_transform_transform_run(&arg4, &ok, &err);
   if (ret.is_err) {
     ret.val.err = err;
   }
@@ -422,9 +571,9 @@ uint8_t * __wasm_export_exports_skewless_transform_transform_run(int32_t arg, ui
   }
   uint8_t *ptr = (uint8_t *) &RET_AREA;
   if ((ret).is_err) {
-    const transformer_string_t *payload11 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
-    *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload11).len;
-    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload11).ptr;
+    const transformer_string_t *payload22 = &(ret).val.err;*((int8_t*)(ptr + 0)) = 1;
+    *((size_t*)(ptr + (2*sizeof(void*)))) = (*payload22).len;
+    *((uint8_t **)(ptr + sizeof(void*))) = (uint8_t *) (*payload22).ptr;
   } else {
     const exports_skewless_transform_transform_output_t *payload = &(ret).val.ok;*((int8_t*)(ptr + 0)) = 0;
     *((int32_t*)(ptr + sizeof(void*))) = (int32_t) (((*payload).batch).num_rows);

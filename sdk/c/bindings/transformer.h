@@ -14,21 +14,39 @@ typedef struct transformer_string_t {
   size_t len;
 } transformer_string_t;
 
-// Logical type of a column.
-typedef uint8_t skewless_transform_types_data_type_t;
+// The type of one scalar value.
+typedef uint8_t skewless_transform_types_scalar_type_t;
 
 // Booleans, bit-packed (LSB first, as in Apache Arrow).
-#define SKEWLESS_TRANSFORM_TYPES_DATA_TYPE_BOOLEAN 0
+#define SKEWLESS_TRANSFORM_TYPES_SCALAR_TYPE_BOOLEAN 0
 // Signed 64-bit integers.
-#define SKEWLESS_TRANSFORM_TYPES_DATA_TYPE_INT64 1
+#define SKEWLESS_TRANSFORM_TYPES_SCALAR_TYPE_INT64 1
 // IEEE 754 single precision.
-#define SKEWLESS_TRANSFORM_TYPES_DATA_TYPE_FLOAT32 2
+#define SKEWLESS_TRANSFORM_TYPES_SCALAR_TYPE_FLOAT32 2
 // IEEE 754 double precision.
-#define SKEWLESS_TRANSFORM_TYPES_DATA_TYPE_FLOAT64 3
+#define SKEWLESS_TRANSFORM_TYPES_SCALAR_TYPE_FLOAT64 3
 // UTF-8 strings.
-#define SKEWLESS_TRANSFORM_TYPES_DATA_TYPE_UTF8 4
+#define SKEWLESS_TRANSFORM_TYPES_SCALAR_TYPE_UTF8 4
 // Instants as microseconds since the Unix epoch, UTC.
-#define SKEWLESS_TRANSFORM_TYPES_DATA_TYPE_TIMESTAMP 5
+#define SKEWLESS_TRANSFORM_TYPES_SCALAR_TYPE_TIMESTAMP 5
+
+// Logical type of a column.
+typedef struct skewless_transform_types_data_type_t {
+  uint8_t tag;
+  union {
+    skewless_transform_types_scalar_type_t     scalar;
+    skewless_transform_types_scalar_type_t     list;
+    uint32_t     vector;
+  } val;
+} skewless_transform_types_data_type_t;
+
+// One scalar per row.
+#define SKEWLESS_TRANSFORM_TYPES_DATA_TYPE_SCALAR 0
+// A list of any length of one scalar type per row; elements are
+// never null (a whole row may be).
+#define SKEWLESS_TRANSFORM_TYPES_DATA_TYPE_LIST 1
+// Exactly this many float32 per row, all finite: an embedding.
+#define SKEWLESS_TRANSFORM_TYPES_DATA_TYPE_VECTOR 2
 
 // A named, typed field of an input or output schema.
 typedef struct skewless_transform_types_field_t {
@@ -69,10 +87,10 @@ typedef struct {
   size_t len;
 } transformer_list_f64_t;
 
-// The values of a column, one flat buffer per column so that a column
-// crosses the boundary with one copy. The slot of a null row holds an
-// unspecified value (zero by convention).
-typedef struct skewless_transform_types_values_t {
+// The values of a scalar column, one flat buffer per column so that a
+// column crosses the boundary with one copy. The slot of a null row
+// holds an unspecified value (zero by convention).
+typedef struct skewless_transform_types_scalar_values_t {
   uint8_t tag;
   union {
     transformer_list_u8_t     boolean;
@@ -82,16 +100,40 @@ typedef struct skewless_transform_types_values_t {
     skewless_transform_types_utf8_values_t     utf8;
     transformer_list_s64_t     timestamp;
   } val;
-} skewless_transform_types_values_t;
+} skewless_transform_types_scalar_values_t;
 
 // `ceil(rows / 8)` bytes, bit `i % 8` of byte `i / 8` is row `i`.
-#define SKEWLESS_TRANSFORM_TYPES_VALUES_BOOLEAN 0
-#define SKEWLESS_TRANSFORM_TYPES_VALUES_INT64 1
-#define SKEWLESS_TRANSFORM_TYPES_VALUES_FLOAT32 2
-#define SKEWLESS_TRANSFORM_TYPES_VALUES_FLOAT64 3
-#define SKEWLESS_TRANSFORM_TYPES_VALUES_UTF8 4
+#define SKEWLESS_TRANSFORM_TYPES_SCALAR_VALUES_BOOLEAN 0
+#define SKEWLESS_TRANSFORM_TYPES_SCALAR_VALUES_INT64 1
+#define SKEWLESS_TRANSFORM_TYPES_SCALAR_VALUES_FLOAT32 2
+#define SKEWLESS_TRANSFORM_TYPES_SCALAR_VALUES_FLOAT64 3
+#define SKEWLESS_TRANSFORM_TYPES_SCALAR_VALUES_UTF8 4
 // Microseconds since the Unix epoch, UTC.
-#define SKEWLESS_TRANSFORM_TYPES_VALUES_TIMESTAMP 5
+#define SKEWLESS_TRANSFORM_TYPES_SCALAR_VALUES_TIMESTAMP 5
+
+// Lists as Arrow lays them out: `offsets` has one entry per row plus
+// one; row `i` is elements `offsets[i]..offsets[i + 1]` of `elements`,
+// none of them null. Elements under a null row are ignored.
+typedef struct skewless_transform_types_list_values_t {
+  transformer_list_s32_t   offsets;
+  skewless_transform_types_scalar_values_t   elements;
+} skewless_transform_types_list_values_t;
+
+// The values of a column.
+typedef struct skewless_transform_types_values_t {
+  uint8_t tag;
+  union {
+    skewless_transform_types_scalar_values_t     scalar;
+    skewless_transform_types_list_values_t     list;
+    transformer_list_f32_t     vector;
+  } val;
+} skewless_transform_types_values_t;
+
+#define SKEWLESS_TRANSFORM_TYPES_VALUES_SCALAR 0
+#define SKEWLESS_TRANSFORM_TYPES_VALUES_LIST 1
+// Vectors row after row: `dimension * rows` components, row `i`
+// at `i * dimension`; zeros under a null row.
+#define SKEWLESS_TRANSFORM_TYPES_VALUES_VECTOR 2
 
 typedef struct {
   bool is_some;
@@ -99,7 +141,7 @@ typedef struct {
 } transformer_option_list_u8_t;
 
 // One column. `validity`, when present, is a bitmap in the same layout
-// as `values.boolean`: a set bit means the row is valid (not null).
+// as `scalar-values.boolean`: a set bit means the row is valid (not null).
 // Absent means no row is null.
 typedef struct skewless_transform_types_column_t {
   transformer_string_t   name;
@@ -165,11 +207,13 @@ typedef struct {
   } val;
 } exports_skewless_transform_transform_result_output_string_t;
 
-// Exported Functions from `skewless:transform/transform@0.1.0`
+// Exported Functions from `skewless:transform/transform@0.2.0`
 void exports_skewless_transform_transform_describe(exports_skewless_transform_transform_description_t *ret);
 bool exports_skewless_transform_transform_run(exports_skewless_transform_transform_batch_t *input, exports_skewless_transform_transform_output_t *ret, transformer_string_t *err);
 
 // Helper Functions
+
+void skewless_transform_types_data_type_free(skewless_transform_types_data_type_t *ptr);
 
 void skewless_transform_types_field_free(skewless_transform_types_field_t *ptr);
 
@@ -184,6 +228,10 @@ void transformer_list_s64_free(transformer_list_s64_t *ptr);
 void transformer_list_f32_free(transformer_list_f32_t *ptr);
 
 void transformer_list_f64_free(transformer_list_f64_t *ptr);
+
+void skewless_transform_types_scalar_values_free(skewless_transform_types_scalar_values_t *ptr);
+
+void skewless_transform_types_list_values_free(skewless_transform_types_list_values_t *ptr);
 
 void skewless_transform_types_values_free(skewless_transform_types_values_t *ptr);
 
