@@ -4,7 +4,9 @@
 //! store reads the list and vector features, and
 //! `retrieve_online_documents_v2` runs its vector search (Feast posts
 //! `/search`). What the client got must be what the server answers its own
-//! routes, value for value.
+//! routes, value for value. And Feast's remote `materialize`,
+//! `materialize_incremental` and `write_to_online_store` against the
+//! driver_stats example.
 
 use kit::tier::{Tier, feast_python};
 use skewless_testkit as kit;
@@ -83,4 +85,82 @@ fn feasts_client_reads_lists_and_vectors_and_searches() {
     };
     assert_eq!(answered("/search").as_deref(), Some("2"), "{metrics}");
     assert_eq!(answered("/retrieve-online-documents"), None, "{metrics}");
+}
+
+/// Runs `tests/feast/materialize.py` (`step` and its microsecond times)
+/// against `server`: what it printed.
+fn feast_materialize(server: &ServerProcess, step: &str, times: &[i64]) -> Value {
+    let out = std::process::Command::new(feast_python())
+        .arg(root().join("tests/feast/materialize.py"))
+        .args([server.base.as_str(), step])
+        .args(times.iter().map(i64::to_string))
+        .env("FEAST_USAGE", "False")
+        .output()
+        .expect("Feast's Python runs");
+    assert!(
+        out.status.success(),
+        "Feast's {step} failed:\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    let last = out.stdout.rsplit(|b| *b == b'\n').find(|l| !l.is_empty()).unwrap();
+    serde_json::from_slice(last).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn feasts_client_materializes_and_is_told_why_it_cannot_write_values() {
+    if !Tier::Feast.enter() {
+        return;
+    }
+    const HOUR: i64 = 3_600_000_000;
+    let end = next_hour();
+    let repo = TempRepo::with_data("driver_stats", end);
+    repo.ok(&["apply"]);
+    let server = repo.serve(&[]);
+    // What driver 1001 is served: its avg_daily_trips, or null when nothing is stored.
+    let served = || -> Value {
+        let (status, answer) = server.post(
+            "/get-online-features",
+            r#"{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {"driver_id": [1001]}}"#,
+        );
+        assert_eq!(status, 200, "{answer}");
+        column(&answer, "avg_daily_trips")[0].clone()
+    };
+    let newest_before = |t: i64| json!(newest_row_at(1001, end, t - 1).unwrap().2);
+    assert_eq!(served(), Value::Null);
+
+    // A window (within the view's one-day ttl): the newest row before its end is served.
+    assert_eq!(
+        feast_materialize(&server, "materialize", &[end - 10 * HOUR, end - 6 * HOUR])["ok"],
+        true
+    );
+    assert_eq!(served(), newest_before(end - 6 * HOUR));
+    // Incremental: the first from the start, then from where it ended.
+    assert_eq!(feast_materialize(&server, "incremental", &[end - 3 * HOUR])["ok"], true);
+    assert_eq!(served(), newest_before(end - 3 * HOUR));
+    assert_eq!(feast_materialize(&server, "incremental", &[end + HOUR])["ok"], true);
+    assert_eq!(served(), newest_before(end + HOUR));
+
+    // Values computed elsewhere are refused, with where to send rows instead.
+    let written = feast_materialize(&server, "write", &[end]);
+    let error = written["error"].as_str().unwrap_or_default();
+    for needed in [
+        "409",
+        "computes its values with its component",
+        "POST /push",
+        "POST /materialize",
+    ] {
+        assert!(error.contains(needed), "`{needed}` missing from: {written}");
+    }
+    // Every request was Feast's: two materialize calls, one of each other.
+    let (_, metrics) = server.get("/metrics");
+    let answered = |route: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("skewless_http_requests_total") && l.contains(&format!("route=\"{route}\"")))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+    };
+    assert_eq!(answered("/materialize").as_deref(), Some("1"), "{metrics}");
+    assert_eq!(answered("/materialize-incremental").as_deref(), Some("2"), "{metrics}");
+    assert_eq!(answered("/write-to-online-store").as_deref(), Some("1"), "{metrics}");
 }

@@ -658,3 +658,164 @@ fn a_store_version_built_beside_the_live_one_is_swapped_in_under_read_load_witho
         "the swapped-in store is the live one after a restart"
     );
 }
+
+#[test]
+fn materialize_loads_a_window_then_incrementally_needs_admin_and_refuses_outside_values() {
+    const HOUR: i64 = 3_600_000_000;
+    let end = next_hour();
+    let repo = TempRepo::with_data("driver_stats", end);
+    repo.ok(&["apply"]);
+    let admin = repo
+        .ok(&["token", "add", "ops", "--scopes", "admin"])
+        .trim()
+        .to_string();
+    let pusher = repo
+        .ok(&["token", "add", "ingest", "--scopes", "push"])
+        .trim()
+        .to_string();
+    let tokens = repo.path().join("tokens.toml");
+    let server = repo.serve(&["--tokens", tokens.to_str().unwrap()]);
+    let time = skewless_runtime::time::format_timestamp;
+    let post = |token: &str, path: &str, body: Value| -> (u16, Value) {
+        let (status, text) = server.post_as(Some(token), path, &body.to_string());
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+        )
+    };
+    let views = json!(["driver_hourly_stats"]);
+
+    // A window [start, end): 1,000 drivers, one row an hour, 4 hours.
+    let window = json!({"start_ts": time(end - 10 * HOUR), "end_ts": time(end - 6 * HOUR), "feature_views": views});
+    let (status, pushed_only) = post(&pusher, "/materialize", window.clone());
+    assert_eq!(
+        (status, error_code(&pushed_only)),
+        (403, "insufficient_scope"),
+        "{pushed_only}"
+    );
+    let (status, done) = post(&admin, "/materialize", window);
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["status"], "done");
+    assert_eq!(done["views"][0]["view"], "driver_hourly_stats");
+    assert_eq!(done["views"][0]["rows_written"], 4_000, "{done}");
+
+    // Incremental: the whole source up to its end the first time, then from there.
+    let incremental = |until: i64| {
+        post(
+            &admin,
+            "/materialize-incremental",
+            json!({"end_ts": time(until), "feature_views": views}),
+        )
+    };
+    let (status, first) = incremental(end - 2 * HOUR);
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["views"][0]["start_ts"], Value::Null, "{first}");
+    let (status, second) = incremental(end + HOUR);
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["views"][0]["start_ts"], json!(time(end - 2 * HOUR)), "{second}");
+    assert_eq!(second["views"][0]["rows_written"], 2_000, "{second}");
+    // What was loaded is served.
+    let (status, read) = server.post_as(
+        Some(&admin),
+        "/get-online-features",
+        r#"{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {"driver_id": [1001]}}"#,
+    );
+    assert_eq!(status, 200, "{read}");
+    let read: Value = serde_json::from_str(&read).unwrap();
+    assert_eq!(
+        column(&read, "avg_daily_trips")["values"][0],
+        json!(newest_row(1001, end).2)
+    );
+
+    // Bad requests, each with its reason; nothing stored is lost.
+    for (path, body, code) in [
+        (
+            "/materialize",
+            json!({"start_ts": time(end), "end_ts": time(end - HOUR)}),
+            "invalid_window",
+        ),
+        ("/materialize", json!({"end_ts": time(end)}), "invalid_materialize"),
+        (
+            "/materialize",
+            json!({"start_ts": "yesterday", "end_ts": time(end)}),
+            "invalid_materialize",
+        ),
+        (
+            "/materialize",
+            json!({"disable_event_timestamp": true, "feature_views": ["nope"]}),
+            "unknown_feature_view",
+        ),
+        (
+            "/materialize",
+            json!({"disable_event_timestamp": true, "feature_views": ["transformed_conv_rate"]}),
+            "unknown_feature_view",
+        ),
+        (
+            "/materialize-incremental",
+            json!({"end_ts": time(end), "version": "v2"}),
+            "invalid_materialize",
+        ),
+        (
+            "/materialize-incremental?async=maybe",
+            json!({"end_ts": time(end)}),
+            "invalid_materialize",
+        ),
+    ] {
+        let (status, refused) = post(&admin, path, body);
+        assert_eq!((status, error_code(&refused)), (400, code), "{path}: {refused}");
+    }
+    // Values computed elsewhere: refused for a view with a component, with where to send rows.
+    let (status, refused) = post(
+        &pusher,
+        "/write-to-online-store",
+        json!({"feature_view_name": "driver_hourly_stats", "df": {"driver_id": [1001], "conv_rate": [0.5]}}),
+    );
+    assert_eq!(
+        (status, error_code(&refused)),
+        (409, "computed_by_component"),
+        "{refused}"
+    );
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("POST /push") && message.contains("driver_stats_push_source"),
+        "{message}"
+    );
+    let (status, again) = post(
+        &admin,
+        "/get-online-features",
+        json!({"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {"driver_id": [1001]}}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        column(&again, "avg_daily_trips")["values"][0],
+        json!(newest_row(1001, end).2)
+    );
+
+    // `?async=true`: accepted at once; the load finishes on its own.
+    let (status, accepted) = post(
+        &admin,
+        "/materialize?async=true",
+        json!({"disable_event_timestamp": true, "feature_views": views}),
+    );
+    assert_eq!(
+        (status, accepted["status"].as_str()),
+        (202, Some("accepted")),
+        "{accepted}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // A second load of the same view waits its turn: 409 while the first runs.
+        let (status, answer) = post(
+            &admin,
+            "/materialize",
+            json!({"disable_event_timestamp": true, "feature_views": views}),
+        );
+        if status == 200 {
+            assert_eq!(answer["views"][0]["rows_read"], 720_000, "{answer}");
+            break;
+        }
+        assert_eq!((status, error_code(&answer)), (409, "materializing"), "{answer}");
+        assert!(Instant::now() < deadline, "the async load never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

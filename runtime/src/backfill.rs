@@ -193,6 +193,84 @@ pub fn backfill(
     Ok(summaries)
 }
 
+/// The window `materialize` loads, as Feast's endpoints ask for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaterializeWindow {
+    /// Every row (`disable_event_timestamp`).
+    All,
+    /// Rows with event time in `start..end` (`POST /materialize`).
+    Between {
+        /// Inclusive, microseconds UTC.
+        start: i64,
+        /// Exclusive, microseconds UTC.
+        end: i64,
+    },
+    /// Rows from where each view's last incremental run ended (every row
+    /// the first time) up to `end` (`POST /materialize-incremental`).
+    Incremental {
+        /// Exclusive, microseconds UTC.
+        end: i64,
+    },
+}
+
+/// What `materialize` stored for one view, and the window it read.
+#[derive(Debug, Clone)]
+pub struct Materialized {
+    /// The backfill's summary.
+    pub summary: ViewSummary,
+    /// First event time read (inclusive); `None`: from the first row.
+    pub start: Option<i64>,
+    /// Last event time read (exclusive); `None`: to the last row.
+    pub end: Option<i64>,
+}
+
+/// Feast's materialize: the backfill of `views` (every materialized and
+/// aggregation view when empty) over `window`, one view after the other.
+///
+/// Invariant, kept here: an incremental run records where it ended for a
+/// view only after that view's rows are committed, so the next run starts
+/// there. A crash in between makes the next run read the window again,
+/// which stores the same rows (writes merge on entity, event time and
+/// created time; events keep their ids), so nothing is lost or doubled.
+pub fn materialize(
+    catalog: &Catalog,
+    store: &Store,
+    views: &[String],
+    window: MaterializeWindow,
+) -> Result<Vec<Materialized>, BackfillError> {
+    let names: Vec<String> = match views {
+        [] => (catalog.repo.views.values())
+            .filter(|v| v.is_materialized())
+            .map(|v| v.name.clone())
+            .collect(),
+        named => named.to_vec(),
+    };
+    let mut done = Vec::new();
+    for view in names {
+        let (start, end) = match window {
+            MaterializeWindow::All => (None, None),
+            MaterializeWindow::Between { start, end } => (Some(start), Some(end)),
+            // An end before the last run's: nothing new, and the mark stays.
+            MaterializeWindow::Incremental { end } => match store.materialized_until(&view)? {
+                Some(last) => (Some(last), Some(end.max(last))),
+                None => (None, Some(end)),
+            },
+        };
+        let options = BackfillOptions {
+            views: vec![view.clone()],
+            start,
+            end,
+            ..BackfillOptions::default()
+        };
+        let summary = backfill(catalog, store, &options, &ProgressBar::hidden())?.remove(0);
+        if let (MaterializeWindow::Incremental { .. }, Some(end)) = (window, end) {
+            store.set_materialized_until(&view, end)?;
+        }
+        done.push(Materialized { summary, start, end });
+    }
+    Ok(done)
+}
+
 fn backfill_view(
     catalog: &Catalog,
     store: &Store,

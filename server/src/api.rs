@@ -307,3 +307,82 @@ pub struct SwapResponse {
     /// How long pushes waited on the swap, in milliseconds.
     pub locked_ms: f64,
 }
+
+/// `POST /materialize`: Feast's request (`FeatureStore.materialize` in
+/// remote mode posts it). Loads the named views' (every one's when null)
+/// source rows with event time in `[start_ts, end_ts)` through their
+/// components, as `skewless backfill --start --end` does.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "start_ts": "2026-11-01T00:00:00+00:00", "end_ts": "2026-12-01T00:00:00+00:00",
+    "feature_views": ["driver_hourly_stats"], "disable_event_timestamp": false
+}))]
+pub struct MaterializeRequest {
+    /// RFC 3339; required unless `disable_event_timestamp`.
+    pub start_ts: Option<String>,
+    /// RFC 3339; required unless `disable_event_timestamp`.
+    pub end_ts: Option<String>,
+    /// Views to load; null: every materialized and aggregation view.
+    pub feature_views: Option<Vec<String>>,
+    /// Load every row, whatever its time. (Feast's `full_feature_names` is
+    /// accepted and ignored: names do not matter to a load.)
+    #[serde(default)]
+    pub disable_event_timestamp: bool,
+    /// Feast's feature view versions: not supported (must be null).
+    pub version: Option<String>,
+}
+
+/// `POST /materialize-incremental`: Feast's request. Each view loads from
+/// where its last incremental run ended (every row the first time) up to
+/// `end_ts`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"end_ts": "2026-12-01T00:00:00+00:00", "feature_views": ["driver_hourly_stats"]}))]
+pub struct MaterializeIncrementalRequest {
+    /// RFC 3339.
+    pub end_ts: String,
+    /// Views to load; null: every materialized and aggregation view.
+    /// (Feast's `full_feature_names` is accepted and ignored.)
+    pub feature_views: Option<Vec<String>>,
+    /// Feast's feature view versions: not supported (must be null).
+    pub version: Option<String>,
+}
+
+/// What a materialize stored, view by view (once it finished; `?async=true`
+/// answers 202 at once instead, with `status` and `feature_views`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MaterializeResponse {
+    /// `done`, or `accepted` for `?async=true`.
+    pub status: &'static str,
+    /// The views loaded.
+    pub feature_views: Vec<String>,
+    /// Per view (empty when accepted): the window read and the rows.
+    pub views: Vec<MaterializedView>,
+}
+
+/// One view's load.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MaterializedView {
+    /// The view.
+    pub view: String,
+    /// First event time read (inclusive); null: from the first row.
+    pub start_ts: Option<String>,
+    /// Last event time read (exclusive); null: to the last row.
+    pub end_ts: Option<String>,
+    /// Source rows read.
+    pub rows_read: u64,
+    /// Rows (or events) stored.
+    pub rows_written: u64,
+    /// Rows left out (no event time, outside the window's view).
+    pub rows_skipped: u64,
+    /// Rows whose transform failed: stored with null features.
+    pub row_errors: u64,
+}
+
+/// `POST /write-to-online-store`: Feast's request (its `df` of values is
+/// not read), refused for every view here (see
+/// [`crate::state::Server::write_to_online_store`]).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct WriteToOnlineStoreRequest {
+    /// The view whose values would be written.
+    pub feature_view_name: String,
+}

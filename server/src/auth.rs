@@ -52,7 +52,7 @@ impl Scope {
             | "/v1/catalog"
             | "/openapi.json"
             | "/ui/api/overview" => Some(Scope::Read),
-            "/push" => Some(Scope::Push),
+            "/push" | "/write-to-online-store" => Some(Scope::Push),
             _ => Some(Scope::Admin),
         }
     }

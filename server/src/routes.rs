@@ -17,12 +17,15 @@ use sha2::{Digest, Sha256};
 use utoipa::OpenApi;
 
 use crate::api::{
-    ErrorBody, ErrorDetail, FeatureColumn, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest,
+    ErrorBody, ErrorDetail, FeatureColumn, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health,
+    MaterializeIncrementalRequest, MaterializeRequest, MaterializeResponse, MaterializedView, PushRequest,
     PushResponse, ReplicationHealth, ResponseMetadata, RowErrorBody, SearchRequest, SwapRequest, SwapResponse,
+    WriteToOnlineStoreRequest,
 };
 use crate::auth::Scope;
 use crate::error::{ApiError, ErrorCode, blocking};
 use crate::state::{AppState, Inline, Server};
+use skewless_runtime::backfill::MaterializeWindow;
 
 /// The whole HTTP API over `state`; tests call it with or without a socket.
 pub fn app(state: AppState) -> Router {
@@ -35,6 +38,9 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/catalog", get(catalog))
         .route("/admin/swap", post(swap))
+        .route("/materialize", post(materialize))
+        .route("/materialize-incremental", post(materialize_incremental))
+        .route("/write-to-online-store", post(write_to_online_store))
         .route("/openapi.json", get(openapi))
         .route("/ui", get(ui_page))
         .route("/ui/app.js", get(ui_script))
@@ -65,6 +71,9 @@ pub fn app(state: AppState) -> Router {
         metrics,
         catalog,
         swap,
+        materialize,
+        materialize_incremental,
+        write_to_online_store,
         openapi
     ),
     components(schemas(
@@ -80,6 +89,11 @@ pub fn app(state: AppState) -> Router {
         ReplicationHealth,
         SwapRequest,
         SwapResponse,
+        MaterializeRequest,
+        MaterializeIncrementalRequest,
+        MaterializeResponse,
+        MaterializedView,
+        WriteToOnlineStoreRequest,
         ErrorBody,
         ErrorDetail
     ))
@@ -168,6 +182,9 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
             "/metrics" => "/metrics",
             "/v1/catalog" => "/v1/catalog",
             "/admin/swap" => "/admin/swap",
+            "/materialize" => "/materialize",
+            "/materialize-incremental" => "/materialize-incremental",
+            "/write-to-online-store" => "/write-to-online-store",
             "/openapi.json" => "/openapi.json",
             "/ui/api/overview" => "/ui/api/overview",
             _ => "other",
@@ -408,6 +425,133 @@ async fn swap(State(state): State<AppState>, body: Result<Bytes, BytesRejection>
     Ok(Json(state.swap_store(request).await?))
 }
 
+/// Feast's `?async=true` (its `force` has nothing to undo here: a load in
+/// flight is this process's, and ends with it).
+fn run_async(uri: &axum::http::Uri) -> Result<bool, ApiError> {
+    let mut run_async = false;
+    for pair in uri.query().unwrap_or_default().split('&') {
+        let Some(value) = pair.strip_prefix("async=") else {
+            continue;
+        };
+        run_async = match value {
+            "true" | "True" | "1" => true,
+            "false" | "False" | "0" => false,
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_materialize",
+                    format!("`async` is `true` or `false`, not `{other}`"),
+                ));
+            }
+        };
+    }
+    Ok(run_async)
+}
+
+/// Loads views' source rows between two times through their components
+/// (Feast's remote `materialize`); admin scope. `?async=true`: 202 at once.
+#[utoipa::path(post, path = "/materialize", request_body = MaterializeRequest,
+    params(("async" = Option<bool>, Query, description = "answer 202 at once and load on")),
+    responses((status = 200, body = MaterializeResponse), (status = 202, body = MaterializeResponse),
+               (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn materialize(
+    State(state): State<AppState>,
+    uri: axum::http::Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<MaterializeResponse>), ApiError> {
+    let request: MaterializeRequest = from_json(&body_bytes(&state, body)?)?;
+    refuse_versions(request.version.as_deref())?;
+    let window = if request.disable_event_timestamp {
+        MaterializeWindow::All
+    } else {
+        let (Some(start), Some(end)) = (&request.start_ts, &request.end_ts) else {
+            return Err(ApiError::bad_request(
+                "invalid_materialize",
+                "`start_ts` and `end_ts` are required unless `disable_event_timestamp` is true",
+            ));
+        };
+        let (start, end) = (instant("start_ts", start)?, instant("end_ts", end)?);
+        if start >= end {
+            return Err(ApiError::bad_request(
+                "invalid_window",
+                format!(
+                    "`start_ts` ({}) must be before `end_ts` ({})",
+                    request.start_ts.unwrap_or_default(),
+                    request.end_ts.unwrap_or_default()
+                ),
+            ));
+        }
+        MaterializeWindow::Between { start, end }
+    };
+    answer_materialize(
+        state
+            .materialize(request.feature_views, window, run_async(&uri)?)
+            .await?,
+    )
+}
+
+/// Loads views' source rows from where the last incremental load ended up
+/// to `end_ts` (Feast's remote `materialize_incremental`); admin scope.
+#[utoipa::path(post, path = "/materialize-incremental", request_body = MaterializeIncrementalRequest,
+    params(("async" = Option<bool>, Query, description = "answer 202 at once and load on")),
+    responses((status = 200, body = MaterializeResponse), (status = 202, body = MaterializeResponse),
+               (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn materialize_incremental(
+    State(state): State<AppState>,
+    uri: axum::http::Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<MaterializeResponse>), ApiError> {
+    let request: MaterializeIncrementalRequest = from_json(&body_bytes(&state, body)?)?;
+    refuse_versions(request.version.as_deref())?;
+    let window = MaterializeWindow::Incremental {
+        end: instant("end_ts", &request.end_ts)?,
+    };
+    answer_materialize(
+        state
+            .materialize(request.feature_views, window, run_async(&uri)?)
+            .await?,
+    )
+}
+
+fn answer_materialize(response: MaterializeResponse) -> Result<(StatusCode, Json<MaterializeResponse>), ApiError> {
+    let status = if response.status == "accepted" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(response)))
+}
+
+fn refuse_versions(version: Option<&str>) -> Result<(), ApiError> {
+    match version {
+        None => Ok(()),
+        Some(v) => Err(ApiError::bad_request(
+            "invalid_materialize",
+            format!(
+                "`version` ({v}): feature view versions are Feast's; a view here has one definition, and whole \
+                     store versions are built with `skewless backfill --new-version`"
+            ),
+        )),
+    }
+}
+
+/// An RFC 3339 time (Feast sends Python's `isoformat()`), in microseconds.
+fn instant(field: &str, text: &str) -> Result<i64, ApiError> {
+    skewless_runtime::time::parse_timestamp(text).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_materialize",
+            format!("`{field}` is not a time ({text:?}): {e}"),
+        )
+    })
+}
+
+/// Feast's direct write of feature values: refused, with what to use.
+#[utoipa::path(post, path = "/write-to-online-store", request_body = WriteToOnlineStoreRequest,
+    responses((status = 409, body = ErrorBody), (status = 400, body = ErrorBody)))]
+async fn write_to_online_store(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Answer<()> {
+    let request: WriteToOnlineStoreRequest = from_json(&body_bytes(&state, body)?)?;
+    Err(state.write_to_online_store(&request.feature_view_name))
+}
+
 /// Whether the server is up and its store answers.
 #[utoipa::path(get, path = "/health", responses((status = 200, body = Health), (status = 500, body = ErrorBody)))]
 async fn health(State(state): State<AppState>) -> Answer<Health> {
@@ -610,6 +754,36 @@ pub fn served_openapi_json(
             });
         }
     }
+    // A load names views that can be loaded, and times (before/after, a
+    // rule across properties, is said in words and answered 400
+    // `invalid_window`). Feast's `version` has no use here.
+    let loadable: Vec<&String> = (repo.views.values().filter(|v| v.is_materialized()))
+        .map(|v| &v.name)
+        .collect();
+    let views = json!({"anyOf": [{"type": "array", "items": {"type": "string", "enum": loadable}}, {"type": "null"}]});
+    let time = json!({"type": "string", "format": "date-time"});
+    let schemas = &mut document["components"]["schemas"];
+    for (name, times) in [
+        ("MaterializeRequest", &["start_ts", "end_ts"][..]),
+        ("MaterializeIncrementalRequest", &["end_ts"][..]),
+    ] {
+        let schema = &mut schemas[name];
+        schema["required"] = json!(times);
+        for field in times {
+            schema["properties"][*field] = time.clone();
+        }
+        schema["properties"]["feature_views"] = views.clone();
+        schema["properties"]
+            .as_object_mut()
+            .expect("properties")
+            .remove("version");
+    }
+    schemas["MaterializeRequest"]["description"] = json!(
+        "Loads the named views' source rows with event time in [start_ts, end_ts): start_ts must be before end_ts."
+    );
+    let all_views: Vec<&String> = repo.views.keys().collect();
+    schemas["WriteToOnlineStoreRequest"]["properties"]["feature_view_name"] =
+        json!({"type": "string", "enum": all_views});
     serde_json::to_string_pretty(&document).expect("the OpenAPI document serializes")
 }
 

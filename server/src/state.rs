@@ -15,10 +15,13 @@ use skewless_runtime::store::{StoreReader, ViewRecord, versions};
 use skewless_runtime::{Catalog, NotApplied, Store, StoreError, TransformErrorKind, Workspace};
 
 use axum::body::Bytes;
+use axum::http::StatusCode;
+use skewless_runtime::backfill::{self, MaterializeWindow};
+use skewless_runtime::repo::ViewKind;
 
 use crate::api::{
-    FeatureColumn, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, PushRequest, PushResponse,
-    ReplicationHealth, SearchRequest, SwapRequest, SwapResponse,
+    FeatureColumn, GetOnlineFeaturesRequest, GetOnlineFeaturesResponse, Health, MaterializeResponse, MaterializedView,
+    PushRequest, PushResponse, ReplicationHealth, SearchRequest, SwapRequest, SwapResponse,
 };
 use crate::auth::Auth;
 use crate::commit::Committer;
@@ -101,6 +104,66 @@ pub struct Server {
     /// On-demand views whose concurrent requests share guest calls: those
     /// checked batch-invariant at `apply` ([`JoinedCalls::for_view`]).
     joined: BTreeMap<String, Arc<JoinedCalls>>,
+    /// Views a `/materialize` is loading: another one of them answers 409.
+    materializing: Arc<Mutex<std::collections::BTreeSet<String>>>,
+}
+
+/// Views reserved by one `/materialize`, released when it ends (or fails).
+struct Reserved {
+    set: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    names: Vec<String>,
+}
+
+impl Reserved {
+    fn take(set: &Arc<Mutex<std::collections::BTreeSet<String>>>, names: &[String]) -> Result<Reserved, ApiError> {
+        let mut held = set.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(busy) = names.iter().find(|n| held.contains(*n)) {
+            return Err(ApiError {
+                status: StatusCode::CONFLICT,
+                code: "materializing",
+                message: format!("feature view `{busy}` is being materialized; wait for that load to finish"),
+            });
+        }
+        held.extend(names.iter().cloned());
+        Ok(Reserved {
+            set: set.clone(),
+            names: names.to_vec(),
+        })
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        let mut held = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        for name in &self.names {
+            held.remove(name);
+        }
+    }
+}
+
+/// A failed load: the view's mistake (unknown, not applied) is the
+/// caller's; a source that cannot be read or a transform that fails is
+/// answered with its message, which names the view and the file.
+fn materialize_failed(error: skewless_runtime::backfill::BackfillError) -> ApiError {
+    use skewless_runtime::backfill::BackfillError;
+    match error {
+        BackfillError::View { .. } => ApiError::bad_request("unknown_feature_view", error.to_string()),
+        BackfillError::NotApplied(e) => ApiError {
+            status: StatusCode::CONFLICT,
+            code: "not_applied",
+            message: e.to_string(),
+        },
+        BackfillError::Store(e) => ApiError::store(e),
+        // A source that cannot be read, a transform that fails (and any kind to come).
+        other => {
+            tracing::error!("materialize: {other}");
+            ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                code: "materialize_failed",
+                message: format!("{other}; what was stored before it stays"),
+            }
+        }
+    }
 }
 
 struct Snapshot {
@@ -243,6 +306,7 @@ impl Server {
             pushes: AtomicU64::new(0),
             inline_paused_until: AtomicU64::new(0),
             joined,
+            materializing: Arc::default(),
         }))
     }
 
@@ -487,6 +551,135 @@ impl Server {
         // Reads from now on must see this push.
         self.pushes.fetch_add(1, Ordering::AcqRel);
         Ok(prepared.summary(commit).into())
+    }
+
+    /// `POST /materialize` and `/materialize-incremental`: the backfill of
+    /// `views` (every materialized and aggregation view when null) over
+    /// `window`, on the live store, by [`backfill::materialize`]. Swaps wait
+    /// for it; pushes and reads go on. With `run_async` it answers
+    /// `accepted` at once and runs on; either way it runs in a task of its
+    /// own, so a client that goes away does not stop it halfway. A view
+    /// already being loaded is refused (409), as Feast's server does.
+    pub async fn materialize(
+        self: &Arc<Self>,
+        views: Option<Vec<String>>,
+        window: MaterializeWindow,
+        run_async: bool,
+    ) -> Result<MaterializeResponse, ApiError> {
+        if self.replication.is_some() {
+            return Err(ApiError {
+                status: StatusCode::CONFLICT,
+                code: "replicated",
+                message: "this server replicates pushes through a log; a load here would reach this replica \
+                          only: run `skewless backfill` into a store version and swap it in on each replica"
+                    .into(),
+            });
+        }
+        let repo = &self.catalog.repo;
+        let names: Vec<String> = match views {
+            None => (repo.views.values().filter(|v| v.is_materialized()))
+                .map(|v| v.name.clone())
+                .collect(),
+            Some(names) => names,
+        };
+        for name in &names {
+            match repo.views.get(name) {
+                Some(view) if view.is_materialized() => {}
+                found => {
+                    let known: Vec<&str> = (repo.views.values().filter(|v| v.is_materialized()))
+                        .map(|v| v.name.as_str())
+                        .collect();
+                    let what = if found.is_some() {
+                        "is on-demand: nothing to load"
+                    } else {
+                        "does not exist"
+                    };
+                    return Err(ApiError::bad_request(
+                        "unknown_feature_view",
+                        format!("feature view `{name}` {what} (views to load: {})", known.join(", ")),
+                    ));
+                }
+            }
+        }
+        let reserved = Reserved::take(&self.materializing, &names)?;
+        let server = self.clone();
+        let loaded = names.clone();
+        let work = async move {
+            let _reserved = reserved;
+            let _swaps = server.live.lock_swaps().await;
+            let (catalog, store) = (server.catalog.clone(), server.live.current());
+            let done =
+                blocking(move || backfill::materialize(&catalog, &store, &loaded, window).map_err(materialize_failed))
+                    .await;
+            // Reads from now on must see what was stored, even after a failure halfway.
+            server.pushes.fetch_add(1, Ordering::AcqRel);
+            done
+        };
+        if run_async {
+            tokio::spawn(async move {
+                if let Err(e) = work.await {
+                    tracing::error!("materialize failed: {}", e.message);
+                }
+            });
+            return Ok(MaterializeResponse {
+                status: "accepted",
+                feature_views: names,
+                views: Vec::new(),
+            });
+        }
+        let done = tokio::spawn(work)
+            .await
+            .map_err(|e| ApiError::internal(format!("the materialize task failed: {e}")))??;
+        let time = |t: Option<i64>| t.map(skewless_runtime::time::format_timestamp);
+        Ok(MaterializeResponse {
+            status: "done",
+            feature_views: names,
+            views: done
+                .into_iter()
+                .map(|m| MaterializedView {
+                    view: m.summary.view,
+                    start_ts: time(m.start),
+                    end_ts: time(m.end),
+                    rows_read: m.summary.rows_read,
+                    rows_written: m.summary.rows_written,
+                    rows_skipped: m.summary.rows_skipped,
+                    row_errors: m.summary.row_errors,
+                })
+                .collect(),
+        })
+    }
+
+    /// `POST /write-to-online-store`: refused. Every view here computes its
+    /// values with its component (or, for an aggregation view, folds them
+    /// from its events), so values computed elsewhere would bypass it and
+    /// break online = offline.
+    pub fn write_to_online_store(&self, view: &str) -> ApiError {
+        let refused = |message: String| ApiError {
+            status: StatusCode::CONFLICT,
+            code: "computed_by_component",
+            message,
+        };
+        match self.catalog.repo.views.get(view).map(|v| &v.kind) {
+            None => ApiError::bad_request(
+                "unknown_feature_view",
+                format!(
+                    "feature view `{view}` does not exist (views: {})",
+                    self.catalog.repo.views.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ),
+            Some(ViewKind::Materialized { source, .. }) => refused(format!(
+                "feature view `{view}` computes its values with its component, so values computed elsewhere would \
+                 bypass it: send the source rows to POST /push (push source `{source}`, or the push source over \
+                 it), or load them with POST /materialize"
+            )),
+            Some(ViewKind::Aggregation { source, .. }) => refused(format!(
+                "feature view `{view}` folds its values from events: send the events to POST /push (source \
+                 `{source}`), or load them with POST /materialize"
+            )),
+            Some(ViewKind::OnDemand { .. }) => refused(format!(
+                "feature view `{view}` is on-demand: its values are computed at read time, nothing is stored"
+            )),
+        }
     }
 
     /// Whether pushes go through a replication log ([`Server::push_to_log`]).

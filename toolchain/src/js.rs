@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{CONTRACT_0_2, BuildError, WORLD, component_path, find_tool, io_error, run_tool, stage_sdk};
+use super::{BuildError, CONTRACT_0_2, WORLD, component_path, find_tool, io_error, run_tool, stage_sdk};
 
 /// The SDK module every JavaScript transform imports as `./skewless_sdk.js`.
 const SDK: &str = include_str!("../../sdk/js/skewless_sdk.js");

@@ -536,3 +536,30 @@ pub(super) fn record_commit(
 fn record_json<T: Serialize>(record: &T) -> String {
     serde_json::to_string(record).expect("registry records serialize")
 }
+
+/// The counter holding where a view's last `materialize-incremental` ended
+/// (microseconds UTC, as the bits of an i64): where the next one starts.
+fn materialized_key(view: &str) -> String {
+    format!("materialized_until/{view}")
+}
+
+impl Store {
+    /// Where `view`'s last incremental materialize ended; `None` before the
+    /// first.
+    pub fn materialized_until(&self, view: &str) -> Result<Option<i64>, StoreError> {
+        self.read(|txn| {
+            let counters = txn.open_table(COUNTERS)?;
+            Ok(counters.get(materialized_key(view).as_str())?.map(|v| v.value() as i64))
+        })
+    }
+
+    /// Records that `view` is materialized up to `end` (exclusive), after
+    /// its rows were committed.
+    pub fn set_materialized_until(&self, view: &str, end: i64) -> Result<(), StoreError> {
+        self.write_txn(|txn| {
+            txn.open_table(COUNTERS)?
+                .insert(materialized_key(view).as_str(), end as u64)?;
+            Ok(())
+        })
+    }
+}
