@@ -273,7 +273,7 @@ impl Function {
             (Function::MostFrequentN(k), State::Counts(counts)) if !counts.is_empty() => {
                 let mut ranked: Vec<&(Value, u64)> = counts.iter().collect();
                 // Stable: equal counts keep the value order of `counts`.
-                ranked.sort_by(|a, b| b.1.cmp(&a.1));
+                ranked.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
                 Value::List(ranked.into_iter().take(k as usize).map(|(v, _)| v.clone()).collect())
             }
             _ => Value::Null,
