@@ -191,14 +191,30 @@ transform = "{}"
     let record = store.views().unwrap().remove("items").unwrap();
     let started = Instant::now();
     store
-        .nearest(&record, None, &queries[..DIMENSION], K, Metric::InnerProduct)
+        .nearest(
+            &record,
+            None,
+            &queries[..DIMENSION],
+            K,
+            Metric::InnerProduct,
+            skewless_runtime::time::now_micros(),
+        )
         .unwrap();
     let build = started.elapsed();
     let (mut ours, mut theirs, mut ratios) = (Vec::with_capacity(q), Vec::with_capacity(q), Vec::with_capacity(q));
     let mut found = 0;
     for (i, query) in queries.chunks_exact(DIMENSION).enumerate() {
         let started = Instant::now();
-        let hits = store.nearest(&record, None, query, K, Metric::InnerProduct).unwrap();
+        let hits = store
+            .nearest(
+                &record,
+                None,
+                query,
+                K,
+                Metric::InnerProduct,
+                skewless_runtime::time::now_micros(),
+            )
+            .unwrap();
         let elapsed = started.elapsed();
         ours.push(elapsed);
         let ids: Vec<i64> = hits

@@ -29,21 +29,7 @@ fn feasts_client_reads_lists_and_vectors_and_searches() {
     repo.ok(&["apply"]);
     repo.ok(&["backfill"]);
     let server = repo.serve(&[]);
-    let client = root().join("tests/feast/client.py");
-    let out = std::process::Command::new(feast_python())
-        .arg(&client)
-        .args([server.base.as_str(), "42"])
-        .env("FEAST_USAGE", "False")
-        .output()
-        .expect("Feast's Python runs");
-    assert!(
-        out.status.success(),
-        "Feast's client failed:\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
-    );
-    let got: Value = serde_json::from_slice(out.stdout.rsplit(|b| *b == b'\n').find(|l| !l.is_empty()).unwrap())
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let got = feast_script(&server, "client.py", &["42"]);
 
     // The read: the same values our own route answers.
     let (status, ours) = server.post(
@@ -87,24 +73,32 @@ fn feasts_client_reads_lists_and_vectors_and_searches() {
     assert_eq!(answered("/retrieve-online-documents"), None, "{metrics}");
 }
 
-/// Runs `tests/feast/materialize.py` (`step` and its microsecond times)
-/// against `server`: what it printed.
-fn feast_materialize(server: &ServerProcess, step: &str, times: &[i64]) -> Value {
+/// Runs `tests/feast/<script>` with Feast's Python against `server` (its
+/// address first, then `args`): the JSON of the last line it printed.
+fn feast_script(server: &ServerProcess, script: &str, args: &[&str]) -> Value {
     let out = std::process::Command::new(feast_python())
-        .arg(root().join("tests/feast/materialize.py"))
-        .args([server.base.as_str(), step])
-        .args(times.iter().map(i64::to_string))
+        .arg(root().join("tests/feast").join(script))
+        .arg(&server.base)
+        .args(args)
         .env("FEAST_USAGE", "False")
         .output()
         .expect("Feast's Python runs");
     assert!(
         out.status.success(),
-        "Feast's {step} failed:\n{}\nserver log:\n{}",
+        "Feast's client ({script} {args:?}) failed:\n{}\nserver log:\n{}",
         String::from_utf8_lossy(&out.stderr),
         server.log()
     );
     let last = out.stdout.rsplit(|b| *b == b'\n').find(|l| !l.is_empty()).unwrap();
     serde_json::from_slice(last).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `tests/feast/materialize.py`: `step` with its microsecond times.
+fn feast_materialize(server: &ServerProcess, step: &str, times: &[i64]) -> Value {
+    let times: Vec<String> = times.iter().map(i64::to_string).collect();
+    let mut args = vec![step];
+    args.extend(times.iter().map(String::as_str));
+    feast_script(server, "materialize.py", &args)
 }
 
 #[test]

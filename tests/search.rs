@@ -449,3 +449,74 @@ fn search_as_of_a_time_equals_the_online_answer_at_that_instant() {
         assert!(refused.contains(says), "`{says}` missing from: {refused}");
     }
 }
+
+#[test]
+fn search_skips_vectors_older_than_the_views_ttl_online_and_as_of_a_time() {
+    // Data up to the start of this hour: none of it after the instants asked about.
+    let repo = TempRepo::with_data("products", next_hour() - 3_600_000_000);
+    let config = repo.path().join("skewless.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "owner = \"search@example.com\"",
+        "owner = \"search@example.com\"\nttl = \"2h\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    repo.ok(&["apply"]);
+    repo.ok(&["backfill"]);
+    let server = repo.serve(&[]);
+    // The same title twice: one row a minute old, one three hours old.
+    let now = skewless_runtime::time::now_micros();
+    let (fresh, stale) = (now - 60_000_000, now - 3 * 3_600_000_000);
+    for (id, at) in [(900_001, fresh), (900_002, stale)] {
+        let stamp = skewless_runtime::time::format_timestamp(at);
+        let (status, answer) = server.post(
+            "/push",
+            &json!({
+                "push_source_name": "catalog_updates",
+                "df": {"product_id": [id], "event_timestamp": [stamp], "created": [stamp], "title": ["zebra quartz kettle"]},
+                "to": "online_and_offline",
+            })
+            .to_string(),
+        );
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (status, read) = server.post(
+        "/get-online-features",
+        r#"{"features": ["product_embeddings:embedding"], "entities": {"product_id": [900001]}}"#,
+    );
+    assert_eq!(status, 200, "{read}");
+    let zebra = column(&read, "embedding")["values"][0].clone();
+    let found = search(&server, "/search", &zebra, 3, "cosine");
+    let ids = column(&found, "product_id")["values"].as_array().unwrap().clone();
+    assert!(
+        ids.contains(&json!(900_001)) && !ids.contains(&json!(900_002)),
+        "{found}"
+    );
+    server.stop();
+
+    // As of a time: the same rule at each row's instant.
+    let spine = query_spine(&repo, &[(fresh, &zebra), (stale + 60_000_000, &zebra)]);
+    let out = repo.path().join("nearest.parquet");
+    repo.ok(&[
+        "dataset",
+        "--spine",
+        spine.to_str().unwrap(),
+        "--nearest",
+        "product_embeddings",
+        "-k",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let train = read_parquet(&out);
+    let ids = train.column_by_name("nearest_product_id").unwrap();
+    let at_fresh = skewless_runtime::codec::json::value_json(ids.as_ref(), 0);
+    let at_stale = skewless_runtime::codec::json::value_json(ids.as_ref(), 1);
+    assert_eq!(at_fresh.as_array().unwrap(), ids_of(&found), "{at_fresh} vs {found}");
+    // A minute after the old row was written it was fresh, and the new one did not exist.
+    assert!(at_stale.as_array().unwrap().contains(&json!(900_002)), "{at_stale}");
+    assert!(!at_stale.as_array().unwrap().contains(&json!(900_001)), "{at_stale}");
+}
+
+fn ids_of(answer: &Value) -> &Vec<Value> {
+    column(answer, "product_id")["values"].as_array().unwrap()
+}

@@ -118,12 +118,13 @@ pub fn vector_feature(view: &str, features: &[FieldSpec], feature: Option<&str>)
 ///
 /// Invariants, kept by [`VectorIndex::upsert`]: `keys`, `norms` and
 /// `vectors` describe the same slots (`vectors` holds `dimension` floats
-/// per slot); `slots` maps each key to its slot; every vector is finite
-/// (the store refuses others).
+/// per slot), as do `times` (each row's event time, for TTL); `slots` maps
+/// each key to its slot; every vector is finite (the store refuses others).
 pub struct VectorIndex {
     feature: usize,
     dimension: usize,
     keys: Vec<Vec<u8>>,
+    times: Vec<i64>,
     norms: Vec<f32>,
     vectors: Vec<f32>,
     slots: HashMap<Vec<u8>, usize>,
@@ -137,6 +138,7 @@ impl VectorIndex {
             feature,
             dimension: dimension as usize,
             keys: Vec::new(),
+            times: Vec::new(),
             norms: Vec::new(),
             vectors: Vec::new(),
             slots: HashMap::new(),
@@ -153,28 +155,32 @@ impl VectorIndex {
         self.keys.is_empty()
     }
 
-    /// Sets `entity_key`'s vector from its latest row's values (`None`, or
-    /// a null vector, removes it).
-    pub fn upsert(&mut self, entity_key: &[u8], values: Option<&[Value]>) {
-        let vector = match values.map(|v| &v[self.feature]) {
-            Some(Value::Vector(components)) => Some(components.as_slice()),
-            _ => None,
-        };
-        self.set(entity_key, vector);
+    /// Sets `entity_key`'s vector from its latest row (event time and
+    /// values; `None`, or a null vector, removes it).
+    pub fn upsert(&mut self, entity_key: &[u8], row: Option<(i64, &[Value])>) {
+        match row {
+            Some((time, values)) => match &values[self.feature] {
+                Value::Vector(components) => self.set(entity_key, time, Some(components)),
+                _ => self.set(entity_key, time, None),
+            },
+            None => self.set(entity_key, 0, None),
+        }
     }
 
-    /// Sets `entity_key`'s vector (`None` removes it); a vector of another
-    /// dimension counts as none.
-    fn set(&mut self, entity_key: &[u8], vector: Option<&[f32]>) {
+    /// Sets `entity_key`'s vector and its row's event time (`None`
+    /// removes it); a vector of another dimension counts as none.
+    fn set(&mut self, entity_key: &[u8], time: i64, vector: Option<&[f32]>) {
         let vector = vector.filter(|v| v.len() == self.dimension);
         match (self.slots.get(entity_key).copied(), vector) {
             (Some(slot), Some(vector)) => {
                 self.vectors[slot * self.dimension..(slot + 1) * self.dimension].copy_from_slice(vector);
                 self.norms[slot] = dot(vector, vector).sqrt();
+                self.times[slot] = time;
             }
             (None, Some(vector)) => {
                 self.slots.insert(entity_key.to_vec(), self.keys.len());
                 self.keys.push(entity_key.to_vec());
+                self.times.push(time);
                 self.vectors.extend_from_slice(vector);
                 self.norms.push(dot(vector, vector).sqrt());
             }
@@ -183,6 +189,7 @@ impl VectorIndex {
                 let last = self.keys.len() - 1;
                 self.slots.remove(entity_key);
                 self.keys.swap_remove(slot);
+                self.times.swap_remove(slot);
                 self.norms.swap_remove(slot);
                 if slot != last {
                     let (dim, moved) = (self.dimension, &self.keys[slot]);
@@ -196,8 +203,16 @@ impl VectorIndex {
     }
 
     /// The `k` entities nearest to `query`, nearest first; equal distances
-    /// in entity-key order.
-    pub fn search(&self, query: &[f32], k: usize, metric: Metric) -> Result<Vec<Hit>, BadQuery> {
+    /// in entity-key order. With `fresh_from`, only rows with event time at
+    /// or after it (a view's TTL counted back from the instant searched, as
+    /// reads count it).
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        metric: Metric,
+        fresh_from: Option<i64>,
+    ) -> Result<Vec<Hit>, BadQuery> {
         if query.len() != self.dimension {
             return Err(BadQuery(format!(
                 "the query has {} components, but the feature is vector<{}>",
@@ -220,6 +235,9 @@ impl VectorIndex {
         // A max-heap of the best `k` so far: its top is the worst kept.
         let mut best: BinaryHeap<Candidate<'_>> = BinaryHeap::with_capacity(k + 1);
         for (slot, distance) in distances.into_iter().enumerate() {
+            if fresh_from.is_some_and(|from| self.times[slot] < from) {
+                continue;
+            }
             if best.len() == k && best.peek().is_some_and(|worst| distance > worst.distance) {
                 continue;
             }
@@ -254,8 +272,8 @@ impl VectorIndex {
 /// The answer at `t` is [`VectorIndex::search`] over each entity's row
 /// with the greatest (event time, created) whose event time is `<= t`,
 /// the row the online search would hold at that instant (its index holds
-/// each entity's latest row) and the row `dataset` joins at `t`. TTL is
-/// not applied, online or here.
+/// each entity's latest row) and the row `dataset` joins at `t`; with a
+/// TTL, only rows at most that old at `t`, as reads count it.
 ///
 /// Invariant: `index` holds exactly the versions `..applied`, which are
 /// all those with event time `<= at`. Searching at an earlier time than the
@@ -264,6 +282,7 @@ impl VectorIndex {
 /// bytes) plus one index.
 pub struct VectorHistory {
     versions: Vec<Version>,
+    ttl: Option<i64>,
     index: VectorIndex,
     applied: usize,
     at: i64,
@@ -274,11 +293,12 @@ type Version = (i64, i64, Vec<u8>, Option<Vec<f32>>);
 
 impl VectorHistory {
     /// The history of a `vector<dimension>` feature from its stored
-    /// versions, in any order.
-    pub fn new(dimension: u32, mut versions: Vec<Version>) -> Self {
+    /// versions, in any order; `ttl` is the view's, in microseconds.
+    pub fn new(dimension: u32, ttl: Option<i64>, mut versions: Vec<Version>) -> Self {
         versions.sort_by_key(|(time, created, _, _)| (*time, *created));
         VectorHistory {
             versions,
+            ttl,
             index: VectorIndex::new(0, dimension),
             applied: 0,
             at: i64::MIN,
@@ -307,10 +327,10 @@ impl VectorHistory {
         while let Some((time, _, key, vector)) = self.versions.get(self.applied)
             && *time <= t
         {
-            self.index.set(key, vector.as_deref());
+            self.index.set(key, *time, vector.as_deref());
             self.applied += 1;
         }
-        self.index.search(query, k, metric)
+        self.index.search(query, k, metric, self.ttl.map(|ttl| t - ttl))
     }
 }
 
@@ -461,7 +481,7 @@ mod tests {
         let mut index = VectorIndex::new(0, 2);
         for (id, vector) in vectors {
             let key = layout::entity_key(&[KeyValue::Int64(*id)]);
-            index.upsert(&key, Some(&[vector.clone().map_or(Value::Null, Value::Vector)]));
+            index.upsert(&key, Some((*id, &[vector.clone().map_or(Value::Null, Value::Vector)])));
         }
         index
     }
@@ -483,12 +503,12 @@ mod tests {
             (2, Some(vec![1.0, 0.0])),
             (-5, Some(vec![2.0, 0.0])),
         ]);
-        let hits = index.search(&[1.0, 0.0], 3, Metric::L2).unwrap();
+        let hits = index.search(&[1.0, 0.0], 3, Metric::L2, None).unwrap();
         assert_eq!(ids(&hits), vec![2, 3, -5]);
         assert_eq!(hits[0].distance, 0.0);
-        let hits = index.search(&[1.0, 0.0], 4, Metric::Cosine).unwrap();
+        let hits = index.search(&[1.0, 0.0], 4, Metric::Cosine, None).unwrap();
         assert_eq!(ids(&hits), vec![-5, 2, 3, 1]);
-        let hits = index.search(&[1.0, 0.0], 2, Metric::InnerProduct).unwrap();
+        let hits = index.search(&[1.0, 0.0], 2, Metric::InnerProduct, None).unwrap();
         assert_eq!(ids(&hits), vec![-5, 2]);
         assert_eq!(hits[0].distance, -2.0);
     }
@@ -501,18 +521,23 @@ mod tests {
             (3, Some(vec![1.0, 1.0])),
         ]);
         let key = |id| layout::entity_key(&[KeyValue::Int64(id)]);
-        index.upsert(&key(1), Some(&[Value::Null]));
-        index.upsert(&key(2), Some(&[Value::Vector(vec![5.0, 5.0])]));
+        index.upsert(&key(1), Some((1, &[Value::Null])));
+        index.upsert(&key(2), Some((2, &[Value::Vector(vec![5.0, 5.0])])));
         index.upsert(&key(9), None);
         assert_eq!(index.len(), 2);
-        let hits = index.search(&[1.0, 1.0], 5, Metric::L2).unwrap();
+        let hits = index.search(&[1.0, 1.0], 5, Metric::L2, None).unwrap();
         assert_eq!(ids(&hits), vec![3, 2]);
+        // Rows older than the TTL allows are not found (entity 3's row is at time 3).
+        let hits = index.search(&[1.0, 1.0], 5, Metric::L2, Some(3)).unwrap();
+        assert_eq!(ids(&hits), vec![3]);
+        let hits = index.search(&[1.0, 1.0], 5, Metric::L2, Some(4)).unwrap();
+        assert!(hits.is_empty());
     }
 
     #[test]
     fn bad_queries_are_refused_with_the_reason() {
         let index = index(&[(1, Some(vec![1.0, 0.0]))]);
-        let refused = |query: &[f32], k, metric| index.search(query, k, metric).unwrap_err().to_string();
+        let refused = |query: &[f32], k, metric| index.search(query, k, metric, None).unwrap_err().to_string();
         assert!(refused(&[1.0], 1, Metric::L2).contains("1 components, but the feature is vector<2>"));
         assert!(refused(&[f32::NAN, 0.0], 1, Metric::L2).contains("not a finite"));
         assert!(refused(&[1.0, 0.0], 0, Metric::L2).contains("top_k is 0"));

@@ -291,7 +291,10 @@ impl Workspace {
                 }
             }
         };
-        let hits = self.store.nearest(record, spec.vector, &query, spec.k, spec.metric)?;
+        let now = crate::time::now_micros();
+        let hits = self
+            .store
+            .nearest(record, spec.vector, &query, spec.k, spec.metric, now)?;
         let entities = search::entity_columns(&record.join_keys, &hits);
         let mut response = self.read(ReadSpec {
             features: spec.features,

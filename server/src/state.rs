@@ -441,7 +441,14 @@ impl Server {
                     .map(|f| f.name.as_str())
             });
         let searched = (self.live.current())
-            .nearest(record, vector, &query, request.top_k.unwrap_or(10), metric)
+            .nearest(
+                record,
+                vector,
+                &query,
+                request.top_k.unwrap_or(10),
+                metric,
+                skewless_runtime::time::now_micros(),
+            )
             .map_err(|e| match e {
                 skewless_runtime::store::SearchError::Store(e) => ApiError::store(e),
                 other => bad(other.to_string()),

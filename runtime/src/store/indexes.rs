@@ -68,8 +68,10 @@ impl Store {
                 let Some(entity) = key.value().strip_prefix(start.as_slice()) else {
                     break;
                 };
-                let values = decode_values(row.value(), &view.features).map_err(Failure::corrupt_in(&view.name))?;
-                index.upsert(entity, Some(&values));
+                let corrupt = Failure::corrupt_in(&view.name);
+                let time = layout::row_header(row.value()).map_err(&corrupt)?.event_time;
+                let values = decode_values(row.value(), &view.features).map_err(&corrupt)?;
+                index.upsert(entity, Some((time, &values)));
             }
             Ok(())
         })?;
@@ -87,8 +89,9 @@ impl Store {
     }
 
     /// The `k` entities of `view` whose vector feature (`feature`, or its
-    /// only one) is nearest to `query` under `metric`: the one search every
-    /// front end runs ([`crate::search`] says how).
+    /// only one) is nearest to `query` under `metric`, among the rows a read
+    /// at `now` would serve (the view's TTL counted back from it): the one
+    /// search every front end runs ([`crate::search`] says how).
     pub fn nearest(
         &self,
         view: &ViewRecord,
@@ -96,10 +99,11 @@ impl Store {
         query: &[f32],
         k: usize,
         metric: Metric,
+        now: i64,
     ) -> Result<Vec<Hit>, SearchError> {
         let (_, index) = self.vector_index(view, feature)?;
         let index = index.read().unwrap_or_else(|e| e.into_inner());
-        Ok(index.search(query, k, metric)?)
+        Ok(index.search(query, k, metric, ttl_micros(view).map(|ttl| now - ttl))?)
     }
 
     /// Every stored version of `view`'s vector feature (`feature`, or its
@@ -132,7 +136,7 @@ impl Store {
             }
             Ok(versions)
         })?;
-        Ok(VectorHistory::new(dimension, versions))
+        Ok(VectorHistory::new(dimension, ttl_micros(view), versions))
     }
 
     fn last_commit_of(&self, view: &ViewRecord) -> Result<u64, StoreError> {
@@ -171,13 +175,15 @@ impl Store {
                 let mut rows = Vec::with_capacity(keys.len());
                 for key in &keys {
                     let stored = table.get(layout::latest_key(view.id, key).as_slice())?;
-                    let values = match stored {
+                    let row = match stored {
                         Some(row) => {
-                            Some(decode_values(row.value(), &view.features).map_err(Failure::corrupt_in(&view.name))?)
+                            let corrupt = Failure::corrupt_in(&view.name);
+                            let time = layout::row_header(row.value()).map_err(&corrupt)?.event_time;
+                            Some((time, decode_values(row.value(), &view.features).map_err(&corrupt)?))
                         }
                         None => None,
                     };
-                    rows.push(values);
+                    rows.push(row);
                 }
                 Ok(rows)
             });
@@ -192,12 +198,17 @@ impl Store {
                     return false;
                 }
                 let mut index = kept.index.write().unwrap_or_else(|e| e.into_inner());
-                for (key, values) in keys.iter().zip(rows) {
-                    index.upsert(key, values.as_deref());
+                for (key, row) in keys.iter().zip(rows) {
+                    index.upsert(key, row.as_ref().map(|(time, values)| (*time, values.as_slice())));
                 }
                 kept.seen = commit;
                 true
             });
         }
     }
+}
+
+/// A view's TTL in microseconds, as reads count it.
+fn ttl_micros(view: &ViewRecord) -> Option<i64> {
+    view.ttl_secs.map(|secs| secs as i64 * 1_000_000)
 }
