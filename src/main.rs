@@ -403,7 +403,6 @@ fn cmd_get(dir: &Path, get: &args::GetArgs) -> Result<()> {
 /// `skewless search`: the store's search ([`skewless_runtime::Store::nearest`]),
 /// then a read of the hits' features, as `POST /search` does.
 fn cmd_search(dir: &Path, search: &args::SearchArgs) -> Result<()> {
-    use skewless_runtime::format::layout::KeyValue;
     use skewless_runtime::search::Metric;
     use skewless_runtime::{SearchQuery, SearchSpec};
     // By default every feature but vectors, which would fill the screen.
@@ -428,40 +427,16 @@ fn cmd_search(dir: &Path, search: &args::SearchArgs) -> Result<()> {
         },
     )?;
     let metric = Metric::parse(&search.metric).map_err(anyhow::Error::msg)?;
+    let like = args::pairs(&search.like, "--like")?;
     let query = match &search.query {
         Some(text) => SearchQuery::Vector(
             serde_json::from_str(text).with_context(|| format!("--query {text}: expected a JSON array of numbers"))?,
         ),
-        None => {
-            let like = args::pairs(&search.like, "--like")?;
-            let key: Vec<KeyValue> = record
-                .join_keys
-                .iter()
-                .map(|k| {
-                    let value = like
-                        .get(&k.name)
-                        .and_then(|v| v.first())
-                        .with_context(|| format!("--like needs {}=VALUE", k.name))?;
-                    Ok(match k.data_type {
-                        skewless_runtime::FeatureType::Int64 => KeyValue::Int64(
-                            value
-                                .parse()
-                                .with_context(|| format!("--like {}={value}: not an int64", k.name))?,
-                        ),
-                        skewless_runtime::FeatureType::Utf8 => KeyValue::Utf8(value.clone()),
-                        skewless_runtime::FeatureType::Bool
-                        | skewless_runtime::FeatureType::Float32
-                        | skewless_runtime::FeatureType::Float64
-                        | skewless_runtime::FeatureType::Timestamp
-                        | skewless_runtime::FeatureType::List(_)
-                        | skewless_runtime::FeatureType::Vector(_) => {
-                            unreachable!("join keys are int64 or utf8 (checked by the repo)")
-                        }
-                    })
-                })
-                .collect::<Result<_>>()?;
-            SearchQuery::Like(key)
-        }
+        None => SearchQuery::Like(
+            like.iter()
+                .map(|(name, values)| (name.as_str(), RawColumn::Text(values)))
+                .collect(),
+        ),
     };
     let response = workspace.search(SearchSpec {
         view: &search.view,

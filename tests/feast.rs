@@ -63,14 +63,17 @@ fn feasts_client_reads_lists_and_vectors_and_searches() {
     // Feast 0.67 posts `/search` (the older name only when that is 404):
     // two answered there, ours and Feast's; none on the older route.
     let (_, metrics) = server.get("/metrics");
-    let answered = |route: &str| {
-        metrics
-            .lines()
-            .find(|l| l.starts_with("skewless_http_requests_total") && l.contains(&format!("route=\"{route}\"")))
-            .map(|l| l.rsplit(' ').next().unwrap().to_string())
-    };
+    let answered = |route: &str| answered(&metrics, route);
     assert_eq!(answered("/search").as_deref(), Some("2"), "{metrics}");
     assert_eq!(answered("/retrieve-online-documents"), None, "{metrics}");
+}
+
+/// How many requests `/metrics` counts on `route` (any status), if any.
+fn answered(metrics: &str, route: &str) -> Option<String> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("skewless_http_requests_total") && l.contains(&format!("route=\"{route}\"")))
+        .map(|l| l.rsplit(' ').next().unwrap().to_string())
 }
 
 /// Runs `tests/feast/<script>` with Feast's Python against `server` (its
@@ -148,12 +151,7 @@ fn feasts_client_materializes_and_is_told_why_it_cannot_write_values() {
     }
     // Every request was Feast's: two materialize calls, one of each other.
     let (_, metrics) = server.get("/metrics");
-    let answered = |route: &str| {
-        metrics
-            .lines()
-            .find(|l| l.starts_with("skewless_http_requests_total") && l.contains(&format!("route=\"{route}\"")))
-            .map(|l| l.rsplit(' ').next().unwrap().to_string())
-    };
+    let answered = |route: &str| answered(&metrics, route);
     assert_eq!(answered("/materialize").as_deref(), Some("1"), "{metrics}");
     assert_eq!(answered("/materialize-incremental").as_deref(), Some("2"), "{metrics}");
     assert_eq!(answered("/write-to-online-store").as_deref(), Some("1"), "{metrics}");

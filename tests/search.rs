@@ -106,6 +106,15 @@ fn search_answers_the_exact_nearest_products_over_http_and_the_cli_alike() {
     ]))
     .unwrap();
     assert_eq!(printed["results"], answer["results"]);
+    // "More like" an entity reads its vector as any read does: a key of the
+    // wrong type, or an entity with none, is named.
+    let wrong = repo.fails(&["search", "product_embeddings", "--like", "product_id=abc"]);
+    assert!(wrong.contains("product_id") && wrong.contains("abc"), "{wrong}");
+    let missing = repo.fails(&["search", "product_embeddings", "--like", "product_id=99999999"]);
+    assert!(
+        missing.contains("product_id=99999999 has no stored vector"),
+        "{missing}"
+    );
 
     // Every metric ranks: L2 and inner product agree with cosine on unit vectors.
     for metric in ["L2", "inner_product"] {
@@ -343,6 +352,24 @@ fn query_spine(repo: &TempRepo, rows: &[(i64, &Value)]) -> std::path::PathBuf {
     path
 }
 
+/// `skewless dataset --nearest product_embeddings -k K` over `spine`: what it wrote.
+fn nearest_dataset(repo: &TempRepo, spine: &std::path::Path, k: usize) -> arrow_array::RecordBatch {
+    let out = repo.path().join("nearest.parquet");
+    let k = k.to_string();
+    repo.ok(&[
+        "dataset",
+        "--spine",
+        spine.to_str().unwrap(),
+        "--nearest",
+        "product_embeddings",
+        "-k",
+        &k,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    read_parquet(&out)
+}
+
 #[test]
 fn search_as_of_a_time_equals_the_online_answer_at_that_instant() {
     let repo = products_repo();
@@ -402,18 +429,7 @@ fn search_as_of_a_time_equals_the_online_answer_at_that_instant() {
     expected.push(json!([[], []]));
     let spine = query_spine(&repo, &rows);
     let out = repo.path().join("nearest.parquet");
-    repo.ok(&[
-        "dataset",
-        "--spine",
-        spine.to_str().unwrap(),
-        "--nearest",
-        "product_embeddings",
-        "-k",
-        "5",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let train = read_parquet(&out);
+    let train = nearest_dataset(&repo, &spine, 5);
     assert_eq!(train.num_rows(), rows.len());
     let (ids, distances) = (
         train.column_by_name("nearest_product_id").unwrap(),
@@ -495,19 +511,7 @@ fn search_skips_vectors_older_than_the_views_ttl_online_and_as_of_a_time() {
 
     // As of a time: the same rule at each row's instant.
     let spine = query_spine(&repo, &[(fresh, &zebra), (stale + 60_000_000, &zebra)]);
-    let out = repo.path().join("nearest.parquet");
-    repo.ok(&[
-        "dataset",
-        "--spine",
-        spine.to_str().unwrap(),
-        "--nearest",
-        "product_embeddings",
-        "-k",
-        "3",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let train = read_parquet(&out);
+    let train = nearest_dataset(&repo, &spine, 3);
     let ids = train.column_by_name("nearest_product_id").unwrap();
     let at_fresh = skewless_runtime::codec::json::value_json(ids.as_ref(), 0);
     let at_stale = skewless_runtime::codec::json::value_json(ids.as_ref(), 1);

@@ -21,10 +21,9 @@ use pyo3_arrow::input::AnyRecordBatch;
 use skewless_runtime::apply::AllowBatchDependent;
 use skewless_runtime::backfill::{BackfillOptions, DEFAULT_ROWS_PER_COMMIT, ImportOptions, ViewSummary};
 use skewless_runtime::dataset::{JoinOptions, LINEAGE_KEY, NearestOptions};
-use skewless_runtime::format::layout::KeyValue;
 use skewless_runtime::online::{AsOf, OnlineResponse, RawColumn, ReadSpec};
 use skewless_runtime::search::Metric;
-use skewless_runtime::{FeatureType, SearchQuery, SearchSpec, Views, Workspace, WriteTo};
+use skewless_runtime::{SearchQuery, SearchSpec, Views, Workspace, WriteTo};
 
 use crate::{Error, canonical_batches, message};
 
@@ -277,25 +276,17 @@ impl Repo {
                     .map(|f| format!("{view}:{}", f.name))
                     .collect(),
             };
-            let query = match (query, like_json) {
+            let like: Option<IndexMap<String, Vec<serde_json::Value>>> = like_json
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| Error::new_err(format!("like: a dict of join keys to values: {e}")))?;
+            let query = match (query, &like) {
                 (Some(query), None) => SearchQuery::Vector(query),
-                (None, Some(like)) => {
-                    let like: IndexMap<String, serde_json::Value> = serde_json::from_str(like)
-                        .map_err(|e| Error::new_err(format!("like: a dict of join keys to values: {e}")))?;
-                    let key = record
-                        .join_keys
-                        .iter()
-                        .map(|k| match (k.data_type, like.get(&k.name)) {
-                            (FeatureType::Int64, Some(serde_json::Value::Number(n))) if n.is_i64() => {
-                                Ok(KeyValue::Int64(n.as_i64().expect("checked")))
-                            }
-                            (FeatureType::Utf8, Some(serde_json::Value::String(s))) => Ok(KeyValue::Utf8(s.clone())),
-                            (t, Some(other)) => Err(Error::new_err(format!("like: `{}` is {t}, not {other}", k.name))),
-                            (_, None) => Err(Error::new_err(format!("like: give `{}`", k.name))),
-                        })
-                        .collect::<PyResult<Vec<_>>>()?;
-                    SearchQuery::Like(key)
-                }
+                (None, Some(like)) => SearchQuery::Like(
+                    like.iter()
+                        .map(|(name, values)| (name.as_str(), RawColumn::Json(values)))
+                        .collect(),
+                ),
                 _ => {
                     return Err(Error::new_err(
                         "search: give a `query` vector or `like` (an entity), one of them",

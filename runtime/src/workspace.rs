@@ -23,8 +23,9 @@ use crate::dataset::{self, DatasetError, DatasetOptions, DatasetSummary, JoinOpt
 use crate::drift::{self, DriftError, DriftQuery, DriftReport};
 use crate::engine::Runtime;
 use crate::error::LoadError;
-use crate::format::layout::{KeyValue, entity_key};
-use crate::format::value::Value;
+use arrow_array::Array;
+use arrow_array::cast::AsArray;
+
 use crate::online::{self, AsOf, OnlineColumn, OnlineError, OnlineRequest, OnlineResponse, RawColumn, ReadSpec};
 use crate::push::{self, PushError, PushSummary};
 use crate::repo::{FeatureRef, Repo, RepoError};
@@ -36,12 +37,12 @@ use crate::verify::{self, Report, VerifyError};
 
 /// What a search looks for.
 #[derive(Debug, Clone)]
-pub enum SearchQuery {
+pub enum SearchQuery<'a> {
     /// This vector.
     Vector(Vec<f32>),
-    /// The stored vector of the entity with these join-key values ("more
-    /// like this").
-    Like(Vec<KeyValue>),
+    /// The served vector of the one entity these join-key columns name
+    /// ("more like this"), read as any read is.
+    Like(Vec<(&'a str, RawColumn<'a>)>),
 }
 
 /// One search: [`Workspace::search`].
@@ -52,7 +53,7 @@ pub struct SearchSpec<'a> {
     /// Its vector feature, when it has several.
     pub vector: Option<&'a str>,
     /// The query.
-    pub query: SearchQuery,
+    pub query: SearchQuery<'a>,
     /// Entities answered (1 to [`search::MAX_K`]).
     pub k: usize,
     /// The distance.
@@ -72,8 +73,9 @@ pub enum FindError {
         /// The views there are.
         known: String,
     },
-    /// "More like this" for an entity without a stored vector.
-    #[error("entity {0} has no stored vector to search with")]
+    /// "More like this" for an entity without a served vector (none
+    /// stored, past the TTL, or not one entity).
+    #[error("entity {0} has no stored vector to search with (or names more than one entity)")]
     NoStoredVector(String),
     /// The search was refused or failed.
     #[error(transparent)]
@@ -273,17 +275,37 @@ impl Workspace {
         })?;
         let query = match spec.query {
             SearchQuery::Vector(vector) => vector,
-            SearchQuery::Like(key) => {
+            // The entity's vector as a read answers it (TTL included): the one
+            // read path, so its keys are typed as every read types them.
+            SearchQuery::Like(columns) => {
                 let (position, _) = search::vector_feature(&record.name, &record.features, spec.vector)
                     .map_err(SearchError::NoVector)?;
-                let stored = self.store.reader()?.latest(record, &entity_key(&key))?;
-                match stored.map(|row| row.values.into_iter().nth(position)) {
-                    Some(Some(Value::Vector(vector))) => vector,
+                let feature = [format!("{}:{}", record.name, record.features[position].name)];
+                let read = self.read(ReadSpec {
+                    features: &feature,
+                    service: None,
+                    columns: columns.clone(),
+                    full_feature_names: false,
+                    as_of: AsOf::Latest,
+                    deadline: None,
+                })?;
+                let vectors = read.columns.iter().find(|c| c.view.is_some()).map(|c| &c.values);
+                match vectors.and_then(|v| v.as_fixed_size_list_opt()) {
+                    Some(v) if v.len() == 1 && v.is_valid(0) => v
+                        .value(0)
+                        .as_primitive::<arrow_array::types::Float32Type>()
+                        .values()
+                        .to_vec(),
                     _ => {
-                        let named: Vec<String> = (record.join_keys.iter().zip(&key))
-                            .map(|(k, v)| match v {
-                                KeyValue::Int64(v) => format!("{}={v}", k.name),
-                                KeyValue::Utf8(v) => format!("{}={v}", k.name),
+                        let named: Vec<String> = (columns.iter())
+                            .map(|(name, column)| match column {
+                                RawColumn::Json(values) => {
+                                    let shown: Vec<String> = (values.iter())
+                                        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                                        .collect();
+                                    format!("{name}={}", shown.join(","))
+                                }
+                                RawColumn::Text(values) => format!("{name}={}", values.join(",")),
                             })
                             .collect();
                         return Err(FindError::NoStoredVector(named.join(" ")));

@@ -77,7 +77,7 @@ class Repo(_Repo):
         answer = self._search(
             view,
             query,
-            None if like is None else _values.mapping_json(like),
+            None if like is None else _values.columns_json({n: [v] for n, v in like.items()}),
             k,
             metric,
             None if features is None else list(features),

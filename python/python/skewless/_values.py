@@ -46,11 +46,6 @@ def columns_json(rows: Any) -> str:
     return json.dumps({str(k): list(v) for k, v in rows.items()}, default=_json_default)
 
 
-def mapping_json(values: Mapping[str, Any]) -> str:
-    """One value per name as JSON (numpy and datetime values included)."""
-    return json.dumps({str(k): v for k, v in values.items()}, default=_json_default)
-
-
 def micros(at: Any) -> int:
     """An instant as microseconds UTC: a datetime (naive means UTC), an RFC
     3339 string, or an int already in microseconds."""
