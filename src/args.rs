@@ -59,6 +59,11 @@ pub enum Command {
         /// this backfill) while servers go on; then `skewless swap NAME` makes a server serve it.
         #[arg(long, value_name = "NAME")]
         new_version: Option<String>,
+        /// Only what is new since the last incremental load (what `POST /materialize-incremental`
+        /// does): a Delta table's commits after the version last loaded, a file's rows from where
+        /// the last one ended up to now.
+        #[arg(long, conflicts_with_all = ["start", "end", "new_version"])]
+        incremental: bool,
     },
     /// Store a view's values computed elsewhere (by skewless.spark / skewless.ray) as backfill would.
     Import(ImportArgs),
@@ -477,6 +482,7 @@ pub fn backfill_options(
         start: timestamp("--start", start)?,
         end: timestamp("--end", end)?,
         rows_per_commit: rows_per_commit.max(1),
+        after_version: None,
     })
 }
 

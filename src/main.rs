@@ -61,12 +61,19 @@ fn run(cli: Cli) -> Result<Exit> {
             dry_run,
             allow_batch_dependent,
         } => cmd_apply(dir, dry_run, &args::allow_batch_dependent(allow_batch_dependent))?,
+        // clap refuses the other flags with --incremental.
+        Command::Backfill {
+            views,
+            incremental: true,
+            ..
+        } => cmd_backfill_incremental(dir, &views)?,
         Command::Backfill {
             views,
             start,
             end,
             rows_per_commit,
             new_version,
+            incremental: false,
         } => cmd_backfill(
             dir,
             &args::backfill_options(views, start.as_deref(), end.as_deref(), rows_per_commit)?,
@@ -261,6 +268,26 @@ fn cmd_apply(dir: &Path, dry_run: bool, allow: &AllowBatchDependent) -> Result<(
         "Applied",
         &format!("{project} to {}", workspace.store().path().display()),
     );
+    Ok(())
+}
+
+fn cmd_backfill_incremental(dir: &Path, views: &[String]) -> Result<()> {
+    let workspace = Workspace::open(dir, Views::Materialized(views))?;
+    let window = backfill::MaterializeWindow::Incremental {
+        end: skewless_runtime::time::now_micros(),
+    };
+    for loaded in workspace.materialize(views, window)? {
+        let summary = &loaded.summary;
+        let from = match (summary.table_version, loaded.start) {
+            (Some(version), _) => format!(" (table version {version})"),
+            (None, Some(start)) => format!(" (from {})", skewless_runtime::time::format_timestamp(start)),
+            (None, None) => String::new(),
+        };
+        status("Backfilled", &format!("{summary}{from}"));
+        if let Some(warning) = summary.row_error_warning() {
+            warn(&warning);
+        }
+    }
     Ok(())
 }
 

@@ -92,7 +92,7 @@ fn trips(server: &ServerProcess, driver: i64) -> serde_json::Value {
         "/get-online-features",
         &format!(r#"{{"features": ["driver_hourly_stats:avg_daily_trips"], "entities": {{"driver_id": [{driver}]}}}}"#),
     );
-    assert_eq!(status, 200, "{answer}");
+    assert_eq!(status, 200, "{answer}\n{}", server.log());
     answer["results"][1]["values"][0].clone()
 }
 

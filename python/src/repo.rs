@@ -173,6 +173,7 @@ impl Repo {
             start: time(start, "start")?,
             end: time(end, "end")?,
             rows_per_commit: rows_per_commit.max(1),
+            ..BackfillOptions::default()
         };
         let summaries = self.with(false, |workspace| {
             py.detach(|| workspace.backfill(&options, &ProgressBar::hidden()))

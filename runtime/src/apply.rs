@@ -197,7 +197,7 @@ pub fn plan(catalog: &Catalog, store: &Store, allow: &AllowBatchDependent) -> Re
 
     for source in repo.sources.values() {
         let summary = match &source.kind {
-            SourceKind::File(file) => format!("file {}", file.path.display()),
+            SourceKind::File(file) => format!("{} {}", file.format.name(), file.path.display()),
             SourceKind::Request { schema } => format!("request, {} fields", schema.len()),
             SourceKind::Push { batch_source } => format!("push, batch source {batch_source}"),
         };

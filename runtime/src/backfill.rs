@@ -37,6 +37,9 @@ pub struct BackfillOptions {
     pub end: Option<i64>,
     /// Rows per transaction: the most work a crash can lose.
     pub rows_per_commit: usize,
+    /// Delta sources: only the rows the commits after this table version
+    /// added (an incremental load).
+    pub after_version: Option<u64>,
 }
 
 impl Default for BackfillOptions {
@@ -46,6 +49,7 @@ impl Default for BackfillOptions {
             start: None,
             end: None,
             rows_per_commit: DEFAULT_ROWS_PER_COMMIT,
+            after_version: None,
         }
     }
 }
@@ -67,6 +71,8 @@ pub struct ViewSummary {
     pub first_errors: Vec<String>,
     /// Commits made.
     pub commits: Vec<u64>,
+    /// Delta sources: the table version read.
+    pub table_version: Option<u64>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -247,19 +253,26 @@ pub fn materialize(
     };
     let mut done = Vec::new();
     for view in names {
-        let (start, end) = match window {
-            MaterializeWindow::All => (None, None),
-            MaterializeWindow::Between { start, end } => (Some(start), Some(end)),
+        // A Delta table loads incrementally by its versions: the rows the
+        // commits since the last load added, whatever their event times.
+        let delta = (catalog.repo.views.get(&view))
+            .and_then(|v| catalog.repo.file_source(v))
+            .is_some_and(|f| matches!(f.format, FileFormat::Delta(_)));
+        let (start, end, after_version) = match window {
+            MaterializeWindow::All => (None, None, None),
+            MaterializeWindow::Between { start, end } => (Some(start), Some(end), None),
+            MaterializeWindow::Incremental { .. } if delta => (None, None, store.table_version_loaded(&view)?),
             // An end before the last run's: nothing new, and the mark stays.
             MaterializeWindow::Incremental { end } => match store.materialized_until(&view)? {
-                Some(last) => (Some(last), Some(end.max(last))),
-                None => (None, Some(end)),
+                Some(last) => (Some(last), Some(end.max(last)), None),
+                None => (None, Some(end), None),
             },
         };
         let options = BackfillOptions {
             views: vec![view.clone()],
             start,
             end,
+            after_version,
             ..BackfillOptions::default()
         };
         let summary = backfill(catalog, store, &options, &ProgressBar::hidden())?.remove(0);
@@ -283,12 +296,21 @@ fn backfill_view(
     let digest_id = store.digest_id(&record.digest)?;
     let materializer = Materializer::new(catalog, view, record, digest_id, IdMode::Replace)?;
     let path = &materializer.source.path;
-    let opened = source::open(path, materializer.source.format, &materializer.needed).map_err(|error| {
-        BackfillError::Source {
-            view: view.name.clone(),
-            error,
+    let source_error = |error| BackfillError::Source {
+        view: view.name.clone(),
+        error,
+    };
+    let (opened, table_version) = match materializer.source.format {
+        FileFormat::Delta(version) => {
+            let (opened, read) =
+                source::open_table(path, version, options.after_version, &materializer.needed).map_err(source_error)?;
+            (opened, Some(read))
         }
-    })?;
+        FileFormat::Parquet | FileFormat::Csv => (
+            source::open(path, materializer.source.format, &materializer.needed).map_err(source_error)?,
+            None,
+        ),
+    };
     progress.reset();
     progress.set_length(opened.total_rows.unwrap_or(0));
     progress.set_message(view.name.clone());
@@ -301,6 +323,15 @@ fn backfill_view(
         options,
         progress,
     )?;
+    // Every row of the version is stored: the next incremental load reads
+    // the commits after it (a load of some times only leaves the mark).
+    if let Some(version) = table_version
+        && options.start.is_none()
+        && options.end.is_none()
+    {
+        store.set_table_version_loaded(&view.name, version)?;
+    }
+    summary.table_version = table_version;
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

@@ -292,15 +292,13 @@ fn plan_aggregations(
     };
     let file = repo.file_source(view);
     let file_columns: Vec<(String, FeatureType)> = match file {
-        Some(f) if f.format == crate::FileFormat::Parquet && f.path.exists() => {
-            crate::source::columns(&f.path, f.format)
-                .map(|cols| {
-                    cols.into_iter()
-                        .filter_map(|(n, t)| FeatureType::from_arrow(&t).map(|t| (n, t)))
-                        .collect()
-                })
-                .unwrap_or_default()
-        }
+        Some(f) if f.format.typed() && f.path.exists() => crate::source::columns(&f.path, f.format)
+            .map(|cols| {
+                cols.into_iter()
+                    .filter_map(|(n, t)| FeatureType::from_arrow(&t).map(|t| (n, t)))
+                    .collect()
+            })
+            .unwrap_or_default(),
         _ => Vec::new(),
     };
     let type_of = |column: &str| -> Option<FeatureType> {

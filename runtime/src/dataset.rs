@@ -648,6 +648,8 @@ impl Writer {
                 Box::new(arrow_csv::WriterBuilder::new().with_header(true).build(file)),
                 path.to_path_buf(),
             ),
+            // `format_of` tells files by extension: a dataset is never a table.
+            FileFormat::Delta(_) => return Err(fail("a dataset is written as .parquet or .csv".into())),
         })
     }
 

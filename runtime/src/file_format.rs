@@ -1,12 +1,14 @@
-//! The file formats sources, spines and datasets come in, told by the file
-//! name's extension in one place. A leaf: the repo, the source reader and
-//! the dataset writer all name it, and it names none of them.
+//! The formats sources, spines and datasets come in: files told by their
+//! name's extension in one place, and Delta Lake tables (a folder, named
+//! by the source's `type`). A leaf: the repo, the source reader and the
+//! dataset writer all name it, and it names none of them.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-/// File format of a source, spine or dataset file, by extension.
+/// Format of a source, spine or dataset: a file by its extension, or a
+/// Delta Lake table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileFormat {
@@ -14,6 +16,23 @@ pub enum FileFormat {
     Parquet,
     /// Comma-separated values with a header row (`.csv`).
     Csv,
+    /// A Delta Lake table ([`crate::delta`]): a folder of Parquet files
+    /// and its transaction log, at this version (the newest when `None`).
+    /// Sources only: never a spine or a dataset.
+    Delta(Option<TableVersion>),
+}
+
+/// Which version of a Delta table a source reads (`version = N` or
+/// `timestamp = "..."` in `skewless.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableVersion {
+    /// This version.
+    Version(u64),
+    /// The newest version committed at or before this time (microseconds
+    /// UTC): the commit's in-commit timestamp when the table records one,
+    /// else its log file's modification time, as the Delta protocol says.
+    AsOf(i64),
 }
 
 impl FileFormat {
@@ -26,11 +45,21 @@ impl FileFormat {
         }
     }
 
-    /// `parquet` or `csv`.
+    /// `parquet`, `csv` or `delta`.
     pub fn name(self) -> &'static str {
         match self {
             FileFormat::Parquet => "parquet",
             FileFormat::Csv => "csv",
+            FileFormat::Delta(_) => "delta",
+        }
+    }
+
+    /// Whether the format records its columns' types (Parquet, Delta), so
+    /// they can type a view's inputs; CSV columns are text until read.
+    pub fn typed(self) -> bool {
+        match self {
+            FileFormat::Parquet | FileFormat::Delta(_) => true,
+            FileFormat::Csv => false,
         }
     }
 }

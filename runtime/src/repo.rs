@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::determinism::Determinism;
-use crate::file_format::FileFormat;
+use crate::file_format::{FileFormat, TableVersion};
 use crate::limits::{Limits, PoolSettings};
 use crate::types::{FeatureType, FieldSpec};
 
@@ -159,6 +159,10 @@ struct RawSource {
     event_id_column: Option<String>,
     schema: Option<IndexMap<String, FeatureType>>,
     batch_source: Option<Spanned<String>>,
+    /// Delta: the table version to read.
+    version: Option<Spanned<u64>>,
+    /// Delta: read the version as of this time.
+    timestamp: Option<Spanned<String>>,
     #[serde(default)]
     description: String,
 }
@@ -395,10 +399,10 @@ pub struct Source {
     pub description: String,
 }
 
-/// A Parquet or CSV file of historical rows.
+/// A Parquet or CSV file, or a Delta Lake table, of historical rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileSource {
-    /// Absolute path.
+    /// Absolute path (a Delta table's folder).
     pub path: PathBuf,
     /// Parquet or CSV.
     pub format: FileFormat,
@@ -417,7 +421,7 @@ pub struct FileSource {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SourceKind {
-    /// A Parquet or CSV file of historical rows.
+    /// A Parquet or CSV file, or a Delta Lake table, of historical rows.
     File(FileSource),
     /// Fields that arrive with an online request.
     Request {
@@ -678,6 +682,8 @@ impl Repo {
                     ("event_id_column", raw_source.event_id_column.is_some()),
                     ("schema", raw_source.schema.is_some()),
                     ("batch_source", raw_source.batch_source.is_some()),
+                    ("version", raw_source.version.is_some()),
+                    ("timestamp", raw_source.timestamp.is_some()),
                 ];
                 match given.iter().find(|(field, set)| *set && !allowed.contains(field)) {
                     Some((field, _)) => Err(invalid(
@@ -689,21 +695,55 @@ impl Repo {
                 }
             };
             let kind = match raw_source.kind.get_ref().as_str() {
-                "file" => {
-                    only(&["path", "timestamp_column", "created_column", "event_id_column"])?;
-                    let file = raw_source
-                        .path
-                        .as_ref()
-                        .ok_or_else(|| invalid(kind_at, key("path"), "a file source needs a `path`".into()))?;
+                kind @ ("file" | "delta") => {
+                    let delta = kind == "delta";
+                    let mut allowed = vec!["path", "timestamp_column", "created_column", "event_id_column"];
+                    if delta {
+                        allowed.extend(["version", "timestamp"]);
+                    }
+                    only(&allowed)?;
+                    let file = raw_source.path.as_ref().ok_or_else(|| {
+                        let example = if delta {
+                            "a table's folder"
+                        } else {
+                            "a .parquet or .csv file"
+                        };
+                        invalid(
+                            kind_at,
+                            key("path"),
+                            format!("a {kind} source needs a `path` ({example})"),
+                        )
+                    })?;
                     let relative = file.get_ref();
-                    let format = match FileFormat::of(Path::new(relative)) {
-                        Some(format) => format,
-                        None => {
-                            return Err(invalid(
-                                file.span().start,
-                                key("path"),
-                                format!("`{relative}` is neither .parquet nor .csv"),
-                            ));
+                    let format = if delta {
+                        let version = match (&raw_source.version, &raw_source.timestamp) {
+                            (Some(_), Some(time)) => {
+                                return Err(invalid(
+                                    time.span().start,
+                                    key("timestamp"),
+                                    "give `version` or `timestamp`, not both".into(),
+                                ));
+                            }
+                            (Some(version), None) => Some(TableVersion::Version(*version.get_ref())),
+                            (None, Some(time)) => Some(TableVersion::AsOf(
+                                crate::time::parse_timestamp(time.get_ref())
+                                    .map_err(|e| invalid(time.span().start, key("timestamp"), e.to_string()))?,
+                            )),
+                            (None, None) => None,
+                        };
+                        FileFormat::Delta(version)
+                    } else {
+                        match FileFormat::of(Path::new(relative)) {
+                            Some(format) => format,
+                            None => {
+                                return Err(invalid(
+                                    file.span().start,
+                                    key("path"),
+                                    format!(
+                                        "`{relative}` is neither .parquet nor .csv (a Delta table is `type = \"delta\"`)"
+                                    ),
+                                ));
+                            }
                         }
                     };
                     SourceKind::File(FileSource {
@@ -745,19 +785,19 @@ impl Repo {
                         invalid(
                             kind_at,
                             key("batch_source"),
-                            "a push source needs a `batch_source` (a file source)".into(),
+                            "a push source needs a `batch_source` (a file or delta source)".into(),
                         )
                     })?;
                     let target = batch_source.get_ref();
                     if raw
                         .sources
                         .get(target)
-                        .is_none_or(|s| s.get_ref().kind.get_ref() != "file")
+                        .is_none_or(|s| !["file", "delta"].contains(&s.get_ref().kind.get_ref().as_str()))
                     {
                         return Err(invalid(
                             batch_source.span().start,
                             key("batch_source"),
-                            format!("`{target}` is not a file source of this repo"),
+                            format!("`{target}` is not a file or delta source of this repo"),
                         ));
                     }
                     SourceKind::Push {
@@ -768,7 +808,7 @@ impl Repo {
                     return Err(invalid(
                         kind_at,
                         key("type"),
-                        format!("unknown source type `{other}` (use file, request or push)"),
+                        format!("unknown source type `{other}` (use file, delta, request or push)"),
                     ));
                 }
             };

@@ -17,7 +17,9 @@ use indexmap::IndexMap;
 use indicatif::ProgressBar;
 
 use crate::apply::{self, AllowBatchDependent, ApplyError, Plan};
-use crate::backfill::{self, BackfillError, BackfillOptions, ImportOptions, ViewSummary};
+use crate::backfill::{
+    self, BackfillError, BackfillOptions, ImportOptions, MaterializeWindow, Materialized, ViewSummary,
+};
 use crate::catalog::Catalog;
 use crate::dataset::{self, DatasetError, DatasetOptions, DatasetSummary, JoinOptions, Lineage};
 use crate::drift::{self, DriftError, DriftQuery, DriftReport};
@@ -224,6 +226,12 @@ impl Workspace {
         progress: &ProgressBar,
     ) -> Result<Vec<ViewSummary>, BackfillError> {
         backfill::backfill(&self.catalog, &self.store, options, progress)
+    }
+
+    /// Feast's materialize ([`backfill::materialize`]): `views` (every
+    /// stored view when empty) over `window`.
+    pub fn materialize(&self, views: &[String], window: MaterializeWindow) -> Result<Vec<Materialized>, BackfillError> {
+        backfill::materialize(&self.catalog, &self.store, views, window)
     }
 
     /// Backfills materialized views into a new version of the store, built

@@ -943,6 +943,9 @@ impl Server {
         if let Some(report) = skewless_runtime::drift::latest_report(&self.catalog.repo) {
             report.features.iter().for_each(|f| self.metrics.drift(f));
         }
+        if let Some(log) = &self.replication {
+            log.refresh_metrics(&self.metrics);
+        }
         self.metrics.encode()
     }
 

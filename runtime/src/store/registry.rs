@@ -235,6 +235,9 @@ impl fmt::Display for Source {
             SourceKind::File(file) => {
                 writeln!(f, "  type:        file ({})", file.format.name())?;
                 writeln!(f, "  path:        {}", file.path.display())?;
+                if let crate::FileFormat::Delta(Some(version)) = file.format {
+                    writeln!(f, "  version:     {version}")?;
+                }
                 writeln!(f, "  event time:  {}", file.timestamp_column)?;
                 if let Some(created) = &file.created_column {
                     writeln!(f, "  created:     {created}")?;
@@ -543,22 +546,44 @@ fn materialized_key(view: &str) -> String {
     format!("materialized_until/{view}")
 }
 
+/// The counter holding the Delta table version a view last loaded.
+fn table_version_key(view: &str) -> String {
+    format!("table_version/{view}")
+}
+
 impl Store {
     /// Where `view`'s last incremental materialize ended; `None` before the
     /// first.
     pub fn materialized_until(&self, view: &str) -> Result<Option<i64>, StoreError> {
-        self.read(|txn| {
-            let counters = txn.open_table(COUNTERS)?;
-            Ok(counters.get(materialized_key(view).as_str())?.map(|v| v.value() as i64))
-        })
+        Ok(self.mark(&materialized_key(view))?.map(|v| v as i64))
     }
 
     /// Records that `view` is materialized up to `end` (exclusive), after
     /// its rows were committed.
     pub fn set_materialized_until(&self, view: &str, end: i64) -> Result<(), StoreError> {
+        self.set_mark(&materialized_key(view), end as u64)
+    }
+
+    /// The version of its Delta table that `view` last loaded in full (a
+    /// backfill of every row, or an incremental load); `None` before the
+    /// first. The next incremental load reads the commits after it.
+    pub fn table_version_loaded(&self, view: &str) -> Result<Option<u64>, StoreError> {
+        self.mark(&table_version_key(view))
+    }
+
+    /// Records that `view` holds its Delta table's rows up to `version`,
+    /// after they were committed.
+    pub fn set_table_version_loaded(&self, view: &str, version: u64) -> Result<(), StoreError> {
+        self.set_mark(&table_version_key(view), version)
+    }
+
+    fn mark(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        self.read(|txn| Ok(txn.open_table(COUNTERS)?.get(key)?.map(|v| v.value())))
+    }
+
+    fn set_mark(&self, key: &str, value: u64) -> Result<(), StoreError> {
         self.write_txn(|txn| {
-            txn.open_table(COUNTERS)?
-                .insert(materialized_key(view).as_str(), end as u64)?;
+            txn.open_table(COUNTERS)?.insert(key, value)?;
             Ok(())
         })
     }

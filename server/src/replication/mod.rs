@@ -367,6 +367,16 @@ impl Replication {
         metrics.replication(applied, lag);
     }
 
+    /// Sets the replication gauges as of now (a scrape): the applied
+    /// sequence as it is, the lag against the stream's last sequence as
+    /// last polled. The poller's own figures may be [`LAG_POLL`] old, and a
+    /// scrape right after a message was applied must not report it missing.
+    pub(crate) fn refresh_metrics(&self, metrics: &Metrics) {
+        let applied = self.applied();
+        let stream_last = self.status.lock().expect("status lock").stream_last;
+        metrics.replication(applied, stream_last.saturating_sub(applied));
+    }
+
     fn set_phase(&self, phase: Phase) {
         self.status.lock().expect("status lock").phase = phase;
     }

@@ -36,6 +36,9 @@ pub enum Tier {
     Replication,
     /// Feast 0.67's own Python client against the server.
     Feast,
+    /// Sources from the user's stack: Delta Lake tables written by PyPI's
+    /// `deltalake`.
+    Sources,
 }
 
 /// The Python that has Feast's client (`.ci/run` keeps it in a venv of its
@@ -57,7 +60,7 @@ struct Tool {
 
 impl Tier {
     /// Every named tier.
-    pub const ALL: [Tier; 7] = [
+    pub const ALL: [Tier; 8] = [
         Tier::Languages,
         Tier::Python,
         Tier::Ui,
@@ -65,6 +68,7 @@ impl Tier {
         Tier::Drills,
         Tier::Replication,
         Tier::Feast,
+        Tier::Sources,
     ];
 
     /// The name `SKEWLESS_TEST_TIERS` takes.
@@ -77,6 +81,7 @@ impl Tier {
             Tier::Drills => "drills",
             Tier::Replication => "replication",
             Tier::Feast => "feast",
+            Tier::Sources => "sources",
         }
     }
 
@@ -90,6 +95,7 @@ impl Tier {
             Tier::Drills => "hardening",
             Tier::Replication => "replication",
             Tier::Feast => "feast",
+            Tier::Sources => "sources",
         }
     }
 
@@ -179,6 +185,11 @@ impl Tier {
                 ],
                 install: "python3 -m venv feast-env && feast-env/bin/pip install feast==0.67.0, \
                           then SKEWLESS_FEAST_PYTHON=feast-env/bin/python",
+            }],
+            Tier::Sources => &[Tool {
+                name: "PyPI's deltalake (writes the test tables)",
+                probe: &["python3", "-c", "import deltalake, pyarrow"],
+                install: "python3 -m pip install deltalake==1.6.6 pyarrow",
             }],
         }
     }

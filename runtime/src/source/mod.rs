@@ -1,8 +1,13 @@
-//! Reading file sources (Parquet, CSV) as Arrow batches of the columns a job
-//! needs, with errors that name the file and the column or line.
+//! Reading sources (Parquet and CSV files, Delta Lake tables) as Arrow
+//! batches of the columns a job needs, with errors that name the file and
+//! the column or line. [`delta`] says which Parquet files make up a table;
+//! they are read here like any other.
+
+pub mod delta;
+mod error;
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
@@ -10,28 +15,14 @@ use arrow_schema::{DataType as ArrowType, Field, Schema};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::file_format::FileFormat;
+pub use error::SourceError;
+use error::fail;
+
+use crate::file_format::{FileFormat, TableVersion};
 use crate::types::{FeatureType, FieldSpec};
 
 /// Rows per batch read from a file.
 pub const READ_BATCH_ROWS: usize = 65_536;
-
-/// A file source could not be read.
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {message}", path.display())]
-pub struct SourceError {
-    /// The file.
-    pub path: PathBuf,
-    /// What is wrong, with the column or line where known.
-    pub message: String,
-}
-
-fn fail(path: &Path, message: impl Into<String>) -> SourceError {
-    SourceError {
-        path: path.to_path_buf(),
-        message: message.into(),
-    }
-}
 
 /// Batches of a file source, lazily read.
 pub type Batches = Box<dyn Iterator<Item = Result<RecordBatch, SourceError>> + Send>;
@@ -59,10 +50,11 @@ pub fn open_all(path: &Path, format: FileFormat, needed: &[FieldSpec]) -> Result
 }
 
 fn open_with(path: &Path, format: FileFormat, needed: &[FieldSpec], keep_all: bool) -> Result<OpenedFile, SourceError> {
-    let file = File::open(path).map_err(|e| fail(path, format!("cannot open: {e}")))?;
     let opened = match format {
-        FileFormat::Parquet => open_parquet(path, file, needed, keep_all),
-        FileFormat::Csv => open_csv(path, file, needed, keep_all),
+        FileFormat::Parquet => open_parquet(path, open_file(path)?, needed, keep_all),
+        FileFormat::Csv => open_csv(path, open_file(path)?, needed, keep_all),
+        // Each of its files is read (and conformed) as a Parquet file.
+        FileFormat::Delta(version) => return Ok(open_table(path, version, None, needed)?.0),
     }?;
     let owned = path.to_path_buf();
     let needed = needed.to_vec();
@@ -73,6 +65,89 @@ fn open_with(path: &Path, format: FileFormat, needed: &[FieldSpec], keep_all: bo
         total_rows: opened.total_rows,
         batches: read_ahead(path, Box::new(conformed)),
     })
+}
+
+fn open_file(path: &Path) -> Result<File, SourceError> {
+    File::open(path).map_err(|e| fail(path, format!("cannot open: {e}")))
+}
+
+/// The rows of the Delta table at `table` as of `version` (the newest
+/// when `None`), or only those the commits after version `after` added
+/// (an incremental load: refused when one of them removed rows, see
+/// [`delta::Snapshot::added_since`]), with the version read. Every file is
+/// read as a Parquet file of the `needed` columns it holds; a partition
+/// column gets the file's value in every row, and a column the table
+/// gained after the file was written is null in its rows.
+pub fn open_table(
+    table: &Path,
+    version: Option<TableVersion>,
+    after: Option<u64>,
+    needed: &[FieldSpec],
+) -> Result<(OpenedFile, u64), SourceError> {
+    let snapshot = delta::Snapshot::load(table, version)?;
+    check_columns(table, &delta_schema(&snapshot), needed)?;
+    let files = match after {
+        Some(after) => snapshot.added_since(table, after)?,
+        None => snapshot.files,
+    };
+    let total_rows = files.iter().map(|f| f.rows).sum::<Option<u64>>();
+    let needed = needed.to_vec();
+    let batches = files
+        .into_iter()
+        .flat_map(move |file| match open_data_file(&file, &needed) {
+            Ok(batches) => batches,
+            Err(error) => Box::new(std::iter::once(Err(error))),
+        });
+    let opened = OpenedFile {
+        total_rows,
+        batches: Box::new(batches),
+    };
+    Ok((opened, snapshot.version))
+}
+
+fn delta_schema(snapshot: &delta::Snapshot) -> Schema {
+    let fields: Vec<Field> = (snapshot.columns.iter())
+        .map(|(name, data_type)| Field::new(name, data_type.clone(), true))
+        .collect();
+    Schema::new(fields)
+}
+
+/// One file of a Delta table: [`open`]'s batches of the `needed` columns it
+/// holds, with the others added (its partition value, or null).
+fn open_data_file(file: &delta::DataFile, needed: &[FieldSpec]) -> Result<Batches, SourceError> {
+    let in_file = columns(&file.path, FileFormat::Parquet)?;
+    let (read, added): (Vec<FieldSpec>, Vec<FieldSpec>) =
+        (needed.iter().cloned()).partition(|field| in_file.iter().any(|(name, _)| *name == field.name));
+    let opened = open(&file.path, FileFormat::Parquet, &read)?;
+    if added.is_empty() {
+        return Ok(opened.batches);
+    }
+    let path = file.path.clone();
+    let cells: Vec<(FieldSpec, serde_json::Value)> = added
+        .into_iter()
+        .map(|field| {
+            let text = file.partition_values.get(&field.name).cloned().flatten();
+            let cell = match (text, field.data_type) {
+                (None, _) => serde_json::Value::Null,
+                (Some(text), FeatureType::Utf8 | FeatureType::Timestamp) => serde_json::Value::String(text),
+                (Some(text), _) => serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+            };
+            (field, cell)
+        })
+        .collect();
+    Ok(Box::new(opened.batches.map(move |batch| {
+        let batch = batch?;
+        let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut columns = batch.columns().to_vec();
+        for (field, cell) in &cells {
+            let rows = vec![cell.clone(); batch.num_rows()];
+            let column = crate::codec::json::array_from_json(&field.name, &rows, field.data_type)
+                .map_err(|e| fail(&path, format!("partition value: {e}")))?;
+            fields.push(Field::new(&field.name, field.data_type.arrow(), true));
+            columns.push(column);
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| fail(&path, e.to_string()))
+    })))
 }
 
 /// Whether a column of type `found` can feed a column of `needed`: its own
@@ -221,13 +296,13 @@ pub fn from_batches(
 
 /// The columns of a file and their Arrow types.
 pub fn columns(path: &Path, format: FileFormat) -> Result<Vec<(String, ArrowType)>, SourceError> {
-    let file = File::open(path).map_err(|e| fail(path, format!("cannot open: {e}")))?;
     let schema = match format {
-        FileFormat::Parquet => ParquetRecordBatchReaderBuilder::try_new(file)
+        FileFormat::Parquet => ParquetRecordBatchReaderBuilder::try_new(open_file(path)?)
             .map_err(|e| fail(path, format!("not a readable Parquet file: {e}")))?
             .schema()
             .clone(),
-        FileFormat::Csv => Arc::new(csv_header(path, file)?),
+        FileFormat::Csv => Arc::new(csv_header(path, open_file(path)?)?),
+        FileFormat::Delta(version) => return Ok(delta::Snapshot::load(path, version)?.columns),
     };
     Ok(schema
         .fields()
