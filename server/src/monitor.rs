@@ -24,6 +24,7 @@ use skewless_runtime::served_log::{self, LogWriter};
 use skewless_runtime::store::{StoreReader, ViewRecord};
 use skewless_runtime::{Catalog, verify};
 
+use crate::live::LiveReader;
 use crate::metrics::Metrics;
 
 /// Samples waiting for the background thread, at most. A skew sample holds
@@ -63,7 +64,7 @@ struct Sample {
     request: OnlineRequest,
     response: OnlineResponse,
     /// The snapshot the answer was read from, for a skew check.
-    reader: Option<Arc<StoreReader>>,
+    reader: Option<Arc<LiveReader>>,
     log: bool,
 }
 
@@ -144,7 +145,7 @@ impl Monitor {
         &self,
         request: &OnlineRequest,
         response: &OnlineResponse,
-        reader: &Arc<StoreReader>,
+        reader: &Arc<LiveReader>,
         metrics: &Metrics,
     ) {
         if self.log_below == 0 && self.skew_below == 0 {

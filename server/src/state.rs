@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use skewless_runtime::joined::JoinedCalls;
 use skewless_runtime::online::{self, OnlineRequest, RawColumn, ReadSpec};
 use skewless_runtime::push::{self, Prepared};
-use skewless_runtime::store::{StoreReader, ViewRecord, versions};
+use skewless_runtime::store::{ViewRecord, versions};
 use skewless_runtime::{Catalog, NotApplied, Store, StoreError, TransformErrorKind, Workspace};
 
 use axum::body::Bytes;
@@ -26,7 +26,7 @@ use crate::api::{
 use crate::auth::Auth;
 use crate::commit::Committer;
 use crate::error::{ApiError, blocking};
-use crate::live::LiveStore;
+use crate::live::{LiveReader, LiveStore};
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, MonitorSettings};
 use crate::replication::{self, Applied, Halt, LogSettings, Outcome, Replication};
@@ -169,7 +169,7 @@ fn materialize_failed(error: skewless_runtime::backfill::BackfillError) -> ApiEr
 struct Snapshot {
     taken: Instant,
     generation: u64,
-    reader: Arc<StoreReader>,
+    reader: Arc<LiveReader>,
 }
 
 /// How long reads may share one store snapshot: commits by other processes
@@ -999,7 +999,7 @@ impl Server {
     /// push this server has answered. Opening a redb read transaction on a
     /// store shared between processes costs file-lock and read system calls;
     /// sharing one for a millisecond costs none of that per request.
-    fn snapshot(&self) -> Result<Arc<StoreReader>, ApiError> {
+    fn snapshot(&self) -> Result<Arc<LiveReader>, ApiError> {
         // Read before opening: a push committed after this load bumps the
         // generation, so a snapshot that might predate it is never reused.
         let generation = self.pushes.load(Ordering::Acquire);
@@ -1010,7 +1010,7 @@ impl Server {
         {
             return Ok(snapshot.reader.clone());
         }
-        let reader = Arc::new(self.live.current().reader().map_err(online::OnlineError::from)?);
+        let reader = Arc::new(self.live.reader().map_err(online::OnlineError::from)?);
         *cached = Some(Snapshot {
             taken: Instant::now(),
             generation,
