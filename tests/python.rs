@@ -123,5 +123,5 @@ fn the_python_package_gives_the_rust_runtimes_bits() {
         "pytest python/tests",
     );
     // Every test ran: none skipped, none missing.
-    assert!(report.contains("19 passed") && !report.contains("skipped"), "{report}");
+    assert!(report.contains("20 passed") && !report.contains("skipped"), "{report}");
 }

@@ -19,7 +19,9 @@ use pyo3::types::{PyDict, PyList};
 use pyo3_arrow::PyTable;
 use pyo3_arrow::input::AnyRecordBatch;
 use skewless_runtime::apply::AllowBatchDependent;
-use skewless_runtime::backfill::{BackfillOptions, DEFAULT_ROWS_PER_COMMIT, ImportOptions, ViewSummary};
+use skewless_runtime::backfill::{
+    BackfillOptions, DEFAULT_ROWS_PER_COMMIT, ImportOptions, MaterializeWindow, ViewSummary,
+};
 use skewless_runtime::dataset::{JoinOptions, LINEAGE_KEY, NearestOptions};
 use skewless_runtime::online::{AsOf, OnlineResponse, RawColumn, ReadSpec};
 use skewless_runtime::search::Metric;
@@ -103,6 +105,7 @@ fn summary<'py>(py: Python<'py>, s: &ViewSummary) -> PyResult<Bound<'py, PyDict>
     d.set_item("first_errors", &s.first_errors)?;
     d.set_item("commits", &s.commits)?;
     d.set_item("seconds", s.elapsed.as_secs_f64())?;
+    d.set_item("table_version", s.table_version)?;
     Ok(d)
 }
 
@@ -153,8 +156,11 @@ impl Repo {
 
     /// `skewless backfill`: runs materialized views (all, or `views`) over
     /// their sources, events with time in `[start, end)` (RFC 3339 or a
-    /// date), and stores every value. Returns one summary per view.
-    #[pyo3(signature = (views = None, *, start = None, end = None, rows_per_commit = DEFAULT_ROWS_PER_COMMIT))]
+    /// date), and stores every value. `incremental=True` loads only what is
+    /// new since the last incremental load (`backfill --incremental`: a
+    /// Delta table's commits since the version last loaded). Returns one
+    /// summary per view.
+    #[pyo3(signature = (views = None, *, start = None, end = None, rows_per_commit = DEFAULT_ROWS_PER_COMMIT, incremental = false))]
     fn backfill<'py>(
         &self,
         py: Python<'py>,
@@ -162,7 +168,28 @@ impl Repo {
         start: Option<&str>,
         end: Option<&str>,
         rows_per_commit: usize,
+        incremental: bool,
     ) -> PyResult<Bound<'py, PyList>> {
+        if incremental {
+            if start.is_some() || end.is_some() {
+                return Err(Error::new_err(
+                    "`incremental=True` loads from where the last incremental load ended: give no `start` or `end`",
+                ));
+            }
+            let views = views.unwrap_or_default();
+            let window = MaterializeWindow::Incremental {
+                end: skewless_runtime::time::now_micros(),
+            };
+            let loaded = self.with(false, |workspace| {
+                py.detach(|| workspace.materialize(&views, window))
+                    .map_err(|e| Error::new_err(message(&e)))
+            })?;
+            let out = PyList::empty(py);
+            for m in &loaded {
+                out.append(summary(py, &m.summary)?)?;
+            }
+            return Ok(out);
+        }
         let time = |t: Option<&str>, what: &str| {
             t.map(skewless_runtime::time::parse_timestamp)
                 .transpose()

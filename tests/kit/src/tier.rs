@@ -138,10 +138,14 @@ impl Tier {
                     install: "python3 -m pip install maturin==1.16.0",
                 },
                 Tool {
-                    name: "pyarrow, pytest, polars, pandas, pyspark and ray",
-                    probe: &["python3", "-c", "import pyarrow, pytest, polars, pandas, pyspark, ray"],
+                    name: "pyarrow, pytest, polars, pandas, pyspark, ray and deltalake",
+                    probe: &[
+                        "python3",
+                        "-c",
+                        "import pyarrow, pytest, polars, pandas, pyspark, ray, deltalake",
+                    ],
                     install: "python3 -m pip install \"pyarrow>=14\" \"pytest>=8\" \"polars>=1\" \"pandas>=2.2,<3\" \
-                              numpy pyspark==4.3.0 \"ray[data]==2.60.0\"",
+                              numpy pyspark==4.3.0 \"ray[data]==2.60.0\" deltalake==1.6.6",
                 },
                 Tool {
                     name: "Java 17 (for Spark)",
