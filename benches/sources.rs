@@ -25,18 +25,6 @@ fn median(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
-/// The driver_stats example reading `source` (its source table's `type`
-/// and `path` lines).
-fn repo(source: &str) -> kit::TempRepo {
-    let repo = kit::TempRepo::new("driver_stats");
-    let config = repo.path().join("skewless.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("type = \"file\"\npath = \"data/driver_stats.parquet\"\n", source);
-    std::fs::write(&config, text).unwrap();
-    repo
-}
-
 /// One backfill into a new store: its wall time and rows written.
 fn backfill(repo: &kit::TempRepo) -> (Duration, String) {
     let _ = std::fs::remove_dir_all(repo.path().join(".skewless"));
@@ -77,10 +65,10 @@ fn main() {
     let hours = (rows as usize).div_ceil(drivers);
     let batch = samples::driver_stats(drivers, hours, kit::next_hour(), 42);
 
-    let parquet = repo("type = \"file\"\npath = \"data/rows.parquet\"\n");
+    let parquet = kit::driver_repo_reading("type = \"file\"\npath = \"data/rows.parquet\"\n");
     let file = parquet.path().join("data/rows.parquet");
     samples::write_parquet(&file, &batch).unwrap();
-    let delta = repo("type = \"delta\"\npath = \"data/rows\"\n");
+    let delta = kit::driver_repo_reading("type = \"delta\"\npath = \"data/rows\"\n");
     write_delta(&delta.path().join("data/rows"), &file, commits);
     println!(
         "driver_hourly_stats backfill, {} rows: one Parquet file vs a Delta table of {commits} commits",

@@ -11,7 +11,7 @@ use std::process::Command;
 use arrow_array::RecordBatch;
 use skewless_runtime::samples;
 use skewless_testkit::tier::Tier;
-use skewless_testkit::{TempRepo, next_hour};
+use skewless_testkit::{TempRepo, driver_repo_reading, next_hour};
 
 /// Runs `script` with python3 (deltalake, pyarrow), returning its stdout.
 fn python(script: &str) -> String {
@@ -30,18 +30,6 @@ fn append(table: &Path, parquet: &Path, args: &str) {
         table = table.display().to_string(),
         parquet = parquet.display().to_string(),
     ));
-}
-
-/// The driver_stats example reading its rows from `source` (the text of
-/// its `[sources.driver_stats_source]` table, after the header).
-fn driver_repo(source: &str) -> TempRepo {
-    let repo = TempRepo::new("driver_stats");
-    let config = repo.path().join("skewless.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("type = \"file\"\npath = \"data/driver_stats.parquet\"\n", source);
-    std::fs::write(&config, text).unwrap();
-    repo
 }
 
 /// `skewless verify`'s content digest of `repo`'s store.
@@ -78,7 +66,7 @@ fn backfill(repo: &TempRepo, args: &[&str]) -> String {
 
 /// A repo over the Parquet file `data`, applied and backfilled: the yardstick.
 fn parquet_store(batch: &RecordBatch) -> TempRepo {
-    let repo = driver_repo("type = \"file\"\npath = \"data/rows.parquet\"\n");
+    let repo = driver_repo_reading("type = \"file\"\npath = \"data/rows.parquet\"\n");
     samples::write_parquet(&repo.path().join("data/rows.parquet"), batch).unwrap();
     repo.ok(&["apply"]);
     backfill(&repo, &[]);
@@ -102,7 +90,7 @@ fn a_delta_table_loads_as_its_parquet_does_travels_in_time_and_loads_new_version
     let (first_file, second_file) = (part("first.parquet", &first), part("second.parquet", &second));
 
     // Version 0: the first half; version 1 appends the second.
-    let repo = driver_repo("type = \"delta\"\npath = \"data/stats\"\n");
+    let repo = driver_repo_reading("type = \"delta\"\npath = \"data/stats\"\n");
     let table = repo.path().join("data/stats");
     append(&table, &first_file, "");
     repo.ok(&["apply"]);
@@ -124,7 +112,7 @@ fn a_delta_table_loads_as_its_parquet_does_travels_in_time_and_loads_new_version
     assert_eq!(rows_written(&stderr), 0, "nothing new: {stderr}");
 
     // A full backfill of the table gives the same store from scratch.
-    let fresh = driver_repo(&format!("type = \"delta\"\npath = {:?}\n", table.display().to_string()));
+    let fresh = driver_repo_reading(&format!("type = \"delta\"\npath = {:?}\n", table.display().to_string()));
     fresh.ok(&["apply"]);
     assert_eq!(rows_written(&backfill(&fresh, &[])), all.num_rows() as u64);
     assert_eq!(digest(&fresh), digest(&whole));
@@ -133,7 +121,7 @@ fn a_delta_table_loads_as_its_parquet_does_travels_in_time_and_loads_new_version
     // two commits, are the first half.
     let first_half = parquet_store(&first);
     for pin in ["version = 0".to_string(), format!("timestamp = {between:?}")] {
-        let pinned = driver_repo(&format!(
+        let pinned = driver_repo_reading(&format!(
             "type = \"delta\"\npath = {:?}\n{pin}\n",
             table.display().to_string()
         ));
@@ -174,7 +162,7 @@ fn a_partitioned_delta_table_read_from_its_checkpoint_gives_each_row_its_partiti
     let (first, second) = (files.path().join("first.parquet"), files.path().join("second.parquet"));
     samples::write_parquet(&first, &all.slice(0, half)).unwrap();
     samples::write_parquet(&second, &all.slice(half, all.num_rows() - half)).unwrap();
-    let repo = driver_repo("type = \"delta\"\npath = \"data/stats\"\n");
+    let repo = driver_repo_reading("type = \"delta\"\npath = \"data/stats\"\n");
     let table = repo.path().join("data/stats");
     // driver_id is in the folder names, not in the files. The table is read
     // from its checkpoint alone: the commits it covers are cleaned up.
@@ -246,7 +234,7 @@ fn delta_sources_that_cannot_be_read_are_refused_at_apply_naming_the_table() {
             "a Delta table is `type = \"delta\"`",
         ),
     ] {
-        let repo = driver_repo(&source);
+        let repo = driver_repo_reading(&source);
         let error = repo.fails(&["apply"]);
         assert!(error.contains(expected), "{source}\n{error}");
         if !expected.contains("not both") && !expected.contains("type =") {

@@ -456,6 +456,19 @@ pub fn next_hour() -> i64 {
     skewless_runtime::time::now_micros() / 3_600_000_000 * 3_600_000_000 + 3_600_000_000
 }
 
+/// The driver_stats example with its rows read from `source`: the `type`
+/// and `path` lines (and any other settings) of its
+/// `[sources.driver_stats_source]` table, in place of the Parquet file's.
+pub fn driver_repo_reading(source: &str) -> TempRepo {
+    let repo = TempRepo::new("driver_stats");
+    let config = repo.path().join("skewless.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let file = "type = \"file\"\npath = \"data/driver_stats.parquet\"\n";
+    assert!(text.contains(file), "the example's source moved");
+    std::fs::write(&config, text.replace(file, source)).unwrap();
+    repo
+}
+
 /// Data ending at the current hour, so the 1-day TTL does not expire it.
 pub fn fresh_driver_repo() -> TempRepo {
     let end = next_hour();
