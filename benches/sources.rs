@@ -1,12 +1,15 @@
-//! Backfill from a Delta Lake table against the same rows from one Parquet
-//! file, side by side in one run: the driver_stats example's view over
-//! BENCH_ROWS rows, the table written by PyPI's `deltalake` in BENCH_COMMITS
-//! appends (a file per commit, as a table fed by a daily job looks). Each
-//! run is a `skewless backfill` process into a new store, the two sources
-//! interleaved; medians of BENCH_RUNS.
+//! Backfill from a Delta Lake table and from a PostgreSQL table against the
+//! same rows from one Parquet file, side by side in one run: the
+//! driver_stats example's view over BENCH_ROWS rows; the Delta table
+//! written by PyPI's `deltalake` in BENCH_COMMITS appends (a file per
+//! commit, as a table fed by a daily job looks); the PostgreSQL table in
+//! Debian's PostgreSQL started on loopback. Each run is a `skewless
+//! backfill` process into a new store, the three sources interleaved;
+//! medians of BENCH_RUNS.
 //!
-//! Run: cargo bench --bench sources   (needs `pip install deltalake pyarrow`;
-//! BENCH_ROWS=1000000, BENCH_COMMITS=10, BENCH_RUNS=3)
+//! Run: cargo bench --bench sources   (needs `pip install deltalake pyarrow`
+//! and `apt install postgresql`; BENCH_ROWS=1000000, BENCH_COMMITS=10,
+//! BENCH_RUNS=3)
 
 use skewless_testkit as kit;
 
@@ -15,6 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use skewless_runtime::samples;
+use skewless_testkit::services::Postgres;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
@@ -70,22 +74,31 @@ fn main() {
     samples::write_parquet(&file, &batch).unwrap();
     let delta = kit::driver_repo_reading("type = \"delta\"\npath = \"data/rows\"\n");
     write_delta(&delta.path().join("data/rows"), &file, commits);
+    let database = Postgres::start();
+    database.load("driver_stats", &batch);
+    let mut postgres = kit::driver_repo_reading("type = \"postgres\"\ntable = \"driver_stats\"\n");
+    postgres.env.push(("DATABASE_URL".into(), database.url()));
     println!(
-        "driver_hourly_stats backfill, {} rows: one Parquet file vs a Delta table of {commits} commits",
+        "driver_hourly_stats backfill, {} rows: one Parquet file vs a Delta table of {commits} commits vs a \
+         PostgreSQL table",
         batch.num_rows()
     );
 
-    let (mut from_parquet, mut from_delta) = (Vec::new(), Vec::new());
+    let (mut from_parquet, mut from_delta, mut from_postgres) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {
         let (p, p_line) = backfill(&parquet);
         let (d, d_line) = backfill(&delta);
-        println!("  run {run}: parquet {p:.2?} ({p_line}); delta {d:.2?} ({d_line})");
+        let (g, g_line) = backfill(&postgres);
+        println!("  run {run}: parquet {p:.2?} ({p_line}); delta {d:.2?} ({d_line}); postgres {g:.2?} ({g_line})");
         from_parquet.push(p);
         from_delta.push(d);
+        from_postgres.push(g);
     }
-    let (p, d) = (median(from_parquet), median(from_delta));
+    let (p, d, g) = (median(from_parquet), median(from_delta), median(from_postgres));
+    let ratio = |x: Duration| x.as_secs_f64() / p.as_secs_f64();
     println!(
-        "median of {runs}: parquet {p:.2?}, delta {d:.2?}: delta / parquet = {:.2}x (target <= 1.5x)",
-        d.as_secs_f64() / p.as_secs_f64()
+        "median of {runs}: parquet {p:.2?}, delta {d:.2?} ({:.2}x), postgres {g:.2?} ({:.2}x); target <= 1.5x each",
+        ratio(d),
+        ratio(g)
     );
 }

@@ -482,7 +482,7 @@ pub fn backfill_options(
         start: timestamp("--start", start)?,
         end: timestamp("--end", end)?,
         rows_per_commit: rows_per_commit.max(1),
-        after_version: None,
+        since: None,
     })
 }
 

@@ -278,10 +278,11 @@ fn cmd_backfill_incremental(dir: &Path, views: &[String]) -> Result<()> {
     };
     for loaded in workspace.materialize(views, window)? {
         let summary = &loaded.summary;
-        let from = match (summary.table_version, loaded.start) {
-            (Some(version), _) => format!(" (table version {version})"),
-            (None, Some(start)) => format!(" (from {})", skewless_runtime::time::format_timestamp(start)),
-            (None, None) => String::new(),
+        let from = match (summary.table_version, summary.watermark, loaded.start) {
+            (Some(version), _, _) => format!(" (table version {version})"),
+            (None, Some(watermark), _) => format!(" (up to watermark {watermark})"),
+            (None, None, Some(start)) => format!(" (from {})", skewless_runtime::time::format_timestamp(start)),
+            (None, None, None) => String::new(),
         };
         status("Backfilled", &format!("{summary}{from}"));
         if let Some(warning) = summary.row_error_warning() {

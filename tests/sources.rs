@@ -10,6 +10,7 @@ use std::process::Command;
 
 use arrow_array::RecordBatch;
 use skewless_runtime::samples;
+use skewless_testkit::services::{Postgres, free_port};
 use skewless_testkit::tier::Tier;
 use skewless_testkit::{TempRepo, driver_repo_reading, next_hour};
 
@@ -244,4 +245,119 @@ fn delta_sources_that_cannot_be_read_are_refused_at_apply_naming_the_table() {
             );
         }
     }
+}
+
+/// The driver_stats example over `table` of `postgres`, its URL in
+/// `DRIVERS_DB` for every command.
+fn postgres_repo(postgres: &Postgres, settings: &str) -> TempRepo {
+    let mut repo = driver_repo_reading(&format!(
+        "type = \"postgres\"\nconnection_env = \"DRIVERS_DB\"\n{settings}"
+    ));
+    repo.env.push(("DRIVERS_DB".into(), postgres.url()));
+    repo
+}
+
+#[test]
+fn a_postgres_table_loads_as_its_parquet_does_then_by_watermark() {
+    if !Tier::Sources.enter() {
+        return;
+    }
+    let postgres = Postgres::start();
+    let all = samples::driver_stats(40, 48, next_hour(), 17);
+    let half = all.num_rows() / 2;
+    postgres.load("driver_stats", &all.slice(0, half));
+    let repo = postgres_repo(&postgres, "table = \"driver_stats\"\nwatermark_column = \"loaded\"\n");
+    repo.ok(&["apply"]);
+    let stderr = backfill(&repo, &[]);
+    assert_eq!(rows_written(&stderr), half as u64, "{stderr}");
+    assert!(
+        repo.ok(&["describe", "driver_stats_source"]).contains("$DRIVERS_DB"),
+        "describe names the variable, never the URL"
+    );
+
+    // New rows: an incremental load reads those past the watermark only.
+    postgres.load("driver_stats", &all.slice(half, all.num_rows() - half));
+    let stderr = backfill(&repo, &["--incremental"]);
+    assert_eq!(rows_written(&stderr), (all.num_rows() - half) as u64, "{stderr}");
+    assert!(
+        stderr.contains(&format!("(up to watermark {})", all.num_rows())),
+        "{stderr}"
+    );
+    assert_eq!(rows_written(&backfill(&repo, &["--incremental"])), 0);
+    assert_eq!(
+        digest(&repo),
+        digest(&parquet_store(&all)),
+        "PostgreSQL and Parquet stores differ"
+    );
+
+    // A query reads as well as a table.
+    let query = postgres_repo(
+        &postgres,
+        "query = \"SELECT driver_id, event_timestamp, created, conv_rate, acc_rate, avg_daily_trips FROM driver_stats\"\n",
+    );
+    query.ok(&["apply"]);
+    assert_eq!(rows_written(&backfill(&query, &[])), all.num_rows() as u64);
+    assert_eq!(digest(&query), digest(&repo));
+}
+
+#[test]
+fn postgres_sources_that_cannot_be_read_are_refused_at_apply_naming_what_is_wrong() {
+    if !Tier::Sources.enter() {
+        return;
+    }
+    let postgres = Postgres::start();
+    postgres.load("driver_stats", &samples::driver_stats(4, 4, next_hour(), 3));
+    postgres.sql("CREATE TABLE thin AS SELECT driver_id, event_timestamp, created FROM driver_stats");
+    for (settings, expected) in [
+        (
+            "table = \"nope\"\n",
+            "cannot read table nope: relation \"nope\" does not exist",
+        ),
+        ("table = \"thin\"\n", "has no column `conv_rate` (float32)"),
+        ("query = \"SELECT oops\"\n", "column \"oops\" does not exist"),
+        (
+            "table = \"a\"\nquery = \"SELECT 1\"\n",
+            "give `table` or `query`, not both",
+        ),
+    ] {
+        let repo = postgres_repo(&postgres, settings);
+        let error = repo.fails(&["apply"]);
+        assert!(error.contains(expected), "{settings}\n{error}");
+    }
+
+    // The variable unset, then pointing where nothing listens.
+    let mut unset = postgres_repo(&postgres, "table = \"driver_stats\"\n");
+    unset.env.clear();
+    let error = unset.fails(&["apply"]);
+    assert!(
+        error.contains("environment variable DRIVERS_DB, which is not set"),
+        "{error}"
+    );
+    let mut nowhere = postgres_repo(&postgres, "table = \"driver_stats\"\n");
+    let closed = free_port();
+    nowhere.env = vec![(
+        "DRIVERS_DB".into(),
+        format!("postgres://skewless@127.0.0.1:{closed}/postgres"),
+    )];
+    let error = nowhere.fails(&["apply"]);
+    assert!(
+        error.contains(&format!("cannot connect to 127.0.0.1:{closed} (from $DRIVERS_DB)"))
+            && error.contains("driver_stats_source"),
+        "{error}"
+    );
+
+    // A backfill that cannot reach the database stores nothing and loses
+    // nothing already stored.
+    let mut repo = postgres_repo(&postgres, "table = \"driver_stats\"\n");
+    repo.ok(&["apply"]);
+    backfill(&repo, &[]);
+    let before = digest(&repo);
+    let reachable = std::mem::replace(&mut repo.env, nowhere.env.clone());
+    let error = repo.fails(&["backfill"]);
+    assert!(
+        error.contains(&format!("cannot connect to 127.0.0.1:{closed}")),
+        "{error}"
+    );
+    repo.env = reachable;
+    assert_eq!(digest(&repo), before);
 }

@@ -106,6 +106,7 @@ fn summary<'py>(py: Python<'py>, s: &ViewSummary) -> PyResult<Bound<'py, PyDict>
     d.set_item("commits", &s.commits)?;
     d.set_item("seconds", s.elapsed.as_secs_f64())?;
     d.set_item("table_version", s.table_version)?;
+    d.set_item("watermark", s.watermark)?;
     Ok(d)
 }
 

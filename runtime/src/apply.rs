@@ -344,8 +344,8 @@ fn check_aggregators(catalog: &Catalog, view: &crate::repo::View) -> Result<(), 
         let aggregator = &plan.users[user];
         let input = &plan.inputs[plan.slots[feature.slot].input.expect("user functions take an input")];
         let mut values = Vec::new();
-        if let Some(file) = catalog.repo.file_source(view).filter(|f| f.path.exists())
-            && let Ok(mut opened) = crate::source::open(&file.path, file.format, std::slice::from_ref(input))
+        if let Some(file) = catalog.repo.file_source(view).filter(|f| f.present())
+            && let Ok((mut opened, _)) = crate::source::open_source(file, std::slice::from_ref(input), None)
             && let Some(Ok(batch)) = opened.batches.next()
             && let Some(column) = batch.column_by_name(&input.name)
             && let Ok(mut rows) = crate::format::value::decode_columns(
@@ -447,7 +447,7 @@ fn check_sources(catalog: &Catalog, warnings: &mut Vec<String>) -> Result<(), Re
             created_column,
             ..
         } = file;
-        if !path.exists() {
+        if !file.present() {
             warnings.push(format!(
                 "view `{}`: source file {} does not exist yet",
                 view.name,
@@ -461,7 +461,7 @@ fn check_sources(catalog: &Catalog, warnings: &mut Vec<String>) -> Result<(), Re
             key: format!("views.{}", view.name),
             message,
         };
-        let columns = source::columns(path, *format).map_err(|e| invalid(e.to_string()))?;
+        let columns = source::source_columns(file).map_err(|e| invalid(e.to_string()))?;
         let transform = catalog.transform(&view.name);
         let mut needed: Vec<(String, FeatureType)> = repo
             .join_keys(view)

@@ -37,9 +37,10 @@ pub struct BackfillOptions {
     pub end: Option<i64>,
     /// Rows per transaction: the most work a crash can lose.
     pub rows_per_commit: usize,
-    /// Delta sources: only the rows the commits after this table version
-    /// added (an incremental load).
-    pub after_version: Option<u64>,
+    /// An incremental load of a Delta table or a PostgreSQL relation: where
+    /// the last load ended (a table version: the commits after it; a
+    /// watermark's bits: the rows with a greater watermark).
+    pub since: Option<u64>,
 }
 
 impl Default for BackfillOptions {
@@ -49,7 +50,7 @@ impl Default for BackfillOptions {
             start: None,
             end: None,
             rows_per_commit: DEFAULT_ROWS_PER_COMMIT,
-            after_version: None,
+            since: None,
         }
     }
 }
@@ -73,6 +74,9 @@ pub struct ViewSummary {
     pub commits: Vec<u64>,
     /// Delta sources: the table version read.
     pub table_version: Option<u64>,
+    /// PostgreSQL sources: the greatest watermark read (its value's bits;
+    /// microseconds for a timestamp).
+    pub watermark: Option<i64>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -253,15 +257,18 @@ pub fn materialize(
     };
     let mut done = Vec::new();
     for view in names {
-        // A Delta table loads incrementally by its versions: the rows the
-        // commits since the last load added, whatever their event times.
-        let delta = (catalog.repo.views.get(&view))
+        // A Delta table loads incrementally by its versions, a PostgreSQL
+        // relation by its watermark, whatever the rows' event times.
+        let marked = (catalog.repo.views.get(&view))
             .and_then(|v| catalog.repo.file_source(v))
-            .is_some_and(|f| matches!(f.format, FileFormat::Delta(_)));
-        let (start, end, after_version) = match window {
+            .is_some_and(|f| match f.format {
+                FileFormat::Delta(_) | FileFormat::Postgres => true,
+                FileFormat::Parquet | FileFormat::Csv => false,
+            });
+        let (start, end, since) = match window {
             MaterializeWindow::All => (None, None, None),
             MaterializeWindow::Between { start, end } => (Some(start), Some(end), None),
-            MaterializeWindow::Incremental { .. } if delta => (None, None, store.table_version_loaded(&view)?),
+            MaterializeWindow::Incremental { .. } if marked => (None, None, store.load_mark(&view)?),
             // An end before the last run's: nothing new, and the mark stays.
             MaterializeWindow::Incremental { end } => match store.materialized_until(&view)? {
                 Some(last) => (Some(last), Some(end.max(last)), None),
@@ -272,7 +279,7 @@ pub fn materialize(
             views: vec![view.clone()],
             start,
             end,
-            after_version,
+            since,
             ..BackfillOptions::default()
         };
         let summary = backfill(catalog, store, &options, &ProgressBar::hidden())?.remove(0);
@@ -295,22 +302,13 @@ fn backfill_view(
     let started = Instant::now();
     let digest_id = store.digest_id(&record.digest)?;
     let materializer = Materializer::new(catalog, view, record, digest_id, IdMode::Replace)?;
-    let path = &materializer.source.path;
-    let source_error = |error| BackfillError::Source {
-        view: view.name.clone(),
-        error,
-    };
-    let (opened, table_version) = match materializer.source.format {
-        FileFormat::Delta(version) => {
-            let (opened, read) =
-                source::open_table(path, version, options.after_version, &materializer.needed).map_err(source_error)?;
-            (opened, Some(read))
-        }
-        FileFormat::Parquet | FileFormat::Csv => (
-            source::open(path, materializer.source.format, &materializer.needed).map_err(source_error)?,
-            None,
-        ),
-    };
+    let (opened, loaded) =
+        source::open_source(materializer.source, &materializer.needed, options.since).map_err(|error| {
+            BackfillError::Source {
+                view: view.name.clone(),
+                error,
+            }
+        })?;
     progress.reset();
     progress.set_length(opened.total_rows.unwrap_or(0));
     progress.set_message(view.name.clone());
@@ -323,15 +321,19 @@ fn backfill_view(
         options,
         progress,
     )?;
-    // Every row of the version is stored: the next incremental load reads
-    // the commits after it (a load of some times only leaves the mark).
-    if let Some(version) = table_version
+    // Every row up to the mark is stored: the next incremental load reads
+    // what came after it (a load of some times only leaves the mark).
+    if let Some(mark) = loaded.mark()
         && options.start.is_none()
         && options.end.is_none()
     {
-        store.set_table_version_loaded(&view.name, version)?;
+        store.set_load_mark(&view.name, mark)?;
     }
-    summary.table_version = table_version;
+    match loaded {
+        source::Loaded::TableVersion(version) => summary.table_version = Some(version),
+        source::Loaded::Watermark(_) => summary.watermark = loaded.mark().map(|m| m as i64),
+        source::Loaded::Rows => {}
+    }
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

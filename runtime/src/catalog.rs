@@ -292,7 +292,9 @@ fn plan_aggregations(
     };
     let file = repo.file_source(view);
     let file_columns: Vec<(String, FeatureType)> = match file {
-        Some(f) if f.format.typed() && f.path.exists() => crate::source::columns(&f.path, f.format)
+        // Not a database: every command builds the catalog, and none should
+        // need it reachable (declare a PostgreSQL view's `inputs`).
+        Some(f) if f.format.typed() && f.postgres.is_none() && f.present() => crate::source::columns(&f.path, f.format)
             .map(|cols| {
                 cols.into_iter()
                     .filter_map(|(n, t)| FeatureType::from_arrow(&t).map(|t| (n, t)))

@@ -649,7 +649,9 @@ impl Writer {
                 path.to_path_buf(),
             ),
             // `format_of` tells files by extension: a dataset is never a table.
-            FileFormat::Delta(_) => return Err(fail("a dataset is written as .parquet or .csv".into())),
+            FileFormat::Delta(_) | FileFormat::Postgres => {
+                return Err(fail("a dataset is written as .parquet or .csv".into()));
+            }
         })
     }
 

@@ -20,6 +20,53 @@ pub enum FileFormat {
     /// and its transaction log, at this version (the newest when `None`).
     /// Sources only: never a spine or a dataset.
     Delta(Option<TableVersion>),
+    /// A PostgreSQL table or query ([`PostgresTable`], in the source's
+    /// settings); the source's `path` is only a label for messages.
+    Postgres,
+}
+
+/// A PostgreSQL source: what to read, and where the connection comes from
+/// (the environment: never the repo file, which is committed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostgresTable {
+    /// A table (`schema.table`) or a query (`SELECT ...`).
+    pub relation: Relation,
+    /// The environment variable holding the connection URL
+    /// (`postgres://user:password@host:port/database`).
+    pub connection_env: String,
+    /// An increasing column (a timestamp or an integer, e.g. a sequence or
+    /// an `updated_at` the database sets): an incremental load reads the
+    /// rows whose value is greater than the greatest one loaded before.
+    pub watermark_column: Option<String>,
+}
+
+/// What a PostgreSQL source reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Relation {
+    /// A table or view, as SQL names it (`public.driver_stats`).
+    Table(String),
+    /// A `SELECT` whose columns are the source's columns.
+    Query(String),
+}
+
+impl Relation {
+    /// The relation as a `FROM` item.
+    pub fn sql_from(&self) -> String {
+        match self {
+            Relation::Table(name) => name.clone(),
+            Relation::Query(query) => format!("({query}) AS source"),
+        }
+    }
+}
+
+impl std::fmt::Display for Relation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Relation::Table(name) => write!(f, "table {name}"),
+            Relation::Query(query) => write!(f, "query `{query:.60}`"),
+        }
+    }
 }
 
 /// Which version of a Delta table a source reads (`version = N` or
@@ -51,6 +98,7 @@ impl FileFormat {
             FileFormat::Parquet => "parquet",
             FileFormat::Csv => "csv",
             FileFormat::Delta(_) => "delta",
+            FileFormat::Postgres => "postgres",
         }
     }
 
@@ -58,7 +106,7 @@ impl FileFormat {
     /// they can type a view's inputs; CSV columns are text until read.
     pub fn typed(self) -> bool {
         match self {
-            FileFormat::Parquet | FileFormat::Delta(_) => true,
+            FileFormat::Parquet | FileFormat::Delta(_) | FileFormat::Postgres => true,
             FileFormat::Csv => false,
         }
     }

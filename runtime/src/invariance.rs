@@ -102,8 +102,9 @@ pub fn sample(
 ) -> Result<(RecordBatch, SampleOrigin), SourceError> {
     let inputs = &transform.description().inputs;
     // A source file not there yet (it may come later) is no reason to probe less.
-    if let Some((path, format)) = file_of(repo, view).filter(|(path, _)| path.exists()) {
-        let mut opened = source::open(&path, format, inputs)?;
+    if let Some(file) = repo.file_source(view).filter(|f| f.present()) {
+        let path = &file.path;
+        let (mut opened, _) = source::open_source(file, inputs, None)?;
         if let Some(first) = opened.batches.next().transpose()?
             && first.num_rows() > 0
         {
@@ -115,10 +116,6 @@ pub fn sample(
         }
     }
     Ok((generated(inputs, PROBE_ROWS, seed), SampleOrigin::Generated))
-}
-
-fn file_of(repo: &Repo, view: &View) -> Option<(std::path::PathBuf, crate::FileFormat)> {
-    repo.file_source(view).map(|f| (f.path.clone(), f.format))
 }
 
 /// Runs `transform` on `rows` in every arrangement and compares; `seed`

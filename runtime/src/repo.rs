@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::determinism::Determinism;
-use crate::file_format::{FileFormat, TableVersion};
+use crate::file_format::{FileFormat, PostgresTable, Relation, TableVersion};
 use crate::limits::{Limits, PoolSettings};
 use crate::types::{FeatureType, FieldSpec};
 
@@ -163,6 +163,13 @@ struct RawSource {
     version: Option<Spanned<u64>>,
     /// Delta: read the version as of this time.
     timestamp: Option<Spanned<String>>,
+    /// PostgreSQL: a table, or a query.
+    table: Option<Spanned<String>>,
+    query: Option<Spanned<String>>,
+    /// PostgreSQL: the environment variable with the connection URL.
+    connection_env: Option<String>,
+    /// PostgreSQL: the increasing column incremental loads go by.
+    watermark_column: Option<String>,
     #[serde(default)]
     description: String,
 }
@@ -415,6 +422,21 @@ pub struct FileSource {
     /// reruns are idempotent (`AGGREGATIONS.md`).
     #[serde(default)]
     pub event_id_column: Option<String>,
+    /// A PostgreSQL source's table or query and connection (its `path` is
+    /// then a label for messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresTable>,
+}
+
+impl FileSource {
+    /// Whether its rows can be read now: the file or table is there (a
+    /// database is asked when it is read).
+    pub fn present(&self) -> bool {
+        match self.format {
+            FileFormat::Postgres => true,
+            FileFormat::Parquet | FileFormat::Csv | FileFormat::Delta(_) => self.path.exists(),
+        }
+    }
 }
 
 /// The kinds of source.
@@ -684,6 +706,10 @@ impl Repo {
                     ("batch_source", raw_source.batch_source.is_some()),
                     ("version", raw_source.version.is_some()),
                     ("timestamp", raw_source.timestamp.is_some()),
+                    ("table", raw_source.table.is_some()),
+                    ("query", raw_source.query.is_some()),
+                    ("connection_env", raw_source.connection_env.is_some()),
+                    ("watermark_column", raw_source.watermark_column.is_some()),
                 ];
                 match given.iter().find(|(field, set)| *set && !allowed.contains(field)) {
                     Some((field, _)) => Err(invalid(
@@ -755,6 +781,53 @@ impl Repo {
                             .unwrap_or_else(default_timestamp_column),
                         created_column: raw_source.created_column.clone(),
                         event_id_column: raw_source.event_id_column.clone(),
+                        postgres: None,
+                    })
+                }
+                "postgres" => {
+                    only(&[
+                        "table",
+                        "query",
+                        "connection_env",
+                        "watermark_column",
+                        "timestamp_column",
+                        "created_column",
+                        "event_id_column",
+                    ])?;
+                    let relation = match (&raw_source.table, &raw_source.query) {
+                        (Some(table), None) => Relation::Table(table.get_ref().clone()),
+                        (None, Some(query)) => Relation::Query(query.get_ref().clone()),
+                        (Some(_), Some(query)) => {
+                            return Err(invalid(
+                                query.span().start,
+                                key("query"),
+                                "give `table` or `query`, not both".into(),
+                            ));
+                        }
+                        (None, None) => {
+                            return Err(invalid(
+                                kind_at,
+                                key("table"),
+                                "a postgres source needs a `table` (schema.table) or a `query` (SELECT ...)".into(),
+                            ));
+                        }
+                    };
+                    let label = format!("postgres source `{name}` ({relation})");
+                    SourceKind::File(FileSource {
+                        path: PathBuf::from(label),
+                        format: FileFormat::Postgres,
+                        timestamp_column: raw_source
+                            .timestamp_column
+                            .clone()
+                            .unwrap_or_else(default_timestamp_column),
+                        created_column: raw_source.created_column.clone(),
+                        event_id_column: raw_source.event_id_column.clone(),
+                        postgres: Some(PostgresTable {
+                            relation,
+                            connection_env: (raw_source.connection_env.clone())
+                                .unwrap_or_else(|| "DATABASE_URL".to_string()),
+                            watermark_column: raw_source.watermark_column.clone(),
+                        }),
                     })
                 }
                 "request" => {
@@ -792,7 +865,7 @@ impl Repo {
                     if raw
                         .sources
                         .get(target)
-                        .is_none_or(|s| !["file", "delta"].contains(&s.get_ref().kind.get_ref().as_str()))
+                        .is_none_or(|s| !["file", "delta", "postgres"].contains(&s.get_ref().kind.get_ref().as_str()))
                     {
                         return Err(invalid(
                             batch_source.span().start,
@@ -808,7 +881,7 @@ impl Repo {
                     return Err(invalid(
                         kind_at,
                         key("type"),
-                        format!("unknown source type `{other}` (use file, delta, request or push)"),
+                        format!("unknown source type `{other}` (use file, delta, postgres, request or push)"),
                     ));
                 }
             };

@@ -5,6 +5,8 @@
 
 pub mod delta;
 mod error;
+pub mod postgres;
+mod read;
 
 use std::fs::File;
 use std::path::Path;
@@ -17,24 +19,12 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 pub use error::SourceError;
 use error::fail;
+pub use read::{Batches, OpenedFile, READ_BATCH_ROWS};
+pub(crate) use read::{accepts, check_columns};
 
 use crate::file_format::{FileFormat, TableVersion};
+use crate::repo::FileSource;
 use crate::types::{FeatureType, FieldSpec};
-
-/// Rows per batch read from a file.
-pub const READ_BATCH_ROWS: usize = 65_536;
-
-/// Batches of a file source, lazily read.
-pub type Batches = Box<dyn Iterator<Item = Result<RecordBatch, SourceError>> + Send>;
-
-/// An opened file source: its total row count (if the format records one)
-/// and its batches, holding exactly the `needed` columns.
-pub struct OpenedFile {
-    /// Rows in the file, when known up front (Parquet).
-    pub total_rows: Option<u64>,
-    /// The batches.
-    pub batches: Batches,
-}
 
 /// Opens `path` and checks that every `needed` column is present with a
 /// type that maps onto its declared type.
@@ -55,6 +45,7 @@ fn open_with(path: &Path, format: FileFormat, needed: &[FieldSpec], keep_all: bo
         FileFormat::Csv => open_csv(path, open_file(path)?, needed, keep_all),
         // Each of its files is read (and conformed) as a Parquet file.
         FileFormat::Delta(version) => return Ok(open_table(path, version, None, needed)?.0),
+        FileFormat::Postgres => return Err(needs_settings(path)),
     }?;
     let owned = path.to_path_buf();
     let needed = needed.to_vec();
@@ -65,6 +56,68 @@ fn open_with(path: &Path, format: FileFormat, needed: &[FieldSpec], keep_all: bo
         total_rows: opened.total_rows,
         batches: read_ahead(path, Box::new(conformed)),
     })
+}
+
+/// A PostgreSQL source is read with its settings ([`open_source`]), never
+/// by a label alone.
+fn needs_settings(label: &Path) -> SourceError {
+    fail(
+        label,
+        "a PostgreSQL source is read through its source settings, not a path",
+    )
+}
+
+/// Where a load of a source ended, for the next incremental load to go on
+/// from: known once its batches are read.
+pub enum Loaded {
+    /// A file: incremental loads go by event time.
+    Rows,
+    /// A Delta table's version read.
+    TableVersion(u64),
+    /// The greatest watermark read from a PostgreSQL source.
+    Watermark(postgres::Watermark),
+}
+
+impl Loaded {
+    /// The mark to store (a version, or a watermark's bits), once the
+    /// batches are read.
+    pub fn mark(&self) -> Option<u64> {
+        match self {
+            Loaded::Rows => None,
+            Loaded::TableVersion(version) => Some(*version),
+            Loaded::Watermark(greatest) => greatest.lock().expect("watermark lock").map(|w| w as u64),
+        }
+    }
+}
+
+/// Opens a source's rows: a file, a Delta table, or a PostgreSQL relation.
+/// `since`, for an incremental load, is where the last one ended (a Delta
+/// version, a watermark's bits).
+pub fn open_source(
+    file: &FileSource,
+    needed: &[FieldSpec],
+    since: Option<u64>,
+) -> Result<(OpenedFile, Loaded), SourceError> {
+    match (&file.format, &file.postgres) {
+        (FileFormat::Delta(version), _) => {
+            let (opened, read) = open_table(&file.path, *version, since, needed)?;
+            Ok((opened, Loaded::TableVersion(read)))
+        }
+        (FileFormat::Postgres, Some(table)) => {
+            let (opened, greatest) = postgres::open(&file.path, table, since.map(|s| s as i64), needed)?;
+            Ok((opened, Loaded::Watermark(greatest)))
+        }
+        (FileFormat::Postgres, None) => Err(needs_settings(&file.path)),
+        (FileFormat::Parquet | FileFormat::Csv, _) => Ok((open(&file.path, file.format, needed)?, Loaded::Rows)),
+    }
+}
+
+/// A source's columns and their Arrow types ([`columns`] for any source).
+pub fn source_columns(file: &FileSource) -> Result<Vec<(String, ArrowType)>, SourceError> {
+    match &file.postgres {
+        Some(table) => postgres::columns(&file.path, table),
+        None => columns(&file.path, file.format),
+    }
 }
 
 fn open_file(path: &Path) -> Result<File, SourceError> {
@@ -148,32 +201,6 @@ fn open_data_file(file: &delta::DataFile, needed: &[FieldSpec]) -> Result<Batche
         }
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| fail(&path, e.to_string()))
     })))
-}
-
-/// Whether a column of type `found` can feed a column of `needed`: its own
-/// type, or for a vector a list of floats (what pandas and pyarrow write
-/// for an embedding), or for a list or vector a text column of JSON arrays
-/// (CSV). [`conform`] makes the conversion.
-pub(crate) fn accepts(found: &ArrowType, needed: FeatureType) -> bool {
-    if FeatureType::from_arrow(found) == Some(needed) {
-        return true;
-    }
-    match needed {
-        FeatureType::Vector(_) => match found {
-            ArrowType::List(item) | ArrowType::LargeList(item) | ArrowType::FixedSizeList(item, _) => {
-                matches!(item.data_type(), ArrowType::Float32 | ArrowType::Float64)
-            }
-            ArrowType::Utf8 => true,
-            _ => false,
-        },
-        FeatureType::List(_) => *found == ArrowType::Utf8,
-        FeatureType::Bool
-        | FeatureType::Int64
-        | FeatureType::Float32
-        | FeatureType::Float64
-        | FeatureType::Utf8
-        | FeatureType::Timestamp => false,
-    }
 }
 
 /// `batch` with its list and vector columns in the runtime's own Arrow
@@ -303,43 +330,13 @@ pub fn columns(path: &Path, format: FileFormat) -> Result<Vec<(String, ArrowType
             .clone(),
         FileFormat::Csv => Arc::new(csv_header(path, open_file(path)?)?),
         FileFormat::Delta(version) => return Ok(delta::Snapshot::load(path, version)?.columns),
+        FileFormat::Postgres => return Err(needs_settings(path)),
     };
     Ok(schema
         .fields()
         .iter()
         .map(|f| (f.name().clone(), f.data_type().clone()))
         .collect())
-}
-
-fn check_columns(path: &Path, schema: &Schema, needed: &[FieldSpec]) -> Result<Vec<usize>, SourceError> {
-    needed
-        .iter()
-        .map(|field| {
-            let (index, found) = schema.column_with_name(&field.name).ok_or_else(|| {
-                let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                fail(
-                    path,
-                    format!(
-                        "column `{}` is missing (the file has: {})",
-                        field.name,
-                        names.join(", ")
-                    ),
-                )
-            })?;
-            if !accepts(found.data_type(), field.data_type) {
-                return Err(fail(
-                    path,
-                    format!(
-                        "column `{}` is {}, but {} is needed",
-                        field.name,
-                        found.data_type(),
-                        field.data_type
-                    ),
-                ));
-            }
-            Ok(index)
-        })
-        .collect()
 }
 
 fn open_parquet(path: &Path, file: File, needed: &[FieldSpec], keep_all: bool) -> Result<OpenedFile, SourceError> {

@@ -238,6 +238,13 @@ impl fmt::Display for Source {
                 if let crate::FileFormat::Delta(Some(version)) = file.format {
                     writeln!(f, "  version:     {version}")?;
                 }
+                if let Some(table) = &file.postgres {
+                    writeln!(f, "  reads:       {}", table.relation)?;
+                    writeln!(f, "  connection:  ${}", table.connection_env)?;
+                    if let Some(watermark) = &table.watermark_column {
+                        writeln!(f, "  watermark:   {watermark}")?;
+                    }
+                }
                 writeln!(f, "  event time:  {}", file.timestamp_column)?;
                 if let Some(created) = &file.created_column {
                     writeln!(f, "  created:     {created}")?;
@@ -546,9 +553,10 @@ fn materialized_key(view: &str) -> String {
     format!("materialized_until/{view}")
 }
 
-/// The counter holding the Delta table version a view last loaded.
-fn table_version_key(view: &str) -> String {
-    format!("table_version/{view}")
+/// The counter holding where a view's last load of a Delta table or a
+/// PostgreSQL relation ended: a table version, or a watermark's bits.
+fn load_mark_key(view: &str) -> String {
+    format!("load_mark/{view}")
 }
 
 impl Store {
@@ -564,17 +572,17 @@ impl Store {
         self.set_mark(&materialized_key(view), end as u64)
     }
 
-    /// The version of its Delta table that `view` last loaded in full (a
-    /// backfill of every row, or an incremental load); `None` before the
-    /// first. The next incremental load reads the commits after it.
-    pub fn table_version_loaded(&self, view: &str) -> Result<Option<u64>, StoreError> {
-        self.mark(&table_version_key(view))
+    /// Where `view`'s last full or incremental load of its Delta table or
+    /// PostgreSQL relation ended (the table version, or the greatest
+    /// watermark's bits); `None` before the first. The next incremental
+    /// load reads what came after it.
+    pub fn load_mark(&self, view: &str) -> Result<Option<u64>, StoreError> {
+        self.mark(&load_mark_key(view))
     }
 
-    /// Records that `view` holds its Delta table's rows up to `version`,
-    /// after they were committed.
-    pub fn set_table_version_loaded(&self, view: &str, version: u64) -> Result<(), StoreError> {
-        self.set_mark(&table_version_key(view), version)
+    /// Records where `view`'s load ended, after its rows were committed.
+    pub fn set_load_mark(&self, view: &str, mark: u64) -> Result<(), StoreError> {
+        self.set_mark(&load_mark_key(view), mark)
     }
 
     fn mark(&self, key: &str) -> Result<Option<u64>, StoreError> {

@@ -1,5 +1,6 @@
-//! Outside services the replication tier and bench start on loopback:
-//! Debian's nats-server (JetStream) and HAProxy, each killed when dropped.
+//! Outside services the tiers and benches start on loopback: Debian's
+//! nats-server (JetStream), HAProxy and PostgreSQL, each stopped when
+//! dropped.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -156,4 +157,131 @@ impl Drop for HaProxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A PostgreSQL server of Debian's package, made by `initdb` in a temporary
+/// folder (as the `postgres` user when the tests run as root: initdb
+/// refuses root) and started on a loopback port; stopped when dropped.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Postgres {
+    fn bin(name: &str) -> std::path::PathBuf {
+        let debian = glob_first("/usr/lib/postgresql", name);
+        debian.unwrap_or_else(|| name.into())
+    }
+
+    pub fn start() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let root = is_root();
+        if root {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            let owned = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(owned.success());
+        }
+        let as_owner = |program: std::path::PathBuf| {
+            let mut command = if root {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(program);
+                c
+            } else {
+                Command::new(program)
+            };
+            command.current_dir(dir.path());
+            command
+        };
+        let out = as_owner(Self::bin("initdb"))
+            .args(["-U", "skewless", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.path().display()
+        );
+        let out = as_owner(Self::bin("pg_ctl"))
+            .args(["-w", "-D"])
+            .arg(&data)
+            .args(["-o", &options, "-l"])
+            .arg(dir.path().join("log"))
+            .arg("start")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+        );
+        Postgres { dir, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://skewless@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs `sql` with psql, stopping at the first error.
+    pub fn sql(&self, sql: &str) {
+        let out = Command::new("psql")
+            .args(["-v", "ON_ERROR_STOP=1", "-q", "-d", &self.url(), "-c", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Loads `batch` (driver_stats' columns) into `table`, made if need be,
+    /// with a `loaded` sequence number per row for incremental loads.
+    pub fn load(&self, table: &str, batch: &arrow_array::RecordBatch) {
+        self.sql(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (loaded bigserial, driver_id bigint, event_timestamp timestamptz, \
+             created timestamptz, conv_rate real, acc_rate real, avg_daily_trips bigint)"
+        ));
+        let csv = self.dir.path().join(format!("{table}.csv"));
+        let file = std::fs::File::create(&csv).unwrap();
+        let mut writer = arrow_csv::WriterBuilder::new().with_header(true).build(file);
+        writer.write(batch).unwrap();
+        drop(writer);
+        self.sql(&format!(
+            "\\copy {table} (driver_id, event_timestamp, created, conv_rate, acc_rate, avg_daily_trips) \
+             FROM '{}' WITH (FORMAT csv, HEADER true)",
+            csv.display()
+        ));
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new(Self::bin("pg_ctl"))
+            .args(["-m", "immediate", "-D"])
+            .arg(self.dir.path().join("data"))
+            .arg("stop")
+            .output();
+    }
+}
+
+/// `ROOT/*/bin/NAME`, the newest version first.
+fn glob_first(root: &str, name: &str) -> Option<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(root)
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path().join("bin").join(name)))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
 }

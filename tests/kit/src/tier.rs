@@ -37,7 +37,7 @@ pub enum Tier {
     /// Feast 0.67's own Python client against the server.
     Feast,
     /// Sources from the user's stack: Delta Lake tables written by PyPI's
-    /// `deltalake`.
+    /// `deltalake`, and a PostgreSQL server started on loopback.
     Sources,
 }
 
@@ -190,11 +190,18 @@ impl Tier {
                 install: "python3 -m venv feast-env && feast-env/bin/pip install feast==0.67.0, \
                           then SKEWLESS_FEAST_PYTHON=feast-env/bin/python",
             }],
-            Tier::Sources => &[Tool {
-                name: "PyPI's deltalake (writes the test tables)",
-                probe: &["python3", "-c", "import deltalake, pyarrow"],
-                install: "python3 -m pip install deltalake==1.6.6 pyarrow",
-            }],
+            Tier::Sources => &[
+                Tool {
+                    name: "PyPI's deltalake (writes the test tables)",
+                    probe: &["python3", "-c", "import deltalake, pyarrow"],
+                    install: "python3 -m pip install deltalake==1.6.6 pyarrow",
+                },
+                Tool {
+                    name: "PostgreSQL 15 (Debian's initdb, pg_ctl and psql)",
+                    probe: &["sh", "-c", "ls /usr/lib/postgresql/*/bin/initdb && command -v psql"],
+                    install: "apt install postgresql",
+                },
+            ],
         }
     }
 
