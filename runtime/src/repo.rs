@@ -858,7 +858,7 @@ impl Repo {
                         invalid(
                             kind_at,
                             key("batch_source"),
-                            "a push source needs a `batch_source` (a file or delta source)".into(),
+                            "a push source needs a `batch_source` (a file, delta or postgres source)".into(),
                         )
                     })?;
                     let target = batch_source.get_ref();
@@ -870,7 +870,7 @@ impl Repo {
                         return Err(invalid(
                             batch_source.span().start,
                             key("batch_source"),
-                            format!("`{target}` is not a file or delta source of this repo"),
+                            format!("`{target}` is not a file, delta or postgres source of this repo"),
                         ));
                     }
                     SourceKind::Push {
@@ -1498,7 +1498,7 @@ features = ["hourly:conv_rate", "plus"]
             r#"batch_source = "stats""#,
             r#"batch_source = "vals""#,
             17,
-            &["`vals` is not a file source"],
+            &["`vals` is not a file, delta or postgres source"],
         );
         fails(
             r#"batch_source = "stats""#,

@@ -19,6 +19,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 pub use error::SourceError;
 use error::fail;
+use read::received;
 pub use read::{Batches, OpenedFile, READ_BATCH_ROWS};
 pub(crate) use read::{accepts, check_columns};
 
@@ -279,28 +280,7 @@ fn read_ahead(path: &Path, batches: Batches) -> Batches {
         let error = fail(path, format!("cannot start a thread to read it: {e}"));
         return Box::new(std::iter::once(Err(error)));
     }
-    let path = path.to_path_buf();
-    let mut ended = false;
-    Box::new(std::iter::from_fn(move || {
-        if ended {
-            return None;
-        }
-        match receive.recv() {
-            Ok(Some(batch)) => Some(batch),
-            Ok(None) => {
-                ended = true;
-                None
-            }
-            // The thread ended without saying so: it panicked.
-            Err(_) => {
-                ended = true;
-                Some(Err(fail(
-                    &path,
-                    "reading stopped unexpectedly (the reader thread failed)".to_string(),
-                )))
-            }
-        }
-    }))
+    received(path, receive)
 }
 
 /// Batches already in memory (a DataFrame from Python), checked as a file

@@ -18,7 +18,7 @@ use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
 use tokio_postgres::types::Type;
 
 use super::error::{SourceError, fail};
-use super::read::{Batches, OpenedFile, READ_BATCH_ROWS, check_columns};
+use super::read::{OpenedFile, READ_BATCH_ROWS, check_columns, received};
 use crate::file_format::PostgresTable;
 use crate::format::value::{Value, ValueBuilder};
 use crate::types::{FeatureType, FieldSpec};
@@ -135,27 +135,7 @@ pub fn open(
             };
         });
     spawned.map_err(|e| fail(label, format!("cannot start a thread to read it: {e}")))?;
-    let label = label.to_path_buf();
-    let mut ended = false;
-    let batches: Batches = Box::new(std::iter::from_fn(move || {
-        if ended {
-            return None;
-        }
-        match receive.recv() {
-            Ok(Some(batch)) => Some(batch),
-            Ok(None) => {
-                ended = true;
-                None
-            }
-            Err(_) => {
-                ended = true;
-                Some(Err(fail(
-                    &label,
-                    "reading stopped unexpectedly (the reader thread failed)",
-                )))
-            }
-        }
-    }));
+    let batches = received(label, receive);
     let opened = OpenedFile {
         total_rows: None,
         batches,

@@ -5,6 +5,7 @@
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType as ArrowType, Schema};
 use std::path::Path;
+use std::sync::mpsc::Receiver;
 
 use super::error::{SourceError, fail};
 use crate::types::{FeatureType, FieldSpec};
@@ -79,4 +80,31 @@ pub(crate) fn check_columns(path: &Path, schema: &Schema, needed: &[FieldSpec]) 
             Ok(index)
         })
         .collect()
+}
+
+/// The batches a reader thread sends over `receive`: `Some(batch)` for
+/// each, then `None` at the end. A thread that ends without saying so
+/// failed, and the batches end with an error naming `label`.
+pub(crate) fn received(label: &Path, receive: Receiver<Option<Result<RecordBatch, SourceError>>>) -> Batches {
+    let label = label.to_path_buf();
+    let mut ended = false;
+    Box::new(std::iter::from_fn(move || {
+        if ended {
+            return None;
+        }
+        match receive.recv() {
+            Ok(Some(batch)) => Some(batch),
+            Ok(None) => {
+                ended = true;
+                None
+            }
+            Err(_) => {
+                ended = true;
+                Some(Err(fail(
+                    &label,
+                    "reading stopped unexpectedly (the reader thread failed)",
+                )))
+            }
+        }
+    }))
 }
