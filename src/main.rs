@@ -29,10 +29,15 @@ fn main() {
     let cli = Cli::parse();
     // Warnings (a replication message skipped, a compile cache unusable)
     // are shown unless SKEWLESS_LOG says otherwise, as cargo shows its own.
-    let filter = tracing_subscriber::EnvFilter::builder()
+    let mut filter = tracing_subscriber::EnvFilter::builder()
         .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
         .with_env_var("SKEWLESS_LOG")
         .from_env_lossy();
+    if std::env::var_os("SKEWLESS_LOG").is_none() {
+        // rskafka warns at every failed attempt to reach a broker; the Kafka
+        // source's own error names the source and the address once.
+        filter = filter.add_directive("rskafka=error".parse().expect("a valid directive"));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -199,7 +199,14 @@ pub fn plan(catalog: &Catalog, store: &Store, allow: &AllowBatchDependent) -> Re
         let summary = match &source.kind {
             SourceKind::File(file) => format!("{} {}", file.format.name(), file.path.display()),
             SourceKind::Request { schema } => format!("request, {} fields", schema.len()),
-            SourceKind::Push { batch_source } => format!("push, batch source {batch_source}"),
+            SourceKind::Push {
+                batch_source,
+                topic: None,
+            } => format!("push, batch source {batch_source}"),
+            SourceKind::Push {
+                batch_source,
+                topic: Some(topic),
+            } => format!("kafka {topic}, batch source {batch_source}"),
         };
         items.push(item(
             "source",
@@ -435,9 +442,26 @@ pub fn apply(plan: Plan, store: &Store) -> Result<Registry, StoreError> {
 
 /// Checks each materialized view's file source, when present, has the
 /// columns the view needs with usable types. A missing file is a warning
-/// (data may arrive later), a wrong one an error.
+/// (data may arrive later), a wrong one an error. A Kafka source read by a
+/// view must be reachable, with its topic and partitions.
 fn check_sources(catalog: &Catalog, warnings: &mut Vec<String>) -> Result<(), RepoError> {
     let repo = &catalog.repo;
+    let mut checked = std::collections::BTreeSet::new();
+    for view in repo.views.values() {
+        let Some((name, source)) = view.source().and_then(|name| repo.sources.get_key_value(name)) else {
+            continue;
+        };
+        if let SourceKind::Push { topic: Some(topic), .. } = &source.kind
+            && checked.insert(name)
+        {
+            source::kafka::check(name, topic).map_err(|e| RepoError::Invalid {
+                path: repo.config_path.clone(),
+                line: view.line,
+                key: format!("sources.{name}"),
+                message: e.to_string(),
+            })?;
+        }
+    }
     for view in repo.views.values() {
         let Some(file) = repo.file_source(view) else { continue };
         let FileSource {

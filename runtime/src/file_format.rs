@@ -126,3 +126,66 @@ mod tests {
         assert_eq!(FileFormat::of(Path::new("parquet")), None);
     }
 }
+
+/// A Kafka topic a push source consumes (`type = "kafka"`): its records
+/// go through the push path, and the offsets read are stored with the rows
+/// ([`crate::store::TopicPosition`]), so each record is applied once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaTopic {
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    /// The topic.
+    pub topic: String,
+    /// The partitions to consume; every partition of the topic when `None`.
+    pub partitions: Option<Vec<i32>>,
+    /// How a record's value is decoded.
+    pub format: RecordFormat,
+    /// SASL credentials, when the brokers require them.
+    pub sasl: Option<KafkaSasl>,
+    /// Connect over TLS (the system's root certificates, or `ca_file`).
+    pub tls: bool,
+    /// PEM file of the certificate authorities to trust, for TLS.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// How a Kafka record's value becomes a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordFormat {
+    /// A JSON object: column name to value, in the JSON shapes `/push`
+    /// takes (timestamps as RFC 3339 text or microseconds).
+    Json,
+}
+
+/// SASL authentication to Kafka brokers; the credentials are read from
+/// the environment when the source connects, never from the repo file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaSasl {
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    pub mechanism: SaslMechanism,
+    /// The environment variable holding the user name.
+    pub username_env: String,
+    /// The environment variable holding the password.
+    pub password_env: String,
+}
+
+/// A SASL mechanism Kafka brokers offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaslMechanism {
+    /// `PLAIN` (over TLS, in practice).
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// `SCRAM-SHA-256`.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl std::fmt::Display for KafkaTopic {
+    /// `topic T at BROKERS`, for messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "topic {} at {}", self.topic, self.brokers.join(","))
+    }
+}

@@ -64,13 +64,14 @@ pub use determinism::Determinism;
 pub use digest::Digest;
 pub use engine::Runtime;
 pub use error::{ConversionError, LoadError, TransformError, TransformErrorKind};
-pub use file_format::FileFormat;
+pub use file_format::{FileFormat, KafkaTopic};
 pub use limits::{
     EPOCH_TICK, Limits, MAX_AGGREGATOR_STATE_BYTES, MAX_CONCURRENT_CALLS, MAX_ERROR_MESSAGE_BYTES,
     MAX_ROW_ERROR_TEXT_PER_CALL, PoolSettings,
 };
 pub use materialize::MaterializeError;
 pub use repo::{Repo, RepoError};
+pub use source::{SourceError, kafka};
 pub use store::{Store, StoreError, WriteTo};
 pub use transform::{Description, RowError, Transform, TransformOutput};
 pub use types::{FeatureType, FieldSpec, arrow_schema};

@@ -49,7 +49,9 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::determinism::Determinism;
-use crate::file_format::{FileFormat, PostgresTable, Relation, TableVersion};
+use crate::file_format::{
+    FileFormat, KafkaSasl, KafkaTopic, PostgresTable, RecordFormat, Relation, SaslMechanism, TableVersion,
+};
 use crate::limits::{Limits, PoolSettings};
 use crate::types::{FeatureType, FieldSpec};
 
@@ -170,8 +172,108 @@ struct RawSource {
     connection_env: Option<String>,
     /// PostgreSQL: the increasing column incremental loads go by.
     watermark_column: Option<String>,
+    /// Kafka: bootstrap brokers, the topic, the partitions to consume.
+    brokers: Option<Spanned<Vec<String>>>,
+    topic: Option<Spanned<String>>,
+    partitions: Option<Spanned<Vec<i32>>>,
+    /// Kafka: how a record's value is decoded (`json`).
+    format: Option<Spanned<String>>,
+    /// Kafka: SASL mechanism, and the environment variables with the user
+    /// name and password.
+    sasl_mechanism: Option<Spanned<String>>,
+    username_env: Option<String>,
+    password_env: Option<String>,
+    /// Kafka: connect over TLS, trusting `ca_file` (else the system's roots).
+    tls: Option<bool>,
+    ca_file: Option<String>,
     #[serde(default)]
     description: String,
+}
+
+/// The settings of a `type = "kafka"` source; an error says where, the
+/// key and what is wrong.
+fn kafka_topic(raw: &RawSource, kind_at: usize, root: &Path) -> Result<KafkaTopic, (usize, &'static str, String)> {
+    let brokers = raw.brokers.as_ref().filter(|b| !b.get_ref().is_empty()).ok_or((
+        kind_at,
+        "brokers",
+        "a kafka source needs `brokers`, e.g. [\"localhost:9092\"]".to_string(),
+    ))?;
+    if let Some(bad) = brokers
+        .get_ref()
+        .iter()
+        .find(|b| b.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()))
+    {
+        return Err((brokers.span().start, "brokers", format!("`{bad}` is not HOST:PORT")));
+    }
+    let topic = raw.topic.as_ref().filter(|t| !t.get_ref().is_empty()).ok_or((
+        kind_at,
+        "topic",
+        "a kafka source needs a `topic`".to_string(),
+    ))?;
+    let partitions = match &raw.partitions {
+        Some(list) if list.get_ref().is_empty() || list.get_ref().iter().any(|p| *p < 0) => {
+            return Err((
+                list.span().start,
+                "partitions",
+                "partitions are a non-empty list of numbers from 0; leave `partitions` out to consume them all".into(),
+            ));
+        }
+        Some(list) => Some(list.get_ref().clone()),
+        None => None,
+    };
+    let format = match raw.format.as_ref().map(|f| (f.span().start, f.get_ref().as_str())) {
+        None | Some((_, "json")) => RecordFormat::Json,
+        Some((at, other)) => {
+            return Err((
+                at,
+                "format",
+                format!("unknown record format `{other}` (use json: one JSON object per record)"),
+            ));
+        }
+    };
+    let sasl = match &raw.sasl_mechanism {
+        None => {
+            if raw.username_env.is_some() || raw.password_env.is_some() {
+                return Err((
+                    kind_at,
+                    "sasl_mechanism",
+                    "`username_env` and `password_env` need a `sasl_mechanism` (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+                        .into(),
+                ));
+            }
+            None
+        }
+        Some(mechanism) => {
+            let at = mechanism.span().start;
+            let mechanism = match mechanism.get_ref().to_ascii_uppercase().as_str() {
+                "PLAIN" => SaslMechanism::Plain,
+                "SCRAM-SHA-256" => SaslMechanism::ScramSha256,
+                "SCRAM-SHA-512" => SaslMechanism::ScramSha512,
+                other => {
+                    return Err((
+                        at,
+                        "sasl_mechanism",
+                        format!("unknown SASL mechanism `{other}` (use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"),
+                    ));
+                }
+            };
+            KafkaSasl {
+                mechanism,
+                username_env: raw.username_env.clone().unwrap_or_else(|| "KAFKA_USERNAME".into()),
+                password_env: raw.password_env.clone().unwrap_or_else(|| "KAFKA_PASSWORD".into()),
+            }
+            .into()
+        }
+    };
+    Ok(KafkaTopic {
+        brokers: brokers.get_ref().clone(),
+        topic: topic.get_ref().clone(),
+        partitions,
+        format,
+        sasl,
+        tls: raw.tls.unwrap_or(false) || raw.ca_file.is_some(),
+        ca_file: raw.ca_file.as_ref().map(|f| root.join(f)),
+    })
 }
 
 fn default_timestamp_column() -> String {
@@ -450,10 +552,15 @@ pub enum SourceKind {
         /// The fields and their types.
         schema: Vec<FieldSpec>,
     },
-    /// Rows pushed to the server; backfilled from `batch_source`.
+    /// Rows pushed to the server, or consumed from a Kafka topic;
+    /// backfilled from `batch_source`.
     Push {
         /// The file source that holds the same rows historically.
         batch_source: String,
+        /// The Kafka topic `skewless serve` consumes into the source
+        /// (`type = "kafka"`); none for a push source.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        topic: Option<KafkaTopic>,
     },
 }
 
@@ -710,6 +817,15 @@ impl Repo {
                     ("query", raw_source.query.is_some()),
                     ("connection_env", raw_source.connection_env.is_some()),
                     ("watermark_column", raw_source.watermark_column.is_some()),
+                    ("brokers", raw_source.brokers.is_some()),
+                    ("topic", raw_source.topic.is_some()),
+                    ("partitions", raw_source.partitions.is_some()),
+                    ("format", raw_source.format.is_some()),
+                    ("sasl_mechanism", raw_source.sasl_mechanism.is_some()),
+                    ("username_env", raw_source.username_env.is_some()),
+                    ("password_env", raw_source.password_env.is_some()),
+                    ("tls", raw_source.tls.is_some()),
+                    ("ca_file", raw_source.ca_file.is_some()),
                 ];
                 match given.iter().find(|(field, set)| *set && !allowed.contains(field)) {
                     Some((field, _)) => Err(invalid(
@@ -852,13 +968,28 @@ impl Repo {
                         .collect();
                     SourceKind::Request { schema }
                 }
-                "push" => {
-                    only(&["batch_source"])?;
+                kind @ ("push" | "kafka") => {
+                    let kafka = kind == "kafka";
+                    let mut allowed = vec!["batch_source"];
+                    if kafka {
+                        allowed.extend([
+                            "brokers",
+                            "topic",
+                            "partitions",
+                            "format",
+                            "sasl_mechanism",
+                            "username_env",
+                            "password_env",
+                            "tls",
+                            "ca_file",
+                        ]);
+                    }
+                    only(&allowed)?;
                     let batch_source = raw_source.batch_source.as_ref().ok_or_else(|| {
                         invalid(
                             kind_at,
                             key("batch_source"),
-                            "a push source needs a `batch_source` (a file, delta or postgres source)".into(),
+                            format!("a {kind} source needs a `batch_source` (a file, delta or postgres source with the same columns)"),
                         )
                     })?;
                     let target = batch_source.get_ref();
@@ -873,15 +1004,23 @@ impl Repo {
                             format!("`{target}` is not a file, delta or postgres source of this repo"),
                         ));
                     }
+                    let topic = if kafka {
+                        let topic = kafka_topic(raw_source, kind_at, &root)
+                            .map_err(|(at, field, message)| invalid(at, key(field), message))?;
+                        Some(topic)
+                    } else {
+                        None
+                    };
                     SourceKind::Push {
                         batch_source: target.clone(),
+                        topic,
                     }
                 }
                 other => {
                     return Err(invalid(
                         kind_at,
                         key("type"),
-                        format!("unknown source type `{other}` (use file, delta, postgres, request or push)"),
+                        format!("unknown source type `{other}` (use file, delta, postgres, request, push or kafka)"),
                     ));
                 }
             };
@@ -1184,7 +1323,7 @@ impl Repo {
     pub fn file_source(&self, view: &View) -> Option<&FileSource> {
         let source = view.source()?;
         let name = match &self.sources.get(source)?.kind {
-            SourceKind::Push { batch_source } => batch_source,
+            SourceKind::Push { batch_source, .. } => batch_source,
             _ => source,
         };
         match &self.sources.get(name)?.kind {
@@ -1471,9 +1610,9 @@ features = ["hourly:conv_rate", "plus"]
         );
         fails(
             r#"type = "request""#,
-            r#"type = "kafka""#,
+            r#"type = "kinesis""#,
             12,
-            &["sources.vals.type", "unknown source type `kafka`"],
+            &["sources.vals.type", "unknown source type `kinesis`"],
         );
         fails(
             r#"path = "data/stats.parquet""#,

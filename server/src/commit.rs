@@ -8,8 +8,8 @@
 //! once cost one commit, not sixteen.
 //!
 //! [`commit_batch`] is the one batched durable write: the committer thread
-//! uses it for pushes to a single node, and the replication applier for
-//! the log's messages (with their log position).
+//! uses it for pushes to a single node, the replication applier for the
+//! log's messages and the Kafka consumer for records (with their position).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -17,8 +17,9 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use skewless_runtime::push::Prepared;
-use skewless_runtime::store::LogPosition;
+use skewless_runtime::TransformErrorKind;
+use skewless_runtime::push::{Prepared, PushError};
+use skewless_runtime::store::StreamPosition;
 use skewless_runtime::{Store, StoreError};
 use tokio::sync::oneshot;
 
@@ -102,6 +103,29 @@ fn commit(store: &Store, batch: Vec<Job>) {
     }
 }
 
+/// Why a push from a stream (a log message, Kafka records) could not be
+/// prepared, as the appliers must treat it.
+pub(crate) enum Failure {
+    /// Fails the same way on every machine and every try (malformed, a
+    /// wrong type, a transform that traps): record and skip.
+    Deterministic(String),
+    /// Depends on this machine (a store fault, a transform out of time):
+    /// retry.
+    Machine(String),
+}
+
+impl From<PushError> for Failure {
+    fn from(error: PushError) -> Self {
+        match &error {
+            PushError::Store(_) => Failure::Machine(error.to_string()),
+            PushError::Transform(t) if matches!(t.kind, TransformErrorKind::Timeout { .. }) => {
+                Failure::Machine(error.to_string())
+            }
+            _ => Failure::Deterministic(error.to_string()),
+        }
+    }
+}
+
 /// What [`commit_batch`] does after a push failed when committed alone.
 pub(crate) enum AfterFailure {
     /// Go on with the next push.
@@ -111,7 +135,8 @@ pub(crate) enum AfterFailure {
 }
 
 /// Commits `pushes` in one durable transaction, with `position(range)`
-/// recorded in it when replicated (the log position after `pushes[range]`).
+/// recorded in it when they come from a stream (the replication log's or
+/// a Kafka partition's position after `pushes[range]`).
 ///
 /// Poison isolation: a transaction that fails with more than one push is
 /// retried one push at a time, in order, from copies (a write consumes what
@@ -122,7 +147,7 @@ pub(crate) enum AfterFailure {
 pub(crate) fn commit_batch(
     store: &Store,
     pushes: &mut [Prepared],
-    position: impl Fn(Range<usize>) -> Option<LogPosition>,
+    position: impl Fn(Range<usize>) -> Option<StreamPosition>,
     mut failed: impl FnMut(usize, &StoreError) -> AfterFailure,
 ) -> Vec<Result<u64, Arc<StoreError>>> {
     let copies: Option<Vec<Prepared>> = (pushes.len() > 1).then(|| pushes.to_vec());
@@ -155,7 +180,7 @@ pub(crate) fn commit_batch(
 }
 
 /// `pushes` in one transaction, at `position`.
-fn write(store: &Store, pushes: &mut [Prepared], position: Option<&LogPosition>) -> Result<u64, StoreError> {
+fn write(store: &Store, pushes: &mut [Prepared], position: Option<&StreamPosition>) -> Result<u64, StoreError> {
     let mut writes: Vec<_> = pushes
         .iter_mut()
         .flat_map(|push| {

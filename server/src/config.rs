@@ -165,6 +165,8 @@ pub struct Listening {
     pub authenticated: bool,
     /// `replica of URL stream S from message N`, when replicated.
     pub replica: Option<String>,
+    /// The Kafka sources consumed (`kafka source `x` (topic t at b)`).
+    pub consuming: Vec<String>,
     /// From the call to listening.
     pub startup: Duration,
 }
@@ -182,6 +184,9 @@ impl std::fmt::Display for Listening {
         )?;
         if let Some(replica) = &self.replica {
             write!(f, ", {replica}")?;
+        }
+        for consumed in &self.consuming {
+            write!(f, ", consuming {consumed}")?;
         }
         write!(f, ") after {:.0} ms; Ctrl-C to stop", self.startup.as_secs_f64() * 1e3)
     }
@@ -252,12 +257,14 @@ pub fn serve_repo(dir: &Path, config: &ServeConfig, listening: impl FnOnce(&List
                 error,
             })?;
         let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let consuming = crate::topics::start(&state, state.catalog());
         listening(&Listening {
             project: state.catalog().repo.project.clone(),
             url: format!("{scheme}://{}", listener.local_addr()?),
             views: state.catalog().repo.views.len(),
             authenticated,
             replica,
+            consuming,
             startup: started.elapsed(),
         });
         let shutdown = crate::shutdown_signal();

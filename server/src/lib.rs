@@ -30,6 +30,7 @@ mod replication;
 mod replication_tests;
 mod routes;
 mod state;
+mod topics;
 mod ui;
 
 use std::future::Future;

@@ -57,6 +57,12 @@ struct FeatureLabels {
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    source: String,
+    partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabels {
     view: String,
     stage: &'static str,
@@ -85,6 +91,10 @@ pub struct Metrics {
     replication_lag: Gauge,
     replication_applied: Gauge,
     replication_skipped: Counter,
+    kafka_records: Family<PartitionLabels, Counter>,
+    kafka_skipped: Family<PartitionLabels, Counter>,
+    kafka_lag: Family<PartitionLabels, Gauge>,
+    kafka_offset: Family<PartitionLabels, Gauge>,
     /// The skew counters by view, readable (for the UI): (checked, mismatches).
     skew: std::sync::Mutex<std::collections::BTreeMap<String, (u64, u64)>>,
 }
@@ -203,7 +213,37 @@ impl Default for Metrics {
             "Replicated serving: log messages recorded and skipped (they fail on every replica)",
             replication_skipped.clone(),
         );
+        let (kafka_records, kafka_skipped, kafka_lag, kafka_offset) = (
+            Family::default(),
+            Family::default(),
+            Family::default(),
+            Family::default(),
+        );
+        registry.register(
+            "kafka_records",
+            "Kafka sources: records stored, by source and partition",
+            kafka_records.clone(),
+        );
+        registry.register(
+            "kafka_skipped_records",
+            "Kafka sources: records recorded and skipped (undecodable, or refused by the view), by source and partition",
+            kafka_skipped.clone(),
+        );
+        registry.register(
+            "kafka_lag_records",
+            "Kafka sources: records behind the partition's high watermark as the broker last reported it",
+            kafka_lag.clone(),
+        );
+        registry.register(
+            "kafka_next_offset",
+            "Kafka sources: the next offset to read, as stored with the rows",
+            kafka_offset.clone(),
+        );
         Metrics {
+            kafka_records,
+            kafka_skipped,
+            kafka_lag,
+            kafka_offset,
             replication_lag,
             replication_applied,
             replication_skipped,
@@ -326,6 +366,28 @@ impl Metrics {
     pub fn replication(&self, applied: u64, lag: u64) {
         self.replication_applied.set(applied as i64);
         self.replication_lag.set(lag as i64);
+    }
+
+    /// Records of a Kafka partition stored (`stored`) and skipped, and
+    /// where the partition stands.
+    pub fn kafka(&self, source: &str, partition: i32, stored: u64, skipped: u64, next: u64) {
+        let labels = PartitionLabels {
+            source: source.to_string(),
+            partition,
+        };
+        self.kafka_records.get_or_create(&labels).inc_by(stored);
+        self.kafka_skipped.get_or_create(&labels).inc_by(skipped);
+        self.kafka_offset.get_or_create(&labels).set(next as i64);
+    }
+
+    /// A Kafka partition's lag: records behind the high watermark the
+    /// broker reported with the last fetch.
+    pub fn kafka_lag(&self, source: &str, partition: i32, lag: u64) {
+        let labels = PartitionLabels {
+            source: source.to_string(),
+            partition,
+        };
+        self.kafka_lag.get_or_create(&labels).set(lag as i64);
     }
 
     /// One log message recorded and skipped.

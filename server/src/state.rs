@@ -30,6 +30,7 @@ use crate::live::{LiveReader, LiveStore};
 use crate::metrics::Metrics;
 use crate::monitor::{Monitor, MonitorSettings};
 use crate::replication::{self, Applied, Halt, LogSettings, Outcome, Replication};
+use crate::topics;
 
 /// Limits on what one request may ask; each refusal is a 4xx that names the flag.
 #[derive(Debug, Clone)]
@@ -1062,5 +1063,49 @@ fn swap_failed(error: StoreError) -> ApiError {
         status: axum::http::StatusCode::INTERNAL_SERVER_ERROR,
         code: "swap_failed",
         message: format!("{error}; the live store is unchanged and still served"),
+    }
+}
+
+/// The Kafka consumer's view of the server ([`topics`]).
+impl topics::Sink for Server {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn topic_offsets(&self, source: &str) -> Result<BTreeMap<i32, u64>, StoreError> {
+        self.live.current().topic_offsets(source)
+    }
+
+    fn push_columns(&self, source: &str) -> Vec<String> {
+        push::columns(&self.catalog, &self.records, source)
+            .into_iter()
+            .map(|column| column.field.name)
+            .collect()
+    }
+
+    /// Reads from now on see the records stored.
+    fn apply_records(
+        &self,
+        source: &str,
+        partition: i32,
+        from: u64,
+        end: u64,
+        decoded: skewless_runtime::kafka::Decoded,
+    ) -> Result<topics::Stored, String> {
+        let started = Instant::now();
+        let stored = self.live.write(|store| {
+            topics::apply(
+                &self.catalog,
+                store,
+                &self.records,
+                source,
+                partition,
+                (from, end),
+                decoded,
+            )
+        });
+        self.metrics.store_write(started.elapsed());
+        self.pushes.fetch_add(1, Ordering::AcqRel);
+        stored
     }
 }

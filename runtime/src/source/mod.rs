@@ -1,10 +1,12 @@
-//! Reading sources (Parquet and CSV files, Delta Lake tables) as Arrow
-//! batches of the columns a job needs, with errors that name the file and
-//! the column or line. [`delta`] says which Parquet files make up a table;
-//! they are read here like any other.
+//! Reading sources (Parquet and CSV files, Delta Lake tables, PostgreSQL)
+//! as Arrow batches of the columns a job needs, with errors that name the
+//! file and the column or line. [`delta`] says which Parquet files make up
+//! a table; they are read here like any other. [`kafka`] is the client of
+//! Kafka topics, which `skewless serve` consumes through the push path.
 
 pub mod delta;
 mod error;
+pub mod kafka;
 pub mod postgres;
 mod read;
 

@@ -22,8 +22,8 @@ use redb::{
 
 use super::error::{Failure, StoreError};
 use super::file::{
-    AGGREGATES, COMMITS, COUNTERS, DIGEST_IDS, DIGESTS, EVENT_IDS, HISTORY, LATEST, META, REGISTRY, SKIPPED, STATS,
-    Store, counter,
+    AGGREGATES, COMMITS, COUNTERS, DIGEST_IDS, DIGESTS, EVENT_IDS, HISTORY, LATEST, META, REGISTRY, SKIPPED,
+    SKIPPED_RECORDS, STATS, Store, TOPIC_OFFSETS, counter,
 };
 use super::replication::LOG_SEQUENCE;
 use crate::digest::Digest;
@@ -80,7 +80,7 @@ impl Store {
             Ok::<_, Failure>((counter(&counters, COMMITS)?, counter(&counters, LOG_SEQUENCE)?))
         })()
         .map_err(|e| e.at(&self.path))?;
-        let tables: [&dyn CopyTable; 11] = [
+        let tables: [&dyn CopyTable; 13] = [
             &META,
             &REGISTRY,
             &COUNTERS,
@@ -92,6 +92,8 @@ impl Store {
             &EVENT_IDS,
             &STATS,
             &SKIPPED,
+            &TOPIC_OFFSETS,
+            &SKIPPED_RECORDS,
         ];
         let (entries, bytes) = write(&snapshot, &tables, out).map_err(|e| match e {
             CopyError::Source(e) => Failure::Redb(e).at(&self.path),

@@ -104,6 +104,29 @@ pub enum StoreError {
         /// The last message applied.
         applied: u64,
     },
+    /// A write of Kafka records does not start at the offset the store
+    /// holds for the partition: another consumer moved it, or this one
+    /// lost its place. Nothing is written; the consumer reads on from the
+    /// stored offset.
+    #[error(
+        "store {}: kafka source `{source_name}` partition {partition}: a write of records from offset {from}, but \
+         the store's next offset is {}; nothing was written (the consumer reads on from the stored offset; \
+         is another `skewless serve` consuming the same source into this store?)",
+        path.display(),
+        stored.map_or("none".to_string(), |s| s.to_string())
+    )]
+    TopicMoved {
+        /// Store file.
+        path: PathBuf,
+        /// The push source.
+        source_name: String,
+        /// The partition.
+        partition: i32,
+        /// The write's first offset.
+        from: u64,
+        /// The store's next offset.
+        stored: Option<u64>,
+    },
     /// No built store version has this name.
     #[error(
         "no store version `{name}` in {}: {}",

@@ -33,6 +33,12 @@ pub(super) const STATS: TableDefinition<u32, &str> = TableDefinition::new("stats
 /// Replicated serving: messages of the replication log that were recorded
 /// and skipped (stream sequence → why), identically on every replica.
 pub(super) const SKIPPED: TableDefinition<u64, &str> = TableDefinition::new("skipped_messages");
+/// Kafka sources: the next offset to read per (source, partition),
+/// written with the rows of the records before it ([`super::topics`]).
+pub(super) const TOPIC_OFFSETS: TableDefinition<(&str, i32), u64> = TableDefinition::new("topic_offsets");
+/// Kafka sources: records recorded and skipped ((source, partition,
+/// offset) → why).
+pub(super) const SKIPPED_RECORDS: TableDefinition<(&str, i32, u64), &str> = TableDefinition::new("skipped_records");
 /// Key in `counters`: the number of the last commit that wrote values.
 pub(super) const COMMITS: &str = "commits";
 

@@ -17,10 +17,13 @@
 //!   first write that needs it).
 //! - `stats` (`u32 -> &str`): each view's statistics, and
 //!   `skipped_messages` (`u64 -> &str`): replication-log messages skipped.
+//! - `topic_offsets` (`(&str, i32) -> u64`) and `skipped_records`
+//!   (`(&str, i32, u64) -> &str`): where each Kafka source stands in each
+//!   partition, and the records it skipped ([`topics`]).
 //!
 //! One file per thing stored: [`rows`] (feature values: writes and reads),
 //! [`registry`] (records and digests), [`aggregates`] (events and tiles),
-//! [`statistics`], [`replication`] (the log position), [`backup`] (copies
+//! [`statistics`], [`replication`] (the log position), [`topics`] (Kafka offsets), [`backup`] (copies
 //! and content digests). [`error`] maps redb's errors, once.
 //!
 //! Every write is one redb transaction: a crash (even `kill -9`) leaves the
@@ -37,6 +40,7 @@ pub mod registry;
 pub mod replication;
 pub mod rows;
 pub mod statistics;
+pub mod topics;
 pub mod versions;
 
 pub use aggregates::AggregateCheck;
@@ -48,11 +52,21 @@ pub use indexes::SearchError;
 pub use registry::{Invariance, Registry, ViewRecord};
 pub use replication::LogPosition;
 pub use rows::{PendingRows, StoreReader, StoredRow, WriteTo};
+pub use topics::TopicPosition;
 
 use crate::aggregate::PendingEvents;
 pub use crate::format::FORMAT_VERSION;
 use crate::stats::Statistics;
 use file::COMMITS;
+
+/// Where a write stands in the stream its rows come from.
+#[derive(Debug, Clone)]
+pub enum StreamPosition {
+    /// The replication log (replicated serving).
+    Log(LogPosition),
+    /// A Kafka partition (a `type = "kafka"` source).
+    Topic(TopicPosition),
+}
 
 /// What a stored view's source rows became, waiting to be written.
 #[derive(Clone)]
@@ -103,15 +117,15 @@ impl Store {
         self.write_views_at(views, None)
     }
 
-    /// [`Store::write_views`] for replicated serving: the rows of
-    /// replication-log messages up to `at.sequence`, with the position and
-    /// the messages skipped on the way recorded in the same transaction.
-    /// Refused (nothing written) unless `at.sequence` comes after the last
-    /// position recorded: a message is applied once.
+    /// [`Store::write_views`] for rows read from a stream: the rows of
+    /// replication-log messages or Kafka records, with the position after
+    /// them and what was skipped on the way recorded in the same
+    /// transaction. Refused (nothing written) unless the write starts where
+    /// the stored position is: each message or record is applied once.
     pub fn write_views_at(
         &self,
         views: &mut [(&ViewRecord, &mut Pending, WriteTo)],
-        at: Option<&LogPosition>,
+        at: Option<&StreamPosition>,
     ) -> Result<u64, StoreError> {
         let touched = self.indexed_keys(views.iter().map(|(view, pending, _)| {
             let rows = match &**pending {
@@ -124,8 +138,10 @@ impl Store {
             let mut counters = txn.open_table(COUNTERS)?;
             let commit = counter(&counters, COMMITS)? + 1;
             counters.insert(COMMITS, commit)?;
-            if let Some(at) = at {
-                replication::record(txn, &mut counters, at, &self.path)?;
+            match at {
+                Some(StreamPosition::Log(at)) => replication::record(txn, &mut counters, at, &self.path)?,
+                Some(StreamPosition::Topic(at)) => topics::record(txn, at, &self.path)?,
+                None => {}
             }
             let mut history = txn.open_table(HISTORY)?;
             let mut latest = txn.open_table(LATEST)?;

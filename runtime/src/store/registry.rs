@@ -254,8 +254,11 @@ impl fmt::Display for Source {
                 writeln!(f, "  type:        request")?;
                 fields(f, "schema", schema)?;
             }
-            SourceKind::Push { batch_source } => {
-                writeln!(f, "  type:        push")?;
+            SourceKind::Push { batch_source, topic } => {
+                match topic {
+                    None => writeln!(f, "  type:        push")?,
+                    Some(topic) => writeln!(f, "  type:        kafka, {topic}")?,
+                }
                 writeln!(f, "  batch source: {batch_source}")?;
             }
         }

