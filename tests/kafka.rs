@@ -11,71 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use skewless_testkit::TempRepo;
 use skewless_testkit::services::Tansu;
 use skewless_testkit::tier::Tier;
-
-const CARDS: usize = 20;
-
-/// A repo with an aggregation view over the Kafka topic `topic`.
-fn repo(broker: &str, topic: &str) -> TempRepo {
-    TempRepo::from_config(&format!(
-        r#"project = "payments"
-
-[entities.card]
-join_keys = {{ card_id = "utf8" }}
-
-[sources.transactions]
-type = "file"
-path = "data/transactions.parquet"
-
-[sources.transactions_stream]
-type = "kafka"
-batch_source = "transactions"
-brokers = ["{broker}"]
-topic = "{topic}"
-
-[views.card_activity]
-kind = "aggregation"
-entities = ["card"]
-source = "transactions_stream"
-inputs = {{ amount = "int64", event_timestamp = "timestamp" }}
-aggregations = [
-  {{ name = "txn_count", function = "count", window = "30d" }},
-  {{ name = "amount_sum", function = "sum", input = "amount", window = "30d" }},
-]
-"#
-    ))
-}
-
-/// Record `i`: card `i % CARDS`, amount `i`, a few minutes ago.
-fn transaction(i: usize) -> String {
-    let at = skewless_runtime::time::now_micros() - 300_000_000 + i as i64;
-    format!(
-        r#"{{"card_id": "card-{:02}", "amount": {i}, "event_timestamp": "{}"}}"#,
-        i % CARDS,
-        skewless_runtime::time::format_timestamp(at)
-    )
-}
-
-/// The view's count and amount sum over every card, as served.
-fn totals(server: &skewless_testkit::ServerProcess) -> (i64, i64) {
-    let cards: Vec<String> = (0..CARDS).map(|c| format!("\"card-{c:02}\"")).collect();
-    let (status, answer) = server.post(
-        "/get-online-features",
-        &format!(
-            r#"{{"features": ["card_activity:txn_count", "card_activity:amount_sum"], "entities": {{"card_id": [{}]}}}}"#,
-            cards.join(",")
-        ),
-    );
-    assert_eq!(status, 200, "{answer}");
-    let sum = |column: usize| {
-        (answer["results"][column]["values"].as_array().unwrap().iter())
-            .map(|v| v.as_i64().unwrap_or(0))
-            .sum::<i64>()
-    };
-    (sum(1), sum(2))
-}
+use skewless_testkit::{kafka_repo as repo, kafka_totals as totals, transaction};
 
 /// A metric's value for one partition, from `/metrics`.
 fn metric(server: &skewless_testkit::ServerProcess, name: &str, partition: i32) -> Option<f64> {
