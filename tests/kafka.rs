@@ -162,3 +162,81 @@ fn apply_refuses_an_unreachable_broker_and_a_missing_topic_by_name() {
     // And with all of it right, apply records the source.
     with("partitions = [0]").ok(&["apply"]);
 }
+
+#[test]
+fn a_record_whose_events_make_an_aggregation_function_trap_is_skipped_alone() {
+    if !Tier::Kafka.enter() {
+        return;
+    }
+    let broker = Tansu::start();
+    broker.create_topic("transactions", 1);
+    // The amount as float64, and beside the count a user-defined count
+    // that panics on the amount 13.0.
+    let repo = repo(&broker.broker(), "transactions");
+    let config = repo.path().join("skewless.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let trap = skewless_testkit::test_components().join("trap_aggregator.wasm");
+    let text = text
+        .replace(r#"amount = "int64""#, r#"amount = "float64""#)
+        .replace(
+            "window = \"30d\" },\n]",
+            &format!(
+                "window = \"30d\" }},\n  {{ name = \"lucky\", function = \"{}\", input = \"amount\", window = \"30d\" }},\n]",
+                trap.display()
+            ),
+        );
+    assert!(text.contains("lucky"));
+    std::fs::write(&config, text).unwrap();
+    repo.ok(&["apply"]);
+
+    let records: Vec<(i32, String)> = (0..200).map(|i| (0, transaction(i))).collect();
+    broker.produce("transactions", &records, 0).finish();
+    let server = repo.serve(&[]);
+    let stored = || {
+        let (_, text) = server.get("/metrics");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("skewless_kafka_next_offset{"))
+            .map(str::to_string);
+        line.and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let started = Instant::now();
+    while stored() < 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not stored:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cards: Vec<String> = (0..skewless_testkit::CARDS)
+        .map(|c| format!("\"card-{c:02}\""))
+        .collect();
+    let (status, answer) = server.post(
+        "/get-online-features",
+        &format!(
+            r#"{{"features": ["card_activity:txn_count", "card_activity:amount_sum", "card_activity:lucky"], "entities": {{"card_id": [{}]}}}}"#,
+            cards.join(",")
+        ),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let sum = |column: usize| {
+        (answer["results"][column]["values"].as_array().unwrap().iter())
+            .map(|v| v.as_f64().unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    // Every record but amount 13.0 is counted, by the built-ins and the user's count alike.
+    assert_eq!(
+        (sum(1), sum(2), sum(3)),
+        (199.0, (0..200).sum::<i64>() as f64 - 13.0, 199.0),
+        "{answer}"
+    );
+    let log = server.log();
+    assert!(
+        log.contains("partition 0 offset 13: recorded and skipped: an aggregation function failed")
+            && log.contains("unlucky amount 13"),
+        "{log}"
+    );
+    assert_eq!(metric(&server, "kafka_skipped_records_total", 0), Some(1.0), "{log}");
+}

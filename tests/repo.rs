@@ -108,8 +108,8 @@ fn an_unknown_type_is_named() {
 
 #[test]
 fn an_unknown_source_type_is_named() {
-    let stderr = apply_error(&GOOD.replace(r#"type = "request""#, r#"type = "kafka""#));
-    assert_located(&stderr, 11, &["sources.vals.type", "unknown source type `kafka`"]);
+    let stderr = apply_error(&GOOD.replace(r#"type = "request""#, r#"type = "kinesis""#));
+    assert_located(&stderr, 11, &["sources.vals.type", "unknown source type `kinesis`"]);
 }
 
 #[test]

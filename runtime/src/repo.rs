@@ -1505,6 +1505,99 @@ features = ["hourly:conv_rate", "plus"]
     }
 
     #[test]
+    fn kafka_sources_are_push_sources_fed_by_a_topic() {
+        use crate::file_format::{KafkaSasl, KafkaTopic, RecordFormat, SaslMechanism};
+        use crate::repo::SourceKind;
+        let push = "type = \"push\"\nbatch_source = \"stats\"\n";
+        let kafka = |settings: &str| format!("type = \"kafka\"\nbatch_source = \"stats\"\n{settings}");
+        let topic_of = |repo: Repo| match repo.sources["pushed"].kind.clone() {
+            SourceKind::Push { batch_source, topic } => {
+                assert_eq!(batch_source, "stats");
+                topic.expect("a kafka source has a topic")
+            }
+            other => panic!("{other:?}"),
+        };
+        let plain = parse(&GOOD.replacen(push, &kafka("brokers = [\"b1:9092\", \"b2:9092\"]\ntopic = \"t\"\n"), 1));
+        assert_eq!(
+            topic_of(plain.unwrap()),
+            KafkaTopic {
+                brokers: vec!["b1:9092".into(), "b2:9092".into()],
+                topic: "t".into(),
+                partitions: None,
+                format: RecordFormat::Json,
+                sasl: None,
+                tls: false,
+                ca_file: None,
+            }
+        );
+        let secured = parse(&GOOD.replacen(
+            push,
+            &kafka(
+                "brokers = [\"b:9093\"]\ntopic = \"t\"\npartitions = [1]\nsasl_mechanism = \"scram-sha-512\"\n\
+                 ca_file = \"certs/ca.pem\"\n",
+            ),
+            1,
+        ));
+        let secured = topic_of(secured.unwrap());
+        assert_eq!(secured.partitions, Some(vec![1]));
+        assert_eq!(
+            secured.sasl,
+            Some(KafkaSasl {
+                mechanism: SaslMechanism::ScramSha512,
+                username_env: "KAFKA_USERNAME".into(),
+                password_env: "KAFKA_PASSWORD".into(),
+            })
+        );
+        assert!(secured.tls);
+        assert_eq!(secured.ca_file.as_deref(), Some(Path::new("/repo/certs/ca.pem")));
+
+        let broken = |settings: &str, line: usize, fragments: &[&str]| fails(push, &kafka(settings), line, fragments);
+        broken(
+            "brokers = [\"nohost\"]\ntopic = \"t\"\n",
+            18,
+            &["sources.pushed.brokers", "`nohost` is not HOST:PORT"],
+        );
+        broken(
+            "brokers = [\"b:9092\"]\n",
+            16,
+            &["sources.pushed.topic", "needs a `topic`"],
+        );
+        broken("topic = \"t\"\n", 16, &["sources.pushed.brokers", "needs `brokers`"]);
+        broken(
+            "brokers = [\"b:9092\"]\ntopic = \"t\"\npartitions = []\n",
+            20,
+            &["sources.pushed.partitions", "non-empty"],
+        );
+        broken(
+            "brokers = [\"b:9092\"]\ntopic = \"t\"\nusername_env = \"U\"\n",
+            16,
+            &["sources.pushed.sasl_mechanism", "need a `sasl_mechanism`"],
+        );
+        broken(
+            "brokers = [\"b:9092\"]\ntopic = \"t\"\nsasl_mechanism = \"GSSAPI\"\n",
+            20,
+            &["unknown SASL mechanism `GSSAPI`"],
+        );
+        broken(
+            "brokers = [\"b:9092\"]\ntopic = \"t\"\nformat = \"avro\"\n",
+            20,
+            &["unknown record format `avro`"],
+        );
+        broken(
+            "brokers = [\"b:9092\"]\ntopic = \"t\"\ntable = \"x\"\n",
+            16,
+            &["a `kafka` source does not take `table`"],
+        );
+        // A push source takes no Kafka settings.
+        fails(
+            push,
+            "type = \"push\"\nbatch_source = \"stats\"\ntopic = \"t\"\n",
+            16,
+            &["a `push` source does not take `topic`"],
+        );
+    }
+
+    #[test]
     fn runtime_pool_settings_default_and_are_checked() {
         use crate::limits::PoolSettings;
         assert_eq!(parse(GOOD).unwrap().runtime, PoolSettings::default());

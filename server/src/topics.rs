@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use skewless_runtime::kafka::{self, Decoded, PartitionClient};
-use skewless_runtime::push::{self, Prepared};
+use skewless_runtime::push;
 use skewless_runtime::repo::SourceKind;
 use skewless_runtime::store::{StreamPosition, TopicPosition, ViewRecord, WriteTo};
 use skewless_runtime::{Catalog, KafkaTopic, SourceError, Store, StoreError};
@@ -211,9 +211,12 @@ async fn follow<S: Sink>(server: Weak<S>, source: String, topic: KafkaTopic, cli
 
 /// Stores the records of `source`'s `partition` in `from..end`, decoded,
 /// with the offset `end` in the same transaction (a write of skipped
-/// records alone when none is stored). Records the view refuses are
-/// found by preparing each alone, then recorded and skipped; an error is
-/// a failure of this machine, and nothing was written.
+/// records alone when none is stored). A record the view refuses is found
+/// by preparing each alone, and one whose events make an aggregation
+/// function trap by committing each alone; either is recorded and
+/// skipped, the others stored. An error is a failure of this machine: what
+/// was committed before it holds its own offsets, and the caller reads on
+/// from the stored offset.
 pub(crate) fn apply(
     catalog: &Catalog,
     store: &Store,
@@ -224,8 +227,8 @@ pub(crate) fn apply(
     decoded: Decoded,
 ) -> Result<Stored, String> {
     let Decoded {
-        columns,
-        offsets,
+        mut columns,
+        mut offsets,
         mut skipped,
     } = decoded;
     let prepare = |columns: &IndexMap<String, Vec<serde_json::Value>>| {
@@ -240,82 +243,129 @@ pub(crate) fn apply(
         )
         .map_err(Failure::from)
     };
-    let mut stored = offsets.len() as u64;
-    let mut pushes: Vec<Prepared> = Vec::new();
-    if !offsets.is_empty() {
-        match prepare(&columns) {
-            Ok(push) => pushes.push(push),
+    let row = |columns: &IndexMap<String, Vec<serde_json::Value>>, row: usize| -> IndexMap<_, _> {
+        (columns.iter())
+            .map(|(name, values)| (name.clone(), vec![values[row].clone()]))
+            .collect()
+    };
+    let mut whole = match offsets.is_empty() {
+        true => None,
+        false => match prepare(&columns) {
+            Ok(push) => Some(push),
             Err(Failure::Machine(why)) => return Err(why),
             // Some record is refused: find which, then store the others together.
             Err(Failure::Deterministic(_)) => {
-                let mut kept: IndexMap<String, Vec<serde_json::Value>> =
-                    columns.keys().map(|name| (name.clone(), Vec::new())).collect();
-                for (row, offset) in offsets.iter().enumerate() {
-                    let one = columns
-                        .iter()
-                        .map(|(name, values)| (name.clone(), vec![values[row].clone()]))
-                        .collect();
-                    match prepare(&one) {
+                let mut kept = (IndexMap::new(), Vec::new());
+                for name in columns.keys() {
+                    kept.0.insert(name.clone(), Vec::new());
+                }
+                for (at, offset) in offsets.iter().enumerate() {
+                    match prepare(&row(&columns, at)) {
                         Ok(_) => {
                             for (name, values) in &columns {
-                                kept[name].push(values[row].clone());
+                                kept.0[name].push(values[at].clone());
                             }
+                            kept.1.push(*offset);
                         }
                         Err(Failure::Deterministic(why)) => skipped.push((*offset, why)),
                         Err(Failure::Machine(why)) => return Err(why),
                     }
                 }
-                stored = kept.values().next().map_or(0, |v| v.len() as u64);
-                if stored > 0 {
-                    pushes.push(match prepare(&kept) {
-                        Ok(push) => push,
-                        Err(Failure::Deterministic(why) | Failure::Machine(why)) => return Err(why),
-                    });
+                (columns, offsets) = kept;
+                match offsets.is_empty() {
+                    true => None,
+                    false => {
+                        Some(prepare(&columns).map_err(|(Failure::Deterministic(why) | Failure::Machine(why))| why)?)
+                    }
                 }
             }
-        }
-    }
+        },
+    };
     skipped.sort_by_key(|(offset, _)| *offset);
-    let position = |skipped: Vec<(u64, String)>| {
-        Some(StreamPosition::Topic(TopicPosition {
+    // The offsets a commit covers, with the records skipped among them.
+    let position = |first: u64, next: u64, also: Option<(u64, String)>| {
+        let mut skipped: Vec<(u64, String)> = (skipped.iter())
+            .filter(|(offset, _)| (first..next).contains(offset))
+            .cloned()
+            .collect();
+        skipped.extend(also);
+        skipped.sort_by_key(|(offset, _)| *offset);
+        StreamPosition::Topic(TopicPosition {
             source: source.to_string(),
             partition,
-            from,
-            next: end,
+            from: first,
+            next,
             skipped,
-        }))
+        })
     };
-    if pushes.is_empty() {
+    let Some(push) = whole.as_mut() else {
         store
-            .write_views_at(&mut [], position(skipped.clone()).as_ref())
+            .write_views_at(&mut [], Some(&position(from, end, None)))
             .map_err(|e| e.to_string())?;
         return Ok(Stored { rows: 0, skipped });
+    };
+    match commit_batch(
+        store,
+        std::slice::from_mut(push),
+        |_| Some(position(from, end, None)),
+        |_, _| AfterFailure::Stop,
+    )
+    .remove(0)
+    {
+        Ok(_) => {
+            return Ok(Stored {
+                rows: offsets.len() as u64,
+                skipped,
+            });
+        }
+        Err(error) if !matches!(*error, StoreError::Aggregator(_)) => return Err(error.to_string()),
+        Err(_) => {}
     }
-    // The rows fail only as a whole here: an aggregation function that
-    // traps on them. Each attempt is the same, so the batch is skipped.
-    let mut failure = None;
+    // An aggregation function trapped on some record's events: commit the
+    // records one by one, each with the offsets up to the next.
+    let mut pushes = Vec::with_capacity(offsets.len());
+    for at in 0..offsets.len() {
+        pushes.push(prepare(&row(&columns, at)).map_err(|(Failure::Deterministic(why) | Failure::Machine(why))| why)?);
+    }
+    let span = |i: usize| {
+        let first = if i == 0 { from } else { offsets[i - 1] + 1 };
+        let next = if i + 1 == offsets.len() { end } else { offsets[i] + 1 };
+        (first, next)
+    };
+    let mut machine = None;
     let results = commit_batch(
         store,
         &mut pushes,
-        |_| position(skipped.clone()),
-        |_, error: &StoreError| {
-            failure = Some(error.to_string());
-            AfterFailure::Stop
+        |range| Some(position(span(range.start).0, span(range.end - 1).1, None)),
+        |i, error: &StoreError| {
+            if !matches!(error, StoreError::Aggregator(_)) {
+                machine = Some(error.to_string());
+                return AfterFailure::Stop;
+            }
+            let (first, next) = span(i);
+            let why = format!("an aggregation function failed on its events: {error}");
+            match store.write_views_at(&mut [], Some(&position(first, next, Some((offsets[i], why))))) {
+                Ok(_) => AfterFailure::Continue,
+                Err(e) => {
+                    machine = Some(e.to_string());
+                    AfterFailure::Stop
+                }
+            }
         },
     );
-    match results.into_iter().next() {
-        Some(Ok(_)) => Ok(Stored { rows: stored, skipped }),
-        Some(Err(error)) if matches!(*error, StoreError::Aggregator(_)) => {
-            let why = format!("the view's aggregation failed on these records: {error}");
-            let mut all = skipped;
-            all.extend(offsets.iter().map(|offset| (*offset, why.clone())));
-            all.sort_by_key(|(offset, _)| *offset);
-            store
-                .write_views_at(&mut [], position(all.clone()).as_ref())
-                .map_err(|e| e.to_string())?;
-            Ok(Stored { rows: 0, skipped: all })
-        }
-        Some(Err(error)) => Err(failure.unwrap_or_else(|| error.to_string())),
-        None => Err("nothing was committed".into()),
+    if let Some(why) = machine {
+        return Err(why);
     }
+    let mut rows = 0;
+    for (at, result) in results.iter().enumerate() {
+        match result {
+            Ok(_) => rows += 1,
+            Err(error) => skipped.push((
+                offsets[at],
+                format!("an aggregation function failed on its events: {error}"),
+            )),
+        }
+    }
+    skipped.sort_by_key(|(offset, _)| *offset);
+    Ok(Stored { rows, skipped })
 }
