@@ -836,6 +836,17 @@ impl Repo {
                     None => Ok(()),
                 }
             };
+            // A source of historical rows: a file, a Delta table or a PostgreSQL relation.
+            let file_source = |path: PathBuf, format: FileFormat, postgres: Option<PostgresTable>| {
+                SourceKind::File(FileSource {
+                    path,
+                    format,
+                    timestamp_column: (raw_source.timestamp_column.clone()).unwrap_or_else(default_timestamp_column),
+                    created_column: raw_source.created_column.clone(),
+                    event_id_column: raw_source.event_id_column.clone(),
+                    postgres,
+                })
+            };
             let kind = match raw_source.kind.get_ref().as_str() {
                 kind @ ("file" | "delta") => {
                     let delta = kind == "delta";
@@ -888,17 +899,7 @@ impl Repo {
                             }
                         }
                     };
-                    SourceKind::File(FileSource {
-                        path: root.join(relative),
-                        format,
-                        timestamp_column: raw_source
-                            .timestamp_column
-                            .clone()
-                            .unwrap_or_else(default_timestamp_column),
-                        created_column: raw_source.created_column.clone(),
-                        event_id_column: raw_source.event_id_column.clone(),
-                        postgres: None,
-                    })
+                    file_source(root.join(relative), format, None)
                 }
                 "postgres" => {
                     only(&[
@@ -929,22 +930,13 @@ impl Repo {
                         }
                     };
                     let label = format!("postgres source `{name}` ({relation})");
-                    SourceKind::File(FileSource {
-                        path: PathBuf::from(label),
-                        format: FileFormat::Postgres,
-                        timestamp_column: raw_source
-                            .timestamp_column
-                            .clone()
-                            .unwrap_or_else(default_timestamp_column),
-                        created_column: raw_source.created_column.clone(),
-                        event_id_column: raw_source.event_id_column.clone(),
-                        postgres: Some(PostgresTable {
-                            relation,
-                            connection_env: (raw_source.connection_env.clone())
-                                .unwrap_or_else(|| "DATABASE_URL".to_string()),
-                            watermark_column: raw_source.watermark_column.clone(),
-                        }),
-                    })
+                    let table = PostgresTable {
+                        relation,
+                        connection_env: (raw_source.connection_env.clone())
+                            .unwrap_or_else(|| "DATABASE_URL".to_string()),
+                        watermark_column: raw_source.watermark_column.clone(),
+                    };
+                    file_source(PathBuf::from(label), FileFormat::Postgres, Some(table))
                 }
                 "request" => {
                     only(&["schema"])?;

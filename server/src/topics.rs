@@ -128,6 +128,11 @@ async fn consume<S: Sink>(server: Weak<S>, source: String, topic: KafkaTopic) {
 async fn follow<S: Sink>(server: Weak<S>, source: String, topic: KafkaTopic, client: PartitionClient) {
     let partition = client.partition();
     let at = |offset: u64| format!("kafka source `{source}` partition {partition} offset {offset}");
+    // What a record is decoded into: the views, and so the columns, are
+    // fixed for the server's life.
+    let Some(columns) = server.upgrade().map(|server| server.push_columns(&source)) else {
+        return;
+    };
     // Where the store stands; `None` after a failure, so it is read again.
     let mut next: Option<u64> = None;
     loop {
@@ -178,7 +183,6 @@ async fn follow<S: Sink>(server: Weak<S>, source: String, topic: KafkaTopic, cli
         server
             .metrics()
             .kafka_lag(&source, partition, (high_watermark.max(0) as u64).saturating_sub(end));
-        let columns = server.push_columns(&source);
         let decoded = kafka::decode(&records, topic.format, &columns);
         let applying = server.clone();
         let (source_name, from) = (source.clone(), offset);
